@@ -1,0 +1,110 @@
+//! An append-only vector whose clones share every chunk: the writer keeps appending while
+//! readers hold an old clone as their snapshot. Appending to a chunk a reader still holds
+//! copies that one chunk (bounded work), never the whole vector.
+
+use std::sync::Arc;
+
+/// Append-only, snapshot-friendly vector made of fixed-capacity chunks.
+#[derive(Debug, Clone)]
+pub struct ChunkedVec<T> {
+    chunks: Vec<Arc<Vec<T>>>,
+    chunk_len: usize,
+    len: usize,
+}
+
+impl<T: Clone> ChunkedVec<T> {
+    /// An empty vector with chunks of `chunk_len` elements (at least 1).
+    pub fn new(chunk_len: usize) -> Self {
+        ChunkedVec {
+            chunks: Vec::new(),
+            chunk_len: chunk_len.max(1),
+            len: 0,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Elements per chunk.
+    pub fn chunk_len(&self) -> usize {
+        self.chunk_len
+    }
+
+    /// Number of chunks (the last may be partial).
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Chunk `i`'s elements.
+    pub fn chunk(&self, i: usize) -> &[T] {
+        self.chunks.get(i).map(|c| c.as_slice()).unwrap_or(&[])
+    }
+
+    /// Element `i`, if present.
+    pub fn get(&self, i: usize) -> Option<&T> {
+        self.chunks.get(i / self.chunk_len)?.get(i % self.chunk_len)
+    }
+
+    /// Contiguous elements `start..start + n`, if they lie inside one chunk.
+    pub fn slice(&self, start: usize, n: usize) -> Option<&[T]> {
+        let chunk = self.chunks.get(start / self.chunk_len)?;
+        let at = start % self.chunk_len;
+        chunk.get(at..at + n)
+    }
+
+    /// Appends one element.
+    pub fn push(&mut self, value: T) {
+        self.extend_from_slice(std::slice::from_ref(&value));
+    }
+
+    /// Appends a slice, filling the last chunk before starting a new one.
+    pub fn extend_from_slice(&mut self, mut values: &[T]) {
+        while !values.is_empty() {
+            let room = match self.chunks.last() {
+                Some(last) if last.len() < self.chunk_len => self.chunk_len - last.len(),
+                _ => {
+                    self.chunks
+                        .push(Arc::new(Vec::with_capacity(self.chunk_len)));
+                    self.chunk_len
+                }
+            };
+            let take = room.min(values.len());
+            if let Some(last) = self.chunks.last_mut() {
+                let chunk = Arc::make_mut(last);
+                chunk.reserve_exact(self.chunk_len - chunk.len());
+                chunk.extend_from_slice(&values[..take]);
+            }
+            self.len += take;
+            values = &values[take..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clones_are_snapshots() {
+        let mut v = ChunkedVec::new(3);
+        v.extend_from_slice(&[1, 2, 3, 4]);
+        let snap = v.clone();
+        v.extend_from_slice(&[5, 6, 7]);
+        v.push(8);
+        assert_eq!(snap.len(), 4);
+        assert_eq!(
+            (0..4).map(|i| *snap.get(i).unwrap()).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        assert_eq!(v.len(), 8);
+        assert_eq!(
+            (0..8).map(|i| *v.get(i).unwrap()).collect::<Vec<_>>(),
+            (1..=8).collect::<Vec<_>>()
+        );
+        assert_eq!(v.chunk_count(), 3);
+        assert_eq!(v.slice(3, 3), Some(&[4, 5, 6][..]));
+        assert_eq!(snap.get(3), Some(&4));
+    }
+}

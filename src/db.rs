@@ -1,0 +1,938 @@
+//! [`Database`]: the handle users hold. It wires the metadata store (the commit point), the row
+//! storage and the index together, and enforces the commit protocol:
+//!
+//! 1. rows are appended to `vectors.bin` (in slabs of the write buffer), visible to searches of
+//!    this handle at once;
+//! 2. on commit, `vectors.bin` is fsynced, then
+//! 3. one redb transaction records the ids, metadata, tombstones and the new committed row count.
+//!
+//! On open, rows past the committed count are a torn tail and are cut. Readers load an immutable
+//! [`Snapshot`] with one atomic pointer read and never wait for the writer.
+
+use crate::chunked::ChunkedVec;
+use crate::distance::Kernels;
+use crate::error::{Error, Result};
+use crate::format::{Header, RowLayout};
+use crate::index::flat::FlatIndex;
+use crate::index::{Index, Queries, ScanSet};
+use crate::meta::{CommitBatch, MetaStore};
+use crate::storage::fs::{DirLock, FsLocation};
+use crate::storage::sim::SimLocation;
+use crate::storage::{names, Location, RowStore, RowView};
+use crate::types::{Metadata, Metric, OpenOptions, Record, SearchHit, MAX_DIMENSION, MAX_ID_BYTES};
+use arc_swap::ArcSwap;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Ids per chunk of the row -> id table.
+const ID_CHUNK: usize = 4096;
+
+/// What one search sees: immutable, shared by `Arc`.
+struct Snapshot {
+    rows: Option<Arc<dyn RowView>>,
+    row_ids: ChunkedVec<Arc<str>>,
+    tombstones: Arc<Vec<u64>>,
+    live: u64,
+    dim: Option<u32>,
+}
+
+/// State `get` needs besides the snapshot; changed together with it under one lock.
+struct IdState {
+    rows_by_id: HashMap<Arc<str>, u64>,
+    /// Metadata of rows not yet committed to redb.
+    pending_meta: HashMap<u64, Metadata>,
+}
+
+/// The single writer's state.
+struct Writer {
+    rows: Option<Box<dyn RowStore>>,
+    dim: Option<u32>,
+    committed_rows: u64,
+    config_committed: bool,
+    pending_inserts: Vec<(u64, Arc<str>)>,
+    pending_deletes: Vec<(u64, Arc<str>)>,
+    row_ids: ChunkedVec<Arc<str>>,
+    tombstones: Arc<Vec<u64>>,
+    live: u64,
+    poisoned: Option<String>,
+}
+
+impl Writer {
+    fn check(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(reason) => Err(Error::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.pending_inserts.is_empty()
+            || !self.pending_deletes.is_empty()
+            || !self.config_committed
+    }
+
+    fn uncommitted_ops(&self) -> usize {
+        self.pending_inserts.len() + self.pending_deletes.len()
+    }
+
+    fn set_tombstone(&mut self, row: u64) {
+        let words = Arc::make_mut(&mut self.tombstones);
+        let w = (row >> 6) as usize;
+        if words.len() <= w {
+            words.resize(w + 1, 0);
+        }
+        words[w] |= 1 << (row & 63);
+    }
+}
+
+/// An open SrvDB database. `Send + Sync`: share it with `Arc`; many threads may search while
+/// one writes.
+pub struct Database {
+    location: Arc<dyn Location>,
+    meta: MetaStore,
+    metric: Metric,
+    kernels: Kernels,
+    options: OpenOptions,
+    writer: Mutex<Writer>,
+    published: ArcSwap<Snapshot>,
+    ids: RwLock<IdState>,
+    _lock: Option<DirLock>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("path", &self.location.path_of(""))
+            .field("metric", &self.metric)
+            .field("dimension", &self.dimension())
+            .field("count", &self.count())
+            .finish()
+    }
+}
+
+fn lock_poison_free<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Which operation a batch write is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WriteMode {
+    Add,
+    Upsert,
+}
+
+impl Database {
+    /// Opens the database in directory `path`, creating it if needed.
+    pub fn open(path: impl AsRef<Path>, options: OpenOptions) -> Result<Self> {
+        let dir = path.as_ref();
+        let location = FsLocation::new(dir, options.storage)?;
+        let lock = DirLock::acquire(dir)?;
+        Self::open_in(Arc::new(location), options, Some(lock))
+    }
+
+    /// An ephemeral database in memory: same engine, nothing written to disk.
+    pub fn in_memory(options: OpenOptions) -> Result<Self> {
+        Self::open_in(Arc::new(SimLocation::ephemeral()), options, None)
+    }
+
+    /// Opens a database in any [`Location`] (the simulated, fault-injecting one in tests).
+    pub fn open_at(location: Arc<dyn Location>, options: OpenOptions) -> Result<Self> {
+        Self::open_in(location, options, None)
+    }
+
+    fn open_in(
+        location: Arc<dyn Location>,
+        options: OpenOptions,
+        lock: Option<DirLock>,
+    ) -> Result<Self> {
+        if let Some(dim) = options.dimension {
+            check_dimension(dim as usize)?;
+        }
+        let meta_existed = location.exists(names::METADATA)?;
+        let vectors_existed = location.exists(names::VECTORS)?;
+        if !meta_existed && vectors_existed {
+            return Err(Error::corrupt(
+                location.path_of(names::METADATA),
+                "missing, but vectors.bin exists: the ids and the commit record are gone",
+            ));
+        }
+        let meta = MetaStore::new(location.open_metadata()?, location.path_of(names::METADATA));
+        let mut loaded = meta.load()?;
+
+        // Finish or discard a compaction that a crash interrupted.
+        if loaded.compaction_pending {
+            if location.exists(names::VECTORS_COMPACT)? {
+                location.rename(names::VECTORS_COMPACT, names::VECTORS)?;
+            }
+            meta.finish_compaction()?;
+            loaded.compaction_pending = false;
+        } else if location.exists(names::VECTORS_COMPACT)? {
+            location.remove(names::VECTORS_COMPACT)?;
+        }
+
+        let metric = match (loaded.metric, options.metric) {
+            (Some(stored), Some(asked)) if stored != asked => {
+                return Err(Error::invalid(format!(
+                    "the database was created with metric {stored}, not {asked}: open it without a metric or with {stored}"
+                )))
+            }
+            (Some(stored), _) => stored,
+            (None, asked) => asked.unwrap_or_default(),
+        };
+        if let (Some(stored), Some(asked)) = (loaded.dimension, options.dimension) {
+            if stored != asked {
+                return Err(Error::DimensionMismatch {
+                    expected: stored,
+                    got: asked as usize,
+                    index: None,
+                });
+            }
+        }
+
+        let mut rows: Option<Box<dyn RowStore>> = None;
+        if let Some(dim) = loaded.dimension {
+            match location.open_rows(names::VECTORS, loaded.committed_rows)? {
+                Some((header, store)) => {
+                    if header.layout.dim != dim || header.metric != metric {
+                        return Err(Error::corrupt(
+                            location.path_of(names::VECTORS),
+                            format!(
+                                "header says dim {} / {}, metadata.db says dim {dim} / {metric}",
+                                header.layout.dim, header.metric
+                            ),
+                        ));
+                    }
+                    rows = Some(store);
+                }
+                None if loaded.committed_rows == 0 => {}
+                None => {
+                    return Err(Error::corrupt(
+                        location.path_of(names::VECTORS),
+                        format!(
+                            "missing, but metadata.db committed {} rows",
+                            loaded.committed_rows
+                        ),
+                    ))
+                }
+            }
+        } else if vectors_existed {
+            // Created by a first batch that never committed: nothing in it exists.
+            location.remove(names::VECTORS)?;
+        }
+
+        // Rebuild the in-memory tables from the committed state.
+        let mut row_ids = ChunkedVec::new(ID_CHUNK);
+        let mut rows_by_id = HashMap::with_capacity(loaded.row_ids.len());
+        let mut tombstones = vec![0u64; loaded.row_ids.len().div_ceil(64)];
+        for &row in &loaded.tombstones {
+            if row >= loaded.committed_rows {
+                return Err(Error::corrupt(
+                    location.path_of(names::METADATA),
+                    format!(
+                        "tombstone for row {row} beyond the {} committed rows",
+                        loaded.committed_rows
+                    ),
+                ));
+            }
+            tombstones[(row >> 6) as usize] |= 1 << (row & 63);
+        }
+        let is_dead = |row: u64| (tombstones[(row >> 6) as usize] >> (row & 63)) & 1 == 1;
+        let mut live = 0u64;
+        for (row, id) in loaded.row_ids.into_iter().enumerate() {
+            let Some(id) = id else {
+                return Err(Error::corrupt(
+                    location.path_of(names::METADATA),
+                    format!("row {row} has no id"),
+                ));
+            };
+            let id: Arc<str> = Arc::from(id);
+            if !is_dead(row as u64) {
+                if rows_by_id.insert(id.clone(), row as u64).is_some() {
+                    return Err(Error::corrupt(
+                        location.path_of(names::METADATA),
+                        format!("id {id:?} is live in two rows"),
+                    ));
+                }
+                live += 1;
+            }
+            row_ids.push(id);
+        }
+
+        let mut writer = Writer {
+            dim: loaded.dimension,
+            rows,
+            committed_rows: loaded.committed_rows,
+            config_committed: loaded.dimension.is_some(),
+            pending_inserts: Vec::new(),
+            pending_deletes: Vec::new(),
+            row_ids,
+            tombstones: Arc::new(tombstones),
+            live,
+            poisoned: None,
+        };
+        // Without a stored configuration a new database starts in the state "nothing pending".
+        if loaded.dimension.is_none() {
+            writer.config_committed = true;
+        }
+        let db = Database {
+            location,
+            meta,
+            metric,
+            kernels: Kernels::best(),
+            options,
+            published: ArcSwap::from_pointee(Snapshot {
+                rows: None,
+                row_ids: ChunkedVec::new(ID_CHUNK),
+                tombstones: Arc::new(Vec::new()),
+                live: 0,
+                dim: None,
+            }),
+            ids: RwLock::new(IdState {
+                rows_by_id,
+                pending_meta: HashMap::new(),
+            }),
+            writer: Mutex::new(writer),
+            _lock: lock,
+        };
+        {
+            let mut w = lock_poison_free(&db.writer);
+            if w.dim.is_none() {
+                if let Some(dim) = db.options.dimension {
+                    // A dimension given up front is fixed now, durably.
+                    db.create_rows(&mut w, dim)?;
+                    db.commit_locked(&mut w)?;
+                }
+            }
+            let snapshot = Self::snapshot_of(&w);
+            db.published.store(Arc::new(snapshot));
+        }
+        Ok(db)
+    }
+
+    fn snapshot_of(w: &Writer) -> Snapshot {
+        Snapshot {
+            rows: w.rows.as_ref().map(|r| r.view()),
+            row_ids: w.row_ids.clone(),
+            tombstones: w.tombstones.clone(),
+            live: w.live,
+            dim: w.dim,
+        }
+    }
+
+    fn ids_read(&self) -> RwLockReadGuard<'_, IdState> {
+        self.ids.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ids_write(&self) -> RwLockWriteGuard<'_, IdState> {
+        self.ids.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The metric, fixed at creation.
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// The dimension, once fixed.
+    pub fn dimension(&self) -> Option<u32> {
+        self.published.load().dim
+    }
+
+    /// Number of live (not deleted) records, committed or not.
+    pub fn count(&self) -> u64 {
+        self.published.load().live
+    }
+
+    /// Which kernels this handle uses (for reports).
+    pub fn kernel_description(&self) -> String {
+        self.kernels.describe()
+    }
+
+    /// True when `id` is live.
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids_read().rows_by_id.contains_key(id)
+    }
+
+    /// Live ids, in insertion (row) order.
+    pub fn ids(&self) -> Vec<String> {
+        let snap = self.published.load_full();
+        let set_rows = snap.row_ids.len() as u64;
+        (0..set_rows)
+            .filter(|&row| !is_set(&snap.tombstones, row))
+            .filter_map(|row| snap.row_ids.get(row as usize).map(|id| id.to_string()))
+            .collect()
+    }
+
+    /// The record stored under `id`, or `None`.
+    pub fn get(&self, id: &str) -> Result<Option<Record>> {
+        let ids = self.ids_read();
+        let Some(&row) = ids.rows_by_id.get(id) else {
+            return Ok(None);
+        };
+        let snap = self.published.load_full();
+        let (Some(rows), Some(dim)) = (&snap.rows, snap.dim) else {
+            return Ok(None);
+        };
+        let Some(data) = rows.row(row) else {
+            return Ok(None);
+        };
+        let vector = data[..dim as usize].to_vec();
+        let metadata = match ids.pending_meta.get(&row) {
+            Some(m) => Some(m.clone()),
+            None => self.meta.metadata(row)?,
+        };
+        Ok(Some(Record {
+            id: id.to_owned(),
+            vector,
+            metadata,
+        }))
+    }
+
+    /// Inserts a batch. `vectors` holds `ids.len()` vectors back to back; `metadatas` is empty or
+    /// one entry per id. The batch is atomic: any invalid entry (duplicate or existing id, wrong
+    /// dimension, NaN/inf, bad id) rejects the whole batch and writes nothing.
+    pub fn add<S: AsRef<str>>(
+        &self,
+        ids: &[S],
+        vectors: &[f32],
+        metadatas: &[Option<Metadata>],
+    ) -> Result<()> {
+        self.write_batch(ids, vectors, metadatas, WriteMode::Add)
+    }
+
+    /// Like [`Database::add`], but an existing id is replaced (its old row is deleted).
+    pub fn upsert<S: AsRef<str>>(
+        &self,
+        ids: &[S],
+        vectors: &[f32],
+        metadatas: &[Option<Metadata>],
+    ) -> Result<()> {
+        self.write_batch(ids, vectors, metadatas, WriteMode::Upsert)
+    }
+
+    fn write_batch<S: AsRef<str>>(
+        &self,
+        ids: &[S],
+        vectors: &[f32],
+        metadatas: &[Option<Metadata>],
+        mode: WriteMode,
+    ) -> Result<()> {
+        let n = ids.len();
+        if n == 0 {
+            if vectors.is_empty() && metadatas.is_empty() {
+                return Ok(());
+            }
+            return Err(Error::invalid("vectors or metadatas given without ids"));
+        }
+        if !metadatas.is_empty() && metadatas.len() != n {
+            return Err(Error::invalid(format!(
+                "{} metadatas for {n} ids: pass one per id, or none",
+                metadatas.len()
+            )));
+        }
+        let mut w = lock_poison_free(&self.writer);
+        w.check()?;
+
+        // Validate everything before writing anything.
+        let dim = match w.dim {
+            Some(d) => {
+                if vectors.len() != n * d as usize {
+                    let got = if vectors.len() % n == 0 {
+                        vectors.len() / n
+                    } else {
+                        vectors.len()
+                    };
+                    return Err(Error::DimensionMismatch {
+                        expected: d,
+                        got,
+                        index: None,
+                    });
+                }
+                d as usize
+            }
+            None => {
+                if vectors.len() % n != 0 || vectors.is_empty() {
+                    return Err(Error::invalid(format!(
+                        "{} values for {n} ids: vectors must all have the same length",
+                        vectors.len()
+                    )));
+                }
+                let d = vectors.len() / n;
+                check_dimension(d)?;
+                d
+            }
+        };
+        if let Some(pos) = vectors.iter().position(|x| !x.is_finite()) {
+            return Err(Error::InvalidInput {
+                reason: format!(
+                    "component {} is {} (NaN and infinity cannot be searched)",
+                    pos % dim,
+                    vectors[pos]
+                ),
+                index: Some(pos / dim),
+            });
+        }
+        let mut replaced = Vec::new();
+        {
+            let state = self.ids_read();
+            let mut seen = HashSet::with_capacity(n);
+            for (i, id) in ids.iter().enumerate() {
+                let id = id.as_ref();
+                check_id(id, i)?;
+                if !seen.insert(id) {
+                    return Err(Error::DuplicateId {
+                        id: id.to_owned(),
+                        index: Some(i),
+                    });
+                }
+                if let Some(&row) = state.rows_by_id.get(id) {
+                    match mode {
+                        WriteMode::Add => {
+                            return Err(Error::DuplicateId {
+                                id: id.to_owned(),
+                                index: Some(i),
+                            })
+                        }
+                        WriteMode::Upsert => replaced.push((row, Arc::<str>::from(id))),
+                    }
+                }
+            }
+        }
+
+        // Write the rows through the write buffer.
+        if w.rows.is_none() {
+            self.create_rows(&mut w, dim as u32)?;
+        }
+        let first_row = w.rows.as_ref().map_or(0, |r| r.rows());
+        if let Err(e) = self.append_rows(&mut w, vectors, dim) {
+            w.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+
+        // Record the batch, then publish it.
+        let new_ids: Vec<Arc<str>> = ids.iter().map(|s| Arc::from(s.as_ref())).collect();
+        for (i, id) in new_ids.iter().enumerate() {
+            let row = first_row + i as u64;
+            w.row_ids.push(id.clone());
+            w.pending_inserts.push((row, id.clone()));
+        }
+        for (row, id) in &replaced {
+            w.set_tombstone(*row);
+            w.pending_deletes.push((*row, id.clone()));
+        }
+        w.live += (n - replaced.len()) as u64;
+        {
+            let mut state = self.ids_write();
+            for (i, id) in new_ids.into_iter().enumerate() {
+                let row = first_row + i as u64;
+                state.rows_by_id.insert(id, row);
+                if let Some(Some(m)) = metadatas.get(i) {
+                    state.pending_meta.insert(row, m.clone());
+                }
+            }
+            for (row, _) in &replaced {
+                state.pending_meta.remove(row);
+            }
+            self.published.store(Arc::new(Self::snapshot_of(&w)));
+        }
+
+        if self.options.auto_commit_rows > 0 && w.uncommitted_ops() >= self.options.auto_commit_rows
+        {
+            self.commit_locked(&mut w)?;
+        }
+        Ok(())
+    }
+
+    fn create_rows(&self, w: &mut Writer, dim: u32) -> Result<()> {
+        let header = Header {
+            layout: RowLayout::new(dim),
+            metric: self.metric,
+        };
+        let store = self.location.create_rows(names::VECTORS, &header)?;
+        w.rows = Some(store);
+        w.dim = Some(dim);
+        w.config_committed = false;
+        Ok(())
+    }
+
+    /// Encodes rows (vector, norm, padding) into slabs of the write buffer and appends them.
+    fn append_rows(&self, w: &mut Writer, vectors: &[f32], dim: usize) -> Result<()> {
+        let Some(store) = w.rows.as_mut() else {
+            return Err(Error::invalid("no row storage (dimension unknown)"));
+        };
+        let layout = store.layout();
+        let stride = layout.stride_f32;
+        let rows_per_slab = (self.options.buffer_bytes / layout.stride_bytes()).max(1);
+        let n = vectors.len() / dim;
+        let mut slab = vec![0.0f32; rows_per_slab.min(n) * stride];
+        let mut done = 0;
+        while done < n {
+            let take = rows_per_slab.min(n - done);
+            for i in 0..take {
+                let v = &vectors[(done + i) * dim..(done + i + 1) * dim];
+                let norm = self.kernels.dot(v, v).sqrt();
+                layout.encode_row(v, norm, &mut slab[i * stride..(i + 1) * stride]);
+            }
+            store.append(&slab[..take * stride])?;
+            done += take;
+        }
+        Ok(())
+    }
+
+    /// Deletes the records with these ids. Unknown ids reject the whole call with
+    /// [`Error::NotFound`]; repeated ids count once. Returns how many records were deleted.
+    pub fn delete<S: AsRef<str>>(&self, ids: &[S]) -> Result<usize> {
+        let mut w = lock_poison_free(&self.writer);
+        w.check()?;
+        let mut rows = Vec::with_capacity(ids.len());
+        {
+            let state = self.ids_read();
+            let mut seen = HashSet::new();
+            for id in ids {
+                let id = id.as_ref();
+                if !seen.insert(id) {
+                    continue;
+                }
+                match state.rows_by_id.get_key_value(id) {
+                    Some((key, &row)) => rows.push((row, key.clone())),
+                    None => return Err(Error::NotFound { id: id.to_owned() }),
+                }
+            }
+        }
+        for (row, id) in &rows {
+            w.set_tombstone(*row);
+            w.pending_deletes.push((*row, id.clone()));
+        }
+        w.live -= rows.len() as u64;
+        {
+            let mut state = self.ids_write();
+            for (row, id) in &rows {
+                state.rows_by_id.remove(id);
+                state.pending_meta.remove(row);
+            }
+            self.published.store(Arc::new(Self::snapshot_of(&w)));
+        }
+        if self.options.auto_commit_rows > 0 && w.uncommitted_ops() >= self.options.auto_commit_rows
+        {
+            self.commit_locked(&mut w)?;
+        }
+        Ok(rows.len())
+    }
+
+    /// Makes every change so far durable: fsync `vectors.bin`, then commit redb.
+    pub fn persist(&self) -> Result<()> {
+        let mut w = lock_poison_free(&self.writer);
+        w.check()?;
+        self.commit_locked(&mut w)
+    }
+
+    fn commit_locked(&self, w: &mut Writer) -> Result<()> {
+        if !w.has_pending() {
+            return Ok(());
+        }
+        let result = (|| -> Result<u64> {
+            let committed_rows = match w.rows.as_mut() {
+                Some(store) => {
+                    store.sync()?;
+                    store.rows()
+                }
+                None => 0,
+            };
+            let state = self.ids_read();
+            let batch = CommitBatch {
+                inserts: w
+                    .pending_inserts
+                    .iter()
+                    .map(|(row, id)| (*row, &**id, state.pending_meta.get(row)))
+                    .collect(),
+                deletes: w
+                    .pending_deletes
+                    .iter()
+                    .map(|(row, id)| (*row, &**id))
+                    .collect(),
+                committed_rows,
+                config: w.dim.map(|d| (d, self.metric)),
+            };
+            self.meta.commit(&batch)?;
+            Ok(committed_rows)
+        })();
+        match result {
+            Ok(committed_rows) => {
+                let mut state = self.ids_write();
+                for (row, _) in &w.pending_inserts {
+                    state.pending_meta.remove(row);
+                }
+                drop(state);
+                w.pending_inserts.clear();
+                w.pending_deletes.clear();
+                w.committed_rows = committed_rows;
+                w.config_committed = true;
+                Ok(())
+            }
+            Err(e) => {
+                w.poisoned = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Rewrites the database without deleted rows. Crash-safe: a crash at any point leaves the
+    /// old or the new database (the redb commit that records the new rows is the switch).
+    /// Row numbers change; ids do not.
+    pub fn compact(&self) -> Result<()> {
+        let mut w = lock_poison_free(&self.writer);
+        w.check()?;
+        self.commit_locked(&mut w)?;
+        let dead = w
+            .tombstones
+            .iter()
+            .map(|x| x.count_ones() as u64)
+            .sum::<u64>();
+        if dead == 0 {
+            return Ok(());
+        }
+        let result = self.compact_locked(&mut w);
+        if let Err(e) = &result {
+            w.poisoned = Some(e.to_string());
+        }
+        result
+    }
+
+    fn compact_locked(&self, w: &mut Writer) -> Result<()> {
+        let (Some(dim), Some(store)) = (w.dim, w.rows.as_ref()) else {
+            return Ok(());
+        };
+        let view = store.view();
+        let layout = view.layout();
+        let header = Header {
+            layout,
+            metric: self.metric,
+        };
+        let total = w.committed_rows;
+        let is_dead = |row: u64| is_set(&w.tombstones, row);
+
+        // 1. The surviving rows into a new file, durably.
+        let mut new_store = self.location.create_rows(names::VECTORS_COMPACT, &header)?;
+        let rows_per_slab = (self.options.buffer_bytes / layout.stride_bytes()).max(1);
+        let mut slab: Vec<f32> = Vec::with_capacity(rows_per_slab * layout.stride_f32);
+        let mut keep: Vec<u64> = Vec::new();
+        for row in 0..total {
+            if is_dead(row) {
+                continue;
+            }
+            let Some(data) = view.row(row) else {
+                return Err(Error::corrupt(
+                    self.location.path_of(names::VECTORS),
+                    format!("row {row} unreadable"),
+                ));
+            };
+            slab.extend_from_slice(data);
+            keep.push(row);
+            if slab.len() >= rows_per_slab * layout.stride_f32 {
+                new_store.append(&slab)?;
+                slab.clear();
+            }
+        }
+        if !slab.is_empty() {
+            new_store.append(&slab)?;
+        }
+        new_store.sync()?;
+        drop(new_store);
+
+        // 2. The commit point: redb now describes the compacted rows.
+        let mut all_meta = self.meta.all_metadata()?;
+        let survivors: Vec<(String, Option<Metadata>)> = keep
+            .iter()
+            .map(|&row| {
+                let id = w
+                    .row_ids
+                    .get(row as usize)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                (id, all_meta.remove(&row))
+            })
+            .collect();
+        self.meta.rewrite_compacted(&survivors, dim, self.metric)?;
+
+        // 3. Swap the files in and clear the mark (open finishes this after a crash).
+        self.location
+            .rename(names::VECTORS_COMPACT, names::VECTORS)?;
+        self.meta.finish_compaction()?;
+        let n = keep.len() as u64;
+        let Some((_, reopened)) = self.location.open_rows(names::VECTORS, n)? else {
+            return Err(Error::corrupt(
+                self.location.path_of(names::VECTORS),
+                "vanished during compaction",
+            ));
+        };
+
+        let mut row_ids = ChunkedVec::new(ID_CHUNK);
+        let mut rows_by_id = HashMap::with_capacity(keep.len());
+        for (new_row, (id, _)) in survivors.into_iter().enumerate() {
+            let id: Arc<str> = Arc::from(id);
+            rows_by_id.insert(id.clone(), new_row as u64);
+            row_ids.push(id);
+        }
+        w.rows = Some(reopened);
+        w.row_ids = row_ids;
+        w.tombstones = Arc::new(Vec::new());
+        w.committed_rows = n;
+        w.live = n;
+        let mut state = self.ids_write();
+        state.rows_by_id = rows_by_id;
+        state.pending_meta.clear();
+        self.published.store(Arc::new(Self::snapshot_of(w)));
+        Ok(())
+    }
+
+    /// Commits and closes, reporting any error (dropping commits too, but silently).
+    pub fn close(self) -> Result<()> {
+        let mut w = lock_poison_free(&self.writer);
+        if w.poisoned.is_some() {
+            return Ok(());
+        }
+        self.commit_locked(&mut w)
+    }
+
+    fn check_query(&self, dim: Option<u32>, queries: &[f32], n: usize) -> Result<Option<Queries>> {
+        let Some(dim) = dim else { return Ok(None) };
+        let d = dim as usize;
+        if queries.len() != n * d {
+            let got = if n > 0 && queries.len() % n == 0 {
+                queries.len() / n
+            } else {
+                queries.len()
+            };
+            return Err(Error::DimensionMismatch {
+                expected: dim,
+                got,
+                index: None,
+            });
+        }
+        if let Some(pos) = queries.iter().position(|x| !x.is_finite()) {
+            return Err(Error::InvalidInput {
+                reason: format!("query component {} is {}", pos % d, queries[pos]),
+                index: Some(pos / d),
+            });
+        }
+        let norms = queries
+            .chunks_exact(d)
+            .map(|q| self.kernels.dot(q, q).sqrt())
+            .collect();
+        Ok(Some(Queries {
+            data: queries.to_vec(),
+            norms,
+            dim: d,
+        }))
+    }
+
+    /// The `k` best matches for `query`, best first. `k` larger than the count returns them all;
+    /// an empty database returns nothing.
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<SearchHit>> {
+        let snap = self.published.load_full();
+        if snap.dim.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut out = self.search_snapshot(&snap, query, 1, k)?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// The `k` best matches for each of the queries in `queries` (back to back, each of the
+    /// database's dimension). Much cheaper per query than separate searches: rows are read once
+    /// per group of queries.
+    pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>> {
+        let snap = self.published.load_full();
+        let Some(dim) = snap.dim else {
+            return Ok(Vec::new());
+        };
+        if queries.len() % dim as usize != 0 {
+            return Err(Error::DimensionMismatch {
+                expected: dim,
+                got: queries.len(),
+                index: None,
+            });
+        }
+        let n = queries.len() / dim as usize;
+        self.search_snapshot(&snap, queries, n, k)
+    }
+
+    fn search_snapshot(
+        &self,
+        snap: &Snapshot,
+        queries: &[f32],
+        n: usize,
+        k: usize,
+    ) -> Result<Vec<Vec<SearchHit>>> {
+        let Some(qs) = self.check_query(snap.dim, queries, n)? else {
+            return Ok(vec![Vec::new(); n]);
+        };
+        let Some(rows) = &snap.rows else {
+            return Ok(vec![Vec::new(); n]);
+        };
+        let set = ScanSet {
+            rows: rows.as_ref(),
+            tombstones: &snap.tombstones,
+        };
+        let k = k.min(usize::try_from(snap.live).unwrap_or(usize::MAX));
+        let index = FlatIndex::new(self.metric, self.kernels);
+        let found = index.search(&set, &qs, k);
+        let higher = self.metric.higher_is_better();
+        Ok(found
+            .into_iter()
+            .map(|hits| {
+                hits.into_iter()
+                    .map(|c| SearchHit {
+                        id: snap
+                            .row_ids
+                            .get(c.row as usize)
+                            .map(|s| s.to_string())
+                            .unwrap_or_default(),
+                        score: if higher { c.key } else { -c.key },
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let mut w = lock_poison_free(&self.writer);
+        if w.poisoned.is_none() {
+            // Best effort: `close` reports errors; a drop cannot.
+            let _ = self.commit_locked(&mut w);
+        }
+    }
+}
+
+fn is_set(bits: &[u64], row: u64) -> bool {
+    bits.get((row >> 6) as usize)
+        .is_some_and(|w| (w >> (row & 63)) & 1 == 1)
+}
+
+fn check_dimension(dim: usize) -> Result<()> {
+    if dim == 0 || dim > MAX_DIMENSION as usize {
+        return Err(Error::invalid(format!(
+            "dimension {dim} is out of range 1..={MAX_DIMENSION}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_id(id: &str, index: usize) -> Result<()> {
+    if id.is_empty() {
+        return Err(Error::InvalidInput {
+            reason: "empty id".into(),
+            index: Some(index),
+        });
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(Error::InvalidInput {
+            reason: format!("id is {} bytes; the limit is {MAX_ID_BYTES}", id.len()),
+            index: Some(index),
+        });
+    }
+    Ok(())
+}

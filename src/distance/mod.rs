@@ -1,0 +1,154 @@
+//! Vector comparison: the metric picks a formula, the platform picks a kernel, once, at open.
+
+#[cfg(target_arch = "x86_64")]
+mod multi_avx2;
+pub mod scalar;
+pub mod simd128;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod simsimd;
+
+/// Which implementation computes the pairwise products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelKind {
+    /// `scalar.rs`: the reference, f64 accumulation.
+    Scalar,
+    /// `simd128.rs`: `wide` 128-bit lanes (the wasm32 kernel; portable).
+    Simd128,
+    /// SimSIMD with run-time ISA dispatch (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    SimSimd,
+}
+
+type PairFn = fn(&[f32], &[f32]) -> f32;
+
+/// A chosen set of kernels. `Copy`, so each search carries it by value.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernels {
+    kind: KernelKind,
+    dot: PairFn,
+    l2sq: PairFn,
+    /// Multi-query dot product for batches, when the CPU has one.
+    multi_dot: Option<MultiDotFn>,
+}
+
+/// `multi_dot(queries, nq, rows, nrows, row_stride, dim, out)`: `out[q * nrows + r]` =
+/// dot(query q, row r). Queries are contiguous with stride `dim`.
+pub(crate) type MultiDotFn = fn(&[f32], usize, &[f32], usize, usize, usize, &mut [f32]);
+
+/// Below this many components the SIMD set-up costs more than it saves.
+const MIN_SIMD_DIM: usize = 16;
+
+impl Kernels {
+    /// The best kernels for this platform.
+    pub fn best() -> Self {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            Self::of(KernelKind::SimSimd)
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            Self::of(KernelKind::Simd128)
+        }
+    }
+
+    /// A specific implementation (tests and benches force one to compare them).
+    pub fn of(kind: KernelKind) -> Self {
+        let (dot, l2sq): (PairFn, PairFn) = match kind {
+            KernelKind::Scalar => (scalar::dot_f32_scalar, scalar::l2sq_f32_scalar),
+            KernelKind::Simd128 => (simd128::dot_f32_simd128, simd128::l2sq_f32_simd128),
+            #[cfg(not(target_arch = "wasm32"))]
+            KernelKind::SimSimd => (simsimd::dot_f32_simsimd, simsimd::l2sq_f32_simsimd),
+        };
+        let multi_dot = if kind == KernelKind::Scalar {
+            None
+        } else {
+            multi_dot_for_cpu()
+        };
+        Kernels {
+            kind,
+            dot,
+            l2sq,
+            multi_dot,
+        }
+    }
+
+    /// Which implementation this is.
+    pub fn kind(&self) -> KernelKind {
+        self.kind
+    }
+
+    /// A short name for reports: the kernel and, natively, the ISA it dispatched to.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            KernelKind::Scalar => "scalar".into(),
+            KernelKind::Simd128 => "simd128 (wide)".into(),
+            #[cfg(not(target_arch = "wasm32"))]
+            KernelKind::SimSimd => format!(
+                "simsimd ({}){}",
+                simsimd::isa_name(),
+                if self.multi_dot.is_some() {
+                    " + avx2 multi-query"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+
+    /// Inner product. `a.len() == b.len()` is the caller's contract.
+    #[inline]
+    pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
+        if a.len() < MIN_SIMD_DIM {
+            return scalar::dot_f32_scalar(a, b);
+        }
+        (self.dot)(a, b)
+    }
+
+    /// Squared Euclidean distance. `a.len() == b.len()` is the caller's contract.
+    #[inline]
+    pub fn l2sq(&self, a: &[f32], b: &[f32]) -> f32 {
+        if a.len() < MIN_SIMD_DIM {
+            return scalar::l2sq_f32_scalar(a, b);
+        }
+        (self.l2sq)(a, b)
+    }
+
+    /// Dot products of `nq` queries (contiguous, stride `dim`) with `nrows` rows (stride
+    /// `row_stride`), into `out[q * nrows + r]`. Uses the multi-query kernel when there is one,
+    /// so each row is loaded once per group of queries instead of once per query.
+    pub fn dot_many(
+        &self,
+        queries: &[f32],
+        nq: usize,
+        rows: &[f32],
+        nrows: usize,
+        row_stride: usize,
+        dim: usize,
+        out: &mut [f32],
+    ) {
+        if let Some(multi) = self.multi_dot {
+            if dim >= MIN_SIMD_DIM {
+                multi(queries, nq, rows, nrows, row_stride, dim, out);
+                return;
+            }
+        }
+        for q in 0..nq {
+            let query = &queries[q * dim..(q + 1) * dim];
+            for r in 0..nrows {
+                let row = &rows[r * row_stride..r * row_stride + dim];
+                out[q * nrows + r] = self.dot(query, row);
+            }
+        }
+    }
+}
+
+fn multi_dot_for_cpu() -> Option<MultiDotFn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Some(multi_avx2::dot_many_checked);
+        }
+    }
+    None
+}

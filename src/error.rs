@@ -1,0 +1,117 @@
+//! One error type for the engine. Every message states what was wrong and what to do next,
+//! because an embedded database's errors surface in the user's program, not in a server log.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the engine can report. `#[non_exhaustive]` so cases can be added; the WIT
+/// `error` variant and the Python exception tree mirror these cases and fall back to their
+/// parent for new ones.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A vector (or query) has the wrong number of components.
+    #[error("dimension mismatch{}: expected {expected}, got {got}; every vector of a database has its dimension (re-embed with the database's model or open another database)", at_index(*.index))]
+    DimensionMismatch {
+        /// The database's dimension.
+        expected: u32,
+        /// The length that was passed.
+        got: usize,
+        /// Position of the offending vector in the batch, if it came from one.
+        index: Option<usize>,
+    },
+    /// `add` was given an id that already exists (in the database or earlier in the batch).
+    #[error("duplicate id {id:?}{}: use upsert to replace an existing record", at_index(*.index))]
+    DuplicateId {
+        /// The repeated id.
+        id: String,
+        /// Position in the batch.
+        index: Option<usize>,
+    },
+    /// The id is not in the database.
+    #[error("id {id:?} not found")]
+    NotFound {
+        /// The id that was asked for.
+        id: String,
+    },
+    /// Input the engine cannot store or answer: NaN, empty id, lengths that disagree, ...
+    #[error("invalid input{}: {reason}", at_index(*.index))]
+    InvalidInput {
+        /// What was wrong and how to fix it.
+        reason: String,
+        /// Position in the batch, if any.
+        index: Option<usize>,
+    },
+    /// A file is not a SrvDB file, is from a newer format, or is damaged.
+    #[error("corrupt database file {}: {reason}; restore it from a backup or open another directory", file.display())]
+    Corrupt {
+        /// The file at fault.
+        file: PathBuf,
+        /// What was found.
+        reason: String,
+    },
+    /// Another process (or another handle in this process) has the database open for writing.
+    #[error("database {} is locked by another writer: close the other handle or process first", path.display())]
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
+    /// An operating-system I/O error.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        /// What the engine was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An error from the metadata store (redb) that is not corruption.
+    #[error("metadata store error while {context}: {message}")]
+    Metadata {
+        /// What the engine was doing.
+        context: String,
+        /// redb's message.
+        message: String,
+    },
+    /// A failed write left the in-memory state unknown; the handle refuses further writes.
+    #[error("the database handle is poisoned by an earlier failed write ({reason}): drop it and open the database again, which recovers the last commit")]
+    Poisoned {
+        /// The failure that poisoned the handle.
+        reason: String,
+    },
+}
+
+fn at_index(index: Option<usize>) -> String {
+    index.map(|i| format!(" at index {i}")).unwrap_or_default()
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            reason: reason.into(),
+            index: None,
+        }
+    }
+
+    pub(crate) fn corrupt(file: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            file: file.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Helper for `map_err` on an I/O result.
+    pub(crate) fn io_ctx(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+}

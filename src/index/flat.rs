@@ -1,0 +1,246 @@
+//! Exact search: every live row is scored. Rows are taken in blocks that fit in L2; each worker
+//! keeps its own top-k and the tops are merged at the end. Natively, blocks run on rayon; on
+//! wasm32, in order. A batch of queries scores each block against every query of a group
+//! while the block is in cache, so the rows are read from memory once per group, not per query.
+
+use super::topk::{Candidate, TopK};
+use super::{Index, Queries, ScanSet};
+use crate::distance::Kernels;
+use crate::types::Metric;
+
+/// Target size of one block of rows.
+const BLOCK_BYTES: usize = 256 << 10;
+/// Queries scored together against a block.
+const QUERY_GROUP: usize = 64;
+/// Below this many rows a scan stays on the calling thread.
+#[cfg(not(target_arch = "wasm32"))]
+const PARALLEL_MIN_ROWS: u64 = 8192;
+
+/// The exact, brute-force index.
+#[derive(Debug, Clone, Copy)]
+pub struct FlatIndex {
+    metric: Metric,
+    kernels: Kernels,
+}
+
+/// A block of rows: its first row number, row count and data.
+#[derive(Clone, Copy)]
+struct Block<'a> {
+    first_row: u64,
+    rows: usize,
+    data: &'a [f32],
+}
+
+impl FlatIndex {
+    /// An exact index for `metric` using `kernels`.
+    pub fn new(metric: Metric, kernels: Kernels) -> Self {
+        FlatIndex { metric, kernels }
+    }
+
+    fn blocks<'a>(&self, set: &ScanSet<'a>) -> Vec<Block<'a>> {
+        let layout = set.rows.layout();
+        let stride = layout.stride_f32;
+        let per_block = (BLOCK_BYTES / layout.stride_bytes()).max(1);
+        let total = set.rows.rows();
+        let mut out = Vec::new();
+        for s in 0..set.rows.segment_count() {
+            let (first, data) = set.rows.segment(s);
+            if first >= total {
+                break;
+            }
+            let in_segment = ((data.len() / stride) as u64).min(total - first) as usize;
+            let mut at = 0;
+            while at < in_segment {
+                let n = per_block.min(in_segment - at);
+                out.push(Block {
+                    first_row: first + at as u64,
+                    rows: n,
+                    data: &data[at * stride..(at + n) * stride],
+                });
+                at += n;
+            }
+        }
+        out
+    }
+
+    /// Ranking key of a row against a query: higher is better.
+    #[inline]
+    fn key(&self, query: &[f32], query_norm: f32, row: &[f32], dim: usize) -> f32 {
+        match self.metric {
+            Metric::Cosine => cosine(self.kernels.dot(query, &row[..dim]), query_norm, row[dim]),
+            Metric::Dot => self.kernels.dot(query, &row[..dim]),
+            Metric::L2 => -self.kernels.l2sq(query, &row[..dim]),
+        }
+    }
+
+    fn scan_one(&self, set: &ScanSet<'_>, block: Block<'_>, q: &[f32], qn: f32, top: &mut TopK) {
+        let layout = set.rows.layout();
+        let (stride, dim) = (layout.stride_f32, layout.dim as usize);
+        for i in 0..block.rows {
+            let row = block.first_row + i as u64;
+            if set.is_deleted(row) {
+                continue;
+            }
+            let key = self.key(q, qn, &block.data[i * stride..(i + 1) * stride], dim);
+            top.push(key, row);
+        }
+    }
+
+    /// Scores one block against a group of queries (`tops[j]` belongs to query `first_q + j`).
+    fn scan_group(
+        &self,
+        set: &ScanSet<'_>,
+        block: Block<'_>,
+        queries: &Queries,
+        first_q: usize,
+        tops: &mut [TopK],
+        scratch: &mut Vec<f32>,
+    ) {
+        let layout = set.rows.layout();
+        let (stride, dim) = (layout.stride_f32, layout.dim as usize);
+        let nq = tops.len();
+        scratch.resize(nq * block.rows, 0.0);
+        let group = &queries.data[first_q * dim..(first_q + nq) * dim];
+        match self.metric {
+            Metric::Cosine | Metric::Dot => {
+                self.kernels
+                    .dot_many(group, nq, block.data, block.rows, stride, dim, scratch);
+            }
+            Metric::L2 => {
+                for j in 0..nq {
+                    let q = &group[j * dim..(j + 1) * dim];
+                    for i in 0..block.rows {
+                        scratch[j * block.rows + i] = -self
+                            .kernels
+                            .l2sq(q, &block.data[i * stride..i * stride + dim]);
+                    }
+                }
+            }
+        }
+        for i in 0..block.rows {
+            let row = block.first_row + i as u64;
+            if set.is_deleted(row) {
+                continue;
+            }
+            let row_norm = block.data[i * stride + dim];
+            for (j, top) in tops.iter_mut().enumerate() {
+                let raw = scratch[j * block.rows + i];
+                let key = match self.metric {
+                    Metric::Cosine => cosine(raw, queries.norms[first_q + j], row_norm),
+                    Metric::Dot | Metric::L2 => raw,
+                };
+                top.push(key, row);
+            }
+        }
+    }
+
+    fn search_single(
+        &self,
+        set: &ScanSet<'_>,
+        blocks: &[Block<'_>],
+        q: &[f32],
+        qn: f32,
+        k: usize,
+    ) -> TopK {
+        #[cfg(not(target_arch = "wasm32"))]
+        if set.rows.rows() >= PARALLEL_MIN_ROWS {
+            use rayon::prelude::*;
+            return blocks
+                .par_iter()
+                .fold(
+                    || TopK::new(k),
+                    |mut top, b| {
+                        self.scan_one(set, *b, q, qn, &mut top);
+                        top
+                    },
+                )
+                .reduce(
+                    || TopK::new(k),
+                    |mut a, b| {
+                        a.merge(&b);
+                        a
+                    },
+                );
+        }
+        let mut top = TopK::new(k);
+        for b in blocks {
+            self.scan_one(set, *b, q, qn, &mut top);
+        }
+        top
+    }
+
+    fn search_group(
+        &self,
+        set: &ScanSet<'_>,
+        blocks: &[Block<'_>],
+        queries: &Queries,
+        first_q: usize,
+        nq: usize,
+        k: usize,
+    ) -> Vec<TopK> {
+        let fresh = || (vec![TopK::new(k); nq], Vec::new());
+        #[cfg(not(target_arch = "wasm32"))]
+        if set.rows.rows() >= PARALLEL_MIN_ROWS {
+            use rayon::prelude::*;
+            return blocks
+                .par_iter()
+                .fold(fresh, |(mut tops, mut scratch), b| {
+                    self.scan_group(set, *b, queries, first_q, &mut tops, &mut scratch);
+                    (tops, scratch)
+                })
+                .map(|(tops, _)| tops)
+                .reduce(
+                    || vec![TopK::new(k); nq],
+                    |mut a, b| {
+                        for (x, y) in a.iter_mut().zip(&b) {
+                            x.merge(y);
+                        }
+                        a
+                    },
+                );
+        }
+        let (mut tops, mut scratch) = fresh();
+        for b in blocks {
+            self.scan_group(set, *b, queries, first_q, &mut tops, &mut scratch);
+        }
+        tops
+    }
+}
+
+/// Cosine similarity from a dot product and the two norms; 0 when either vector is zero.
+#[inline]
+fn cosine(dot: f32, query_norm: f32, row_norm: f32) -> f32 {
+    let denom = query_norm * row_norm;
+    if denom > 0.0 {
+        dot / denom
+    } else {
+        0.0
+    }
+}
+
+impl Index for FlatIndex {
+    fn name(&self) -> &'static str {
+        "flat"
+    }
+
+    fn search(&self, set: &ScanSet<'_>, queries: &Queries, k: usize) -> Vec<Vec<Candidate>> {
+        let n = queries.count();
+        if k == 0 || set.rows.rows() == 0 {
+            return vec![Vec::new(); n];
+        }
+        let blocks = self.blocks(set);
+        if n == 1 {
+            let top = self.search_single(set, &blocks, queries.get(0), queries.norms[0], k);
+            return vec![top.into_sorted()];
+        }
+        let mut out = Vec::with_capacity(n);
+        let mut first = 0;
+        while first < n {
+            let nq = QUERY_GROUP.min(n - first);
+            let tops = self.search_group(set, &blocks, queries, first, nq, k);
+            out.extend(tops.into_iter().map(TopK::into_sorted));
+            first += nq;
+        }
+        out
+    }
+}

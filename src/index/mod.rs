@@ -1,0 +1,58 @@
+//! Indexes answer "which rows are nearest"; they read rows only through a [`ScanSet`]. The
+//! exact [`flat::FlatIndex`] is the first; an approximate index (HNSW over quantized vectors,
+//! rescored exactly from the rows) implements the same trait.
+
+pub mod flat;
+pub mod topk;
+
+use crate::storage::RowView;
+use topk::Candidate;
+
+/// What a search may see: one snapshot's rows and tombstones.
+pub struct ScanSet<'a> {
+    /// The rows.
+    pub rows: &'a dyn RowView,
+    /// Deleted rows as a bitmap (bit `r % 64` of word `r / 64`); rows past its end are live.
+    pub tombstones: &'a [u64],
+}
+
+impl ScanSet<'_> {
+    /// True when `row` is deleted.
+    #[inline]
+    pub fn is_deleted(&self, row: u64) -> bool {
+        self.tombstones
+            .get((row >> 6) as usize)
+            .is_some_and(|w| (w >> (row & 63)) & 1 == 1)
+    }
+}
+
+/// Queries of one dimension, contiguous, with their norms computed once.
+#[derive(Debug, Clone)]
+pub struct Queries {
+    /// `count * dim` components, row-major.
+    pub data: Vec<f32>,
+    /// L2 norm of each query.
+    pub norms: Vec<f32>,
+    /// Components per query.
+    pub dim: usize,
+}
+
+impl Queries {
+    /// Number of queries.
+    pub fn count(&self) -> usize {
+        self.norms.len()
+    }
+
+    /// Query `i`.
+    pub fn get(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+/// An index over the rows of a snapshot.
+pub trait Index: Send + Sync {
+    /// A short name for reports.
+    fn name(&self) -> &'static str;
+    /// The best `k` rows for each query, best first (`key` higher is better).
+    fn search(&self, set: &ScanSet<'_>, queries: &Queries, k: usize) -> Vec<Vec<Candidate>>;
+}

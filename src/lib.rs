@@ -1,0 +1,36 @@
+//! SrvDB: an embedded vector database. Vectors live in an append-only `vectors.bin`; ids,
+//! metadata, tombstones and the committed row count live in redb, whose commit is the commit
+//! point. Search is exact, SIMD, and runs at memory speed.
+//!
+//! ```
+//! use srvdb::{Database, Metadata, OpenOptions};
+//! let dir = tempfile::tempdir().unwrap();
+//! let db = Database::open(dir.path(), OpenOptions::default()).unwrap();
+//! db.add(&["a", "b"], &[1.0, 0.0, 0.0, 1.0], &[Some(Metadata::from_text("{\"n\": 1}")), None]).unwrap();
+//! db.persist().unwrap();
+//! let hits = db.search(&[0.9, 0.1], 1).unwrap();
+//! assert_eq!(hits[0].id, "a");
+//! ```
+//!
+//! The same engine runs natively (mmap storage, rayon, SimSIMD) and as a WASI component
+//! (`std::fs` storage, one thread, SIMD128 kernels).
+
+#![warn(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::undocumented_unsafe_blocks)]
+
+#[cfg(target_endian = "big")]
+compile_error!("vectors.bin stores little-endian f32 and is read in place: big-endian targets are not supported");
+
+mod chunked;
+pub mod db;
+pub mod distance;
+pub mod error;
+pub mod format;
+pub mod index;
+pub mod meta;
+pub mod storage;
+pub mod types;
+
+pub use db::Database;
+pub use error::{Error, Result};
+pub use types::{Metadata, Metric, OpenOptions, Record, SearchHit, StorageKind};

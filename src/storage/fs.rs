@@ -1,0 +1,310 @@
+//! A database directory on a real file system (natively, or the one preopened directory a WASI
+//! guest sees): positioned `std::fs` I/O, directory fsyncs, and the writer's lock file.
+
+use super::{cached::CachedRows, check_and_cut, names, ByteFile, Location, RowStore};
+use crate::error::{Error, Result};
+use crate::format::Header;
+use crate::types::StorageKind;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A `std::fs::File` as a [`ByteFile`].
+#[derive(Debug)]
+pub struct StdFile {
+    #[cfg(unix)]
+    file: File,
+    // WASI's positioned-I/O extension trait is unstable; seek + read under a lock instead.
+    #[cfg(not(unix))]
+    file: std::sync::Mutex<File>,
+}
+
+impl StdFile {
+    /// Wraps an open file.
+    pub fn new(file: File) -> Self {
+        #[cfg(unix)]
+        {
+            StdFile { file }
+        }
+        #[cfg(not(unix))]
+        {
+            StdFile {
+                file: std::sync::Mutex::new(file),
+            }
+        }
+    }
+
+    /// Runs `f` on the underlying file.
+    pub fn with_file<R>(&self, f: impl FnOnce(&File) -> R) -> R {
+        #[cfg(unix)]
+        {
+            f(&self.file)
+        }
+        #[cfg(not(unix))]
+        {
+            let guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            f(&guard)
+        }
+    }
+}
+
+impl ByteFile for StdFile {
+    fn len(&self) -> io::Result<u64> {
+        self.with_file(|f| f.metadata().map(|m| m.len()))
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+        }
+        #[cfg(not(unix))]
+        {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            f.seek(SeekFrom::Start(offset))?;
+            f.read_exact(buf)
+        }
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::write_all_at(&self.file, data, offset)
+        }
+        #[cfg(not(unix))]
+        {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            f.seek(SeekFrom::Start(offset))?;
+            f.write_all(data)
+        }
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.with_file(|f| f.set_len(len))
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.with_file(|f| f.sync_data())
+    }
+}
+
+/// Makes creations and renames inside `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let result = File::open(dir).and_then(|d| d.sync_all());
+    match result {
+        Ok(()) => Ok(()),
+        // Some WASI hosts cannot open a directory as a file; the host syncs the directory
+        // itself in that case, so this is not an error inside the guest.
+        Err(e) if cfg!(target_arch = "wasm32") => {
+            let _ = e;
+            Ok(())
+        }
+        Err(e) => Err(Error::io(format!("syncing directory {}", dir.display()), e)),
+    }
+}
+
+/// The lock that keeps a second writer (another process or handle) out of a database.
+/// Released when dropped. On wasm32 there are no file locks: the host locks the directory
+/// before it preopens it to the guest.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: Option<File>,
+}
+
+impl DirLock {
+    /// Takes the lock on `dir`, or reports [`Error::Locked`].
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let path = dir.join(names::LOCK);
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(Error::io_ctx(format!(
+                    "opening lock file {}",
+                    path.display()
+                )))?;
+            match file.try_lock() {
+                Ok(()) => Ok(DirLock { _file: Some(file) }),
+                Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+                    path: dir.to_path_buf(),
+                }),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    Err(Error::io(format!("locking {}", path.display()), e))
+                }
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = dir;
+            Ok(DirLock { _file: None })
+        }
+    }
+}
+
+/// A database directory on disk.
+#[derive(Debug)]
+pub struct FsLocation {
+    dir: PathBuf,
+    storage: StorageKind,
+}
+
+impl FsLocation {
+    /// A location for `dir` (created if missing) whose rows use `storage`.
+    pub fn new(dir: &Path, storage: StorageKind) -> Result<Self> {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::invalid(format!(
+                    "{} exists and is not a directory: a database is a directory",
+                    dir.display()
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir).map_err(Error::io_ctx(format!(
+                    "creating directory {}",
+                    dir.display()
+                )))?;
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_dir(parent)?;
+                }
+            }
+            Err(e) => return Err(Error::io(format!("inspecting {}", dir.display()), e)),
+        }
+        Ok(FsLocation {
+            dir: dir.to_path_buf(),
+            storage,
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn open_file(&self, name: &str, create: bool) -> Result<File> {
+        let path = self.dir.join(name);
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(create)
+            .open(&path)
+            .map_err(Error::io_ctx(format!("opening {}", path.display())))
+    }
+
+    fn rows_from(
+        &self,
+        file: StdFile,
+        path: PathBuf,
+        header: Header,
+        rows: u64,
+    ) -> Result<Box<dyn RowStore>> {
+        match self.storage {
+            #[cfg(not(target_arch = "wasm32"))]
+            StorageKind::Mmap => Ok(Box::new(super::mmap::MmapRows::open(
+                file,
+                path,
+                header.layout,
+                rows,
+            )?)),
+            #[cfg(target_arch = "wasm32")]
+            StorageKind::Mmap => Err(Error::invalid(
+                "the mmap backend is not available on wasm32: use StorageKind::File",
+            )),
+            StorageKind::File => Ok(Box::new(CachedRows::open(
+                Some(Arc::new(file)),
+                path,
+                header.layout,
+                rows,
+            )?)),
+        }
+    }
+}
+
+impl Location for FsLocation {
+    fn path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn exists(&self, name: &str) -> Result<bool> {
+        let path = self.dir.join(name);
+        path.try_exists()
+            .map_err(Error::io_ctx(format!("inspecting {}", path.display())))
+    }
+
+    fn open_rows(
+        &self,
+        name: &str,
+        committed_rows: u64,
+    ) -> Result<Option<(Header, Box<dyn RowStore>)>> {
+        if !self.exists(name)? {
+            return Ok(None);
+        }
+        let path = self.dir.join(name);
+        let file = StdFile::new(self.open_file(name, false)?);
+        let header = check_and_cut(&file, &path, committed_rows)?;
+        let store = self.rows_from(file, path, header, committed_rows)?;
+        Ok(Some((header, store)))
+    }
+
+    fn create_rows(&self, name: &str, header: &Header) -> Result<Box<dyn RowStore>> {
+        let path = self.dir.join(name);
+        let file = StdFile::new(self.open_file(name, true)?);
+        file.write_at(0, &header.encode())
+            .and_then(|()| file.sync_data())
+            .map_err(Error::io_ctx(format!(
+                "writing the header of {}",
+                path.display()
+            )))?;
+        sync_dir(&self.dir)?;
+        self.rows_from(file, path, *header, 0)
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (a, b) = (self.dir.join(from), self.dir.join(to));
+        std::fs::rename(&a, &b).map_err(Error::io_ctx(format!(
+            "renaming {} to {}",
+            a.display(),
+            b.display()
+        )))?;
+        sync_dir(&self.dir)
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        let path = self.dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+        }
+    }
+
+    fn open_metadata(&self) -> Result<redb::Database> {
+        let path = self.dir.join(names::METADATA);
+        let existed = path.exists();
+        if existed {
+            // redb happily treats an empty file as a new database; a zero-length metadata.db
+            // next to rows is damage, and an unrelated file is foreign. Check the length here;
+            // redb checks its own magic.
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if len == 0 {
+                return Err(Error::corrupt(
+                    &path,
+                    "empty file (truncated metadata store)",
+                ));
+            }
+        }
+        let db = redb::Database::create(&path)
+            .map_err(|e| crate::meta::map_db_error(e, &path, &self.dir))?;
+        if !existed {
+            sync_dir(&self.dir)?;
+        }
+        Ok(db)
+    }
+}

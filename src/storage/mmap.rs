@@ -1,0 +1,167 @@
+//! Native rows backend: `vectors.bin` memory-mapped read-only, appended with positioned writes.
+//!
+//! The file is grown in large steps and remapped; each view holds the mapping it was made from
+//! (an `Arc`), so old views stay valid while the file grows. The file never shrinks while this
+//! process maps it: torn tails are cut in `check_and_cut` before the first mapping, and
+//! compaction writes a new file and renames it over the old one (old mappings keep the old inode).
+
+use super::fs::StdFile;
+use super::{ByteFile, RowStore, RowView};
+use crate::error::{Error, Result};
+use crate::format::{RowLayout, HEADER_BYTES};
+use memmap2::{Mmap, MmapOptions};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Smallest growth step of the file, in bytes.
+const MIN_GROWTH_BYTES: u64 = 64 << 20;
+
+/// The writer's side of a mapped `vectors.bin`.
+#[derive(Debug)]
+pub struct MmapRows {
+    file: StdFile,
+    path: PathBuf,
+    layout: RowLayout,
+    rows: u64,
+    /// Bytes of the file that are allocated (and mapped): header + capacity rows.
+    capacity_bytes: u64,
+    map: Option<Arc<Mmap>>,
+}
+
+impl MmapRows {
+    /// Maps `file`, which holds a checked header and exactly `rows` rows.
+    pub fn open(file: StdFile, path: PathBuf, layout: RowLayout, rows: u64) -> Result<Self> {
+        let len = layout.file_len(rows);
+        let mut store = MmapRows {
+            file,
+            path,
+            layout,
+            rows,
+            capacity_bytes: len,
+            map: None,
+        };
+        store.remap()?;
+        Ok(store)
+    }
+
+    fn remap(&mut self) -> Result<()> {
+        if self.capacity_bytes <= HEADER_BYTES as u64 {
+            self.map = None;
+            return Ok(());
+        }
+        let len = usize::try_from(self.capacity_bytes)
+            .map_err(|_| Error::invalid("vectors.bin is larger than this platform can map"))?;
+        // SAFETY: the mapping is read-only and covers bytes this process only appends past:
+        // rows below `self.rows` are never rewritten (append-only), the file is never truncated
+        // while mapped (see module docs), and other SrvDB writers are kept out by the directory
+        // lock. A foreign process writing the file is outside what any mmap can defend against.
+        let map = self
+            .file
+            .with_file(|f| unsafe { MmapOptions::new().len(len).map(f) });
+        let map = map.map_err(Error::io_ctx(format!("mapping {}", self.path.display())))?;
+        self.map = Some(Arc::new(map));
+        Ok(())
+    }
+}
+
+impl RowStore for MmapRows {
+    fn layout(&self) -> RowLayout {
+        self.layout
+    }
+
+    fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn append(&mut self, rows: &[f32]) -> Result<()> {
+        let stride = self.layout.stride_f32;
+        let n = (rows.len() / stride) as u64;
+        let offset = self.layout.row_offset(self.rows);
+        let end = self.layout.row_offset(self.rows + n);
+        let grow = end > self.capacity_bytes;
+        if grow {
+            let step = (self.capacity_bytes / 2).max(MIN_GROWTH_BYTES);
+            let target = end.max(self.capacity_bytes + step);
+            // Round to whole rows so the mapping ends on a row boundary.
+            let target_rows =
+                (target - HEADER_BYTES as u64).div_ceil(self.layout.stride_bytes() as u64);
+            let new_capacity = self.layout.file_len(target_rows);
+            self.file
+                .set_len(new_capacity)
+                .map_err(Error::io_ctx(format!("growing {}", self.path.display())))?;
+            self.capacity_bytes = new_capacity;
+        }
+        self.file
+            .write_at(offset, bytemuck::cast_slice(rows))
+            .map_err(Error::io_ctx(format!(
+                "appending rows to {}",
+                self.path.display()
+            )))?;
+        if grow {
+            self.remap()?;
+        }
+        self.rows += n;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(Error::io_ctx(format!("syncing {}", self.path.display())))
+    }
+
+    fn view(&self) -> Arc<dyn RowView> {
+        Arc::new(MmapView {
+            map: self.map.clone(),
+            layout: self.layout,
+            rows: self.rows,
+        })
+    }
+}
+
+/// A mapped snapshot of the first `rows` rows.
+#[derive(Debug)]
+struct MmapView {
+    map: Option<Arc<Mmap>>,
+    layout: RowLayout,
+    rows: u64,
+}
+
+impl MmapView {
+    fn data(&self) -> &[f32] {
+        let Some(map) = &self.map else { return &[] };
+        let end = HEADER_BYTES + self.rows as usize * self.layout.stride_bytes();
+        // The mapping starts page-aligned and the header is 64 bytes, so the rows are f32-aligned;
+        // `try_cast_slice` checks it instead of trusting it.
+        map.get(HEADER_BYTES..end)
+            .and_then(|bytes| bytemuck::try_cast_slice(bytes).ok())
+            .unwrap_or(&[])
+    }
+}
+
+impl RowView for MmapView {
+    fn layout(&self) -> RowLayout {
+        self.layout
+    }
+
+    fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn segment_count(&self) -> usize {
+        usize::from(self.rows > 0)
+    }
+
+    fn segment(&self, _i: usize) -> (u64, &[f32]) {
+        (0, self.data())
+    }
+
+    fn row(&self, row: u64) -> Option<&[f32]> {
+        if row >= self.rows {
+            return None;
+        }
+        let stride = self.layout.stride_f32;
+        let start = row as usize * stride;
+        self.data().get(start..start + stride)
+    }
+}

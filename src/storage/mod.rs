@@ -1,0 +1,149 @@
+//! Where the rows live. The search code sees only [`RowView`]; the write path sees only
+//! [`RowStore`]; opening, creating and replacing files goes through a [`Location`].
+//!
+//! Backends:
+//! - [`mmap`]: native, memory-mapped `vectors.bin`, zero-copy reads (cfg not wasm32);
+//! - [`cached`]: rows cached in memory and written through to any [`ByteFile`]: with a
+//!   `std::fs` file it is the portable backend the WASI component uses, with a simulated file it
+//!   is the in-memory backend;
+//! - [`sim`]: an in-memory "directory" of simulated files that can inject faults and produce the
+//!   image a power cut would leave (the ephemeral backend, and the crash tests' backend).
+
+pub mod cached;
+pub mod fs;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod mmap;
+pub mod sim;
+
+use crate::error::Result;
+use crate::format::{Header, RowLayout};
+use std::fmt::Debug;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// An immutable view of the first [`RowView::rows`] rows. Cheap to share; what it shows never
+/// changes, whatever the writer does afterwards.
+pub trait RowView: Send + Sync {
+    /// Shape of each row.
+    fn layout(&self) -> RowLayout;
+    /// Number of rows in the view.
+    fn rows(&self) -> u64;
+    /// Number of contiguous segments covering rows `0..rows()`.
+    fn segment_count(&self) -> usize;
+    /// Segment `i`: its first row and its rows' data (`n * stride_f32` floats), in row order.
+    fn segment(&self, i: usize) -> (u64, &[f32]);
+    /// Row `row` (its `dim` components followed by the norm and padding), if in the view.
+    fn row(&self, row: u64) -> Option<&[f32]>;
+}
+
+/// The writer's handle on the rows: append, make durable, hand out views.
+pub trait RowStore: Send {
+    /// Shape of each row.
+    fn layout(&self) -> RowLayout;
+    /// Rows appended so far (durable or not).
+    fn rows(&self) -> u64;
+    /// Appends whole rows (`rows.len()` a multiple of `stride_f32`). They are visible to views
+    /// taken afterwards but not durable until [`RowStore::sync`].
+    fn append(&mut self, rows: &[f32]) -> Result<()>;
+    /// Makes every appended row durable (`fdatasync`).
+    fn sync(&mut self) -> Result<()>;
+    /// A view of all rows appended so far.
+    fn view(&self) -> Arc<dyn RowView>;
+}
+
+/// A file addressed by byte offsets, after redb's `StorageBackend`: small enough that a real
+/// file, an in-memory buffer and a fault-injecting file can stand in for each other.
+pub trait ByteFile: Send + Sync + Debug {
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Fills `buf` from `offset`; reading past the end is an error.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Writes all of `data` at `offset`, growing the file (zero-filled) if needed.
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Sets the length; new bytes are zero.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes written data durable.
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// The names of the files of a database directory.
+pub mod names {
+    /// The rows.
+    pub const VECTORS: &str = "vectors.bin";
+    /// The redb metadata store.
+    pub const METADATA: &str = "metadata.db";
+    /// The rows being written by a compaction.
+    pub const VECTORS_COMPACT: &str = "vectors.bin.compact";
+    /// The lock file held by the writing process.
+    pub const LOCK: &str = "LOCK";
+}
+
+/// A place that holds a database's files: a directory, or memory.
+pub trait Location: Send + Sync {
+    /// The path shown in errors for file `name`.
+    fn path_of(&self, name: &str) -> PathBuf;
+    /// True when file `name` exists.
+    fn exists(&self, name: &str) -> Result<bool>;
+    /// Opens the rows file `name`, checks its header, and cuts everything past
+    /// `committed_rows` (a torn tail). `Ok(None)` if the file does not exist.
+    fn open_rows(
+        &self,
+        name: &str,
+        committed_rows: u64,
+    ) -> Result<Option<(Header, Box<dyn RowStore>)>>;
+    /// Creates (or replaces) the rows file `name` with `header` and no rows, durably.
+    fn create_rows(&self, name: &str, header: &Header) -> Result<Box<dyn RowStore>>;
+    /// Atomically renames `from` to `to` (replacing it) and makes the rename durable.
+    fn rename(&self, from: &str, to: &str) -> Result<()>;
+    /// Removes file `name` if it exists, durably.
+    fn remove(&self, name: &str) -> Result<()>;
+    /// Opens or creates the redb metadata store.
+    fn open_metadata(&self) -> Result<redb::Database>;
+}
+
+/// Reads and validates the header of `file`, then cuts it to `committed_rows` rows.
+/// Shared by every backend that works on a [`ByteFile`] or a `std::fs::File`.
+pub(crate) fn check_and_cut(
+    file: &dyn ByteFile,
+    path: &std::path::Path,
+    committed_rows: u64,
+) -> Result<Header> {
+    use crate::error::Error;
+    use crate::format::HEADER_BYTES;
+    let len = file.len().map_err(Error::io_ctx(format!(
+        "reading the length of {}",
+        path.display()
+    )))?;
+    if len < HEADER_BYTES as u64 {
+        return Err(Error::corrupt(
+            path,
+            "shorter than the 64-byte header (truncated or not a SrvDB file)",
+        ));
+    }
+    let mut bytes = [0u8; HEADER_BYTES];
+    file.read_at(0, &mut bytes).map_err(Error::io_ctx(format!(
+        "reading the header of {}",
+        path.display()
+    )))?;
+    let header = Header::decode(&bytes, path)?;
+    let want = header.layout.file_len(committed_rows);
+    if len < want {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "holds {} whole rows but metadata.db committed {committed_rows} (rows were lost after their commit)",
+                (len - HEADER_BYTES as u64) / header.layout.stride_bytes() as u64
+            ),
+        ));
+    }
+    if len > want {
+        file.set_len(want).map_err(Error::io_ctx(format!(
+            "cutting the torn tail of {}",
+            path.display()
+        )))?;
+        file.sync_data()
+            .map_err(Error::io_ctx(format!("syncing {}", path.display())))?;
+    }
+    Ok(header)
+}

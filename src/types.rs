@@ -1,0 +1,245 @@
+//! The values users pass in and get back: metrics, options, hits, records, metadata.
+
+use crate::error::{Error, Result};
+
+/// How two vectors are compared. Fixed when a database is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Metric {
+    /// Cosine similarity in `[-1, 1]`; higher is better. Row norms are stored at insert.
+    #[default]
+    Cosine,
+    /// Inner product; higher is better.
+    Dot,
+    /// Squared Euclidean distance; lower is better.
+    L2,
+}
+
+impl Metric {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Metric::Cosine => 1,
+            Metric::Dot => 2,
+            Metric::L2 => 3,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Metric::Cosine),
+            2 => Some(Metric::Dot),
+            3 => Some(Metric::L2),
+            _ => None,
+        }
+    }
+
+    /// The lowercase name used in the WIT interface and the Python API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::Dot => "dot",
+            Metric::L2 => "l2",
+        }
+    }
+
+    /// True when a larger score is a better match.
+    pub fn higher_is_better(self) -> bool {
+        !matches!(self, Metric::L2)
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "cosine" | "cos" => Ok(Metric::Cosine),
+            "dot" | "ip" | "inner" => Ok(Metric::Dot),
+            "l2" | "euclidean" => Ok(Metric::L2),
+            other => Err(Error::invalid(format!(
+                "unknown metric {other:?}: use \"cosine\", \"dot\" or \"l2\""
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where the rows of `vectors.bin` are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StorageKind {
+    /// Memory-mapped `vectors.bin` (native default): zero-copy reads, page cache shared.
+    #[cfg_attr(not(target_arch = "wasm32"), default)]
+    Mmap,
+    /// Plain `std::fs` I/O with the rows cached in memory (the WASI backend; works natively too).
+    #[cfg_attr(target_arch = "wasm32", default)]
+    File,
+}
+
+/// Default write buffer: rows are written to `vectors.bin` in slabs of this many bytes.
+pub const DEFAULT_BUFFER_BYTES: usize = 8 << 20;
+/// Default number of uncommitted vectors after which `add` commits by itself.
+pub const DEFAULT_AUTO_COMMIT_ROWS: usize = 1000;
+/// Longest id accepted, in UTF-8 bytes.
+pub const MAX_ID_BYTES: usize = 1024;
+/// Largest dimension accepted.
+pub const MAX_DIMENSION: u32 = 65_536;
+
+/// How to open or create a database.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// The dimension, if known up front; otherwise fixed by the first `add`.
+    /// Must match an existing database's.
+    pub dimension: Option<u32>,
+    /// Metric for a new database; an existing database must have been created with the same
+    /// one if this is `Some`.
+    pub metric: Option<Metric>,
+    /// Storage backend for `vectors.bin`.
+    pub storage: StorageKind,
+    /// Write-buffer size in bytes (`SVDB_BUFFER_SIZE`).
+    pub buffer_bytes: usize,
+    /// Commit automatically once this many vectors are uncommitted (`SVDB_AUTO_FLUSH_THRESHOLD`);
+    /// 0 disables auto-commit.
+    pub auto_commit_rows: usize,
+}
+
+impl Default for OpenOptions {
+    /// Defaults, with `SVDB_BUFFER_SIZE` and `SVDB_AUTO_FLUSH_THRESHOLD` read from the
+    /// environment when set to a number.
+    fn default() -> Self {
+        OpenOptions {
+            dimension: None,
+            metric: None,
+            storage: StorageKind::default(),
+            buffer_bytes: env_usize("SVDB_BUFFER_SIZE").unwrap_or(DEFAULT_BUFFER_BYTES),
+            auto_commit_rows: env_usize("SVDB_AUTO_FLUSH_THRESHOLD")
+                .unwrap_or(DEFAULT_AUTO_COMMIT_ROWS),
+        }
+    }
+}
+
+impl OpenOptions {
+    /// Options with a fixed dimension.
+    pub fn with_dimension(mut self, dimension: u32) -> Self {
+        self.dimension = Some(dimension);
+        self
+    }
+
+    /// Options with a metric.
+    pub fn with_metric(mut self, metric: Metric) -> Self {
+        self.metric = Some(metric);
+        self
+    }
+
+    /// Options with a storage backend.
+    pub fn with_storage(mut self, storage: StorageKind) -> Self {
+        self.storage = storage;
+        self
+    }
+}
+
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The record's id.
+    pub id: String,
+    /// Cosine similarity, inner product, or squared L2 distance, per the metric.
+    pub score: f32,
+}
+
+/// Metadata as stored: the exact text given, and whether it was valid JSON.
+///
+/// Text that parses as JSON is kept verbatim (so `get` returns the same string); any other text
+/// is kept as a JSON string value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Metadata {
+    /// Valid JSON text, stored verbatim.
+    Json(String),
+    /// Plain text that is not JSON; as JSON it is a string value.
+    Text(String),
+}
+
+impl Metadata {
+    /// Classifies `text`: JSON if it parses, plain text otherwise.
+    pub fn from_text(text: impl Into<String>) -> Self {
+        let text = text.into();
+        if serde_json::from_str::<serde_json::Value>(&text).is_ok() {
+            Metadata::Json(text)
+        } else {
+            Metadata::Text(text)
+        }
+    }
+
+    /// The exact string that was stored.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Metadata::Json(s) | Metadata::Text(s) => s,
+        }
+    }
+
+    /// The metadata as a JSON value (plain text becomes a JSON string).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Metadata::Json(s) => {
+                serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.clone()))
+            }
+            Metadata::Text(s) => serde_json::Value::String(s.clone()),
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let (tag, s) = match self {
+            Metadata::Json(s) => (b'j', s),
+            Metadata::Text(s) => (b't', s),
+        };
+        let mut out = Vec::with_capacity(s.len() + 1);
+        out.push(tag);
+        out.extend_from_slice(s.as_bytes());
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let (tag, rest) = bytes.split_first()?;
+        let text = std::str::from_utf8(rest).ok()?.to_owned();
+        match tag {
+            b'j' => Some(Metadata::Json(text)),
+            b't' => Some(Metadata::Text(text)),
+            _ => None,
+        }
+    }
+}
+
+impl From<serde_json::Value> for Metadata {
+    fn from(value: serde_json::Value) -> Self {
+        Metadata::Json(value.to_string())
+    }
+}
+
+impl From<&str> for Metadata {
+    fn from(text: &str) -> Self {
+        Metadata::from_text(text)
+    }
+}
+
+impl From<String> for Metadata {
+    fn from(text: String) -> Self {
+        Metadata::from_text(text)
+    }
+}
+
+/// A stored record, as `get` returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The id.
+    pub id: String,
+    /// The vector exactly as given.
+    pub vector: Vec<f32>,
+    /// Its metadata, if any was given.
+    pub metadata: Option<Metadata>,
+}
