@@ -96,8 +96,10 @@ pub struct Database {
     metric: Metric,
     kernels: Kernels,
     options: OpenOptions,
-    writer: Mutex<Writer>,
+    // Declared before `writer` so snapshots (and their mappings) are dropped first, letting
+    // the row store trim its preallocated tail when it closes.
     published: ArcSwap<Snapshot>,
+    writer: Mutex<Writer>,
     ids: RwLock<IdState>,
     _lock: Option<DirLock>,
 }

@@ -35,7 +35,9 @@ pub(crate) fn map_db_error(e: redb::DatabaseError, path: &Path, dir: &Path) -> E
         redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
             path: dir.to_path_buf(),
         },
-        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() != std::io::ErrorKind::InvalidData =>
+        {
             Error::io(format!("opening {}", path.display()), io)
         }
         other => Error::corrupt(path, format!("not a readable metadata store ({other})")),

@@ -165,3 +165,16 @@ impl RowView for MmapView {
         self.data().get(start..start + stride)
     }
 }
+
+impl Drop for MmapRows {
+    /// Gives back the preallocated tail, so a closed database's file holds exactly its rows.
+    /// Only when no view still maps the file: shrinking under a live mapping would SIGBUS it.
+    fn drop(&mut self) {
+        let unshared = self.map.as_ref().is_none_or(|m| Arc::strong_count(m) == 1);
+        if unshared && self.capacity_bytes > self.layout.file_len(self.rows) {
+            self.map = None;
+            // Best effort: a longer file is still correct (the tail is cut on open).
+            let _ = self.file.set_len(self.layout.file_len(self.rows));
+        }
+    }
+}
