@@ -1,0 +1,68 @@
+# SrvDB developer commands. `make demo` and `make test` are all a newcomer needs.
+#
+# Nothing here sets RUSTFLAGS: it would replace the wasm32 `+simd128` flags that
+# .cargo/config.toml sets for the WASI build.
+
+CARGO ?= cargo
+RUSTUP ?= rustup
+WASM_TARGET := wasm32-wasip2
+
+.PHONY: all demo test toolchain fmt-check clippy-native wasm-check wasm-clippy cargo-test \
+        bench fmt clippy clean
+
+all: test
+
+# The steps of `make test` run in the order listed, even under `make -j`.
+.NOTPARALLEL:
+
+## demo: build in release mode and run examples/demo.rs (ingest, reopen, search, recall).
+demo:
+	$(CARGO) run --release --example demo
+
+## test: every check CI runs, in order; stops at the first failure.
+test: toolchain fmt-check clippy-native wasm-check wasm-clippy cargo-test
+	@echo "==> make test: all steps passed"
+
+# Installs what the checks need, only if it is missing.
+toolchain:
+	@echo "==> [1/6] toolchain: rustfmt, clippy, $(WASM_TARGET) target"
+	@$(RUSTUP) component list --installed | grep -q '^rustfmt' || $(RUSTUP) component add rustfmt
+	@$(RUSTUP) component list --installed | grep -q '^clippy' || $(RUSTUP) component add clippy
+	@$(RUSTUP) target list --installed | grep -qx '$(WASM_TARGET)' || $(RUSTUP) target add $(WASM_TARGET)
+
+fmt-check: toolchain
+	@echo "==> [2/6] cargo fmt --all -- --check"
+	$(CARGO) fmt --all -- --check
+
+clippy-native: toolchain
+	@echo "==> [3/6] cargo clippy --all-targets -- -D warnings"
+	$(CARGO) clippy --all-targets -- -D warnings
+
+wasm-check: toolchain
+	@echo "==> [4/6] cargo check -p srvdb --target $(WASM_TARGET)"
+	$(CARGO) check -p srvdb --target $(WASM_TARGET)
+
+wasm-clippy: toolchain
+	@echo "==> [5/6] cargo clippy -p srvdb --target $(WASM_TARGET) -- -D warnings"
+	$(CARGO) clippy -p srvdb --target $(WASM_TARGET) -- -D warnings
+
+# Release mode: the crash-recovery and concurrency tests would crawl in debug.
+cargo-test: toolchain
+	@echo "==> [6/6] cargo test --release"
+	$(CARGO) test --release
+
+## bench: the criterion benchmarks in benches/.
+bench:
+	$(CARGO) bench
+
+## fmt: format the code in place.
+fmt:
+	$(CARGO) fmt --all
+
+## clippy: native lints only (quicker than `make test`).
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## clean: remove build output, including the demo database in target/demo-db.
+clean:
+	$(CARGO) clean
