@@ -441,7 +441,7 @@ impl Database {
         let dim = match w.dim {
             Some(d) => {
                 if vectors.len() != n * d as usize {
-                    let got = if vectors.len() % n == 0 {
+                    let got = if vectors.len().is_multiple_of(n) {
                         vectors.len() / n
                     } else {
                         vectors.len()
@@ -455,7 +455,7 @@ impl Database {
                 d as usize
             }
             None => {
-                if vectors.len() % n != 0 || vectors.is_empty() {
+                if !vectors.len().is_multiple_of(n) || vectors.is_empty() {
                     return Err(Error::invalid(format!(
                         "{} values for {n} ids: vectors must all have the same length",
                         vectors.len()
@@ -802,7 +802,7 @@ impl Database {
         let Some(dim) = dim else { return Ok(None) };
         let d = dim as usize;
         if queries.len() != n * d {
-            let got = if n > 0 && queries.len() % n == 0 {
+            let got = if n > 0 && queries.len().is_multiple_of(n) {
                 queries.len() / n
             } else {
                 queries.len()
@@ -849,7 +849,7 @@ impl Database {
         let Some(dim) = snap.dim else {
             return Ok(Vec::new());
         };
-        if queries.len() % dim as usize != 0 {
+        if !queries.len().is_multiple_of(dim as usize) {
             return Err(Error::DimensionMismatch {
                 expected: dim,
                 got: queries.len(),

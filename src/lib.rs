@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::undocumented_unsafe_blocks)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 #[cfg(target_endian = "big")]
 compile_error!("vectors.bin stores little-endian f32 and is read in place: big-endian targets are not supported");

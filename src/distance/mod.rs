@@ -116,6 +116,7 @@ impl Kernels {
     /// Dot products of `nq` queries (contiguous, stride `dim`) with `nrows` rows (stride
     /// `row_stride`), into `out[q * nrows + r]`. Uses the multi-query kernel when there is one,
     /// so each row is loaded once per group of queries instead of once per query.
+    #[allow(clippy::too_many_arguments)] // a BLAS-style shape description; a struct would only rename it
     pub fn dot_many(
         &self,
         queries: &[f32],

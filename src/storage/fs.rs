@@ -287,24 +287,15 @@ impl Location for FsLocation {
 
     fn open_metadata(&self) -> Result<redb::Database> {
         let path = self.dir.join(names::METADATA);
-        let existed = path.exists();
-        if existed {
-            // redb happily treats an empty file as a new database; a zero-length metadata.db
-            // next to rows is damage, and an unrelated file is foreign. Check the length here;
-            // redb checks its own magic.
-            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            if len == 0 {
-                return Err(Error::corrupt(
-                    &path,
-                    "empty file (truncated metadata store)",
-                ));
-            }
+        let map = |e| crate::meta::map_db_error(e, &path, &self.dir);
+        self.remove(names::METADATA_NEW)?;
+        if self.exists(names::METADATA)? {
+            let file = StdFile::new(self.open_file(names::METADATA, false)?);
+            super::check_metadata_not_blank(&file, &path)?;
+        } else {
+            drop(redb::Database::create(self.dir.join(names::METADATA_NEW)).map_err(map)?);
+            self.rename(names::METADATA_NEW, names::METADATA)?;
         }
-        let db = redb::Database::create(&path)
-            .map_err(|e| crate::meta::map_db_error(e, &path, &self.dir))?;
-        if !existed {
-            sync_dir(&self.dir)?;
-        }
-        Ok(db)
+        redb::Database::create(&path).map_err(map)
     }
 }

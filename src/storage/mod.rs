@@ -54,6 +54,7 @@ pub trait RowStore: Send {
 
 /// A file addressed by byte offsets, after redb's `StorageBackend`: small enough that a real
 /// file, an in-memory buffer and a fault-injecting file can stand in for each other.
+#[allow(clippy::len_without_is_empty)] // an empty file is not a case callers branch on
 pub trait ByteFile: Send + Sync + Debug {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
@@ -75,6 +76,8 @@ pub mod names {
     pub const METADATA: &str = "metadata.db";
     /// The rows being written by a compaction.
     pub const VECTORS_COMPACT: &str = "vectors.bin.compact";
+    /// The metadata store while redb initialises it, before it is renamed into place.
+    pub const METADATA_NEW: &str = "metadata.db.new";
     /// The lock file held by the writing process.
     pub const LOCK: &str = "LOCK";
 }
@@ -98,7 +101,8 @@ pub trait Location: Send + Sync {
     fn rename(&self, from: &str, to: &str) -> Result<()>;
     /// Removes file `name` if it exists, durably.
     fn remove(&self, name: &str) -> Result<()>;
-    /// Opens or creates the redb metadata store.
+    /// Opens the redb metadata store, creating it atomically (initialised under
+    /// `metadata.db.new`, then renamed) if it does not exist.
     fn open_metadata(&self) -> Result<redb::Database>;
 }
 
@@ -146,4 +150,25 @@ pub(crate) fn check_and_cut(
             .map_err(Error::io_ctx(format!("syncing {}", path.display())))?;
     }
     Ok(header)
+}
+
+/// A `metadata.db` that is empty or all zeros where redb's header goes is damage: the store is
+/// created under a temporary name and renamed into place only once redb has initialised it, so
+/// a crash during creation never leaves a blank `metadata.db`.
+pub(crate) fn check_metadata_not_blank(file: &dyn ByteFile, path: &std::path::Path) -> Result<()> {
+    use crate::error::Error;
+    let len = file.len().map_err(Error::io_ctx(format!(
+        "reading the length of {}",
+        path.display()
+    )))?;
+    let mut head = vec![0u8; len.min(4096) as usize];
+    file.read_at(0, &mut head)
+        .map_err(Error::io_ctx(format!("reading {}", path.display())))?;
+    if head.iter().all(|&b| b == 0) {
+        return Err(Error::corrupt(
+            path,
+            "blank file (truncated or never written metadata store)",
+        ));
+    }
+    Ok(())
 }

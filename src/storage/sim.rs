@@ -310,24 +310,24 @@ impl Location for SimLocation {
     }
 
     fn open_metadata(&self) -> Result<redb::Database> {
-        let name = super::names::METADATA;
-        let path = self.path_of(name);
-        let file = match self.file(name, false) {
-            Some(f) => {
-                if f.len().unwrap_or(0) == 0 {
-                    return Err(Error::corrupt(
-                        &path,
-                        "empty file (truncated metadata store)",
-                    ));
-                }
-                f
-            }
-            None => self
-                .file(name, true)
-                .ok_or_else(|| Error::invalid("cannot create file"))?,
-        };
-        redb::Database::builder()
-            .create_with_backend(SimRedbBackend(file))
-            .map_err(|e| crate::meta::map_db_error(e, &path, &PathBuf::from("<memory>")))
+        use super::names::{METADATA, METADATA_NEW};
+        let path = self.path_of(METADATA);
+        let map = |e| crate::meta::map_db_error(e, &path, &PathBuf::from("<memory>"));
+        let create =
+            |f: Arc<SimFile>| redb::Database::builder().create_with_backend(SimRedbBackend(f));
+        self.remove(METADATA_NEW)?;
+        if let Some(f) = self.file(METADATA, false) {
+            super::check_metadata_not_blank(f.as_ref(), &path)?;
+        } else {
+            let fresh = self
+                .file(METADATA_NEW, true)
+                .ok_or_else(|| Error::invalid("cannot create file"))?;
+            drop(create(fresh).map_err(map)?);
+            self.rename(METADATA_NEW, METADATA)?;
+        }
+        let file = self
+            .file(METADATA, false)
+            .ok_or_else(|| Error::invalid("metadata store vanished"))?;
+        create(file).map_err(map)
     }
 }
