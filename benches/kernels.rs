@@ -1,1 +1,122 @@
-fn main() {}
+//! Distance kernels: pairwise dot / squared L2 for each implementation, and the multi-query
+//! `dot_many` the batch search uses, at the two reference dimensions.
+//!
+//! Pairwise throughput is `2 * dim * 4` bytes per call (both operands, hot in L1). `dot_many`
+//! scores 64 queries against one block of rows sized like the flat index's blocks (256 KiB of
+//! rows); it reports pairs per second, and bytes per second counted the same way as the
+//! pairwise kernels (`2 * dim * 4` per pair) so the two are comparable.
+
+mod common;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use super::common::SplitMix64;
+    use criterion::{BenchmarkId, Criterion, Throughput};
+    use srvdb::distance::{KernelKind, Kernels};
+    use srvdb::format::RowLayout;
+    use std::hint::black_box;
+    use std::time::Duration;
+
+    const DIMS: [usize; 2] = [384, 1536];
+    const QUERIES: usize = 64;
+    /// The flat index's block size.
+    const BLOCK_BYTES: usize = 256 << 10;
+
+    /// `n` random components starting on a 64-byte boundary (rows in `vectors.bin` are
+    /// 64-byte aligned; this also keeps results from depending on where malloc put the data).
+    struct Aligned {
+        buf: Vec<f32>,
+        start: usize,
+        len: usize,
+    }
+
+    impl Aligned {
+        fn random(rng: &mut SplitMix64, len: usize) -> Self {
+            let buf: Vec<f32> = (0..len + 16).map(|_| rng.next_f32()).collect();
+            let start = buf.as_ptr().align_offset(64);
+            assert!(start < 16, "f32 buffer cannot be 64-byte aligned");
+            Aligned { buf, start, len }
+        }
+
+        fn get(&self) -> &[f32] {
+            &self.buf[self.start..self.start + self.len]
+        }
+    }
+
+    fn pairwise(c: &mut Criterion) {
+        let kinds = [
+            ("scalar", KernelKind::Scalar),
+            ("simd128", KernelKind::Simd128),
+            ("simsimd", KernelKind::SimSimd),
+        ];
+        for dim in DIMS {
+            let mut rng = SplitMix64::new(0x5eed_0000 + dim as u64);
+            let a = Aligned::random(&mut rng, dim);
+            let b = Aligned::random(&mut rng, dim);
+            let (a, b) = (a.get(), b.get());
+            let mut g = c.benchmark_group(format!("pair/d{dim}"));
+            g.throughput(Throughput::Bytes((2 * dim * 4) as u64));
+            for (name, kind) in kinds {
+                let k = Kernels::of(kind);
+                g.bench_function(BenchmarkId::new("dot", name), |bch| {
+                    bch.iter(|| k.dot(black_box(a), black_box(b)))
+                });
+                g.bench_function(BenchmarkId::new("l2sq", name), |bch| {
+                    bch.iter(|| k.l2sq(black_box(a), black_box(b)))
+                });
+            }
+            g.finish();
+        }
+    }
+
+    fn multi_query(c: &mut Criterion) {
+        let best = Kernels::best();
+        println!("Kernels::best() = {}", best.describe());
+        for dim in DIMS {
+            let layout = RowLayout::new(dim as u32);
+            let stride = layout.stride_f32;
+            let nrows = (BLOCK_BYTES / layout.stride_bytes()).max(1);
+            let mut rng = SplitMix64::new(0xb10c_0000 + dim as u64);
+            let queries = Aligned::random(&mut rng, QUERIES * dim);
+            let rows = Aligned::random(&mut rng, nrows * stride);
+            let (queries, rows) = (queries.get(), rows.get());
+            let mut out = vec![0.0f32; QUERIES * nrows];
+            let pairs = (QUERIES * nrows) as u64;
+            let mut g = c.benchmark_group(format!("dot_many/d{dim}"));
+            g.throughput(Throughput::ElementsAndBytes {
+                elements: pairs,
+                bytes: pairs * (2 * dim * 4) as u64,
+            });
+            g.bench_function(format!("best/{QUERIES}q_x_{nrows}rows"), |bch| {
+                bch.iter(|| {
+                    best.dot_many(
+                        black_box(queries),
+                        QUERIES,
+                        black_box(rows),
+                        nrows,
+                        stride,
+                        dim,
+                        &mut out,
+                    );
+                    black_box(&out);
+                })
+            });
+            g.finish();
+        }
+    }
+
+    pub fn main() {
+        let mut c = Criterion::default()
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2))
+            .configure_from_args();
+        pairwise(&mut c);
+        multi_query(&mut c);
+        c.final_summary();
+    }
+}
+
+fn main() {
+    #[cfg(not(target_arch = "wasm32"))]
+    native::main();
+}

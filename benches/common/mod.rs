@@ -1,0 +1,156 @@
+//! Shared by the benches: a seeded generator, and a sequential read-bandwidth probe that gives
+//! the floor an exact scan cannot beat (`bytes scanned / bandwidth`).
+
+// Each bench uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::time::Instant;
+
+/// SplitMix64: tiny, seeded, good enough for benchmark data.
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[-1, 1)`.
+    pub fn next_f32(&mut self) -> f32 {
+        // 24 random bits -> [0, 1) exactly representable in f32.
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        2.0 * u - 1.0
+    }
+}
+
+/// `n` vectors of `dim` components, uniform in the cube then normalised to unit length.
+pub fn unit_vectors(rng: &mut SplitMix64, n: usize, dim: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n * dim);
+    for _ in 0..n {
+        let start = out.len();
+        out.extend((0..dim).map(|_| rng.next_f32()));
+        let v = &mut out[start..];
+        let norm = v
+            .iter()
+            .map(|x| x * x)
+            .sum::<f32>()
+            .sqrt()
+            .max(f32::MIN_POSITIVE);
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    out
+}
+
+/// Portable read kernel: 32 independent accumulators, so the adds never limit the loads.
+#[inline(always)]
+fn sum_portable(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 32];
+    let chunks = x.chunks_exact(32);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += *x;
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// The same loop compiled for AVX2 (4 x 256-bit accumulators, 128 bytes per iteration).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sum_avx2(x: &[f32]) -> f32 {
+    sum_portable(x)
+}
+
+/// Sums `x`: reads every byte once, sequentially.
+pub fn sum_f32(x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected on this CPU just above.
+        return unsafe { sum_avx2(x) };
+    }
+    sum_portable(x)
+}
+
+/// Read bandwidth of one configuration, in GB/s (1e9 bytes per second).
+#[derive(Debug, Clone, Copy)]
+pub struct Bandwidth {
+    pub threads: usize,
+    pub best_gbs: f64,
+    pub median_gbs: f64,
+    pub bytes: usize,
+    pub reps: usize,
+}
+
+impl Bandwidth {
+    /// Milliseconds to stream `bytes` at the best measured bandwidth.
+    pub fn floor_ms(&self, bytes: f64) -> f64 {
+        bytes / (self.best_gbs * 1e9) * 1e3
+    }
+}
+
+/// A buffer of `bytes` (rounded down to f32s), written once so every page is resident.
+pub fn resident_buffer(bytes: usize) -> Vec<f32> {
+    let n = bytes / 4;
+    let mut v = Vec::with_capacity(n);
+    v.extend((0..n).map(|i| (i & 1023) as f32 * 1e-3));
+    v
+}
+
+/// Streams `buf` with `threads` threads (each reads one contiguous share) `reps` times after one
+/// warm-up pass; reports the best and the median pass.
+pub fn measure_read(buf: &[f32], threads: usize, reps: usize) -> Bandwidth {
+    let threads = threads.max(1);
+    let share = buf.len().div_ceil(threads);
+    let pass = || -> f64 {
+        let start = Instant::now();
+        let total: f32 = std::thread::scope(|s| {
+            let handles: Vec<_> = buf
+                .chunks(share)
+                .map(|part| s.spawn(move || sum_f32(std::hint::black_box(part))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("reader thread panicked"))
+                .sum()
+        });
+        let secs = start.elapsed().as_secs_f64();
+        std::hint::black_box(total);
+        secs
+    };
+    pass();
+    let mut secs: Vec<f64> = (0..reps.max(1)).map(|_| pass()).collect();
+    secs.sort_by(f64::total_cmp);
+    let bytes = std::mem::size_of_val(buf);
+    let gbs = |s: f64| bytes as f64 / s / 1e9;
+    Bandwidth {
+        threads,
+        best_gbs: gbs(secs[0]),
+        median_gbs: gbs(secs[secs.len() / 2]),
+        bytes,
+        reps: secs.len(),
+    }
+}
+
+/// True when running as `cargo bench` (criterion's benchmark mode); false under `cargo test`,
+/// `--test` or `--list`, where the benches should only smoke-test on small inputs.
+pub fn bench_mode() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test" || a == "--list")
+}
+
+/// The two datasets of the issue: (rows, dimension).
+pub const DATASETS: [(usize, usize); 2] = [(50_000, 1536), (100_000, 384)];
+
+/// Bytes an exact scan reads: the issue's `N x d x 4`, and what is actually stored per row.
+pub fn scan_bytes(rows: usize, dim: usize) -> (f64, f64) {
+    let stride = srvdb::format::RowLayout::new(dim as u32).stride_bytes();
+    ((rows * dim * 4) as f64, (rows * stride) as f64)
+}
