@@ -95,6 +95,11 @@ impl Kernels {
         }
     }
 
+    /// True when batches (and single dot-product queries) use the multi-query kernel.
+    pub fn has_multi_dot(&self) -> bool {
+        self.multi_dot.is_some()
+    }
+
     /// Inner product. `a.len() == b.len()` is the caller's contract.
     #[inline]
     pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
