@@ -241,7 +241,6 @@ impl Database {
             }
             tombstones[(row >> 6) as usize] |= 1 << (row & 63);
         }
-        let is_dead = |row: u64| (tombstones[(row >> 6) as usize] >> (row & 63)) & 1 == 1;
         let mut live = 0u64;
         for (row, id) in loaded.row_ids.into_iter().enumerate() {
             let Some(id) = id else {
@@ -251,7 +250,7 @@ impl Database {
                 ));
             };
             let id: Arc<str> = Arc::from(id);
-            if !is_dead(row as u64) {
+            if !is_set(&tombstones, row as u64) {
                 if rows_by_id.insert(id.clone(), row as u64).is_some() {
                     return Err(Error::corrupt(
                         location.path_of(names::METADATA),
@@ -263,11 +262,13 @@ impl Database {
             row_ids.push(id);
         }
 
-        let mut writer = Writer {
+        let writer = Writer {
             dim: loaded.dimension,
             rows,
             committed_rows: loaded.committed_rows,
-            config_committed: loaded.dimension.is_some(),
+            // Nothing is pending at open: a stored configuration is committed, and without one
+            // there is nothing to record until the first rows arrive.
+            config_committed: true,
             pending_inserts: Vec::new(),
             pending_deletes: Vec::new(),
             row_ids,
@@ -275,10 +276,6 @@ impl Database {
             live,
             poisoned: None,
         };
-        // Without a stored configuration a new database starts in the state "nothing pending".
-        if loaded.dimension.is_none() {
-            writer.config_committed = true;
-        }
         let db = Database {
             location,
             meta,
