@@ -23,6 +23,8 @@
 compile_error!("vectors.bin stores little-endian f32 and is read in place: big-endian targets are not supported");
 
 mod chunked;
+#[cfg(target_arch = "wasm32")]
+mod component;
 pub mod db;
 pub mod distance;
 pub mod error;

@@ -1,0 +1,412 @@
+//! `srvdb-host`: SrvDB's engine as a sandboxed plugin. The WASI component built from this
+//! repository's `src/` runs inside wasmtime with one preopened directory, a memory cap and an
+//! optional fuel budget; [`SandboxedDatabase`] gives Rust callers the native engine's operations
+//! and types over it.
+//!
+//! A trap inside the guest (a limit breach, or a bug) never takes the host down: the call
+//! returns [`HostError`], the dead instance is replaced and the database reopened (recovering
+//! its last commit), and the handle goes on serving.
+
+pub mod sandbox;
+
+use sandbox::{HostState, Runtime, SandboxConfig, GUEST_DB_DIR};
+use srvdb::storage::fs::DirLock;
+use srvdb::{Metadata, Metric, OpenOptions, Record, SearchHit};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use wasmtime::component::ResourceAny;
+use wasmtime::Store;
+
+wasmtime::component::bindgen!({ path: "../wit", world: "srvdb" });
+
+use exports::srvdb::engine::store as wit;
+
+/// What a sandboxed call can report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// The engine's own typed error, as the native engine would give it.
+    #[error(transparent)]
+    Engine(#[from] srvdb::Error),
+    /// The guest ran out of its fuel budget or memory cap; the call was stopped.
+    #[error("sandbox limit reached: {0}; the instance was reset and the database reopened at its last commit")]
+    Limit(String),
+    /// The guest trapped; the call was stopped.
+    #[error("the sandboxed engine trapped: {0}; the instance was reset and the database reopened at its last commit")]
+    Trap(String),
+    /// The component could not be loaded or instantiated.
+    #[error("cannot start the sandbox: {0}")]
+    Setup(String),
+}
+
+/// Result alias for the host.
+pub type Result<T, E = HostError> = std::result::Result<T, E>;
+
+/// A loaded component, shared by every database it opens.
+#[derive(Clone)]
+pub struct Sandbox {
+    runtime: Arc<Runtime>,
+}
+
+impl Sandbox {
+    /// Loads and compiles the component.
+    pub fn new(config: SandboxConfig) -> Result<Self> {
+        let runtime = Runtime::load(config).map_err(|e| HostError::Setup(format!("{e:#}")))?;
+        Ok(Sandbox {
+            runtime: Arc::new(runtime),
+        })
+    }
+
+    /// Opens (or creates) the database in `dir` inside a new sandbox. The host takes the
+    /// directory's lock first: WASI has no file locks.
+    pub fn open(&self, dir: impl AsRef<Path>, options: OpenOptions) -> Result<SandboxedDatabase> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| {
+            HostError::Engine(srvdb::Error::Io {
+                context: format!("creating {}", dir.display()),
+                source: e,
+            })
+        })?;
+        let lock = DirLock::acquire(dir)?;
+        let live = Live::start(&self.runtime, dir, GUEST_DB_DIR, &options)?;
+        Ok(SandboxedDatabase {
+            runtime: self.runtime.clone(),
+            dir: dir.to_path_buf(),
+            options,
+            live: Mutex::new(Some(live)),
+            _lock: lock,
+        })
+    }
+
+    /// Opens `guest_path` as the guest sees it, with `dir` preopened: for tests that check a
+    /// path outside the preopened directory is refused.
+    pub fn open_guest_path(
+        &self,
+        dir: impl AsRef<Path>,
+        guest_path: &str,
+    ) -> Result<SandboxedDatabase> {
+        let dir = dir.as_ref();
+        let lock = DirLock::acquire(dir)?;
+        let options = OpenOptions::default();
+        let live = Live::start(&self.runtime, dir, guest_path, &options)?;
+        Ok(SandboxedDatabase {
+            runtime: self.runtime.clone(),
+            dir: dir.to_path_buf(),
+            options,
+            live: Mutex::new(Some(live)),
+            _lock: lock,
+        })
+    }
+}
+
+/// A running instance and its open database handle.
+struct Live {
+    store: Store<HostState>,
+    bindings: Srvdb,
+    handle: ResourceAny,
+}
+
+impl Live {
+    fn start(
+        runtime: &Runtime,
+        dir: &Path,
+        guest_path: &str,
+        options: &OpenOptions,
+    ) -> Result<Self> {
+        let setup = |e: wasmtime::Error| HostError::Setup(format!("{e:#}"));
+        let mut store = runtime.store_for(dir).map_err(setup)?;
+        refuel(&mut store, runtime);
+        let bindings =
+            Srvdb::instantiate(&mut store, &runtime.component, &runtime.linker).map_err(setup)?;
+        let wit_options = wit::OpenOptions {
+            dimension: options.dimension,
+            metric: options.metric.map(metric_to_wit),
+            auto_commit_rows: Some(u32::try_from(options.auto_commit_rows).unwrap_or(u32::MAX)),
+            buffer_bytes: Some(u32::try_from(options.buffer_bytes).unwrap_or(u32::MAX)),
+        };
+        let opened = bindings
+            .srvdb_engine_store()
+            .database()
+            .call_open(&mut store, guest_path, wit_options)
+            .map_err(classify_trap)?;
+        let handle = opened.map_err(engine_error)?;
+        Ok(Live {
+            store,
+            bindings,
+            handle,
+        })
+    }
+}
+
+fn refuel(store: &mut Store<HostState>, runtime: &Runtime) {
+    if let Some(fuel) = runtime.config.fuel_per_call {
+        // Fuel is only consumed when the engine was configured for it, which `Runtime::load`
+        // does exactly when `fuel_per_call` is set; this cannot fail then.
+        let _ = store.set_fuel(fuel);
+    }
+}
+
+fn classify_trap(e: wasmtime::Error) -> HostError {
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        if *trap == wasmtime::Trap::OutOfFuel {
+            return HostError::Limit("fuel budget exhausted".into());
+        }
+    }
+    let text = format!("{e:#}");
+    if text.contains("memory")
+        && (text.contains("limit") || text.contains("grow") || text.contains("alloc"))
+    {
+        return HostError::Limit(format!("memory cap: {text}"));
+    }
+    HostError::Trap(text)
+}
+
+fn metric_to_wit(m: Metric) -> wit::Metric {
+    match m {
+        Metric::Cosine => wit::Metric::Cosine,
+        Metric::Dot => wit::Metric::Dot,
+        Metric::L2 => wit::Metric::L2,
+    }
+}
+
+fn metric_from_wit(m: wit::Metric) -> Metric {
+    match m {
+        wit::Metric::Cosine => Metric::Cosine,
+        wit::Metric::Dot => Metric::Dot,
+        wit::Metric::L2 => Metric::L2,
+    }
+}
+
+/// Rebuilds the engine's typed error from the WIT error.
+fn engine_error(e: wit::Error) -> HostError {
+    use srvdb::Error as E;
+    let idx = |i: Option<u32>| i.map(|x| x as usize);
+    HostError::Engine(match e {
+        wit::Error::DimensionMismatch(d) => E::DimensionMismatch {
+            expected: d.expected,
+            got: d.got as usize,
+            index: idx(d.index),
+        },
+        wit::Error::DuplicateId(d) => E::DuplicateId {
+            id: d.id,
+            index: idx(d.index),
+        },
+        wit::Error::NotFound(id) => E::NotFound { id },
+        wit::Error::InvalidInput(d) => E::InvalidInput {
+            reason: d.reason,
+            index: idx(d.index),
+        },
+        wit::Error::Corrupt(d) => E::Corrupt {
+            file: PathBuf::from(d.file),
+            reason: d.reason,
+        },
+        wit::Error::Locked(_) => E::Locked {
+            path: PathBuf::from(GUEST_DB_DIR),
+        },
+        wit::Error::Io(msg) => E::Io {
+            context: "the sandboxed engine".into(),
+            source: std::io::Error::other(msg),
+        },
+        wit::Error::Metadata(message) => E::Metadata {
+            context: "the sandboxed engine".into(),
+            message,
+        },
+        wit::Error::Poisoned(reason) => E::Poisoned { reason },
+    })
+}
+
+fn hits(found: Vec<wit::Hit>) -> Vec<SearchHit> {
+    found
+        .into_iter()
+        .map(|h| SearchHit {
+            id: h.id,
+            score: h.score,
+        })
+        .collect()
+}
+
+fn strings<S: AsRef<str>>(ids: &[S]) -> Vec<String> {
+    ids.iter().map(|s| s.as_ref().to_owned()).collect()
+}
+
+fn metas(m: &[Option<Metadata>]) -> Vec<Option<String>> {
+    m.iter()
+        .map(|m| m.as_ref().map(|m| m.as_str().to_owned()))
+        .collect()
+}
+
+/// A database opened inside the sandbox: the native engine's operations, the same results.
+/// `Send + Sync`; calls are serialised (the guest is single-threaded).
+pub struct SandboxedDatabase {
+    runtime: Arc<Runtime>,
+    dir: PathBuf,
+    options: OpenOptions,
+    live: Mutex<Option<Live>>,
+    _lock: DirLock,
+}
+
+impl SandboxedDatabase {
+    /// Runs one guest call. On a trap the instance is dropped and a fresh one reopens the
+    /// database, so the next call is served.
+    fn call<T>(
+        &self,
+        f: impl FnOnce(
+            &wit::GuestDatabase,
+            &mut Store<HostState>,
+            ResourceAny,
+        ) -> wasmtime::Result<Result<T, wit::Error>>,
+    ) -> Result<T> {
+        let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(Live::start(
+                &self.runtime,
+                &self.dir,
+                GUEST_DB_DIR,
+                &self.options,
+            )?);
+        }
+        let Some(live) = guard.as_mut() else {
+            return Err(HostError::Setup("no instance".into()));
+        };
+        refuel(&mut live.store, &self.runtime);
+        let outcome = f(
+            &live.bindings.srvdb_engine_store().database(),
+            &mut live.store,
+            live.handle,
+        );
+        match outcome {
+            Ok(result) => result.map_err(engine_error),
+            Err(trap) => {
+                let err = classify_trap(trap);
+                // The instance is dead after a trap: replace it now, so the handle keeps serving.
+                *guard = None;
+                *guard = Live::start(&self.runtime, &self.dir, GUEST_DB_DIR, &self.options).ok();
+                Err(err)
+            }
+        }
+    }
+
+    fn call_plain<T>(
+        &self,
+        f: impl FnOnce(&wit::GuestDatabase, &mut Store<HostState>, ResourceAny) -> wasmtime::Result<T>,
+    ) -> Result<T> {
+        self.call(|g, s, h| f(g, s, h).map(Ok))
+    }
+
+    /// See [`srvdb::Database::add`].
+    pub fn add<S: AsRef<str>>(
+        &self,
+        ids: &[S],
+        vectors: &[f32],
+        metadatas: &[Option<Metadata>],
+    ) -> Result<()> {
+        let (ids, m) = (strings(ids), metas(metadatas));
+        self.call(|g, s, h| g.call_add(s, h, &ids, vectors, &m))
+    }
+
+    /// See [`srvdb::Database::upsert`].
+    pub fn upsert<S: AsRef<str>>(
+        &self,
+        ids: &[S],
+        vectors: &[f32],
+        metadatas: &[Option<Metadata>],
+    ) -> Result<()> {
+        let (ids, m) = (strings(ids), metas(metadatas));
+        self.call(|g, s, h| g.call_upsert(s, h, &ids, vectors, &m))
+    }
+
+    /// See [`srvdb::Database::delete`].
+    pub fn delete<S: AsRef<str>>(&self, ids: &[S]) -> Result<usize> {
+        let ids = strings(ids);
+        self.call(|g, s, h| g.call_delete(s, h, &ids))
+            .map(|n| n as usize)
+    }
+
+    /// See [`srvdb::Database::get`].
+    pub fn get(&self, id: &str) -> Result<Option<Record>> {
+        let found = self.call(|g, s, h| g.call_get(s, h, id))?;
+        Ok(found.map(|r| Record {
+            id: r.id,
+            vector: r.vector,
+            metadata: r.metadata.map(Metadata::from_text),
+        }))
+    }
+
+    /// See [`srvdb::Database::search`].
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<SearchHit>> {
+        let k = u32::try_from(k).unwrap_or(u32::MAX);
+        self.call(|g, s, h| g.call_search(s, h, query, k)).map(hits)
+    }
+
+    /// See [`srvdb::Database::search_batch`].
+    pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>> {
+        let k = u32::try_from(k).unwrap_or(u32::MAX);
+        let found = self.call(|g, s, h| g.call_search_batch(s, h, queries, k))?;
+        Ok(found.into_iter().map(hits).collect())
+    }
+
+    /// See [`srvdb::Database::count`].
+    pub fn count(&self) -> Result<u64> {
+        self.call_plain(|g, s, h| g.call_count(s, h))
+    }
+
+    /// See [`srvdb::Database::dimension`].
+    pub fn dimension(&self) -> Result<Option<u32>> {
+        self.call_plain(|g, s, h| g.call_dimension(s, h))
+    }
+
+    /// See [`srvdb::Database::metric`].
+    pub fn metric(&self) -> Result<Metric> {
+        self.call_plain(|g, s, h| g.call_metric(s, h))
+            .map(metric_from_wit)
+    }
+
+    /// See [`srvdb::Database::ids`].
+    pub fn ids(&self) -> Result<Vec<String>> {
+        self.call_plain(|g, s, h| g.call_ids(s, h))
+    }
+
+    /// See [`srvdb::Database::contains`].
+    pub fn contains(&self, id: &str) -> Result<bool> {
+        self.call_plain(|g, s, h| g.call_contains(s, h, id))
+    }
+
+    /// See [`srvdb::Database::persist`].
+    pub fn persist(&self) -> Result<()> {
+        self.call(|g, s, h| g.call_persist(s, h))
+    }
+
+    /// See [`srvdb::Database::compact`].
+    pub fn compact(&self) -> Result<()> {
+        self.call(|g, s, h| g.call_compact(s, h))
+    }
+
+    /// The guest's kernels (for reports).
+    pub fn kernel(&self) -> Result<String> {
+        self.call_plain(|g, s, h| g.call_kernel(s, h))
+    }
+
+    /// Commits, drops the guest's handle and the instance, and reports any error.
+    pub fn close(self) -> Result<()> {
+        let result = self.persist();
+        let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut live) = guard.take() {
+            // Dropping the resource runs the guest's destructor (its final commit).
+            live.handle
+                .resource_drop(&mut live.store)
+                .map_err(classify_trap)?;
+        }
+        result
+    }
+}
+
+impl Drop for SandboxedDatabase {
+    fn drop(&mut self) {
+        let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut live) = guard.take() {
+            refuel(&mut live.store, &self.runtime);
+            // Best effort, as the native engine's drop: the guest commits in its destructor.
+            let _ = live.handle.resource_drop(&mut live.store);
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! `srvdb-host`: the SrvDB command line, with the engine running inside the wasmtime sandbox.
+//!
+//! ```text
+//! srvdb-host info DB
+//! srvdb-host ingest DB FILE [--dim D] [--batch N]    FILE: .npy (float32, 2-D) or raw f32 (needs --dim)
+//! srvdb-host search DB (--query 0.1,0.2,... | --query-file Q.npy [--row R]) [-k K]
+//! srvdb-host compact DB
+//! ```
+//! Common flags: `--component PATH` (default: `SRVDB_COMPONENT` or the `make component` output),
+//! `--memory-mib N` (the guest's memory cap), `--fuel N` (fuel per call).
+
+use srvdb::OpenOptions;
+use srvdb_host::sandbox::SandboxConfig;
+use srvdb_host::Sandbox;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+type AnyError = Box<dyn std::error::Error>;
+
+const USAGE: &str = "usage:
+  srvdb-host info DB
+  srvdb-host ingest DB FILE [--dim D] [--batch N]
+  srvdb-host search DB (--query 0.1,0.2,... | --query-file Q.npy [--row R]) [-k K]
+  srvdb-host compact DB
+flags: --component PATH  --memory-mib N  --fuel N";
+
+struct Args {
+    positional: Vec<String>,
+    flags: std::collections::HashMap<String, String>,
+}
+
+fn parse(args: impl Iterator<Item = String>) -> Result<Args, AnyError> {
+    let mut positional = Vec::new();
+    let mut flags = std::collections::HashMap::new();
+    let mut it = args.peekable();
+    while let Some(a) = it.next() {
+        if let Some(name) = a
+            .strip_prefix("--")
+            .or_else(|| a.strip_prefix('-').filter(|s| s.len() == 1))
+        {
+            let value = it
+                .next()
+                .ok_or_else(|| format!("flag {a} needs a value\n{USAGE}"))?;
+            flags.insert(name.to_owned(), value);
+        } else {
+            positional.push(a);
+        }
+    }
+    Ok(Args { positional, flags })
+}
+
+impl Args {
+    fn flag<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, AnyError> {
+        match self.flags.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("bad value for --{name}: {v:?}").into()),
+        }
+    }
+}
+
+/// Reads a little-endian float32 NumPy v1/v2 array: (rows, cols, data).
+fn read_npy(path: &std::path::Path) -> Result<(usize, usize, Vec<f32>), AnyError> {
+    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(format!("{} is not a .npy file", path.display()).into());
+    }
+    let (header_len, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else {
+        (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        )
+    };
+    let header = std::str::from_utf8(
+        bytes
+            .get(start..start + header_len)
+            .ok_or("truncated .npy header")?,
+    )?;
+    if !header.contains("'descr': '<f4'") || header.contains("'fortran_order': True") {
+        return Err(format!(
+            "{}: only C-order little-endian float32 arrays are supported ({header})",
+            path.display()
+        )
+        .into());
+    }
+    let shape_at = header.find("'shape': (").ok_or("no shape in .npy header")? + "'shape': (".len();
+    let shape_end = shape_at + header[shape_at..].find(')').ok_or("bad shape")?;
+    let dims: Vec<usize> = header[shape_at..shape_end]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()?;
+    let (rows, cols) = match dims.as_slice() {
+        [r, c] => (*r, *c),
+        [c] => (1, *c),
+        _ => return Err(format!("expected a 1-D or 2-D array, got shape {dims:?}").into()),
+    };
+    let data = &bytes[start + header_len..];
+    if data.len() != rows * cols * 4 {
+        return Err(format!(
+            "{}: {} data bytes for shape {dims:?}",
+            path.display(),
+            data.len()
+        )
+        .into());
+    }
+    let floats = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((rows, cols, floats))
+}
+
+fn sandbox(args: &Args) -> Result<Sandbox, AnyError> {
+    let mut config = SandboxConfig::new();
+    if let Some(p) = args.flag::<PathBuf>("component")? {
+        config.component = p;
+    }
+    if let Some(mib) = args.flag::<usize>("memory-mib")? {
+        config.memory_limit_bytes = mib << 20;
+    }
+    config.fuel_per_call = args.flag("fuel")?;
+    Ok(Sandbox::new(config)?)
+}
+
+fn run() -> Result<(), AnyError> {
+    let args = parse(std::env::args().skip(1))?;
+    let (Some(cmd), Some(db_path)) = (args.positional.first(), args.positional.get(1)) else {
+        return Err(USAGE.into());
+    };
+    let sb = sandbox(&args)?;
+    match cmd.as_str() {
+        "info" => {
+            let db = sb.open(db_path, OpenOptions::default())?;
+            let dim = db
+                .dimension()?
+                .map_or("not fixed yet".to_owned(), |d| d.to_string());
+            println!("database  {db_path}");
+            println!("records   {}", db.count()?);
+            println!("dimension {dim}");
+            println!("metric    {}", db.metric()?);
+            println!("kernel    {} (inside the sandbox)", db.kernel()?);
+            db.close()?;
+        }
+        "ingest" => {
+            let file = PathBuf::from(args.positional.get(2).ok_or(USAGE)?);
+            let batch: usize = args.flag("batch")?.unwrap_or(5000);
+            let (rows, dim, data) = if file.extension().is_some_and(|e| e == "npy") {
+                read_npy(&file)?
+            } else {
+                let dim: usize = args.flag("dim")?.ok_or("raw f32 input needs --dim")?;
+                let bytes =
+                    std::fs::read(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+                if dim == 0 || bytes.len() % (dim * 4) != 0 {
+                    return Err(format!(
+                        "{} bytes is not a whole number of {dim}-d f32 vectors",
+                        bytes.len()
+                    )
+                    .into());
+                }
+                let floats: Vec<f32> = bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                (floats.len() / dim, dim, floats)
+            };
+            if let Some(d) = args.flag::<usize>("dim")? {
+                if d != dim {
+                    return Err(format!("--dim {d} but the file holds {dim}-d vectors").into());
+                }
+            }
+            let db = sb.open(db_path, OpenOptions::default())?;
+            let first = db.count()? as usize;
+            let started = Instant::now();
+            let mut done = 0;
+            while done < rows {
+                let n = batch.min(rows - done);
+                let ids: Vec<String> = (first + done..first + done + n)
+                    .map(|i| i.to_string())
+                    .collect();
+                db.add(&ids, &data[done * dim..(done + n) * dim], &[])?;
+                done += n;
+                let pct = done * 100 / rows.max(1);
+                let bar = "#".repeat(pct / 4);
+                eprint!("\r[{bar:<25}] {pct:>3}%  {done}/{rows} vectors");
+                let _ = std::io::stderr().flush();
+            }
+            db.persist()?;
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!();
+            println!("ingested {rows} x {dim} in {secs:.2} s ({:.0} vectors/s), durable; ids {first}..{}", rows as f64 / secs.max(1e-9), first + rows);
+            db.close()?;
+        }
+        "search" => {
+            let k: usize = args.flag("k")?.unwrap_or(10);
+            let query: Vec<f32> = if let Some(q) = args.flags.get("query") {
+                q.split(',')
+                    .map(|x| x.trim().parse::<f32>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("bad --query: {e}"))?
+            } else if let Some(f) = args.flags.get("query-file") {
+                let (rows, dim, data) = read_npy(std::path::Path::new(f))?;
+                let row: usize = args.flag("row")?.unwrap_or(0);
+                if row >= rows {
+                    return Err(format!("--row {row} but {f} has {rows} rows").into());
+                }
+                data[row * dim..(row + 1) * dim].to_vec()
+            } else {
+                return Err(format!("search needs --query or --query-file\n{USAGE}").into());
+            };
+            let db = sb.open(db_path, OpenOptions::default())?;
+            let started = Instant::now();
+            let hits = db.search(&query, k)?;
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            for (rank, h) in hits.iter().enumerate() {
+                println!("{:>3}  {:<24} {:.4}", rank + 1, h.id, h.score);
+            }
+            eprintln!("{} hits in {ms:.2} ms (sandboxed)", hits.len());
+            db.close()?;
+        }
+        "compact" => {
+            let db = sb.open(db_path, OpenOptions::default())?;
+            let before = db.count()?;
+            db.compact()?;
+            println!("compacted {db_path}: {before} live records kept");
+            db.close()?;
+        }
+        other => return Err(format!("unknown command {other:?}\n{USAGE}").into()),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("srvdb-host: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

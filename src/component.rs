@@ -1,0 +1,196 @@
+//! The WASI component: a thin adapter from the bindings `wit-bindgen` generates for
+//! `wit/srvdb.wit` to the engine. No logic lives here; conversions only. Built for
+//! `wasm32-wasip2` as `srvdb.wasm` (the engine uses the `std::fs` backend and SIMD128 there).
+
+use crate::types::{Metadata, Metric, OpenOptions};
+use crate::Database;
+
+wit_bindgen::generate!({ path: "wit", world: "srvdb" });
+
+use exports::srvdb::engine::store::{
+    self as wit, CorruptError, DimensionError, Guest, GuestDatabase, Hit, IdError, InvalidError,
+    Stored,
+};
+
+struct Component;
+
+impl Guest for Component {
+    type Database = GuestDb;
+}
+
+/// The guest side of a `database` resource.
+struct GuestDb {
+    db: Database,
+}
+
+fn to_u32(x: usize) -> u32 {
+    u32::try_from(x).unwrap_or(u32::MAX)
+}
+
+fn wit_error(e: crate::Error) -> wit::Error {
+    use crate::Error as E;
+    let message = e.to_string();
+    match e {
+        E::DimensionMismatch {
+            expected,
+            got,
+            index,
+        } => wit::Error::DimensionMismatch(DimensionError {
+            expected,
+            got: to_u32(got),
+            index: index.map(to_u32),
+        }),
+        E::DuplicateId { id, index } => wit::Error::DuplicateId(IdError {
+            id,
+            index: index.map(to_u32),
+        }),
+        E::NotFound { id } => wit::Error::NotFound(id),
+        E::InvalidInput { reason, index } => wit::Error::InvalidInput(InvalidError {
+            reason,
+            index: index.map(to_u32),
+        }),
+        E::Corrupt { file, reason } => wit::Error::Corrupt(CorruptError {
+            file: file.display().to_string(),
+            reason,
+        }),
+        E::Locked { .. } => wit::Error::Locked(message),
+        E::Io { .. } => wit::Error::Io(message),
+        E::Metadata { .. } => wit::Error::Metadata(message),
+        E::Poisoned { .. } => wit::Error::Poisoned(message),
+    }
+}
+
+fn metric_from_wit(m: wit::Metric) -> Metric {
+    match m {
+        wit::Metric::Cosine => Metric::Cosine,
+        wit::Metric::Dot => Metric::Dot,
+        wit::Metric::L2 => Metric::L2,
+    }
+}
+
+fn metric_to_wit(m: Metric) -> wit::Metric {
+    match m {
+        Metric::Cosine => wit::Metric::Cosine,
+        Metric::Dot => wit::Metric::Dot,
+        Metric::L2 => wit::Metric::L2,
+    }
+}
+
+fn hits(found: Vec<crate::SearchHit>) -> Vec<Hit> {
+    found
+        .into_iter()
+        .map(|h| Hit {
+            id: h.id,
+            score: h.score,
+        })
+        .collect()
+}
+
+fn metadatas(given: Vec<Option<String>>) -> Vec<Option<Metadata>> {
+    given
+        .into_iter()
+        .map(|m| m.map(Metadata::from_text))
+        .collect()
+}
+
+impl GuestDatabase for GuestDb {
+    fn open(path: String, options: wit::OpenOptions) -> Result<wit::Database, wit::Error> {
+        let mut opts = OpenOptions {
+            dimension: options.dimension,
+            metric: options.metric.map(metric_from_wit),
+            ..OpenOptions::default()
+        };
+        if let Some(n) = options.auto_commit_rows {
+            opts.auto_commit_rows = n as usize;
+        }
+        if let Some(n) = options.buffer_bytes {
+            opts.buffer_bytes = n as usize;
+        }
+        let db = Database::open(path, opts).map_err(wit_error)?;
+        Ok(wit::Database::new(GuestDb { db }))
+    }
+
+    fn add(
+        &self,
+        ids: Vec<String>,
+        vectors: Vec<f32>,
+        metas: Vec<Option<String>>,
+    ) -> Result<(), wit::Error> {
+        self.db
+            .add(&ids, &vectors, &metadatas(metas))
+            .map_err(wit_error)
+    }
+
+    fn upsert(
+        &self,
+        ids: Vec<String>,
+        vectors: Vec<f32>,
+        metas: Vec<Option<String>>,
+    ) -> Result<(), wit::Error> {
+        self.db
+            .upsert(&ids, &vectors, &metadatas(metas))
+            .map_err(wit_error)
+    }
+
+    fn delete(&self, ids: Vec<String>) -> Result<u32, wit::Error> {
+        self.db.delete(&ids).map(to_u32).map_err(wit_error)
+    }
+
+    fn get(&self, id: String) -> Result<Option<Stored>, wit::Error> {
+        let found = self.db.get(&id).map_err(wit_error)?;
+        Ok(found.map(|r| Stored {
+            id: r.id,
+            vector: r.vector,
+            metadata: r.metadata.map(|m| m.as_str().to_owned()),
+        }))
+    }
+
+    fn search(&self, query: Vec<f32>, k: u32) -> Result<Vec<Hit>, wit::Error> {
+        self.db
+            .search(&query, k as usize)
+            .map(hits)
+            .map_err(wit_error)
+    }
+
+    fn search_batch(&self, queries: Vec<f32>, k: u32) -> Result<Vec<Vec<Hit>>, wit::Error> {
+        let found = self
+            .db
+            .search_batch(&queries, k as usize)
+            .map_err(wit_error)?;
+        Ok(found.into_iter().map(hits).collect())
+    }
+
+    fn count(&self) -> u64 {
+        self.db.count()
+    }
+
+    fn dimension(&self) -> Option<u32> {
+        self.db.dimension()
+    }
+
+    fn metric(&self) -> wit::Metric {
+        metric_to_wit(self.db.metric())
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.db.ids()
+    }
+
+    fn contains(&self, id: String) -> bool {
+        self.db.contains(&id)
+    }
+
+    fn persist(&self) -> Result<(), wit::Error> {
+        self.db.persist().map_err(wit_error)
+    }
+
+    fn compact(&self) -> Result<(), wit::Error> {
+        self.db.compact().map_err(wit_error)
+    }
+
+    fn kernel(&self) -> String {
+        self.db.kernel_description()
+    }
+}
+
+export!(Component);

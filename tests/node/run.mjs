@@ -1,0 +1,99 @@
+// The same srvdb.wasm that wasmtime runs, under Node.js through jco: open a database, add,
+// search, persist, drop, reopen in the same process and in a second process, and check the
+// answers against a brute-force reference computed here in JavaScript.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, existsSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const out = join(here, 'out');
+const [, , mode, dbDirArg] = process.argv;
+
+async function load(dbDir) {
+  const { _setPreopens } = await import('./fs-writable.js');
+  _setPreopens({ '/db': dbDir });
+  const mod = await import(join(out, 'srvdb.js'));
+  return mod.store;
+}
+
+function vectors(n, dim, seed) {
+  let s = BigInt(seed);
+  const out = new Float32Array(n * dim);
+  for (let i = 0; i < n * dim; i++) {
+    s = (s * 6364136223846793005n + 1442695040888963407n) & 0xffffffffffffffffn;
+    out[i] = Number(s >> 40n) / 2 ** 24 * 2 - 1;
+  }
+  return out;
+}
+
+function bruteForce(data, n, dim, q, k) {
+  const qn = Math.hypot(...q);
+  const scored = [];
+  for (let i = 0; i < n; i++) {
+    let dot = 0, rn = 0;
+    for (let j = 0; j < dim; j++) { dot += data[i * dim + j] * q[j]; rn += data[i * dim + j] ** 2; }
+    scored.push([i, dot / (qn * Math.sqrt(rn))]);
+  }
+  scored.sort((a, b) => b[1] - a[1] || a[0] - b[0]);
+  return scored.slice(0, k);
+}
+
+const N = 300, DIM = 16;
+const data = vectors(N, DIM, 42);
+const query = Array.from(vectors(1, DIM, 7));
+const want = bruteForce(data, N, DIM, query, 5);
+
+function checkHits(hits, label) {
+  assert.equal(hits.length, 5, `${label}: 5 hits`);
+  hits.forEach((h, i) => {
+    assert.equal(h.id, `n${want[i][0]}`, `${label}: rank ${i}`);
+    assert.ok(Math.abs(h.score - want[i][1]) < 1e-5, `${label}: score ${h.score} vs ${want[i][1]}`);
+  });
+}
+
+if (mode === 'reopen') {
+  // Second process: only what the first one persisted is here.
+  const store = await load(dbDirArg);
+  const db = store.Database.open('/db', {});
+  assert.equal(db.count(), BigInt(N), 'count in a second process');
+  checkHits(db.search(query, 5), 'second process');
+  console.log('node second process: reopened, count and results match');
+  process.exit(0);
+}
+
+if (!existsSync(join(out, 'srvdb.js'))) {
+  const wasm = process.env.SRVDB_COMPONENT ?? join(here, '../../target/wasm32-wasip2/component/srvdb.wasm');
+  execFileSync(join(here, 'node_modules/.bin/jco'), [
+    'transpile', wasm, '-o', out, '--name', 'srvdb',
+    '--map', 'wasi:filesystem/*=../fs-writable.js#*',
+  ], { stdio: 'inherit' });
+}
+
+const dbDir = mkdtempSync(join(tmpdir(), 'srvdb-node-'));
+try {
+  const store = await load(dbDir);
+  const db = store.Database.open('/db', {});
+  const ids = Array.from({ length: N }, (_, i) => `n${i}`);
+  db.add(ids, data, []);
+  try {
+    db.add(['n1'], data.slice(0, DIM), []);
+    assert.fail('duplicate id accepted');
+  } catch (e) {
+    assert.equal(e.payload?.tag, 'duplicate-id', `typed error, got ${JSON.stringify(e.payload)}`);
+  }
+  checkHits(db.search(query, 5), 'first search');
+  db.persist();
+  db[Symbol.dispose]();
+  assert.ok(existsSync(join(dbDir, 'vectors.bin')) && existsSync(join(dbDir, 'metadata.db')), 'files written to the preopened directory');
+  const again = store.Database.open('/db', {});
+  assert.equal(again.count(), BigInt(N));
+  checkHits(again.search(query, 5), 'same process after reopen');
+  again[Symbol.dispose]();
+  execFileSync(process.execPath, [join(here, 'run.mjs'), 'reopen', dbDir], { stdio: 'inherit' });
+  console.log('node (jco): open, add, typed error, search, persist, reopen: all match the reference');
+} finally {
+  rmSync(dbDir, { recursive: true, force: true });
+}
