@@ -1,0 +1,125 @@
+//! The sandbox's price, measured against the native engine in the same run:
+//! - single-query exact search, one thread each (the guest is single-threaded; native runs in a
+//!   one-thread rayon pool), on 50,000 x 1536 and 100,000 x 384;
+//! - the call overhead of a k = 10 search on a ten-vector database (where the scan is nothing).
+//!
+//! `cargo bench -p srvdb-host --bench sandbox` (needs `make component` first).
+//! `SRVDB_BENCH_SCALE=0.1` shrinks the datasets.
+
+use srvdb::{Database, OpenOptions};
+use srvdb_host::sandbox::SandboxConfig;
+use srvdb_host::Sandbox;
+use std::time::Instant;
+
+fn vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    let mut out: Vec<f32> = (0..n * dim)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    for row in out.chunks_mut(dim) {
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|x| *x /= norm);
+    }
+    out
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn time_ms(iters: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..iters)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let scale: f64 = std::env::var("SRVDB_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let sandbox = match Sandbox::new(SandboxConfig::new()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("SKIP: {e}");
+            return;
+        }
+    };
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
+    println!("{:>13} | {:>12} {:>12} {:>9} | {}", "dataset", "native 1t ms", "sandbox ms", "ratio", "sandbox kernel");
+    for (n, dim) in [(50_000usize, 1536usize), (100_000, 384)] {
+        let n = ((n as f64 * scale) as usize).max(100);
+        let dir = tempfile::tempdir().expect("tmp");
+        let data = vectors(n, dim, 11);
+        let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        {
+            let db = Database::open(dir.path(), OpenOptions::default()).expect("open");
+            for start in (0..n).step_by(5000) {
+                let end = (start + 5000).min(n);
+                db.add(&ids[start..end], &data[start * dim..end * dim], &[]).expect("add");
+            }
+            db.close().expect("close");
+        }
+        let queries = vectors(16, dim, 5);
+        let native_ms = {
+            let db = Database::open(dir.path(), OpenOptions::default()).expect("reopen");
+            let mut i = 0;
+            one_thread.install(|| {
+                time_ms(15, || {
+                    let q = &queries[(i % 16) * dim..(i % 16 + 1) * dim];
+                    i += 1;
+                    std::hint::black_box(db.search(q, 10).expect("search"));
+                })
+            })
+        };
+        let db = sandbox.open(dir.path(), OpenOptions::default()).expect("sandbox open");
+        let mut i = 0;
+        let sandbox_ms = time_ms(15, || {
+            let q = &queries[(i % 16) * dim..(i % 16 + 1) * dim];
+            i += 1;
+            std::hint::black_box(db.search(q, 10).expect("sandbox search"));
+        });
+        let kernel = db.kernel().unwrap_or_default();
+        println!(
+            "{:>13} | {native_ms:>12.2} {sandbox_ms:>12.2} {:>8.2}x | {kernel}  (sandbox throughput = {:.0}% of native)",
+            format!("{n}x{dim}"),
+            sandbox_ms / native_ms,
+            100.0 * native_ms / sandbox_ms
+        );
+    }
+
+    // Call overhead: a search where the scan costs almost nothing.
+    let dir = tempfile::tempdir().expect("tmp");
+    let tiny = vectors(10, 16, 3);
+    let ids: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    {
+        let db = Database::open(dir.path(), OpenOptions::default()).expect("open");
+        db.add(&ids, &tiny, &[]).expect("add");
+    }
+    let q = &tiny[..16];
+    let native_us = {
+        let db = Database::open(dir.path(), OpenOptions::default()).expect("open");
+        time_ms(2001, || {
+            std::hint::black_box(db.search(q, 10).expect("search"));
+        }) * 1e3
+    };
+    let db = sandbox.open(dir.path(), OpenOptions::default()).expect("sandbox open");
+    let sandbox_us = time_ms(2001, || {
+        std::hint::black_box(db.search(q, 10).expect("search"));
+    }) * 1e3;
+    println!(
+        "k=10 search on 10 x 16: native {native_us:.2} us, sandboxed {sandbox_us:.2} us: call overhead {:.2} us",
+        sandbox_us - native_us
+    );
+}
