@@ -8,64 +8,102 @@ RUSTUP ?= rustup
 WASM_TARGET := wasm32-wasip2
 
 .PHONY: all demo test toolchain fmt-check clippy-native wasm-check wasm-clippy component \
-        cargo-test node-test bench fmt clippy clean
+        cargo-test node-test python-test python-dev python-bench bench fmt clippy clean
 
 all: test
 
 # The steps of `make test` run in the order listed, even under `make -j`.
 .NOTPARALLEL:
 
-## demo: build in release mode and run examples/demo.rs (ingest, reopen, search, recall).
-demo:
+## demo: examples/demo.rs natively (ingest, reopen, search, recall), then the same search
+## through the sandboxed component with the srvdb-host CLI.
+demo: component
 	$(CARGO) run --release --example demo
+	@echo "==> the same database, searched again through the sandboxed WASI component (srvdb-host)"
+	$(CARGO) build --release -p srvdb-host
+	target/release/srvdb-host info target/demo-db
+	target/release/srvdb-host search target/demo-db --query-file target/demo-query.npy -k 5
 
 ## test: every check CI runs, in order; stops at the first failure.
-test: toolchain fmt-check clippy-native wasm-check wasm-clippy component cargo-test node-test
+test: toolchain fmt-check clippy-native wasm-check wasm-clippy component cargo-test node-test \
+      python-test
 	@echo "==> make test: all steps passed"
 
 # Installs what the checks need, only if it is missing.
 toolchain:
-	@echo "==> [1/8] toolchain: rustfmt, clippy, $(WASM_TARGET) target"
+	@echo "==> [1/9] toolchain: rustfmt, clippy, $(WASM_TARGET) target"
 	@$(RUSTUP) component list --installed | grep -q '^rustfmt' || $(RUSTUP) component add rustfmt
 	@$(RUSTUP) component list --installed | grep -q '^clippy' || $(RUSTUP) component add clippy
 	@$(RUSTUP) target list --installed | grep -qx '$(WASM_TARGET)' || $(RUSTUP) target add $(WASM_TARGET)
 
 fmt-check: toolchain
-	@echo "==> [2/8] cargo fmt --all -- --check"
+	@echo "==> [2/9] cargo fmt --all -- --check"
 	$(CARGO) fmt --all -- --check
 
 clippy-native: toolchain
-	@echo "==> [3/8] cargo clippy --workspace --all-targets -- -D warnings"
+	@echo "==> [3/9] cargo clippy --workspace --all-targets -- -D warnings"
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 wasm-check: toolchain
-	@echo "==> [4/8] cargo check -p srvdb --target $(WASM_TARGET)"
+	@echo "==> [4/9] cargo check -p srvdb --target $(WASM_TARGET)"
 	$(CARGO) check -p srvdb --target $(WASM_TARGET)
 
 wasm-clippy: toolchain
-	@echo "==> [5/8] cargo clippy -p srvdb --target $(WASM_TARGET) -- -D warnings"
+	@echo "==> [5/9] cargo clippy -p srvdb --target $(WASM_TARGET) -- -D warnings"
 	$(CARGO) clippy -p srvdb --target $(WASM_TARGET) -- -D warnings
 
 ## component: the WASI component target/wasm32-wasip2/component/srvdb.wasm.
 component: toolchain
-	@echo "==> [6/8] cargo build -p srvdb --target $(WASM_TARGET) --profile component"
+	@echo "==> [6/9] cargo build -p srvdb --target $(WASM_TARGET) --profile component"
 	$(CARGO) build -p srvdb --target $(WASM_TARGET) --profile component
 	@ls -l target/$(WASM_TARGET)/component/srvdb.wasm
 
 # Release mode: the crash-recovery and concurrency tests would crawl in debug, and the host's
 # sandbox tests take 42 s in debug against 3 s in release.
 cargo-test: toolchain component
-	@echo "==> [7/8] cargo test --release -p srvdb -p srvdb-host"
+	@echo "==> [7/9] cargo test --release -p srvdb -p srvdb-host"
 	$(CARGO) test --release -p srvdb -p srvdb-host
 
 # The same component under Node.js through jco (a second WASI runtime). Skipped without node.
 node-test: component
-	@echo "==> [8/8] node tests/node/run.mjs (jco)"
+	@echo "==> [8/9] node tests/node/run.mjs (jco)"
 	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
 		cd tests/node && npm install --no-audit --no-fund --loglevel=error && rm -rf out && node run.mjs; \
 	else \
 		echo "SKIP: node/npm not found; the jco scenario did not run"; \
 	fi
+
+# Python: a virtualenv in target/pyenv with the pinned tools of python/requirements-dev.txt
+# (maturin, NumPy, pytest, from PyPI), and the extension built in release mode and installed
+# into it in editable mode (`maturin develop`, which puts the module beside python/srvdb/).
+PYTHON ?= python3
+PYENV := target/pyenv
+PYENV_PY := $(PYENV)/bin/python
+
+define python_setup
+@test -x $(PYENV_PY) || $(PYTHON) -m venv $(PYENV) || \
+	{ echo "error: '$(PYTHON) -m venv' failed (on Debian: apt-get install python3-venv)" >&2; exit 1; }
+$(PYENV_PY) -m pip install --quiet --disable-pip-version-check -r python/requirements-dev.txt
+VIRTUAL_ENV=$(abspath $(PYENV)) $(PYENV)/bin/maturin develop --release --manifest-path python/Cargo.toml
+endef
+
+# pytest exits with 5 when it collected no tests: a failure here, never a pass.
+python-test:
+	@echo "==> [9/9] python: maturin develop --release into $(PYENV), then pytest python/tests"
+	$(python_setup)
+	@rc=0; $(PYENV_PY) -m pytest python/tests -q -rs || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests in python/tests" >&2; exit 1; fi; \
+	exit $$rc
+
+## python-dev: build the Python extension (release) into the virtualenv target/pyenv.
+python-dev:
+	$(python_setup)
+	@echo "==> srvdb is installed in $(PYENV): run $(PYENV_PY), or source $(PYENV)/bin/activate"
+
+## python-bench: the Python binding figures (benches/python/binding_overhead.py).
+python-bench:
+	$(python_setup)
+	$(PYENV_PY) benches/python/binding_overhead.py
 
 ## bench: the criterion benchmarks in benches/.
 bench:

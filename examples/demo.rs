@@ -144,6 +144,14 @@ fn run() -> DemoResult<()> {
         ms(single_time) / nq as f64
     );
     db.close()?;
+
+    // The first query, for `make demo` to ask again through the sandboxed component.
+    let query_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/demo-query.npy");
+    write_npy_row(&query_file, &data.queries[..data.dim])?;
+    println!(
+        "\nwrote query 0 to {} for the sandboxed run",
+        query_file.display()
+    );
     Ok(())
 }
 
@@ -470,4 +478,23 @@ impl Rng {
         let (u, v) = (self.unit(), self.unit());
         ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
     }
+}
+
+/// Writes one float32 row as a NumPy v1 `.npy` file (shape (1, d)).
+fn write_npy_row(path: &Path, row: &[f32]) -> Result<(), Box<dyn std::error::Error>> {
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': (1, {}), }}",
+        row.len()
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for x in row {
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()).into())
 }

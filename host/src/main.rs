@@ -117,6 +117,22 @@ fn read_npy(path: &std::path::Path) -> Result<(usize, usize, Vec<f32>), AnyError
     Ok((rows, cols, floats))
 }
 
+/// A one-line view of a record's metadata: its "text" field if it has one, else the string.
+fn summary(m: &srvdb::Metadata) -> String {
+    let text = match m.to_json() {
+        serde_json::Value::Object(o) => match o.get("text") {
+            Some(serde_json::Value::String(t)) => t.clone(),
+            _ => m.as_str().to_owned(),
+        },
+        _ => m.as_str().to_owned(),
+    };
+    let mut line: String = text.chars().take(80).collect();
+    if text.chars().count() > 80 {
+        line.push('…');
+    }
+    line
+}
+
 fn sandbox(args: &Args) -> Result<Sandbox, AnyError> {
     let mut config = SandboxConfig::new();
     if let Some(p) = args.flag::<PathBuf>("component")? {
@@ -219,7 +235,12 @@ fn run() -> Result<(), AnyError> {
             let hits = db.search(&query, k)?;
             let ms = started.elapsed().as_secs_f64() * 1e3;
             for (rank, h) in hits.iter().enumerate() {
-                println!("{:>3}  {:<24} {:.4}", rank + 1, h.id, h.score);
+                let meta = db
+                    .get(&h.id)?
+                    .and_then(|r| r.metadata)
+                    .map(|m| summary(&m))
+                    .unwrap_or_default();
+                println!("{:>3}  {:<12} {:.4}  {meta}", rank + 1, h.id, h.score);
             }
             eprintln!("{} hits in {ms:.2} ms (sandboxed)", hits.len());
             db.close()?;
