@@ -15,7 +15,9 @@ fn vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     let mut out: Vec<f32> = (0..n * dim)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect();
@@ -48,7 +50,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let scale: f64 = std::env::var("SRVDB_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let scale: f64 = std::env::var("SRVDB_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     let sandbox = match Sandbox::new(SandboxConfig::new()) {
         Ok(s) => s,
         Err(e) => {
@@ -56,8 +61,11 @@ fn main() {
             return;
         }
     };
-    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
-    println!("{:>13} | {:>12} {:>12} {:>9} | {}", "dataset", "native 1t ms", "sandbox ms", "ratio", "sandbox kernel");
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool");
+    println!("      dataset | native 1t ms   sandbox ms     ratio | sandbox kernel");
     for (n, dim) in [(50_000usize, 1536usize), (100_000, 384)] {
         let n = ((n as f64 * scale) as usize).max(100);
         let dir = tempfile::tempdir().expect("tmp");
@@ -67,7 +75,8 @@ fn main() {
             let db = Database::open(dir.path(), OpenOptions::default()).expect("open");
             for start in (0..n).step_by(5000) {
                 let end = (start + 5000).min(n);
-                db.add(&ids[start..end], &data[start * dim..end * dim], &[]).expect("add");
+                db.add(&ids[start..end], &data[start * dim..end * dim], &[])
+                    .expect("add");
             }
             db.close().expect("close");
         }
@@ -83,7 +92,9 @@ fn main() {
                 })
             })
         };
-        let db = sandbox.open(dir.path(), OpenOptions::default()).expect("sandbox open");
+        let db = sandbox
+            .open(dir.path(), OpenOptions::default())
+            .expect("sandbox open");
         let mut i = 0;
         let sandbox_ms = time_ms(15, || {
             let q = &queries[(i % 16) * dim..(i % 16 + 1) * dim];
@@ -114,7 +125,9 @@ fn main() {
             std::hint::black_box(db.search(q, 10).expect("search"));
         }) * 1e3
     };
-    let db = sandbox.open(dir.path(), OpenOptions::default()).expect("sandbox open");
+    let db = sandbox
+        .open(dir.path(), OpenOptions::default())
+        .expect("sandbox open");
     let sandbox_us = time_ms(2001, || {
         std::hint::black_box(db.search(q, 10).expect("search"));
     }) * 1e3;
