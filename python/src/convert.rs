@@ -1,0 +1,519 @@
+//! Python arguments to engine inputs: ids, embeddings (NumPy arrays or sequences), metadata,
+//! `k`. Every failure is an `InvalidInputError` or `DimensionMismatchError` that names the
+//! position at fault, raised before the engine is called, so a rejected call changes nothing.
+//!
+//! A C-contiguous, aligned, native-endian `float32` array is read in place (no copy). Other
+//! floating-point arrays (`float64`, `float16`, strided views, Fortran order) are converted by
+//! NumPy to a contiguous `float32` copy; lists, tuples and other sequences are read element by
+//! element. Integer, boolean, complex, string and object arrays are rejected rather than
+//! guessed at.
+
+use crate::errors::{dimension_mismatch, invalid};
+use numpy::{
+    PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray,
+    PyUntypedArrayMethods,
+};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyFloat, PyList, PyModule, PyString, PyTuple};
+use srvdb::Metadata;
+
+/// The `numpy` module, imported once.
+pub(crate) fn numpy_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    static NUMPY: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    NUMPY
+        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("numpy")?.unbind()))
+        .map(|m| m.bind(py))
+}
+
+/// The `json` module, imported once.
+pub(crate) fn json_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    static JSON: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    JSON.get_or_try_init(py, || Ok::<_, PyErr>(py.import("json")?.unbind()))
+        .map(|m| m.bind(py))
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// Row-major `f32` data: borrowed from a NumPy array (the caller's, or NumPy's converted
+/// copy), or read out of Python sequences.
+enum Floats<'py> {
+    Array(PyReadonlyArrayDyn<'py, f32>),
+    Owned(Vec<f32>),
+}
+
+impl Floats<'_> {
+    fn as_slice(&self) -> &[f32] {
+        match self {
+            // `float32_view` only returns arrays that are C-contiguous and aligned.
+            Floats::Array(a) => a.as_slice().unwrap_or(&[]),
+            Floats::Owned(v) => v,
+        }
+    }
+}
+
+/// A batch of `rows` vectors of equal length, back to back.
+pub(crate) struct Matrix<'py> {
+    data: Floats<'py>,
+    pub(crate) rows: usize,
+}
+
+impl Matrix<'_> {
+    pub(crate) fn as_slice(&self) -> &[f32] {
+        self.data.as_slice()
+    }
+
+    /// True when the data is the caller's own array, read without a copy.
+    pub(crate) fn is_zero_copy(&self, original: &Bound<'_, PyAny>) -> bool {
+        match &self.data {
+            Floats::Array(a) => a.as_ptr() == original.as_ptr(),
+            Floats::Owned(_) => false,
+        }
+    }
+}
+
+/// One vector (a query).
+pub(crate) struct Vector<'py>(Floats<'py>);
+
+impl Vector<'_> {
+    pub(crate) fn as_slice(&self) -> &[f32] {
+        self.0.as_slice()
+    }
+}
+
+/// The array as a readable, C-contiguous, aligned `float32` array: the array itself when it
+/// already is one, otherwise a copy made by NumPy. Non-float dtypes are rejected.
+fn float32_view<'py>(
+    arr: &Bound<'py, PyUntypedArray>,
+    what: &str,
+    index: Option<usize>,
+) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
+    let py = arr.py();
+    let dtype = arr.dtype();
+    if dtype.kind() != b'f' {
+        let name = dtype
+            .str()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|_| "?".into());
+        return Err(invalid(
+            py,
+            format!(
+                "{what} must hold floating-point numbers, not dtype {name}: convert it with .astype(numpy.float32)"
+            ),
+            index,
+        ));
+    }
+    if let Ok(typed) = arr.cast::<PyArrayDyn<f32>>() {
+        if arr.is_c_contiguous() {
+            if let Ok(view) = typed.try_readonly() {
+                if view.as_slice().is_ok() {
+                    return Ok(view);
+                }
+            }
+        }
+    }
+    // float64, float16, byte-swapped, strided, Fortran-ordered or unaligned: let NumPy make
+    // a C-contiguous aligned float32 copy.
+    let np = numpy_module(py)?;
+    let copy = np.call_method1("require", (arr, np.getattr("float32")?, "CA"))?;
+    let typed = copy.cast_into::<PyArrayDyn<f32>>()?;
+    Ok(typed.try_readonly()?)
+}
+
+/// A batch of embeddings: a 2-D NumPy array, or a sequence of vectors (lists, tuples, 1-D
+/// arrays). `expected` is the database's dimension, if fixed; a vector of another length is a
+/// `DimensionMismatchError` naming its index. Vectors of different lengths are rejected.
+pub(crate) fn matrix<'py>(
+    obj: &Bound<'py, PyAny>,
+    what: &str,
+    expected: Option<usize>,
+) -> PyResult<Matrix<'py>> {
+    let py = obj.py();
+    if let Ok(arr) = obj.cast::<PyUntypedArray>() {
+        let shape = arr.shape().to_vec();
+        if shape.len() != 2 {
+            return Err(invalid(
+                py,
+                format!(
+                    "{what} must be a 2-D array (one row per vector), got shape {shape:?}{}",
+                    if shape.len() == 1 {
+                        ": for a single vector use array.reshape(1, -1)"
+                    } else {
+                        ""
+                    }
+                ),
+                None,
+            ));
+        }
+        let (rows, dim) = (shape[0], shape[1]);
+        let view = float32_view(arr, what, None)?;
+        if let Some(want) = expected {
+            if dim != want && rows > 0 {
+                return Err(dimension_mismatch(py, want, dim, None));
+            }
+        }
+        return Ok(Matrix {
+            data: Floats::Array(view),
+            rows,
+        });
+    }
+    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
+        return Err(invalid(
+            py,
+            format!(
+                "{what} must be a sequence of vectors, not {}",
+                type_name(obj)
+            ),
+            None,
+        ));
+    }
+    let items = obj.try_iter().map_err(|_| {
+        invalid(
+            py,
+            format!(
+                "{what} must be a 2-D NumPy array or a sequence of vectors, not {}",
+                type_name(obj)
+            ),
+            None,
+        )
+    })?;
+    let mut data: Vec<f32> = Vec::new();
+    let mut dim: Option<usize> = None;
+    let mut rows = 0usize;
+    for (i, row) in items.enumerate() {
+        let row = row?;
+        let start = data.len();
+        push_vector(&row, what, i, &mut data)?;
+        let len = data.len() - start;
+        if i == 0 {
+            // Size the buffer once the length of a vector is known.
+            if let Ok(n) = obj.len() {
+                data.reserve(len.saturating_mul(n.saturating_sub(1)));
+            }
+        }
+        match (expected, dim) {
+            (Some(want), _) if len != want => {
+                return Err(dimension_mismatch(py, want, len, Some(i)));
+            }
+            (None, Some(first)) if len != first => {
+                return Err(invalid(
+                    py,
+                    format!(
+                        "embedding {i} has {len} components but embedding 0 has {first}: every vector needs the same length"
+                    ),
+                    Some(i),
+                ));
+            }
+            _ => {}
+        }
+        dim.get_or_insert(len);
+        rows += 1;
+    }
+    Ok(Matrix {
+        data: Floats::Owned(data),
+        rows,
+    })
+}
+
+/// Appends the components of vector `i` of a batch to `out`.
+fn push_vector(row: &Bound<'_, PyAny>, what: &str, i: usize, out: &mut Vec<f32>) -> PyResult<()> {
+    let py = row.py();
+    if let Ok(list) = row.cast::<PyList>() {
+        out.reserve(list.len());
+        for (j, x) in list.iter().enumerate() {
+            out.push(component(&x, i, j)?);
+        }
+        return Ok(());
+    }
+    if let Ok(tuple) = row.cast::<PyTuple>() {
+        out.reserve(tuple.len());
+        for (j, x) in tuple.iter().enumerate() {
+            out.push(component(&x, i, j)?);
+        }
+        return Ok(());
+    }
+    if let Ok(arr) = row.cast::<PyUntypedArray>() {
+        if arr.ndim() != 1 {
+            return Err(invalid(
+                py,
+                format!(
+                    "embedding {i} must be a 1-D array, got shape {:?}",
+                    arr.shape()
+                ),
+                Some(i),
+            ));
+        }
+        let view = float32_view(arr, &format!("embedding {i}"), Some(i))?;
+        out.extend_from_slice(view.as_slice().unwrap_or(&[]));
+        return Ok(());
+    }
+    if row.is_instance_of::<PyString>() || row.is_instance_of::<PyBytes>() {
+        return Err(invalid(
+            py,
+            format!(
+                "embedding {i} is a {}, not a vector of numbers",
+                type_name(row)
+            ),
+            Some(i),
+        ));
+    }
+    if row.is_instance_of::<PyFloat>() || row.extract::<f64>().is_ok() {
+        return Err(invalid(
+            py,
+            format!(
+                "{what} must be a sequence of vectors, but item {i} is a number: to pass one vector, wrap it in a list"
+            ),
+            Some(i),
+        ));
+    }
+    let items = row.try_iter().map_err(|_| {
+        invalid(
+            py,
+            format!(
+                "embedding {i} is a {}, not a sequence of numbers",
+                type_name(row)
+            ),
+            Some(i),
+        )
+    })?;
+    for (j, x) in items.enumerate() {
+        out.push(component(&x?, i, j)?);
+    }
+    Ok(())
+}
+
+/// Component `j` of vector `i` as an `f32` (values beyond the `f32` range become infinite,
+/// which the engine rejects with the component's position).
+fn component(x: &Bound<'_, PyAny>, i: usize, j: usize) -> PyResult<f32> {
+    if let Ok(f) = x.cast::<PyFloat>() {
+        return Ok(f.value() as f32);
+    }
+    if x.is_instance_of::<PyString>() || x.is_instance_of::<PyBytes>() {
+        return Err(not_a_number(x, i, j));
+    }
+    x.extract::<f64>()
+        .map(|v| v as f32)
+        .map_err(|_| not_a_number(x, i, j))
+}
+
+fn not_a_number(x: &Bound<'_, PyAny>, i: usize, j: usize) -> PyErr {
+    invalid(
+        x.py(),
+        format!(
+            "component {j} of vector {i} is a {}, not a number",
+            type_name(x)
+        ),
+        Some(i),
+    )
+}
+
+/// One vector: a 1-D NumPy array (or a 2-D array with one row), or a sequence of numbers.
+pub(crate) fn vector<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vector<'py>> {
+    let py = obj.py();
+    if let Ok(arr) = obj.cast::<PyUntypedArray>() {
+        let shape = arr.shape();
+        let ok = shape.len() == 1 || (shape.len() == 2 && shape[0] == 1);
+        if !ok {
+            return Err(invalid(
+                py,
+                format!(
+                    "{what} must be one vector (a 1-D array), got shape {shape:?}: for several queries use search_batch"
+                ),
+                None,
+            ));
+        }
+        return Ok(Vector(Floats::Array(float32_view(arr, what, None)?)));
+    }
+    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
+        return Err(invalid(
+            py,
+            format!(
+                "{what} must be a sequence of numbers, not {}",
+                type_name(obj)
+            ),
+            None,
+        ));
+    }
+    let mut out = Vec::new();
+    let items = obj.try_iter().map_err(|_| {
+        invalid(
+            py,
+            format!(
+                "{what} must be a 1-D NumPy array or a sequence of numbers, not {}",
+                type_name(obj)
+            ),
+            None,
+        )
+    })?;
+    for (j, x) in items.enumerate() {
+        let x = x?;
+        if let Ok(f) = x.cast::<PyFloat>() {
+            out.push(f.value() as f32);
+            continue;
+        }
+        let is_text = x.is_instance_of::<PyString>() || x.is_instance_of::<PyBytes>();
+        match x.extract::<f64>() {
+            Ok(v) if !is_text => out.push(v as f32),
+            _ => {
+                let hint = if x.is_instance_of::<PyList>() || x.cast::<PyUntypedArray>().is_ok() {
+                    ": for several queries use search_batch"
+                } else {
+                    ""
+                };
+                return Err(invalid(
+                    py,
+                    format!(
+                        "component {j} of the {what} is a {}, not a number{hint}",
+                        type_name(&x)
+                    ),
+                    None,
+                ));
+            }
+        }
+    }
+    Ok(Vector(Floats::Owned(out)))
+}
+
+/// Ids for a write: a sequence of `str` (a single `str` is refused, since iterating it would
+/// give its characters).
+pub(crate) fn ids(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    let py = obj.py();
+    if obj.is_instance_of::<PyString>() {
+        return Err(invalid(
+            py,
+            "ids must be a sequence of str, not a single str: wrap it in a list".to_owned(),
+            None,
+        ));
+    }
+    let items = obj.try_iter().map_err(|_| {
+        invalid(
+            py,
+            format!("ids must be a sequence of str, not {}", type_name(obj)),
+            None,
+        )
+    })?;
+    let mut out = Vec::with_capacity(obj.len().unwrap_or(0));
+    for (i, item) in items.enumerate() {
+        let item = item?;
+        let s = item.cast::<PyString>().map_err(|_| {
+            invalid(
+                py,
+                format!("id {i} is a {}, not a str", type_name(&item)),
+                Some(i),
+            )
+        })?;
+        out.push(s.to_str()?.to_owned());
+    }
+    Ok(out)
+}
+
+/// Ids to delete: one `str` or a sequence of them.
+pub(crate) fn ids_or_one(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(vec![s.to_str()?.to_owned()]);
+    }
+    ids(obj)
+}
+
+/// Metadata for a write: `None`, or one entry per id, each `None`, a `str` (stored exactly as
+/// given, JSON or not) or any JSON-serialisable value such as a `dict` (stored as its JSON).
+pub(crate) fn metadatas(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Option<Metadata>>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(Vec::new());
+    };
+    let py = obj.py();
+    if obj.is_instance_of::<PyString>() || obj.cast::<pyo3::types::PyDict>().is_ok() {
+        return Err(invalid(
+            py,
+            format!(
+                "metadatas must be a sequence with one entry per id, not a single {}: wrap it in a list",
+                type_name(obj)
+            ),
+            None,
+        ));
+    }
+    let items = obj.try_iter().map_err(|_| {
+        invalid(
+            py,
+            format!("metadatas must be a sequence, not {}", type_name(obj)),
+            None,
+        )
+    })?;
+    let mut out = Vec::with_capacity(obj.len().unwrap_or(0));
+    for (i, item) in items.enumerate() {
+        let item = item?;
+        out.push(metadata(&item, i)?);
+    }
+    Ok(out)
+}
+
+fn metadata(item: &Bound<'_, PyAny>, i: usize) -> PyResult<Option<Metadata>> {
+    let py = item.py();
+    if item.is_none() {
+        return Ok(None);
+    }
+    if let Ok(s) = item.cast::<PyString>() {
+        return Ok(Some(Metadata::from_text(s.to_str()?)));
+    }
+    if item.is_instance_of::<PyBytes>() {
+        return Err(invalid(
+            py,
+            format!("metadata {i} is bytes: decode it to str, or pass a dict"),
+            Some(i),
+        ));
+    }
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("ensure_ascii", false)?;
+    kwargs.set_item("allow_nan", false)?;
+    let text = json_module(py)?
+        .call_method("dumps", (item,), Some(&kwargs))
+        .map_err(|e| {
+            invalid(
+                py,
+                format!(
+                    "metadata {i} (a {}) cannot be stored as JSON: {}",
+                    type_name(item),
+                    e.value(py)
+                ),
+                Some(i),
+            )
+        })?;
+    Ok(Some(Metadata::Json(text.extract::<String>()?)))
+}
+
+/// The `k` of a search: a non-negative int. Anything else is an `InvalidInputError` (a
+/// `ValueError`), not the `OverflowError`/`TypeError` a plain `usize` argument would give.
+pub(crate) struct K(pub(crate) usize);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for K {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        k(&obj).map(K)
+    }
+}
+
+fn k(obj: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let py = obj.py();
+    let bad = || {
+        invalid(
+            py,
+            format!(
+                "k must be a non-negative int, got {} {}",
+                type_name(obj),
+                obj.repr().map(|r| r.to_string()).unwrap_or_default()
+            ),
+            None,
+        )
+    };
+    if obj.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(bad());
+    }
+    let value: i64 = obj.extract().map_err(|_| bad())?;
+    usize::try_from(value).map_err(|_| bad())
+}

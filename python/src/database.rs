@@ -1,0 +1,387 @@
+//! `srvdb.open` and `srvdb.Database`: the Pythonic API.
+
+use crate::convert::{self, K};
+use crate::errors;
+use crate::handle::{hit_tuples, Handle, Write};
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray, PyArray1, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple};
+use pyo3::IntoPyObjectExt;
+use srvdb::{Metadata, Metric, OpenOptions};
+use std::path::PathBuf;
+
+/// Options for `open` from its Python arguments.
+pub(crate) fn options(
+    py: Python<'_>,
+    dim: Option<&Bound<'_, PyAny>>,
+    metric: Option<&str>,
+) -> PyResult<OpenOptions> {
+    let mut options = OpenOptions::default();
+    if let Some(dim) = dim.filter(|d| !d.is_none()) {
+        let bad = || {
+            errors::invalid(
+                py,
+                format!(
+                    "dim must be a positive int, got {}",
+                    dim.repr().map(|r| r.to_string()).unwrap_or_default()
+                ),
+                None,
+            )
+        };
+        if dim.is_instance_of::<pyo3::types::PyBool>() {
+            return Err(bad());
+        }
+        let value: i64 = dim.extract().map_err(|_| bad())?;
+        let value = u32::try_from(value).map_err(|_| bad())?;
+        options = options.with_dimension(value);
+    }
+    if let Some(metric) = metric {
+        let metric: Metric = metric.parse().map_err(|e| errors::engine(py, e))?;
+        options = options.with_metric(metric);
+    }
+    Ok(options)
+}
+
+/// A SrvDB database: a directory of vectors with metadata, searched exactly.
+///
+/// Open one with ``srvdb.open(path)``. A ``Database`` is a context manager (leaving the
+/// ``with`` block commits and closes it), supports ``len(db)`` and ``id in db``, and can be
+/// shared between threads: searches run in parallel with each other and with a write, without
+/// the GIL.
+#[pyclass(frozen, module = "srvdb", name = "Database")]
+pub(crate) struct Database {
+    handle: Handle,
+}
+
+#[pymethods]
+impl Database {
+    /// Opens (creating if needed) the database in directory ``path``. Same as ``srvdb.open``.
+    #[new]
+    #[pyo3(signature = (path, dim = None, metric = None, backend = "native"))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        dim: Option<&Bound<'_, PyAny>>,
+        metric: Option<&str>,
+        backend: &str,
+    ) -> PyResult<Self> {
+        let options = options(py, dim, metric)?;
+        Ok(Database {
+            handle: Handle::open(py, path, options, backend)?,
+        })
+    }
+
+    /// Inserts a batch of records; the batch is atomic.
+    ///
+    /// ``ids``: a sequence of str. ``embeddings``: a 2-D NumPy array (one row per id; a
+    /// C-contiguous float32 array is read in place, other float arrays are converted) or a
+    /// sequence of vectors. ``metadatas``: ``None`` or one entry per id, each ``None``, a dict
+    /// (or any JSON-serialisable value) or a str (stored exactly as given).
+    ///
+    /// Raises ``DuplicateIdError`` if an id exists or repeats (use ``upsert``),
+    /// ``DimensionMismatchError``, or ``InvalidInputError`` (NaN, lengths that disagree, ...);
+    /// then nothing is written.
+    #[pyo3(signature = (ids, embeddings, metadatas = None))]
+    fn add(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        embeddings: &Bound<'_, PyAny>,
+        metadatas: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.handle
+            .write(py, Write::Add, ids, embeddings, metadatas)
+    }
+
+    /// Like ``add``, but an existing id is replaced (vector and metadata).
+    #[pyo3(signature = (ids, embeddings, metadatas = None))]
+    fn upsert(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        embeddings: &Bound<'_, PyAny>,
+        metadatas: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.handle
+            .write(py, Write::Upsert, ids, embeddings, metadatas)
+    }
+
+    /// Deletes one id (a str) or a sequence of ids and returns how many were deleted. An
+    /// unknown id raises ``NotFoundError`` (a ``KeyError``) and deletes nothing.
+    fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
+        self.handle.delete(py, ids)
+    }
+
+    /// The ``Record`` stored under ``id``, or ``default`` (None) if there is none.
+    #[pyo3(signature = (id, default = None))]
+    fn get(&self, py: Python<'_>, id: &str, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        match self.handle.get(py, id)? {
+            Some(record) => Record::from_engine(py, record)?.into_py_any(py),
+            None => Ok(default.unwrap_or_else(|| py.None())),
+        }
+    }
+
+    fn __getitem__(&self, py: Python<'_>, id: &str) -> PyResult<Record> {
+        match self.handle.get(py, id)? {
+            Some(record) => Record::from_engine(py, record),
+            None => Err(errors::engine(
+                py,
+                srvdb::Error::NotFound { id: id.to_owned() },
+            )),
+        }
+    }
+
+    fn __contains__(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.handle.contains(py, id)
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.handle.count(py)? as usize)
+    }
+
+    fn __iter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let ids = self.handle.ids(py)?;
+        Ok(ids.into_pyobject(py)?.try_iter()?.into_any().unbind())
+    }
+
+    /// The live ids, in insertion order.
+    fn ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.handle.ids(py)
+    }
+
+    /// The ``k`` best matches for ``query`` as ``[(id, score), ...]``, best first.
+    ///
+    /// Scores are cosine similarity or inner product (higher is better) or squared L2
+    /// distance (lower is better). ``k`` larger than ``len(db)`` returns every record;
+    /// ``k = 0`` returns ``[]``.
+    #[pyo3(signature = (query, k = K(10)), text_signature = "(self, query, k=10)")]
+    fn search(
+        &self,
+        py: Python<'_>,
+        query: &Bound<'_, PyAny>,
+        k: K,
+    ) -> PyResult<Vec<(String, f64)>> {
+        Ok(hit_tuples(self.handle.search(py, query, k.0)?))
+    }
+
+    /// The ``k`` best matches for each query (a 2-D array or a sequence of vectors); much
+    /// cheaper per query than separate searches.
+    ///
+    /// Returns a list of ``[(id, score), ...]`` lists, or with ``numpy=True`` a pair of
+    /// arrays ``(ids, scores)`` of shape ``(len(queries), min(k, len(db)))``: ``ids`` of dtype
+    /// object (str), ``scores`` float32.
+    #[pyo3(
+        signature = (queries, k = K(10), *, numpy = false),
+        text_signature = "(self, queries, k=10, *, numpy=False)"
+    )]
+    fn search_batch(
+        &self,
+        py: Python<'_>,
+        queries: &Bound<'_, PyAny>,
+        k: K,
+        numpy: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let found = self.handle.search_batch(py, queries, k.0)?;
+        if !numpy {
+            let lists: Vec<Vec<(String, f64)>> = found.into_iter().map(hit_tuples).collect();
+            return lists.into_py_any(py);
+        }
+        let n = found.len();
+        let width = found.iter().map(Vec::len).max().unwrap_or(0);
+        let mut scores = vec![f32::NAN; n * width];
+        let mut ids: Vec<Py<PyAny>> = Vec::with_capacity(n * width);
+        for (qi, hits) in found.iter().enumerate() {
+            for j in 0..width {
+                match hits.get(j) {
+                    Some(hit) => {
+                        scores[qi * width + j] = hit.score;
+                        ids.push(PyString::new(py, &hit.id).into_any().unbind());
+                    }
+                    None => ids.push(py.None()),
+                }
+            }
+        }
+        let shape_err = |e: numpy::ndarray::ShapeError| errors::invalid(py, e.to_string(), None);
+        let ids = Array2::from_shape_vec((n, width), ids).map_err(shape_err)?;
+        let scores = Array2::from_shape_vec((n, width), scores).map_err(shape_err)?;
+        let ids = PyArray::from_owned_object_array(py, ids);
+        let scores = scores.into_pyarray(py);
+        PyTuple::new(py, [ids.into_any(), scores.into_any()])?.into_py_any(py)
+    }
+
+    /// Makes every change so far durable (fsync, then one commit).
+    fn persist(&self, py: Python<'_>) -> PyResult<()> {
+        self.handle.persist(py)
+    }
+
+    /// Rewrites the database without deleted records, crash-safely. Ids are kept.
+    fn compact(&self, py: Python<'_>) -> PyResult<()> {
+        self.handle.compact(py)
+    }
+
+    /// Commits and closes the database, releasing its directory lock. Further calls raise
+    /// ``srvdb.Error``; closing again does nothing.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.handle.close(py)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.handle.close(py)?;
+        Ok(false)
+    }
+
+    /// The dimension, or None until the first ``add`` fixes it.
+    #[getter]
+    fn dim(&self, py: Python<'_>) -> PyResult<Option<u32>> {
+        self.handle.dimension(py)
+    }
+
+    /// ``"cosine"``, ``"dot"`` or ``"l2"``, fixed when the database was created.
+    #[getter]
+    fn metric(&self, py: Python<'_>) -> PyResult<&'static str> {
+        Ok(self.handle.backend(py)?.engine().metric().name())
+    }
+
+    /// The database directory.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.handle.path().to_path_buf()
+    }
+
+    /// ``"native"`` (or ``"wasm"``, once the sandboxed backend exists).
+    #[getter]
+    fn backend(&self) -> &'static str {
+        self.handle.kind().name()
+    }
+
+    /// True after ``close()``.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let path = self.handle.path().display().to_string();
+        match self.handle.backend(py) {
+            Ok(b) => {
+                let e = b.engine();
+                let dim = match e.dimension() {
+                    Ok(Some(d)) => d.to_string(),
+                    _ => "None".to_owned(),
+                };
+                format!(
+                    "srvdb.Database({path:?}, dim={dim}, metric={:?}, count={}, backend={:?})",
+                    e.metric().name(),
+                    e.count().unwrap_or(0),
+                    self.handle.kind().name()
+                )
+            }
+            Err(_) => format!("srvdb.Database({path:?}, closed)"),
+        }
+    }
+
+    /// Seconds per search for ``iterations`` searches timed inside Rust, with no Python in the
+    /// loop: the engine's own time, for measuring the binding's overhead.
+    #[pyo3(
+        signature = (query, k = K(10), iterations = 100),
+        text_signature = "(self, query, k=10, iterations=100)"
+    )]
+    fn _search_timings(
+        &self,
+        py: Python<'_>,
+        query: &Bound<'_, PyAny>,
+        k: K,
+        iterations: usize,
+    ) -> PyResult<Vec<f64>> {
+        self.handle.search_timings(py, query, k.0, iterations)
+    }
+}
+
+/// A stored record, as ``Database.get`` returns it.
+#[pyclass(frozen, module = "srvdb", name = "Record", get_all)]
+pub(crate) struct Record {
+    /// The id.
+    id: String,
+    /// The vector as stored, a float32 NumPy array.
+    vector: Py<PyArray1<f32>>,
+    /// The metadata: parsed JSON (a dict, list, ...) if it was stored as JSON, else the text;
+    /// None if there is none.
+    metadata: Py<PyAny>,
+    /// The metadata exactly as stored (JSON text or plain text), or None.
+    metadata_text: Option<String>,
+}
+
+impl Record {
+    pub(crate) fn from_engine(py: Python<'_>, record: srvdb::Record) -> PyResult<Self> {
+        let (metadata, metadata_text) = match record.metadata {
+            None => (py.None(), None),
+            Some(Metadata::Json(text)) => {
+                let value = convert::json_module(py)?.call_method1("loads", (text.as_str(),))?;
+                (value.unbind(), Some(text))
+            }
+            Some(Metadata::Text(text)) => (text.as_str().into_py_any(py)?, Some(text)),
+        };
+        Ok(Record {
+            id: record.id,
+            vector: PyArray1::from_vec(py, record.vector).unbind(),
+            metadata,
+            metadata_text,
+        })
+    }
+}
+
+#[pymethods]
+impl Record {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let metadata = self
+            .metadata
+            .bind(py)
+            .repr()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        format!(
+            "srvdb.Record(id={:?}, dim={}, metadata={metadata})",
+            self.id,
+            PyUntypedArrayMethods::len(self.vector.bind(py))
+        )
+    }
+}
+
+/// Opens (creating if needed) the SrvDB database in directory ``path``.
+///
+/// ``dim``: the dimension, for a new database; otherwise the first ``add`` fixes it. An
+/// existing database must have this dimension if one is given.
+/// ``metric``: ``"cosine"`` (the default for a new database), ``"dot"`` or ``"l2"``; an
+/// existing database keeps the metric it was created with, and a different one given here is
+/// an error.
+/// ``backend``: ``"native"`` runs the engine in this process. ``"wasm"`` (the engine as a
+/// WASI component in a wasmtime sandbox) raises ``BackendUnavailableError`` until the
+/// srvdb-host library exists.
+///
+/// Raises ``LockedError`` if another handle or process has the database open,
+/// ``CorruptError`` if its files are damaged.
+#[pyfunction]
+#[pyo3(signature = (path, dim = None, metric = None, backend = "native"))]
+pub(crate) fn open(
+    py: Python<'_>,
+    path: PathBuf,
+    dim: Option<&Bound<'_, PyAny>>,
+    metric: Option<&str>,
+    backend: &str,
+) -> PyResult<Database> {
+    Database::new(py, path, dim, metric, backend)
+}
+
+/// True when ``add`` would read ``embeddings`` in place (a C-contiguous, aligned float32
+/// 2-D array) rather than convert it. For tests and for checking your own pipeline.
+#[pyfunction]
+pub(crate) fn reads_in_place(embeddings: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let matrix = convert::matrix(embeddings, "embeddings", None)?;
+    Ok(matrix.is_zero_copy(embeddings))
+}

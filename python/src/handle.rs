@@ -1,0 +1,290 @@
+//! What both Python classes hold: an open engine behind a close-able slot, and the
+//! operations they share. Every call that scans, writes or syncs runs with the GIL released
+//! (`Python::detach`), so Python threads search in parallel and keep running during writes.
+
+use crate::backend::{Backend, BackendKind, OpenError};
+use crate::convert;
+use crate::errors::{self, EngineResultExt};
+use pyo3::prelude::*;
+use srvdb::{OpenOptions, SearchHit};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// Which write a batch is.
+#[derive(Clone, Copy)]
+pub(crate) enum Write {
+    Add,
+    Upsert,
+}
+
+pub(crate) struct Handle {
+    /// `None` once closed. Each call clones the `Arc` under a short read lock and works on
+    /// its clone, so `close` never waits for a running search.
+    slot: RwLock<Option<Arc<Backend>>>,
+    path: PathBuf,
+    kind: BackendKind,
+}
+
+impl Handle {
+    pub(crate) fn open(
+        py: Python<'_>,
+        path: PathBuf,
+        options: OpenOptions,
+        backend: &str,
+    ) -> PyResult<Self> {
+        let Some(kind) = BackendKind::parse(backend) else {
+            return Err(errors::invalid(
+                py,
+                format!("unknown backend {backend:?}: use \"native\" or \"wasm\""),
+                None,
+            ));
+        };
+        let opened = py.detach(|| Backend::open(kind, &path, options));
+        match opened {
+            Ok(backend) => Ok(Handle {
+                slot: RwLock::new(Some(Arc::new(backend))),
+                path,
+                kind,
+            }),
+            Err(OpenError::Engine(e)) => Err(errors::engine(py, e)),
+            Err(OpenError::Unavailable(message)) => Err(errors::raise(
+                py,
+                errors::Kind::BackendUnavailable,
+                message,
+                &[],
+            )),
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.slot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+
+    /// The open engine, or `srvdb.Error` if the handle was closed.
+    pub(crate) fn backend(&self, py: Python<'_>) -> PyResult<Arc<Backend>> {
+        self.slot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| errors::closed(py, &self.path))
+    }
+
+    /// Commits and releases the database (its directory lock too). Closing twice is a no-op.
+    /// If other threads are still inside a call, their calls finish on the engine, which is
+    /// committed now and released when the last of them returns.
+    pub(crate) fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = self.slot.write().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(backend) = taken else {
+            return Ok(());
+        };
+        py.detach(move || match Arc::try_unwrap(backend) {
+            Ok(backend) => backend.close(),
+            Err(shared) => shared.engine().persist(),
+        })
+        .or_raise(py)
+    }
+
+    pub(crate) fn dimension(&self, py: Python<'_>) -> PyResult<Option<u32>> {
+        self.backend(py)?.engine().dimension().or_raise(py)
+    }
+
+    pub(crate) fn count(&self, py: Python<'_>) -> PyResult<u64> {
+        self.backend(py)?.engine().count().or_raise(py)
+    }
+
+    pub(crate) fn contains(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Ok(id) = id.extract::<&str>() else {
+            return Ok(false);
+        };
+        self.backend(py)?.engine().contains(id).or_raise(py)
+    }
+
+    pub(crate) fn ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let backend = self.backend(py)?;
+        py.detach(|| backend.engine().ids()).or_raise(py)
+    }
+
+    /// Validates and converts a batch with the GIL held, then writes it without.
+    pub(crate) fn write(
+        &self,
+        py: Python<'_>,
+        mode: Write,
+        ids: &Bound<'_, PyAny>,
+        embeddings: &Bound<'_, PyAny>,
+        metadatas: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let backend = self.backend(py)?;
+        let engine = backend.engine();
+        let ids = convert::ids(ids)?;
+        let expected = engine.dimension().or_raise(py)?.map(|d| d as usize);
+        let vectors = convert::matrix(embeddings, "embeddings", expected)?;
+        if vectors.rows != ids.len() {
+            return Err(errors::invalid(
+                py,
+                format!(
+                    "{} ids but {} embeddings: pass one embedding per id",
+                    ids.len(),
+                    vectors.rows
+                ),
+                None,
+            ));
+        }
+        let metas = convert::metadatas(metadatas)?;
+        if !metas.is_empty() && metas.len() != ids.len() {
+            return Err(errors::invalid(
+                py,
+                format!(
+                    "{} ids but {} metadatas: pass one metadata per id (None for none), or no metadatas",
+                    ids.len(),
+                    metas.len()
+                ),
+                None,
+            ));
+        }
+        if ids.is_empty() && metas.is_empty() {
+            return Ok(());
+        }
+        let data = vectors.as_slice();
+        py.detach(|| match mode {
+            Write::Add => engine.add(&ids, data, &metas),
+            Write::Upsert => engine.upsert(&ids, data, &metas),
+        })
+        .or_raise(py)
+    }
+
+    /// Deletes `ids`. Strict: an unknown id rejects the whole call (`NotFoundError`).
+    pub(crate) fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let backend = self.backend(py)?;
+        let ids = convert::ids_or_one(ids)?;
+        py.detach(|| backend.engine().delete(&ids)).or_raise(py)
+    }
+
+    /// Deletes those of `ids` that exist, then persists. Returns how many were deleted.
+    pub(crate) fn delete_existing_durably(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+    ) -> PyResult<usize> {
+        let backend = self.backend(py)?;
+        let ids = convert::ids_or_one(ids)?;
+        py.detach(|| {
+            let engine = backend.engine();
+            let mut attempts = 0;
+            loop {
+                let mut known = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    if engine.contains(id)? {
+                        known.push(id.clone());
+                    }
+                }
+                match engine.delete(&known) {
+                    Ok(n) => {
+                        engine.persist()?;
+                        return Ok(n);
+                    }
+                    // Another thread deleted one of them in between: look again.
+                    Err(srvdb::Error::NotFound { .. }) if attempts < 8 => attempts += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .or_raise(py)
+    }
+
+    pub(crate) fn get(&self, py: Python<'_>, id: &str) -> PyResult<Option<srvdb::Record>> {
+        let backend = self.backend(py)?;
+        py.detach(|| backend.engine().get(id)).or_raise(py)
+    }
+
+    pub(crate) fn search(
+        &self,
+        py: Python<'_>,
+        query: &Bound<'_, PyAny>,
+        k: usize,
+    ) -> PyResult<Vec<SearchHit>> {
+        let backend = self.backend(py)?;
+        let query = convert::vector(query, "query")?;
+        let q = query.as_slice();
+        // k = 0 still goes to the engine, which validates the query and answers `[]`.
+        py.detach(|| backend.engine().search(q, k)).or_raise(py)
+    }
+
+    pub(crate) fn search_batch(
+        &self,
+        py: Python<'_>,
+        queries: &Bound<'_, PyAny>,
+        k: usize,
+    ) -> PyResult<Vec<Vec<SearchHit>>> {
+        let backend = self.backend(py)?;
+        let expected = backend
+            .engine()
+            .dimension()
+            .or_raise(py)?
+            .map(|d| d as usize);
+        let queries = convert::matrix(queries, "queries", expected)?;
+        let n = queries.rows;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let data = queries.as_slice();
+        let mut found = py
+            .detach(|| backend.engine().search_batch(data, k))
+            .or_raise(py)?;
+        // An empty database of unknown dimension answers no lists at all: one empty per query.
+        found.resize_with(n, Vec::new);
+        Ok(found)
+    }
+
+    /// Times `iterations` searches inside Rust, with no Python in the loop (for the binding
+    /// overhead benchmark). Returns seconds per search.
+    pub(crate) fn search_timings(
+        &self,
+        py: Python<'_>,
+        query: &Bound<'_, PyAny>,
+        k: usize,
+        iterations: usize,
+    ) -> PyResult<Vec<f64>> {
+        let backend = self.backend(py)?;
+        let query = convert::vector(query, "query")?;
+        let q = query.as_slice();
+        py.detach(|| {
+            let mut out = Vec::with_capacity(iterations);
+            for _ in 0..iterations {
+                let start = std::time::Instant::now();
+                let hits = backend.engine().search(q, k)?;
+                out.push(start.elapsed().as_secs_f64());
+                std::hint::black_box(hits);
+            }
+            Ok(out)
+        })
+        .or_raise(py)
+    }
+
+    pub(crate) fn persist(&self, py: Python<'_>) -> PyResult<()> {
+        let backend = self.backend(py)?;
+        py.detach(|| backend.engine().persist()).or_raise(py)
+    }
+
+    pub(crate) fn compact(&self, py: Python<'_>) -> PyResult<()> {
+        let backend = self.backend(py)?;
+        py.detach(|| backend.engine().compact()).or_raise(py)
+    }
+}
+
+/// Search hits as `(id, score)` tuples.
+pub(crate) fn hit_tuples(hits: Vec<SearchHit>) -> Vec<(String, f64)> {
+    hits.into_iter()
+        .map(|h| (h.id, f64::from(h.score)))
+        .collect()
+}

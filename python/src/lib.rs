@@ -1,0 +1,32 @@
+//! `srvdb._srvdb`: the Python extension module of SrvDB (PyO3). The `srvdb` package re-exports
+//! it together with the exception classes defined in `srvdb/_errors.py`.
+//!
+//! - `database`: `srvdb.open` / `srvdb.Database` / `srvdb.Record`, the Pythonic API;
+//! - `legacy`: `srvdb.SvDBPython`, the original API, call for call;
+//! - `handle`: what both hold, and the calls they share (the GIL is released around every
+//!   scan, write and sync);
+//! - `convert`: Python arguments to engine inputs (NumPy arrays read in place when possible);
+//! - `backend`: the engines a handle can drive (native now; the wasmtime sandbox later);
+//! - `errors`: `srvdb::Error` to the Python exception tree.
+
+#![deny(clippy::unwrap_used, clippy::undocumented_unsafe_blocks)]
+
+mod backend;
+mod convert;
+mod database;
+mod errors;
+mod handle;
+mod legacy;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _srvdb(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<database::Database>()?;
+    m.add_class::<database::Record>()?;
+    m.add_class::<legacy::SvDBPython>()?;
+    m.add_function(wrap_pyfunction!(database::open, m)?)?;
+    m.add_function(wrap_pyfunction!(database::reads_in_place, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,46 @@
+"""SrvDB: an embedded vector database with exact SIMD search.
+
+Two APIs over the same Rust engine:
+
+- ``srvdb.open(path, dim=None, metric=None, backend="native")`` returns a :class:`Database`:
+  a context manager with ``len()``, ``in``, ``add``/``upsert``/``delete``/``get``,
+  ``search``/``search_batch``, ``persist`` and ``compact``, taking NumPy arrays (float32
+  C-contiguous arrays are read in place) or sequences, and metadata as dicts or strings.
+- ``srvdb.SvDBPython(path)``: the original SrvDB API, unchanged.
+
+Searches and writes release the GIL, so threads run them in parallel. Errors are
+:class:`srvdb.Error` subclasses (see ``srvdb._errors``).
+"""
+
+from ._errors import (
+    BackendUnavailableError,
+    CorruptError,
+    DimensionMismatchError,
+    DuplicateIdError,
+    Error,
+    InvalidInputError,
+    IoError,
+    LockedError,
+    NotFoundError,
+    PoisonedError,
+)
+from ._srvdb import Database, Record, SvDBPython, __version__, open, reads_in_place
+
+__all__ = [
+    "open",
+    "Database",
+    "Record",
+    "SvDBPython",
+    "reads_in_place",
+    "Error",
+    "DimensionMismatchError",
+    "DuplicateIdError",
+    "NotFoundError",
+    "InvalidInputError",
+    "CorruptError",
+    "LockedError",
+    "IoError",
+    "PoisonedError",
+    "BackendUnavailableError",
+    "__version__",
+]

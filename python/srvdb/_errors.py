@@ -1,0 +1,110 @@
+"""The exceptions SrvDB raises.
+
+Every error is a :class:`srvdb.Error`. The subclasses also derive from the built-in exception
+a Python programmer would reach for, so ``except ValueError`` and ``except KeyError`` keep
+working: a wrong dimension is a ``ValueError``, an unknown id a ``KeyError``, an I/O failure an
+``OSError``. Details are attributes (``index``, ``id``, ``expected``, ``got``, ``path``) and
+are ``None`` when they do not apply.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = [
+    "Error",
+    "DimensionMismatchError",
+    "DuplicateIdError",
+    "NotFoundError",
+    "InvalidInputError",
+    "CorruptError",
+    "LockedError",
+    "IoError",
+    "PoisonedError",
+    "BackendUnavailableError",
+]
+
+
+class Error(Exception):
+    """Base class of every SrvDB error. Also raised as-is for a closed handle and for
+    metadata-store failures that are neither corruption nor I/O."""
+
+    # The message as given, also for subclasses of KeyError (whose own __str__ would quote it).
+    __str__ = Exception.__str__
+
+    #: Position of the offending item in the batch (vector, id or metadata), if any.
+    index: Optional[int] = None
+
+
+class DimensionMismatchError(Error, ValueError):
+    """A vector or query has a different length than the database's dimension."""
+
+    #: The database's dimension.
+    expected: Optional[int] = None
+    #: The length that was passed.
+    got: Optional[int] = None
+
+
+class DuplicateIdError(Error, ValueError):
+    """``add`` got an id that exists or repeats within the batch (``upsert`` replaces)."""
+
+    #: The repeated id.
+    id: Optional[str] = None
+
+
+class NotFoundError(Error, KeyError):
+    """An id that is not in the database (``delete``, ``db[id]``)."""
+
+    #: The missing id.
+    id: Optional[str] = None
+
+
+class InvalidInputError(Error, ValueError):
+    """Input that cannot be stored or answered: NaN or infinity, an empty or over-long id,
+    lengths that disagree, a non-float dtype, a negative ``k``, an unknown metric or backend,
+    a metric different from the stored one."""
+
+
+class CorruptError(Error):
+    """A database file is not a SrvDB file, has another format version, or is damaged."""
+
+    #: The file at fault.
+    path: Optional[str] = None
+
+
+class LockedError(Error):
+    """Another handle (in this process or another) has the database open."""
+
+    #: The database directory.
+    path: Optional[str] = None
+
+
+class IoError(Error, OSError):
+    """An operating-system I/O error (``errno`` is set when the OS gave one)."""
+
+
+class PoisonedError(Error):
+    """An earlier write failed midway; this handle refuses further writes. Close it and open
+    the database again, which recovers the last commit."""
+
+
+class BackendUnavailableError(Error, NotImplementedError):
+    """The requested backend is not available in this build (``backend="wasm"`` until the
+    srvdb-host library exists)."""
+
+
+# Show the public name (``srvdb.NotFoundError``) in tracebacks and reprs.
+for _cls in (
+    Error,
+    DimensionMismatchError,
+    DuplicateIdError,
+    NotFoundError,
+    InvalidInputError,
+    CorruptError,
+    LockedError,
+    IoError,
+    PoisonedError,
+    BackendUnavailableError,
+):
+    _cls.__module__ = "srvdb"
+del _cls

@@ -1,0 +1,164 @@
+"""Type stubs for the compiled extension ``srvdb._srvdb`` (re-exported by ``srvdb``)."""
+
+from os import PathLike
+from types import TracebackType
+from typing import Any, Iterator, Literal, Mapping, Optional, Sequence, SupportsFloat, SupportsIndex, TypeVar, Union, final, overload
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Database", "Record", "SvDBPython", "open", "reads_in_place", "__version__"]
+
+__version__: str
+
+_Path = Union[str, "PathLike[str]"]
+#: One vector: a 1-D NumPy float array (or a 2-D array with one row) or a sequence of numbers.
+_Vector = Union[npt.NDArray[np.floating[Any]], Sequence[SupportsFloat]]
+#: Vectors: a 2-D NumPy float array (one row per vector) or a sequence of vectors.
+_Vectors = Union[npt.NDArray[np.floating[Any]], Sequence[_Vector]]
+#: Metadata of one record: a str (stored exactly as given), a JSON-serialisable value
+#: (stored as JSON), or None.
+_Metadata = Union[str, Mapping[str, Any], Sequence[Any], int, float, bool, None]
+_Hits = list[tuple[str, float]]
+_T = TypeVar("_T")
+
+def open(
+    path: _Path,
+    dim: Optional[SupportsIndex] = None,
+    metric: Optional[Literal["cosine", "dot", "l2"]] = None,
+    backend: Literal["native", "wasm"] = "native",
+) -> Database:
+    """Opens (creating if needed) the SrvDB database in directory ``path``.
+
+    ``dim`` fixes the dimension of a new database (otherwise the first ``add`` does) and must
+    match an existing one's. ``metric`` is ``"cosine"`` (the default for a new database),
+    ``"dot"`` or ``"l2"``; an existing database keeps its own, and a different one given here
+    raises ``InvalidInputError``. ``backend="wasm"`` raises ``BackendUnavailableError`` until
+    the sandboxed backend exists.
+    """
+
+def reads_in_place(embeddings: _Vectors) -> bool:
+    """True when ``add`` reads ``embeddings`` without a copy (a C-contiguous, aligned float32
+    2-D array)."""
+
+@final
+class Record:
+    """A stored record, as ``Database.get`` returns it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def vector(self) -> npt.NDArray[np.float32]:
+        """The vector as stored (float32)."""
+    @property
+    def metadata(self) -> Any:
+        """Parsed JSON (dict, list, ...) if the metadata is JSON, else its text; None if none."""
+    @property
+    def metadata_text(self) -> Optional[str]:
+        """The metadata exactly as stored, or None."""
+
+@final
+class Database:
+    """A SrvDB database. A context manager; supports ``len(db)``, ``id in db`` and ``iter(db)``
+    (ids). Share one between threads: searches run in parallel, without the GIL."""
+
+    def __new__(
+        cls,
+        path: _Path,
+        dim: Optional[SupportsIndex] = None,
+        metric: Optional[Literal["cosine", "dot", "l2"]] = None,
+        backend: Literal["native", "wasm"] = "native",
+    ) -> Database: ...
+    def add(
+        self,
+        ids: Sequence[str],
+        embeddings: _Vectors,
+        metadatas: Optional[Sequence[_Metadata]] = None,
+    ) -> None:
+        """Inserts a batch atomically. Raises ``DuplicateIdError`` for an existing or repeated
+        id, ``DimensionMismatchError``, ``InvalidInputError``; then nothing is written."""
+    def upsert(
+        self,
+        ids: Sequence[str],
+        embeddings: _Vectors,
+        metadatas: Optional[Sequence[_Metadata]] = None,
+    ) -> None:
+        """Like ``add``, but an existing id is replaced."""
+    def delete(self, ids: Union[str, Sequence[str]]) -> int:
+        """Deletes records; an unknown id raises ``NotFoundError`` and deletes nothing."""
+    @overload
+    def get(self, id: str) -> Optional[Record]: ...
+    @overload
+    def get(self, id: str, default: _T) -> Union[Record, _T]: ...
+    def __getitem__(self, key: str, /) -> Record: ...
+    def __contains__(self, key: object, /) -> bool: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[str]: ...
+    def ids(self) -> list[str]:
+        """The live ids, in insertion order."""
+    def search(self, query: _Vector, k: SupportsIndex = 10) -> _Hits:
+        """The ``k`` best ``(id, score)`` pairs, best first (squared L2 distance: lowest first)."""
+    @overload
+    def search_batch(
+        self, queries: _Vectors, k: SupportsIndex = 10, *, numpy: Literal[False] = False
+    ) -> list[_Hits]: ...
+    @overload
+    def search_batch(
+        self, queries: _Vectors, k: SupportsIndex = 10, *, numpy: Literal[True]
+    ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.float32]]: ...
+    def persist(self) -> None:
+        """Makes every change so far durable."""
+    def compact(self) -> None:
+        """Rewrites the database without deleted records (crash-safe)."""
+    def close(self) -> None:
+        """Commits and closes; later calls raise ``srvdb.Error``."""
+    def __enter__(self) -> Database: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...
+    @property
+    def dim(self) -> Optional[int]:
+        """The dimension, or None until the first ``add``."""
+    @property
+    def metric(self) -> Literal["cosine", "dot", "l2"]: ...
+    @property
+    def path(self) -> PathLike[str]: ...
+    @property
+    def backend(self) -> Literal["native", "wasm"]: ...
+    @property
+    def closed(self) -> bool: ...
+    def _search_timings(self, query: _Vector, k: SupportsIndex = 10, iterations: int = 100) -> list[float]: ...
+
+@final
+class SvDBPython:
+    """The original SrvDB API. ``SvDBPython(path)``: dimension from the first ``add``, cosine."""
+
+    def __new__(cls, path: _Path, *, backend: Literal["native", "wasm"] = "native") -> SvDBPython: ...
+    def add(
+        self,
+        ids: Sequence[str],
+        embeddings: _Vectors,
+        metadatas: Optional[Sequence[Optional[str]]] = None,
+    ) -> None: ...
+    def search(self, query: _Vector, k: SupportsIndex = 10) -> _Hits: ...
+    def search_batch(self, queries: _Vectors, k: SupportsIndex = 10) -> list[_Hits]: ...
+    def get(self, id: str) -> Optional[str]:
+        """The metadata string exactly as stored, or None."""
+    def count(self) -> int: ...
+    def delete(self, ids: Union[str, Sequence[str]]) -> int:
+        """Deletes the ids that exist (unknown ids are skipped) and persists."""
+    def get_all_ids(self) -> list[str]: ...
+    def persist(self) -> None: ...
+    def close(self) -> None: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, key: object, /) -> bool: ...
+    def __enter__(self) -> SvDBPython: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...

@@ -1,0 +1,110 @@
+"""Shared fixtures: the backend parameter, database factories, the real data set, and a
+helper to run Python code in a separate process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import srvdb
+
+REPO = Path(__file__).resolve().parents[2]
+
+BACKENDS = ["native", "wasm"]
+
+
+def _backend_available(name: str, tmp: Path) -> str | None:
+    """None if `name` opens, else the reason it does not."""
+    try:
+        db = srvdb.open(tmp / "probe", backend=name)
+    except srvdb.BackendUnavailableError as e:
+        return str(e)
+    db.close()
+    return None
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path_factory) -> str:
+    """Every test that takes `backend` (directly or through `open_db`) runs once per backend;
+    a backend this build does not have is skipped with the reason it gives."""
+    name = request.param
+    reason = _backend_available(name, tmp_path_factory.mktemp(f"probe-{name}"))
+    if reason is not None:
+        pytest.skip(reason)
+    return name
+
+
+@pytest.fixture
+def open_db(backend, tmp_path):
+    """`open_db(name="db", **kwargs)` opens `tmp_path/name` with the parametrized backend;
+    every handle it opened is closed after the test."""
+    opened = []
+
+    def _open(name: str = "db", **kwargs) -> srvdb.Database:
+        kwargs.setdefault("backend", backend)
+        db = srvdb.open(tmp_path / name, **kwargs)
+        opened.append(db)
+        return db
+
+    yield _open
+    for db in opened:
+        db.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per distinct skip reason, with how many tests it skipped (instead of `-rs`'s
+    line per test location)."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in sorted(reasons.items()):
+        terminalreporter.write_line(f"SKIPPED {count} test{'s' if count > 1 else ''}: {reason}")
+
+
+def data_dir() -> Path | None:
+    """The MiniLM sentence set: `$SRVDB_DATA_DIR`, else `../shared/data` beside the repo."""
+    candidates = [os.environ.get("SRVDB_DATA_DIR"), str(REPO.parent / "shared" / "data")]
+    for c in candidates:
+        if c and (Path(c) / "base.npy").exists():
+            return Path(c)
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_data():
+    d = data_dir()
+    if d is None:
+        pytest.skip("real embeddings not found (set SRVDB_DATA_DIR or put them in ../shared/data)")
+    return {
+        "base": np.load(d / "base.npy"),
+        "queries": np.load(d / "queries.npy"),
+        "gt": np.load(d / "gt_cosine.npy"),
+        "gt_scores": np.load(d / "gt_scores.npy"),
+    }
+
+
+def run_python(code: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> str:
+    """Runs `code` in a fresh interpreter (this one's executable) and returns its stdout;
+    fails the test with its stderr if it exits non-zero."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"child exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc.stdout
