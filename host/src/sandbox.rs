@@ -77,7 +77,7 @@ impl Runtime {
         wcfg.consume_fuel(config.fuel_per_call.is_some());
         wcfg.wasm_component_model(true);
         let engine = Engine::new(&wcfg)?;
-        let component = Component::from_file(&engine, &config.component).map_err(|e| {
+        let component = load_component(&engine, &config.component).map_err(|e| {
             e.context(format!(
                 "loading the SrvDB component {} (build it with `make component`, or set SRVDB_COMPONENT)",
                 config.component.display()
@@ -111,4 +111,61 @@ impl Runtime {
         store.limiter(|s| &mut s.limits);
         Ok(store)
     }
+}
+
+/// Where compiled components are cached: `SRVDB_CACHE_DIR`, else `$XDG_CACHE_HOME/srvdb`, else
+/// `~/.cache/srvdb`. `None` disables the cache.
+fn cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SRVDB_CACHE_DIR") {
+        return (!dir.is_empty()).then(|| PathBuf::from(dir));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("srvdb"))
+}
+
+/// Compiles the component, or loads the machine code this host cached for exactly these bytes
+/// and this engine configuration (compiling takes ~0.4 s; loading the cache, about 1 ms).
+fn load_component(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path)?;
+    let Some(dir) = cache_dir() else {
+        return Component::new(engine, &bytes);
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let cached = dir.join(format!("srvdb-{:016x}-{}.cwasm", h.finish(), bytes.len()));
+    // Read into memory rather than mapped: a mapping would SIGBUS if the file were truncated.
+    if let Ok(artifact) = std::fs::read(&cached) {
+        // SAFETY: wasmtime trusts deserialized machine code. Only this host writes into the
+        // cache directory, which it creates owner-only (0700), naming each file by the hash of
+        // the component's bytes and of the engine's compatibility hash, and writing it whole
+        // with a rename; wasmtime also checks the artifact's header against this engine.
+        match unsafe { Component::deserialize(engine, &artifact) } {
+            Ok(c) => return Ok(c),
+            Err(_) => {
+                let _ = std::fs::remove_file(&cached);
+            }
+        }
+    }
+    let component = Component::new(engine, &bytes)?;
+    // Best effort: a cache that cannot be written only costs the next load its compile time.
+    let _ = write_cache(engine, &bytes, &dir, &cached);
+    Ok(component)
+}
+
+fn write_cache(engine: &Engine, bytes: &[u8], dir: &Path, cached: &Path) -> wasmtime::Result<()> {
+    let compiled = engine.precompile_component(bytes)?;
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, compiled)?;
+    std::fs::rename(&tmp, cached)?;
+    Ok(())
 }
