@@ -125,6 +125,22 @@ fn float32_view<'py>(
     Ok(typed.try_readonly()?)
 }
 
+/// Objects that are not NumPy arrays but convert to one (`__array__`: a PyTorch CPU tensor, a
+/// pandas DataFrame, ...) as `numpy.asarray(obj)`; `None` for arrays, lists, tuples and the rest.
+fn as_array_like<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if obj.cast::<PyUntypedArray>().is_ok()
+        || obj.is_instance_of::<PyList>()
+        || obj.is_instance_of::<PyTuple>()
+        || obj.is_instance_of::<PyString>()
+        || !obj.hasattr(pyo3::intern!(obj.py(), "__array__"))?
+    {
+        return Ok(None);
+    }
+    Ok(Some(
+        numpy_module(obj.py())?.call_method1("asarray", (obj,))?,
+    ))
+}
+
 /// A batch of embeddings: a 2-D NumPy array, or a sequence of vectors (lists, tuples, 1-D
 /// arrays). `expected` is the database's dimension, if fixed; a vector of another length is a
 /// `DimensionMismatchError` naming its index. Vectors of different lengths are rejected.
@@ -134,6 +150,14 @@ pub(crate) fn matrix<'py>(
     expected: Option<usize>,
 ) -> PyResult<Matrix<'py>> {
     let py = obj.py();
+    let converted;
+    let obj = match as_array_like(obj)? {
+        Some(array) => {
+            converted = array;
+            &converted
+        }
+        None => obj,
+    };
     if let Ok(arr) = obj.cast::<PyUntypedArray>() {
         let shape = arr.shape().to_vec();
         if shape.len() != 2 {
@@ -315,6 +339,14 @@ fn not_a_number(x: &Bound<'_, PyAny>, i: usize, j: usize) -> PyErr {
 /// One vector: a 1-D NumPy array (or a 2-D array with one row), or a sequence of numbers.
 pub(crate) fn vector<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vector<'py>> {
     let py = obj.py();
+    let converted;
+    let obj = match as_array_like(obj)? {
+        Some(array) => {
+            converted = array;
+            &converted
+        }
+        None => obj,
+    };
     if let Ok(arr) = obj.cast::<PyUntypedArray>() {
         let shape = arr.shape();
         let ok = shape.len() == 1 || (shape.len() == 2 && shape[0] == 1);

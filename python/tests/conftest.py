@@ -17,6 +17,7 @@ import srvdb
 REPO = Path(__file__).resolve().parents[2]
 
 BACKENDS = ["native", "wasm"]
+_AVAILABILITY: dict[str, str | None] = {}
 
 
 def _backend_available(name: str, tmp: Path) -> str | None:
@@ -34,7 +35,9 @@ def backend(request, tmp_path_factory) -> str:
     """Every test that takes `backend` (directly or through `open_db`) runs once per backend;
     a backend this build does not have is skipped with the reason it gives."""
     name = request.param
-    reason = _backend_available(name, tmp_path_factory.mktemp(f"probe-{name}"))
+    if name not in _AVAILABILITY:
+        _AVAILABILITY[name] = _backend_available(name, tmp_path_factory.mktemp(f"probe-{name}"))
+    reason = _AVAILABILITY[name]
     if reason is not None:
         pytest.skip(reason)
     return name

@@ -8,6 +8,19 @@ import pytest
 import srvdb
 
 
+class ArrayLike:
+    """Not an ndarray, but converts to one (like a PyTorch CPU tensor or a DataFrame)."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __iter__(self):  # pragma: no cover - the binding must use __array__ instead
+        raise AssertionError("iterated instead of converted with __array__")
+
+
 def test_every_input_form_stores_the_same_vectors(open_db):
     rng = np.random.default_rng(2)
     data = rng.standard_normal((6, 5)).astype(np.float32)
@@ -26,6 +39,7 @@ def test_every_input_form_stores_the_same_vectors(open_db):
         "list of f64 arrays": list(data.astype(np.float64)),
         "generator": (r for r in data.tolist()),
         "np scalars": [[np.float32(x) for x in r] for r in data],
+        "__array__ object": ArrayLike(data),
     }
     db = open_db()
     for name, emb in forms.items():
@@ -60,6 +74,7 @@ def test_queries_in_every_form(open_db):
         assert db.search(q, 2) == want
     assert db.search(query=[1.0, 0.0, 0.0], k=1) == want[:1]
     assert db.search_batch(queries=[[1.0, 0.0, 0.0]], k=1) == [want[:1]]
+    assert db.search(ArrayLike(np.array([1.0, 0.0, 0.0])), 2) == want
 
 
 def test_metadata_forms(open_db):
