@@ -121,7 +121,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50_000)
     ap.add_argument("--dim", type=int, default=1536)
-    ap.add_argument("--queries", type=int, default=200, help="single queries timed for p50")
+    ap.add_argument("--queries", type=int, default=400, help="single queries timed for p50")
     ap.add_argument("--seconds", type=float, default=3.0, help="duration of each QPS run")
     ap.add_argument("--quick", action="store_true", help="10k rows, shorter runs")
     args = ap.parse_args()
@@ -145,13 +145,12 @@ def main() -> None:
         db = srvdb.open(work / "add-numpy")
         for q in queries[:20]:  # warm the page cache and the thread pool
             db.search(q, 10)
-        py_times = []
+        # Interleaved, query by query, so both see the same machine state.
+        py_times, rust_times = [], []
         for q in queries:
             t0 = time.perf_counter()
             db.search(q, 10)
             py_times.append(time.perf_counter() - t0)
-        rust_times = []
-        for q in queries:
             rust_times.extend(db._search_timings(q, 10, 1))
         py_p50, rust_p50 = statistics.median(py_times), statistics.median(rust_times)
 

@@ -135,14 +135,14 @@ def test_search_and_add_release_the_gil(open_db):
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs at least 2 cores")
 def test_threads_scale(open_db):
-    # 4000 rows: each search scans on its calling thread (the engine parallelises only larger
+    # 5000 rows: each search scans on its calling thread (the engine parallelises only larger
     # scans), so any speed-up comes from Python threads running searches at the same time. The
-    # rows (4.4 MB) stay in cache, so two cores are not held back by memory bandwidth.
+    # rows (8 MB) mostly stay in cache, so two cores are not held back by memory bandwidth.
     rng = np.random.default_rng(9)
-    base = rng.standard_normal((4000, 256)).astype(np.float32)
+    base = rng.standard_normal((5000, 384)).astype(np.float32)
     db = open_db()
     db.add([f"s{i}" for i in range(len(base))], base)
-    queries = rng.standard_normal((64, 256)).astype(np.float32)
+    queries = rng.standard_normal((64, 384)).astype(np.float32)
 
     def qps(threads: int, seconds: float = 0.6) -> float:
         deadline = time.perf_counter() + seconds
