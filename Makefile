@@ -91,6 +91,7 @@ endef
 python-test:
 	@echo "==> [9/9] python: maturin develop --release into $(PYENV), then pytest python/tests"
 	$(python_setup)
+	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check -r python/requirements-integrations.txt
 	@rc=0; $(PYENV_PY) -m pytest python/tests -q || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests in python/tests" >&2; exit 1; fi; \
 	exit $$rc
