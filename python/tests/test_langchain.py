@@ -243,3 +243,27 @@ def test_importing_srvdb_loads_no_framework():
         cwd=REPO,
     )
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("mode", [[], ["--plain"]])
+def test_example_retrieval_pipeline(tmp_path, mode):
+    """examples/retrieval_pipeline.py runs offline, through LangChain and through plain srvdb,
+    and finds the paragraph that answers."""
+    doc = tmp_path / "notes.md"
+    doc.write_text(
+        "# Tests\n\nRun the python tests with make python-test, which builds the extension "
+        "into a virtualenv and runs pytest.\n\n# Crashes\n\nAfter a crash during a write the "
+        "database reopens at its last commit; a torn tail is discarded on open.\n",
+        encoding="utf-8",
+    )
+    out = run_python(
+        f"""
+        import runpy, sys
+        sys.argv = ["retrieval_pipeline.py", *{mode!r}, {str(doc)!r}]
+        runpy.run_path({str(REPO / "examples" / "retrieval_pipeline.py")!r}, run_name="__main__")
+        """,
+        cwd=tmp_path,
+    )
+    assert "indexed 2 chunks" in out
+    first_answer = out.split("Q: how do I run the python tests")[1].splitlines()[1]
+    assert "[notes.md / Tests]" in first_answer
