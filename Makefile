@@ -76,6 +76,7 @@ node-test: component
 # Python: a virtualenv in target/pyenv with the pinned tools of python/requirements-dev.txt
 # (maturin, NumPy, pytest, from PyPI), and the extension built in release mode and installed
 # into it in editable mode (`maturin develop`, which puts the module beside python/srvdb/).
+# Built with the `wasm` feature (backend="wasm", wasmtime), which needs the component first.
 PYTHON ?= python3
 PYENV := target/pyenv
 PYENV_PY := $(PYENV)/bin/python
@@ -84,11 +85,11 @@ define python_setup
 @test -x $(PYENV_PY) || $(PYTHON) -m venv $(PYENV) || \
 	{ echo "error: '$(PYTHON) -m venv' failed (on Debian: apt-get install python3-venv)" >&2; exit 1; }
 $(PYENV_PY) -m pip install --quiet --disable-pip-version-check -r python/requirements-dev.txt
-VIRTUAL_ENV=$(abspath $(PYENV)) $(PYENV)/bin/maturin develop --release --manifest-path python/Cargo.toml
+VIRTUAL_ENV=$(abspath $(PYENV)) $(PYENV)/bin/maturin develop --release --features wasm --manifest-path python/Cargo.toml
 endef
 
 # pytest exits with 5 when it collected no tests: a failure here, never a pass.
-python-test:
+python-test: component
 	@echo "==> [9/9] python: maturin develop --release into $(PYENV), then pytest python/tests"
 	$(python_setup)
 	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check -r python/requirements-integrations.txt
@@ -97,12 +98,12 @@ python-test:
 	exit $$rc
 
 ## python-dev: build the Python extension (release) into the virtualenv target/pyenv.
-python-dev:
+python-dev: component
 	$(python_setup)
 	@echo "==> srvdb is installed in $(PYENV): run $(PYENV_PY), or source $(PYENV)/bin/activate"
 
 ## python-bench: the Python binding figures (benches/python/binding_overhead.py).
-python-bench:
+python-bench: component
 	$(python_setup)
 	$(PYENV_PY) benches/python/binding_overhead.py
 

@@ -1,7 +1,7 @@
 //! `srvdb.open` and `srvdb.Database`: the Pythonic API.
 
 use crate::convert::{self, K};
-use crate::errors;
+use crate::errors::{self, EngineResultExt};
 use crate::handle::{hit_tuples, Handle, Write};
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray, PyArray1, PyUntypedArrayMethods};
@@ -245,7 +245,8 @@ impl Database {
     /// ``"cosine"``, ``"dot"`` or ``"l2"``, fixed when the database was created.
     #[getter]
     fn metric(&self, py: Python<'_>) -> PyResult<&'static str> {
-        Ok(self.handle.backend(py)?.engine().metric().name())
+        let metric = self.handle.backend(py)?.engine().metric().or_raise(py)?;
+        Ok(metric.name())
     }
 
     /// The database directory.
@@ -254,7 +255,7 @@ impl Database {
         self.handle.path().to_path_buf()
     }
 
-    /// ``"native"`` (or ``"wasm"``, once the sandboxed backend exists).
+    /// ``"native"`` or ``"wasm"`` (the engine in a wasmtime sandbox).
     #[getter]
     fn backend(&self) -> &'static str {
         self.handle.kind().name()
@@ -277,7 +278,7 @@ impl Database {
                 };
                 format!(
                     "srvdb.Database({path:?}, dim={dim}, metric={:?}, count={}, backend={:?})",
-                    e.metric().name(),
+                    e.metric().map(|m| m.name()).unwrap_or("?"),
                     e.count().unwrap_or(0),
                     self.handle.kind().name()
                 )

@@ -5,6 +5,7 @@
 //! `KeyError`, ...), which `create_exception!` cannot express. This module imports them once
 //! and builds instances carrying the details as attributes (`index`, `id`, `expected`, ...).
 
+use crate::backend::EngineError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
@@ -23,9 +24,10 @@ pub(crate) enum Kind {
     Io,
     Poisoned,
     BackendUnavailable,
+    Sandbox,
 }
 
-const KINDS: usize = 10;
+const KINDS: usize = 11;
 
 impl Kind {
     fn class_name(self) -> &'static str {
@@ -40,6 +42,7 @@ impl Kind {
             Kind::Io => "IoError",
             Kind::Poisoned => "PoisonedError",
             Kind::BackendUnavailable => "BackendUnavailableError",
+            Kind::Sandbox => "SandboxError",
         }
     }
 }
@@ -166,5 +169,20 @@ pub(crate) trait EngineResultExt<T> {
 impl<T> EngineResultExt<T> for srvdb::Result<T> {
     fn or_raise(self, py: Python<'_>) -> PyResult<T> {
         self.map_err(|e| engine(py, e))
+    }
+}
+
+/// Maps an engine call's error: the engine's own as for `engine`, a sandbox failure (limit,
+/// trap, setup) as `srvdb.SandboxError`.
+pub(crate) fn engine_call(py: Python<'_>, err: EngineError) -> PyErr {
+    match err {
+        EngineError::Engine(e) => engine(py, e),
+        EngineError::Sandbox(message) => raise(py, Kind::Sandbox, message, &[]),
+    }
+}
+
+impl<T> EngineResultExt<T> for Result<T, EngineError> {
+    fn or_raise(self, py: Python<'_>) -> PyResult<T> {
+        self.map_err(|e| engine_call(py, e))
     }
 }

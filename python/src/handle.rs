@@ -2,7 +2,7 @@
 //! operations they share. Every call that scans, writes or syncs runs with the GIL released
 //! (`Python::detach`), so Python threads search in parallel and keep running during writes.
 
-use crate::backend::{Backend, BackendKind, OpenError};
+use crate::backend::{Backend, BackendKind, EngineError, OpenError};
 use crate::convert;
 use crate::errors::{self, EngineResultExt};
 use pyo3::prelude::*;
@@ -46,7 +46,7 @@ impl Handle {
                 path,
                 kind,
             }),
-            Err(OpenError::Engine(e)) => Err(errors::engine(py, e)),
+            Err(OpenError::Engine(e)) => Err(errors::engine_call(py, e)),
             Err(OpenError::Unavailable(message)) => Err(errors::raise(
                 py,
                 errors::Kind::BackendUnavailable,
@@ -194,7 +194,9 @@ impl Handle {
                         return Ok(n);
                     }
                     // Another thread deleted one of them in between: look again.
-                    Err(srvdb::Error::NotFound { .. }) if attempts < 8 => attempts += 1,
+                    Err(EngineError::Engine(srvdb::Error::NotFound { .. })) if attempts < 8 => {
+                        attempts += 1
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -266,7 +268,7 @@ impl Handle {
                 out.push(start.elapsed().as_secs_f64());
                 std::hint::black_box(hits);
             }
-            Ok(out)
+            Ok::<_, EngineError>(out)
         })
         .or_raise(py)
     }

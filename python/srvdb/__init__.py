@@ -2,7 +2,8 @@
 
 Two APIs over the same Rust engine:
 
-- ``srvdb.open(path, dim=None, metric=None, backend="native")`` returns a :class:`Database`:
+- ``srvdb.open(path, dim=None, metric=None, backend="native")`` returns a :class:`Database`
+  (``backend="wasm"`` runs the same engine as a WASI component in a wasmtime sandbox):
   a context manager with ``len()``, ``in``, ``add``/``upsert``/``delete``/``get``,
   ``search``/``search_batch``, ``persist`` and ``compact``, taking NumPy arrays (float32
   C-contiguous arrays are read in place) or sequences, and metadata as dicts or strings.
@@ -23,6 +24,7 @@ from ._errors import (
     LockedError,
     NotFoundError,
     PoisonedError,
+    SandboxError,
 )
 from ._srvdb import Database, Record, SvDBPython, __version__, open, reads_in_place
 
@@ -42,5 +44,6 @@ __all__ = [
     "IoError",
     "PoisonedError",
     "BackendUnavailableError",
+    "SandboxError",
     "__version__",
 ]

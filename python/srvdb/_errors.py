@@ -22,6 +22,7 @@ __all__ = [
     "IoError",
     "PoisonedError",
     "BackendUnavailableError",
+    "SandboxError",
 ]
 
 
@@ -89,8 +90,16 @@ class PoisonedError(Error):
 
 
 class BackendUnavailableError(Error, NotImplementedError):
-    """The requested backend is not available in this build (``backend="wasm"`` until the
-    srvdb-host library exists)."""
+    """The requested backend is not available: ``backend="wasm"`` in an extension built
+    without the ``wasm`` cargo feature, or when the WASI component ``srvdb.wasm`` is missing
+    (run ``make component``, or set ``SRVDB_COMPONENT``)."""
+
+
+class SandboxError(Error):
+    """The sandbox around the engine failed (``backend="wasm"`` only): the guest reached its
+    memory cap or fuel budget, trapped, or could not be started. After a limit or a trap the
+    sandbox is reset and the database reopened at its last commit, so the handle goes on
+    serving. The engine's own errors are the same classes as with ``backend="native"``."""
 
 
 # Show the public name (``srvdb.NotFoundError``) in tracebacks and reprs.
@@ -105,6 +114,7 @@ for _cls in (
     IoError,
     PoisonedError,
     BackendUnavailableError,
+    SandboxError,
 ):
     _cls.__module__ = "srvdb"
 del _cls

@@ -33,8 +33,11 @@ def open(
     ``dim`` fixes the dimension of a new database (otherwise the first ``add`` does) and must
     match an existing one's. ``metric`` is ``"cosine"`` (the default for a new database),
     ``"dot"`` or ``"l2"``; an existing database keeps its own, and a different one given here
-    raises ``InvalidInputError``. ``backend="wasm"`` raises ``BackendUnavailableError`` until
-    the sandboxed backend exists.
+    raises ``InvalidInputError``. ``backend="wasm"`` runs the same engine as a WASI component
+    in a wasmtime sandbox (same results and exceptions; its calls are serialised); a failure
+    of the sandbox itself raises ``srvdb.SandboxError``. It needs the extension built with the
+    ``wasm`` feature and the component (``SRVDB_COMPONENT``, else the repository's ``make
+    component`` output), else it raises ``BackendUnavailableError``.
     """
 
 def reads_in_place(embeddings: _Vectors) -> bool:

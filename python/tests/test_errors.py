@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import srvdb
+from conftest import run_python
 
 DIM = 8
 
@@ -131,7 +132,7 @@ def test_exception_tree_and_details(db):
     assert issubclass(srvdb.IoError, OSError)
     for cls in (srvdb.DimensionMismatchError, srvdb.DuplicateIdError, srvdb.NotFoundError,
                 srvdb.InvalidInputError, srvdb.CorruptError, srvdb.LockedError, srvdb.IoError,
-                srvdb.PoisonedError, srvdb.BackendUnavailableError):
+                srvdb.PoisonedError, srvdb.BackendUnavailableError, srvdb.SandboxError):
         assert issubclass(cls, srvdb.Error)
     with pytest.raises(KeyError) as e:
         db["missing"]
@@ -167,11 +168,21 @@ def test_bad_open_arguments(tmp_path, backend):
         srvdb.open(tmp_path / "d", backend="gpu")
 
 
-def test_wasm_backend_says_when_it_arrives(tmp_path):
-    with pytest.raises(srvdb.BackendUnavailableError) as e:
-        srvdb.open(tmp_path / "w", backend="wasm")
-    assert isinstance(e.value, NotImplementedError)
-    assert "srvdb-host" in str(e.value)
+def test_wasm_backend_without_its_component(tmp_path):
+    # A fresh interpreter: the sandbox is loaded once per process.
+    out = run_python(
+        f"""
+        import srvdb
+        try:
+            srvdb.open({str(tmp_path / "w")!r}, backend="wasm")
+        except srvdb.BackendUnavailableError as e:
+            assert isinstance(e, NotImplementedError)
+            print(e)
+        """,
+        tmp_path,
+        env={"SRVDB_COMPONENT": str(tmp_path / "missing.wasm")},
+    )
+    assert "make component" in out or "`wasm` cargo feature" in out, out
     assert not (tmp_path / "w").exists()
 
 
