@@ -147,7 +147,15 @@ class SrvDBVectorStore(VectorStore):
             return False
         present = [i for i in dict.fromkeys(ids) if i in self._db]
         if present:
-            self._db.delete(present)
+            try:
+                self._db.delete(present)
+            except srvdb.NotFoundError:
+                # Another thread deleted one of them meanwhile: delete the rest one by one.
+                for id_ in present:
+                    try:
+                        self._db.delete([id_])
+                    except srvdb.NotFoundError:
+                        pass
         return True
 
     # -- reads --------------------------------------------------------------------------------
