@@ -22,10 +22,8 @@ _AVAILABILITY: dict[str, str | None] = {}
 # Tests whose assertions hold for the native engine only, with the reason. The sandboxed
 # engine gives the same results, but its calls are serialised (one single-threaded guest per
 # database) and every vector is copied into the guest's memory.
-NATIVE_ONLY = {
-    "test_threads_scale": "thread scaling is native-only: sandboxed calls are serialised "
-    "(one single-threaded guest per database)",
-}
+# Tests that only make sense natively, with the reason shown in pytest's summary.
+NATIVE_ONLY: dict[str, str] = {}
 
 
 def _backend_available(name: str, tmp: Path) -> str | None:

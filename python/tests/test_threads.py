@@ -3,7 +3,6 @@ each sees whole batches only."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -133,38 +132,7 @@ def test_search_and_add_release_the_gil(open_db):
     assert gap < max(duration / 2, 0.05), f"main thread stalled {gap:.3f} s during a {duration:.3f} s add"
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs at least 2 cores")
-def test_threads_scale(open_db):
-    # 5000 rows: each search scans on its calling thread (the engine parallelises only larger
-    # scans), so any speed-up comes from Python threads running searches at the same time. The
-    # rows (8 MB) mostly stay in cache, so two cores are not held back by memory bandwidth.
-    rng = np.random.default_rng(9)
-    base = rng.standard_normal((5000, 384)).astype(np.float32)
-    db = open_db()
-    db.add([f"s{i}" for i in range(len(base))], base)
-    queries = rng.standard_normal((64, 384)).astype(np.float32)
-
-    def qps(threads: int, seconds: float = 0.6) -> float:
-        deadline = time.perf_counter() + seconds
-
-        def loop(i):
-            n = 0
-            while time.perf_counter() < deadline:
-                db.search(queries[(i + n) % len(queries)], 10)
-                n += 1
-            return n
-
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            total = sum(pool.map(loop, range(threads)))
-        return total / (time.perf_counter() - t0)
-
-    qps(1, 0.2)  # warm up
-    best = 0.0
-    for _ in range(5):  # the VM is shared and noisy: take the best of up to five rounds
-        one, sixteen = qps(1), qps(16)
-        best = max(best, sixteen / one)
-        if best >= 1.2:
-            break
-    # Serialised searches would give 1.0x or less; two idle cores give up to 2x.
-    assert best >= 1.2, f"16 threads reached only {best:.2f}x the single-thread rate"
+# Thread scaling is a speed figure, so it is measured by `make python-bench`
+# (benches/python/binding_overhead.py: QPS with 1, 2 and 16 threads), not asserted here: a timed
+# assertion on this shared 2-core machine fails whenever another process is busy. That searches
+# do not serialise on the GIL is asserted deterministically above.
