@@ -14,7 +14,7 @@ use crate::distance::Kernels;
 use crate::error::{Error, Result};
 use crate::format::{Header, RowLayout};
 use crate::index::flat::FlatIndex;
-use crate::index::{Index, Queries, ScanSet};
+use crate::index::{row_bit_set, Index, Queries, ScanSet};
 use crate::meta::{CommitBatch, MetaStore};
 use crate::storage::fs::{DirLock, FsLocation};
 use crate::storage::sim::SimLocation;
@@ -250,7 +250,7 @@ impl Database {
                 ));
             };
             let id: Arc<str> = Arc::from(id);
-            if !is_set(&tombstones, row as u64) {
+            if !row_bit_set(&tombstones, row as u64) {
                 if rows_by_id.insert(id.clone(), row as u64).is_some() {
                     return Err(Error::corrupt(
                         location.path_of(names::METADATA),
@@ -359,7 +359,7 @@ impl Database {
         let snap = self.published.load_full();
         let set_rows = snap.row_ids.len() as u64;
         (0..set_rows)
-            .filter(|&row| !is_set(&snap.tombstones, row))
+            .filter(|&row| !row_bit_set(&snap.tombstones, row))
             .filter_map(|row| snap.row_ids.get(row as usize).map(|id| id.to_string()))
             .collect()
     }
@@ -438,16 +438,7 @@ impl Database {
         let dim = match w.dim {
             Some(d) => {
                 if vectors.len() != n * d as usize {
-                    let got = if vectors.len().is_multiple_of(n) {
-                        vectors.len() / n
-                    } else {
-                        vectors.len()
-                    };
-                    return Err(Error::DimensionMismatch {
-                        expected: d,
-                        got,
-                        index: None,
-                    });
+                    return Err(dimension_mismatch(d, vectors, n));
                 }
                 d as usize
             }
@@ -710,7 +701,7 @@ impl Database {
             metric: self.metric,
         };
         let total = w.committed_rows;
-        let is_dead = |row: u64| is_set(&w.tombstones, row);
+        let is_dead = |row: u64| row_bit_set(&w.tombstones, row);
 
         // 1. The surviving rows into a new file, durably.
         let mut new_store = self.location.create_rows(names::VECTORS_COMPACT, &header)?;
@@ -799,16 +790,7 @@ impl Database {
         let Some(dim) = dim else { return Ok(None) };
         let d = dim as usize;
         if queries.len() != n * d {
-            let got = if n > 0 && queries.len().is_multiple_of(n) {
-                queries.len() / n
-            } else {
-                queries.len()
-            };
-            return Err(Error::DimensionMismatch {
-                expected: dim,
-                got,
-                index: None,
-            });
+            return Err(dimension_mismatch(dim, queries, n));
         }
         if let Some(pos) = queries.iter().position(|x| !x.is_finite()) {
             return Err(Error::InvalidInput {
@@ -906,9 +888,19 @@ impl Drop for Database {
     }
 }
 
-fn is_set(bits: &[u64], row: u64) -> bool {
-    bits.get((row >> 6) as usize)
-        .is_some_and(|w| (w >> (row & 63)) & 1 == 1)
+/// The error for `values` that are not `n` vectors of `expected` components: `got` is the
+/// per-vector length when the values split evenly, else the total.
+fn dimension_mismatch(expected: u32, values: &[f32], n: usize) -> Error {
+    let got = if n > 0 && values.len().is_multiple_of(n) {
+        values.len() / n
+    } else {
+        values.len()
+    };
+    Error::DimensionMismatch {
+        expected,
+        got,
+        index: None,
+    }
 }
 
 fn check_dimension(dim: usize) -> Result<()> {

@@ -20,10 +20,16 @@ impl ScanSet<'_> {
     /// True when `row` is deleted.
     #[inline]
     pub fn is_deleted(&self, row: u64) -> bool {
-        self.tombstones
-            .get((row >> 6) as usize)
-            .is_some_and(|w| (w >> (row & 63)) & 1 == 1)
+        row_bit_set(self.tombstones, row)
     }
+}
+
+/// Reads bit `row` of a tombstone bitmap (bit `r % 64` of word `r / 64`); rows past its end
+/// are not set. The one definition of the bitmap's layout for readers.
+#[inline]
+pub(crate) fn row_bit_set(bits: &[u64], row: u64) -> bool {
+    bits.get((row >> 6) as usize)
+        .is_some_and(|w| (w >> (row & 63)) & 1 == 1)
 }
 
 /// Queries of one dimension, contiguous, with their norms computed once.
