@@ -105,6 +105,43 @@ mod native {
         }
     }
 
+    /// GEMM against the 4 × 2 multi-query kernel by group size, on a block of 1024 rows (the
+    /// flat index's GEMM block): where `GEMM_MIN_QUERIES` comes from.
+    fn gemm_vs_multi(c: &mut Criterion) {
+        const ROWS: usize = 1024;
+        let gemm = Kernels::best();
+        let multi = Kernels::best().without_gemm();
+        for dim in DIMS {
+            let stride = RowLayout::new(dim as u32).stride_f32;
+            let mut rng = SplitMix64::new(0x6e33 + dim as u64);
+            let queries = Aligned::random(&mut rng, 256 * dim);
+            let rows = Aligned::random(&mut rng, ROWS * stride);
+            let (queries, rows) = (queries.get(), rows.get());
+            let mut out = vec![0.0f32; 256 * ROWS];
+            let mut g = c.benchmark_group(format!("gemm_vs_multi/d{dim}"));
+            for nq in [4usize, 8, 16, 64, 256] {
+                g.throughput(Throughput::Elements((nq * ROWS) as u64));
+                for (name, k) in [("gemm", gemm), ("multi", multi)] {
+                    g.bench_function(format!("{name}/{nq}q"), |bch| {
+                        bch.iter(|| {
+                            k.dot_many_preferring_gemm(
+                                black_box(queries),
+                                nq,
+                                black_box(rows),
+                                ROWS,
+                                stride,
+                                dim,
+                                &mut out,
+                            );
+                            black_box(&out);
+                        })
+                    });
+                }
+            }
+            g.finish();
+        }
+    }
+
     pub fn main() {
         let mut c = Criterion::default()
             .warm_up_time(Duration::from_millis(500))
@@ -112,6 +149,7 @@ mod native {
             .configure_from_args();
         pairwise(&mut c);
         multi_query(&mut c);
+        gemm_vs_multi(&mut c);
         c.final_summary();
     }
 }

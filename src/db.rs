@@ -10,6 +10,7 @@
 //! [`Snapshot`] with one atomic pointer read and never wait for the writer.
 
 use crate::chunked::ChunkedVec;
+use crate::coalesce::{CoalesceStats, Coalescer, Request};
 use crate::distance::Kernels;
 use crate::error::{Error, Result};
 use crate::format::{Header, RowLayout};
@@ -99,6 +100,8 @@ pub struct Database {
     // Declared before `writer` so snapshots (and their mappings) are dropped first, letting
     // the row store trim its preallocated tail when it closes.
     published: ArcSwap<Snapshot>,
+    /// Gathers concurrent single searches into batch scans.
+    coalescer: Coalescer,
     writer: Mutex<Writer>,
     ids: RwLock<IdState>,
     _lock: Option<DirLock>,
@@ -289,6 +292,7 @@ impl Database {
                 live: 0,
                 dim: None,
             }),
+            coalescer: Coalescer::default(),
             ids: RwLock::new(IdState {
                 rows_by_id,
                 pending_meta: HashMap::new(),
@@ -788,16 +792,8 @@ impl Database {
 
     fn check_query(&self, dim: Option<u32>, queries: &[f32], n: usize) -> Result<Option<Queries>> {
         let Some(dim) = dim else { return Ok(None) };
+        check_queries(dim, queries, n)?;
         let d = dim as usize;
-        if queries.len() != n * d {
-            return Err(dimension_mismatch(dim, queries, n));
-        }
-        if let Some(pos) = queries.iter().position(|x| !x.is_finite()) {
-            return Err(Error::InvalidInput {
-                reason: format!("query component {} is {}", pos % d, queries[pos]),
-                index: Some(pos / d),
-            });
-        }
         let norms = queries
             .chunks_exact(d)
             .map(|q| self.kernels.dot(q, q).sqrt())
@@ -811,13 +807,69 @@ impl Database {
 
     /// The `k` best matches for `query`, best first. `k` larger than the count returns them all;
     /// an empty database returns nothing.
+    ///
+    /// Concurrent calls on one handle are coalesced: a call that arrives while a scan is running
+    /// waits for it and is answered, with the others that arrived meanwhile, by one batch scan
+    /// (see `OpenOptions::coalesce_searches`). A lone call starts its scan at once.
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<SearchHit>> {
         let snap = self.published.load_full();
-        if snap.dim.is_none() {
+        let Some(dim) = snap.dim else {
             return Ok(Vec::new());
+        };
+        // A bad query fails alone, before it can join a group.
+        check_queries(dim, query, 1)?;
+        if !self.options.coalesce_searches {
+            let mut out = self.search_snapshot(&snap, query, 1, k)?;
+            return Ok(out.pop().unwrap_or_default());
         }
-        let mut out = self.search_snapshot(&snap, query, 1, k)?;
-        Ok(out.pop().unwrap_or_default())
+        let rows = snap.rows.as_ref().map_or(0, |r| r.rows());
+        // One scan that already uses every core gains nothing from a second beside it.
+        let max_scans = if FlatIndex::scan_uses_all_cores(rows) {
+            1
+        } else {
+            parallelism()
+        };
+        drop(snap);
+        self.coalescer
+            .search(query, k, max_scans, |group| self.search_group(group))
+    }
+
+    /// One scan for a group of coalesced single searches, over the newest snapshot (which every
+    /// caller in the group published, or saw published, before it queued).
+    fn search_group(&self, group: &[Arc<Request>]) -> Vec<Result<Vec<SearchHit>>> {
+        let snap = self.published.load_full();
+        let single = |r: &Request| {
+            self.search_snapshot(&snap, &r.query, 1, r.k)
+                .map(|mut out| out.pop().unwrap_or_default())
+        };
+        if group.len() == 1 {
+            return vec![single(&group[0])];
+        }
+        let k = group.iter().map(|r| r.k).max().unwrap_or(0);
+        let mut queries = Vec::with_capacity(group.iter().map(|r| r.query.len()).sum());
+        for r in group {
+            queries.extend_from_slice(&r.query);
+        }
+        match self.search_snapshot(&snap, &queries, group.len(), k) {
+            // The top k of a larger k is its first k: ranks are a total order (ties by row).
+            Ok(lists) if lists.len() == group.len() => lists
+                .into_iter()
+                .zip(group)
+                .map(|(mut hits, r)| {
+                    hits.truncate(r.k);
+                    Ok(hits)
+                })
+                .collect(),
+            // Every query was checked against this dimension before it queued, so this is
+            // unexpected; answering each alone gives each its own error.
+            _ => group.iter().map(|r| single(r)).collect(),
+        }
+    }
+
+    /// Single searches answered so far on this handle, and the scans that answered them
+    /// (fewer scans than queries means concurrent searches were coalesced).
+    pub fn coalesce_stats(&self) -> CoalesceStats {
+        self.coalescer.stats()
     }
 
     /// The `k` best matches for each of the queries in `queries` (back to back, each of the
@@ -900,6 +952,33 @@ fn dimension_mismatch(expected: u32, values: &[f32], n: usize) -> Error {
         expected,
         got,
         index: None,
+    }
+}
+
+/// `queries` must be `n` finite vectors of `dim` components.
+fn check_queries(dim: u32, queries: &[f32], n: usize) -> Result<()> {
+    let d = dim as usize;
+    if queries.len() != n * d {
+        return Err(dimension_mismatch(dim, queries, n));
+    }
+    if let Some(pos) = queries.iter().position(|x| !x.is_finite()) {
+        return Err(Error::InvalidInput {
+            reason: format!("query component {} is {}", pos % d, queries[pos]),
+            index: Some(pos / d),
+        });
+    }
+    Ok(())
+}
+
+/// Threads a search may use at once.
+fn parallelism() -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        1
     }
 }
 

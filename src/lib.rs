@@ -23,6 +23,7 @@
 compile_error!("vectors.bin stores little-endian f32 and is read in place: big-endian targets are not supported");
 
 mod chunked;
+pub mod coalesce;
 #[cfg(target_arch = "wasm32")]
 mod component;
 pub mod db;
@@ -34,6 +35,7 @@ pub mod meta;
 pub mod storage;
 pub mod types;
 
+pub use coalesce::CoalesceStats;
 pub use db::Database;
 pub use error::{Error, Result};
 pub use types::{Metadata, Metric, OpenOptions, Record, SearchHit, StorageKind};

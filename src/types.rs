@@ -103,6 +103,9 @@ pub struct OpenOptions {
     /// Commit automatically once this many vectors are uncommitted (`SVDB_AUTO_FLUSH_THRESHOLD`);
     /// 0 disables auto-commit.
     pub auto_commit_rows: usize,
+    /// Answer concurrent `search` calls on one handle together, with one batch scan per round
+    /// (on by default; off only to measure what it saves).
+    pub coalesce_searches: bool,
 }
 
 impl Default for OpenOptions {
@@ -116,6 +119,7 @@ impl Default for OpenOptions {
             buffer_bytes: env_usize("SVDB_BUFFER_SIZE").unwrap_or(DEFAULT_BUFFER_BYTES),
             auto_commit_rows: env_usize("SVDB_AUTO_FLUSH_THRESHOLD")
                 .unwrap_or(DEFAULT_AUTO_COMMIT_ROWS),
+            coalesce_searches: true,
         }
     }
 }

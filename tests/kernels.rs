@@ -70,6 +70,9 @@ fn multi_query_dot_matches_scalar() {
         (1100, 4, 2),
         (33, 64, 13),
         (1536, 3, 5),
+        // From 64 queries up a group is one GEMM: its edges and a group wider than a tile.
+        (384, 8, 9),
+        (100, 300, 37),
     ] {
         let stride = dim + 16 - dim % 16;
         let queries = rng.vectors(nq, dim);

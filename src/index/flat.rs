@@ -8,10 +8,15 @@ use super::{Index, Queries, ScanSet};
 use crate::distance::Kernels;
 use crate::types::Metric;
 
-/// Target size of one block of rows.
+/// Target size of one block of rows for the pairwise and multi-query kernels.
 const BLOCK_BYTES: usize = 256 << 10;
-/// Queries scored together against a block.
+/// Queries scored together against a block by the multi-query kernel.
 const QUERY_GROUP: usize = 64;
+/// Rows per block when a group is one GEMM. The GEMM blocks for the caches itself; larger
+/// blocks amortise its packing of the queries.
+const GEMM_BLOCK_ROWS: usize = 1024;
+/// Queries per GEMM group: a 256 × 1024 score tile is 1 MiB per worker.
+const GEMM_QUERY_GROUP: usize = 256;
 /// Below this many rows a scan stays on the calling thread.
 #[cfg(not(target_arch = "wasm32"))]
 const PARALLEL_MIN_ROWS: u64 = 8192;
@@ -21,6 +26,15 @@ const PARALLEL_MIN_ROWS: u64 = 8192;
 pub struct FlatIndex {
     metric: Metric,
     kernels: Kernels,
+}
+
+/// Per-worker buffers of a group scan, reused from block to block.
+#[derive(Default)]
+struct Scratch {
+    /// `nq × rows` scores of the current block, query-major.
+    scores: Vec<f32>,
+    /// The current block's row norms.
+    row_norms: Vec<f32>,
 }
 
 /// A block of rows: its first row number, row count and data.
@@ -37,10 +51,25 @@ impl FlatIndex {
         FlatIndex { metric, kernels }
     }
 
-    fn blocks<'a>(&self, set: &ScanSet<'a>) -> Vec<Block<'a>> {
+    /// True when a scan of `rows` rows runs on every core (so a second scan beside it would only
+    /// compete for memory bandwidth).
+    pub fn scan_uses_all_cores(rows: u64) -> bool {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            rows >= PARALLEL_MIN_ROWS
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = rows;
+            true
+        }
+    }
+
+    /// The rows in blocks of `per_block` rows (at least one).
+    fn blocks<'a>(&self, set: &ScanSet<'a>, per_block: usize) -> Vec<Block<'a>> {
         let layout = set.rows.layout();
         let stride = layout.stride_f32;
-        let per_block = (BLOCK_BYTES / layout.stride_bytes()).max(1);
+        let per_block = per_block.max(1);
         let total = set.rows.rows();
         let mut out = Vec::new();
         for s in 0..set.rows.segment_count() {
@@ -94,42 +123,56 @@ impl FlatIndex {
         queries: &Queries,
         first_q: usize,
         tops: &mut [TopK],
-        scratch: &mut Vec<f32>,
+        scratch: &mut Scratch,
     ) {
         let layout = set.rows.layout();
         let (stride, dim) = (layout.stride_f32, layout.dim as usize);
         let nq = tops.len();
-        scratch.resize(nq * block.rows, 0.0);
+        let nr = block.rows;
+        scratch.scores.resize(nq * nr, 0.0);
         let group = &queries.data[first_q * dim..(first_q + nq) * dim];
         match self.metric {
             Metric::Cosine | Metric::Dot => {
                 self.kernels
-                    .dot_many(group, nq, block.data, block.rows, stride, dim, scratch);
+                    .dot_many(group, nq, block.data, nr, stride, dim, &mut scratch.scores);
             }
             Metric::L2 => {
                 for j in 0..nq {
                     let q = &group[j * dim..(j + 1) * dim];
-                    for i in 0..block.rows {
-                        scratch[j * block.rows + i] = -self
+                    for i in 0..nr {
+                        scratch.scores[j * nr + i] = -self
                             .kernels
                             .l2sq(q, &block.data[i * stride..i * stride + dim]);
                     }
                 }
             }
         }
-        for i in 0..block.rows {
-            let row = block.first_row + i as u64;
-            if set.is_deleted(row) {
-                continue;
-            }
-            let row_norm = block.data[i * stride + dim];
-            for (j, top) in tops.iter_mut().enumerate() {
-                let raw = scratch[j * block.rows + i];
+        // Row norms gathered once per block: reading them from the rows inside the query loop
+        // would touch one cache line per row per query.
+        scratch.row_norms.clear();
+        scratch
+            .row_norms
+            .extend((0..nr).map(|i| block.data[i * stride + dim]));
+        // Query-major, against a running threshold: most scores lose one comparison and never
+        // reach the heap or the tombstone bitmap.
+        for (j, top) in tops.iter_mut().enumerate() {
+            let query_norm = queries.norms[first_q + j];
+            let scores = &scratch.scores[j * nr..(j + 1) * nr];
+            let mut threshold = top.threshold();
+            for (i, (&raw, &row_norm)) in scores.iter().zip(&scratch.row_norms).enumerate() {
                 let key = match self.metric {
-                    Metric::Cosine => cosine(raw, queries.norms[first_q + j], row_norm),
+                    Metric::Cosine => cosine(raw, query_norm, row_norm),
                     Metric::Dot | Metric::L2 => raw,
                 };
+                if key < threshold {
+                    continue;
+                }
+                let row = block.first_row + i as u64;
+                if set.is_deleted(row) {
+                    continue;
+                }
                 top.push(key, row);
+                threshold = top.threshold();
             }
         }
     }
@@ -178,7 +221,7 @@ impl FlatIndex {
         nq: usize,
         k: usize,
     ) -> Vec<TopK> {
-        let fresh = || (vec![TopK::new(k); nq], Vec::new());
+        let fresh = || (vec![TopK::new(k); nq], Scratch::default());
         #[cfg(not(target_arch = "wasm32"))]
         if set.rows.rows() >= PARALLEL_MIN_ROWS {
             use rayon::prelude::*;
@@ -228,7 +271,18 @@ impl Index for FlatIndex {
         if k == 0 || set.rows.rows() == 0 {
             return vec![Vec::new(); n];
         }
-        let blocks = self.blocks(set);
+        let layout = set.rows.layout();
+        // A group of queries large enough for the GEMM gets bigger row blocks and groups.
+        let gemm = self.metric != Metric::L2
+            && self
+                .kernels
+                .uses_gemm(n.min(GEMM_QUERY_GROUP), layout.dim as usize);
+        let (group, per_block) = if gemm {
+            (GEMM_QUERY_GROUP, GEMM_BLOCK_ROWS)
+        } else {
+            (QUERY_GROUP, BLOCK_BYTES / layout.stride_bytes())
+        };
+        let blocks = self.blocks(set, per_block);
         // A single query goes through the pairwise kernel only for L2 or where there is no
         // multi-query kernel; otherwise the multi-query path (with one query) is faster, since
         // its dot product keeps four FMA chains in flight where SimSIMD's AVX2 kernel keeps one.
@@ -239,7 +293,7 @@ impl Index for FlatIndex {
         let mut out = Vec::with_capacity(n);
         let mut first = 0;
         while first < n {
-            let nq = QUERY_GROUP.min(n - first);
+            let nq = group.min(n - first);
             let tops = self.search_group(set, &blocks, queries, first, nq, k);
             out.extend(tops.into_iter().map(TopK::into_sorted));
             first += nq;
