@@ -458,7 +458,7 @@ impl Database {
                 d
             }
         };
-        if let Some(pos) = vectors.iter().position(|x| !x.is_finite()) {
+        if let Some(pos) = first_non_finite(vectors) {
             return Err(Error::InvalidInput {
                 reason: format!(
                     "component {} is {} (NaN and infinity cannot be searched)",
@@ -561,15 +561,32 @@ impl Database {
         let rows_per_slab = (self.options.buffer_bytes / layout.stride_bytes()).max(1);
         let n = vectors.len() / dim;
         let mut slab = vec![0.0f32; rows_per_slab.min(n) * stride];
+        let kernels = self.kernels;
         let mut done = 0;
         while done < n {
             let take = rows_per_slab.min(n - done);
-            for i in 0..take {
-                let v = &vectors[(done + i) * dim..(done + i + 1) * dim];
-                let norm = self.kernels.dot(v, v).sqrt();
-                layout.encode_row(v, norm, &mut slab[i * stride..(i + 1) * stride]);
+            let source = &vectors[done * dim..(done + take) * dim];
+            let encode = |(out, v): (&mut [f32], &[f32])| {
+                layout.encode_row(v, kernels.dot(v, v).sqrt(), out);
+            };
+            let target = &mut slab[..take * stride];
+            // Encoding (a norm and a copy per row) on every core keeps it off the critical
+            // path of a large ingest, which should be bound by the disk.
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                use rayon::prelude::*;
+                target
+                    .par_chunks_mut(stride)
+                    .zip(source.par_chunks(dim))
+                    .with_min_len(64)
+                    .for_each(encode);
             }
-            store.append(&slab[..take * stride])?;
+            #[cfg(target_arch = "wasm32")]
+            target
+                .chunks_mut(stride)
+                .zip(source.chunks(dim))
+                .for_each(encode);
+            store.append(target)?;
             done += take;
         }
         Ok(())
@@ -627,13 +644,7 @@ impl Database {
             return Ok(());
         }
         let result = (|| -> Result<u64> {
-            let committed_rows = match w.rows.as_mut() {
-                Some(store) => {
-                    store.sync()?;
-                    store.rows()
-                }
-                None => 0,
-            };
+            let committed_rows = w.rows.as_ref().map_or(0, |store| store.rows());
             let state = self.ids_read();
             let batch = CommitBatch {
                 inserts: w
@@ -649,7 +660,11 @@ impl Database {
                 committed_rows,
                 config: w.dim.map(|d| (d, self.metric)),
             };
-            self.meta.commit(&batch)?;
+            // The rows are made durable before redb commits the batch that names them.
+            let rows = &mut w.rows;
+            let rows_durable = move || rows.as_mut().map_or(Ok(()), |store| store.sync());
+            self.meta
+                .commit(&batch, rows_durable, self.location.syncs_in_parallel())?;
             Ok(committed_rows)
         })();
         match result {
@@ -953,6 +968,24 @@ fn dimension_mismatch(expected: u32, values: &[f32], n: usize) -> Error {
         got,
         index: None,
     }
+}
+
+/// Position of the first NaN or infinity in `values`; large inputs are checked on every core.
+fn first_non_finite(values: &[f32]) -> Option<usize> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if values.len() > 1 << 16 {
+        use rayon::prelude::*;
+        const CHUNK: usize = 1 << 16;
+        let chunk = values
+            .par_chunks(CHUNK)
+            .position_first(|c| c.iter().any(|x| !x.is_finite()))?;
+        let offset = chunk * CHUNK;
+        return values[offset..]
+            .iter()
+            .position(|x| !x.is_finite())
+            .map(|p| offset + p);
+    }
+    values.iter().position(|x| !x.is_finite())
 }
 
 /// `queries` must be `n` finite vectors of `dim` components.

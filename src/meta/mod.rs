@@ -181,45 +181,78 @@ impl MetaStore {
         }
     }
 
-    /// Applies one commit in one redb write transaction, and commits it durably.
-    pub fn commit(&self, batch: &CommitBatch<'_>) -> Result<()> {
+    /// Applies one commit in one redb write transaction, and commits it durably, but only once
+    /// `rows_durable` (the fsync of the rows this batch names) has succeeded: that order is the
+    /// commit protocol. With `overlap`, `rows_durable` runs on another thread while the
+    /// transaction is staged here, so the redb work hides behind the disk flush.
+    pub fn commit(
+        &self,
+        batch: &CommitBatch<'_>,
+        rows_durable: impl FnOnce() -> Result<()> + Send,
+        overlap: bool,
+    ) -> Result<()> {
         let ctx = format!("committing to {}", self.path.display());
-        let run = || -> std::result::Result<(), redb::Error> {
+        let stage = || -> std::result::Result<redb::WriteTransaction, redb::Error> {
             let txn = self.db.begin_write().map_err(to_redb)?;
-            {
-                let mut config = txn.open_table(CONFIG)?;
-                config.insert(KEY_FORMAT, META_FORMAT)?;
-                if let Some((dim, metric)) = batch.config {
-                    config.insert(KEY_DIMENSION, u64::from(dim))?;
-                    config.insert(KEY_METRIC, u64::from(metric.code()))?;
-                }
-                config.insert(KEY_COMMITTED_ROWS, batch.committed_rows)?;
-                let mut id_to_row = txn.open_table(ID_TO_ROW)?;
-                let mut row_to_id = txn.open_table(ROW_TO_ID)?;
-                let mut row_meta = txn.open_table(ROW_META)?;
-                let mut tombstones = txn.open_table(TOMBSTONES)?;
-                for (row, id, meta) in &batch.inserts {
-                    id_to_row.insert(*id, *row)?;
-                    row_to_id.insert(*row, *id)?;
-                    if let Some(meta) = meta {
-                        row_meta.insert(*row, meta.encode().as_slice())?;
-                    }
-                }
-                for (row, id) in &batch.deletes {
-                    // Only unmap the id if it still points at this row (an upsert may have
-                    // re-pointed it in the same batch).
-                    let current = id_to_row.get(*id)?.map(|v| v.value());
-                    if current == Some(*row) {
-                        id_to_row.remove(*id)?;
-                    }
-                    row_meta.remove(*row)?;
-                    tombstones.insert(*row, ())?;
-                }
-            }
-            txn.commit()?;
-            Ok(())
+            Self::stage(&txn, batch)?;
+            Ok(txn)
         };
-        run().map_err(meta_err(&ctx))
+        let (durable, staged) = if overlap {
+            std::thread::scope(|scope| {
+                let flushing = scope.spawn(rows_durable);
+                let staged = stage();
+                let durable = flushing.join().unwrap_or_else(|_| {
+                    Err(Error::Poisoned {
+                        reason: "the thread syncing vectors.bin panicked".into(),
+                    })
+                });
+                (durable, staged)
+            })
+        } else {
+            rows_durable()?;
+            (Ok(()), stage())
+        };
+        // A failed fsync drops the staged transaction uncommitted: the batch is not recorded.
+        durable?;
+        let txn = staged.map_err(meta_err(&ctx))?;
+        txn.commit()
+            .map_err(|e| meta_err(&ctx)(redb::Error::from(e)))
+    }
+
+    /// Writes one batch's records into `txn` (not committed).
+    fn stage(
+        txn: &redb::WriteTransaction,
+        batch: &CommitBatch<'_>,
+    ) -> std::result::Result<(), redb::Error> {
+        let mut config = txn.open_table(CONFIG)?;
+        config.insert(KEY_FORMAT, META_FORMAT)?;
+        if let Some((dim, metric)) = batch.config {
+            config.insert(KEY_DIMENSION, u64::from(dim))?;
+            config.insert(KEY_METRIC, u64::from(metric.code()))?;
+        }
+        config.insert(KEY_COMMITTED_ROWS, batch.committed_rows)?;
+        let mut id_to_row = txn.open_table(ID_TO_ROW)?;
+        let mut row_to_id = txn.open_table(ROW_TO_ID)?;
+        let mut row_meta = txn.open_table(ROW_META)?;
+        let mut tombstones = txn.open_table(TOMBSTONES)?;
+        for (row, id, meta) in &batch.inserts {
+            id_to_row.insert(*id, *row)?;
+            row_to_id.insert(*row, *id)?;
+            if let Some(meta) = meta {
+                row_meta.insert(*row, meta.encode().as_slice())?;
+            }
+        }
+        for (row, id) in &batch.deletes {
+            // Only unmap the id if it still points at this row (an upsert may have
+            // re-pointed it in the same batch).
+            let current = id_to_row.get(*id)?.map(|v| v.value());
+            if current == Some(*row) {
+                id_to_row.remove(*id)?;
+            }
+            row_meta.remove(*row)?;
+            tombstones.insert(*row, ())?;
+        }
+        Ok(())
     }
 
     /// Replaces every table with a compacted copy: `rows` are (id, metadata) of the surviving
@@ -303,5 +336,61 @@ impl MetaStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &std::path::Path) -> MetaStore {
+        let path = dir.join("metadata.db");
+        let db = redb::Database::create(&path).expect("create");
+        MetaStore::new(db, path)
+    }
+
+    /// The commit protocol, with and without the overlapped fsync: a batch is recorded only if
+    /// the rows it names were made durable first.
+    #[test]
+    fn a_batch_is_recorded_only_after_its_rows_are_durable() {
+        for overlap in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let meta = store(dir.path());
+            let batch = |rows: u64| CommitBatch {
+                inserts: vec![(rows - 1, "x", None)],
+                deletes: Vec::new(),
+                committed_rows: rows,
+                config: Some((4, Metric::Dot)),
+            };
+            let synced = std::sync::atomic::AtomicBool::new(false);
+            meta.commit(
+                &batch(1),
+                || {
+                    synced.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Ok(())
+                },
+                overlap,
+            )
+            .expect("commit");
+            assert!(synced.load(std::sync::atomic::Ordering::SeqCst));
+            assert_eq!(meta.load().expect("load").committed_rows, 1);
+
+            let failed = meta.commit(
+                &batch(2),
+                || {
+                    Err(Error::io(
+                        "syncing vectors.bin",
+                        std::io::Error::other("disk gone"),
+                    ))
+                },
+                overlap,
+            );
+            assert!(matches!(failed, Err(Error::Io { .. })), "overlap={overlap}");
+            assert_eq!(
+                meta.load().expect("load").committed_rows,
+                1,
+                "overlap={overlap}: a batch was recorded although its rows were not durable"
+            );
+        }
     }
 }

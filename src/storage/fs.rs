@@ -232,6 +232,10 @@ impl Location for FsLocation {
         self.dir.join(name)
     }
 
+    fn syncs_in_parallel(&self) -> bool {
+        cfg!(not(target_arch = "wasm32"))
+    }
+
     fn exists(&self, name: &str) -> Result<bool> {
         let path = self.dir.join(name);
         path.try_exists()

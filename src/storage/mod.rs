@@ -104,6 +104,12 @@ pub trait Location: Send + Sync {
     /// Opens the redb metadata store, creating it atomically (initialised under
     /// `metadata.db.new`, then renamed) if it does not exist.
     fn open_metadata(&self) -> Result<redb::Database>;
+    /// True when a commit may fsync the rows on another thread while redb stages its
+    /// transaction (real files, natively). Simulated files keep one deterministic order of
+    /// writes, which the fault-injection sweep numbers.
+    fn syncs_in_parallel(&self) -> bool {
+        false
+    }
 }
 
 /// Reads and validates the header of `file`, then cuts it to `committed_rows` rows.
