@@ -290,6 +290,55 @@ mod native {
         }
     }
 
+    /// Queries per second from `callers` OS threads each calling `search` (the process's global
+    /// rayon pool does the scanning), with query coalescing on and off.
+    fn concurrent(datasets: &[Dataset], full: bool) {
+        const CALLERS: usize = 16;
+        let per_caller = if full { 50 } else { 4 };
+        println!("\n==== {CALLERS} caller threads, single searches, k = {K} ====");
+        println!(
+            "{:>12} | {:>13} {:>13} {:>8} | {:>17}",
+            "dataset", "coalesced QPS", "separate QPS", "ratio", "queries per scan"
+        );
+        for ds in datasets {
+            let mut qps = [0.0f64; 2];
+            let mut per_scan = 0.0;
+            for (slot, on) in [(0, true), (1, false)] {
+                ds.db.set_coalesce_searches(on);
+                let before = ds.db.coalesce_stats();
+                let start = Instant::now();
+                std::thread::scope(|scope| {
+                    for c in 0..CALLERS {
+                        scope.spawn(move || {
+                            for i in 0..per_caller {
+                                black_box(
+                                    ds.db
+                                        .search(ds.query(c * per_caller + i), K)
+                                        .expect("search"),
+                                );
+                            }
+                        });
+                    }
+                });
+                qps[slot] = (CALLERS * per_caller) as f64 / start.elapsed().as_secs_f64();
+                if on {
+                    let after = ds.db.coalesce_stats();
+                    per_scan = (after.queries - before.queries) as f64
+                        / (after.scans - before.scans).max(1) as f64;
+                }
+            }
+            ds.db.set_coalesce_searches(true);
+            println!(
+                "{:>12} | {:>13.0} {:>13.0} {:>8.2} | {:>17.1}",
+                ds.name(),
+                qps[0],
+                qps[1],
+                qps[0] / qps[1],
+                per_scan
+            );
+        }
+    }
+
     pub fn main() {
         let full = bench_mode();
         let sizes: Vec<(usize, usize)> = if full {
@@ -306,6 +355,7 @@ mod native {
         }
         c.final_summary();
         summary(&datasets, &pools, full);
+        concurrent(&datasets, full);
     }
 }
 

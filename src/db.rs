@@ -24,7 +24,11 @@ use crate::types::{Metadata, Metric, OpenOptions, Record, SearchHit, MAX_DIMENSI
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Below this many bytes of rows, `search` does not coalesce (see `search`).
+const COALESCE_MIN_BYTES: u64 = 4 << 20;
 
 /// Ids per chunk of the row -> id table.
 const ID_CHUNK: usize = 4096;
@@ -102,6 +106,8 @@ pub struct Database {
     published: ArcSwap<Snapshot>,
     /// Gathers concurrent single searches into batch scans.
     coalescer: Coalescer,
+    /// Whether `search` coalesces (from `OpenOptions::coalesce_searches`; settable).
+    coalesce: AtomicBool,
     writer: Mutex<Writer>,
     ids: RwLock<IdState>,
     _lock: Option<DirLock>,
@@ -279,6 +285,7 @@ impl Database {
             live,
             poisoned: None,
         };
+        let coalesce = options.coalesce_searches;
         let db = Database {
             location,
             meta,
@@ -293,6 +300,7 @@ impl Database {
                 dim: None,
             }),
             coalescer: Coalescer::default(),
+            coalesce: AtomicBool::new(coalesce),
             ids: RwLock::new(IdState {
                 rows_by_id,
                 pending_meta: HashMap::new(),
@@ -833,11 +841,17 @@ impl Database {
         };
         // A bad query fails alone, before it can join a group.
         check_queries(dim, query, 1)?;
-        if !self.options.coalesce_searches {
+        let rows = snap.rows.as_ref().map_or(0, |r| r.rows());
+        let bytes = snap
+            .rows
+            .as_ref()
+            .map_or(0, |r| rows.saturating_mul(r.layout().stride_bytes() as u64));
+        // Rows that fit in cache are scanned in microseconds without touching DRAM: callers
+        // scanning side by side do not compete, and a queue would only add hand-offs.
+        if !self.coalesce.load(Ordering::Relaxed) || bytes < COALESCE_MIN_BYTES {
             let mut out = self.search_snapshot(&snap, query, 1, k)?;
             return Ok(out.pop().unwrap_or_default());
         }
-        let rows = snap.rows.as_ref().map_or(0, |r| r.rows());
         // One scan that already uses every core gains nothing from a second beside it.
         let max_scans = if FlatIndex::scan_uses_all_cores(rows) {
             1
@@ -879,6 +893,11 @@ impl Database {
             // unexpected; answering each alone gives each its own error.
             _ => group.iter().map(|r| single(r)).collect(),
         }
+    }
+
+    /// Turns query coalescing on or off for later `search` calls (benches compare the two).
+    pub fn set_coalesce_searches(&self, on: bool) {
+        self.coalesce.store(on, Ordering::Relaxed);
     }
 
     /// Single searches answered so far on this handle, and the scans that answered them

@@ -7,8 +7,9 @@ use common::{assert_topk, ids, seed, tempdir, Rng};
 use srvdb::{Database, Error, Metric, OpenOptions};
 use std::sync::{Arc, Barrier};
 
-const DIM: usize = 48;
-/// Enough rows that one scan uses every core, so concurrent searches queue and coalesce.
+const DIM: usize = 96;
+/// Enough rows that one scan uses every core and the rows (5 MiB) do not fit the cache, so
+/// concurrent searches queue and coalesce.
 const ROWS: usize = 12_000;
 const THREADS: usize = 16;
 const PER_THREAD: usize = 25;
@@ -147,20 +148,25 @@ fn a_bad_query_fails_alone_while_others_search() {
 }
 
 #[test]
-fn coalescing_can_be_turned_off() {
+fn coalescing_can_be_turned_off_and_skips_cache_sized_databases() {
+    let mut rng = Rng::new(seed());
+    let q = rng.vectors(1, DIM);
     let dir = tempdir();
     let db = open(dir.path(), Metric::Cosine, false);
-    let mut rng = Rng::new(seed());
-    db.add(&ids(0..100), &rng.vectors(100, DIM), &[])
+    db.add(&ids(0..ROWS), &rng.vectors(ROWS, DIM), &[])
         .expect("add");
-    let q = rng.vectors(1, DIM);
     assert_eq!(db.search(&q, 3).expect("search").len(), 3);
     assert_eq!(db.coalesce_stats().queries, 0);
-    let dir_on = tempdir();
-    let on = open(dir_on.path(), Metric::Cosine, true);
-    on.add(&ids(0..100), &rng.vectors(100, DIM), &[])
+    db.set_coalesce_searches(true);
+    db.search(&q, 3).expect("search");
+    assert_eq!(db.coalesce_stats().queries, 1);
+    assert_eq!(db.coalesce_stats().scans, 1);
+    // 100 rows fit in cache: searched directly.
+    let dir_small = tempdir();
+    let small = open(dir_small.path(), Metric::Cosine, true);
+    small
+        .add(&ids(0..100), &rng.vectors(100, DIM), &[])
         .expect("add");
-    on.search(&q, 3).expect("search");
-    assert_eq!(on.coalesce_stats().queries, 1);
-    assert_eq!(on.coalesce_stats().scans, 1);
+    assert_eq!(small.search(&q, 3).expect("search").len(), 3);
+    assert_eq!(small.coalesce_stats().queries, 0);
 }
