@@ -15,6 +15,9 @@ use std::sync::Arc;
 
 /// Smallest growth step of the file, in bytes.
 const MIN_GROWTH_BYTES: u64 = 64 << 20;
+/// After this many appended bytes, a background `fdatasync` starts flushing them (see
+/// `MmapRows::early_flush`).
+const EARLY_FLUSH_BYTES: u64 = 16 << 20;
 
 /// The writer's side of a mapped `vectors.bin`.
 #[derive(Debug)]
@@ -26,6 +29,10 @@ pub struct MmapRows {
     /// Bytes of the file that are allocated (and mapped): header + capacity rows.
     capacity_bytes: u64,
     map: Option<Arc<Mmap>>,
+    /// Bytes appended since the last flush started.
+    unflushed_bytes: u64,
+    /// The background flush in flight, if any.
+    early_flush: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
 impl MmapRows {
@@ -39,6 +46,8 @@ impl MmapRows {
             rows,
             capacity_bytes: len,
             map: None,
+            unflushed_bytes: 0,
+            early_flush: None,
         };
         store.remap()?;
         Ok(store)
@@ -61,6 +70,45 @@ impl MmapRows {
         let map = map.map_err(Error::io_ctx(format!("mapping {}", self.path.display())))?;
         self.map = Some(Arc::new(map));
         Ok(())
+    }
+}
+
+impl MmapRows {
+    /// Starts an `fdatasync` on a second thread once `EARLY_FLUSH_BYTES` were appended and
+    /// none is in flight, so a large ingest writes to disk while it encodes the next rows
+    /// instead of leaving every byte to the commit's fsync. Durability still comes only from
+    /// `sync`, which first waits for this flush and reports its error: Linux reports a
+    /// writeback error once per open file, so an error swallowed here could let the commit's
+    /// own fsync succeed over lost pages.
+    fn early_flush(&mut self) -> Result<()> {
+        if self.unflushed_bytes < EARLY_FLUSH_BYTES {
+            return Ok(());
+        }
+        if self.early_flush.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Ok(());
+        }
+        self.wait_for_early_flush()?;
+        let file = self
+            .file
+            .with_file(|f| f.try_clone())
+            .map_err(Error::io_ctx(format!("flushing {}", self.path.display())))?;
+        self.unflushed_bytes = 0;
+        self.early_flush = Some(std::thread::spawn(move || file.sync_data()));
+        Ok(())
+    }
+
+    fn wait_for_early_flush(&mut self) -> Result<()> {
+        let Some(handle) = self.early_flush.take() else {
+            return Ok(());
+        };
+        let ctx = || format!("syncing {}", self.path.display());
+        match handle.join() {
+            Ok(result) => result.map_err(Error::io_ctx(ctx())),
+            Err(_) => Err(Error::io(
+                ctx(),
+                std::io::Error::other("the background flush thread panicked"),
+            )),
+        }
     }
 }
 
@@ -101,10 +149,14 @@ impl RowStore for MmapRows {
             self.remap()?;
         }
         self.rows += n;
+        self.unflushed_bytes += std::mem::size_of_val(rows) as u64;
+        self.early_flush()?;
         Ok(())
     }
 
     fn sync(&mut self) -> Result<()> {
+        self.wait_for_early_flush()?;
+        self.unflushed_bytes = 0;
         self.file
             .sync_data()
             .map_err(Error::io_ctx(format!("syncing {}", self.path.display())))
@@ -170,6 +222,8 @@ impl Drop for MmapRows {
     /// Gives back the preallocated tail, so a closed database's file holds exactly its rows.
     /// Only when no view still maps the file: shrinking under a live mapping would SIGBUS it.
     fn drop(&mut self) {
+        // Best effort, like the rest of drop: `sync` is where flush errors are reported.
+        let _ = self.wait_for_early_flush();
         let unshared = self.map.as_ref().is_none_or(|m| Arc::strong_count(m) == 1);
         if unshared && self.capacity_bytes > self.layout.file_len(self.rows) {
             self.map = None;
