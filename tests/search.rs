@@ -192,3 +192,43 @@ fn real_embeddings_match_ground_truth() {
         "top-10 disagrees with ground truth: {recall}"
     );
 }
+
+/// Batches wider than one GEMM group (256 queries) and a partial last group below the GEMM
+/// threshold, over rows that span several GEMM blocks (1024 rows), with deleted rows: every
+/// answer against brute force.
+#[test]
+fn wide_batches_match_brute_force() {
+    let mut rng = Rng::new(seed() ^ 0x6E33);
+    let (n, dim, nq) = (2500usize, 40usize, 260usize);
+    for metric in [Metric::Cosine, Metric::Dot] {
+        let dir = tempdir();
+        let db = open(Some(StorageKind::Mmap), metric, dir.path());
+        let data = rng.vectors(n, dim);
+        let names = ids(0..n);
+        db.add(&names, &data, &[]).expect("add");
+        let dead: Vec<String> = names.iter().step_by(5).cloned().collect();
+        db.delete(&dead).expect("delete");
+        let items: Vec<(String, Vec<f32>)> = names
+            .iter()
+            .cloned()
+            .zip(data.chunks(dim).map(<[f32]>::to_vec))
+            .enumerate()
+            .filter(|(i, _)| i % 5 != 0)
+            .map(|(_, x)| x)
+            .collect();
+        let queries = rng.vectors(nq, dim);
+        let batch = db.search_batch(&queries, 10).expect("batch");
+        assert_eq!(batch.len(), nq);
+        for (qi, (q, hits)) in queries.chunks(dim).zip(&batch).enumerate() {
+            assert_topk(
+                metric,
+                q,
+                &items,
+                hits,
+                10,
+                1e-5,
+                &format!("{metric} q{qi}"),
+            );
+        }
+    }
+}
