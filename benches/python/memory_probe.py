@@ -31,6 +31,21 @@ def vmhwm_kib() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status (not Linux?)")
 
 
+def read_rows(path: Path, rows: int) -> np.ndarray:
+    """The first `rows` rows of a 2-D .npy file, read straight into one array. Not np.load
+    (which would read the whole file) nor a memory map (whose pages would count in the peak
+    of both processes, then go, and hide what the library adds after them)."""
+    with open(path, "rb") as f:
+        fmt = np.lib.format
+        major, _ = fmt.read_magic(f)
+        read_header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        assert not fortran and len(shape) == 2, (path, shape)
+        out = np.empty((min(rows, shape[0]), shape[1]), dtype=dtype)
+        f.readinto(memoryview(out).cast("B"))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
@@ -40,7 +55,7 @@ def main() -> None:
     ap.add_argument("--dir", required=True, type=Path)
     args = ap.parse_args()
     adapter = LIBRARIES[args.lib].make()
-    vectors = np.array(np.load(args.base, mmap_mode="r")[: args.rows])  # owned, resident
+    vectors = read_rows(args.base, args.rows)
     if args.mode == "test":
         n = len(vectors)
         args.dir.mkdir(parents=True)
