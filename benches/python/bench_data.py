@@ -39,8 +39,8 @@ class Sizes:
 
 FULL = Sizes(synthetic_n=50_000, synthetic_dim=1536, synthetic_queries=1000,
              real_n=None, real_queries=None, clusters=256)
-SMOKE = Sizes(synthetic_n=2_000, synthetic_dim=64, synthetic_queries=100,
-              real_n=2_000, real_queries=50, clusters=16)
+SMOKE = Sizes(synthetic_n=2_000, synthetic_dim=64, synthetic_queries=50,
+              real_n=1_000, real_queries=20, clusters=16)
 
 
 def normalise(x: np.ndarray) -> np.ndarray:

@@ -48,7 +48,8 @@ def ensure(log=print) -> dict:
         if stamp.get("requirements_sha256") == digest:
             return stamp["packages"]
     t0 = time.perf_counter()
-    if not PYTHON.exists():
+    created = not PYTHON.exists()
+    if created:
         log(f"==> creating {VENV.relative_to(REPO)}")
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     packages = {}
@@ -65,10 +66,16 @@ def ensure(log=print) -> dict:
             log(f"    FAILED ({entry['seconds']} s): {entry['error'].splitlines()[-1:]}")
         packages[package_name(req)] = entry
     STAMP.write_text(json.dumps({"requirements_sha256": digest, "packages": packages,
-                                 "install_seconds": round(time.perf_counter() - t0, 1)},
+                                 "install_seconds": round(time.perf_counter() - t0, 1),
+                                 "venv_created": created},
                                 indent=1))
     return packages
 
 
-def install_seconds() -> float | None:
-    return json.loads(STAMP.read_text()).get("install_seconds") if STAMP.is_file() else None
+def install_record() -> dict:
+    """How long the last install took, and whether it made the venv from nothing (`cold`, as
+    far as this venv goes: pip's download and wheel caches may still have helped)."""
+    if not STAMP.is_file():
+        return {}
+    stamp = json.loads(STAMP.read_text())
+    return {"install_seconds": stamp.get("install_seconds"), "venv_created": stamp.get("venv_created")}

@@ -64,12 +64,12 @@ def bootstrap() -> dict:
 
 
 CONFIG_FULL = {"k": 10, "warmup_queries": 10, "latency_queries": 200, "batch_queries": 1000,
-               "concurrent_threads": 16, "concurrent_queries": 800,
+               "concurrent_threads": 16, "concurrent_queries": 800, "concurrent_max_seconds": 90,
                "sweep_threads": [1, 2, 4, 8], "sweep_seconds": 3.0,
                "memory_rows": 10_000, "timeout_s": 1200}
-CONFIG_SMOKE = {"k": 10, "warmup_queries": 3, "latency_queries": 30, "batch_queries": 100,
-                "concurrent_threads": 16, "concurrent_queries": 160,
-                "sweep_threads": [1, 2, 4, 8], "sweep_seconds": 0.15,
+CONFIG_SMOKE = {"k": 10, "warmup_queries": 2, "latency_queries": 20, "batch_queries": 50,
+                "concurrent_threads": 16, "concurrent_queries": 64, "concurrent_max_seconds": 10,
+                "sweep_threads": [1, 2, 4, 8], "sweep_seconds": 0.1,
                 "memory_rows": 2_000, "timeout_s": 120}
 
 
@@ -88,8 +88,7 @@ class Runner:
         self.packages = packages
         self.results: dict = {"mode": mode, "started_utc": stamp, "config": self.cfg,
                               "machine": machine_info(), "peer_install": {
-                                  "packages": packages,
-                                  "install_seconds": peer_env.install_seconds()},
+                                  "packages": packages, **peer_env.install_record()},
                               "datasets": {}, "libraries": {}}
 
     def save(self) -> None:
@@ -145,6 +144,7 @@ class Runner:
         for lib in libs:
             self.library(lib, usable)
         self.results["wall_seconds"] = time.perf_counter() - t0
+        self.results["machine"]["loadavg_at_end"] = os.getloadavg()
         self.save()
 
     def limits(self) -> None:

@@ -12,7 +12,8 @@ Tests per data set, in order: `ingest` (durable: the library's persist/close and
 every file it wrote), `latency` (reopen from disk, then single queries one after another),
 `batch` (all queries in one batch call, where the library has one; else the same queries one
 by one, untimed, for recall), `concurrent` (a fixed number of single queries from 16 threads
-sharing one handle, with the recall of those answers) and `sweep` (QPS at 1, 2, 4 and 8
+sharing one handle, with the recall of those answers; stopped early, and marked so, if it
+passes `concurrent_max_seconds`) and `sweep` (QPS at 1, 2, 4 and 8
 threads for a fixed time each). Recall@k is against the float64 ground truth in `gt.npy`.
 """
 
@@ -54,8 +55,8 @@ def percentiles(seconds: list[float]) -> dict:
 def run_threads(adapter, queries: np.ndarray, k: int, threads: int, count: int | None,
                 seconds: float | None) -> tuple[float, int, dict[int, list[int]]]:
     """Single queries from `threads` threads on one handle: `count` queries in all (query i is
-    queries[i % len]), or as many as fit in `seconds`. Returns (wall seconds, queries done,
-    answers by query number)."""
+    queries[i % len]), or as many as are started within `seconds`, whichever ends first (None:
+    no limit). Returns (wall seconds, queries done, answers by query number)."""
     ticket = itertools.count()  # next() is atomic under the GIL
     answers: dict[int, list[int]] = {}
     errors: list[BaseException] = []
@@ -174,10 +175,12 @@ class Run:
         self.save()
 
         threads, count = c["concurrent_threads"], c["concurrent_queries"]
-        wall, done, answers = run_threads(adapter, queries, k, threads, count, None)
+        cap = c["concurrent_max_seconds"]
+        wall, done, answers = run_threads(adapter, queries, k, threads, count, cap)
         order = sorted(answers)
         fig["concurrent"] = {
             "threads": threads, "queries": done, "seconds": wall, "qps": done / wall,
+            "capped_at_seconds": cap if done < count else None,
             "recall_at_k": recall_at_k([answers[i] for i in order],
                                        gt[np.array(order) % len(gt)], k)}
         self.save()
