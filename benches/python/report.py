@@ -229,7 +229,8 @@ def main_table(results: dict, ds: str) -> list[str]:
             + (f"; stopped at {conc['capped_at_seconds']} s after {conc['queries']} queries"
                if conc.get("capped_at_seconds") else "") if qps else "–",
             f"{rec:.4f}" if rec is not None else "–",
-            f"{num(batch)} (peer {ratio(batch, best_batch)})" if batch else "– (no batch API)",
+            f"{num(batch)} (peer {ratio(batch, best_batch)})" if batch
+            else ("– (no batch API)" if not e.get("has_batch") else "– (not run)"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"![latency]({PLOTS}/latency-{ds}.png) ![QPS vs threads]({PLOTS}/qps-threads-{ds}.png) "
@@ -373,7 +374,9 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
         for i, p in enumerate(("p50_ms", "p95_ms", "p99_ms")):
             ax.bar([x + (i - 1) * width for x in range(len(names))],
                    [figure(libs[n], ds, "latency", p) for n in names], width, label=p[:3])
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        floor = limits_for(results, shape)["scan_floor_ms"][2]
+        ax.axhline(floor, color="k", linestyle="--", label=f"2-thread scan floor {floor:.2f} ms")
+        ax.set_xticks(range(len(names)), [plot_name(libs[n], n) for n in names], rotation=30, ha="right")
         ax.set_yscale("log")
         ax.set_ylabel("ms per query (log)")
         ax.set_title(f"Single-query latency, k=10: {title}")
@@ -385,7 +388,7 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
             sweep = figure(libs[n], ds, "sweep")
             if sweep:
                 ts = sorted(int(t) for t in sweep)
-                ax.plot(ts, [sweep[str(t)]["qps"] for t in ts], marker="o", label=n)
+                ax.plot(ts, [sweep[str(t)]["qps"] for t in ts], marker="o", label=plot_name(libs[n], n))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks([1, 2, 4, 8, 16], ["1", "2", "4", "8", "16"])
@@ -397,7 +400,8 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
 
         fig, ax = plt.subplots(figsize=(8, 4))
         names = [n for n in libs if figure(libs[n], ds, "ingest")]
-        ax.bar(names, [figure(libs[n], ds, "ingest", "vectors_per_s") for n in names])
+        ax.bar([plot_name(libs[n], n) for n in names],
+               [figure(libs[n], ds, "ingest", "vectors_per_s") for n in names])
         floor = limits_for(results, shape)["ingest_floor_vps"]
         ax.axhline(floor, color="k", linestyle="--", label=f"durable write floor {floor:,.0f}/s")
         ax.set_yscale("log")
@@ -407,6 +411,10 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
         ax.legend()
         written.append(save(fig, out_dir / f"ingest-{ds}.png"))
     return written
+
+
+def plot_name(entry: dict, name: str) -> str:
+    return name if entry.get("exact") else f"{name} (approx.)"
 
 
 def save(fig, path: Path) -> Path:

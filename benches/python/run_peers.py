@@ -315,15 +315,18 @@ def main() -> None:
         sys.exit(f"unknown libraries {unknown}; known: {sorted(LIBRARIES)}")
     runner = Runner(args, packages)
     runner.run([LIBRARIES[n] for n in names])
-    print(f"==> results: {runner.out.relative_to(REPO)} ({runner.results['wall_seconds']:.0f} s)")
+    print(f"==> results: {os.path.relpath(runner.out, REPO)} ({runner.results['wall_seconds']:.0f} s)")
 
     import report
 
     report_dir = args.report_dir or (REPO / ("target/bench-smoke" if args.smoke else "docs"))
     written = report.write(runner.results, report_dir, json_name=runner.out.name)
-    print("==> report: " + ", ".join(str(Path(p).resolve().relative_to(REPO)) for p in written))
+    print("==> report: " + ", ".join(os.path.relpath(p, REPO) for p in written))
     if args.smoke:
         problems = smoke_check(runner.results)
+        md = (report_dir / "benchmarks.md").read_text()
+        problems += [f"{name}: not in the report" for name in runner.results["libraries"]
+                     if f"| {name}" not in md]
         for p in problems:
             print(f"error: {p}", file=sys.stderr)
         if problems:
