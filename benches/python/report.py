@@ -170,6 +170,11 @@ def limits_section(results: dict) -> list[str]:
     return lines + [""]
 
 
+def n_queries(results: dict, ds: str) -> int:
+    """Queries a recall figure should cover: the batch size, or all of a smaller query set."""
+    return min(results["config"]["batch_queries"], results["datasets"][ds].get("queries", 0))
+
+
 def shape_of(results: dict, ds: str):
     for e in results["libraries"].values():
         s = figure(e, ds, "shape")
@@ -212,12 +217,16 @@ def main_table(results: dict, ds: str) -> list[str]:
         qps = conc.get("qps")
         batch = figure(e, ds, "batch", "qps")
         rec = figure(e, ds, "recall", "recall_at_k")
+        rec_n = figure(e, ds, "recall", "queries")
+        want = results["config"]
+        nq_note = f"; {lat['n']} queries" if lat.get("n", 0) < want["latency_queries"] else ""
         cells = [
             name + (" (1 thread)" if name == "srvdb-1thread" else ""),
             "yes" if e.get("exact") else "**no** (HNSW)",
             f"{num(ing)} (peer {ratio(ing, best_ingest)}, floor {ratio(ing, f['ingest_floor_vps'])})",
             f"{num(p50)} / {num(lat.get('p95_ms'))} / {num(lat.get('p99_ms'))} "
-            f"(peer {ratio(p50, best_p50)}, floor 2T {ratio(p50, f['scan_floor_ms'][2])})" if p50 else "–",
+            f"(peer {ratio(p50, best_p50)}, floor 2T {ratio(p50, f['scan_floor_ms'][2])}{nq_note})"
+            if p50 else "–",
         ]
         if mem_ds:
             m = e.get("memory", {})
@@ -228,7 +237,8 @@ def main_table(results: dict, ds: str) -> list[str]:
             f"GEMM {ratio(qps, f['gemm_ceiling_qps'])})"
             + (f"; stopped at {conc['capped_at_seconds']} s after {conc['queries']} queries"
                if conc.get("capped_at_seconds") else "") if qps else "–",
-            f"{rec:.4f}" if rec is not None else "–",
+            (f"{rec:.4f}" + (f" ({rec_n} queries)" if rec_n and rec_n < n_queries(results, ds) else ""))
+            if rec is not None else "–",
             f"{num(batch)} (peer {ratio(batch, best_batch)})" if batch
             else ("– (no batch API)" if not e.get("has_batch") else "– (not run)"),
         ]
@@ -321,22 +331,30 @@ def status_section(results: dict) -> list[str]:
     return lines + [""]
 
 
-METHOD = """## Method
+def method(cfg: dict) -> list[str]:
+    text = f"""## Method
 
 - **Ingest, durable**: a new collection in an empty directory; every row added with its id and
   a metadata dict, then the library's own persist/close, then an fsync of every file under the
   directory and of the directories (counted in the time). Libraries with no metadata store
   (NumPy, faiss, usearch, hnswlib) keep it in a JSON file beside the index.
-- **Latency**: the collection reopened from disk (fresh handle), a few warm-up queries, then
-  single queries one after another, k = 10; p50/p95/p99 of their wall times in Python.
+- **Latency**: the collection reopened from disk (fresh handle), {cfg['warmup_queries']} warm-up
+  queries, then {cfg['latency_queries']} single queries one after another, k = {cfg['k']} (a
+  library that needs more than {cfg['latency_max_seconds']} s for them stops after at least
+  {cfg['latency_min_queries']}; the table then gives the count); p50/p95/p99 of their wall times
+  in Python.
 - **Memory**: two fresh processes per library, each importing the library and holding the same
-  10,000 x 1536 float32 input; one also ingests it (durably), reopens it and runs 10 searches.
-  The figure is the difference of their peak RSS (VmHWM), against the raw vector bytes.
-- **QPS, 16 threads**: 800 single queries from 16 Python threads sharing one handle; the recall
-  of those answers is checked against the ground truth too. QPS vs threads: the same at 1, 2, 4
-  and 8 threads for a fixed time each.
-- **Recall@10**: 1,000 queries (all of a smaller query set) against the exact top 10 computed
-  in float64 by NumPy; answered by the batch API where the library has one.
+  {cfg['memory_rows']:,}-row float32 input; one also ingests it (durably), reopens it and runs 10
+  searches. The figure is the difference of their peak RSS (VmHWM), against the raw vector bytes.
+- **QPS, {cfg['concurrent_threads']} threads**: {cfg['concurrent_queries']} single queries from
+  {cfg['concurrent_threads']} Python threads sharing one handle (stopped after
+  {cfg['concurrent_max_seconds']} s if not done; the table then says so); the recall of those
+  answers is checked against the ground truth too. QPS vs threads: the same at
+  {', '.join(map(str, cfg['sweep_threads']))} threads for {cfg['sweep_seconds']} s each.
+- **Recall@10**: {cfg['batch_queries']:,} queries (or all of a smaller query set) against the
+  exact top 10 computed in float64 by NumPy; answered by the batch API where the library has
+  one, else by single queries for at most {cfg['recall_max_seconds']} s (the table then gives the
+  count).
 - **Batch QPS**: all those queries in one batch call (SrvDB `search_batch`, faiss/NumPy/usearch/
   hnswlib matrices, chroma `query`, qdrant `query_batch_points`).
 - **Floors**: scan floor = rows x dim x 4 bytes / read bandwidth; batched ceiling = GEMM FLOP/s /
@@ -348,6 +366,8 @@ METHOD = """## Method
   the wasmtime sandbox; `srvdb-1thread` is the native engine with RAYON_NUM_THREADS=1, the
   reference for the sandboxed single-thread scan.
 """
+    return text.splitlines()
+
 
 
 # ---------------------------------------------------------------- plots
@@ -437,7 +457,7 @@ def render(results: dict, json_name: str) -> str:
     lines += limits_section(results)
     lines += datasets_section(results)
     lines += status_section(results)
-    lines += METHOD.splitlines()
+    lines += method(results["config"])
     return "\n".join(lines) + "\n"
 
 

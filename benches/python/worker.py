@@ -9,9 +9,10 @@ library's files, and the test sizes. RESULT.json is rewritten after every test, 
 a timeout still leaves the figures measured before it.
 
 Tests per data set, in order: `ingest` (durable: the library's persist/close and an fsync of
-every file it wrote), `latency` (reopen from disk, then single queries one after another),
-`batch` (all queries in one batch call, where the library has one; else the same queries one
-by one, untimed, for recall), `concurrent` (a fixed number of single queries from 16 threads
+every file it wrote), `latency` (reopen from disk, then single queries one after another; after
+`latency_min_queries`, stopped once they took `latency_max_seconds`), `batch` (all queries in
+one batch call, where the library has one; else the same queries one by one, untimed, for
+recall, for at most `recall_max_seconds`), `concurrent` (a fixed number of single queries from 16 threads
 sharing one handle, with the recall of those answers; stopped early, and marked so, if it
 passes `concurrent_max_seconds`) and `sweep` (QPS at 1, 2, 4 and 8
 threads for a fixed time each). Recall@k is against the float64 ground truth in `gt.npy`.
@@ -148,13 +149,15 @@ class Run:
             adapter.search(queries[i % len(queries)], k)
         times, found = [], []
         for i in range(timed):
+            if i >= c["latency_min_queries"] and sum(times) > c["latency_max_seconds"]:
+                break
             q = queries[i % len(queries)]
             t0 = time.perf_counter()
             hits = adapter.search(q, k)
             times.append(time.perf_counter() - t0)
             found.append(hits)
         fig["latency"] = percentiles(times)
-        fig["latency"]["recall"] = recall_at_k(found, gt[np.arange(timed) % len(gt)], k)
+        fig["latency"]["recall"] = recall_at_k(found, gt[np.arange(len(found)) % len(gt)], k)
         self.save()
         if not self.wants("batch"):
             adapter.close()
@@ -168,10 +171,14 @@ class Run:
             seconds = time.perf_counter() - t0
             fig["batch"] = {"queries": nb, "seconds": seconds, "qps": nb / seconds}
         else:
-            rows = [adapter.search(q, k) for q in queries[:nb]]
+            rows, t0 = [], time.perf_counter()
+            for q in queries[:nb]:
+                if time.perf_counter() - t0 > c["recall_max_seconds"]:
+                    break
+                rows.append(adapter.search(q, k))
             fig["batch"] = {"queries": nb, "seconds": None, "qps": None,
                             "note": "no batch API: recall from single queries"}
-        fig["recall"] = {"queries": nb, "recall_at_k": recall_at_k(rows, gt[:nb], k)}
+        fig["recall"] = {"queries": len(rows), "recall_at_k": recall_at_k(rows, gt[:len(rows)], k)}
         self.save()
 
         threads, count = c["concurrent_threads"], c["concurrent_queries"]
