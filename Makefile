@@ -8,7 +8,8 @@ RUSTUP ?= rustup
 WASM_TARGET := wasm32-wasip2
 
 .PHONY: all demo test toolchain fmt-check clippy-native wasm-check wasm-clippy component \
-        cargo-test node-test python-test python-dev python-bench bench fmt clippy clean
+        cargo-test node-test python-test python-dev python-bench bench bench-smoke bench-rust \
+        fmt clippy clean
 
 all: test
 
@@ -26,47 +27,47 @@ demo: component
 
 ## test: every check CI runs, in order; stops at the first failure.
 test: toolchain fmt-check clippy-native wasm-check wasm-clippy component cargo-test node-test \
-      python-test
+      python-test bench-smoke
 	@echo "==> make test: all steps passed"
 
 # Installs what the checks need, only if it is missing.
 toolchain:
-	@echo "==> [1/9] toolchain: rustfmt, clippy, $(WASM_TARGET) target"
+	@echo "==> [1/10] toolchain: rustfmt, clippy, $(WASM_TARGET) target"
 	@$(RUSTUP) component list --installed | grep -q '^rustfmt' || $(RUSTUP) component add rustfmt
 	@$(RUSTUP) component list --installed | grep -q '^clippy' || $(RUSTUP) component add clippy
 	@$(RUSTUP) target list --installed | grep -qx '$(WASM_TARGET)' || $(RUSTUP) target add $(WASM_TARGET)
 
 fmt-check: toolchain
-	@echo "==> [2/9] cargo fmt --all -- --check"
+	@echo "==> [2/10] cargo fmt --all -- --check"
 	$(CARGO) fmt --all -- --check
 
 clippy-native: toolchain
-	@echo "==> [3/9] cargo clippy --workspace --all-targets -- -D warnings"
+	@echo "==> [3/10] cargo clippy --workspace --all-targets -- -D warnings"
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 wasm-check: toolchain
-	@echo "==> [4/9] cargo check -p srvdb --target $(WASM_TARGET)"
+	@echo "==> [4/10] cargo check -p srvdb --target $(WASM_TARGET)"
 	$(CARGO) check -p srvdb --target $(WASM_TARGET)
 
 wasm-clippy: toolchain
-	@echo "==> [5/9] cargo clippy -p srvdb --target $(WASM_TARGET) -- -D warnings"
+	@echo "==> [5/10] cargo clippy -p srvdb --target $(WASM_TARGET) -- -D warnings"
 	$(CARGO) clippy -p srvdb --target $(WASM_TARGET) -- -D warnings
 
 ## component: the WASI component target/wasm32-wasip2/component/srvdb.wasm.
 component: toolchain
-	@echo "==> [6/9] cargo build -p srvdb --target $(WASM_TARGET) --profile component"
+	@echo "==> [6/10] cargo build -p srvdb --target $(WASM_TARGET) --profile component"
 	$(CARGO) build -p srvdb --target $(WASM_TARGET) --profile component
 	@ls -l target/$(WASM_TARGET)/component/srvdb.wasm
 
 # Release mode: the crash-recovery and concurrency tests would crawl in debug, and the host's
 # sandbox tests take 42 s in debug against 3 s in release.
 cargo-test: toolchain component
-	@echo "==> [7/9] cargo test --release -p srvdb -p srvdb-host"
+	@echo "==> [7/10] cargo test --release -p srvdb -p srvdb-host"
 	$(CARGO) test --release -p srvdb -p srvdb-host
 
 # The same component under Node.js through jco (a second WASI runtime). Skipped without node.
 node-test: component
-	@echo "==> [8/9] node tests/node/run.mjs (jco)"
+	@echo "==> [8/10] node tests/node/run.mjs (jco)"
 	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
 		cd tests/node && npm install --no-audit --no-fund --loglevel=error && rm -rf out && node run.mjs; \
 	else \
@@ -90,7 +91,7 @@ endef
 
 # pytest exits with 5 when it collected no tests: a failure here, never a pass.
 python-test: component
-	@echo "==> [9/9] python: maturin develop --release into $(PYENV), then pytest python/tests"
+	@echo "==> [9/10] python: maturin develop --release into $(PYENV), then pytest python/tests"
 	$(python_setup)
 	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check -r python/requirements-integrations.txt
 	@rc=0; $(PYENV_PY) -m pytest python/tests -q || rc=$$?; \
@@ -107,8 +108,28 @@ python-bench: component
 	$(python_setup)
 	$(PYENV_PY) benches/python/binding_overhead.py
 
-## bench: the criterion benchmarks in benches/.
-bench:
+# The peer benchmark (benches/python/run_peers.py): SrvDB (native and sandboxed) and its peers
+# side by side, each library in its own process. It makes the peers' virtualenv
+# target/bench-peers-venv from benches/requirements-peers.txt on first use (each peer installed
+# separately; one that fails is reported, not fatal), and runs SrvDB from target/pyenv.
+BENCH := $(PYTHON) benches/python/run_peers.py
+
+## bench: the full peer benchmark (50,000 x 1536 and the real sentence set; about 15-20 minutes
+## on 2 cores), written to target/bench-results/*.json and rendered as docs/benchmarks.md.
+bench: component
+	$(python_setup)
+	$(BENCH)
+
+## bench-smoke: every test of the peer benchmark for every library on tiny sizes (under 2
+## minutes once the virtualenvs exist); fails if a library neither produced every figure nor
+## was reported failed with a reason, or if SrvDB's answers are not exact. Report in target/bench-smoke.
+bench-smoke: component
+	@echo "==> [10/10] bench-smoke: benches/python/run_peers.py --smoke"
+	$(python_setup)
+	$(BENCH) --smoke
+
+## bench-rust: the criterion benchmarks in benches/ (kernels, search, bandwidth).
+bench-rust:
 	$(CARGO) bench
 
 ## fmt: format the code in place.

@@ -1,0 +1,143 @@
+"""The benchmark's data sets and their exact ground truth, made once and cached as .npy.
+
+Two sets, each a directory holding `base.npy` (float32, L2-normalised rows), `queries.npy`
+(float32, normalised) and `gt.npy` (int32 row numbers of the exact top `GT_K` of each query by
+inner product, computed in float64, ties to the lower row):
+
+- `synthetic`: seeded, clustered Gaussian vectors (the seed's 50,000 x 1536 shape);
+- `minilm`: the real sentence embeddings in `../shared/data` (or `SRVDB_DATA_DIR`), absent
+  on machines without them (the caller reports it as skipped).
+
+Only NumPy is needed, so every interpreter of the bench can import this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+GT_K = 100
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each data set is in one run (`full` or `smoke`)."""
+
+    synthetic_n: int
+    synthetic_dim: int
+    synthetic_queries: int
+    real_n: int | None  # None: every row of the real set
+    real_queries: int | None
+    clusters: int
+    seed: int = 20261125
+
+
+FULL = Sizes(synthetic_n=50_000, synthetic_dim=1536, synthetic_queries=1000,
+             real_n=None, real_queries=None, clusters=256)
+SMOKE = Sizes(synthetic_n=2_000, synthetic_dim=64, synthetic_queries=50,
+              real_n=1_000, real_queries=20, clusters=16)
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def clustered(n: int, dim: int, clusters: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` unit vectors around `clusters` random centres: each is centre + noise, normalised,
+    so neighbours are mostly in the same cluster but scores are not degenerate."""
+    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
+    which = rng.integers(0, clusters, size=n)
+    out = np.empty((n, dim), dtype=np.float32)
+    step = 8192
+    for start in range(0, n, step):
+        rows = which[start:start + step]
+        noise = rng.standard_normal((len(rows), dim), dtype=np.float32)
+        out[start:start + step] = centres[rows] + 0.9 * noise
+    return normalise(out)
+
+
+def exact_top(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the exact top `k` by inner product in float64, best first, ties to the lower
+    row (a stable sort). Chunked, so 50,000 x 1536 needs ~0.7 GB at a time."""
+    base64 = base.astype(np.float64)
+    k = min(k, len(base))
+    out = np.empty((len(queries), k), dtype=np.int32)
+    for start in range(0, len(queries), 100):
+        scores = queries[start:start + 100].astype(np.float64) @ base64.T
+        out[start:start + 100] = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return out
+
+
+def real_data_dir() -> Path | None:
+    d = Path(os.environ.get("SRVDB_DATA_DIR", REPO.parent / "shared" / "data"))
+    return d if (d / "base.npy").is_file() and (d / "queries.npy").is_file() else None
+
+
+def _write(dest: Path, base: np.ndarray, queries: np.ndarray, info: dict) -> Path:
+    info = dict(info, rows=len(base), dim=base.shape[1], queries=len(queries))
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    np.save(tmp / "base.npy", base)
+    np.save(tmp / "queries.npy", queries)
+    np.save(tmp / "gt.npy", exact_top(base, queries, GT_K))
+    (tmp / "info.json").write_text(json.dumps(info, indent=1))
+    tmp.rename(dest)
+    return dest
+
+
+def prepare(cache: Path, sizes: Sizes) -> dict[str, Path | str]:
+    """Each data set's directory, made if missing; a str instead of a Path says why a set is
+    skipped. The cache key holds every size and the seed, so a change makes a new set."""
+    out: dict[str, Path | str] = {}
+    s = sizes
+    key = f"synthetic-{s.synthetic_n}x{s.synthetic_dim}-q{s.synthetic_queries}-c{s.clusters}-s{s.seed}"
+    dest = cache / key
+    if not (dest / "gt.npy").is_file():
+        rng = np.random.default_rng(s.seed)
+        base = clustered(s.synthetic_n, s.synthetic_dim, s.clusters, rng)
+        queries = clustered(s.synthetic_queries, s.synthetic_dim, s.clusters,
+                            np.random.default_rng(s.seed + 1))
+        info = {"name": "synthetic", "source": "clustered Gaussian", **asdict(s)}
+        _write(dest, base, queries, info)
+    out["synthetic"] = dest
+
+    real = real_data_dir()
+    if real is None:
+        out["minilm"] = "skipped: ../shared/data (or SRVDB_DATA_DIR) has no base.npy/queries.npy"
+        return out
+    key = f"minilm-{s.real_n or 'all'}-q{s.real_queries or 'all'}"
+    dest = cache / key
+    if not (dest / "gt.npy").is_file():
+        base = normalise(np.load(real / "base.npy")[: s.real_n])
+        queries = normalise(np.load(real / "queries.npy")[: s.real_queries])
+        info = {"name": "minilm", "source": f"MiniLM sentence embeddings, {real}"}
+        _write(dest, base, queries, info)
+        check_against_shipped_truth(dest, real)
+    out["minilm"] = dest
+    return out
+
+
+def check_against_shipped_truth(dest: Path, real: Path, k: int = 10) -> None:
+    """The real set ships its own float64 top-100 (gt_cosine.npy); where all its rows and
+    queries are used, our top k must agree with it, or the set is refused."""
+    shipped = real / "gt_cosine.npy"
+    ours = np.load(dest / "gt.npy")
+    if not shipped.is_file() or len(np.load(dest / "base.npy", mmap_mode="r")) != len(
+            np.load(real / "base.npy", mmap_mode="r")):
+        return
+    theirs = np.load(shipped)[: len(ours)]
+    agree = np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(ours, theirs)])
+    if agree != 1.0:
+        raise RuntimeError(f"ground truth disagrees with {shipped}: top-{k} overlap {agree:.4f}")
+
+
+def load(dataset_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(base, queries, gt) of a prepared set."""
+    d = Path(dataset_dir)
+    return np.load(d / "base.npy"), np.load(d / "queries.npy"), np.load(d / "gt.npy")

@@ -1,0 +1,81 @@
+"""The interface every library's adapter implements, and the durable-close helper.
+
+An adapter wraps one library, exactly as a user would call it, behind five calls:
+
+- `ingest(path, ids, vectors, metadatas)`: create a collection in the empty directory `path`,
+  add every row (ids are the row numbers as strings, metadata one dict per row) and make it
+  durable with the library's own persist/close. The caller then fsyncs every file under
+  `path` (`fsync_tree`), which is counted in the ingest time too.
+- `open(path)`: reopen that collection from disk (a fresh handle, as after a restart).
+- `search(query, k)`: the row numbers of the `k` best hits, best first. Must be safe to call
+  from many threads at once on one handle (a library that cannot must lock, and show it).
+- `search_batch(queries, k)`: the same for many queries at once, as an (nq, k) array; only
+  where the library has a batch API (`has_batch`), never a loop written here.
+- `close()`: release the handle.
+
+Vectors are L2-normalised float32, so inner product = cosine; every adapter uses the metric
+its library computes fastest of the two.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+class Adapter:
+    name = "?"
+    #: True when the library's search is exact (brute force), False for an approximate index.
+    exact = True
+    has_batch = False
+    #: The library's note on how it is used here (shown in the report).
+    how = ""
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def ingest(self, path: Path, ids: list[str], vectors: np.ndarray, metadatas: list[dict]) -> None:
+        raise NotImplementedError
+
+    def open(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def search(self, query: np.ndarray, k: int) -> list[int]:
+        raise NotImplementedError
+
+    def search_batch(self, queries: np.ndarray, k: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def fsync_tree(path: Path) -> int:
+    """fsyncs every file under `path`, then every directory (deepest first), so the files'
+    names are durable too. Returns the bytes of the files, for the report."""
+    total = 0
+    dirs = []
+    for root, _subdirs, files in os.walk(path):
+        dirs.append(root)
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                total += os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+    for root in reversed(dirs):
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return total
+
+
+def dist_version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)

@@ -1,0 +1,341 @@
+"""SrvDB against its peers, side by side, in one run: `make bench` (full) and `make bench-smoke`.
+
+    python3 benches/python/run_peers.py [--smoke] [--libs srvdb,faiss,...] [--out FILE.json]
+                                        [--report-dir DIR]
+
+1. Makes the peers' virtualenv (peer_env.py; each requirement installed separately, a failure
+   recorded) and re-runs itself with its interpreter, which has NumPy and matplotlib.
+2. Prepares the data sets once (bench_data.py, cached under target/bench-data) with their
+   exact float64 ground truth.
+3. Measures the machine's limits (limits.py).
+4. Runs each library in its own process (worker.py) with its own interpreter: SrvDB with
+   target/pyenv (built by `make python-dev`), the peers with the peers' venv; then its memory
+   test (memory_probe.py, a baseline and a test process). A library that is not installed,
+   crashes or times out is recorded with the reason, and the run goes on.
+5. Writes everything to one JSON file and renders the report from it (report.py).
+
+`--smoke` runs every test on tiny sizes and checks that each library produced every figure or
+was reported failed with a reason, and that SrvDB's answers are exact (recall 1.0 against
+the float64 reference); it exits non-zero otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import peer_env  # noqa: E402  (standard library only)
+
+REPO = peer_env.REPO
+SRVDB_PYTHON = REPO / "target" / "pyenv" / "bin" / "python"
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes; check every figure is there")
+    ap.add_argument("--libs", help="comma-separated subset of the libraries (default: all)")
+    ap.add_argument("--out", type=Path, help="result JSON (default: target/bench-results/...)")
+    ap.add_argument("--report-dir", type=Path,
+                    help="where benchmarks.md and its PNGs go (default: docs/ for a full run, "
+                         "target/bench-smoke/ for --smoke)")
+    return ap.parse_args()
+
+
+def bootstrap() -> dict:
+    """Installs the peers' venv if needed and re-executes this script with its Python."""
+    packages = peer_env.ensure()
+    if Path(sys.prefix).resolve() != peer_env.VENV.resolve():
+        if not packages.get("numpy", {}).get("ok"):
+            sys.exit("error: NumPy did not install into the peers' venv:\n"
+                     + packages.get("numpy", {}).get("error", "(no log)"))
+        os.execv(str(peer_env.PYTHON), [str(peer_env.PYTHON), __file__, *sys.argv[1:]])
+    return packages
+
+
+# A library slower than the time caps answers fewer queries; the report says how many.
+CONFIG_FULL = {"k": 10, "warmup_queries": 5, "latency_queries": 200, "latency_min_queries": 100,
+               "latency_max_seconds": 30, "batch_queries": 1000, "recall_max_seconds": 60,
+               "concurrent_threads": 16, "concurrent_queries": 800, "concurrent_max_seconds": 60,
+               "sweep_threads": [1, 2, 4, 8], "sweep_seconds": 2.0,
+               "memory_rows": 10_000, "timeout_s": 1200}
+CONFIG_SMOKE = {"k": 10, "warmup_queries": 2, "latency_queries": 20, "latency_min_queries": 20,
+                "latency_max_seconds": 5, "batch_queries": 50, "recall_max_seconds": 10,
+                "concurrent_threads": 16, "concurrent_queries": 64, "concurrent_max_seconds": 10,
+                "sweep_threads": [1, 2, 4, 8], "sweep_seconds": 0.1,
+                "memory_rows": 2_000, "timeout_s": 120}
+
+
+def tail(text: str, lines: int = 15) -> str:
+    return "\n".join((text or "").strip().splitlines()[-lines:])
+
+
+class Runner:
+    def __init__(self, args, packages: dict):
+        self.smoke = args.smoke
+        self.cfg = dict(CONFIG_SMOKE if args.smoke else CONFIG_FULL)
+        mode = "smoke" if args.smoke else "full"
+        self.work = REPO / "target" / "bench-work" / mode
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        self.out = args.out or REPO / "target" / "bench-results" / f"peers-{mode}-{stamp}.json"
+        self.packages = packages
+        self.results: dict = {"mode": mode, "started_utc": stamp, "config": self.cfg,
+                              "machine": machine_info(), "peer_install": {
+                                  "packages": packages, **peer_env.install_record()},
+                              "datasets": {}, "libraries": {}}
+
+    def save(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(json.dumps(self.results, indent=1))
+
+    def missing_packages(self, lib) -> str | None:
+        if lib.interpreter == "srvdb":
+            if not SRVDB_PYTHON.exists():
+                return f"{SRVDB_PYTHON.relative_to(REPO)} missing: run `make python-dev`"
+            return None
+        failed = [p for p in lib.packages if not self.packages.get(p, {}).get("ok")]
+        if not failed:
+            return None
+        reasons = []
+        for p in failed:
+            entry = self.packages.get(p)
+            last = tail(entry.get("error", ""), 1) if entry else "not in requirements-peers.txt"
+            reasons.append(f"{p}: {last}")
+        return "not installed: " + "; ".join(reasons)
+
+    def python_for(self, lib) -> Path:
+        return SRVDB_PYTHON if lib.interpreter == "srvdb" else peer_env.PYTHON
+
+    def env_for(self, lib) -> dict:
+        env = dict(os.environ)
+        for key, value in lib.env.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        return env
+
+    def run(self, libs) -> None:
+        from bench_data import FULL, SMOKE, prepare
+
+        t0 = time.perf_counter()
+        print("==> data sets (cached in target/bench-data)", flush=True)
+        data = prepare(REPO / "target" / "bench-data", SMOKE if self.smoke else FULL)
+        usable = {k: str(v) for k, v in data.items() if isinstance(v, Path)}
+        self.results["datasets"] = {k: (str(v) if isinstance(v, Path) else {"skipped": v})
+                                    for k, v in data.items()}
+        for name, value in data.items():
+            if isinstance(value, Path):
+                self.results["datasets"][name] = json.loads((value / "info.json").read_text())
+                self.results["datasets"][name]["dir"] = str(value)
+            else:
+                print(f"    {name}: {value}")
+        print(f"    ready in {time.perf_counter() - t0:.1f} s", flush=True)
+
+        print("==> machine limits", flush=True)
+        self.limits()
+        for lib in libs:
+            self.library(lib, usable)
+        self.results["wall_seconds"] = time.perf_counter() - t0
+        self.results["machine"]["loadavg_at_end"] = os.getloadavg()
+        self.save()
+
+    def limits(self) -> None:
+        from peers import NUMPY_ENV
+
+        out = self.work / "limits.json"
+        self.work.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        for key in NUMPY_ENV:
+            env.pop(key, None)
+        cmd = [str(peer_env.PYTHON), str(HERE / "limits.py"), "--out", str(out),
+               "--dir", str(self.work / "limits")]
+        if self.smoke:
+            cmd.append("--smoke")
+        subprocess.run(cmd, env=env, check=True)
+        self.results["limits"] = json.loads(out.read_text())
+        lim = self.results["limits"]
+        print("    read bandwidth " + ", ".join(f"{b['threads']}T {b['gb_per_s']:.1f} GB/s"
+                                                for b in lim["bandwidth"])
+              + f"; GEMM {lim['gemm']['gflop_per_s']:.0f} GFLOP/s"
+              + f"; durable write {lim['disk_write']['gb_per_s']:.2f} GB/s", flush=True)
+        self.save()
+
+    def library(self, lib, datasets: dict) -> None:
+        entry = self.results["libraries"][lib.name] = {"interpreter": lib.interpreter}
+        print(f"==> {lib.name}", flush=True)
+        reason = self.missing_packages(lib)
+        if reason:
+            entry.update(status="not installed", reason=reason)
+            print(f"    {reason}")
+            self.save()
+            return
+        workdir = self.work / lib.name
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        config = dict(self.cfg, datasets=datasets, workdir=str(workdir / "db"))
+        (workdir / "config.json").write_text(json.dumps(config))
+        out = workdir / "result.json"
+        cmd = [str(self.python_for(lib)), str(HERE / "worker.py"), "--lib", lib.name,
+               "--config", str(workdir / "config.json"), "--out", str(out)]
+        t0 = time.perf_counter()
+        status, detail = self.subprocess(cmd, lib, self.cfg["timeout_s"])
+        result = json.loads(out.read_text()) if out.is_file() else {}
+        entry.update(result)
+        entry["wall_seconds"] = time.perf_counter() - t0
+        if status != "ok" or result.get("status") != "ok":
+            entry["status"] = status if status != "ok" else result.get("status", "error")
+            entry["reason"] = result.get("error") or detail
+            print(f"    {entry['status']}: {tail(entry['reason'], 3)}")
+        else:
+            entry["status"] = "ok"
+            print(f"    ok in {entry['wall_seconds']:.1f} s: " + summary_line(result))
+        shutil.rmtree(workdir / "db", ignore_errors=True)
+        self.save()
+        if lib.memory and "synthetic" in datasets:
+            entry["memory"] = self.memory(lib, Path(datasets["synthetic"]) / "base.npy", workdir)
+            m = entry["memory"]
+            print("    memory: " + (f"{m['delta_mb']:.1f} MB above baseline" if "delta_mb" in m
+                                    else m.get("error", "?")), flush=True)
+            self.save()
+
+    def subprocess(self, cmd, lib, timeout) -> tuple[str, str]:
+        try:
+            proc = subprocess.run(cmd, env=self.env_for(lib), capture_output=True, text=True,
+                                  timeout=timeout, cwd=REPO)
+        except subprocess.TimeoutExpired as e:
+            err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr
+            return "timeout", f"killed after {timeout} s; stderr: {tail(err or '')}"
+        if proc.returncode < 0:
+            return "crashed", f"killed by signal {-proc.returncode}; stderr: {tail(proc.stderr)}"
+        if proc.returncode != 0:
+            return "error", f"exit code {proc.returncode}; stderr: {tail(proc.stderr)}"
+        return "ok", proc.stdout
+
+    def memory(self, lib, base: Path, workdir: Path) -> dict:
+        rows = self.cfg["memory_rows"]
+        figures = {"rows": rows}
+        for mode in ("baseline", "test"):
+            d = workdir / f"memory-{mode}"
+            shutil.rmtree(d, ignore_errors=True)
+            cmd = [str(self.python_for(lib)), str(HERE / "memory_probe.py"), "--lib", lib.name,
+                   "--base", str(base), "--rows", str(rows), "--mode", mode, "--dir", str(d)]
+            status, detail = self.subprocess(cmd, lib, self.cfg["timeout_s"])
+            shutil.rmtree(d, ignore_errors=True)
+            if status != "ok":
+                figures["error"] = f"{mode} process {status}: {detail}"
+                return figures
+            probe = json.loads(detail.strip().splitlines()[-1])
+            figures[f"{mode}_kib"] = probe["vmhwm_kib"]
+            figures["input_bytes"] = probe["input_bytes"]
+        figures["delta_mb"] = (figures["test_kib"] - figures["baseline_kib"]) * 1024 / 1e6
+        figures["ratio_to_raw"] = figures["delta_mb"] * 1e6 / figures["input_bytes"]
+        return figures
+
+
+def summary_line(result: dict) -> str:
+    parts = []
+    for name, fig in result.get("datasets", {}).items():
+        bits = [name]
+        if "ingest" in fig:
+            bits.append(f"ingest {fig['ingest']['vectors_per_s']:,.0f} vec/s")
+        if "latency" in fig:
+            bits.append(f"p50 {fig['latency']['p50_ms']:.2f} ms")
+        if "concurrent" in fig:
+            c = fig["concurrent"]
+            bits.append(f"{c['threads']}T {c['qps']:,.0f} QPS (recall {c['recall_at_k']:.3f})")
+        if "recall" in fig:
+            bits.append(f"recall {fig['recall']['recall_at_k']:.3f}")
+        parts.append(" ".join(bits))
+    return "; ".join(parts)
+
+
+def machine_info() -> dict:
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "loadavg_at_start": load}
+
+
+# What a library must have produced, per data set, for the smoke check.
+REQUIRED = ("ingest", "latency", "batch", "recall", "concurrent", "sweep")
+
+
+def smoke_check(results: dict) -> list[str]:
+    """Problems that make `make bench-smoke` fail: a library with status ok but a figure
+    missing, a failure without a reason, or SrvDB not ok or not exact."""
+    from peers import LIBRARIES
+
+    problems = []
+    for name, entry in results["libraries"].items():
+        lib = LIBRARIES[name]
+        if entry.get("status") != "ok":
+            if not entry.get("reason"):
+                problems.append(f"{name}: status {entry.get('status')} without a reason")
+            if name.startswith("srvdb"):
+                problems.append(f"{name}: SrvDB itself did not run: {entry.get('reason')}")
+            continue
+        for ds, fig in entry["datasets"].items():
+            need = REQUIRED if lib.tests is None else lib.tests
+            missing = [t for t in need if t not in fig]
+            if missing:
+                problems.append(f"{name}/{ds}: missing {missing}")
+            if name.startswith("srvdb"):
+                recalls = [fig[t]["recall_at_k"] for t in ("recall", "concurrent") if t in fig]
+                recalls.append(fig["latency"]["recall"])
+                if min(recalls) != 1.0:
+                    problems.append(f"{name}/{ds}: recall {recalls}, want 1.0 (exact search)")
+        if lib.memory and "delta_mb" not in entry.get("memory", {}):
+            problems.append(f"{name}: no memory figure ({entry.get('memory')})")
+    return problems
+
+
+def main() -> None:
+    args = parse_args()
+    packages = bootstrap()
+    from peers import LIBRARIES
+
+    names = args.libs.split(",") if args.libs else list(LIBRARIES)
+    unknown = [n for n in names if n not in LIBRARIES]
+    if unknown:
+        sys.exit(f"unknown libraries {unknown}; known: {sorted(LIBRARIES)}")
+    runner = Runner(args, packages)
+    runner.run([LIBRARIES[n] for n in names])
+    print(f"==> results: {os.path.relpath(runner.out, REPO)} ({runner.results['wall_seconds']:.0f} s)")
+
+    import report
+
+    report_dir = args.report_dir or (REPO / ("target/bench-smoke" if args.smoke else "docs"))
+    written = report.write(runner.results, report_dir, json_name=runner.out.name)
+    print("==> report: " + ", ".join(os.path.relpath(p, REPO) for p in written))
+    if args.smoke:
+        problems = smoke_check(runner.results)
+        md = (report_dir / "benchmarks.md").read_text()
+        problems += [f"{name}: not in the report" for name in runner.results["libraries"]
+                     if f"| {name}" not in md]
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        if problems:
+            sys.exit(1)
+        print("==> bench-smoke: every library produced all figures or was reported with a reason")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Runs one library's tests in this process and writes its figures as JSON.
+
+Started by run_peers.py, one process per library, with that library's interpreter:
+
+    python worker.py --lib faiss --config CONFIG.json --out RESULT.json
+
+CONFIG.json holds the data sets (name -> prepared directory), a work directory for the
+library's files, and the test sizes. RESULT.json is rewritten after every test, so a crash or
+a timeout still leaves the figures measured before it.
+
+Tests per data set, in order: `ingest` (durable: the library's persist/close and an fsync of
+every file it wrote), `latency` (reopen from disk, then single queries one after another; after
+`latency_min_queries`, stopped once they took `latency_max_seconds`), `batch` (all queries in
+one batch call, where the library has one; else the same queries one by one, untimed, for
+recall, for at most `recall_max_seconds`), `concurrent` (a fixed number of single queries from 16 threads
+sharing one handle, with the recall of those answers; stopped early, and marked so, if it
+passes `concurrent_max_seconds`) and `sweep` (QPS at 1, 2, 4 and 8
+threads for a fixed time each). Recall@k is against the float64 ground truth in `gt.npy`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_data import load  # noqa: E402
+from peers import LIBRARIES  # noqa: E402
+from peers.base import fsync_tree  # noqa: E402
+
+
+def recall_at_k(found: np.ndarray, gt: np.ndarray, k: int) -> float:
+    """Mean over queries of |found top k ∩ true top k| / k. `found` rows may be short."""
+    hits = sum(len(set(map(int, f[:k])) & set(map(int, g[:k]))) for f, g in zip(found, gt))
+    return hits / (k * len(gt))
+
+
+def percentiles(seconds: list[float]) -> dict:
+    ms = np.array(seconds) * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()), "n": len(ms)}
+
+
+def run_threads(adapter, queries: np.ndarray, k: int, threads: int, count: int | None,
+                seconds: float | None) -> tuple[float, int, dict[int, list[int]]]:
+    """Single queries from `threads` threads on one handle: `count` queries in all (query i is
+    queries[i % len]), or as many as are started within `seconds`, whichever ends first (None:
+    no limit). Returns (wall seconds, queries done, answers by query number)."""
+    ticket = itertools.count()  # next() is atomic under the GIL
+    answers: dict[int, list[int]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads + 1)
+    deadline = [0.0]
+
+    def loop():
+        start.wait()
+        try:
+            while True:
+                i = next(ticket)
+                if count is not None and i >= count:
+                    return
+                if seconds is not None and time.perf_counter() >= deadline[0]:
+                    return
+                answers[i] = adapter.search(queries[i % len(queries)], k)
+        except BaseException as e:  # reported below, in the main thread
+            errors.append(e)
+
+    pool = [threading.Thread(target=loop) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    t0 = time.perf_counter()
+    deadline[0] = t0 + (seconds or 0)
+    start.wait()
+    for t in pool:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return wall, len(answers), answers
+
+
+class Run:
+    def __init__(self, lib_name: str, config: dict, out: Path):
+        self.lib = LIBRARIES[lib_name]
+        self.cfg = config
+        self.out = out
+        self.result: dict = {"library": lib_name, "status": "running", "datasets": {}}
+
+    def save(self) -> None:
+        tmp = self.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.result, indent=1))
+        tmp.replace(self.out)
+
+    def wants(self, test: str) -> bool:
+        return self.lib.tests is None or test in self.lib.tests
+
+    def main(self) -> None:
+        adapter = self.lib.make()
+        self.result.update(version=adapter.version(), exact=adapter.exact,
+                           has_batch=adapter.has_batch, how=adapter.how,
+                           python=sys.executable, numpy=np.__version__,
+                           env={k: os.environ.get(k) for k in self.lib.env})
+        if self.lib.name == "numpy":
+            self.result["blas"] = blas_info()
+        self.save()
+        for name, directory in self.cfg["datasets"].items():
+            self.result["datasets"][name] = figures = {}
+            self.dataset(adapter, name, Path(directory), figures)
+        self.result["status"] = "ok"
+        self.save()
+
+    def dataset(self, adapter, name: str, directory: Path, fig: dict) -> None:
+        c = self.cfg
+        k = c["k"]
+        base, queries, gt = load(directory)
+        n, dim = base.shape
+        fig["shape"] = [n, dim]
+        path = Path(c["workdir"]) / name
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        ids = [str(i) for i in range(n)]
+        metadatas = [{"doc": i, "source": name} for i in range(n)]
+
+        t0 = time.perf_counter()
+        adapter.ingest(path, ids, base, metadatas)
+        disk_bytes = fsync_tree(path)
+        seconds = time.perf_counter() - t0
+        fig["ingest"] = {"seconds": seconds, "vectors_per_s": n / seconds,
+                         "raw_mb_per_s": base.nbytes / seconds / 1e6, "disk_bytes": disk_bytes}
+        self.save()
+
+        t0 = time.perf_counter()
+        adapter.open(path)
+        fig["reopen_seconds"] = time.perf_counter() - t0
+        warm, timed = c["warmup_queries"], c["latency_queries"]
+        for i in range(warm):
+            adapter.search(queries[i % len(queries)], k)
+        times, found = [], []
+        for i in range(timed):
+            if i >= c["latency_min_queries"] and sum(times) > c["latency_max_seconds"]:
+                break
+            q = queries[i % len(queries)]
+            t0 = time.perf_counter()
+            hits = adapter.search(q, k)
+            times.append(time.perf_counter() - t0)
+            found.append(hits)
+        fig["latency"] = percentiles(times)
+        fig["latency"]["recall"] = recall_at_k(found, gt[np.arange(len(found)) % len(gt)], k)
+        self.save()
+        if not self.wants("batch"):
+            adapter.close()
+            return
+
+        nb = min(c["batch_queries"], len(queries))
+        if adapter.has_batch:
+            adapter.search_batch(queries[:2], k)
+            t0 = time.perf_counter()
+            rows = adapter.search_batch(queries[:nb], k)
+            seconds = time.perf_counter() - t0
+            fig["batch"] = {"queries": nb, "seconds": seconds, "qps": nb / seconds}
+        else:
+            rows, t0 = [], time.perf_counter()
+            for q in queries[:nb]:
+                if time.perf_counter() - t0 > c["recall_max_seconds"]:
+                    break
+                rows.append(adapter.search(q, k))
+            fig["batch"] = {"queries": nb, "seconds": None, "qps": None,
+                            "note": "no batch API: recall from single queries"}
+        fig["recall"] = {"queries": len(rows), "recall_at_k": recall_at_k(rows, gt[:len(rows)], k)}
+        self.save()
+
+        threads, count = c["concurrent_threads"], c["concurrent_queries"]
+        cap = c["concurrent_max_seconds"]
+        wall, done, answers = run_threads(adapter, queries, k, threads, count, cap)
+        order = sorted(answers)
+        fig["concurrent"] = {
+            "threads": threads, "queries": done, "seconds": wall, "qps": done / wall,
+            "capped_at_seconds": cap if done < count else None,
+            "recall_at_k": recall_at_k([answers[i] for i in order],
+                                       gt[np.array(order) % len(gt)], k)}
+        self.save()
+
+        sweep = {}
+        for t in c["sweep_threads"]:
+            wall, done, answers = run_threads(adapter, queries, k, t, None, c["sweep_seconds"])
+            sweep[str(t)] = {"queries": done, "seconds": wall, "qps": done / wall}
+        sweep[str(threads)] = {k_: fig["concurrent"][k_] for k_ in ("queries", "seconds", "qps")}
+        fig["sweep"] = sweep
+        self.save()
+        adapter.close()
+
+
+def blas_info() -> list[dict]:
+    """Which BLAS NumPy loaded and which kernel (core type) it chose, via threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return [{"error": "threadpoolctl not installed"}]
+    return [{k: v for k, v in pool.items() if k in ("internal_api", "version", "architecture",
+                                                     "num_threads", "threading_layer")}
+            for pool in threadpool_info()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", required=True, choices=sorted(LIBRARIES))
+    ap.add_argument("--config", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    args = ap.parse_args()
+    run = Run(args.lib, json.loads(args.config.read_text()), args.out)
+    run.result["machine"] = platform.machine()
+    try:
+        run.main()
+    except BaseException as e:
+        run.result["status"] = "error"
+        run.result["error"] = f"{type(e).__name__}: {e}"
+        run.result["traceback"] = traceback.format_exc()[-4000:]
+        run.save()
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
