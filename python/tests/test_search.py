@@ -56,9 +56,14 @@ def test_random_data_matches_brute_force(open_db, metric, n, dim):
             if qi < 12:
                 single = db.search(q, k)
                 ref.check(single, q, k, context=ctx + " single", s=s)
-                # The batch kernel may round differently from the single-query one.
-                assert [h[0] for h in single] == list(ids_arr[qi])
+                # The batch kernels (GEMM from 64 queries) round differently from the
+                # single-query one: scores agree position by position, and the ids may differ
+                # only among near-ties, at the boundary or in their order.
                 np.testing.assert_allclose([h[1] for h in single], scores_arr[qi], rtol=1e-6, atol=1e-6)
+                sid, bid = [h[0] for h in single], list(ids_arr[qi])
+                by_id = {h[0]: h[1] for h in single} | dict(zip(bid, scores_arr[qi]))
+                for x in set(sid) ^ set(bid):
+                    assert abs(by_id[x] - single[-1][1]) <= 1e-5, (ctx, x, by_id[x], single[-1][1])
             agreement.append(ref.check(batch[qi], q, k, context=ctx + " batch", s=s))
     # Same ids in the same order, not merely equal scores (random data has no near-ties).
     assert np.mean(agreement) >= 0.999
