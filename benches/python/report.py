@@ -116,7 +116,7 @@ def header(results: dict, json_name: str) -> list[str]:
                   "cores, from other processes): absolute times are noisy and the limits may read "
                   "low. Compare ratios within this run only.", ""]
     lines += [
-        "Regenerate with `make bench` (full, about 15-20 minutes) or `make bench-smoke` (tiny; "
+        "Regenerate with `make bench` (full) or `make bench-smoke` (tiny; "
         "its report goes to `target/bench-smoke/`). Method: [below](#method).",
         "",
     ]
