@@ -114,8 +114,9 @@ python-bench: component
 # separately; one that fails is reported, not fatal), and runs SrvDB from target/pyenv.
 BENCH := $(PYTHON) benches/python/run_peers.py
 
-## bench: the full peer benchmark (50,000 x 1536 and the real sentence set; about 15-20 minutes
-## on 2 cores), written to target/bench-results/*.json and rendered as docs/benchmarks.md.
+## bench: the full peer benchmark (50,000 x 1536 and the real sentence set; 29 minutes in one
+## run on the 2-core VM while it was busy), written to target/bench-results/*.json and
+## rendered as docs/benchmarks.md.
 bench: component
 	$(python_setup)
 	$(BENCH)

@@ -116,7 +116,7 @@ def header(results: dict, json_name: str) -> list[str]:
                   "cores, from other processes): absolute times are noisy and the limits may read "
                   "low. Compare ratios within this run only.", ""]
     lines += [
-        "Regenerate with `make bench` (full, about 15-20 minutes) or `make bench-smoke` (tiny; "
+        "Regenerate with `make bench` (full) or `make bench-smoke` (tiny; "
         "its report goes to `target/bench-smoke/`). Method: [below](#method).",
         "",
     ]
@@ -315,8 +315,10 @@ def status_section(results: dict) -> list[str]:
              "| library | version | interpreter | how it is used | status |", "| --- | --- | --- | --- | --- |"]
     for name, e in results["libraries"].items():
         st = "ok" if e.get("status") == "ok" else status_text(e)
+        how = (e.get("how") or "").replace("|", "/")
+        env = ", ".join(f"{k}={v}" if v is not None else f"{k} unset" for k, v in (e.get("env") or {}).items())
         lines.append(f"| {name} | {e.get('version', '–')} | {e.get('interpreter')} | "
-                     f"{(e.get('how') or '').replace('|', '/')} | {st} |")
+                     f"{how}{f'; environment: {env}' if env else ''} | {st} |")
     blas = results["libraries"].get("numpy", {}).get("blas")
     if blas:
         lines += ["", "NumPy peer's BLAS (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for its process): "

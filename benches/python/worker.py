@@ -122,33 +122,44 @@ class Run:
         self.save()
 
     def dataset(self, adapter, name: str, directory: Path, fig: dict) -> None:
-        c = self.cfg
-        k = c["k"]
         base, queries, gt = load(directory)
-        n, dim = base.shape
-        fig["shape"] = [n, dim]
-        path = Path(c["workdir"]) / name
+        fig["shape"] = list(base.shape)
+        path = Path(self.cfg["workdir"]) / name
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
+        fig["ingest"] = self.ingest(adapter, path, name, base)
+        self.save()
+        t0 = time.perf_counter()
+        adapter.open(path)
+        fig["reopen_seconds"] = time.perf_counter() - t0
+        fig["latency"] = self.latency(adapter, queries, gt)
+        self.save()
+        if self.wants("batch"):
+            fig["batch"], fig["recall"] = self.batch_and_recall(adapter, queries, gt)
+            self.save()
+            fig["concurrent"] = self.concurrent(adapter, queries, gt)
+            self.save()
+            fig["sweep"] = self.sweep(adapter, queries, fig["concurrent"])
+            self.save()
+        adapter.close()
+
+    def ingest(self, adapter, path: Path, name: str, base: np.ndarray) -> dict:
+        n = len(base)
         ids = [str(i) for i in range(n)]
         metadatas = [{"doc": i, "source": name} for i in range(n)]
-
         t0 = time.perf_counter()
         adapter.ingest(path, ids, base, metadatas)
         disk_bytes = fsync_tree(path)
         seconds = time.perf_counter() - t0
-        fig["ingest"] = {"seconds": seconds, "vectors_per_s": n / seconds,
-                         "raw_mb_per_s": base.nbytes / seconds / 1e6, "disk_bytes": disk_bytes}
-        self.save()
+        return {"seconds": seconds, "vectors_per_s": n / seconds,
+                "raw_mb_per_s": base.nbytes / seconds / 1e6, "disk_bytes": disk_bytes}
 
-        t0 = time.perf_counter()
-        adapter.open(path)
-        fig["reopen_seconds"] = time.perf_counter() - t0
-        warm, timed = c["warmup_queries"], c["latency_queries"]
-        for i in range(warm):
+    def latency(self, adapter, queries: np.ndarray, gt: np.ndarray) -> dict:
+        c, k = self.cfg, self.cfg["k"]
+        for i in range(c["warmup_queries"]):
             adapter.search(queries[i % len(queries)], k)
         times, found = [], []
-        for i in range(timed):
+        for i in range(c["latency_queries"]):
             if i >= c["latency_min_queries"] and sum(times) > c["latency_max_seconds"]:
                 break
             q = queries[i % len(queries)]
@@ -156,50 +167,49 @@ class Run:
             hits = adapter.search(q, k)
             times.append(time.perf_counter() - t0)
             found.append(hits)
-        fig["latency"] = percentiles(times)
-        fig["latency"]["recall"] = recall_at_k(found, gt[np.arange(len(found)) % len(gt)], k)
-        self.save()
-        if not self.wants("batch"):
-            adapter.close()
-            return
+        figures = percentiles(times)
+        figures["recall"] = recall_at_k(found, gt[np.arange(len(found)) % len(gt)], k)
+        return figures
 
+    def batch_and_recall(self, adapter, queries: np.ndarray, gt: np.ndarray) -> tuple[dict, dict]:
+        c, k = self.cfg, self.cfg["k"]
         nb = min(c["batch_queries"], len(queries))
         if adapter.has_batch:
             adapter.search_batch(queries[:2], k)
             t0 = time.perf_counter()
             rows = adapter.search_batch(queries[:nb], k)
             seconds = time.perf_counter() - t0
-            fig["batch"] = {"queries": nb, "seconds": seconds, "qps": nb / seconds}
+            batch = {"queries": nb, "seconds": seconds, "qps": nb / seconds}
         else:
             rows, t0 = [], time.perf_counter()
             for q in queries[:nb]:
                 if time.perf_counter() - t0 > c["recall_max_seconds"]:
                     break
                 rows.append(adapter.search(q, k))
-            fig["batch"] = {"queries": nb, "seconds": None, "qps": None,
-                            "note": "no batch API: recall from single queries"}
-        fig["recall"] = {"queries": len(rows), "recall_at_k": recall_at_k(rows, gt[:len(rows)], k)}
-        self.save()
+            batch = {"queries": nb, "seconds": None, "qps": None,
+                     "note": "no batch API: recall from single queries"}
+        recall = {"queries": len(rows), "recall_at_k": recall_at_k(rows, gt[:len(rows)], k)}
+        return batch, recall
 
-        threads, count = c["concurrent_threads"], c["concurrent_queries"]
-        cap = c["concurrent_max_seconds"]
-        wall, done, answers = run_threads(adapter, queries, k, threads, count, cap)
+    def concurrent(self, adapter, queries: np.ndarray, gt: np.ndarray) -> dict:
+        c = self.cfg
+        threads, count, cap = c["concurrent_threads"], c["concurrent_queries"], c["concurrent_max_seconds"]
+        wall, done, answers = run_threads(adapter, queries, c["k"], threads, count, cap)
         order = sorted(answers)
-        fig["concurrent"] = {
-            "threads": threads, "queries": done, "seconds": wall, "qps": done / wall,
-            "capped_at_seconds": cap if done < count else None,
-            "recall_at_k": recall_at_k([answers[i] for i in order],
-                                       gt[np.array(order) % len(gt)], k)}
-        self.save()
+        return {"threads": threads, "queries": done, "seconds": wall, "qps": done / wall,
+                "capped_at_seconds": cap if done < count else None,
+                "recall_at_k": recall_at_k([answers[i] for i in order],
+                                           gt[np.array(order) % len(gt)], c["k"])}
 
-        sweep = {}
-        for t in c["sweep_threads"]:
-            wall, done, answers = run_threads(adapter, queries, k, t, None, c["sweep_seconds"])
-            sweep[str(t)] = {"queries": done, "seconds": wall, "qps": done / wall}
-        sweep[str(threads)] = {k_: fig["concurrent"][k_] for k_ in ("queries", "seconds", "qps")}
-        fig["sweep"] = sweep
-        self.save()
-        adapter.close()
+    def sweep(self, adapter, queries: np.ndarray, concurrent: dict) -> dict:
+        """QPS at each thread count for a fixed time; the top count is the concurrent test's."""
+        out = {}
+        for t in self.cfg["sweep_threads"]:
+            wall, done, _ = run_threads(adapter, queries, self.cfg["k"], t, None,
+                                        self.cfg["sweep_seconds"])
+            out[str(t)] = {"queries": done, "seconds": wall, "qps": done / wall}
+        out[str(concurrent["threads"])] = {key: concurrent[key] for key in ("queries", "seconds", "qps")}
+        return out
 
 
 def blas_info() -> list[dict]:
