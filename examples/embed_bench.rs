@@ -1,7 +1,7 @@
 //! Embedding throughput of the built-in embedder: `cargo run --release --features text
 //! --example embed_bench -- MODEL_DIR SENTENCES.txt` embeds every line of the file (best of 3
 //! runs after a warm-up) and prints sentences per second. `tests/text_reference.py --bench`
-//! times sentence-transformers on the same file, and `srvdb-host embed-bench` the component.
+//! times sentence-transformers on the same file, and `sandbox_embed_bench` (srvdb-host) the component.
 
 use srvdb::embed::Embedder;
 use std::time::Instant;

@@ -1,5 +1,5 @@
 //! Embedding throughput inside the sandbox: `SRVDB_COMPONENT=target/wasm32-wasip2/
-//! component-text/srvdb.wasm cargo run --release -p srvdb-host --example embed_bench --
+//! component-text/srvdb.wasm cargo run --release -p srvdb-host --example sandbox_embed_bench --
 //! MODEL_DIR SENTENCES.txt`. The same measurement as srvdb's `embed_bench` example (best of 3
 //! after a warm-up, every line of the file), with the model and the embedder inside the WASI
 //! component (one thread), so the two figures compare directly.
@@ -11,7 +11,7 @@ use std::time::Instant;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (Some(model), Some(file)) = (args.next(), args.next()) else {
-        return Err("usage: embed_bench MODEL_DIR SENTENCES.txt".into());
+        return Err("usage: sandbox_embed_bench MODEL_DIR SENTENCES.txt".into());
     };
     let config = SandboxConfig::new();
     let size = std::fs::metadata(&config.component)?.len();
