@@ -12,6 +12,8 @@ The cache is ``SRVDB_MODEL_DIR`` if set, else ``$XDG_CACHE_HOME/srvdb/models``, 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import sys
@@ -78,7 +80,9 @@ def model_dir(embedder: str = DEFAULT_MODEL) -> Path:
             target,
         )
     try:
-        import all_minilm_l6_v2
+        # The package prints a greeting on import; keep the caller's stdout clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            import all_minilm_l6_v2
     except ImportError:
         raise _error(
             f"the text model {DEFAULT_MODEL} is not installed: run `{_INSTALL}`, or pass the "
