@@ -7,7 +7,7 @@ CARGO ?= cargo
 RUSTUP ?= rustup
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all demo test toolchain fmt-check clippy-native wasm-check wasm-clippy component \
+.PHONY: all demo test toolchain fmt-check clippy-native wasm-check wasm-clippy component component-text \
         cargo-test node-test python-test python-dev python-bench bench bench-smoke bench-rust \
         fmt clippy clean
 
@@ -16,14 +16,17 @@ all: test
 # The steps of `make test` run in the order listed, even under `make -j`.
 .NOTPARALLEL:
 
-## demo: examples/demo.rs natively (ingest, reopen, search, recall), then the same search
-## through the sandboxed component with the srvdb-host CLI.
-demo: component
-	$(CARGO) run --release --example demo
-	@echo "==> the same database, searched again through the sandboxed WASI component (srvdb-host)"
-	$(CARGO) build --release -p srvdb-host
-	target/release/srvdb-host info target/demo-db
-	target/release/srvdb-host search target/demo-db --query-file target/demo-query.npy -k 5
+## demo: semantic search over the Python standard library's docstrings
+## (examples/stdlib_search.py): embeds them with the built-in all-MiniLM-L6-v2 embedder,
+## answers questions natively, then inside the sandboxed component (embedder included).
+## `make demo QUERY="..."` asks your own question.
+QUERY ?=
+TEXT_COMPONENT := target/$(WASM_TARGET)/component-text/srvdb.wasm
+demo: component component-text
+	$(python_setup)
+	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check --no-deps -r python/requirements-text.txt
+	SRVDB_COMPONENT=$(abspath $(TEXT_COMPONENT)) $(PYENV_PY) examples/stdlib_search.py \
+		$(if $(QUERY),--query "$(QUERY)")
 
 ## test: every check CI runs, in order; stops at the first failure.
 test: toolchain fmt-check clippy-native wasm-check wasm-clippy component cargo-test node-test \
@@ -59,11 +62,18 @@ component: toolchain
 	$(CARGO) build -p srvdb --target $(WASM_TARGET) --profile component
 	@ls -l target/$(WASM_TARGET)/component/srvdb.wasm
 
+## component-text: the component with the text embedder inside (cargo feature `text`), for
+## `make demo`; not part of `make test` (it would add a cold candle build for wasm32 to CI).
+component-text: toolchain
+	$(CARGO) build -p srvdb --target $(WASM_TARGET) --profile component-text --features text
+	@ls -l $(TEXT_COMPONENT)
+
 # Release mode: the crash-recovery and concurrency tests would crawl in debug, and the host's
 # sandbox tests take 42 s in debug against 3 s in release.
+# `srvdb/text` adds the embedder's tests (tests/text.rs installs the model with pip if needed).
 cargo-test: toolchain component
-	@echo "==> [7/10] cargo test --release -p srvdb -p srvdb-host"
-	$(CARGO) test --release -p srvdb -p srvdb-host
+	@echo "==> [7/10] cargo test --release -p srvdb -p srvdb-host --features srvdb/text"
+	$(CARGO) test --release -p srvdb -p srvdb-host --features srvdb/text
 
 # The same component under Node.js through jco (a second WASI runtime). Skipped without node.
 node-test: component

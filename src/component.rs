@@ -2,20 +2,21 @@
 //! `wit/srvdb.wit` to the engine. No logic lives here; conversions only. Built for
 //! `wasm32-wasip2` as `srvdb.wasm` (the engine uses the `std::fs` backend and SIMD128 there).
 
-use crate::types::{Metadata, Metric, OpenOptions};
+use crate::types::{EmbedderSpec, Metadata, Metric, OpenOptions};
 use crate::Database;
 
 wit_bindgen::generate!({ path: "wit", world: "srvdb" });
 
 use exports::srvdb::engine::store::{
-    self as wit, CorruptError, DimensionError, Guest, GuestDatabase, Hit, IdError, InvalidError,
-    Stored,
+    self as wit, CorruptError, DimensionError, EmbedderError, Guest, GuestDatabase, GuestEmbedder,
+    Hit, IdError, InvalidError, Stored,
 };
 
 struct Component;
 
 impl Guest for Component {
     type Database = GuestDb;
+    type Embedder = GuestModel;
 }
 
 /// The guest side of a `database` resource.
@@ -57,6 +58,10 @@ fn wit_error(e: crate::Error) -> wit::Error {
         E::Io { .. } => wit::Error::Io(message),
         E::Metadata { .. } => wit::Error::Metadata(message),
         E::Poisoned { .. } => wit::Error::Poisoned(message),
+        E::EmbedderMismatch { stored, asked } => {
+            wit::Error::EmbedderMismatch(EmbedderError { stored, asked })
+        }
+        E::Model { .. } => wit::Error::Model(message),
     }
 }
 
@@ -86,6 +91,13 @@ fn hits(found: Vec<crate::SearchHit>) -> Vec<Hit> {
         .collect()
 }
 
+fn spec_to_wit(s: &EmbedderSpec) -> wit::EmbedderSpec {
+    wit::EmbedderSpec {
+        name: s.name.clone(),
+        dimension: s.dimension,
+    }
+}
+
 fn metadatas(given: Vec<Option<String>>) -> Vec<Option<Metadata>> {
     given
         .into_iter()
@@ -98,6 +110,10 @@ impl GuestDatabase for GuestDb {
         let mut opts = OpenOptions {
             dimension: options.dimension,
             metric: options.metric.map(metric_from_wit),
+            embedder: options.embedder.map(|e| EmbedderSpec {
+                name: e.name,
+                dimension: e.dimension,
+            }),
             ..OpenOptions::default()
         };
         if let Some(n) = options.auto_commit_rows {
@@ -132,6 +148,38 @@ impl GuestDatabase for GuestDb {
             .map_err(wit_error)
     }
 
+    fn add_with_documents(
+        &self,
+        ids: Vec<String>,
+        vectors: Vec<f32>,
+        metas: Vec<Option<String>>,
+        docs: Vec<Option<String>>,
+    ) -> Result<(), wit::Error> {
+        self.db
+            .add_with_documents(&ids, &vectors, &metadatas(metas), &docs)
+            .map_err(wit_error)
+    }
+
+    fn upsert_with_documents(
+        &self,
+        ids: Vec<String>,
+        vectors: Vec<f32>,
+        metas: Vec<Option<String>>,
+        docs: Vec<Option<String>>,
+    ) -> Result<(), wit::Error> {
+        self.db
+            .upsert_with_documents(&ids, &vectors, &metadatas(metas), &docs)
+            .map_err(wit_error)
+    }
+
+    fn documents(&self, ids: Vec<String>) -> Result<Vec<Option<String>>, wit::Error> {
+        self.db.documents(&ids).map_err(wit_error)
+    }
+
+    fn embedder(&self) -> Option<wit::EmbedderSpec> {
+        self.db.embedder().map(spec_to_wit)
+    }
+
     fn delete(&self, ids: Vec<String>) -> Result<u32, wit::Error> {
         self.db.delete(&ids).map(to_u32).map_err(wit_error)
     }
@@ -142,6 +190,7 @@ impl GuestDatabase for GuestDb {
             id: r.id,
             vector: r.vector,
             metadata: r.metadata.map(|m| m.as_str().to_owned()),
+            document: r.document,
         }))
     }
 
@@ -190,6 +239,54 @@ impl GuestDatabase for GuestDb {
 
     fn kernel(&self) -> String {
         self.db.kernel_description()
+    }
+}
+
+/// The guest side of an `embedder` resource: the model, when the component carries it.
+#[cfg(feature = "text")]
+struct GuestModel {
+    embedder: crate::embed::Embedder,
+}
+
+#[cfg(feature = "text")]
+impl GuestEmbedder for GuestModel {
+    fn load(path: String, name: String) -> Result<wit::Embedder, wit::Error> {
+        let embedder = crate::embed::Embedder::from_dir_named(path, name).map_err(wit_error)?;
+        Ok(wit::Embedder::new(GuestModel { embedder }))
+    }
+
+    fn spec(&self) -> wit::EmbedderSpec {
+        spec_to_wit(&self.embedder.spec())
+    }
+
+    fn embed(&self, texts: Vec<String>) -> Result<Vec<f32>, wit::Error> {
+        self.embedder.embed(&texts).map_err(wit_error)
+    }
+}
+
+/// Without the `text` feature the resource exists (one WIT for every build) but cannot load.
+#[cfg(not(feature = "text"))]
+struct GuestModel;
+
+#[cfg(not(feature = "text"))]
+impl GuestEmbedder for GuestModel {
+    fn load(_path: String, _name: String) -> Result<wit::Embedder, wit::Error> {
+        Err(wit::Error::Model(
+            "this component was built without the text embedder: build it with `make component-text` (cargo feature `text`)".into(),
+        ))
+    }
+
+    fn spec(&self) -> wit::EmbedderSpec {
+        wit::EmbedderSpec {
+            name: String::new(),
+            dimension: 0,
+        }
+    }
+
+    fn embed(&self, _texts: Vec<String>) -> Result<Vec<f32>, wit::Error> {
+        Err(wit::Error::Model(
+            "this component has no text embedder".into(),
+        ))
     }
 }
 

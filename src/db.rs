@@ -16,11 +16,13 @@ use crate::error::{Error, Result};
 use crate::format::{Header, RowLayout};
 use crate::index::flat::FlatIndex;
 use crate::index::{row_bit_set, Index, Queries, ScanSet};
-use crate::meta::{CommitBatch, MetaStore};
+use crate::meta::{CommitBatch, CompactedRow, MetaStore};
 use crate::storage::fs::{DirLock, FsLocation};
 use crate::storage::sim::SimLocation;
 use crate::storage::{names, Location, RowStore, RowView};
-use crate::types::{Metadata, Metric, OpenOptions, Record, SearchHit, MAX_DIMENSION, MAX_ID_BYTES};
+use crate::types::{
+    EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit, MAX_DIMENSION, MAX_ID_BYTES,
+};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -29,6 +31,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 /// Below this many bytes of rows, `search` does not coalesce (see `search`).
 const COALESCE_MIN_BYTES: u64 = 4 << 20;
+
+/// The `documents` argument of a write without documents.
+const NO_DOCUMENTS: &[Option<&str>] = &[];
 
 /// Ids per chunk of the row -> id table.
 const ID_CHUNK: usize = 4096;
@@ -47,6 +52,8 @@ struct IdState {
     rows_by_id: HashMap<Arc<str>, u64>,
     /// Metadata of rows not yet committed to redb.
     pending_meta: HashMap<u64, Metadata>,
+    /// Documents of rows not yet committed to redb.
+    pending_docs: HashMap<u64, String>,
 }
 
 /// The single writer's state.
@@ -61,6 +68,8 @@ struct Writer {
     tombstones: Arc<Vec<u64>>,
     live: u64,
     poisoned: Option<String>,
+    /// An embedder given at open that the next commit must record.
+    embedder_unrecorded: Option<EmbedderSpec>,
 }
 
 impl Writer {
@@ -77,6 +86,7 @@ impl Writer {
         !self.pending_inserts.is_empty()
             || !self.pending_deletes.is_empty()
             || !self.config_committed
+            || self.embedder_unrecorded.is_some()
     }
 
     fn uncommitted_ops(&self) -> usize {
@@ -99,6 +109,7 @@ pub struct Database {
     location: Arc<dyn Location>,
     meta: MetaStore,
     metric: Metric,
+    embedder: Option<EmbedderSpec>,
     kernels: Kernels,
     options: OpenOptions,
     // Declared before `writer` so snapshots (and their mappings) are dropped first, letting
@@ -156,9 +167,20 @@ impl Database {
 
     fn open_in(
         location: Arc<dyn Location>,
-        options: OpenOptions,
+        mut options: OpenOptions,
         lock: Option<DirLock>,
     ) -> Result<Self> {
+        if let Some(embedder) = &options.embedder {
+            match options.dimension {
+                None => options.dimension = Some(embedder.dimension),
+                Some(d) if d != embedder.dimension => {
+                    return Err(Error::invalid(format!(
+                        "dimension {d} given with embedder {embedder}: give no dimension, or the embedder's"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
         if let Some(dim) = options.dimension {
             check_dimension(dim as usize)?;
         }
@@ -183,6 +205,26 @@ impl Database {
         } else if location.exists(names::VECTORS_COMPACT)? {
             location.remove(names::VECTORS_COMPACT)?;
         }
+
+        // A database records the embedder it was created for; vectors of two models must
+        // never share one, since their scores would be meaningless.
+        let (embedder, embedder_unrecorded) = match (loaded.embedder.take(), &options.embedder) {
+            (Some(stored), Some(asked)) if stored != *asked => {
+                return Err(Error::EmbedderMismatch {
+                    stored: stored.to_string(),
+                    asked: asked.to_string(),
+                })
+            }
+            (Some(stored), _) => (Some(stored), None),
+            (None, Some(asked)) if loaded.committed_rows > 0 => {
+                return Err(Error::EmbedderMismatch {
+                    stored: "vectors added without a recorded embedder".into(),
+                    asked: asked.to_string(),
+                })
+            }
+            (None, Some(asked)) => (Some(asked.clone()), Some(asked.clone())),
+            (None, None) => (None, None),
+        };
 
         let metric = match (loaded.metric, options.metric) {
             (Some(stored), Some(asked)) if stored != asked => {
@@ -284,12 +326,14 @@ impl Database {
             tombstones: Arc::new(tombstones),
             live,
             poisoned: None,
+            embedder_unrecorded,
         };
         let coalesce = options.coalesce_searches;
         let db = Database {
             location,
             meta,
             metric,
+            embedder,
             kernels: Kernels::best(),
             options,
             published: ArcSwap::from_pointee(Snapshot {
@@ -304,6 +348,7 @@ impl Database {
             ids: RwLock::new(IdState {
                 rows_by_id,
                 pending_meta: HashMap::new(),
+                pending_docs: HashMap::new(),
             }),
             writer: Mutex::new(writer),
             _lock: lock,
@@ -316,6 +361,9 @@ impl Database {
                     db.create_rows(&mut w, dim)?;
                     db.commit_locked(&mut w)?;
                 }
+            }
+            if w.embedder_unrecorded.is_some() {
+                db.commit_locked(&mut w)?;
             }
             let snapshot = Self::snapshot_of(&w);
             db.published.store(Arc::new(snapshot));
@@ -344,6 +392,11 @@ impl Database {
     /// The metric, fixed at creation.
     pub fn metric(&self) -> Metric {
         self.metric
+    }
+
+    /// The text embedder this database was created for, if one was recorded.
+    pub fn embedder(&self) -> Option<&EmbedderSpec> {
+        self.embedder.as_ref()
     }
 
     /// The dimension, once fixed.
@@ -394,11 +447,39 @@ impl Database {
             Some(m) => Some(m.clone()),
             None => self.meta.metadata(row)?,
         };
+        let document = match ids.pending_docs.get(&row) {
+            Some(d) => Some(d.clone()),
+            // A row not yet committed has nothing in redb, so this reads `None` for it.
+            None => self.meta.documents(&[row])?.pop().flatten(),
+        };
         Ok(Some(Record {
             id: id.to_owned(),
             vector,
             metadata,
+            document,
         }))
+    }
+
+    /// The stored documents of `ids`, in order: `None` for an unknown id or a record stored
+    /// without one. One read transaction for all of them (a query's hits).
+    pub fn documents<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<Option<String>>> {
+        let state = self.ids_read();
+        let mut out = vec![None; ids.len()];
+        let mut committed = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let Some(&row) = state.rows_by_id.get(id.as_ref()) else {
+                continue;
+            };
+            match state.pending_docs.get(&row) {
+                Some(doc) => out[i] = Some(doc.clone()),
+                None => committed.push((i, row)),
+            }
+        }
+        let rows: Vec<u64> = committed.iter().map(|&(_, row)| row).collect();
+        for ((i, _), doc) in committed.into_iter().zip(self.meta.documents(&rows)?) {
+            out[i] = doc;
+        }
+        Ok(out)
     }
 
     /// Inserts a batch. `vectors` holds `ids.len()` vectors back to back; `metadatas` is empty or
@@ -410,7 +491,32 @@ impl Database {
         vectors: &[f32],
         metadatas: &[Option<Metadata>],
     ) -> Result<()> {
-        self.write_batch(ids, vectors, metadatas, WriteMode::Add)
+        self.write_batch(ids, vectors, metadatas, NO_DOCUMENTS, WriteMode::Add)
+    }
+
+    /// Like [`Database::add`], and stores each record's document (the text its vector was
+    /// embedded from) with it: `documents` is empty or one entry per id. Documents live in
+    /// `metadata.db`, follow their row through delete, upsert and compaction, and come back
+    /// from [`Database::get`] and [`Database::documents`].
+    pub fn add_with_documents<S: AsRef<str>, D: AsRef<str>>(
+        &self,
+        ids: &[S],
+        vectors: &[f32],
+        metadatas: &[Option<Metadata>],
+        documents: &[Option<D>],
+    ) -> Result<()> {
+        self.write_batch(ids, vectors, metadatas, documents, WriteMode::Add)
+    }
+
+    /// Like [`Database::add_with_documents`], but an existing id is replaced.
+    pub fn upsert_with_documents<S: AsRef<str>, D: AsRef<str>>(
+        &self,
+        ids: &[S],
+        vectors: &[f32],
+        metadatas: &[Option<Metadata>],
+        documents: &[Option<D>],
+    ) -> Result<()> {
+        self.write_batch(ids, vectors, metadatas, documents, WriteMode::Upsert)
     }
 
     /// Like [`Database::add`], but an existing id is replaced (its old row is deleted).
@@ -420,27 +526,36 @@ impl Database {
         vectors: &[f32],
         metadatas: &[Option<Metadata>],
     ) -> Result<()> {
-        self.write_batch(ids, vectors, metadatas, WriteMode::Upsert)
+        self.write_batch(ids, vectors, metadatas, NO_DOCUMENTS, WriteMode::Upsert)
     }
 
-    fn write_batch<S: AsRef<str>>(
+    fn write_batch<S: AsRef<str>, D: AsRef<str>>(
         &self,
         ids: &[S],
         vectors: &[f32],
         metadatas: &[Option<Metadata>],
+        documents: &[Option<D>],
         mode: WriteMode,
     ) -> Result<()> {
         let n = ids.len();
         if n == 0 {
-            if vectors.is_empty() && metadatas.is_empty() {
+            if vectors.is_empty() && metadatas.is_empty() && documents.is_empty() {
                 return Ok(());
             }
-            return Err(Error::invalid("vectors or metadatas given without ids"));
+            return Err(Error::invalid(
+                "vectors, metadatas or documents given without ids",
+            ));
         }
         if !metadatas.is_empty() && metadatas.len() != n {
             return Err(Error::invalid(format!(
                 "{} metadatas for {n} ids: pass one per id, or none",
                 metadatas.len()
+            )));
+        }
+        if !documents.is_empty() && documents.len() != n {
+            return Err(Error::invalid(format!(
+                "{} documents for {n} ids: pass one per id, or none",
+                documents.len()
             )));
         }
         let mut w = lock_poison_free(&self.writer);
@@ -533,9 +648,13 @@ impl Database {
                 if let Some(Some(m)) = metadatas.get(i) {
                     state.pending_meta.insert(row, m.clone());
                 }
+                if let Some(Some(d)) = documents.get(i) {
+                    state.pending_docs.insert(row, d.as_ref().to_owned());
+                }
             }
             for (row, _) in &replaced {
                 state.pending_meta.remove(row);
+                state.pending_docs.remove(row);
             }
             self.published.store(Arc::new(Self::snapshot_of(&w)));
         }
@@ -630,6 +749,7 @@ impl Database {
             for (row, id) in &rows {
                 state.rows_by_id.remove(id);
                 state.pending_meta.remove(row);
+                state.pending_docs.remove(row);
             }
             self.published.store(Arc::new(Self::snapshot_of(&w)));
         }
@@ -658,7 +778,14 @@ impl Database {
                 inserts: w
                     .pending_inserts
                     .iter()
-                    .map(|(row, id)| (*row, &**id, state.pending_meta.get(row)))
+                    .map(|(row, id)| {
+                        (
+                            *row,
+                            &**id,
+                            state.pending_meta.get(row),
+                            state.pending_docs.get(row).map(String::as_str),
+                        )
+                    })
                     .collect(),
                 deletes: w
                     .pending_deletes
@@ -667,6 +794,7 @@ impl Database {
                     .collect(),
                 committed_rows,
                 config: w.dim.map(|d| (d, self.metric)),
+                embedder: w.embedder_unrecorded.as_ref(),
             };
             // The rows are made durable before redb commits the batch that names them.
             let rows = &mut w.rows;
@@ -680,8 +808,10 @@ impl Database {
                 let mut state = self.ids_write();
                 for (row, _) in &w.pending_inserts {
                     state.pending_meta.remove(row);
+                    state.pending_docs.remove(row);
                 }
                 drop(state);
+                w.embedder_unrecorded = None;
                 w.pending_inserts.clear();
                 w.pending_deletes.clear();
                 w.committed_rows = committed_rows;
@@ -760,15 +890,17 @@ impl Database {
 
         // 2. The commit point: redb now describes the compacted rows.
         let mut all_meta = self.meta.all_metadata()?;
-        let survivors: Vec<(String, Option<Metadata>)> = keep
+        let mut all_docs = self.meta.all_documents()?;
+        let survivors: Vec<CompactedRow> = keep
             .iter()
-            .map(|&row| {
-                let id = w
+            .map(|&row| CompactedRow {
+                id: w
                     .row_ids
                     .get(row as usize)
                     .map(|s| s.to_string())
-                    .unwrap_or_default();
-                (id, all_meta.remove(&row))
+                    .unwrap_or_default(),
+                metadata: all_meta.remove(&row),
+                document: all_docs.remove(&row),
             })
             .collect();
         self.meta.rewrite_compacted(&survivors, dim, self.metric)?;
@@ -787,8 +919,8 @@ impl Database {
 
         let mut row_ids = ChunkedVec::new(ID_CHUNK);
         let mut rows_by_id = HashMap::with_capacity(keep.len());
-        for (new_row, (id, _)) in survivors.into_iter().enumerate() {
-            let id: Arc<str> = Arc::from(id);
+        for (new_row, survivor) in survivors.into_iter().enumerate() {
+            let id: Arc<str> = Arc::from(survivor.id);
             rows_by_id.insert(id.clone(), new_row as u64);
             row_ids.push(id);
         }
@@ -800,6 +932,7 @@ impl Database {
         let mut state = self.ids_write();
         state.rows_by_id = rows_by_id;
         state.pending_meta.clear();
+        state.pending_docs.clear();
         self.published.store(Arc::new(Self::snapshot_of(w)));
         Ok(())
     }

@@ -75,6 +75,23 @@ pub enum Error {
         /// redb's message.
         message: String,
     },
+    /// A database created for one text embedder was opened with another (or holds vectors of
+    /// an unrecorded model): their vectors are not comparable.
+    #[error("embedder mismatch: the database holds vectors of {stored}, but {asked} was given; open it with the same embedder, or use another directory for the new model")]
+    EmbedderMismatch {
+        /// What the database recorded (`"no recorded embedder"` for plain vectors).
+        stored: String,
+        /// What the caller asked for.
+        asked: String,
+    },
+    /// The text embedder's model files are missing or cannot be used.
+    #[error("text model at {}: {reason}", path.display())]
+    Model {
+        /// The model folder (or file) at fault.
+        path: PathBuf,
+        /// What was wrong and what to do (e.g. which command installs the model).
+        reason: String,
+    },
     /// A failed write left the in-memory state unknown; the handle refuses further writes.
     #[error("the database handle is poisoned by an earlier failed write ({reason}): drop it and open the database again, which recovers the last commit")]
     Poisoned {

@@ -12,6 +12,10 @@
 //! assert_eq!(hits[0].id, "a");
 //! ```
 //!
+//! With the cargo feature `text`, [`embed::Embedder`] turns text into vectors with a
+//! sentence-transformers model (all-MiniLM-L6-v2) on candle, and [`text::TextDatabase`] adds
+//! and queries documents as text.
+//!
 //! The same engine runs natively (mmap storage, rayon, SimSIMD) and as a WASI component
 //! (`std::fs` storage, one thread, SIMD128 kernels).
 
@@ -28,14 +32,18 @@ pub mod coalesce;
 mod component;
 pub mod db;
 pub mod distance;
+#[cfg(feature = "text")]
+pub mod embed;
 pub mod error;
 pub mod format;
 pub mod index;
 pub mod meta;
 pub mod storage;
+#[cfg(feature = "text")]
+pub mod text;
 pub mod types;
 
 pub use coalesce::CoalesceStats;
 pub use db::Database;
 pub use error::{Error, Result};
-pub use types::{Metadata, Metric, OpenOptions, Record, SearchHit, StorageKind};
+pub use types::{EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit, StorageKind};

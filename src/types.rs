@@ -106,6 +106,26 @@ pub struct OpenOptions {
     /// Answer concurrent `search` calls on one handle together, with one batch scan per round
     /// (on by default; off only to measure what it saves).
     pub coalesce_searches: bool,
+    /// The text embedder the caller will use with this database. A new database records it;
+    /// an existing one must have been created with the same name and dimension
+    /// ([`crate::Error::EmbedderMismatch`] otherwise), so vectors of two models never mix.
+    pub embedder: Option<EmbedderSpec>,
+}
+
+/// The identity of a text embedder as the database records it: vectors from models with
+/// different names are not comparable, even at the same dimension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbedderSpec {
+    /// The model's name, e.g. `all-MiniLM-L6-v2`.
+    pub name: String,
+    /// The dimension of its vectors.
+    pub dimension: u32,
+}
+
+impl std::fmt::Display for EmbedderSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (dimension {})", self.name, self.dimension)
+    }
 }
 
 impl Default for OpenOptions {
@@ -120,6 +140,7 @@ impl Default for OpenOptions {
             auto_commit_rows: env_usize("SVDB_AUTO_FLUSH_THRESHOLD")
                 .unwrap_or(DEFAULT_AUTO_COMMIT_ROWS),
             coalesce_searches: true,
+            embedder: None,
         }
     }
 }
@@ -134,6 +155,13 @@ impl OpenOptions {
     /// Options with a metric.
     pub fn with_metric(mut self, metric: Metric) -> Self {
         self.metric = Some(metric);
+        self
+    }
+
+    /// Options recording (or checking) the text embedder; also fixes the dimension.
+    pub fn with_embedder(mut self, embedder: EmbedderSpec) -> Self {
+        self.dimension = Some(embedder.dimension);
+        self.embedder = Some(embedder);
         self
     }
 
@@ -246,4 +274,6 @@ pub struct Record {
     pub vector: Vec<f32>,
     /// Its metadata, if any was given.
     pub metadata: Option<Metadata>,
+    /// The text the vector was embedded from, if it was stored with it.
+    pub document: Option<String>,
 }

