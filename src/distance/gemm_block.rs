@@ -14,8 +14,7 @@ pub(crate) fn dot_many_gemm(
     dim: usize,
     out: &mut [f32],
 ) {
-    let rows_ok = nrows == 0 || (nrows - 1) * row_stride + dim <= rows.len();
-    if queries.len() < nq * dim || !rows_ok || out.len() < nq * nrows || row_stride < dim {
+    if !super::dot_many_shapes_ok(queries, nq, rows, nrows, row_stride, dim, out) {
         debug_assert!(false, "dot_many_gemm: bad shapes");
         return;
     }

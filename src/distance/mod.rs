@@ -208,6 +208,23 @@ impl Kernels {
     }
 }
 
+/// The [`MultiDotFn`] contract on these slices: every query, row and output the call would
+/// touch is in bounds. The unchecked kernels test it once, up front.
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::too_many_arguments)] // the shape description of `MultiDotFn`
+pub(crate) fn dot_many_shapes_ok(
+    queries: &[f32],
+    nq: usize,
+    rows: &[f32],
+    nrows: usize,
+    row_stride: usize,
+    dim: usize,
+    out: &[f32],
+) -> bool {
+    let rows_ok = nrows == 0 || (nrows - 1) * row_stride + dim <= rows.len();
+    queries.len() >= nq * dim && rows_ok && out.len() >= nq * nrows && row_stride >= dim
+}
+
 fn multi_dot_for_cpu() -> Option<MultiDotFn> {
     #[cfg(target_arch = "x86_64")]
     {
