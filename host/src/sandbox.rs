@@ -98,30 +98,26 @@ impl Runtime {
 
     /// A fresh store whose guest sees `host_dir` as `/db` and nothing else.
     pub(crate) fn store_for(&self, host_dir: &Path) -> wasmtime::Result<Store<HostState>> {
-        let mut wasi = WasiCtx::builder();
-        // No inherit_* calls: no environment, arguments, stdio or network reach the guest.
-        wasi.preopened_dir(host_dir, GUEST_DB_DIR, FsPerms::ReadWrite)?;
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.config.memory_limit_bytes)
-            .instances(4)
-            .build();
-        let state = HostState {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limits,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        Ok(store)
+        self.store_seeing(host_dir, GUEST_DB_DIR, FsPerms::ReadWrite)
     }
-}
 
-impl Runtime {
     /// A fresh store for an embedder: the guest sees `model_dir` read-only as `/model` and
     /// nothing else (no database directory: the embedder only reads its model).
     pub(crate) fn store_for_model(&self, model_dir: &Path) -> wasmtime::Result<Store<HostState>> {
+        self.store_seeing(model_dir, GUEST_MODEL_DIR, FsPerms::ReadOnly)
+    }
+
+    /// A fresh store, under this runtime's limits, whose guest sees `host_dir` as `guest_dir`
+    /// with `perms`, and nothing else.
+    fn store_seeing(
+        &self,
+        host_dir: &Path,
+        guest_dir: &str,
+        perms: FsPerms,
+    ) -> wasmtime::Result<Store<HostState>> {
         let mut wasi = WasiCtx::builder();
-        wasi.preopened_dir(model_dir, GUEST_MODEL_DIR, FsPerms::ReadOnly)?;
+        // No inherit_* calls: no environment, arguments, stdio or network reach the guest.
+        wasi.preopened_dir(host_dir, guest_dir, perms)?;
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.config.memory_limit_bytes)
             .instances(4)
