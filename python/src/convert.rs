@@ -414,34 +414,7 @@ pub(crate) fn vector<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vecto
 /// Ids for a write: a sequence of `str` (a single `str` is refused, since iterating it would
 /// give its characters).
 pub(crate) fn ids(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
-    let py = obj.py();
-    if obj.is_instance_of::<PyString>() {
-        return Err(invalid(
-            py,
-            "ids must be a sequence of str, not a single str: wrap it in a list".to_owned(),
-            None,
-        ));
-    }
-    let items = obj.try_iter().map_err(|_| {
-        invalid(
-            py,
-            format!("ids must be a sequence of str, not {}", type_name(obj)),
-            None,
-        )
-    })?;
-    let mut out = Vec::with_capacity(obj.len().unwrap_or(0));
-    for (i, item) in items.enumerate() {
-        let item = item?;
-        let s = item.cast::<PyString>().map_err(|_| {
-            invalid(
-                py,
-                format!("id {i} is a {}, not a str", type_name(&item)),
-                Some(i),
-            )
-        })?;
-        out.push(s.to_str()?.to_owned());
-    }
-    Ok(out)
+    str_sequence(obj, "ids", |i| format!("id {i}"))
 }
 
 /// Texts (documents or queries): a sequence of `str`; a single `str` only if `one_allowed`
@@ -455,6 +428,16 @@ pub(crate) fn texts_or_one(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<(Vec<
 
 /// A sequence of `str` (documents, query texts); a single `str` is refused, as for ids.
 pub(crate) fn texts(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
+    str_sequence(obj, what, |i| format!("{what}[{i}]"))
+}
+
+/// A sequence of `str` called `what` in errors; `item(i)` names its element `i`. A single
+/// `str` is refused (iterating it would give its characters).
+fn str_sequence(
+    obj: &Bound<'_, PyAny>,
+    what: &str,
+    item: impl Fn(usize) -> String,
+) -> PyResult<Vec<String>> {
     let py = obj.py();
     if obj.is_instance_of::<PyString>() {
         return Err(invalid(
@@ -471,12 +454,12 @@ pub(crate) fn texts(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>>
         )
     })?;
     let mut out = Vec::with_capacity(obj.len().unwrap_or(0));
-    for (i, item) in items.enumerate() {
-        let item = item?;
-        let s = item.cast::<PyString>().map_err(|_| {
+    for (i, element) in items.enumerate() {
+        let element = element?;
+        let s = element.cast::<PyString>().map_err(|_| {
             invalid(
                 py,
-                format!("{what}[{i}] is a {}, not a str", type_name(&item)),
+                format!("{} is a {}, not a str", item(i), type_name(&element)),
                 Some(i),
             )
         })?;
