@@ -32,7 +32,6 @@ pub mod coalesce;
 mod component;
 pub mod db;
 pub mod distance;
-#[cfg(feature = "text")]
 pub mod embed;
 pub mod error;
 pub mod format;

