@@ -7,7 +7,7 @@ CARGO ?= cargo
 RUSTUP ?= rustup
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all demo test toolchain fmt-check clippy-native wasm-check wasm-clippy component component-text \
+.PHONY: all demo test toolchain fmt-check clippy-native wasm-check wasm-clippy component \
         cargo-test node-test python-test python-dev python-bench bench bench-smoke bench-rust \
         fmt clippy clean
 
@@ -21,11 +21,10 @@ all: test
 ## answers questions natively, then inside the sandboxed component (embedder included).
 ## `make demo QUERY="..."` asks your own question.
 QUERY ?=
-TEXT_COMPONENT := target/$(WASM_TARGET)/component-text/srvdb.wasm
-demo: component component-text
+demo: component
 	$(python_setup)
 	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check --no-deps -r python/requirements-text.txt
-	SRVDB_COMPONENT=$(abspath $(TEXT_COMPONENT)) $(PYENV_PY) examples/stdlib_search.py \
+	$(PYENV_PY) examples/stdlib_search.py \
 		$(if $(QUERY),--query "$(QUERY)")
 
 ## test: every check CI runs, in order; stops at the first failure.
@@ -52,21 +51,17 @@ wasm-check: toolchain
 	@echo "==> [4/10] cargo check -p srvdb --target $(WASM_TARGET)"
 	$(CARGO) check -p srvdb --target $(WASM_TARGET)
 
+# Step 4 checks the guest without the embedder (a vector-only component), step 5 lints it with.
 wasm-clippy: toolchain
-	@echo "==> [5/10] cargo clippy -p srvdb --target $(WASM_TARGET) -- -D warnings"
-	$(CARGO) clippy -p srvdb --target $(WASM_TARGET) -- -D warnings
+	@echo "==> [5/10] cargo clippy -p srvdb --target $(WASM_TARGET) --features text -- -D warnings"
+	$(CARGO) clippy -p srvdb --target $(WASM_TARGET) --features text -- -D warnings
 
-## component: the WASI component target/wasm32-wasip2/component/srvdb.wasm.
+## component: the WASI component target/wasm32-wasip2/component/srvdb.wasm, with the text
+## embedder inside (cargo feature `text`; without it the component is vector-only and smaller).
 component: toolchain
-	@echo "==> [6/10] cargo build -p srvdb --target $(WASM_TARGET) --profile component"
-	$(CARGO) build -p srvdb --target $(WASM_TARGET) --profile component
+	@echo "==> [6/10] cargo build -p srvdb --target $(WASM_TARGET) --profile component --features text"
+	$(CARGO) build -p srvdb --target $(WASM_TARGET) --profile component --features text
 	@ls -l target/$(WASM_TARGET)/component/srvdb.wasm
-
-## component-text: the component with the text embedder inside (cargo feature `text`), for
-## `make demo`; not part of `make test` (it would add a cold candle build for wasm32 to CI).
-component-text: toolchain
-	$(CARGO) build -p srvdb --target $(WASM_TARGET) --profile component-text --features text
-	@ls -l $(TEXT_COMPONENT)
 
 # Release mode: the crash-recovery and concurrency tests would crawl in debug, and the host's
 # sandbox tests take 42 s in debug against 3 s in release.

