@@ -89,9 +89,7 @@ pub fn brute_force(
         .collect()
 }
 
-/// Asserts that `got` is a correct top-k given the reference: same length, scores within
-/// `tol` position by position, and every returned id truly scores within `tol` of the k-th
-/// best (so only ties may differ).
+/// Asserts that `got` is a correct top-k given the reference: see [`topk_mismatch`].
 pub fn assert_topk(
     metric: Metric,
     q: &[f32],
@@ -101,38 +99,56 @@ pub fn assert_topk(
     tol: f64,
     context: &str,
 ) {
+    if let Some(problem) = topk_mismatch(metric, q, items, got, k, tol) {
+        panic!("{context}: {problem} (seed {})", seed());
+    }
+}
+
+/// Why `got` is not a correct top-k of `items`, or `None` if it is: same length as the
+/// reference, scores within `tol` position by position, every id known with its true score
+/// within `tol`, no id twice, and every id within `tol` of the k-th best (so only ties may
+/// differ: two rows whose scores differ by less than an f32 rounding may come in either order).
+pub fn topk_mismatch(
+    metric: Metric,
+    q: &[f32],
+    items: &[(String, Vec<f32>)],
+    got: &[SearchHit],
+    k: usize,
+    tol: f64,
+) -> Option<String> {
     let want = brute_force(metric, q, items, k);
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{context}: result length (seed {})",
-        seed()
-    );
+    if got.len() != want.len() {
+        return Some(format!(
+            "{} results, the reference has {}",
+            got.len(),
+            want.len()
+        ));
+    }
     let truth: std::collections::HashMap<&str, &Vec<f32>> =
         items.iter().map(|(id, v)| (id.as_str(), v)).collect();
     for (i, (hit, (want_id, want_score))) in got.iter().zip(&want).enumerate() {
         let scale = want_score.abs().max(1.0);
-        assert!(
-            (hit.score as f64 - want_score).abs() <= tol * scale,
-            "{context}: rank {i}: score {} vs reference {want_score} (want id {want_id}, got {}; seed {})",
-            hit.score,
-            hit.id,
-            seed()
-        );
-        let v = truth
-            .get(hit.id.as_str())
-            .unwrap_or_else(|| panic!("{context}: unknown id {}", hit.id));
+        if (hit.score as f64 - want_score).abs() > tol * scale {
+            return Some(format!(
+                "rank {i}: score {} vs reference {want_score} (want id {want_id}, got {})",
+                hit.score, hit.id
+            ));
+        }
+        let Some(v) = truth.get(hit.id.as_str()) else {
+            return Some(format!("unknown id {}", hit.id));
+        };
         let true_score = reference_score(metric, q, v);
-        assert!(
-            (true_score - hit.score as f64).abs() <= tol * scale,
-            "{context}: id {} reported {} but scores {true_score} (seed {})",
-            hit.id,
-            hit.score,
-            seed()
-        );
+        if (true_score - hit.score as f64).abs() > tol * scale {
+            return Some(format!(
+                "id {} reported {} but scores {true_score}",
+                hit.id, hit.score
+            ));
+        }
     }
     let ids: std::collections::HashSet<&str> = got.iter().map(|h| h.id.as_str()).collect();
-    assert_eq!(ids.len(), got.len(), "{context}: duplicate ids in results");
+    if ids.len() != got.len() {
+        return Some("duplicate ids in results".into());
+    }
     if let Some((_, kth)) = want.last() {
         for hit in got {
             let s = reference_score(metric, q, truth[hit.id.as_str()]);
@@ -141,14 +157,15 @@ pub fn assert_topk(
             } else {
                 s >= kth - tol * kth.abs().max(1.0)
             };
-            assert!(
-                ok,
-                "{context}: id {} (score {s}) is not in the top {k} (k-th {kth}); seed {}",
-                hit.id,
-                seed()
-            );
+            if !ok {
+                return Some(format!(
+                    "id {} (score {s}) is not in the top {k} (k-th {kth})",
+                    hit.id
+                ));
+            }
         }
     }
+    None
 }
 
 /// The real embeddings beside the checkout, or `None` (and a visible note) when absent.
