@@ -4,7 +4,8 @@
 //! - the call overhead of a k = 10 search on a ten-vector database (where the scan is nothing).
 //!
 //! `cargo bench -p srvdb-host --bench sandbox` (needs `make component` first).
-//! `SRVDB_BENCH_SCALE=0.1` shrinks the datasets.
+//! `SRVDB_BENCH_SCALE=0.1` shrinks the datasets; `SRVDB_COMPONENT` picks another component (the
+//! vector-only one, say) and an empty `SRVDB_CACHE_DIR` times its compilation.
 
 use srvdb::{Database, OpenOptions};
 use srvdb_host::sandbox::SandboxConfig;
@@ -54,13 +55,22 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
-    let sandbox = match Sandbox::new(SandboxConfig::new()) {
+    let config = SandboxConfig::new();
+    let started = Instant::now();
+    let sandbox = match Sandbox::new(config.clone()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("SKIP: {e}");
             return;
         }
     };
+    // With an empty SRVDB_CACHE_DIR this is the compile time; with a warm cache, the load.
+    println!(
+        "component {} ({} bytes): compiled or loaded from the cache in {:.2} s",
+        config.component.display(),
+        std::fs::metadata(&config.component).map_or(0, |m| m.len()),
+        started.elapsed().as_secs_f64()
+    );
     let one_thread = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
