@@ -81,7 +81,8 @@ pub fn check_folder(dir: &Path) -> Result<()> {
 }
 
 /// Where `name_or_path` points, and the name a database records for it: an existing folder
-/// is used as it is, under its own name; anything else is a model name in the cache.
+/// is used as it is, under its own name; a path (it has a slash) that is not a folder is the
+/// model error with the install hint; anything else is a model name in the cache.
 pub fn resolve(name_or_path: &str) -> Result<(PathBuf, String)> {
     let as_path = Path::new(name_or_path);
     if as_path.is_dir() {
