@@ -134,11 +134,24 @@ fn summary(m: &srvdb::Metadata) -> String {
         },
         _ => m.as_str().to_owned(),
     };
-    let mut line: String = text.chars().take(80).collect();
-    if text.chars().count() > 80 {
+    cut(&text, 80)
+}
+
+/// The first `chars` characters of `text`, with an ellipsis if there were more.
+fn cut(text: &str, chars: usize) -> String {
+    let mut line: String = text.chars().take(chars).collect();
+    if text.chars().count() > chars {
         line.push('…');
     }
     line
+}
+
+/// Redraws the progress bar on stderr: `done` of `total` `unit`.
+fn progress(done: usize, total: usize, unit: &str) {
+    let pct = done * 100 / total.max(1);
+    let bar = "#".repeat(pct / 4);
+    eprint!("\r[{bar:<25}] {pct:>3}%  {done}/{total} {unit}");
+    let _ = std::io::stderr().flush();
 }
 
 fn sandbox(args: &Args) -> Result<Sandbox, AnyError> {
@@ -165,12 +178,10 @@ fn embedder(sb: &Sandbox, args: &Args) -> Result<SandboxedEmbedder, AnyError> {
 
 /// The first `chars` characters of `text` on one line.
 fn one_line(text: &str, chars: usize) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut line: String = flat.chars().take(chars).collect();
-    if flat.chars().count() > chars {
-        line.push('…');
-    }
-    line
+    cut(
+        &text.split_whitespace().collect::<Vec<_>>().join(" "),
+        chars,
+    )
 }
 
 fn run() -> Result<(), AnyError> {
@@ -230,10 +241,7 @@ fn run() -> Result<(), AnyError> {
                     .collect();
                 db.add(&ids, &data[done * dim..(done + n) * dim], &[])?;
                 done += n;
-                let pct = done * 100 / rows.max(1);
-                let bar = "#".repeat(pct / 4);
-                eprint!("\r[{bar:<25}] {pct:>3}%  {done}/{rows} vectors");
-                let _ = std::io::stderr().flush();
+                progress(done, rows, "vectors");
             }
             db.persist()?;
             let secs = started.elapsed().as_secs_f64();
@@ -297,11 +305,7 @@ fn run() -> Result<(), AnyError> {
                 let documents: Vec<Option<String>> =
                     chunk.iter().map(|d| Some((*d).to_owned())).collect();
                 db.add_with_documents(&ids, &vectors, &[], &documents)?;
-                let done = i * batch + chunk.len();
-                let pct = done * 100 / docs.len().max(1);
-                let bar = "#".repeat(pct / 4);
-                eprint!("\r[{bar:<25}] {pct:>3}%  {done}/{} documents", docs.len());
-                let _ = std::io::stderr().flush();
+                progress(i * batch + chunk.len(), docs.len(), "documents");
             }
             db.persist()?;
             let secs = started.elapsed().as_secs_f64();
