@@ -56,6 +56,10 @@ pub(crate) trait Engine: Send + Sync {
     ) -> Result<()>;
     fn documents(&self, ids: &[String]) -> Result<Vec<Option<String>>>;
     fn embedder(&self) -> Result<Option<EmbedderSpec>>;
+    /// `(searches, scans)` of the engine's search coalescing, if it coalesces.
+    fn coalesce_stats(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 impl Engine for srvdb::Database {
@@ -138,6 +142,11 @@ impl Engine for srvdb::Database {
 
     fn embedder(&self) -> Result<Option<EmbedderSpec>> {
         Ok(srvdb::Database::embedder(self).cloned())
+    }
+
+    fn coalesce_stats(&self) -> Option<(u64, u64)> {
+        let stats = srvdb::Database::coalesce_stats(self);
+        Some((stats.queries, stats.scans))
     }
 }
 

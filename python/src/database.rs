@@ -371,6 +371,13 @@ impl Database {
     ) -> PyResult<Vec<f64>> {
         self.handle.search_timings(py, query, k.0, iterations)
     }
+
+    /// ``(searches, scans)``: single searches answered so far and the scans that answered
+    /// them (fewer scans than searches means concurrent searches were coalesced into one
+    /// scan); None for an engine that does not coalesce (``backend="wasm"``). For tests.
+    fn _coalesce_stats(&self, py: Python<'_>) -> PyResult<Option<(u64, u64)>> {
+        self.handle.coalesce_stats(py)
+    }
 }
 
 /// A stored record, as ``Database.get`` returns it.

@@ -412,6 +412,10 @@ impl Handle {
         py.detach(|| backend.engine().persist()).or_raise(py)
     }
 
+    pub(crate) fn coalesce_stats(&self, py: Python<'_>) -> PyResult<Option<(u64, u64)>> {
+        Ok(self.backend(py)?.engine().coalesce_stats())
+    }
+
     pub(crate) fn compact(&self, py: Python<'_>) -> PyResult<()> {
         let backend = self.backend(py)?;
         py.detach(|| backend.engine().compact()).or_raise(py)
