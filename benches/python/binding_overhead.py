@@ -1,6 +1,9 @@
 """Python binding figures, measured in one run on this machine:
 
 - add throughput from a NumPy float32 array and from Python lists (N x D, persist included);
+- the copy `add` makes of a NumPy array while it holds the GIL (so that another thread cannot
+  change or free the array under the engine), as a fraction of the add call that includes it,
+  of the add with its persist, and against NumPy copying the same array (`ndarray.copy()`);
 - single-query search p50 from Python against the same searches timed inside Rust
   (`Database._search_timings`: the engine call alone, no Python in the loop): the difference is
   the binding's overhead;
@@ -46,10 +49,12 @@ def add_throughput(workdir: Path, base: np.ndarray, ids: list[str], as_lists: bo
     data = base.tolist() if as_lists else base
     path = workdir / ("add-lists" if as_lists else "add-numpy")
     db = srvdb.open(path)
-    seconds = timed(lambda: (db.add(ids, data), db.persist()))
+    add_seconds = timed(lambda: db.add(ids, data))
+    seconds = add_seconds + timed(db.persist)
     db.close()
     n, d = base.shape
     return {
+        "add_seconds": add_seconds,
         "seconds": seconds,
         "vectors_per_s": n / seconds,
         "mb_per_s": base.nbytes / seconds / 1e6,
@@ -141,6 +146,9 @@ def main() -> None:
         work = Path(tmp)
         add_np = add_throughput(work, base, ids, as_lists=False)
         add_ls = add_throughput(work, base, ids, as_lists=True)
+        # The copy add makes before it releases the GIL, and NumPy copying the same array.
+        copy_s = statistics.median(srvdb.Database._copy_seconds(base) for _ in range(5))
+        numpy_copy_s = statistics.median(timed(base.copy) for _ in range(5))
 
         db = srvdb.open(work / "add-numpy")
         for q in queries[:20]:  # warm the page cache and the thread pool
@@ -192,6 +200,10 @@ def main() -> None:
     print("| --- | ---: |")
     print(f"| add from NumPy float32 ({n:,} x {d}, incl. persist) | {add_np['seconds']:.2f} s: "
           f"{add_np['vectors_per_s']:,.0f} vectors/s, {add_np['mb_per_s']:,.0f} MB/s |")
+    print(f"| copy of the NumPy array by add, GIL held ({base.nbytes / 1e6:,.0f} MB) | {fmt_ms(copy_s)}: "
+          f"{copy_s / add_np['add_seconds'] * 100:.1f} % of the add call that includes it ({fmt_ms(add_np['add_seconds'])}), "
+          f"{copy_s / add_np['seconds'] * 100:.1f} % of add + persist; "
+          f"{copy_s / numpy_copy_s:.2f}x NumPy's ndarray.copy() ({fmt_ms(numpy_copy_s)}) |")
     print(f"| add from lists ({n:,} x {d}, incl. persist; tolist() not timed) | {add_ls['seconds']:.2f} s: "
           f"{add_ls['vectors_per_s']:,.0f} vectors/s, {add_ls['mb_per_s']:,.0f} MB/s |")
     print(f"| search k=10, p50 from Python | {fmt_ms(py_p50)} |")

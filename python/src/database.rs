@@ -88,8 +88,8 @@ impl Database {
 
     /// Inserts a batch of records; the batch is atomic.
     ///
-    /// ``ids``: a sequence of str. ``embeddings``: a 2-D NumPy array (one row per id; a
-    /// C-contiguous float32 array is read in place, other float arrays are converted) or a
+    /// ``ids``: a sequence of str. ``embeddings``: a 2-D NumPy float array (one row per id;
+    /// copied before the GIL is released, so other threads may change it afterwards) or a
     /// sequence of vectors. ``metadatas``: ``None`` or one entry per id, each ``None``, a dict
     /// (or any JSON-serialisable value) or a str (stored exactly as given).
     ///
@@ -378,6 +378,17 @@ impl Database {
     fn _coalesce_stats(&self, py: Python<'_>) -> PyResult<Option<(u64, u64)>> {
         self.handle.coalesce_stats(py)
     }
+
+    /// Seconds spent copying ``embeddings`` into the binding's own buffer, as ``add`` does
+    /// before it releases the GIL (nothing is written). For the binding benchmark.
+    #[staticmethod]
+    fn _copy_seconds(embeddings: &Bound<'_, PyAny>) -> PyResult<f64> {
+        let start = std::time::Instant::now();
+        let matrix = convert::matrix(embeddings, "embeddings", None)?;
+        let seconds = start.elapsed().as_secs_f64();
+        std::hint::black_box(matrix.as_slice());
+        Ok(seconds)
+    }
 }
 
 /// A stored record, as ``Database.get`` returns it.
@@ -465,10 +476,12 @@ pub(crate) fn open(
     Database::new(py, path, dim, metric, backend, embedder)
 }
 
-/// True when ``add`` would read ``embeddings`` in place (a C-contiguous, aligned float32
-/// 2-D array) rather than convert it. For tests and for checking your own pipeline.
+/// Always False: ``add`` no longer reads any array in place. Every array is copied into the
+/// binding's own buffer while the GIL is held, so that another thread changing or resizing
+/// it meanwhile cannot make the engine store NaN or read freed memory. Kept so that code
+/// calling it still runs; ``embeddings`` is still validated (a wrong dtype raises).
 #[pyfunction]
 pub(crate) fn reads_in_place(embeddings: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let matrix = convert::matrix(embeddings, "embeddings", None)?;
-    Ok(matrix.is_zero_copy(embeddings))
+    convert::matrix(embeddings, "embeddings", None)?;
+    Ok(false)
 }

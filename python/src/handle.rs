@@ -201,7 +201,7 @@ impl Handle {
         py.detach(|| backend.engine().ids()).or_raise(py)
     }
 
-    /// Validates and converts a batch with the GIL held, then writes it without.
+    /// Validates and copies a batch with the GIL held, then writes the copy without.
     pub(crate) fn write(
         &self,
         py: Python<'_>,

@@ -5,7 +5,7 @@
 //! - `legacy`: `srvdb.SvDBPython`, the original API, call for call;
 //! - `handle`: what both hold, and the calls they share (the GIL is released around every
 //!   scan, write and sync);
-//! - `convert`: Python arguments to engine inputs (NumPy arrays read in place when possible);
+//! - `convert`: Python arguments to engine inputs (arrays copied while the GIL is held);
 //! - `backend`: the engines a handle can drive (native now; the wasmtime sandbox later);
 //! - `errors`: `srvdb::Error` to the Python exception tree;
 //! - `text`: the text embedder behind `srvdb.open(..., embedder=...)`.

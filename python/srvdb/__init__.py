@@ -5,8 +5,9 @@ Two APIs over the same Rust engine:
 - ``srvdb.open(path, dim=None, metric=None, backend="native")`` returns a :class:`Database`
   (``backend="wasm"`` runs the same engine as a WASI component in a wasmtime sandbox):
   a context manager with ``len()``, ``in``, ``add``/``upsert``/``delete``/``get``,
-  ``search``/``search_batch``, ``persist`` and ``compact``, taking NumPy arrays (float32
-  C-contiguous arrays are read in place) or sequences, and metadata as dicts or strings.
+  ``search``/``search_batch``, ``persist`` and ``compact``, taking NumPy arrays (copied
+  while the GIL is held, so other threads may change them afterwards) or sequences, and
+  metadata as dicts or strings.
 - ``srvdb.open(path, embedder="all-MiniLM-L6-v2")``: text in, text out.
   ``db.add(ids, documents=[...])`` embeds and stores the texts, ``db.query(texts, k)`` returns
   ``(id, score, document)`` hits (``pip install "srvdb[text]"`` for the model; see

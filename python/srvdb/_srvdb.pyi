@@ -48,8 +48,9 @@ def open(
     """
 
 def reads_in_place(embeddings: _Vectors) -> bool:
-    """True when ``add`` reads ``embeddings`` without a copy (a C-contiguous, aligned float32
-    2-D array)."""
+    """Always False: every array is copied while the GIL is held (another thread changing or
+    resizing it meanwhile cannot reach the engine). Kept for existing callers; still
+    validates ``embeddings``."""
 
 @final
 class Record:
@@ -93,7 +94,8 @@ class Database:
         """Inserts a batch atomically; ``documents`` are stored with the records, and embedded
         when no ``embeddings`` are given (needs ``embedder=`` at open). Raises
         ``DuplicateIdError`` for an existing or repeated id, ``DimensionMismatchError``,
-        ``InvalidInputError``; then nothing is written."""
+        ``InvalidInputError``; then nothing is written. A NumPy array is copied before the
+        GIL is released: changing it from another thread cannot affect what is stored."""
     def upsert(
         self,
         ids: Sequence[str],
@@ -159,6 +161,8 @@ class Database:
     def closed(self) -> bool: ...
     def _search_timings(self, query: _Vector, k: SupportsIndex = 10, iterations: int = 100) -> list[float]: ...
     def _coalesce_stats(self) -> Optional[tuple[int, int]]: ...
+    @staticmethod
+    def _copy_seconds(embeddings: _Vectors) -> float: ...
 
 @final
 class SvDBPython:
