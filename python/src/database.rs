@@ -290,7 +290,9 @@ impl Database {
     }
 
     /// Commits and closes the database, releasing its directory lock. Further calls raise
-    /// ``srvdb.Error``; closing again does nothing.
+    /// ``srvdb.Error``; closing again does nothing. Raises ``PoisonedError`` if an earlier
+    /// write failed midway (the writes since the last commit are lost; opening the database
+    /// again recovers that commit); the handle is closed all the same.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.handle.close(py)
     }
@@ -299,10 +301,18 @@ impl Database {
         slf
     }
 
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
-        self.handle.close(py)?;
-        Ok(false)
+    /// Closes the database (see ``close``). If the ``with`` block raised, that exception
+    /// propagates, and a failure to close is added to it as a note; otherwise a failure to
+    /// close (``PoisonedError``: writes were lost) is raised.
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: &Bound<'_, PyAny>,
+        exc_value: &Bound<'_, PyAny>,
+        traceback: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let _ = (exc_type, traceback);
+        self.handle.exit(py, exc_value)
     }
 
     /// The dimension, or None until the first ``add`` fixes it.

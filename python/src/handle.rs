@@ -168,7 +168,9 @@ impl Handle {
 
     /// Commits and releases the database (its directory lock too). Closing twice is a no-op.
     /// If other threads are still inside a call, their calls finish on the engine, which is
-    /// committed now and released when the last of them returns.
+    /// committed now and released when the last of them returns. A poisoned engine (an
+    /// earlier write failed midway) gives its `Poisoned` error, and the handle is closed
+    /// all the same.
     pub(crate) fn close(&self, py: Python<'_>) -> PyResult<()> {
         let taken = self.slot.write().unwrap_or_else(|p| p.into_inner()).take();
         let Some(backend) = taken else {
@@ -179,6 +181,32 @@ impl Handle {
             Err(shared) => shared.engine().persist(),
         })
         .or_raise(py)
+    }
+
+    /// `__exit__` of both classes: closes the handle. With no exception leaving the `with`
+    /// block (`exc_value` is None), a failure to close is raised. Otherwise that exception must
+    /// propagate unchanged, so a failure to close is only added to it as a note (Python 3.11+)
+    /// rather than raised in its place.
+    pub(crate) fn exit(&self, py: Python<'_>, exc_value: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Err(close_error) = self.close(py) else {
+            return Ok(false);
+        };
+        if exc_value.is_none() {
+            return Err(close_error);
+        }
+        if exc_value.hasattr(pyo3::intern!(py, "add_note"))? {
+            let class = close_error
+                .get_type(py)
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|_| "srvdb.Error".to_owned());
+            let note = format!(
+                "closing the database also failed ({class}): {}",
+                close_error.value(py)
+            );
+            exc_value.call_method1(pyo3::intern!(py, "add_note"), (note,))?;
+        }
+        Ok(false)
     }
 
     pub(crate) fn dimension(&self, py: Python<'_>) -> PyResult<Option<u32>> {

@@ -5,7 +5,6 @@ use crate::convert::K;
 use crate::database::options;
 use crate::handle::{hit_tuples, Handle, Write};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
 use srvdb::Metadata;
 use std::path::PathBuf;
 
@@ -102,6 +101,8 @@ impl SvDBPython {
     }
 
     /// Commits and closes the database (also done when the object is garbage-collected).
+    /// Raises ``PoisonedError`` if an earlier write failed midway: the writes since the last
+    /// commit are lost.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.handle.close(py)
     }
@@ -118,10 +119,17 @@ impl SvDBPython {
         slf
     }
 
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
-        self.handle.close(py)?;
-        Ok(false)
+    /// Closes the database. An exception raised in the ``with`` block propagates (a failure
+    /// to close is added to it as a note); otherwise a failure to close is raised.
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: &Bound<'_, PyAny>,
+        exc_value: &Bound<'_, PyAny>,
+        traceback: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let _ = (exc_type, traceback);
+        self.handle.exit(py, exc_value)
     }
 
     fn __repr__(&self) -> String {

@@ -140,14 +140,18 @@ class Database:
     def compact(self) -> None:
         """Rewrites the database without deleted records (crash-safe)."""
     def close(self) -> None:
-        """Commits and closes; later calls raise ``srvdb.Error``."""
+        """Commits and closes; later calls raise ``srvdb.Error``. Raises ``PoisonedError``
+        (the handle is closed all the same) if an earlier write failed midway: the writes
+        since the last commit are lost."""
     def __enter__(self) -> Database: ...
     def __exit__(
         self,
         exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> bool: ...
+        exc_value: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> bool:
+        """Closes. An exception leaving the block propagates (a close failure is added to it
+        as a note); otherwise a close failure is raised."""
     @property
     def dim(self) -> Optional[int]:
         """The dimension, or None until the first ``add``."""
@@ -184,13 +188,14 @@ class SvDBPython:
         """Deletes the ids that exist (unknown ids are skipped) and persists."""
     def get_all_ids(self) -> list[str]: ...
     def persist(self) -> None: ...
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Commits and closes; raises ``PoisonedError`` if an earlier write failed midway."""
     def __len__(self) -> int: ...
     def __contains__(self, key: object, /) -> bool: ...
     def __enter__(self) -> SvDBPython: ...
     def __exit__(
         self,
         exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_value: Optional[BaseException],
+        traceback: Optional[TracebackType],
     ) -> bool: ...
