@@ -859,12 +859,22 @@ impl Database {
         };
         let total = w.committed_rows;
         let is_dead = |row: u64| row_bit_set(&w.tombstones, row);
+        let survivors_count = usize::try_from(w.live).unwrap_or(usize::MAX);
 
         // 1. The surviving rows into a new file, durably.
         let mut new_store = self.location.create_rows(names::VECTORS_COMPACT, &header)?;
-        let rows_per_slab = (self.options.buffer_bytes / layout.stride_bytes()).max(1);
-        let mut slab: Vec<f32> = Vec::with_capacity(rows_per_slab * layout.stride_f32);
-        let mut keep: Vec<u64> = Vec::new();
+        // Bounded by the rows there are, whatever the write buffer's size.
+        let rows_per_slab =
+            (self.options.buffer_bytes / layout.stride_bytes()).clamp(1, survivors_count.max(1));
+        let mut slab: Vec<f32> = Vec::new();
+        slab.try_reserve_exact(rows_per_slab.saturating_mul(layout.stride_f32))
+            .map_err(|_| {
+                Error::invalid(format!(
+                    "the write buffer ({} bytes) cannot be allocated: open with a smaller buffer_bytes",
+                    self.options.buffer_bytes
+                ))
+            })?;
+        let mut keep: Vec<u64> = Vec::with_capacity(survivors_count);
         for row in 0..total {
             if is_dead(row) {
                 continue;
@@ -886,9 +896,9 @@ impl Database {
             new_store.append(&slab)?;
         }
         new_store.sync()?;
-        drop(new_store);
+        drop(view);
 
-        // 2. The commit point: redb now describes the compacted rows.
+        // 2. The new numbering, built before the switch so the switch is short.
         let mut all_meta = self.meta.all_metadata()?;
         let mut all_docs = self.meta.all_documents()?;
         let survivors: Vec<CompactedRow> = keep
@@ -903,46 +913,48 @@ impl Database {
                 document: all_docs.remove(&row),
             })
             .collect();
-        self.meta.rewrite_compacted(&survivors, dim, self.metric)?;
-
-        // 3. Swap the files in and clear the mark (open finishes this after a crash).
-        self.location
-            .rename(names::VECTORS_COMPACT, names::VECTORS)?;
-        self.meta.finish_compaction()?;
-        let n = keep.len() as u64;
-        let Some((_, reopened)) = self.location.open_rows(names::VECTORS, n)? else {
-            return Err(Error::corrupt(
-                self.location.path_of(names::VECTORS),
-                "vanished during compaction",
-            ));
-        };
-
         let mut row_ids = ChunkedVec::new(ID_CHUNK);
         let mut rows_by_id = HashMap::with_capacity(keep.len());
-        for (new_row, survivor) in survivors.into_iter().enumerate() {
-            let id: Arc<str> = Arc::from(survivor.id);
+        for (new_row, survivor) in survivors.iter().enumerate() {
+            let id: Arc<str> = Arc::from(survivor.id.as_str());
             rows_by_id.insert(id.clone(), new_row as u64);
             row_ids.push(id);
         }
-        w.rows = Some(reopened);
-        w.row_ids = row_ids;
-        w.tombstones = Arc::new(Vec::new());
-        w.committed_rows = n;
-        w.live = n;
-        let mut state = self.ids_write();
-        state.rows_by_id = rows_by_id;
-        state.pending_meta.clear();
-        state.pending_docs.clear();
-        self.published.store(Arc::new(Self::snapshot_of(w)));
+
+        // 3. The commit point: redb now describes the compacted rows. Readers pair a row number
+        //    from `rows_by_id` with redb's metadata and documents while holding the id lock, so
+        //    the new numbering goes live in memory under the same write lock as in redb: no
+        //    reader sees one numbering in memory and the other in redb. From here the handle
+        //    reads the new file (still named vectors.bin.compact; the rename does not touch the
+        //    open file).
+        {
+            let mut state = self.ids_write();
+            self.meta.rewrite_compacted(&survivors, dim, self.metric)?;
+            let n = keep.len() as u64;
+            w.rows = Some(new_store);
+            w.row_ids = row_ids;
+            w.tombstones = Arc::new(Vec::new());
+            w.committed_rows = n;
+            w.live = n;
+            state.rows_by_id = rows_by_id;
+            state.pending_meta.clear();
+            state.pending_docs.clear();
+            self.published.store(Arc::new(Self::snapshot_of(w)));
+        }
+
+        // 4. Swap the files and clear the mark (open finishes this after a crash).
+        self.location
+            .rename(names::VECTORS_COMPACT, names::VECTORS)?;
+        self.meta.finish_compaction()?;
         Ok(())
     }
 
-    /// Commits and closes, reporting any error (dropping commits too, but silently).
+    /// Commits and closes, reporting any error (dropping commits too, but silently). A handle
+    /// poisoned by an earlier failed write returns [`Error::Poisoned`]: the writes it
+    /// acknowledged since its last commit are lost, and the caller must hear it.
     pub fn close(self) -> Result<()> {
         let mut w = lock_poison_free(&self.writer);
-        if w.poisoned.is_some() {
-            return Ok(());
-        }
+        w.check()?;
         self.commit_locked(&mut w)
     }
 
