@@ -21,7 +21,8 @@ use crate::storage::fs::{DirLock, FsLocation};
 use crate::storage::sim::SimLocation;
 use crate::storage::{names, Location, RowStore, RowView};
 use crate::types::{
-    EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit, MAX_DIMENSION, MAX_ID_BYTES,
+    EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit, MAX_DIMENSION,
+    MAX_DOCUMENT_BYTES, MAX_ID_BYTES, MAX_METADATA_BYTES,
 };
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
@@ -558,6 +559,10 @@ impl Database {
                 documents.len()
             )));
         }
+        check_documents_and_metadata(metadatas, documents)?;
+        // NaN/inf anywhere rejects the batch. Checked (on every core for large batches) before
+        // the writer lock is taken: no rayon work may run under it (see `append_rows`).
+        let non_finite = first_non_finite(vectors);
         let mut w = lock_poison_free(&self.writer);
         w.check()?;
 
@@ -581,7 +586,7 @@ impl Database {
                 d
             }
         };
-        if let Some(pos) = first_non_finite(vectors) {
+        if let Some(pos) = non_finite {
             return Err(Error::InvalidInput {
                 reason: format!(
                     "component {} is {} (NaN and infinity cannot be searched)",
@@ -679,6 +684,7 @@ impl Database {
     }
 
     /// Encodes rows (vector, norm, padding) into slabs of the write buffer and appends them.
+    /// Runs under the writer lock, so it starts no rayon work (see the loop).
     fn append_rows(&self, w: &mut Writer, vectors: &[f32], dim: usize) -> Result<()> {
         let Some(store) = w.rows.as_mut() else {
             return Err(Error::invalid("no row storage (dimension unknown)"));
@@ -697,18 +703,10 @@ impl Database {
                 layout.encode_row(v, kernels.dot(v, v).sqrt(), out);
             };
             let target = &mut slab[..take * stride];
-            // Encoding (a norm and a copy per row) on every core keeps it off the critical
-            // path of a large ingest, which should be bound by the disk.
-            #[cfg(not(target_arch = "wasm32"))]
-            {
-                use rayon::prelude::*;
-                target
-                    .par_chunks_mut(stride)
-                    .zip(source.par_chunks(dim))
-                    .with_min_len(64)
-                    .for_each(encode);
-            }
-            #[cfg(target_arch = "wasm32")]
+            // On this thread, never on rayon's pool: the writer lock is held here, and a thread
+            // waiting for pool work may run another caller's `add` (if it is a pool worker
+            // itself) or wait on workers that are all blocked on this lock. Encoding is a norm
+            // and a copy per row, far faster than the disk it feeds.
             target
                 .chunks_mut(stride)
                 .zip(source.chunks(dim))
@@ -993,7 +991,12 @@ impl Database {
             .map_or(0, |r| rows.saturating_mul(r.layout().stride_bytes() as u64));
         // Rows that fit in cache are scanned in microseconds without touching DRAM: callers
         // scanning side by side do not compete, and a queue would only add hand-offs.
-        if !self.coalesce.load(Ordering::Relaxed) || bytes < COALESCE_MIN_BYTES {
+        // A rayon worker never waits in the coalescer: while it waited it could be the thread
+        // the running leader's scan needs (a scan started from inside the pool runs part of its
+        // work on the caller's thread, and rayon lets a waiting worker pick up other tasks, such
+        // as another `search` that would then queue behind it).
+        if !self.coalesce.load(Ordering::Relaxed) || bytes < COALESCE_MIN_BYTES || on_rayon_worker()
+        {
             let mut out = self.search_snapshot(&snap, query, 1, k)?;
             return Ok(out.pop().unwrap_or_default());
         }
@@ -1009,26 +1012,51 @@ impl Database {
     }
 
     /// One scan for a group of coalesced single searches, over the newest snapshot (which every
-    /// caller in the group published, or saw published, before it queued).
+    /// caller in the group published, or saw published, before it queued). Queries share a
+    /// scan only with queries of a compatible `k` (see [`k_class`]): one caller asking for a
+    /// million hits must not make every query it is grouped with carry a million-entry top-k.
     fn search_group(&self, group: &[Arc<Request>]) -> Vec<Result<Vec<SearchHit>>> {
         let snap = self.published.load_full();
+        let mut answers: Vec<Option<Result<Vec<SearchHit>>>> = group.iter().map(|_| None).collect();
+        let mut order: Vec<usize> = (0..group.len()).collect();
+        order.sort_by_key(|&i| k_class(group[i].k));
+        for class in order.chunk_by(|&a, &b| k_class(group[a].k) == k_class(group[b].k)) {
+            let members: Vec<&Request> = class.iter().map(|&i| &*group[i]).collect();
+            for (&i, answer) in class.iter().zip(self.scan_together(&snap, &members)) {
+                answers[i] = Some(answer);
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    Err(Error::Poisoned {
+                        reason: "a coalesced scan lost a query's answer".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// One batch scan for `members` with their largest `k`, each answer cut to its own `k`.
+    fn scan_together(&self, snap: &Snapshot, members: &[&Request]) -> Vec<Result<Vec<SearchHit>>> {
         let single = |r: &Request| {
-            self.search_snapshot(&snap, &r.query, 1, r.k)
+            self.search_snapshot(snap, &r.query, 1, r.k)
                 .map(|mut out| out.pop().unwrap_or_default())
         };
-        if group.len() == 1 {
-            return vec![single(&group[0])];
+        if members.len() == 1 {
+            return vec![single(members[0])];
         }
-        let k = group.iter().map(|r| r.k).max().unwrap_or(0);
-        let mut queries = Vec::with_capacity(group.iter().map(|r| r.query.len()).sum());
-        for r in group {
+        let k = members.iter().map(|r| r.k).max().unwrap_or(0);
+        let mut queries = Vec::with_capacity(members.iter().map(|r| r.query.len()).sum());
+        for r in members {
             queries.extend_from_slice(&r.query);
         }
-        match self.search_snapshot(&snap, &queries, group.len(), k) {
+        match self.search_snapshot(snap, &queries, members.len(), k) {
             // The top k of a larger k is its first k: ranks are a total order (ties by row).
-            Ok(lists) if lists.len() == group.len() => lists
+            Ok(lists) if lists.len() == members.len() => lists
                 .into_iter()
-                .zip(group)
+                .zip(members)
                 .map(|(mut hits, r)| {
                     hits.truncate(r.k);
                     Ok(hits)
@@ -1036,7 +1064,7 @@ impl Database {
                 .collect(),
             // Every query was checked against this dimension before it queued, so this is
             // unexpected; answering each alone gives each its own error.
-            _ => group.iter().map(|r| single(r)).collect(),
+            _ => members.iter().map(|r| single(r)).collect(),
         }
     }
 
@@ -1167,6 +1195,32 @@ fn check_queries(dim: u32, queries: &[f32], n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Up to this `k`, coalesced queries share one scan whatever their `k`: a top-k this small
+/// costs the scan little beside reading the rows.
+const SHARED_SCAN_MAX_K: usize = 128;
+
+/// Which coalesced queries may share a scan: all those with `k <= SHARED_SCAN_MAX_K`, and
+/// otherwise only those with the same `k`.
+fn k_class(k: usize) -> usize {
+    if k <= SHARED_SCAN_MAX_K {
+        0
+    } else {
+        k
+    }
+}
+
+/// True on a thread of a rayon pool (a caller inside `par_iter`, or our own scan's workers).
+fn on_rayon_worker() -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        rayon::current_thread_index().is_some()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        false
+    }
+}
+
 /// Threads a search may use at once.
 fn parallelism() -> usize {
     #[cfg(not(target_arch = "wasm32"))]
@@ -1184,6 +1238,43 @@ fn check_dimension(dim: usize) -> Result<()> {
         return Err(Error::invalid(format!(
             "dimension {dim} is out of range 1..={MAX_DIMENSION}"
         )));
+    }
+    Ok(())
+}
+
+/// Rejects metadata and documents larger than the store takes, before anything is written: a
+/// value redb refused at commit would poison the handle and drop every pending batch with it.
+fn check_documents_and_metadata<D: AsRef<str>>(
+    metadatas: &[Option<Metadata>],
+    documents: &[Option<D>],
+) -> Result<()> {
+    for (i, m) in metadatas.iter().enumerate() {
+        if let Some(m) = m {
+            let len = m.as_str().len();
+            if len > MAX_METADATA_BYTES {
+                return Err(Error::InvalidInput {
+                    reason: format!(
+                        "metadata is {len} bytes; the limit is {MAX_METADATA_BYTES} (keep large \
+                         content in the document, or outside the database)"
+                    ),
+                    index: Some(i),
+                });
+            }
+        }
+    }
+    for (i, d) in documents.iter().enumerate() {
+        if let Some(d) = d {
+            let len = d.as_ref().len();
+            if len > MAX_DOCUMENT_BYTES {
+                return Err(Error::InvalidInput {
+                    reason: format!(
+                        "document is {len} bytes; the limit is {MAX_DOCUMENT_BYTES} (split it \
+                         into chunks, one record each)"
+                    ),
+                    index: Some(i),
+                });
+            }
+        }
     }
     Ok(())
 }
