@@ -895,6 +895,16 @@ impl Database {
         }
         new_store.sync()?;
         drop(view);
+        // Closing the writer trims its preallocated tail (the file shrinks on disk); the store
+        // the handle switches to is the file reopened at exactly its rows.
+        drop(new_store);
+        let n = keep.len() as u64;
+        let Some((_, new_store)) = self.location.open_rows(names::VECTORS_COMPACT, n)? else {
+            return Err(Error::corrupt(
+                self.location.path_of(names::VECTORS_COMPACT),
+                "vanished during compaction",
+            ));
+        };
 
         // 2. The new numbering, built before the switch so the switch is short.
         let mut all_meta = self.meta.all_metadata()?;
@@ -922,13 +932,13 @@ impl Database {
         // 3. The commit point: redb now describes the compacted rows. Readers pair a row number
         //    from `rows_by_id` with redb's metadata and documents while holding the id lock, so
         //    the new numbering goes live in memory under the same write lock as in redb: no
-        //    reader sees one numbering in memory and the other in redb. From here the handle
-        //    reads the new file (still named vectors.bin.compact; the rename does not touch the
-        //    open file).
+        //    reader sees one numbering in memory and the other in redb. The rewrite is staged
+        //    first, so readers wait only for the commit itself. From here the handle reads the
+        //    new file (still named vectors.bin.compact; the rename does not touch the open file).
+        let staged = self.meta.stage_compacted(&survivors, dim, self.metric)?;
         {
             let mut state = self.ids_write();
-            self.meta.rewrite_compacted(&survivors, dim, self.metric)?;
-            let n = keep.len() as u64;
+            staged.commit()?;
             w.rows = Some(new_store);
             w.row_ids = row_ids;
             w.tombstones = Arc::new(Vec::new());
