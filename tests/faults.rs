@@ -22,7 +22,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const DIM: usize = 12;
-type Model = BTreeMap<String, (Vec<u32>, Option<Metadata>)>;
+/// id -> (vector bits, metadata, document).
+type Model = BTreeMap<String, (Vec<u32>, Option<Metadata>, Option<String>)>;
 type Step<'a> = Box<dyn Fn(&Database, &mut Model) -> srvdb::Result<()> + 'a>;
 
 fn vector(rng_seed: u64, i: usize) -> Vec<f32> {
@@ -78,17 +79,25 @@ fn workload(loc: Arc<SimLocation>, s: u64) -> Run {
             .collect();
         let metas: Vec<Option<Metadata>> = range
             .clone()
-            .map(|i| (i % 2 == 0).then(|| Metadata::from_text(format!("m{i}"))))
+            .map(|i| (i % 2 == 0).then(|| Metadata::from_text(format!("m{i}/{upsert}"))))
+            .collect();
+        let docs: Vec<Option<String>> = range
+            .clone()
+            .map(|i| (i % 3 == 0).then(|| format!("document {i}/{upsert}")))
             .collect();
         let r = if upsert {
-            db.upsert(&ids, &vecs, &metas)
+            db.upsert_with_documents(&ids, &vecs, &metas, &docs)
         } else {
-            db.add(&ids, &vecs, &metas)
+            db.add_with_documents(&ids, &vecs, &metas, &docs)
         };
         for (j, i) in range.enumerate() {
             model.insert(
                 ids[j].clone(),
-                (bits(&vector(s + upsert as u64, i)), metas[j].clone()),
+                (
+                    bits(&vector(s + upsert as u64, i)),
+                    metas[j].clone(),
+                    docs[j].clone(),
+                ),
             );
         }
         r
@@ -103,7 +112,12 @@ fn workload(loc: Arc<SimLocation>, s: u64) -> Run {
             }
             add(db, m, 10..14, true)
         }),
-        Box::new(|_db, _m| Ok(())), // compaction of the first two commits
+        // Changes the compaction commits first, then the compaction of the first commits.
+        Box::new(|db, m| {
+            db.delete(&["k5"])?;
+            m.remove("k5");
+            add(db, m, 130..135, false)
+        }),
         Box::new(|db, m| {
             add(db, m, 90..130, false)?;
             db.delete(&["k90", "k0"])?;
@@ -111,7 +125,8 @@ fn workload(loc: Arc<SimLocation>, s: u64) -> Run {
             m.remove("k0");
             add(db, m, 20..22, true)
         }),
-        Box::new(|_db, _m| Ok(())), // compaction of a compacted file
+        // Again, on a compacted file.
+        Box::new(|db, m| add(db, m, 30..33, true)),
     ];
     for (i, step) in steps.iter().enumerate() {
         let body = step(&db, &mut model);
@@ -149,7 +164,7 @@ fn read_model(db: &Database) -> Model {
         .into_iter()
         .map(|id| {
             let r = db.get(&id).expect("get").expect("listed id present");
-            (id, (bits(&r.vector), r.metadata))
+            (id, (bits(&r.vector), r.metadata, r.document))
         })
         .collect()
 }
@@ -179,6 +194,9 @@ struct Sweep {
     in_flight: usize,
     /// Fault points whose op was a directory operation or directory sync.
     dir_faults: usize,
+    /// The in-flight commit (acked, whether its commit call failed) and the first fault point
+    /// after which a power-loss image held it.
+    commit_point_passed: Option<((usize, bool), i64)>,
     violations: Vec<String>,
 }
 
@@ -218,7 +236,7 @@ fn check_image(image: Arc<SimLocation>, run: &Run, s: u64) -> Result<bool, Strin
     db.add(&["after"], &vector(s, 999), &[])
         .and_then(|()| db.persist())
         .map_err(|e| format!("write after recovery: {e}"))?;
-    want.insert("after".into(), (bits(&vector(s, 999)), None));
+    want.insert("after".into(), (bits(&vector(s, 999)), None, None));
     drop(db);
     let again = Database::open_at(Arc::new(image.image_after(Crash::PowerLoss)), options())
         .map_err(|e| format!("reopen after the write after recovery: {e}"))?;
@@ -266,7 +284,36 @@ fn sweep(defects: Defects, s: u64) -> Sweep {
         }
         for crash in crashes(n, s) {
             out.images += 1;
-            match check_image(Arc::new(loc.image_after(crash)), &run, s) {
+            let result = check_image(Arc::new(loc.image_after(crash)), &run, s);
+            // The commit point is one operation: under power loss, every fault after the
+            // first one that leaves the in-flight commit durable leaves it durable too (until
+            // the next commit starts), and a killed process keeps whatever power loss keeps.
+            let commit = (run.acked, run.commit_in_flight);
+            match (crash, &result) {
+                (Crash::PowerLoss, Ok(in_flight)) => match out.commit_point_passed {
+                    Some((c, m)) if c == commit => {
+                        if !in_flight {
+                            out.violations.push(format!(
+                                "fault at op {n} ({op}): power loss lost commit {}, which a fault at op {m} already left durable (seed {s})",
+                                run.acked + 1
+                            ));
+                        }
+                    }
+                    _ => {
+                        out.commit_point_passed = in_flight.then_some((commit, n));
+                    }
+                },
+                (Crash::ProcessKill, Ok(false))
+                    if out.commit_point_passed.is_some_and(|(c, _)| c == commit) =>
+                {
+                    out.violations.push(format!(
+                        "fault at op {n} ({op}): a killed process lost commit {}, which power loss kept (seed {s})",
+                        run.acked + 1
+                    ));
+                }
+                _ => {}
+            }
+            match result {
                 Ok(false) => out.acked += 1,
                 Ok(true) => out.in_flight += 1,
                 Err(e) => out.violations.push(format!(
