@@ -165,8 +165,9 @@ pub struct Defects {
     /// The directory sync that follows a rename reports success but makes nothing durable
     /// (the next honoured directory sync makes the rename durable).
     pub rename_sync_ignored: bool,
-    /// `sync_data` of a rows file (one made by `create_rows`) reports success but makes
-    /// nothing durable: the rows of a commit are not on disk when redb commits.
+    /// `sync_data` of a rows file (one made by `create_rows`), once its header is synced,
+    /// reports success but makes nothing durable: the rows of a commit are not on disk when
+    /// redb commits.
     pub rows_sync_ignored: bool,
 }
 
@@ -192,7 +193,7 @@ pub struct SimFile {
     faults: Arc<FaultPlan>,
     track_durable: bool,
     /// `sync_data` is a no-op (see [`Defects::rows_sync_ignored`]).
-    sync_ignored: bool,
+    sync_ignored: AtomicBool,
 }
 
 impl SimFile {
@@ -205,7 +206,7 @@ impl SimFile {
             }),
             faults,
             track_durable,
-            sync_ignored: false,
+            sync_ignored: AtomicBool::new(false),
         }
     }
 
@@ -374,7 +375,7 @@ impl ByteFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.faults.tick("sync")?;
-        if self.track_durable && !self.sync_ignored {
+        if self.track_durable && !self.sync_ignored.load(Ordering::SeqCst) {
             let mut b = self.lock();
             b.durable = b.live.clone();
             b.unsynced.clear();
@@ -500,7 +501,7 @@ impl SimLocation {
 
     /// `open(name, O_CREAT | O_TRUNC)`: an existing file is cut to zero (an unsynced length
     /// change), a new one is an unsynced directory entry.
-    fn create_file(&self, name: &str, rows_file: bool) -> io::Result<Arc<SimFile>> {
+    fn create_file(&self, name: &str) -> io::Result<Arc<SimFile>> {
         self.faults.tick("create")?;
         let mut ns = self.ns();
         if let Some(file) = ns.live.get(name) {
@@ -509,9 +510,11 @@ impl SimLocation {
             file.apply_set_len(0);
             return Ok(file);
         }
-        let mut file = SimFile::new(self.faults.clone(), self.track_durable, Vec::new());
-        file.sync_ignored = rows_file && self.defects.rows_sync_ignored;
-        let file = Arc::new(file);
+        let file = Arc::new(SimFile::new(
+            self.faults.clone(),
+            self.track_durable,
+            Vec::new(),
+        ));
         ns.live.insert(name.to_owned(), file.clone());
         if self.track_durable {
             ns.unsynced
@@ -643,7 +646,7 @@ impl Location for SimLocation {
             return Ok(Box::new(CachedRows::open(None, path, header.layout, 0)?));
         }
         let file = self
-            .create_file(name, true)
+            .create_file(name)
             .map_err(Error::io_ctx(format!("opening {}", path.display())))?;
         file.write_at(0, &header.encode())
             .and_then(|()| file.sync_data())
@@ -651,6 +654,9 @@ impl Location for SimLocation {
                 "writing the header of {}",
                 path.display()
             )))?;
+        if self.defects.rows_sync_ignored {
+            file.sync_ignored.store(true, Ordering::SeqCst);
+        }
         self.sync_dir(false)?;
         Ok(Box::new(CachedRows::open(
             Some(file),
@@ -713,7 +719,7 @@ impl Location for SimLocation {
             super::check_metadata_not_blank(f.as_ref(), &path)?;
         } else {
             let fresh = self
-                .create_file(METADATA_NEW, false)
+                .create_file(METADATA_NEW)
                 .map_err(Error::io_ctx(format!(
                     "creating {}",
                     self.path_of(METADATA_NEW).display()
@@ -763,7 +769,7 @@ mod tests {
     #[test]
     fn unsynced_rename_is_lost_at_power_loss_but_kept_by_a_killed_process() {
         let (faults, loc) = tracked();
-        let f = loc.create_file("a", false).expect("create");
+        let f = loc.create_file("a").expect("create");
         f.write_at(0, b"hello").expect("write");
         f.sync_data().expect("sync");
         loc.sync_dir(false).expect("dir sync");
@@ -794,7 +800,7 @@ mod tests {
     #[test]
     fn torn_images_mix_unsynced_writes_and_lengths() {
         let (_, loc) = tracked();
-        let f = loc.create_file("f", false).expect("create");
+        let f = loc.create_file("f").expect("create");
         f.write_at(0, &[1; 8]).expect("write");
         f.sync_data().expect("sync");
         loc.sync_dir(false).expect("dir sync");
@@ -834,7 +840,7 @@ mod tests {
     #[test]
     fn a_failing_write_lands_short_and_every_later_operation_fails() {
         let (faults, loc) = tracked();
-        let f = loc.create_file("f", false).expect("create");
+        let f = loc.create_file("f").expect("create");
         faults.fail_after(1);
         assert!(f.write_at(0, &[7; 10]).is_err());
         assert_eq!(f.lock().live, vec![7; 5]);
