@@ -508,3 +508,97 @@ fn a_crash_during_recovery_changes_nothing() {
         failures[..failures.len().min(12)].join("\n")
     );
 }
+
+/// A compaction that fails after its redb commit (at the rename, the directory sync, or the
+/// commit that finishes it) leaves the handle poisoned for writes, but `get` still answers:
+/// it must never pair an id with another record's vector, metadata or document. (Found with
+/// this sweep: the handle keeps the old row numbers while redb already holds the compacted
+/// ones, the failure-path twin of issue 13's defect 1.)
+#[test]
+#[ignore = "fails until Database::compact_locked (src/db.rs) stops serving reads from the old row numbering once redb holds the compacted one, e.g. by swapping the in-memory tables right after rewrite_compacted commits, or by failing reads on a handle poisoned mid-compaction"]
+fn get_after_a_failed_compaction_never_returns_another_records_data() {
+    let s = seed();
+    let setup = |loc: Arc<SimLocation>| -> (Database, Model) {
+        let db = Database::open_at(loc, options()).expect("open");
+        let mut model = Model::new();
+        let ids: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+        let vecs: Vec<f32> = (0..60).flat_map(|i| vector(s, i)).collect();
+        let metas: Vec<Option<Metadata>> = (0..60)
+            .map(|i| Some(Metadata::from_text(format!("m{i}"))))
+            .collect();
+        let docs: Vec<Option<String>> = (0..60).map(|i| Some(format!("d{i}"))).collect();
+        db.add_with_documents(&ids, &vecs, &metas, &docs)
+            .expect("add");
+        for (i, id) in ids.iter().enumerate() {
+            model.insert(
+                id.clone(),
+                (bits(&vector(s, i)), metas[i].clone(), docs[i].clone()),
+            );
+        }
+        let dead: Vec<String> = (0..60).step_by(2).map(|i| format!("k{i}")).collect();
+        db.delete(&dead).expect("delete");
+        for id in &dead {
+            model.remove(id);
+        }
+        db.persist().expect("persist");
+        (db, model)
+    };
+    // How many mutating operations a compaction does.
+    let dry = Arc::new(SimLocation::with_faults(Arc::new(FaultPlan::never())));
+    let (db, _) = setup(dry.clone());
+    let before = dry.faults().ops();
+    db.compact().expect("compact");
+    let compaction_ops = dry.faults().ops() - before;
+    drop(db);
+
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for n in 1..=compaction_ops {
+        let loc = Arc::new(SimLocation::with_faults(Arc::new(FaultPlan::never())));
+        let (db, model) = setup(loc.clone());
+        loc.faults().fail_after(n);
+        assert!(
+            db.compact().is_err(),
+            "fault {n} of the compaction did not surface"
+        );
+        let op = loc.faults().failed_op().unwrap_or("?");
+        let mut mismatched = 0;
+        for (id, want) in &model {
+            checked += 1;
+            match db.get(id) {
+                Ok(Some(r))
+                    if (bits(&r.vector), r.metadata.clone(), r.document.clone()) == *want => {}
+                Ok(Some(r)) => {
+                    mismatched += 1;
+                    if mismatched == 1 {
+                        wrong.push(format!(
+                            "fault at compaction op {n} ({op}): get({id}) returned metadata {:?}, document {:?} (want {:?}, {:?})",
+                            r.metadata.as_ref().map(Metadata::as_str),
+                            r.document,
+                            want.1.as_ref().map(Metadata::as_str),
+                            want.2
+                        ));
+                    }
+                }
+                Ok(None) => {
+                    mismatched += 1;
+                    wrong.push(format!(
+                        "fault at compaction op {n} ({op}): live id {id} not found"
+                    ));
+                }
+                Err(_) => {} // a typed error is an honest answer
+            }
+        }
+        if mismatched > 0 {
+            wrong.push(format!(
+                "  ... {mismatched} of {} ids wrong after fault {n}",
+                model.len()
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{compaction_ops} fault points, {checked} gets (seed {s}):\n{}",
+        wrong.join("\n")
+    );
+}
