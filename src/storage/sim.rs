@@ -26,6 +26,12 @@
 //! The crash tests (`tests/faults.rs`, `tests/model.rs`) use this to prove that a commit
 //! survives power loss, after redb's `crash_consistency` tests. [`Defects`] makes the disk lie
 //! on purpose, so those tests can show that they catch a missing fsync.
+//!
+//! Not modelled: a fault that heals (every fault is a power cut: later operations fail too);
+//! Linux's behaviour after a failed `fsync` (pages marked clean and lost while a later `fsync`
+//! succeeds); directory operations reaching the disk out of order (journaling file systems
+//! keep their order); and the rows of the native `mmap` backend, which live in a real file and
+//! are not exercised here at all (only the `cached` rows on top of these files are).
 
 use super::cached::CachedRows;
 use super::{check_and_cut, ByteFile, Location, RowStore};
