@@ -149,9 +149,14 @@ proptest! {
         let mut committed = model.clone();
         // The state a commit interrupted by the fault would make, if it reached its point.
         let mut in_flight: Option<Model> = None;
+        // A compaction failed past its redb commit may leave `get` answering from the wrong
+        // row numbering: see `get_after_a_failed_compaction_never_returns_another_records_data`
+        // in tests/faults.rs (ignored until src/db.rs is fixed); reads are not compared then.
+        let mut compaction_failed = false;
         let final_crash = Op::Crash(0, 0);
         for (serial, op) in ops.iter().chain([&final_crash]).enumerate() {
-            // Once a fault has fired the device is gone: answers are not checked until a crash.
+            // Once a fault has fired the device is gone and the handle poisoned: every write
+            // fails, reads still answer from memory, and the model stays as it was.
             let broken = loc.faults().has_failed();
             match op {
                 Op::Add(items) | Op::Upsert(items) => {
@@ -161,7 +166,7 @@ proptest! {
                     let exists = ids.iter().any(|id| model.contains_key(id));
                     let (r, recs) = write(&db, items, upsert, serial);
                     if broken || loc.faults().has_failed() {
-                        // The fault may have fired in this write.
+                        prop_assert!(r.is_err(), "{:?} accepted after the device failed", op);
                     } else if dup_in_batch || (exists && !upsert) {
                         prop_assert!(matches!(r, Err(Error::DuplicateId { .. })), "{:?}", r);
                     } else {
@@ -174,6 +179,7 @@ proptest! {
                     let all_known = ids.iter().all(|id| model.contains_key(id));
                     let r = db.delete(&ids);
                     if broken || loc.faults().has_failed() {
+                        prop_assert!(r.is_err(), "{:?} accepted after the device failed", op);
                     } else if all_known {
                         prop_assert!(r.is_ok(), "{:?}", r);
                         for id in &ids {
@@ -186,11 +192,12 @@ proptest! {
                 Op::Commit | Op::Compact => {
                     let r = if matches!(op, Op::Commit) { db.persist() } else { db.compact() };
                     if broken {
-                        // Nothing to check: with nothing pending it does no I/O and succeeds.
+                        prop_assert!(r.is_err(), "{:?} accepted after the device failed", op);
                     } else if loc.faults().has_failed() {
                         // Interrupted: it may or may not have reached its commit point.
                         prop_assert!(r.is_err(), "{:?} hid the fault", op);
                         in_flight = Some(model.clone());
+                        compaction_failed = matches!(op, Op::Compact);
                     } else {
                         prop_assert!(r.is_ok(), "{:?}: {:?}", op, r);
                         committed = model.clone();
@@ -199,7 +206,7 @@ proptest! {
                 Op::Search(q, k) => {
                     let q = vec_of(q);
                     let got = db.search(&q, *k).expect("search");
-                    if !broken {
+                    {
                         let items: Vec<(String, Vec<f32>)> =
                             model.iter().map(|(a, b)| (a.clone(), b.0.clone())).collect();
                         let want = brute_force(Metric::L2, &q, &items, *k);
@@ -235,9 +242,10 @@ proptest! {
                     model = got;
                     committed = model.clone();
                     in_flight = None;
+                    compaction_failed = false;
                 }
             }
-            if loc.faults().has_failed() {
+            if compaction_failed {
                 continue;
             }
             prop_assert_eq!(db.count() as usize, model.len());
