@@ -18,7 +18,8 @@
 //!   that fails lands short: its first half reaches the page cache.
 //! - **Crash images.** [`SimLocation::image_after`] builds the directory a reboot would find,
 //!   with a fresh fault plan: [`Crash::PowerLoss`] (synced bytes under synced names),
-//!   [`Crash::ProcessKill`] (everything written survives, as the page cache does), or
+//!   [`Crash::ProcessKill`] (everything written survives in the page cache, but what was not
+//!   synced is still not durable: an image of this image after a power cut loses it), or
 //!   [`Crash::Torn`]: power lost during write-back, so a seeded random part of what was not
 //!   synced reached the disk anyway (per page a prefix of its writes, or any subset of whole
 //!   writes; a prefix of the file's length changes; a prefix of the directory operations).
@@ -146,7 +147,9 @@ pub enum Crash {
     /// Power lost with nothing unsynced reaching the disk: only synced bytes, under names that
     /// a directory sync made durable.
     PowerLoss,
-    /// The process was killed: the kernel keeps everything written, names included.
+    /// The process was killed: the kernel keeps everything written, names included, as it
+    /// was: what was not synced is still not durable, and a later power cut (an image of this
+    /// image) loses it.
     ProcessKill,
     /// Power lost during write-back: a random part of the unsynced state reached the disk,
     /// drawn from `seed` (see [`TornUnit`]). File lengths: the length as of a random prefix of
@@ -557,6 +560,9 @@ impl SimLocation {
     /// The directory a reboot after `crash` would find, with a fresh fault plan and no defects.
     /// Deterministic for a given history and `crash`.
     pub fn image_after(&self, crash: Crash) -> SimLocation {
+        if crash == Crash::ProcessKill {
+            return self.after_kill();
+        }
         let faults = Arc::new(FaultPlan::never());
         let ns = self.ns();
         let mut rng = SplitMix(match crash {
@@ -564,8 +570,7 @@ impl SimLocation {
             _ => 0,
         });
         let names: Names = match crash {
-            Crash::ProcessKill => ns.live.clone(),
-            Crash::PowerLoss => ns.durable.clone(),
+            Crash::ProcessKill | Crash::PowerLoss => ns.durable.clone(),
             Crash::Torn { .. } => {
                 let mut names = ns.durable.clone();
                 let landed = rng.below(ns.unsynced.len() + 1);
@@ -584,8 +589,7 @@ impl SimLocation {
                 .entry(Arc::as_ptr(&file))
                 .or_insert_with(|| {
                     let bytes = match crash {
-                        Crash::ProcessKill => file.lock().live.clone(),
-                        Crash::PowerLoss => file.lock().durable.clone(),
+                        Crash::ProcessKill | Crash::PowerLoss => file.lock().durable.clone(),
                         Crash::Torn { unit, .. } => file.torn_bytes(&mut rng, unit),
                     };
                     Arc::new(SimFile::new(faults.clone(), true, bytes))
@@ -598,6 +602,47 @@ impl SimLocation {
                 live: files.clone(),
                 durable: files,
                 unsynced: Vec::new(),
+            }),
+            faults,
+            track_durable: true,
+            defects: Defects::default(),
+        }
+    }
+
+    /// The directory after the process was killed: the kernel keeps what was written (data and
+    /// names) but makes nothing more durable, so a later power cut still loses what was not
+    /// synced before the kill.
+    fn after_kill(&self) -> SimLocation {
+        let faults = Arc::new(FaultPlan::never());
+        let ns = self.ns();
+        let mut copies: HashMap<*const SimFile, Arc<SimFile>> = HashMap::new();
+        let mut copy = |file: &Arc<SimFile>| {
+            copies
+                .entry(Arc::as_ptr(file))
+                .or_insert_with(|| {
+                    let copy = SimFile::new(faults.clone(), true, Vec::new());
+                    *copy.lock() = file.lock().clone();
+                    Arc::new(copy)
+                })
+                .clone()
+        };
+        let mut remap =
+            |names: &Names| -> Names { names.iter().map(|(n, f)| (n.clone(), copy(f))).collect() };
+        let live = remap(&ns.live);
+        let durable = remap(&ns.durable);
+        let unsynced = ns
+            .unsynced
+            .iter()
+            .map(|op| match op {
+                DirOp::Create(name, file) => DirOp::Create(name.clone(), copy(file)),
+                other => other.clone(),
+            })
+            .collect();
+        SimLocation {
+            names: Mutex::new(Namespace {
+                live,
+                durable,
+                unsynced,
             }),
             faults,
             track_durable: true,
@@ -786,7 +831,10 @@ mod tests {
         assert_eq!(faults.failed_op(), Some("dir sync"));
         assert_eq!(loc.file_names(), vec!["b".to_string()]);
         assert_eq!(loc.image_after(Crash::PowerLoss).file_names(), vec!["a"]);
-        assert_eq!(loc.image_after(Crash::ProcessKill).file_names(), vec!["b"]);
+        let killed = loc.image_after(Crash::ProcessKill);
+        assert_eq!(killed.file_names(), vec!["b"]);
+        // The kernel outlived the process, not the power: the rename is still not durable.
+        assert_eq!(killed.image_after(Crash::PowerLoss).file_names(), vec!["a"]);
         let mut seen = std::collections::BTreeSet::new();
         for seed in 0..16 {
             let unit = TornUnit::Writes;
