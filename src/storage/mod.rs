@@ -111,6 +111,10 @@ pub trait Location: Send + Sync {
     fn rename(&self, from: &str, to: &str) -> Result<()>;
     /// Removes file `name` if it exists, then syncs the directory.
     fn remove(&self, name: &str) -> Result<()>;
+    /// Syncs the directory: every create, rename and remove made in it so far survives a power
+    /// cut. Recovery needs it on its own when it relies on a rename that a crash may have left
+    /// in the page cache only (a process killed between `rename(2)` and the directory sync).
+    fn sync_dir(&self) -> Result<()>;
     /// Opens the redb metadata store, creating it atomically (initialised and synced under
     /// `metadata.db.new`, then renamed and the directory synced) if it does not exist.
     fn open_metadata(&self) -> Result<redb::Database>;

@@ -534,7 +534,7 @@ impl SimLocation {
 
     /// `fsync` of the directory: every directory operation so far becomes durable (unless
     /// `lies`, a deliberate defect).
-    fn sync_dir(&self, lies: bool) -> Result<()> {
+    fn fsync_dir(&self, lies: bool) -> Result<()> {
         self.faults
             .tick("dir sync")
             .map_err(Error::io_ctx("syncing directory <memory>"))?;
@@ -708,7 +708,7 @@ impl Location for SimLocation {
         if self.defects.rows_sync_ignored {
             file.sync_ignored.store(true, Ordering::SeqCst);
         }
-        self.sync_dir(false)?;
+        self.fsync_dir(false)?;
         Ok(Box::new(CachedRows::open(
             Some(file),
             path,
@@ -735,7 +735,7 @@ impl Location for SimLocation {
                 ns.unsynced.push(op);
             }
         }
-        self.sync_dir(self.defects.rename_sync_ignored)
+        self.fsync_dir(self.defects.rename_sync_ignored)
     }
 
     /// As `FsLocation::remove`: nothing to do for a missing file; else `unlink(2)`, then a
@@ -756,7 +756,11 @@ impl Location for SimLocation {
                 ns.unsynced.push(op);
             }
         }
-        self.sync_dir(false)
+        self.fsync_dir(false)
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        self.fsync_dir(false)
     }
 
     fn open_metadata(&self) -> Result<redb::Database> {
@@ -823,7 +827,7 @@ mod tests {
         let f = loc.create_file("a").expect("create");
         f.write_at(0, b"hello").expect("write");
         f.sync_data().expect("sync");
-        loc.sync_dir(false).expect("dir sync");
+        loc.fsync_dir(false).expect("dir sync");
         // The rename happens, its directory sync fails.
         faults.fail_after(2);
         let r = loc.rename("a", "b");
@@ -857,7 +861,7 @@ mod tests {
         let f = loc.create_file("f").expect("create");
         f.write_at(0, &[1; 8]).expect("write");
         f.sync_data().expect("sync");
-        loc.sync_dir(false).expect("dir sync");
+        loc.fsync_dir(false).expect("dir sync");
         f.write_at(0, &[2; 4]).expect("write");
         f.write_at(8, &[3; 8]).expect("write");
         let mut seen = std::collections::BTreeSet::new();
