@@ -548,7 +548,7 @@ impl SimLocation {
 
     /// What a reboot after power loss would find: every file with only its synced bytes, and a
     /// fresh fault plan. With `keep_unsynced`, the image a killed process leaves instead (the
-    /// page cache survives). Shorthand for [`SimLocation::image_after`].
+    /// page cache survives, still unsynced). Shorthand for [`SimLocation::image_after`].
     pub fn crash_image(&self, keep_unsynced: bool) -> SimLocation {
         self.image_after(if keep_unsynced {
             Crash::ProcessKill
@@ -557,7 +557,8 @@ impl SimLocation {
         })
     }
 
-    /// The directory a reboot after `crash` would find, with a fresh fault plan and no defects.
+    /// The directory the next open finds after `crash` (a reboot, or a restarted process),
+    /// with a fresh fault plan and no defects.
     /// Deterministic for a given history and `crash`.
     pub fn image_after(&self, crash: Crash) -> SimLocation {
         if crash == Crash::ProcessKill {
