@@ -148,3 +148,122 @@ fn vec_of_errors(n: usize, reason: &str) -> Vec<Result<Vec<SearchHit>>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The group paths the database cannot reach on purpose: a scan that panics or returns the
+    //! wrong number of answers must fail every caller of its group, and the next search must
+    //! run (no caller left waiting, no scan slot leaked).
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Barrier;
+    use std::time::Duration;
+
+    fn hit(tag: f32) -> SearchHit {
+        SearchHit {
+            id: format!("{tag}"),
+            score: tag,
+        }
+    }
+
+    /// A scan under test: the group's requests in, one answer each out.
+    type Scan = fn(&[Arc<Request>]) -> Vec<Result<Vec<SearchHit>>>;
+
+    /// Runs one blocking leader and `waiters` callers queued behind it (max_scans = 1), all with
+    /// `scan` as the second scan; returns every caller's answer.
+    fn group_answers(waiters: usize, scan: Scan) -> Vec<Result<Vec<SearchHit>>> {
+        let c = Arc::new(Coalescer::default());
+        let release = Arc::new(Barrier::new(2));
+        let scans = Arc::new(AtomicUsize::new(0));
+        let leader = {
+            let (c, release, scans) = (c.clone(), release.clone(), scans.clone());
+            std::thread::spawn(move || {
+                c.search(&[0.0], 1, 1, |g| {
+                    scans.fetch_add(1, Ordering::SeqCst);
+                    release.wait(); // hold the only scan slot until the others queued
+                    g.iter().map(|_| Ok(vec![hit(0.0)])).collect()
+                })
+            })
+        };
+        // Wait until the leader's scan is running.
+        while scans.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let callers: Vec<_> = (0..waiters)
+            .map(|i| {
+                let c = c.clone();
+                std::thread::spawn(move || c.search(&[i as f32], 1, 1, scan))
+            })
+            .collect();
+        while lock(&c.state).queue.len() < waiters {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        release.wait();
+        assert!(leader.join().expect("leader").is_ok());
+        let answers = callers
+            .into_iter()
+            .map(|t| t.join().expect("caller"))
+            .collect();
+        // The slot is free again: a lone search runs its own scan at once.
+        let after = c.search(&[9.0], 1, 1, |g| {
+            g.iter().map(|_| Ok(vec![hit(9.0)])).collect()
+        });
+        assert_eq!(after.expect("search after the failed group")[0].score, 9.0);
+        assert_eq!(lock(&c.state).running, 0);
+        answers
+    }
+
+    #[test]
+    fn a_group_is_answered_by_one_scan_in_order() {
+        let answers = group_answers(3, |g| {
+            g.iter()
+                .map(|r| Ok(vec![hit(r.query[0] + 100.0)]))
+                .collect()
+        });
+        let mut scores: Vec<f32> = answers
+            .into_iter()
+            .map(|a| a.expect("answer")[0].score)
+            .collect();
+        scores.sort_by(f32::total_cmp);
+        assert_eq!(scores, vec![100.0, 101.0, 102.0]);
+    }
+
+    #[test]
+    fn a_scan_with_the_wrong_count_fails_every_caller_of_its_group() {
+        let answers = group_answers(3, |_| vec![Ok(Vec::new())]);
+        for a in answers {
+            match a {
+                Err(Error::Poisoned { reason }) => assert!(reason.contains("wrong count")),
+                other => panic!("expected an error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_panicking_scan_fails_every_caller_of_its_group() {
+        let answers = group_answers(3, |_| panic!("scan failed"));
+        for a in answers {
+            match a {
+                Err(Error::Poisoned { reason }) => assert!(reason.contains("panicked")),
+                other => panic!("expected an error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn one_callers_error_stays_its_own() {
+        let answers = group_answers(3, |g| {
+            g.iter()
+                .map(|r| {
+                    if r.query[0] == 1.0 {
+                        Err(Error::invalid("bad query"))
+                    } else {
+                        Ok(vec![hit(r.query[0])])
+                    }
+                })
+                .collect()
+        });
+        let errors = answers.iter().filter(|a| a.is_err()).count();
+        assert_eq!(errors, 1);
+    }
+}

@@ -21,7 +21,8 @@ use crate::storage::fs::{DirLock, FsLocation};
 use crate::storage::sim::SimLocation;
 use crate::storage::{names, Location, RowStore, RowView};
 use crate::types::{
-    EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit, MAX_DIMENSION, MAX_ID_BYTES,
+    EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit, MAX_DIMENSION,
+    MAX_DOCUMENT_BYTES, MAX_ID_BYTES, MAX_METADATA_BYTES,
 };
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
@@ -558,6 +559,10 @@ impl Database {
                 documents.len()
             )));
         }
+        check_documents_and_metadata(metadatas, documents)?;
+        // NaN/inf anywhere rejects the batch. Checked (on every core for large batches) before
+        // the writer lock is taken: no rayon work may run under it (see `append_rows`).
+        let non_finite = first_non_finite(vectors);
         let mut w = lock_poison_free(&self.writer);
         w.check()?;
 
@@ -581,7 +586,7 @@ impl Database {
                 d
             }
         };
-        if let Some(pos) = first_non_finite(vectors) {
+        if let Some(pos) = non_finite {
             return Err(Error::InvalidInput {
                 reason: format!(
                     "component {} is {} (NaN and infinity cannot be searched)",
@@ -679,6 +684,7 @@ impl Database {
     }
 
     /// Encodes rows (vector, norm, padding) into slabs of the write buffer and appends them.
+    /// Runs under the writer lock, so it starts no rayon work (see the loop).
     fn append_rows(&self, w: &mut Writer, vectors: &[f32], dim: usize) -> Result<()> {
         let Some(store) = w.rows.as_mut() else {
             return Err(Error::invalid("no row storage (dimension unknown)"));
@@ -697,18 +703,10 @@ impl Database {
                 layout.encode_row(v, kernels.dot(v, v).sqrt(), out);
             };
             let target = &mut slab[..take * stride];
-            // Encoding (a norm and a copy per row) on every core keeps it off the critical
-            // path of a large ingest, which should be bound by the disk.
-            #[cfg(not(target_arch = "wasm32"))]
-            {
-                use rayon::prelude::*;
-                target
-                    .par_chunks_mut(stride)
-                    .zip(source.par_chunks(dim))
-                    .with_min_len(64)
-                    .for_each(encode);
-            }
-            #[cfg(target_arch = "wasm32")]
+            // On this thread, never on rayon's pool: the writer lock is held here, and a thread
+            // waiting for pool work may run another caller's `add` (if it is a pool worker
+            // itself) or wait on workers that are all blocked on this lock. Encoding is a norm
+            // and a copy per row, far faster than the disk it feeds.
             target
                 .chunks_mut(stride)
                 .zip(source.chunks(dim))
@@ -859,12 +857,22 @@ impl Database {
         };
         let total = w.committed_rows;
         let is_dead = |row: u64| row_bit_set(&w.tombstones, row);
+        let survivors_count = usize::try_from(w.live).unwrap_or(usize::MAX);
 
         // 1. The surviving rows into a new file, durably.
         let mut new_store = self.location.create_rows(names::VECTORS_COMPACT, &header)?;
-        let rows_per_slab = (self.options.buffer_bytes / layout.stride_bytes()).max(1);
-        let mut slab: Vec<f32> = Vec::with_capacity(rows_per_slab * layout.stride_f32);
-        let mut keep: Vec<u64> = Vec::new();
+        // Bounded by the rows there are, whatever the write buffer's size.
+        let rows_per_slab =
+            (self.options.buffer_bytes / layout.stride_bytes()).clamp(1, survivors_count.max(1));
+        let mut slab: Vec<f32> = Vec::new();
+        slab.try_reserve_exact(rows_per_slab.saturating_mul(layout.stride_f32))
+            .map_err(|_| {
+                Error::invalid(format!(
+                    "the write buffer ({} bytes) cannot be allocated: open with a smaller buffer_bytes",
+                    self.options.buffer_bytes
+                ))
+            })?;
+        let mut keep: Vec<u64> = Vec::with_capacity(survivors_count);
         for row in 0..total {
             if is_dead(row) {
                 continue;
@@ -886,9 +894,19 @@ impl Database {
             new_store.append(&slab)?;
         }
         new_store.sync()?;
+        drop(view);
+        // Closing the writer trims its preallocated tail (the file shrinks on disk); the store
+        // the handle switches to is the file reopened at exactly its rows.
         drop(new_store);
+        let n = keep.len() as u64;
+        let Some((_, new_store)) = self.location.open_rows(names::VECTORS_COMPACT, n)? else {
+            return Err(Error::corrupt(
+                self.location.path_of(names::VECTORS_COMPACT),
+                "vanished during compaction",
+            ));
+        };
 
-        // 2. The commit point: redb now describes the compacted rows.
+        // 2. The new numbering, built before the switch so the switch is short.
         let mut all_meta = self.meta.all_metadata()?;
         let mut all_docs = self.meta.all_documents()?;
         let survivors: Vec<CompactedRow> = keep
@@ -903,46 +921,48 @@ impl Database {
                 document: all_docs.remove(&row),
             })
             .collect();
-        self.meta.rewrite_compacted(&survivors, dim, self.metric)?;
-
-        // 3. Swap the files in and clear the mark (open finishes this after a crash).
-        self.location
-            .rename(names::VECTORS_COMPACT, names::VECTORS)?;
-        self.meta.finish_compaction()?;
-        let n = keep.len() as u64;
-        let Some((_, reopened)) = self.location.open_rows(names::VECTORS, n)? else {
-            return Err(Error::corrupt(
-                self.location.path_of(names::VECTORS),
-                "vanished during compaction",
-            ));
-        };
-
         let mut row_ids = ChunkedVec::new(ID_CHUNK);
         let mut rows_by_id = HashMap::with_capacity(keep.len());
-        for (new_row, survivor) in survivors.into_iter().enumerate() {
-            let id: Arc<str> = Arc::from(survivor.id);
+        for (new_row, survivor) in survivors.iter().enumerate() {
+            let id: Arc<str> = Arc::from(survivor.id.as_str());
             rows_by_id.insert(id.clone(), new_row as u64);
             row_ids.push(id);
         }
-        w.rows = Some(reopened);
-        w.row_ids = row_ids;
-        w.tombstones = Arc::new(Vec::new());
-        w.committed_rows = n;
-        w.live = n;
-        let mut state = self.ids_write();
-        state.rows_by_id = rows_by_id;
-        state.pending_meta.clear();
-        state.pending_docs.clear();
-        self.published.store(Arc::new(Self::snapshot_of(w)));
+
+        // 3. The commit point: redb now describes the compacted rows. Readers pair a row number
+        //    from `rows_by_id` with redb's metadata and documents while holding the id lock, so
+        //    the new numbering goes live in memory under the same write lock as in redb: no
+        //    reader sees one numbering in memory and the other in redb. The rewrite is staged
+        //    first, so readers wait only for the commit itself. From here the handle reads the
+        //    new file (still named vectors.bin.compact; the rename does not touch the open file).
+        let staged = self.meta.stage_compacted(&survivors, dim, self.metric)?;
+        {
+            let mut state = self.ids_write();
+            staged.commit()?;
+            w.rows = Some(new_store);
+            w.row_ids = row_ids;
+            w.tombstones = Arc::new(Vec::new());
+            w.committed_rows = n;
+            w.live = n;
+            state.rows_by_id = rows_by_id;
+            state.pending_meta.clear();
+            state.pending_docs.clear();
+            self.published.store(Arc::new(Self::snapshot_of(w)));
+        }
+
+        // 4. Swap the files and clear the mark (open finishes this after a crash).
+        self.location
+            .rename(names::VECTORS_COMPACT, names::VECTORS)?;
+        self.meta.finish_compaction()?;
         Ok(())
     }
 
-    /// Commits and closes, reporting any error (dropping commits too, but silently).
+    /// Commits and closes, reporting any error (dropping commits too, but silently). A handle
+    /// poisoned by an earlier failed write returns [`Error::Poisoned`]: the writes it
+    /// acknowledged since its last commit are lost, and the caller must hear it.
     pub fn close(self) -> Result<()> {
         let mut w = lock_poison_free(&self.writer);
-        if w.poisoned.is_some() {
-            return Ok(());
-        }
+        w.check()?;
         self.commit_locked(&mut w)
     }
 
@@ -981,7 +1001,12 @@ impl Database {
             .map_or(0, |r| rows.saturating_mul(r.layout().stride_bytes() as u64));
         // Rows that fit in cache are scanned in microseconds without touching DRAM: callers
         // scanning side by side do not compete, and a queue would only add hand-offs.
-        if !self.coalesce.load(Ordering::Relaxed) || bytes < COALESCE_MIN_BYTES {
+        // A rayon worker never waits in the coalescer: while it waited it could be the thread
+        // the running leader's scan needs (a scan started from inside the pool runs part of its
+        // work on the caller's thread, and rayon lets a waiting worker pick up other tasks, such
+        // as another `search` that would then queue behind it).
+        if !self.coalesce.load(Ordering::Relaxed) || bytes < COALESCE_MIN_BYTES || on_rayon_worker()
+        {
             let mut out = self.search_snapshot(&snap, query, 1, k)?;
             return Ok(out.pop().unwrap_or_default());
         }
@@ -997,26 +1022,51 @@ impl Database {
     }
 
     /// One scan for a group of coalesced single searches, over the newest snapshot (which every
-    /// caller in the group published, or saw published, before it queued).
+    /// caller in the group published, or saw published, before it queued). Queries share a
+    /// scan only with queries of a compatible `k` (see [`k_class`]): one caller asking for a
+    /// million hits must not make every query it is grouped with carry a million-entry top-k.
     fn search_group(&self, group: &[Arc<Request>]) -> Vec<Result<Vec<SearchHit>>> {
         let snap = self.published.load_full();
+        let mut answers: Vec<Option<Result<Vec<SearchHit>>>> = group.iter().map(|_| None).collect();
+        let mut order: Vec<usize> = (0..group.len()).collect();
+        order.sort_by_key(|&i| k_class(group[i].k));
+        for class in order.chunk_by(|&a, &b| k_class(group[a].k) == k_class(group[b].k)) {
+            let members: Vec<&Request> = class.iter().map(|&i| &*group[i]).collect();
+            for (&i, answer) in class.iter().zip(self.scan_together(&snap, &members)) {
+                answers[i] = Some(answer);
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    Err(Error::Poisoned {
+                        reason: "a coalesced scan lost a query's answer".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// One batch scan for `members` with their largest `k`, each answer cut to its own `k`.
+    fn scan_together(&self, snap: &Snapshot, members: &[&Request]) -> Vec<Result<Vec<SearchHit>>> {
         let single = |r: &Request| {
-            self.search_snapshot(&snap, &r.query, 1, r.k)
+            self.search_snapshot(snap, &r.query, 1, r.k)
                 .map(|mut out| out.pop().unwrap_or_default())
         };
-        if group.len() == 1 {
-            return vec![single(&group[0])];
+        if members.len() == 1 {
+            return vec![single(members[0])];
         }
-        let k = group.iter().map(|r| r.k).max().unwrap_or(0);
-        let mut queries = Vec::with_capacity(group.iter().map(|r| r.query.len()).sum());
-        for r in group {
+        let k = members.iter().map(|r| r.k).max().unwrap_or(0);
+        let mut queries = Vec::with_capacity(members.iter().map(|r| r.query.len()).sum());
+        for r in members {
             queries.extend_from_slice(&r.query);
         }
-        match self.search_snapshot(&snap, &queries, group.len(), k) {
+        match self.search_snapshot(snap, &queries, members.len(), k) {
             // The top k of a larger k is its first k: ranks are a total order (ties by row).
-            Ok(lists) if lists.len() == group.len() => lists
+            Ok(lists) if lists.len() == members.len() => lists
                 .into_iter()
-                .zip(group)
+                .zip(members)
                 .map(|(mut hits, r)| {
                     hits.truncate(r.k);
                     Ok(hits)
@@ -1024,7 +1074,7 @@ impl Database {
                 .collect(),
             // Every query was checked against this dimension before it queued, so this is
             // unexpected; answering each alone gives each its own error.
-            _ => group.iter().map(|r| single(r)).collect(),
+            _ => members.iter().map(|r| single(r)).collect(),
         }
     }
 
@@ -1155,6 +1205,32 @@ fn check_queries(dim: u32, queries: &[f32], n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Up to this `k`, coalesced queries share one scan whatever their `k`: a top-k this small
+/// costs the scan little beside reading the rows.
+const SHARED_SCAN_MAX_K: usize = 128;
+
+/// Which coalesced queries may share a scan: all those with `k <= SHARED_SCAN_MAX_K`, and
+/// otherwise only those with the same `k`.
+fn k_class(k: usize) -> usize {
+    if k <= SHARED_SCAN_MAX_K {
+        0
+    } else {
+        k
+    }
+}
+
+/// True on a thread of a rayon pool (a caller inside `par_iter`, or our own scan's workers).
+fn on_rayon_worker() -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        rayon::current_thread_index().is_some()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        false
+    }
+}
+
 /// Threads a search may use at once.
 fn parallelism() -> usize {
     #[cfg(not(target_arch = "wasm32"))]
@@ -1172,6 +1248,43 @@ fn check_dimension(dim: usize) -> Result<()> {
         return Err(Error::invalid(format!(
             "dimension {dim} is out of range 1..={MAX_DIMENSION}"
         )));
+    }
+    Ok(())
+}
+
+/// Rejects metadata and documents larger than the store takes, before anything is written: a
+/// value redb refused at commit would poison the handle and drop every pending batch with it.
+fn check_documents_and_metadata<D: AsRef<str>>(
+    metadatas: &[Option<Metadata>],
+    documents: &[Option<D>],
+) -> Result<()> {
+    for (i, m) in metadatas.iter().enumerate() {
+        if let Some(m) = m {
+            let len = m.as_str().len();
+            if len > MAX_METADATA_BYTES {
+                return Err(Error::InvalidInput {
+                    reason: format!(
+                        "metadata is {len} bytes; the limit is {MAX_METADATA_BYTES} (keep large \
+                         content in the document, or outside the database)"
+                    ),
+                    index: Some(i),
+                });
+            }
+        }
+    }
+    for (i, d) in documents.iter().enumerate() {
+        if let Some(d) = d {
+            let len = d.as_ref().len();
+            if len > MAX_DOCUMENT_BYTES {
+                return Err(Error::InvalidInput {
+                    reason: format!(
+                        "document is {len} bytes; the limit is {MAX_DOCUMENT_BYTES} (split it \
+                         into chunks, one record each)"
+                    ),
+                    index: Some(i),
+                });
+            }
+        }
     }
     Ok(())
 }

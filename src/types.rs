@@ -84,6 +84,10 @@ pub const DEFAULT_BUFFER_BYTES: usize = 8 << 20;
 pub const DEFAULT_AUTO_COMMIT_ROWS: usize = 1000;
 /// Longest id accepted, in UTF-8 bytes.
 pub const MAX_ID_BYTES: usize = 1024;
+/// Largest metadata accepted per record, in UTF-8 bytes (16 MiB).
+pub const MAX_METADATA_BYTES: usize = 16 << 20;
+/// Largest document accepted per record, in UTF-8 bytes (64 MiB).
+pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
 /// Largest dimension accepted.
 pub const MAX_DIMENSION: u32 = 65_536;
 

@@ -116,6 +116,29 @@ pub struct CompactedRow {
     pub document: Option<String>,
 }
 
+/// A compaction's rewrite of the tables, staged in a redb write transaction: nothing is visible
+/// until [`StagedCompaction::commit`]; dropping it abandons the rewrite.
+pub struct StagedCompaction {
+    txn: redb::WriteTransaction,
+    ctx: String,
+}
+
+impl std::fmt::Debug for StagedCompaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedCompaction").finish_non_exhaustive()
+    }
+}
+
+impl StagedCompaction {
+    /// Commits the rewrite durably: the compaction's commit point.
+    pub fn commit(self) -> Result<()> {
+        let ctx = self.ctx;
+        self.txn
+            .commit()
+            .map_err(|e| meta_err(&ctx)(redb::Error::from(e)))
+    }
+}
+
 /// The redb-backed metadata store.
 #[derive(Debug)]
 pub struct MetaStore {
@@ -325,12 +348,19 @@ impl MetaStore {
         Ok(())
     }
 
-    /// Replaces every table with a compacted copy: `rows` are (id, metadata, document) of the
-    /// surviving rows in their new order. Marks the compaction pending until
-    /// `finish_compaction`. The embedder record (`config_text`) is kept as it is.
-    pub fn rewrite_compacted(&self, rows: &[CompactedRow], dim: u32, metric: Metric) -> Result<()> {
+    /// Stages (does not commit) the replacement of every table with a compacted copy: `rows`
+    /// are (id, metadata, document) of the surviving rows in their new order. The commit marks
+    /// the compaction pending until `finish_compaction`. The embedder record (`config_text`) is
+    /// kept as it is. Staging is the long part; readers keep reading the old tables meanwhile,
+    /// and the caller commits when it is ready to switch its own state with it.
+    pub fn stage_compacted(
+        &self,
+        rows: &[CompactedRow],
+        dim: u32,
+        metric: Metric,
+    ) -> Result<StagedCompaction> {
         let ctx = format!("rewriting {} after compaction", self.path.display());
-        let run = || -> std::result::Result<(), redb::Error> {
+        let run = || -> std::result::Result<redb::WriteTransaction, redb::Error> {
             let txn = self.db.begin_write().map_err(to_redb)?;
             txn.delete_table(ID_TO_ROW)?;
             txn.delete_table(ROW_TO_ID)?;
@@ -361,10 +391,10 @@ impl MetaStore {
                     }
                 }
             }
-            txn.commit()?;
-            Ok(())
+            Ok(txn)
         };
-        run().map_err(meta_err(&ctx))
+        let txn = run().map_err(meta_err(&ctx))?;
+        Ok(StagedCompaction { txn, ctx })
     }
 
     /// Clears the compaction-pending mark once `vectors.bin` is the compacted file.

@@ -289,6 +289,10 @@ impl Location for FsLocation {
         }
     }
 
+    fn sync_dir(&self) -> Result<()> {
+        sync_dir(&self.dir)
+    }
+
     fn open_metadata(&self) -> Result<redb::Database> {
         let path = self.dir.join(names::METADATA);
         let map = |e| crate::meta::map_db_error(e, &path, &self.dir);

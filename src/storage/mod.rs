@@ -6,8 +6,15 @@
 //! - [`cached`]: rows cached in memory and written through to any [`ByteFile`]: with a
 //!   `std::fs` file it is the portable backend the WASI component uses, with a simulated file it
 //!   is the in-memory backend;
-//! - [`sim`]: an in-memory "directory" of simulated files that can inject faults and produce the
-//!   image a power cut would leave (the ephemeral backend, and the crash tests' backend).
+//! - [`sim`]: an in-memory "directory" of simulated files that can inject faults into any
+//!   mutating operation (directory operations and directory syncs included) and produce the
+//!   image a power cut, a killed process or a torn write-back would leave (the ephemeral
+//!   backend, and the crash tests' backend).
+//!
+//! "Durably" below means surviving power loss: the data is fsynced before anything that
+//! depends on it, and the directory is fsynced after a file is created, renamed or removed
+//! (a name is not on disk until then). The simulated location fails and loses each of these
+//! steps separately, so the crash tests hold every backend to this contract.
 
 pub mod cached;
 pub mod fs;
@@ -95,14 +102,21 @@ pub trait Location: Send + Sync {
         name: &str,
         committed_rows: u64,
     ) -> Result<Option<(Header, Box<dyn RowStore>)>>;
-    /// Creates (or replaces) the rows file `name` with `header` and no rows, durably.
+    /// Creates (or truncates) the rows file `name` with `header` and no rows, durably: the
+    /// header is synced, then the directory, so the file's name survives a power cut.
     fn create_rows(&self, name: &str, header: &Header) -> Result<Box<dyn RowStore>>;
-    /// Atomically renames `from` to `to` (replacing it) and makes the rename durable.
+    /// Atomically renames `from` to `to` (replacing it), then syncs the directory so the
+    /// rename survives a power cut. An error may come after the rename took effect (from the
+    /// directory sync): the caller must then treat either name as possible.
     fn rename(&self, from: &str, to: &str) -> Result<()>;
-    /// Removes file `name` if it exists, durably.
+    /// Removes file `name` if it exists, then syncs the directory.
     fn remove(&self, name: &str) -> Result<()>;
-    /// Opens the redb metadata store, creating it atomically (initialised under
-    /// `metadata.db.new`, then renamed) if it does not exist.
+    /// Syncs the directory: every create, rename and remove made in it so far survives a power
+    /// cut. Recovery needs it on its own when it relies on a rename that a crash may have left
+    /// in the page cache only (a process killed between `rename(2)` and the directory sync).
+    fn sync_dir(&self) -> Result<()>;
+    /// Opens the redb metadata store, creating it atomically (initialised and synced under
+    /// `metadata.db.new`, then renamed and the directory synced) if it does not exist.
     fn open_metadata(&self) -> Result<redb::Database>;
     /// True when a commit may fsync the rows on another thread while redb stages its
     /// transaction (real files, natively). Simulated files keep one deterministic order of
