@@ -6,6 +6,8 @@ other Python thread could write to the array (a NaN written after the check got 
 resize it (`refcheck=False`: the engine read freed memory). Now every array is copied into the
 binding's own buffer, once, while the GIL is held, and the engine checks and uses that copy.
 
+A resize test runs in a child process: before the copy, the child crashed with SIGSEGV.
+
 Here a second thread flips an array between NaN and a finite value in a loop (NumPy's fill
 releases the GIL, so the flips also land during the copy itself). Whatever the timing, a call
 must either be rejected as a whole (`InvalidInputError`) or be computed on the finite value:
@@ -22,6 +24,7 @@ import numpy as np
 import pytest
 
 import srvdb
+from conftest import run_python
 from reference import Reference
 
 SEED = 13
@@ -187,3 +190,58 @@ def test_search_never_answers_from_a_nan_written_by_another_thread(open_db):
     print(summary)
     assert wrong_calls == 0, summary
     assert flips >= 10, summary
+
+
+RESIZE_CHILD = r"""
+import threading
+import numpy as np
+import srvdb
+
+rows, dim = 20_000, 384
+array = np.ones((rows, dim), dtype=np.float32)
+stop = threading.Event()
+resizes = 0
+
+
+def resize():
+    # refcheck=False lets NumPy reallocate the buffer although others refer to it: whoever
+    # still reads the old buffer reads freed memory.
+    global resizes
+    while not stop.is_set():
+        array.resize((rows // 4, dim), refcheck=False)
+        array.resize((rows, dim), refcheck=False)
+        array[...] = 1.0
+        resizes += 1
+
+
+db = srvdb.open("db", metric="l2", backend={backend!r})
+thread = threading.Thread(target=resize)
+thread.start()
+accepted = rejected = 0
+try:
+    for b in range(8):
+        n = len(array)
+        try:
+            db.add([f"b{{b}}-{{i}}" for i in range(n)], array)
+            accepted += 1
+        except srvdb.InvalidInputError:
+            rejected += 1  # the array changed length between len() and add
+finally:
+    stop.set()
+    thread.join()
+# Stored rows hold only values the array held: ones, or zeros of a regrown tail (a row may mix
+# them when the copy met the refill, which NumPy runs with the GIL released). The squared l2
+# distance from all-ones then counts the zeros: a whole number from 0 to dim.
+hits = db.search(np.ones(dim, np.float32), k=len(db)) if len(db) else []
+bad = sum(1 for _, s in hits if not (0.0 <= s <= dim and s == int(s)))
+print(accepted, rejected, resizes, len(db), bad)
+"""
+
+
+def test_add_survives_an_array_resized_by_another_thread(backend, tmp_path):
+    # Before the copy, `add` read the array with the GIL released, so a resize in another
+    # thread freed the memory it was reading. Run in a child: a use-after-free may crash it.
+    out = run_python(RESIZE_CHILD.format(backend=backend), cwd=tmp_path)
+    accepted, rejected, resizes, stored, bad = map(int, out.split())
+    assert resizes > 0, out
+    assert accepted + rejected == 8 and bad == 0, out
