@@ -148,3 +148,271 @@ fn path_that_is_a_file_is_refused() {
         Err(Error::InvalidInput { .. })
     ));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Configuration values in a well-formed metadata.db (issue 13, defect 5). redb's own checksums
+// pass: only the values are wrong, written with the redb API as a damaged or foreign writer
+// would. Each must be `Corrupt` naming metadata.db and the key, before anything is allocated
+// from it, and without touching vectors.bin.
+
+const CONFIG: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("config");
+
+/// Sets (or with `None` removes) `key` in the `config` table of the closed database in `dir`.
+fn set_config(dir: &Path, key: &str, value: Option<u64>) {
+    let db = redb::Database::open(dir.join("metadata.db")).expect("open metadata.db with redb");
+    let txn = db.begin_write().expect("begin_write");
+    {
+        let mut config = txn.open_table(CONFIG).expect("config table");
+        match value {
+            Some(v) => {
+                config.insert(key, v).expect("insert");
+            }
+            None => {
+                config.remove(key).expect("remove");
+            }
+        }
+    }
+    txn.commit().expect("commit");
+}
+
+/// What a handle opened on a bad value does next: a few calls, each with its result or panic.
+fn probe(db: &Database) -> String {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let dim = db.dimension().unwrap_or(0) as usize;
+    let v = vec![0.5f32; dim];
+    let calls: [(&str, Box<dyn Fn() -> String + '_>); 4] = [
+        ("dimension()", Box::new(|| format!("{:?}", db.dimension()))),
+        ("metric()", Box::new(|| format!("{:?}", db.metric()))),
+        (
+            "search(one vector, 3)",
+            Box::new(|| format!("{:?}", db.search(&v, 3).map(|h| h.len()))),
+        ),
+        (
+            "add([probe], one vector)",
+            Box::new(|| format!("{:?}", db.add(&["probe"], &v, &[]).map(|()| "ok"))),
+        ),
+    ];
+    calls
+        .iter()
+        .map(|(name, call)| match catch_unwind(AssertUnwindSafe(call)) {
+            Ok(r) => format!("{name} -> {r}"),
+            Err(p) => format!(
+                "{name} -> PANIC {}",
+                p.downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| p.downcast_ref::<&str>().copied())
+                    .unwrap_or("?")
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Opening `dir` (both backends) must be `Corrupt` naming metadata.db and `key`, and must leave
+/// vectors.bin as it was; `Err` says what happened instead.
+fn check_bad_config(dir: &Path, key: &str, what: &str) -> Result<(), String> {
+    let vectors = std::fs::read(dir.join("vectors.bin")).ok();
+    for kind in [StorageKind::Mmap, StorageKind::File] {
+        let result = std::panic::catch_unwind(|| {
+            Database::open(dir, OpenOptions::default().with_storage(kind))
+        });
+        match result {
+            Err(_) => return Err(format!("{what} ({kind:?}): open panicked")),
+            Ok(Ok(db)) => {
+                return Err(format!(
+                    "{what} ({kind:?}): opened a database with a bad `{key}`; then {}",
+                    probe(&db)
+                ))
+            }
+            Ok(Err(Error::Corrupt { file, reason })) => {
+                if !file.ends_with("metadata.db") {
+                    return Err(format!(
+                        "{what} ({kind:?}): error names {} ({reason}), not metadata.db",
+                        file.display()
+                    ));
+                }
+                if !reason.contains(key) {
+                    return Err(format!(
+                        "{what} ({kind:?}): reason does not name `{key}`: {reason}"
+                    ));
+                }
+                eprintln!("{what} ({kind:?}): Corrupt: {reason}");
+            }
+            Ok(Err(other)) => {
+                return Err(format!("{what} ({kind:?}): expected Corrupt, got {other}"))
+            }
+        }
+        if std::fs::read(dir.join("vectors.bin")).ok() != vectors {
+            return Err(format!(
+                "{what} ({kind:?}): a refused open changed vectors.bin"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn expect_bad_config(dir: &Path, key: &str, what: &str) {
+    if let Err(e) = check_bad_config(dir, key, what) {
+        panic!("{e}");
+    }
+}
+
+/// Runs every case (each builds its own directory) and reports all that fail, not the first.
+fn expect_bad_configs(cases: Vec<(tempfile::TempDir, &str, String)>) {
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|(dir, key, what)| check_bad_config(dir.path(), key, what).err())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+/// A committed row count far past what the store holds (2^40) used to size the row -> id table
+/// before any cross-check: `vec![None; 2^40]` aborts the process.
+#[test]
+fn huge_committed_row_count_is_refused_before_allocating() {
+    let dir = tempdir();
+    make_db(dir.path());
+    set_config(dir.path(), "committed_rows", Some(1 << 40));
+    expect_bad_config(dir.path(), "committed_rows", "committed_rows = 2^40");
+}
+
+/// committed_rows must equal the number of rows with an id: one more used to be blamed on
+/// vectors.bin ("rows were lost after their commit"), one fewer is a row past the count.
+#[test]
+fn committed_rows_must_match_the_row_table() {
+    let cases = [101, 99, 0]
+        .into_iter()
+        .map(|rows| {
+            let dir = tempdir();
+            make_db(dir.path());
+            set_config(dir.path(), "committed_rows", Some(rows));
+            let what = format!("committed_rows = {rows} with 100 ids");
+            (dir, "committed_rows", what)
+        })
+        .collect();
+    expect_bad_configs(cases);
+}
+
+/// Dimension 0 (with no rows yet, so no vectors.bin header to disagree) used to open, and the
+/// first add divided by zero.
+#[test]
+fn dimension_out_of_range_is_refused() {
+    let mut cases = Vec::new();
+    for (dim, what) in [
+        (0, "dimension 0"),
+        (
+            u64::from(srvdb::types::MAX_DIMENSION) + 1,
+            "dimension MAX+1",
+        ),
+        ((1 << 32) + 20, "dimension 2^32 + 20 (20 once cut to u32)"),
+    ] {
+        for keep_vectors in [true, false] {
+            let dir = tempdir();
+            drop(
+                Database::open(dir.path(), OpenOptions::default().with_dimension(20))
+                    .expect("create"),
+            );
+            set_config(dir.path(), "dimension", Some(dim));
+            if !keep_vectors {
+                std::fs::remove_file(dir.path().join("vectors.bin")).expect("rm");
+            }
+            let what = format!("{what}, vectors.bin kept: {keep_vectors}");
+            cases.push((dir, "dimension", what));
+        }
+    }
+    expect_bad_configs(cases);
+}
+
+/// A metric code is a byte in the header but a u64 in metadata.db: 257 used to be read `as u8`
+/// (1, cosine) and open silently.
+#[test]
+fn metric_code_out_of_range_is_refused() {
+    let cases = [257u64, 9, 0]
+        .into_iter()
+        .map(|code| {
+            let dir = tempdir();
+            make_db(dir.path()); // cosine, code 1
+            set_config(dir.path(), "metric", Some(code));
+            (dir, "metric", format!("metric code {code}"))
+        })
+        .collect();
+    expect_bad_configs(cases);
+}
+
+/// The dimension and the metric are recorded together; rows without them used to make open
+/// delete vectors.bin as a never-committed first batch.
+#[test]
+fn rows_without_dimension_or_metric_are_refused() {
+    let cases = ["dimension", "metric"]
+        .into_iter()
+        .map(|key| {
+            let dir = tempdir();
+            make_db(dir.path());
+            set_config(dir.path(), key, None);
+            (dir, key, format!("{key} missing, 100 rows"))
+        })
+        .collect();
+    expect_bad_configs(cases);
+}
+
+#[test]
+fn other_config_values_are_range_checked() {
+    let cases: [(&str, Option<u64>, &str); 4] = [
+        (
+            "format_version",
+            Some(2),
+            "format_version 2 (a newer release)",
+        ),
+        ("format_version", None, "format_version missing"),
+        ("compaction_pending", Some(7), "compaction_pending 7"),
+        (
+            "embedder_dimension",
+            Some(21),
+            "embedder_dimension 21 for dimension 20",
+        ),
+    ];
+    let mut dirs = Vec::new();
+    for (key, value, what) in cases {
+        let dir = tempdir();
+        if key == "embedder_dimension" {
+            let spec = srvdb::EmbedderSpec {
+                name: "model-x".into(),
+                dimension: 20,
+            };
+            let db = Database::open(dir.path(), OpenOptions::default().with_embedder(spec))
+                .expect("create");
+            db.add(&ids(0..10), &Rng::new(seed()).vectors(10, 20), &[])
+                .expect("add");
+            db.close().expect("close");
+        } else {
+            make_db(dir.path());
+        }
+        set_config(dir.path(), key, value);
+        dirs.push((dir, key, what.to_owned()));
+    }
+    expect_bad_configs(dirs);
+}
+
+/// A tombstone past the committed rows.
+#[test]
+fn tombstone_past_the_rows_is_refused() {
+    let dir = tempdir();
+    make_db(dir.path());
+    {
+        let db = redb::Database::open(dir.path().join("metadata.db")).expect("open");
+        let txn = db.begin_write().expect("begin_write");
+        {
+            let def: redb::TableDefinition<u64, ()> = redb::TableDefinition::new("tombstones");
+            let mut t = txn.open_table(def).expect("tombstones");
+            t.insert(100, ()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    expect_bad_config(dir.path(), "tombstone", "tombstone for row 100 of 100");
+}
