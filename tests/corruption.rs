@@ -175,12 +175,15 @@ fn set_config(dir: &Path, key: &str, value: Option<u64>) {
     txn.commit().expect("commit");
 }
 
+/// A call `probe` makes, and what it returned.
+type ProbeCall<'a> = Box<dyn Fn() -> String + 'a>;
+
 /// What a handle opened on a bad value does next: a few calls, each with its result or panic.
 fn probe(db: &Database) -> String {
     use std::panic::{catch_unwind, AssertUnwindSafe};
     let dim = db.dimension().unwrap_or(0) as usize;
     let v = vec![0.5f32; dim];
-    let calls: [(&str, Box<dyn Fn() -> String + '_>); 4] = [
+    let calls: [(&str, ProbeCall<'_>); 4] = [
         ("dimension()", Box::new(|| format!("{:?}", db.dimension()))),
         ("metric()", Box::new(|| format!("{:?}", db.metric()))),
         (
