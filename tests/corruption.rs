@@ -419,3 +419,137 @@ fn tombstone_past_the_rows_is_refused() {
     }
     expect_bad_config(dir.path(), "tombstone", "tombstone for row 100 of 100");
 }
+
+// ---------------------------------------------------------------------------------------------
+// vectors.bin truncated by another process while an mmap handle is open (issue 13, defect 12).
+// Reading a mapped page past the end of the file raises SIGBUS, which kills the process. The
+// mmap backend checks the file's length wherever it maps, appends, syncs or closes (a typed
+// `Corrupt`); a search or get on an already-published view cannot check (see
+// `sigbus_on_a_scan_is_the_documented_limit`).
+
+const DIM: usize = 20;
+/// Bytes of a row of dimension 20 (20 floats + the norm, padded to 64 bytes).
+const STRIDE: u64 = 128;
+
+/// An mmap database with 100 committed rows of dimension 20 (ids `id-0`..`id-99`).
+fn mmap_db(dir: &Path) -> Database {
+    let db =
+        Database::open(dir, OpenOptions::default().with_storage(StorageKind::Mmap)).expect("open");
+    db.add(&ids(0..100), &Rng::new(seed()).vectors(100, DIM), &[])
+        .expect("add");
+    db.persist().expect("persist");
+    db
+}
+
+/// Cuts vectors.bin to its header and 10 rows through a separate handle, as another process
+/// would.
+fn truncate_behind_the_handle(dir: &Path) {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("vectors.bin"))
+        .expect("open vectors.bin");
+    f.set_len(64 + 10 * STRIDE).expect("truncate");
+}
+
+fn assert_corrupt_vectors<T: std::fmt::Debug>(r: srvdb::Result<T>, what: &str) {
+    match r {
+        Err(Error::Corrupt { file, reason }) if file.ends_with("vectors.bin") => {
+            eprintln!("{what}: Corrupt: {reason}");
+        }
+        other => panic!("{what}: expected Corrupt naming vectors.bin, got {other:?}"),
+    }
+}
+
+/// The next append notices. Before: the write re-extended the file with a hole, so rows
+/// 10..99 silently became zero vectors, and the next commit made that durable.
+#[test]
+fn append_after_truncation_is_corrupt() {
+    let dir = tempdir();
+    let db = mmap_db(dir.path());
+    truncate_behind_the_handle(dir.path());
+    let added = db.add(&ids(100..105), &Rng::new(7).vectors(5, DIM), &[]);
+    if added.is_ok() {
+        let persisted = db.persist();
+        let zero = db
+            .get("id-50")
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.vector.iter().all(|&x| x == 0.0));
+        panic!("add after truncation: Ok; persist: {persisted:?}; id-50 reads all zeros: {zero}");
+    }
+    assert_corrupt_vectors(added, "add after truncation");
+    assert!(
+        matches!(db.persist(), Err(Error::Poisoned { .. })),
+        "the failed append must poison the handle"
+    );
+}
+
+/// A commit notices before it records anything. Before: the delete was committed over a file
+/// that had lost 90 committed rows.
+#[test]
+fn commit_after_truncation_is_corrupt() {
+    let dir = tempdir();
+    let db = mmap_db(dir.path());
+    truncate_behind_the_handle(dir.path());
+    db.delete(&["id-3"]).expect("delete (in memory)");
+    assert_corrupt_vectors(db.persist(), "persist after truncation");
+}
+
+/// Closing must not hide the damage. Before: the close-time trim of the preallocated tail
+/// `set_len` the file back to 100 rows, zero-filled, so the next open succeeded and 90 ids
+/// read zero vectors.
+#[test]
+fn close_after_truncation_leaves_it_detectable() {
+    let dir = tempdir();
+    let db = mmap_db(dir.path());
+    truncate_behind_the_handle(dir.path());
+    drop(db);
+    let len = std::fs::metadata(dir.path().join("vectors.bin"))
+        .expect("stat")
+        .len();
+    assert_eq!(
+        len,
+        64 + 10 * STRIDE,
+        "close changed the length of the truncated file"
+    );
+    for kind in [StorageKind::Mmap, StorageKind::File] {
+        assert_corrupt_vectors(
+            Database::open(dir.path(), OpenOptions::default().with_storage(kind)),
+            &format!("reopen after truncation ({kind:?})"),
+        );
+    }
+}
+
+/// The limit: a search (or get) on a view published before the truncation reads the mapping
+/// without a check, and SIGBUS kills the process. Shown in a child process (this test binary
+/// run again with `SRVDB_TRUNCATE_CHILD=1`), which must die of SIGBUS; if the engine ever
+/// checks per scan, the child survives and this test says to update the docs.
+#[cfg(target_os = "linux")]
+#[test]
+fn sigbus_on_a_scan_is_the_documented_limit() {
+    const NAME: &str = "sigbus_on_a_scan_is_the_documented_limit";
+    if std::env::var_os("SRVDB_TRUNCATE_CHILD").is_some() {
+        let dir = tempdir();
+        let db = mmap_db(dir.path());
+        truncate_behind_the_handle(dir.path());
+        let r = db.search(&[0.5; DIM], 5);
+        println!("child survived: search returned {r:?}");
+        return;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let out = std::process::Command::new(std::env::current_exe().expect("current_exe"))
+        .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .env("SRVDB_TRUNCATE_CHILD", "1")
+        .output()
+        .expect("run the child");
+    const SIGBUS: i32 = 7; // Linux
+    assert_eq!(
+        out.status.signal(),
+        Some(SIGBUS),
+        "the child was expected to die of SIGBUS (the documented limit of the mmap backend); \
+         it ended with {:?}: {}. If searches now check, update docs/design.md and the mmap \
+         module doc.",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
