@@ -553,3 +553,86 @@ fn sigbus_on_a_scan_is_the_documented_limit() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The fuzz harnesses (fuzz/src/lib.rs, run by cargo-fuzz with `make fuzz`), replayed here on
+// their seed corpora and on every input that ever failed, so a regression fails plain
+// `cargo test` without cargo-fuzz.
+
+#[path = "../fuzz/src/lib.rs"]
+mod fuzz_harness;
+
+fn fuzz_inputs(target: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut out = Vec::new();
+    for dir in ["corpus", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("dir entry").path();
+            if path.is_file() {
+                let bytes = std::fs::read(&path).expect("read input");
+                out.push((path, bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn replay(target: &str, harness: fn(&[u8])) {
+    let inputs = fuzz_inputs(target);
+    assert!(
+        !inputs.is_empty(),
+        "no inputs for fuzz target {target}: fuzz/corpus/{target} is empty"
+    );
+    for (path, bytes) in inputs {
+        let r = std::panic::catch_unwind(|| harness(&bytes));
+        assert!(
+            r.is_ok(),
+            "fuzz target {target} fails on {}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn fuzz_replay_open_vectors() {
+    replay("open_vectors", fuzz_harness::open_vectors);
+}
+
+#[test]
+fn fuzz_replay_open_metadata() {
+    replay("open_metadata", fuzz_harness::open_metadata);
+}
+
+#[test]
+fn fuzz_replay_ops() {
+    replay("ops", fuzz_harness::ops);
+}
+
+/// Writes the seeds built from a real database (`fuzz/corpus/*/seed-*`). Run after a format
+/// change: `cargo test --release -p srvdb --test corruption -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "writes files into fuzz/corpus; run by hand after a format change"]
+fn write_fuzz_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join("corpus");
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(name), bytes).expect("write seed");
+    };
+    write(
+        "open_vectors",
+        "seed-vectors-bin",
+        &fuzz_harness::template_vectors(),
+    );
+    write(
+        "open_metadata",
+        "seed-metadata-db",
+        &fuzz_harness::template_metadata_input(),
+    );
+}
