@@ -53,6 +53,33 @@ pub(crate) fn map_db_error(e: redb::DatabaseError, path: &Path, dir: &Path) -> E
     }
 }
 
+/// Runs `open` (redb's `Database::create` or `open` on `path`, in database directory `dir`),
+/// reporting a panic inside redb as [`Error::Corrupt`]. redb 4.6 panics on some damaged files
+/// instead of returning an error: `fuzz/` found `unreachable!()` in `BtreeMut::get_helper` for
+/// a page whose type byte is neither leaf nor branch, reached from `Database::create`. A damaged
+/// file is input the engine must answer with a typed error. The panic message is still printed
+/// by the panic hook, and a build with `panic = "abort"` still aborts.
+pub fn open_guarded(
+    path: &Path,
+    dir: &Path,
+    open: impl FnOnce() -> std::result::Result<redb::Database, redb::DatabaseError>,
+) -> Result<redb::Database> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
+        Ok(opened) => opened.map_err(|e| map_db_error(e, path, dir)),
+        Err(panic) => Err(Error::corrupt(path, redb_panicked(&*panic))),
+    }
+}
+
+/// The `Corrupt` reason for a panic caught inside redb.
+fn redb_panicked(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message");
+    format!("not a readable metadata store (redb panicked reading it: {message})")
+}
+
 fn meta_err(context: &str) -> impl FnOnce(redb::Error) -> Error + '_ {
     move |e| match e {
         redb::Error::Io(io) => Error::io(context.to_owned(), io),
@@ -330,7 +357,10 @@ impl MetaStore {
             }
             Ok(out)
         };
-        run().map_err(|e| match e {
+        // A panic inside redb on damaged pages is reported as damage (see `open_guarded`).
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+            .unwrap_or_else(|panic| Err(LoadError::Invalid(redb_panicked(&*panic))));
+        ran.map_err(|e| match e {
             LoadError::Invalid(msg) | LoadError::Redb(redb::Error::Corrupted(msg)) => {
                 Error::corrupt(&self.path, msg)
             }
