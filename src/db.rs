@@ -200,6 +200,12 @@ impl Database {
         if loaded.compaction_pending {
             if location.exists(names::VECTORS_COMPACT)? {
                 location.rename(names::VECTORS_COMPACT, names::VECTORS)?;
+            } else {
+                // Renamed already, but perhaps only in the page cache of a process that died
+                // before syncing the directory: make the rename durable before the mark that
+                // says it happened is cleared, or a power cut would bring the old rows back
+                // under the compacted numbering.
+                location.sync_dir()?;
             }
             meta.finish_compaction()?;
             loaded.compaction_pending = false;

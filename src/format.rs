@@ -54,12 +54,16 @@ impl RowLayout {
         self.stride_f32 * 4
     }
 
-    /// Byte offset of row `row` in `vectors.bin`.
+    /// Byte offset of row `row` in `vectors.bin`. Saturates at `u64::MAX` for a row count no
+    /// file can hold (one read from a damaged `metadata.db`), so a length check against it
+    /// fails instead of wrapping to a small length that would pass, or cut the file.
     pub fn row_offset(&self, row: u64) -> u64 {
-        HEADER_BYTES as u64 + row * self.stride_bytes() as u64
+        row.saturating_mul(self.stride_bytes() as u64)
+            .saturating_add(HEADER_BYTES as u64)
     }
 
-    /// Length `vectors.bin` has when it holds exactly `rows` rows.
+    /// Length `vectors.bin` has when it holds exactly `rows` rows (saturating, as
+    /// [`RowLayout::row_offset`]).
     pub fn file_len(&self, rows: u64) -> u64 {
         self.row_offset(rows)
     }
@@ -165,6 +169,17 @@ mod tests {
         }
         assert_eq!(RowLayout::new(1536).stride_bytes(), 6208);
         assert_eq!(RowLayout::new(384).stride_bytes(), 1600);
+    }
+
+    /// A row count read from a damaged metadata.db (2^58 rows of 128 bytes) wrapped to a
+    /// 64-byte "file length", which `check_and_cut` would then cut the file to.
+    #[test]
+    fn file_len_saturates_instead_of_wrapping() {
+        let layout = RowLayout::new(20);
+        assert_eq!(layout.file_len(3), 64 + 3 * 128);
+        assert_eq!(layout.file_len(1 << 58), u64::MAX);
+        assert_eq!(layout.file_len(u64::MAX), u64::MAX);
+        assert_eq!(layout.row_offset(u64::MAX / 128 + 1), u64::MAX);
     }
 
     #[test]

@@ -359,9 +359,7 @@ fn sweep(
 fn every_failed_operation_leaves_a_committed_state_in_every_crash_image() {
     let s = seed();
     let started = std::time::Instant::now();
-    // A killed process's image is not cut by power after its recovery here: see
-    // `a_killed_compaction_then_a_power_cut_keeps_ids_with_their_rows` (ignored until fixed).
-    let sweep = sweep(Defects::default(), s, crashes, false);
+    let sweep = sweep(Defects::default(), s, crashes, true);
     eprintln!(
         "{} fault points ({} on directory operations) x {} images each: {} recovered the last acknowledged commit, {} the commit in flight, {} violations, in {:.1} s",
         sweep.fault_points,
@@ -544,7 +542,6 @@ fn a_crash_during_recovery_changes_nothing() {
 /// this sweep: the handle keeps the old row numbers while redb already holds the compacted
 /// ones, the failure-path twin of issue 13's defect 1.)
 #[test]
-#[ignore = "fails until Database::compact_locked (src/db.rs) stops serving reads from the old row numbering once redb holds the compacted one, e.g. by swapping the in-memory tables right after rewrite_compacted commits, or by failing reads on a handle poisoned mid-compaction"]
 fn get_after_a_failed_compaction_never_returns_another_records_data() {
     let s = seed();
     let setup = |loc: Arc<SimLocation>| -> (Database, Model) {
@@ -734,7 +731,6 @@ fn creating_with_a_dimension_and_embedder_is_crash_safe() {
 /// the old `vectors.bin` beside `vectors.bin.compact`, open deletes the latter as stale, and
 /// the compacted numbering in redb meets the old rows.
 #[test]
-#[ignore = "fails until Database::open_in (src/db.rs) syncs the directory (Location::sync_dir) before finish_compaction when the compaction's rename already happened"]
 fn a_killed_compaction_then_a_power_cut_keeps_ids_with_their_rows() {
     let s = seed();
     let sweep = sweep(Defects::default(), s, |_, _| vec![Crash::ProcessKill], true);

@@ -140,22 +140,13 @@ fn write(
 }
 
 /// Runs `ops` (then a power cut) against the engine and the model.
-///
-/// With `avoid_known_bugs`, two bugs of `src/db.rs` that this test finds are stepped around
-/// until they are fixed (each has an ignored test that fails: see below and tests/faults.rs):
-/// after a compaction failed, reads are not compared (`get` answers from the old row
-/// numbering: `get_after_a_failed_compaction_never_returns_another_records_data`), and a
-/// crash after it is a power cut, not a killed process (whose recovery clears the compaction
-/// without syncing the directory: `a_killed_compaction_then_a_power_cut_keeps_ids_with_their_rows`).
-fn run(ops: &[Op], avoid_known_bugs: bool) -> Result<(), TestCaseError> {
+fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let mut loc = Arc::new(SimLocation::with_faults(Arc::new(FaultPlan::never())));
     let mut db = open(loc.clone());
     let mut model = Model::new();
     let mut committed = model.clone();
     // The state a commit interrupted by the fault would make, if it reached its point.
     let mut in_flight: Option<Model> = None;
-    // A fault fired inside a compaction (see `avoid_known_bugs`).
-    let mut compaction_failed = false;
     let final_crash = Op::Crash(0, 0);
     for (serial, op) in ops.iter().chain([&final_crash]).enumerate() {
         // Once a fault has fired the device is gone and the handle poisoned: every write
@@ -204,7 +195,6 @@ fn run(ops: &[Op], avoid_known_bugs: bool) -> Result<(), TestCaseError> {
                     // Interrupted: it may or may not have reached its commit point.
                     prop_assert!(r.is_err(), "{:?} hid the fault", op);
                     in_flight = Some(model.clone());
-                    compaction_failed = matches!(op, Op::Compact);
                 } else {
                     prop_assert!(r.is_ok(), "{:?}: {:?}", op, r);
                     committed = model.clone();
@@ -238,10 +228,7 @@ fn run(ops: &[Op], avoid_known_bugs: bool) -> Result<(), TestCaseError> {
             Op::Crash(kind, seed) => {
                 // The image is taken before the handle is dropped (a drop would commit):
                 // only what was committed survives.
-                let crash = match crash_of(*kind, *seed) {
-                    Crash::ProcessKill if compaction_failed && avoid_known_bugs => Crash::PowerLoss,
-                    crash => crash,
-                };
+                let crash = crash_of(*kind, *seed);
                 let image = Arc::new(loc.image_after(crash));
                 let fired = loc.faults().failed_op();
                 drop(db);
@@ -259,11 +246,7 @@ fn run(ops: &[Op], avoid_known_bugs: bool) -> Result<(), TestCaseError> {
                 model = got;
                 committed = model.clone();
                 in_flight = None;
-                compaction_failed = false;
             }
-        }
-        if compaction_failed && avoid_known_bugs {
-            continue;
         }
         prop_assert_eq!(db.count() as usize, model.len());
         prop_assert_eq!(&read_all(&db), &model);
@@ -283,7 +266,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     #[test]
     fn engine_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
-        run(&ops, true)?;
+        run(&ops)?;
     }
 }
 
@@ -292,7 +275,6 @@ proptest! {
 /// killed process, a restart that clears the pending compaction without syncing the
 /// directory, and a power cut: the reopened database pairs ids with other records' vectors.
 #[test]
-#[ignore = "fails until Database::open_in (src/db.rs) syncs the directory before finish_compaction when the compaction's rename already happened"]
 fn a_killed_compaction_then_a_power_cut() {
     let zero = [0i8; DIM];
     let ops = [
@@ -305,7 +287,7 @@ fn a_killed_compaction_then_a_power_cut() {
         Op::Compact,
         Op::Crash(1, 0),
     ];
-    if let Err(e) = run(&ops, false) {
+    if let Err(e) = run(&ops) {
         panic!("{e}");
     }
 }

@@ -3,8 +3,8 @@
 //! in `vectors.bin` do not exist.
 
 use crate::error::{Error, Result};
-use crate::types::{EmbedderSpec, Metadata, Metric};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use crate::types::{EmbedderSpec, Metadata, Metric, MAX_DIMENSION};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
 
 /// id -> row.
@@ -51,6 +51,33 @@ pub(crate) fn map_db_error(e: redb::DatabaseError, path: &Path, dir: &Path) -> E
         }
         other => Error::corrupt(path, format!("not a readable metadata store ({other})")),
     }
+}
+
+/// Runs `open` (redb's `Database::create` or `open` on `path`, in database directory `dir`),
+/// reporting a panic inside redb as [`Error::Corrupt`]. redb 4.6 panics on some damaged files
+/// instead of returning an error: `fuzz/` found `unreachable!()` in `BtreeMut::get_helper` for
+/// a page whose type byte is neither leaf nor branch, reached from `Database::create`. A damaged
+/// file is input the engine must answer with a typed error. The panic message is still printed
+/// by the panic hook, and a build with `panic = "abort"` still aborts.
+pub fn open_guarded(
+    path: &Path,
+    dir: &Path,
+    open: impl FnOnce() -> std::result::Result<redb::Database, redb::DatabaseError>,
+) -> Result<redb::Database> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
+        Ok(opened) => opened.map_err(|e| map_db_error(e, path, dir)),
+        Err(panic) => Err(Error::corrupt(path, redb_panicked(&*panic))),
+    }
+}
+
+/// The `Corrupt` reason for a panic caught inside redb.
+fn redb_panicked(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message");
+    format!("not a readable metadata store (redb panicked reading it: {message})")
 }
 
 fn meta_err(context: &str) -> impl FnOnce(redb::Error) -> Error + '_ {
@@ -139,6 +166,157 @@ impl StagedCompaction {
     }
 }
 
+/// Why [`MetaStore::load`] failed: redb could not read the store, or a value in it is one no
+/// SrvDB release writes.
+enum LoadError {
+    Redb(redb::Error),
+    Invalid(String),
+}
+
+impl<E: Into<redb::Error>> From<E> for LoadError {
+    fn from(e: E) -> Self {
+        LoadError::Redb(e.into())
+    }
+}
+
+/// Opens a table for reading; `None` if no commit ever created it.
+fn open_or_none<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> std::result::Result<Option<redb::ReadOnlyTable<K, V>>, redb::Error> {
+    match txn.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The configuration as stored: raw `u64`s (and the embedder's name), not yet trusted.
+#[derive(Debug, Default)]
+struct Config {
+    /// The `config` table holds at least one key.
+    any: bool,
+    format: Option<u64>,
+    dimension: Option<u64>,
+    metric: Option<u64>,
+    committed_rows: Option<u64>,
+    compaction_pending: Option<u64>,
+    embedder_dimension: Option<u64>,
+    embedder_name: Option<String>,
+}
+
+impl Config {
+    fn read(txn: &redb::ReadTransaction) -> std::result::Result<Self, redb::Error> {
+        let mut c = Config::default();
+        if let Some(config) = open_or_none(txn, CONFIG)? {
+            let get = |key: &str| -> std::result::Result<Option<u64>, redb::Error> {
+                Ok(config.get(key)?.map(|v| v.value()))
+            };
+            c.any = !config.is_empty()?;
+            c.format = get(KEY_FORMAT)?;
+            c.dimension = get(KEY_DIMENSION)?;
+            c.metric = get(KEY_METRIC)?;
+            c.committed_rows = get(KEY_COMMITTED_ROWS)?;
+            c.compaction_pending = get(KEY_COMPACTION_PENDING)?;
+            c.embedder_dimension = get(KEY_EMBEDDER_DIMENSION)?;
+        }
+        if let Some(text) = open_or_none(txn, CONFIG_TEXT)? {
+            c.embedder_name = text.get(KEY_EMBEDDER)?.map(|v| v.value().to_owned());
+        }
+        Ok(c)
+    }
+
+    /// Range-checks every value against what a commit writes (`stage`, `rewrite_compacted`),
+    /// with `ids_stored` the number of entries in `row_to_id`. The message names the key.
+    fn check(self, ids_stored: u64) -> std::result::Result<Loaded, String> {
+        let mut out = Loaded::default();
+        if self.any && self.format != Some(META_FORMAT) {
+            return Err(match self.format {
+                Some(v) => format!(
+                    "config key `{KEY_FORMAT}` is {v}, this build reads {META_FORMAT}: use a matching SrvDB release"
+                ),
+                None => format!("config key `{KEY_FORMAT}` is missing"),
+            });
+        }
+        let dimension = |key: &str, d: u64| -> std::result::Result<u32, String> {
+            u32::try_from(d)
+                .ok()
+                .filter(|d| (1..=MAX_DIMENSION).contains(d))
+                .ok_or_else(|| format!("config key `{key}` is {d}, outside 1..={MAX_DIMENSION}"))
+        };
+        out.dimension = self
+            .dimension
+            .map(|d| dimension(KEY_DIMENSION, d))
+            .transpose()?;
+        out.metric = match self.metric {
+            None => None,
+            Some(code) => Some(
+                u8::try_from(code)
+                    .ok()
+                    .and_then(Metric::from_code)
+                    .ok_or_else(|| {
+                        format!("config key `{KEY_METRIC}` is {code}, not a known metric code (1 cosine, 2 dot, 3 l2)")
+                    })?,
+            ),
+        };
+        // Both are recorded by the commit that stores the first rows, and never removed.
+        match (out.dimension, out.metric) {
+            (Some(_), None) => {
+                return Err(format!(
+                    "config key `{KEY_METRIC}` is missing but `{KEY_DIMENSION}` is set"
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "config key `{KEY_DIMENSION}` is missing but `{KEY_METRIC}` is set"
+                ))
+            }
+            _ => {}
+        }
+        out.committed_rows = self.committed_rows.unwrap_or(0);
+        if out.committed_rows > 0 && out.dimension.is_none() {
+            return Err(format!(
+                "config key `{KEY_DIMENSION}` is missing but `{KEY_COMMITTED_ROWS}` is {}",
+                out.committed_rows
+            ));
+        }
+        // Every committed row has exactly one `row_to_id` entry, and no other row has one.
+        if out.committed_rows != ids_stored {
+            return Err(format!(
+                "config key `{KEY_COMMITTED_ROWS}` is {} but table row_to_id holds {ids_stored} ids",
+                out.committed_rows
+            ));
+        }
+        out.compaction_pending = match self.compaction_pending {
+            None | Some(0) => false,
+            Some(1) => true,
+            Some(v) => {
+                return Err(format!(
+                    "config key `{KEY_COMPACTION_PENDING}` is {v}, not 0 or 1"
+                ))
+            }
+        };
+        out.embedder = match (self.embedder_name, self.embedder_dimension) {
+            (None, None) => None,
+            (Some(name), Some(d)) => {
+                let d = dimension(KEY_EMBEDDER_DIMENSION, d)?;
+                if let Some(dim) = out.dimension.filter(|&dim| dim != d) {
+                    return Err(format!(
+                        "config key `{KEY_EMBEDDER_DIMENSION}` is {d} but `{KEY_DIMENSION}` is {dim}"
+                    ));
+                }
+                Some(EmbedderSpec { name, dimension: d })
+            }
+            _ => {
+                return Err(format!(
+                    "config key `{KEY_EMBEDDER_DIMENSION}` and the embedder's name in config_text are not both recorded"
+                ))
+            }
+        };
+        Ok(out)
+    }
+}
+
 /// The redb-backed metadata store.
 #[derive(Debug)]
 pub struct MetaStore {
@@ -152,78 +330,64 @@ impl MetaStore {
         MetaStore { db, path }
     }
 
-    /// Reads everything the engine keeps in memory.
+    /// Reads everything the engine keeps in memory, range-checking every configuration value
+    /// first (see [`Config::check`]): a value no SrvDB release writes is [`Error::Corrupt`]
+    /// naming this file and the key, found before anything is sized from it.
     pub fn load(&self) -> Result<Loaded> {
         let ctx = format!("reading {}", self.path.display());
-        let run = || -> std::result::Result<Loaded, redb::Error> {
+        let run = || -> std::result::Result<Loaded, LoadError> {
             let txn = self.db.begin_read().map_err(to_redb)?;
-            let mut out = Loaded::default();
-            let config = match txn.open_table(CONFIG) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
-                Err(e) => return Err(e.into()),
+            let config = Config::read(&txn)?;
+            let row_to_id = open_or_none(&txn, ROW_TO_ID)?;
+            let tombstones = open_or_none(&txn, TOMBSTONES)?;
+            let ids_stored = match &row_to_id {
+                Some(t) => t.len()?,
+                None => 0,
             };
-            let get = |key: &str| -> std::result::Result<Option<u64>, redb::Error> {
-                Ok(config.get(key)?.map(|v| v.value()))
-            };
-            if let Some(v) = get(KEY_FORMAT)? {
-                if v != META_FORMAT {
-                    return Err(redb::Error::Corrupted(format!(
-                        "metadata format {v}, this build reads {META_FORMAT}"
-                    )));
-                }
-            }
-            out.dimension = get(KEY_DIMENSION)?.map(|d| d as u32);
-            out.metric = match get(KEY_METRIC)? {
-                Some(code) => Some(Metric::from_code(code as u8).ok_or_else(|| {
-                    redb::Error::Corrupted(format!("unknown metric code {code}"))
-                })?),
-                None => None,
-            };
-            out.committed_rows = get(KEY_COMMITTED_ROWS)?.unwrap_or(0);
-            out.compaction_pending = get(KEY_COMPACTION_PENDING)?.unwrap_or(0) != 0;
-            let embedder_dim = get(KEY_EMBEDDER_DIMENSION)?;
-            out.embedder = match txn.open_table(CONFIG_TEXT) {
-                Ok(t) => match (t.get(KEY_EMBEDDER)?, embedder_dim) {
-                    (Some(name), Some(dim)) => Some(EmbedderSpec {
-                        name: name.value().to_owned(),
-                        dimension: u32::try_from(dim).map_err(|_| {
-                            redb::Error::Corrupted(format!("embedder dimension {dim}"))
-                        })?,
-                    }),
-                    (None, None) => None,
-                    _ => {
-                        return Err(redb::Error::Corrupted(
-                            "embedder name and dimension are not both recorded".into(),
-                        ))
-                    }
-                },
-                Err(redb::TableError::TableDoesNotExist(_)) => None,
-                Err(e) => return Err(e.into()),
-            };
-            let rows = usize::try_from(out.committed_rows)
-                .map_err(|_| redb::Error::Corrupted("row count too large".into()))?;
+            let mut out = config.check(ids_stored).map_err(LoadError::Invalid)?;
+            // `committed_rows` equals the number of stored ids (checked above), so this
+            // allocation is bounded by what the file holds.
+            let rows = usize::try_from(out.committed_rows).map_err(|_| {
+                LoadError::Invalid("committed_rows: too large for this platform".into())
+            })?;
             out.row_ids = vec![None; rows];
-            let row_to_id = txn.open_table(ROW_TO_ID)?;
-            for entry in row_to_id.iter()? {
-                let (row, id) = entry?;
-                let row = row.value() as usize;
-                if row >= rows {
-                    return Err(redb::Error::Corrupted(format!(
-                        "row {row} has an id but only {rows} rows are committed"
-                    )));
+            if let Some(row_to_id) = row_to_id {
+                for entry in row_to_id.iter()? {
+                    let (row, id) = entry?;
+                    let row = row.value();
+                    let slot = usize::try_from(row)
+                        .ok()
+                        .and_then(|r| out.row_ids.get_mut(r))
+                        .ok_or_else(|| {
+                            LoadError::Invalid(format!(
+                                "row_to_id: row {row} has an id but committed_rows is {rows}"
+                            ))
+                        })?;
+                    *slot = Some(id.value().to_owned());
                 }
-                out.row_ids[row] = Some(id.value().to_owned());
             }
-            let tombstones = txn.open_table(TOMBSTONES)?;
-            for entry in tombstones.iter()? {
-                out.tombstones.push(entry?.0.value());
+            if let Some(tombstones) = tombstones {
+                for entry in tombstones.iter()? {
+                    let row = entry?.0.value();
+                    if row >= out.committed_rows {
+                        return Err(LoadError::Invalid(format!(
+                            "tombstones: tombstone for row {row} beyond the {} committed_rows",
+                            out.committed_rows
+                        )));
+                    }
+                    out.tombstones.push(row);
+                }
             }
             Ok(out)
         };
-        run().map_err(|e| match e {
-            redb::Error::Corrupted(msg) => Error::corrupt(&self.path, msg),
-            other => meta_err(&ctx)(other),
+        // A panic inside redb on damaged pages is reported as damage (see `open_guarded`).
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+            .unwrap_or_else(|panic| Err(LoadError::Invalid(redb_panicked(&*panic))));
+        ran.map_err(|e| match e {
+            LoadError::Invalid(msg) | LoadError::Redb(redb::Error::Corrupted(msg)) => {
+                Error::corrupt(&self.path, msg)
+            }
+            LoadError::Redb(other) => meta_err(&ctx)(other),
         })
     }
 

@@ -4,6 +4,17 @@
 //! (an `Arc`), so old views stay valid while the file grows. The file never shrinks while this
 //! process maps it: torn tails are cut in `check_and_cut` before the first mapping, and
 //! compaction writes a new file and renames it over the old one (old mappings keep the old inode).
+//!
+//! **Truncation by someone else.** Reading a mapped page that lies past the end of the file
+//! raises SIGBUS, which kills the process; a file lock cannot stop another process from
+//! truncating `vectors.bin`. So the writer checks the file's length (one `fstat`) wherever it
+//! maps, appends, syncs or closes: after mapping (open, and every remap as the file grows),
+//! before each append, before each `sync` (so a commit never records rows that are gone), and
+//! at close, where it only ever shrinks the file (never re-extends a truncated one with zeros).
+//! A shorter file is [`Error::Corrupt`], which poisons the handle; reopening reports the lost
+//! committed rows. **The limit:** a search or `get` reads a view published earlier, without a
+//! check, so a truncation while such a read runs, or between a check and the read, still raises
+//! SIGBUS. Keep other processes from writing a database's files.
 
 use super::fs::StdFile;
 use super::{ByteFile, RowStore, RowView};
@@ -36,7 +47,8 @@ pub struct MmapRows {
 }
 
 impl MmapRows {
-    /// Maps `file`, which holds a checked header and exactly `rows` rows.
+    /// Maps `file`, which holds a checked header and exactly `rows` rows. A file that is
+    /// shorter than that once mapped is [`Error::Corrupt`].
     pub fn open(file: StdFile, path: PathBuf, layout: RowLayout, rows: u64) -> Result<Self> {
         let len = layout.file_len(rows);
         let mut store = MmapRows {
@@ -49,11 +61,38 @@ impl MmapRows {
             unflushed_bytes: 0,
             early_flush: None,
         };
-        store.remap()?;
+        store.remap(len)?;
         Ok(store)
     }
 
-    fn remap(&mut self) -> Result<()> {
+    /// The file's length now (one `fstat`).
+    fn file_len(&self) -> Result<u64> {
+        self.file.len().map_err(Error::io_ctx(format!(
+            "reading the length of {}",
+            self.path.display()
+        )))
+    }
+
+    /// [`Error::Corrupt`] unless the file still holds its first `need` bytes: another process
+    /// truncated it, and reading the lost part through the mapping would raise SIGBUS.
+    fn check_len(&self, need: u64, doing: &str) -> Result<()> {
+        let len = self.file_len()?;
+        if len >= need {
+            return Ok(());
+        }
+        Err(Error::corrupt(
+            &self.path,
+            format!(
+                "truncated by another process while open ({len} bytes, {need} expected, found {doing}): \
+                 this handle can no longer read its rows; reopen the database, and keep other \
+                 programs from writing its files"
+            ),
+        ))
+    }
+
+    /// Maps `capacity_bytes` of the file, then checks that the file holds the first `need`
+    /// of them (the rows views will read).
+    fn remap(&mut self, need: u64) -> Result<()> {
         if self.capacity_bytes <= HEADER_BYTES as u64 {
             self.map = None;
             return Ok(());
@@ -61,13 +100,18 @@ impl MmapRows {
         let len = usize::try_from(self.capacity_bytes)
             .map_err(|_| Error::invalid("vectors.bin is larger than this platform can map"))?;
         // SAFETY: the mapping is read-only and covers bytes this process only appends past:
-        // rows below `self.rows` are never rewritten (append-only), the file is never truncated
-        // while mapped (see module docs), and other SrvDB writers are kept out by the directory
-        // lock. A foreign process writing the file is outside what any mmap can defend against.
+        // rows below `self.rows` are never rewritten (append-only), this process never
+        // truncates the file while it is mapped (see module docs), and other SrvDB writers are
+        // kept out by the directory lock. A foreign process writing or truncating the file is
+        // outside what any mmap can defend against: `check_len` below catches a truncation
+        // that happened before it runs; one after it is the documented limit (module docs).
         let map = self
             .file
             .with_file(|f| unsafe { MmapOptions::new().len(len).map(f) });
         let map = map.map_err(Error::io_ctx(format!("mapping {}", self.path.display())))?;
+        // Mapping past the end of a file succeeds; reading there raises SIGBUS. Checked after
+        // mapping, so a truncation before this point is caught.
+        self.check_len(need, "after mapping it")?;
         self.map = Some(Arc::new(map));
         Ok(())
     }
@@ -126,6 +170,8 @@ impl RowStore for MmapRows {
         let n = (rows.len() / stride) as u64;
         let offset = self.layout.row_offset(self.rows);
         let end = self.layout.row_offset(self.rows + n);
+        // A write past a truncation would re-extend the file with zeros where rows were.
+        self.check_len(offset, "before an append")?;
         let grow = end > self.capacity_bytes;
         if grow {
             let step = (self.capacity_bytes / 2).max(MIN_GROWTH_BYTES);
@@ -146,7 +192,7 @@ impl RowStore for MmapRows {
                 self.path.display()
             )))?;
         if grow {
-            self.remap()?;
+            self.remap(end)?;
         }
         self.rows += n;
         self.unflushed_bytes += std::mem::size_of_val(rows) as u64;
@@ -155,6 +201,8 @@ impl RowStore for MmapRows {
     }
 
     fn sync(&mut self) -> Result<()> {
+        // A commit must not record rows the file no longer holds.
+        self.check_len(self.layout.file_len(self.rows), "before a commit")?;
         self.wait_for_early_flush()?;
         self.unflushed_bytes = 0;
         self.file
@@ -221,14 +269,18 @@ impl RowView for MmapView {
 impl Drop for MmapRows {
     /// Gives back the preallocated tail, so a closed database's file holds exactly its rows.
     /// Only when no view still maps the file: shrinking under a live mapping would SIGBUS it.
+    /// Only ever shrinks: a file that someone else cut below its rows is left short, so the next
+    /// open reports the lost rows instead of reading zeros.
     fn drop(&mut self) {
         // Best effort, like the rest of drop: `sync` is where flush errors are reported.
         let _ = self.wait_for_early_flush();
         let unshared = self.map.as_ref().is_none_or(|m| Arc::strong_count(m) == 1);
-        if unshared && self.capacity_bytes > self.layout.file_len(self.rows) {
+        let want = self.layout.file_len(self.rows);
+        let longer = self.file_len().is_ok_and(|len| len > want);
+        if unshared && longer {
             self.map = None;
             // Best effort: a longer file is still correct (the tail is cut on open).
-            let _ = self.file.set_len(self.layout.file_len(self.rows));
+            let _ = self.file.set_len(want);
         }
     }
 }
