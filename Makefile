@@ -161,6 +161,8 @@ clean:
 ## tests/corruption.rs replays it in every `cargo test`.
 FUZZ_SECONDS ?= 60
 FUZZ_SANITIZER ?= none
+# open_vectors writes a small database directory per input: on a tmpfs when there is one.
+FUZZ_TMPDIR ?= $(firstword $(wildcard /dev/shm) /tmp)
 FUZZ_TARGETS := open_vectors open_metadata ops
 CARGO_FUZZ_VERSION := 0.13.2
 .PHONY: fuzz
@@ -170,7 +172,7 @@ fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		echo "==> fuzz $$t for $(FUZZ_SECONDS) s ($(FUZZ_SANITIZER) sanitizer)"; \
 		mkdir -p fuzz/target/corpus/$$t || exit 1; \
-		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -a -s $(FUZZ_SANITIZER) $$t \
+		RUSTC_BOOTSTRAP=1 TMPDIR=$(FUZZ_TMPDIR) $(CARGO) fuzz run -a -s $(FUZZ_SANITIZER) $$t \
 			fuzz/target/corpus/$$t fuzz/corpus/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 || exit 1; \
 	done
