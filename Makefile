@@ -28,38 +28,38 @@ demo: component
 		$(if $(QUERY),--query "$(QUERY)")
 
 ## test: every check CI runs, in order; stops at the first failure.
-test: toolchain fmt-check clippy-native wasm-check wasm-clippy component cargo-test node-test \
-      python-test bench-smoke
+test: toolchain fmt-check clippy-native wasm-check wasm-clippy component cargo-test fuzz-ci \
+      node-test python-test bench-smoke
 	@echo "==> make test: all steps passed"
 
 # Installs what the checks need, only if it is missing.
 toolchain:
-	@echo "==> [1/10] toolchain: rustfmt, clippy, $(WASM_TARGET) target"
+	@echo "==> [1/11] toolchain: rustfmt, clippy, $(WASM_TARGET) target"
 	@$(RUSTUP) component list --installed | grep -q '^rustfmt' || $(RUSTUP) component add rustfmt
 	@$(RUSTUP) component list --installed | grep -q '^clippy' || $(RUSTUP) component add clippy
 	@$(RUSTUP) target list --installed | grep -qx '$(WASM_TARGET)' || $(RUSTUP) target add $(WASM_TARGET)
 
 fmt-check: toolchain
-	@echo "==> [2/10] cargo fmt --all -- --check"
+	@echo "==> [2/11] cargo fmt --all -- --check"
 	$(CARGO) fmt --all -- --check
 
 clippy-native: toolchain
-	@echo "==> [3/10] cargo clippy --workspace --all-targets -- -D warnings"
+	@echo "==> [3/11] cargo clippy --workspace --all-targets -- -D warnings"
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 wasm-check: toolchain
-	@echo "==> [4/10] cargo check -p srvdb --target $(WASM_TARGET)"
+	@echo "==> [4/11] cargo check -p srvdb --target $(WASM_TARGET)"
 	$(CARGO) check -p srvdb --target $(WASM_TARGET)
 
 # Step 4 checks the guest without the embedder (a vector-only component), step 5 lints it with.
 wasm-clippy: toolchain
-	@echo "==> [5/10] cargo clippy -p srvdb --target $(WASM_TARGET) --features text -- -D warnings"
+	@echo "==> [5/11] cargo clippy -p srvdb --target $(WASM_TARGET) --features text -- -D warnings"
 	$(CARGO) clippy -p srvdb --target $(WASM_TARGET) --features text -- -D warnings
 
 ## component: the WASI component target/wasm32-wasip2/component/srvdb.wasm, with the text
 ## embedder inside (cargo feature `text`; without it the component is vector-only and smaller).
 component: toolchain
-	@echo "==> [6/10] cargo build -p srvdb --target $(WASM_TARGET) --profile component --features text"
+	@echo "==> [6/11] cargo build -p srvdb --target $(WASM_TARGET) --profile component --features text"
 	$(CARGO) build -p srvdb --target $(WASM_TARGET) --profile component --features text
 	@ls -l target/$(WASM_TARGET)/component/srvdb.wasm
 
@@ -67,12 +67,12 @@ component: toolchain
 # sandbox tests take 42 s in debug against 3 s in release.
 # `srvdb/text` adds the embedder's tests (tests/text.rs installs the model with pip if needed).
 cargo-test: toolchain component
-	@echo "==> [7/10] cargo test --release -p srvdb -p srvdb-host --features srvdb/text"
+	@echo "==> [7/11] cargo test --release -p srvdb -p srvdb-host --features srvdb/text"
 	$(CARGO) test --release -p srvdb -p srvdb-host --features srvdb/text
 
 # The same component under Node.js through jco (a second WASI runtime). Skipped without node.
 node-test: component
-	@echo "==> [8/10] node tests/node/run.mjs (jco)"
+	@echo "==> [9/11] node tests/node/run.mjs (jco)"
 	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
 		cd tests/node && npm install --no-audit --no-fund --loglevel=error && rm -rf out && node run.mjs; \
 	else \
@@ -96,7 +96,7 @@ endef
 
 # pytest exits with 5 when it collected no tests: a failure here, never a pass.
 python-test: component
-	@echo "==> [9/10] python: maturin develop --release into $(PYENV), then pytest python/tests"
+	@echo "==> [10/11] python: maturin develop --release into $(PYENV), then pytest python/tests"
 	$(python_setup)
 	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check -r python/requirements-integrations.txt
 	@rc=0; $(PYENV_PY) -m pytest python/tests -q || rc=$$?; \
@@ -130,7 +130,7 @@ bench: component
 ## minutes once the virtualenvs exist); fails if a library neither produced every figure nor
 ## was reported failed with a reason, or if SrvDB's answers are not exact. Report in target/bench-smoke.
 bench-smoke: component
-	@echo "==> [10/10] bench-smoke: benches/python/run_peers.py --smoke"
+	@echo "==> [11/11] bench-smoke: benches/python/run_peers.py --smoke"
 	$(python_setup)
 	$(BENCH) --smoke
 
@@ -165,7 +165,11 @@ FUZZ_SANITIZER ?= none
 FUZZ_TMPDIR ?= $(firstword $(wildcard /dev/shm) /tmp)
 FUZZ_TARGETS := open_vectors open_metadata ops
 CARGO_FUZZ_VERSION := 0.13.2
-.PHONY: fuzz
+.PHONY: fuzz fuzz-ci
+# The step of `make test`: every target for FUZZ_SECONDS (about a minute each).
+fuzz-ci:
+	@echo "==> [8/11] make fuzz (each target $(FUZZ_SECONDS) s, from its committed seeds)"
+	@$(MAKE) --no-print-directory fuzz
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || \
 		$(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
