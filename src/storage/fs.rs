@@ -304,6 +304,7 @@ impl Location for FsLocation {
             drop(redb::Database::create(self.dir.join(names::METADATA_NEW)).map_err(map)?);
             self.rename(names::METADATA_NEW, names::METADATA)?;
         }
-        redb::Database::create(&path).map_err(map)
+        // redb 4.6 can panic on a damaged file (an unreachable page type): that is `Corrupt`.
+        crate::meta::open_guarded(&path, &self.dir, || redb::Database::create(&path))
     }
 }

@@ -786,7 +786,8 @@ impl Location for SimLocation {
         let file = self
             .file(METADATA)
             .ok_or_else(|| Error::invalid("metadata store vanished"))?;
-        create(file).map_err(map)
+        // redb 4.6 can panic on a damaged file (an unreachable page type): that is `Corrupt`.
+        crate::meta::open_guarded(&path, &PathBuf::from("<memory>"), || create(file))
     }
 }
 
