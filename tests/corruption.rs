@@ -433,8 +433,11 @@ const STRIDE: u64 = 128;
 
 /// An mmap database with 100 committed rows of dimension 20 (ids `id-0`..`id-99`).
 fn mmap_db(dir: &Path) -> Database {
-    let db =
-        Database::open(dir, OpenOptions::default().with_storage(StorageKind::Mmap)).expect("open");
+    db_on(dir, StorageKind::Mmap)
+}
+
+fn db_on(dir: &Path, kind: StorageKind) -> Database {
+    let db = Database::open(dir, OpenOptions::default().with_storage(kind)).expect("open");
     db.add(&ids(0..100), &Rng::new(seed()).vectors(100, DIM), &[])
         .expect("add");
     db.persist().expect("persist");
@@ -464,8 +467,14 @@ fn assert_corrupt_vectors<T: std::fmt::Debug>(r: srvdb::Result<T>, what: &str) {
 /// 10..99 silently became zero vectors, and the next commit made that durable.
 #[test]
 fn append_after_truncation_is_corrupt() {
+    for kind in [StorageKind::Mmap, StorageKind::File] {
+        append_after_truncation_is_corrupt_on(kind);
+    }
+}
+
+fn append_after_truncation_is_corrupt_on(kind: StorageKind) {
     let dir = tempdir();
-    let db = mmap_db(dir.path());
+    let db = db_on(dir.path(), kind);
     truncate_behind_the_handle(dir.path());
     let added = db.add(&ids(100..105), &Rng::new(7).vectors(5, DIM), &[]);
     if added.is_ok() {
@@ -475,7 +484,9 @@ fn append_after_truncation_is_corrupt() {
             .ok()
             .flatten()
             .is_some_and(|r| r.vector.iter().all(|&x| x == 0.0));
-        panic!("add after truncation: Ok; persist: {persisted:?}; id-50 reads all zeros: {zero}");
+        panic!(
+            "{kind:?}: add after truncation: Ok; persist: {persisted:?}; id-50 reads all zeros: {zero}"
+        );
     }
     assert_corrupt_vectors(added, "add after truncation");
     assert!(
@@ -488,11 +499,13 @@ fn append_after_truncation_is_corrupt() {
 /// that had lost 90 committed rows.
 #[test]
 fn commit_after_truncation_is_corrupt() {
-    let dir = tempdir();
-    let db = mmap_db(dir.path());
-    truncate_behind_the_handle(dir.path());
-    db.delete(&["id-3"]).expect("delete (in memory)");
-    assert_corrupt_vectors(db.persist(), "persist after truncation");
+    for kind in [StorageKind::Mmap, StorageKind::File] {
+        let dir = tempdir();
+        let db = db_on(dir.path(), kind);
+        truncate_behind_the_handle(dir.path());
+        db.delete(&["id-3"]).expect("delete (in memory)");
+        assert_corrupt_vectors(db.persist(), &format!("{kind:?}: persist after truncation"));
+    }
 }
 
 /// Closing must not hide the damage. Before: the close-time trim of the preallocated tail

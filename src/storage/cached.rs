@@ -60,6 +60,26 @@ impl CachedRows {
     fn row_count(&self) -> u64 {
         (self.data.len() / self.layout.stride_f32) as u64
     }
+
+    /// The file must still hold every row written so far: another process may have cut it
+    /// (reads come from memory, so nothing else would notice). Writing past a cut would leave
+    /// a zero-filled hole that the next commit makes durable. One `fstat` per slab or commit.
+    fn check_not_truncated(&self, file: &dyn ByteFile, when: &str) -> Result<()> {
+        let want = self.layout.row_offset(self.row_count());
+        let len = file.len().map_err(Error::io_ctx(format!(
+            "reading the length of {}",
+            self.path.display()
+        )))?;
+        if len < want {
+            return Err(Error::corrupt(
+                &self.path,
+                format!(
+                    "truncated by someone else ({len} bytes, {want} expected, found before {when})"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl RowStore for CachedRows {
@@ -73,6 +93,7 @@ impl RowStore for CachedRows {
 
     fn append(&mut self, rows: &[f32]) -> Result<()> {
         if let Some(file) = &self.file {
+            self.check_not_truncated(file.as_ref(), "an append")?;
             let offset = self.layout.row_offset(self.row_count());
             file.write_at(offset, bytemuck::cast_slice(rows))
                 .map_err(Error::io_ctx(format!(
@@ -86,9 +107,12 @@ impl RowStore for CachedRows {
 
     fn sync(&mut self) -> Result<()> {
         match &self.file {
-            Some(file) => file
-                .sync_data()
-                .map_err(Error::io_ctx(format!("syncing {}", self.path.display()))),
+            Some(file) => {
+                file.sync_data()
+                    .map_err(Error::io_ctx(format!("syncing {}", self.path.display())))?;
+                // After the sync: a commit must not record rows the file no longer holds.
+                self.check_not_truncated(file.as_ref(), "a commit")
+            }
             None => Ok(()),
         }
     }
