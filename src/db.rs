@@ -446,6 +446,7 @@ impl Database {
         let (Some(rows), Some(dim)) = (&snap.rows, snap.dim) else {
             return Ok(None);
         };
+        rows.check_backed()?;
         let Some(data) = rows.row(row) else {
             return Ok(None);
         };
@@ -1127,6 +1128,7 @@ impl Database {
         let Some(rows) = &snap.rows else {
             return Ok(vec![Vec::new(); n]);
         };
+        rows.check_backed()?;
         let set = ScanSet {
             rows: rows.as_ref(),
             tombstones: &snap.tombstones,

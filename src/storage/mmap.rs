@@ -12,9 +12,10 @@
 //! before each append, before each `sync` (so a commit never records rows that are gone), and
 //! at close, where it only ever shrinks the file (never re-extends a truncated one with zeros).
 //! A shorter file is [`Error::Corrupt`], which poisons the handle; reopening reports the lost
-//! committed rows. **The limit:** a search or `get` reads a view published earlier, without a
-//! check, so a truncation while such a read runs, or between a check and the read, still raises
-//! SIGBUS. Keep other processes from writing a database's files.
+//! committed rows. Readers check too: `search`, `search_batch` and `get` call
+//! [`RowView::check_backed`] (one `fstat`) before they read a view. **The limit:** a truncation
+//! while such a read runs, or between the check and the read, still raises SIGBUS. Keep other
+//! processes from writing a database's files.
 
 use super::fs::StdFile;
 use super::{ByteFile, RowStore, RowView};
@@ -33,7 +34,8 @@ const EARLY_FLUSH_BYTES: u64 = 16 << 20;
 /// The writer's side of a mapped `vectors.bin`.
 #[derive(Debug)]
 pub struct MmapRows {
-    file: StdFile,
+    /// Shared with the views, which check its length before a read (`RowView::check_backed`).
+    file: Arc<StdFile>,
     path: PathBuf,
     layout: RowLayout,
     rows: u64,
@@ -52,7 +54,7 @@ impl MmapRows {
     pub fn open(file: StdFile, path: PathBuf, layout: RowLayout, rows: u64) -> Result<Self> {
         let len = layout.file_len(rows);
         let mut store = MmapRows {
-            file,
+            file: Arc::new(file),
             path,
             layout,
             rows,
@@ -213,6 +215,8 @@ impl RowStore for MmapRows {
     fn view(&self) -> Arc<dyn RowView> {
         Arc::new(MmapView {
             map: self.map.clone(),
+            file: self.file.clone(),
+            path: self.path.clone(),
             layout: self.layout,
             rows: self.rows,
         })
@@ -223,6 +227,8 @@ impl RowStore for MmapRows {
 #[derive(Debug)]
 struct MmapView {
     map: Option<Arc<Mmap>>,
+    file: Arc<StdFile>,
+    path: PathBuf,
     layout: RowLayout,
     rows: u64,
 }
@@ -242,6 +248,25 @@ impl MmapView {
 impl RowView for MmapView {
     fn layout(&self) -> RowLayout {
         self.layout
+    }
+
+    fn check_backed(&self) -> Result<()> {
+        let need = self.layout.file_len(self.rows);
+        let len = self.file.len().map_err(Error::io_ctx(format!(
+            "reading the length of {}",
+            self.path.display()
+        )))?;
+        if len >= need {
+            return Ok(());
+        }
+        Err(Error::corrupt(
+            &self.path,
+            format!(
+                "truncated by another process while open ({len} bytes, {need} expected, found \
+                 before a read): this handle can no longer read its rows; reopen the database, \
+                 and keep other programs from writing its files"
+            ),
+        ))
     }
 
     fn rows(&self) -> u64 {

@@ -42,6 +42,12 @@ pub trait RowView: Send + Sync {
     fn segment(&self, i: usize) -> (u64, &[f32]);
     /// Row `row` (its `dim` components followed by the norm and padding), if in the view.
     fn row(&self, row: u64) -> Option<&[f32]>;
+    /// [`crate::Error::Corrupt`] if the storage under the view no longer holds its rows (a
+    /// mapped file truncated by another process, where a read would raise SIGBUS). Readers call
+    /// it once before a scan or a `get`; views that read from memory have nothing to check.
+    fn check_backed(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The writer's handle on the rows: append, make durable, hand out views.
