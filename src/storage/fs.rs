@@ -109,6 +109,11 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// The lock that keeps a second writer (another process or handle) out of a database.
 /// Released when dropped. On wasm32 there are no file locks: the host locks the directory
 /// before it preopens it to the guest.
+///
+/// The `LOCK` file is opened without following a symbolic link: a link planted in the
+/// database directory would otherwise make the host create or lock a file outside it (and the
+/// sandboxed host runs with more rights than its guest). Such a link is reported as
+/// [`Error::Corrupt`] naming it.
 #[derive(Debug)]
 pub struct DirLock {
     _file: Option<File>,
@@ -120,15 +125,29 @@ impl DirLock {
         #[cfg(not(target_arch = "wasm32"))]
         {
             let path = dir.join(names::LOCK);
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(Error::io_ctx(format!(
-                    "opening lock file {}",
-                    path.display()
-                )))?;
+            let mut options = OpenOptions::new();
+            options.create(true).truncate(false).write(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+            let file = match options.open(&path) {
+                Ok(file) => file,
+                // O_NOFOLLOW fails with ELOOP on a link (some BSDs say EMLINK).
+                Err(_) if is_symlink(&path) => {
+                    return Err(Error::Corrupt {
+                        file: path,
+                        reason: "is a symbolic link, which SrvDB never creates and will not \
+                                 follow (it could point outside the database directory): \
+                                 remove it and open again"
+                            .into(),
+                    });
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("opening lock file {}", path.display()),
+                        e,
+                    ))
+                }
+            };
             match file.try_lock() {
                 Ok(()) => Ok(DirLock { _file: Some(file) }),
                 Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
@@ -145,6 +164,11 @@ impl DirLock {
             Ok(DirLock { _file: None })
         }
     }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
 /// A database directory on disk.
