@@ -46,8 +46,8 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Most elements a guest table may grow to. The component's largest table (the engine's
-/// indirect-call table) holds a few thousand entries; this stops a guest from making the host
-/// allocate gigabytes of table with `table.grow`.
+/// indirect-call table) starts with 1,562 entries and never grows; this stops a guest from
+/// making the host allocate gigabytes of table with `table.grow`.
 pub const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 impl SandboxConfig {
@@ -178,8 +178,9 @@ impl Runtime {
         let mut wasi = WasiCtx::builder();
         // No inherit_* calls: no environment, arguments, stdio or network reach the guest.
         wasi.preopened_dir(host_dir, guest_dir, perms)?;
-        // The component has 4 core instances, 3 tables and 2 memories (the engine's module and
-        // the WASI adapter's, plus shims): a little headroom, no more.
+        // The component instantiates 3 core modules (the engine's, and two small shims
+        // wit-component adds) with 2 tables and 1 memory in all (counted in srvdb.wasm built
+        // by `make component`): a little headroom, no more.
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.config.memory_limit_bytes)
             .table_elements(MAX_TABLE_ELEMENTS)
