@@ -86,7 +86,7 @@ impl Sandbox {
             runtime: self.runtime.clone(),
             dir: dir.to_path_buf(),
             options,
-            slot: Mutex::new(Slot::Running(live)),
+            slot: Mutex::new(Slot::Running(Box::new(live))),
             // `Live::start` synced the directory after the guest opened the database.
             directory_syncs: AtomicU64::new(1),
             _lock: lock,
@@ -148,7 +148,7 @@ impl Sandbox {
             runtime: self.runtime.clone(),
             dir: dir.to_path_buf(),
             options,
-            slot: Mutex::new(Slot::Running(live)),
+            slot: Mutex::new(Slot::Running(Box::new(live))),
             // `Live::start` synced the directory after the guest opened the database.
             directory_syncs: AtomicU64::new(1),
             _lock: lock,
@@ -400,8 +400,8 @@ fn metas(m: &[Option<Metadata>]) -> Vec<Option<String>> {
 
 /// What a [`SandboxedDatabase`] holds between calls.
 enum Slot {
-    /// A live instance with the database open.
-    Running(Live),
+    /// A live instance with the database open (boxed: a store is large).
+    Running(Box<Live>),
     /// The instance trapped and could not be restarted yet: the next call tries again.
     Dead,
     /// A call ran past its deadline: the handle serves no more calls (the reason says why).
@@ -449,7 +449,7 @@ impl SandboxedDatabase {
         if matches!(*guard, Slot::Dead) {
             let live = Live::start(&self.runtime, &self.dir, GUEST_DB_DIR, &self.options)?;
             self.directory_syncs.fetch_add(1, Ordering::Relaxed);
-            *guard = Slot::Running(live);
+            *guard = Slot::Running(Box::new(live));
         }
         let Slot::Running(live) = &mut *guard else {
             return Err(HostError::Setup("no instance".into()));
@@ -483,7 +483,7 @@ impl SandboxedDatabase {
                 if let Ok(live) = Live::start(&self.runtime, &self.dir, GUEST_DB_DIR, &self.options)
                 {
                     self.directory_syncs.fetch_add(1, Ordering::Relaxed);
-                    *guard = Slot::Running(live);
+                    *guard = Slot::Running(Box::new(live));
                 }
                 Err(err)
             }

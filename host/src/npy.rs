@@ -337,7 +337,7 @@ mod tests {
     /// of 64), with `header` as its dict and `data` after it.
     fn npy_v1(header: &str, data: &[u8]) -> Vec<u8> {
         let mut h = header.to_owned();
-        while (10 + h.len() + 1) % 64 != 0 {
+        while !(10 + h.len() + 1).is_multiple_of(64) {
             h.push(' ');
         }
         h.push('\n');
