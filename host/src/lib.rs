@@ -5,7 +5,14 @@
 //!
 //! A trap inside the guest (a limit breach, or a bug) never takes the host down: the call
 //! returns [`HostError`], the dead instance is replaced and the database reopened (recovering
-//! its last commit), and the handle goes on serving.
+//! its last commit), and the handle goes on serving. A call that outlives the sandbox's
+//! deadline ([`sandbox::SandboxConfig::deadline_per_call`], 60 s by default) is stopped and
+//! returns [`HostError::Deadline`]; that handle is then closed (open the database again).
+//!
+//! Durability across the boundary: after every guest call that may create, rename or remove
+//! files in the database directory, the host fsyncs that directory itself, so what the call
+//! made durable inside the guest stays durable after a power loss even on a WASI runtime that
+//! cannot sync a directory for the guest.
 
 pub mod sandbox;
 
@@ -13,6 +20,7 @@ use sandbox::{HostState, Runtime, SandboxConfig, GUEST_DB_DIR, GUEST_MODEL_DIR};
 use srvdb::storage::fs::DirLock;
 use srvdb::{EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use wasmtime::component::ResourceAny;
 use wasmtime::Store;
@@ -34,6 +42,11 @@ pub enum HostError {
     /// The guest trapped; the call was stopped.
     #[error("the sandboxed engine trapped: {0}; the instance was reset and the database reopened at its last commit")]
     Trap(String),
+    /// The call ran past the sandbox's per-call deadline and was stopped. The handle is closed
+    /// (later calls return [`srvdb::Error::Poisoned`]); the database on disk keeps its last
+    /// commit.
+    #[error("the sandboxed call ran past its deadline of {0:?} and was stopped: drop this handle and open the database again (it reopens at its last commit), or raise SandboxConfig::deadline_per_call")]
+    Deadline(std::time::Duration),
     /// The component could not be loaded or instantiated.
     #[error("cannot start the sandbox: {0}")]
     Setup(String),
@@ -73,7 +86,9 @@ impl Sandbox {
             runtime: self.runtime.clone(),
             dir: dir.to_path_buf(),
             options,
-            live: Mutex::new(Some(live)),
+            slot: Mutex::new(Slot::Running(Box::new(live))),
+            // `Live::start` synced the directory after the guest opened the database.
+            directory_syncs: AtomicU64::new(1),
             _lock: lock,
         })
     }
@@ -91,21 +106,22 @@ impl Sandbox {
         srvdb::embed::locate::check_folder(model_dir)?;
         let setup = |e: wasmtime::Error| HostError::Setup(format!("{e:#}"));
         let mut store = self.runtime.store_for_model(model_dir).map_err(setup)?;
-        refuel(&mut store, &self.runtime);
         let bindings =
             Srvdb::instantiate(&mut store, &self.runtime.component, &self.runtime.linker)
-                .map_err(setup)?;
+                .map_err(|e| classify_instantiation(e, &self.runtime))?;
+        self.runtime.arm(&mut store);
         let loaded = bindings
             .srvdb_engine_store()
             .embedder()
             .call_load(&mut store, GUEST_MODEL_DIR, name)
-            .map_err(classify_trap)?;
+            .map_err(|e| classify_trap(e, &self.runtime))?;
         let handle = loaded.map_err(engine_error)?;
+        self.runtime.arm(&mut store);
         let spec = bindings
             .srvdb_engine_store()
             .embedder()
             .call_spec(&mut store, handle)
-            .map_err(classify_trap)?;
+            .map_err(|e| classify_trap(e, &self.runtime))?;
         Ok(SandboxedEmbedder {
             runtime: self.runtime.clone(),
             spec: spec_from_wit(spec),
@@ -132,7 +148,9 @@ impl Sandbox {
             runtime: self.runtime.clone(),
             dir: dir.to_path_buf(),
             options,
-            live: Mutex::new(Some(live)),
+            slot: Mutex::new(Slot::Running(Box::new(live))),
+            // `Live::start` synced the directory after the guest opened the database.
+            directory_syncs: AtomicU64::new(1),
             _lock: lock,
         })
     }
@@ -168,7 +186,7 @@ impl SandboxedEmbedder {
                 "the embedder's instance trapped earlier: load it again".into(),
             ));
         };
-        refuel(&mut live.store, &self.runtime);
+        self.runtime.arm(&mut live.store);
         let outcome = live.bindings.srvdb_engine_store().embedder().call_embed(
             &mut live.store,
             live.handle,
@@ -178,7 +196,7 @@ impl SandboxedEmbedder {
             Ok(result) => result.map_err(engine_error),
             Err(trap) => {
                 *guard = None;
-                Err(classify_trap(trap))
+                Err(classify_trap(trap, &self.runtime))
             }
         }
     }
@@ -188,6 +206,7 @@ impl Drop for SandboxedEmbedder {
     fn drop(&mut self) {
         let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(mut live) = guard.take() {
+            self.runtime.arm(&mut live.store);
             let _ = live.handle.resource_drop(&mut live.store);
         }
     }
@@ -209,9 +228,9 @@ impl Live {
     ) -> Result<Self> {
         let setup = |e: wasmtime::Error| HostError::Setup(format!("{e:#}"));
         let mut store = runtime.store_for(dir).map_err(setup)?;
-        refuel(&mut store, runtime);
-        let bindings =
-            Srvdb::instantiate(&mut store, &runtime.component, &runtime.linker).map_err(setup)?;
+        let bindings = Srvdb::instantiate(&mut store, &runtime.component, &runtime.linker)
+            .map_err(|e| classify_instantiation(e, runtime))?;
+        runtime.arm(&mut store);
         let wit_options = wit::OpenOptions {
             dimension: options.dimension,
             metric: options.metric.map(metric_to_wit),
@@ -223,7 +242,9 @@ impl Live {
             .srvdb_engine_store()
             .database()
             .call_open(&mut store, guest_path, &wit_options)
-            .map_err(classify_trap)?;
+            .map_err(|e| classify_trap(e, runtime))?;
+        // Opening may have created the database's files.
+        sync_directory(dir)?;
         let handle = opened.map_err(engine_error)?;
         Ok(Live {
             store,
@@ -233,18 +254,43 @@ impl Live {
     }
 }
 
-fn refuel(store: &mut Store<HostState>, runtime: &Runtime) {
-    if let Some(fuel) = runtime.config.fuel_per_call {
-        // Fuel is only consumed when the engine was configured for it, which `Runtime::load`
-        // does exactly when `fuel_per_call` is set; this cannot fail then.
-        let _ = store.set_fuel(fuel);
-    }
+/// Fsyncs the database directory on the host side, so the creations, renames and removals a
+/// guest call made in it survive a power loss (see `srvdb::storage::fs::sync_dir` for why the
+/// guest's own sync is not enough on every WASI runtime).
+fn sync_directory(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| {
+            HostError::Engine(srvdb::Error::Io {
+                context: format!(
+                    "syncing the database directory {} after a sandboxed call (its last file \
+                     creations or renames may not survive a power loss: check the disk, then \
+                     call persist again)",
+                    dir.display()
+                ),
+                source,
+            })
+        })
 }
 
-fn classify_trap(e: wasmtime::Error) -> HostError {
+/// An instantiation failure: a trap while the guest starts (its deadline, fuel, memory), or a
+/// setup problem (a component that does not match the WIT world, a store limit).
+fn classify_instantiation(e: wasmtime::Error, runtime: &Runtime) -> HostError {
+    if e.downcast_ref::<wasmtime::Trap>().is_some() {
+        return classify_trap(e, runtime);
+    }
+    HostError::Setup(format!("{e:#}"))
+}
+
+fn classify_trap(e: wasmtime::Error, runtime: &Runtime) -> HostError {
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         if *trap == wasmtime::Trap::OutOfFuel {
             return HostError::Limit("fuel budget exhausted".into());
+        }
+        if *trap == wasmtime::Trap::Interrupt {
+            if let Some(deadline) = runtime.config.deadline_per_call {
+                return HostError::Deadline(deadline);
+            }
         }
     }
     let text = format!("{e:#}");
@@ -352,52 +398,93 @@ fn metas(m: &[Option<Metadata>]) -> Vec<Option<String>> {
         .collect()
 }
 
+/// What a [`SandboxedDatabase`] holds between calls.
+enum Slot {
+    /// A live instance with the database open (boxed: a store is large).
+    Running(Box<Live>),
+    /// The instance trapped and could not be restarted yet: the next call tries again.
+    Dead,
+    /// A call ran past its deadline: the handle serves no more calls (the reason says why).
+    Closed(String),
+}
+
+/// Whether a guest call may create, rename or remove files in the database directory (then the
+/// host syncs the directory after it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Touches {
+    Files,
+    Nothing,
+}
+
 /// A database opened inside the sandbox: the native engine's operations, the same results.
 /// `Send + Sync`; calls are serialised (the guest is single-threaded).
 pub struct SandboxedDatabase {
     runtime: Arc<Runtime>,
     dir: PathBuf,
     options: OpenOptions,
-    live: Mutex<Option<Live>>,
+    slot: Mutex<Slot>,
+    directory_syncs: AtomicU64,
     _lock: DirLock,
 }
 
 impl SandboxedDatabase {
     /// Runs one guest call. On a trap the instance is dropped and a fresh one reopens the
-    /// database, so the next call is served.
+    /// database, so the next call is served; past the deadline, the handle is closed instead.
+    /// After a call that `touches` files, the host fsyncs the database directory.
     fn call<T>(
         &self,
+        touches: Touches,
         f: impl FnOnce(
             &wit::GuestDatabase,
             &mut Store<HostState>,
             ResourceAny,
         ) -> wasmtime::Result<Result<T, wit::Error>>,
     ) -> Result<T> {
-        let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            *guard = Some(Live::start(
-                &self.runtime,
-                &self.dir,
-                GUEST_DB_DIR,
-                &self.options,
-            )?);
+        let mut guard = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Slot::Closed(reason) = &*guard {
+            return Err(HostError::Engine(srvdb::Error::Poisoned {
+                reason: reason.clone(),
+            }));
         }
-        let Some(live) = guard.as_mut() else {
+        if matches!(*guard, Slot::Dead) {
+            let live = Live::start(&self.runtime, &self.dir, GUEST_DB_DIR, &self.options)?;
+            self.directory_syncs.fetch_add(1, Ordering::Relaxed);
+            *guard = Slot::Running(Box::new(live));
+        }
+        let Slot::Running(live) = &mut *guard else {
             return Err(HostError::Setup("no instance".into()));
         };
-        refuel(&mut live.store, &self.runtime);
+        self.runtime.arm(&mut live.store);
         let outcome = f(
             &live.bindings.srvdb_engine_store().database(),
             &mut live.store,
             live.handle,
         );
         match outcome {
-            Ok(result) => result.map_err(engine_error),
+            Ok(result) => {
+                // Even a call that failed may have created or renamed files before failing.
+                if touches == Touches::Files {
+                    sync_directory(&self.dir)?;
+                    self.directory_syncs.fetch_add(1, Ordering::Relaxed);
+                }
+                result.map_err(engine_error)
+            }
             Err(trap) => {
-                let err = classify_trap(trap);
+                let err = classify_trap(trap, &self.runtime);
+                if let HostError::Deadline(_) = err {
+                    *guard = Slot::Closed(format!(
+                        "an earlier call was stopped at the sandbox's deadline ({err}); \
+                         writes since the last commit were lost"
+                    ));
+                    return Err(err);
+                }
                 // The instance is dead after a trap: replace it now, so the handle keeps serving.
-                *guard = None;
-                *guard = Live::start(&self.runtime, &self.dir, GUEST_DB_DIR, &self.options).ok();
+                *guard = Slot::Dead;
+                if let Ok(live) = Live::start(&self.runtime, &self.dir, GUEST_DB_DIR, &self.options)
+                {
+                    self.directory_syncs.fetch_add(1, Ordering::Relaxed);
+                    *guard = Slot::Running(Box::new(live));
+                }
                 Err(err)
             }
         }
@@ -407,7 +494,14 @@ impl SandboxedDatabase {
         &self,
         f: impl FnOnce(&wit::GuestDatabase, &mut Store<HostState>, ResourceAny) -> wasmtime::Result<T>,
     ) -> Result<T> {
-        self.call(|g, s, h| f(g, s, h).map(Ok))
+        self.call(Touches::Nothing, |g, s, h| f(g, s, h).map(Ok))
+    }
+
+    /// How many times the host has fsynced the database directory for this handle: after
+    /// opening, and after each call that may create, rename or remove files. For tests.
+    #[doc(hidden)]
+    pub fn directory_syncs(&self) -> u64 {
+        self.directory_syncs.load(Ordering::Relaxed)
     }
 
     /// See [`srvdb::Database::add`].
@@ -418,7 +512,9 @@ impl SandboxedDatabase {
         metadatas: &[Option<Metadata>],
     ) -> Result<()> {
         let (ids, m) = (strings(ids), metas(metadatas));
-        self.call(|g, s, h| g.call_add(s, h, &ids, vectors, &m))
+        self.call(Touches::Files, |g, s, h| {
+            g.call_add(s, h, &ids, vectors, &m)
+        })
     }
 
     /// See [`srvdb::Database::upsert`].
@@ -429,7 +525,9 @@ impl SandboxedDatabase {
         metadatas: &[Option<Metadata>],
     ) -> Result<()> {
         let (ids, m) = (strings(ids), metas(metadatas));
-        self.call(|g, s, h| g.call_upsert(s, h, &ids, vectors, &m))
+        self.call(Touches::Files, |g, s, h| {
+            g.call_upsert(s, h, &ids, vectors, &m)
+        })
     }
 
     /// See [`srvdb::Database::add_with_documents`].
@@ -441,7 +539,9 @@ impl SandboxedDatabase {
         documents: &[Option<String>],
     ) -> Result<()> {
         let (ids, m) = (strings(ids), metas(metadatas));
-        self.call(|g, s, h| g.call_add_with_documents(s, h, &ids, vectors, &m, documents))
+        self.call(Touches::Files, |g, s, h| {
+            g.call_add_with_documents(s, h, &ids, vectors, &m, documents)
+        })
     }
 
     /// See [`srvdb::Database::upsert_with_documents`].
@@ -453,13 +553,15 @@ impl SandboxedDatabase {
         documents: &[Option<String>],
     ) -> Result<()> {
         let (ids, m) = (strings(ids), metas(metadatas));
-        self.call(|g, s, h| g.call_upsert_with_documents(s, h, &ids, vectors, &m, documents))
+        self.call(Touches::Files, |g, s, h| {
+            g.call_upsert_with_documents(s, h, &ids, vectors, &m, documents)
+        })
     }
 
     /// See [`srvdb::Database::documents`].
     pub fn documents<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<Option<String>>> {
         let ids = strings(ids);
-        self.call(|g, s, h| g.call_documents(s, h, &ids))
+        self.call(Touches::Nothing, |g, s, h| g.call_documents(s, h, &ids))
     }
 
     /// See [`srvdb::Database::embedder`].
@@ -471,13 +573,13 @@ impl SandboxedDatabase {
     /// See [`srvdb::Database::delete`].
     pub fn delete<S: AsRef<str>>(&self, ids: &[S]) -> Result<usize> {
         let ids = strings(ids);
-        self.call(|g, s, h| g.call_delete(s, h, &ids))
+        self.call(Touches::Files, |g, s, h| g.call_delete(s, h, &ids))
             .map(|n| n as usize)
     }
 
     /// See [`srvdb::Database::get`].
     pub fn get(&self, id: &str) -> Result<Option<Record>> {
-        let found = self.call(|g, s, h| g.call_get(s, h, id))?;
+        let found = self.call(Touches::Nothing, |g, s, h| g.call_get(s, h, id))?;
         Ok(found.map(|r| Record {
             id: r.id,
             vector: r.vector,
@@ -489,13 +591,16 @@ impl SandboxedDatabase {
     /// See [`srvdb::Database::search`].
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<SearchHit>> {
         let k = u32::try_from(k).unwrap_or(u32::MAX);
-        self.call(|g, s, h| g.call_search(s, h, query, k)).map(hits)
+        self.call(Touches::Nothing, |g, s, h| g.call_search(s, h, query, k))
+            .map(hits)
     }
 
     /// See [`srvdb::Database::search_batch`].
     pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>> {
         let k = u32::try_from(k).unwrap_or(u32::MAX);
-        let found = self.call(|g, s, h| g.call_search_batch(s, h, queries, k))?;
+        let found = self.call(Touches::Nothing, |g, s, h| {
+            g.call_search_batch(s, h, queries, k)
+        })?;
         Ok(found.into_iter().map(hits).collect())
     }
 
@@ -527,12 +632,12 @@ impl SandboxedDatabase {
 
     /// See [`srvdb::Database::persist`].
     pub fn persist(&self) -> Result<()> {
-        self.call(|g, s, h| g.call_persist(s, h))
+        self.call(Touches::Files, |g, s, h| g.call_persist(s, h))
     }
 
     /// See [`srvdb::Database::compact`].
     pub fn compact(&self) -> Result<()> {
-        self.call(|g, s, h| g.call_compact(s, h))
+        self.call(Touches::Files, |g, s, h| g.call_compact(s, h))
     }
 
     /// The guest's kernels (for reports).
@@ -540,15 +645,19 @@ impl SandboxedDatabase {
         self.call_plain(|g, s, h| g.call_kernel(s, h))
     }
 
-    /// Commits, drops the guest's handle and the instance, and reports any error.
+    /// Commits, drops the guest's handle and the instance, and reports any error (a handle
+    /// closed by a deadline reports why).
     pub fn close(self) -> Result<()> {
         let result = self.persist();
-        let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(mut live) = guard.take() {
+        let mut guard = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Slot::Running(mut live) = std::mem::replace(&mut *guard, Slot::Dead) {
+            self.runtime.arm(&mut live.store);
             // Dropping the resource runs the guest's destructor (its final commit).
             live.handle
                 .resource_drop(&mut live.store)
-                .map_err(classify_trap)?;
+                .map_err(|e| classify_trap(e, &self.runtime))?;
+            sync_directory(&self.dir)?;
+            self.directory_syncs.fetch_add(1, Ordering::Relaxed);
         }
         result
     }
@@ -556,11 +665,13 @@ impl SandboxedDatabase {
 
 impl Drop for SandboxedDatabase {
     fn drop(&mut self) {
-        let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(mut live) = guard.take() {
-            refuel(&mut live.store, &self.runtime);
+        let mut guard = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Slot::Running(mut live) = std::mem::replace(&mut *guard, Slot::Dead) {
+            self.runtime.arm(&mut live.store);
             // Best effort, as the native engine's drop: the guest commits in its destructor.
-            let _ = live.handle.resource_drop(&mut live.store);
+            if live.handle.resource_drop(&mut live.store).is_ok() {
+                let _ = sync_directory(&self.dir);
+            }
         }
     }
 }

@@ -12,7 +12,10 @@
 //! embedder (`make component`). `--model` is a model name in the cache (`SRVDB_MODEL_DIR`,
 //! default `all-MiniLM-L6-v2`) or a sentence-transformers folder; the sandbox sees it read-only.
 //! Common flags: `--component PATH` (default: `SRVDB_COMPONENT` or the `make component` output),
-//! `--memory-mib N` (the guest's memory cap), `--fuel N` (fuel per call).
+//! `--memory-mib N` (the guest's memory cap), `--fuel N` (fuel per call), `--deadline-secs S`
+//! (wall-clock time per call before it is stopped; default 60, 0 for none).
+
+mod npy;
 
 use srvdb::embed::locate;
 use srvdb::OpenOptions;
@@ -32,7 +35,7 @@ const USAGE: &str = "usage:
   srvdb-host compact DB
   srvdb-host add-text DB FILE [--model M] [--batch N]
   srvdb-host query DB TEXT [-k K] [--model M]
-flags: --component PATH  --memory-mib N  --fuel N";
+flags: --component PATH  --memory-mib N  --fuel N  --deadline-secs S (0: none)";
 
 struct Args {
     positional: Vec<String>,
@@ -71,58 +74,12 @@ impl Args {
     }
 }
 
-/// Reads a little-endian float32 NumPy v1/v2 array: (rows, cols, data).
+/// Reads a little-endian float32 NumPy array (1-D or 2-D): (rows, cols, data). See [`npy`]:
+/// nothing in the file is trusted.
 fn read_npy(path: &std::path::Path) -> Result<(usize, usize, Vec<f32>), AnyError> {
     let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(format!("{} is not a .npy file", path.display()).into());
-    }
-    let (header_len, start) = if bytes[6] == 1 {
-        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
-    } else {
-        (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        )
-    };
-    let header = std::str::from_utf8(
-        bytes
-            .get(start..start + header_len)
-            .ok_or("truncated .npy header")?,
-    )?;
-    if !header.contains("'descr': '<f4'") || header.contains("'fortran_order': True") {
-        return Err(format!(
-            "{}: only C-order little-endian float32 arrays are supported ({header})",
-            path.display()
-        )
-        .into());
-    }
-    let shape_at = header.find("'shape': (").ok_or("no shape in .npy header")? + "'shape': (".len();
-    let shape_end = shape_at + header[shape_at..].find(')').ok_or("bad shape")?;
-    let dims: Vec<usize> = header[shape_at..shape_end]
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse())
-        .collect::<Result<_, _>>()?;
-    let (rows, cols) = match dims.as_slice() {
-        [r, c] => (*r, *c),
-        [c] => (1, *c),
-        _ => return Err(format!("expected a 1-D or 2-D array, got shape {dims:?}").into()),
-    };
-    let data = &bytes[start + header_len..];
-    if data.len() != rows * cols * 4 {
-        return Err(format!(
-            "{}: {} data bytes for shape {dims:?}",
-            path.display(),
-            data.len()
-        )
-        .into());
-    }
-    let floats = data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Ok((rows, cols, floats))
+    let v = npy::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((v.rows, v.cols, v.data))
 }
 
 /// A one-line view of a record's metadata: its "text" field if it has one, else the string.
@@ -160,9 +117,21 @@ fn sandbox(args: &Args) -> Result<Sandbox, AnyError> {
         config.component = p;
     }
     if let Some(mib) = args.flag::<usize>("memory-mib")? {
-        config.memory_limit_bytes = mib << 20;
+        config.memory_limit_bytes = mib
+            .checked_mul(1 << 20)
+            .ok_or_else(|| format!("--memory-mib {mib} is too large"))?;
     }
     config.fuel_per_call = args.flag("fuel")?;
+    if let Some(secs) = args.flag::<f64>("deadline-secs")? {
+        config.deadline_per_call = if secs == 0.0 {
+            None
+        } else {
+            Some(
+                std::time::Duration::try_from_secs_f64(secs)
+                    .map_err(|_| format!("bad --deadline-secs {secs}: give seconds, 0 for none"))?,
+            )
+        };
+    }
     Ok(Sandbox::new(config)?)
 }
 
@@ -212,7 +181,8 @@ fn run() -> Result<(), AnyError> {
                 let dim: usize = args.flag("dim")?.ok_or("raw f32 input needs --dim")?;
                 let bytes =
                     std::fs::read(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
-                if dim == 0 || bytes.len() % (dim * 4) != 0 {
+                let row_bytes = dim.checked_mul(4).filter(|&b| b > 0);
+                if row_bytes.is_none_or(|b| bytes.len() % b != 0) {
                     return Err(format!(
                         "{} bytes is not a whole number of {dim}-d f32 vectors",
                         bytes.len()

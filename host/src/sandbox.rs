@@ -1,9 +1,12 @@
 //! Every grant the guest gets, in one place: one preopened directory (the database's, as `/db`;
 //! for an embedder, its model folder read-only as `/model`),
-//! no environment, no arguments, no network, no stdin; a memory cap and an optional fuel budget
-//! per call. A store per open database, so one guest's trap or limit breach touches no other.
+//! no environment, no arguments, no network, no stdin; a memory cap, caps on instances, tables,
+//! table elements and memories, a wall-clock deadline per call (on by default) and an optional
+//! fuel budget per call. A store per open database, so one guest's trap or limit breach touches
+//! no other.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
@@ -23,11 +26,35 @@ pub struct SandboxConfig {
     pub memory_limit_bytes: usize,
     /// Fuel (roughly, wasm instructions) each call may burn; `None` for no limit.
     pub fuel_per_call: Option<u64>,
+    /// Wall-clock time each guest call may run before it is stopped (wasmtime epoch
+    /// interruption, checked every [`EPOCH_TICK`]); `None` for no limit. A call that runs out
+    /// returns [`crate::HostError::Deadline`] and leaves its handle closed. Time spent inside
+    /// host calls the guest makes (file I/O, fsync) is counted but cannot be interrupted.
+    pub deadline_per_call: Option<Duration>,
+    /// Where compiled components are cached; `None` compiles on every load. A directory not
+    /// owned by this user, or writable by its group or by others, is not used (a warning on
+    /// stderr, once per process), since its files become machine code in this process.
+    pub cache_dir: Option<PathBuf>,
 }
+
+/// The default [`SandboxConfig::deadline_per_call`]: generous, since a large ingest or a
+/// compaction through the sandbox takes seconds; it exists so that a guest that never returns
+/// (a bug, or a hostile component) cannot hold a host thread forever.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How often the deadline ticker advances the engine's epoch: the precision of the deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Most elements a guest table may grow to. The component's largest table (the engine's
+/// indirect-call table) starts with 1,562 entries and never grows; this stops a guest from
+/// making the host allocate gigabytes of table with `table.grow`.
+pub const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 impl SandboxConfig {
     /// Defaults: the component from `SRVDB_COMPONENT` or the workspace's `make component`
-    /// output, a 4 GiB memory cap (all a wasm32 guest can address), no fuel limit.
+    /// output, a 4 GiB memory cap (all a wasm32 guest can address), no fuel limit, a
+    /// [`DEFAULT_DEADLINE`] per call, and the compile cache in `SRVDB_CACHE_DIR` (empty: no
+    /// cache), else `$XDG_CACHE_HOME/srvdb`, else `~/.cache/srvdb`.
     pub fn new() -> Self {
         let component = std::env::var_os("SRVDB_COMPONENT")
             .map(PathBuf::from)
@@ -39,6 +66,8 @@ impl SandboxConfig {
             component,
             memory_limit_bytes: 4 << 30,
             fuel_per_call: None,
+            deadline_per_call: Some(DEFAULT_DEADLINE),
+            cache_dir: default_cache_dir(),
         }
     }
 }
@@ -74,18 +103,25 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Compiles the component (about half a second) and links WASI.
+    /// Compiles the component (or loads it from the cache) and links WASI. With a deadline
+    /// configured, starts the thread that advances the engine's epoch every [`EPOCH_TICK`]; it
+    /// ends by itself within a tick of the engine's last user (this runtime, its stores).
     pub fn load(config: SandboxConfig) -> wasmtime::Result<Self> {
         let mut wcfg = Config::new();
         wcfg.consume_fuel(config.fuel_per_call.is_some());
+        wcfg.epoch_interruption(config.deadline_per_call.is_some());
         wcfg.wasm_component_model(true);
         let engine = Engine::new(&wcfg)?;
-        let component = load_component(&engine, &config.component).map_err(|e| {
-            e.context(format!(
+        if config.deadline_per_call.is_some() {
+            start_epoch_ticker(&engine)?;
+        }
+        let component = load_component(&engine, &config.component, config.cache_dir.as_deref())
+            .map_err(|e| {
+                e.context(format!(
                 "loading the SrvDB component {} (build it with `make component`, or set SRVDB_COMPONENT)",
                 config.component.display()
             ))
-        })?;
+            })?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         Ok(Runtime {
@@ -94,6 +130,30 @@ impl Runtime {
             linker,
             config,
         })
+    }
+
+    /// Gives `store` this runtime's budget for one call into the guest: its fuel, and its
+    /// deadline counted from now. Every entry into the guest (instantiation, a method, a
+    /// resource's destructor) must be preceded by this: with epochs on, a store whose deadline
+    /// has passed traps at the guest's first instruction.
+    pub(crate) fn arm(&self, store: &mut Store<HostState>) {
+        if let Some(fuel) = self.config.fuel_per_call {
+            // Fuel is only consumed when the engine was configured for it, which `load` does
+            // exactly when `fuel_per_call` is set; this cannot fail then.
+            let _ = store.set_fuel(fuel);
+        }
+        if let Some(ticks) = self.deadline_ticks() {
+            store.set_epoch_deadline(ticks);
+        }
+    }
+
+    /// The deadline in epoch ticks: rounded up, plus one for the tick already under way, so a
+    /// call always gets at least its deadline.
+    fn deadline_ticks(&self) -> Option<u64> {
+        let deadline = self.config.deadline_per_call?;
+        let tick = EPOCH_TICK.as_nanos().max(1);
+        let ticks = deadline.as_nanos().div_ceil(tick);
+        Some(u64::try_from(ticks).unwrap_or(u64::MAX - 1).max(1) + 1)
     }
 
     /// A fresh store whose guest sees `host_dir` as `/db` and nothing else.
@@ -118,9 +178,15 @@ impl Runtime {
         let mut wasi = WasiCtx::builder();
         // No inherit_* calls: no environment, arguments, stdio or network reach the guest.
         wasi.preopened_dir(host_dir, guest_dir, perms)?;
+        // The component instantiates 3 core modules (the engine's, and two small shims
+        // wit-component adds) with 2 tables and 1 memory in all (counted in srvdb.wasm built
+        // by `make component`): a little headroom, no more.
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.config.memory_limit_bytes)
-            .instances(4)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .instances(8)
+            .tables(8)
+            .memories(4)
             .build();
         let state = HostState {
             wasi: wasi.build(),
@@ -129,13 +195,31 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        self.arm(&mut store);
         Ok(store)
     }
 }
 
-/// Where compiled components are cached: `SRVDB_CACHE_DIR`, else `$XDG_CACHE_HOME/srvdb`, else
-/// `~/.cache/srvdb`. `None` disables the cache.
-fn cache_dir() -> Option<PathBuf> {
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] on a thread of its own, until the engine is
+/// dropped. This is what makes the per-call deadline fire.
+fn start_epoch_ticker(engine: &Engine) -> wasmtime::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("srvdb-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => return,
+            }
+        })?;
+    Ok(())
+}
+
+/// Where compiled components are cached by default: `SRVDB_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/srvdb`, else `~/.cache/srvdb`. `None` (an empty `SRVDB_CACHE_DIR`, or no
+/// home) disables the cache.
+pub fn default_cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("SRVDB_CACHE_DIR") {
         return (!dir.is_empty()).then(|| PathBuf::from(dir));
     }
@@ -145,24 +229,34 @@ fn cache_dir() -> Option<PathBuf> {
     Some(base.join("srvdb"))
 }
 
+/// Bytes of the tag that ends every cached artifact: SHA-256 of the cache key and the
+/// artifact, so a file compiled from other bytes, or cut short, is never deserialized.
+const TAG_BYTES: usize = 32;
+
 /// Compiles the component, or loads the machine code this host cached for exactly these bytes
-/// and this engine configuration (compiling takes ~0.4 s; loading the cache, about 1 ms).
-fn load_component(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
-    use std::hash::{Hash, Hasher};
+/// and this engine configuration (compiling takes seconds; loading the cache, milliseconds).
+///
+/// A cached artifact becomes native code in this process, so it is used only if all of these
+/// hold: the cache directory and the file are this user's and writable by nobody else, the
+/// file is a regular file (not a link), it is named by the SHA-256 key of the component's
+/// bytes and the engine's compatibility hash, and its tag binds its bytes to that same key.
+fn load_component(
+    engine: &Engine,
+    path: &Path,
+    cache_dir: Option<&Path>,
+) -> wasmtime::Result<Component> {
     let bytes = std::fs::read(path)?;
-    let Some(dir) = cache_dir() else {
+    let Some(dir) = cache_dir.filter(|dir| cache_dir_is_private(dir)) else {
         return Component::new(engine, &bytes);
     };
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    engine.precompile_compatibility_hash().hash(&mut h);
-    let cached = dir.join(format!("srvdb-{:016x}-{}.cwasm", h.finish(), bytes.len()));
-    // Read into memory rather than mapped: a mapping would SIGBUS if the file were truncated.
-    if let Ok(artifact) = std::fs::read(&cached) {
-        // SAFETY: wasmtime trusts deserialized machine code. Only this host writes into the
-        // cache directory, which it creates owner-only (0700), naming each file by the hash of
-        // the component's bytes and of the engine's compatibility hash, and writing it whole
-        // with a rename; wasmtime also checks the artifact's header against this engine.
+    let key = cache_key(engine, &bytes);
+    let cached = dir.join(format!("srvdb-{}.cwasm", hex(&key)));
+    if let Some(artifact) = read_artifact(&cached, &key) {
+        // SAFETY: wasmtime runs deserialized machine code as is. This artifact comes from a
+        // directory and a file only this user can write (checked above and in
+        // `read_artifact` on the open descriptor), and its tag proves it was written by
+        // `write_cache` for this key: these component bytes under this engine's
+        // configuration. wasmtime also checks its header against this engine.
         match unsafe { Component::deserialize(engine, &artifact) } {
             Ok(c) => return Ok(c),
             Err(_) => {
@@ -170,22 +264,177 @@ fn load_component(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
             }
         }
     }
-    let component = Component::new(engine, &bytes)?;
+    let compiled = engine.precompile_component(&bytes)?;
     // Best effort: a cache that cannot be written only costs the next load its compile time.
-    let _ = write_cache(engine, &bytes, &dir, &cached);
-    Ok(component)
+    let _ = write_cache(dir, &cached, &key, &compiled);
+    // SAFETY: `compiled` was produced a moment ago, in memory, by this engine from these
+    // bytes; nothing else has had access to it.
+    unsafe { Component::deserialize(engine, &compiled) }
 }
 
-fn write_cache(engine: &Engine, bytes: &[u8], dir: &Path, cached: &Path) -> wasmtime::Result<()> {
-    let compiled = engine.precompile_component(bytes)?;
-    std::fs::create_dir_all(dir)?;
+/// SHA-256 over a format label, the engine's compatibility hash and the component's bytes.
+fn cache_key(engine: &Engine, bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    use std::hash::Hash;
+
+    /// Feeds a `Hash` value's bytes into SHA-256.
+    struct Sha256Hasher(sha2::Sha256);
+    impl std::hash::Hasher for Sha256Hasher {
+        fn write(&mut self, data: &[u8]) {
+            self.0.update(data);
+        }
+        fn finish(&self) -> u64 {
+            0
+        }
+    }
+
+    let mut h = Sha256Hasher(sha2::Sha256::new());
+    h.0.update(b"srvdb component cache v2\0");
+    engine.precompile_compatibility_hash().hash(&mut h);
+    h.0.update((bytes.len() as u64).to_le_bytes());
+    h.0.update(bytes);
+    h.0.finalize().into()
+}
+
+/// The tag stored after an artifact: SHA-256 of the key, then the artifact.
+fn artifact_tag(key: &[u8; 32], artifact: &[u8]) -> [u8; TAG_BYTES] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(key);
+    h.update(artifact);
+    h.finalize().into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `dir` may hold code this process will run: this user's and writable by nobody
+/// else. Creates it (owner-only) if missing. Warns on stderr, once per process, when not.
+fn cache_dir_is_private(dir: &Path) -> bool {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        if !dir.exists() {
+            // A failure here is reported below, by the metadata check.
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir);
+        }
+        let problem = match std::fs::metadata(dir) {
+            Err(e) => Some(format!("cannot be inspected ({e})")),
+            Ok(m) if !m.is_dir() => Some("not a directory".to_owned()),
+            Ok(m) if m.uid() != effective_uid() => Some(format!(
+                "owned by uid {}, not by this user (uid {})",
+                m.uid(),
+                effective_uid()
+            )),
+            Ok(m) if m.mode() & 0o022 != 0 => Some(format!(
+                "writable by its group or by others (mode {:o})",
+                m.mode() & 0o777
+            )),
+            Ok(_) => None,
+        };
+        match problem {
+            None => true,
+            Some(problem) => {
+                warn_once(&format!(
+                    "srvdb-host: not using the compile cache {}: it is {problem}, and code loaded \
+                     from it would run in this process. Compiling instead (slower); fix it with \
+                     `chmod 700` as its owner, or set SRVDB_CACHE_DIR to a private directory.",
+                    dir.display()
+                ));
+                false
+            }
+        }
     }
-    let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, compiled)?;
-    std::fs::rename(&tmp, cached)?;
-    Ok(())
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir).is_ok()
+    }
+}
+
+fn warn_once(message: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| eprintln!("{message}"));
+}
+
+#[cfg(unix)]
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no arguments, reads no caller memory and cannot fail (POSIX);
+    // it is safe to call from any thread.
+    unsafe { libc::geteuid() }
+}
+
+/// The artifact cached under `path` for `key`, if the file is a regular file of this user's
+/// that nobody else can write and its tag matches; `None` otherwise (a miss: compile).
+fn read_artifact(path: &Path, key: &[u8; 32]) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // A link planted under the artifact's name is not followed.
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    let mut file = options.open(path).ok()?;
+    // Checked on the open descriptor: the file read is the file checked.
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if meta.uid() != effective_uid() || meta.mode() & 0o022 != 0 {
+            return None;
+        }
+    }
+    // Read into memory rather than mapped: a mapping would SIGBUS if the file were truncated.
+    let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut data).ok()?;
+    let body_len = data.len().checked_sub(TAG_BYTES)?;
+    let (body, tag) = data.split_at(body_len);
+    if artifact_tag(key, body) != tag {
+        return None;
+    }
+    data.truncate(body_len);
+    Some(data)
+}
+
+/// Writes `artifact` and its tag under `cached`, durably: a private temporary file, fsynced,
+/// renamed into place, then the directory fsynced.
+fn write_cache(dir: &Path, cached: &Path, key: &[u8; 32], artifact: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    // Unique per process and call: two loads racing in one process never share a file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = cached.with_extension(format!("tmp{}-{n}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    let written = (|| {
+        // Owner-only, as the cache is created: other users need not read this machine code.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let mut file = options.open(&tmp)?;
+        file.write_all(artifact)?;
+        file.write_all(&artifact_tag(key, artifact))?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, cached)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

@@ -92,23 +92,44 @@ impl ByteFile for StdFile {
 }
 
 /// Makes creations and renames inside `dir` durable.
+///
+/// Inside the WASI component (wasm32) this asks the runtime to sync the directory: wasmtime
+/// implements `descriptor.sync` on a directory by opening it and fsyncing it on the host, so a
+/// compaction's rename is durable before the commit that depends on it, as natively, and a
+/// failure is an error, as natively. A runtime that cannot open or sync a directory for its
+/// guest says so with `Unsupported` (or refuses to open a directory as a file): the guest
+/// cannot do better there, so it goes on, and `srvdb-host` fsyncs the preopened directory
+/// itself after every call that may create, rename or remove files. On such a runtime a power
+/// loss in the middle of a call can still lose a rename that a commit in the same call relied
+/// on; wasmtime is not such a runtime.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     let result = File::open(dir).and_then(|d| d.sync_all());
     match result {
         Ok(()) => Ok(()),
-        // Some WASI hosts cannot open a directory as a file; the host syncs the directory
-        // itself in that case, so this is not an error inside the guest.
-        Err(e) if cfg!(target_arch = "wasm32") => {
-            let _ = e;
-            Ok(())
-        }
+        #[cfg(target_arch = "wasm32")]
+        Err(e) if runtime_cannot_sync_directories(&e) => Ok(()),
         Err(e) => Err(Error::io(format!("syncing directory {}", dir.display()), e)),
     }
+}
+
+/// Whether `e` says the WASI runtime cannot give the guest a syncable directory handle (as
+/// opposed to a sync that was tried and failed, which is an error).
+#[cfg(target_arch = "wasm32")]
+fn runtime_cannot_sync_directories(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Unsupported | io::ErrorKind::IsADirectory
+    )
 }
 
 /// The lock that keeps a second writer (another process or handle) out of a database.
 /// Released when dropped. On wasm32 there are no file locks: the host locks the directory
 /// before it preopens it to the guest.
+///
+/// The `LOCK` file is opened without following a symbolic link: a link planted in the
+/// database directory would otherwise make the host create or lock a file outside it (and the
+/// sandboxed host runs with more rights than its guest). Such a link is reported as
+/// [`Error::Corrupt`] naming it.
 #[derive(Debug)]
 pub struct DirLock {
     _file: Option<File>,
@@ -120,15 +141,29 @@ impl DirLock {
         #[cfg(not(target_arch = "wasm32"))]
         {
             let path = dir.join(names::LOCK);
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(Error::io_ctx(format!(
-                    "opening lock file {}",
-                    path.display()
-                )))?;
+            let mut options = OpenOptions::new();
+            options.create(true).truncate(false).write(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+            let file = match options.open(&path) {
+                Ok(file) => file,
+                // O_NOFOLLOW fails with ELOOP on a link (some BSDs say EMLINK).
+                Err(_) if is_symlink(&path) => {
+                    return Err(Error::Corrupt {
+                        file: path,
+                        reason: "is a symbolic link, which SrvDB never creates and will not \
+                                 follow (it could point outside the database directory): \
+                                 remove it and open again"
+                            .into(),
+                    });
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("opening lock file {}", path.display()),
+                        e,
+                    ))
+                }
+            };
             match file.try_lock() {
                 Ok(()) => Ok(DirLock { _file: Some(file) }),
                 Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
@@ -145,6 +180,11 @@ impl DirLock {
             Ok(DirLock { _file: None })
         }
     }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
 /// A database directory on disk.

@@ -1,0 +1,150 @@
+//! The sandbox's limits and duties beyond the memory cap:
+//! - a guest call cannot hold a host thread forever: past the per-call deadline it is stopped
+//!   with a typed error, and its handle is closed (there was no deadline at all before);
+//! - the host fsyncs the database directory after calls that may create, rename or remove
+//!   files in it, since the guest's own directory sync may be impossible on a WASI runtime
+//!   (and was silently skipped on any error).
+
+use srvdb::OpenOptions;
+use srvdb_host::sandbox::SandboxConfig;
+use srvdb_host::{HostError, Sandbox};
+use std::time::{Duration, Instant};
+
+fn config() -> SandboxConfig {
+    let c = SandboxConfig::new();
+    assert!(
+        c.component.exists(),
+        "component {} missing: run `make component` first (make test does)",
+        c.component.display()
+    );
+    c
+}
+
+/// Deterministic pseudo-random values in [-1, 1) (xorshift), so the test needs no dependency.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed.max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn a_call_past_the_deadline_is_stopped_and_closes_the_handle() {
+    let deadline = Duration::from_millis(1500);
+    let sandbox = Sandbox::new(SandboxConfig {
+        deadline_per_call: Some(deadline),
+        ..config()
+    })
+    .expect("load");
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sandbox
+        .open(dir.path(), OpenOptions::default())
+        .expect("open");
+    let (dim, rows) = (128, 20_000);
+    let data = values(rows * dim, 7);
+    for (chunk, start) in data.chunks(2_000 * dim).zip((0..).step_by(2_000)) {
+        let ids: Vec<String> = (start..start + chunk.len() / dim)
+            .map(|i| format!("v{i}"))
+            .collect();
+        db.add(&ids, chunk, &[]).expect("add");
+    }
+    db.persist().expect("persist");
+
+    // 20,000 queries against 20,000 rows of 128 dimensions: about 50 GFLOP, tens of seconds
+    // inside the sandbox, far past the deadline.
+    let queries = values(20_000 * dim, 11);
+    let started = Instant::now();
+    let outcome = db.search_batch(&queries, 1);
+    let took = started.elapsed();
+    match outcome {
+        Err(HostError::Deadline(d)) => assert_eq!(d, deadline),
+        other => panic!(
+            "expected HostError::Deadline after {deadline:?}, got {:?} after {took:?}",
+            other.map(|hits| hits.len())
+        ),
+    }
+    assert!(
+        took < deadline + Duration::from_secs(3),
+        "stopped {took:?} after it started, for a deadline of {deadline:?}"
+    );
+    eprintln!("search_batch stopped after {took:?} (deadline {deadline:?})");
+
+    // The handle is closed: every later call says why, close included.
+    for err in [
+        db.count().map(drop).expect_err("count after the deadline"),
+        db.add(&["late"], &values(dim, 3), &[])
+            .expect_err("add after the deadline"),
+    ] {
+        match err {
+            HostError::Engine(srvdb::Error::Poisoned { reason }) => {
+                assert!(reason.contains("deadline"), "{reason}")
+            }
+            other => panic!("expected a poisoned handle, got {other}"),
+        }
+    }
+    assert!(db.close().is_err(), "close reports the stopped call");
+
+    // The database itself is intact at its last commit.
+    let db = sandbox
+        .open(dir.path(), OpenOptions::default())
+        .expect("reopen");
+    assert_eq!(db.count().expect("count"), rows as u64);
+    let got = db.get("v123").expect("get").expect("v123 is stored");
+    assert_eq!(got.vector, data[123 * dim..124 * dim]);
+}
+
+#[test]
+fn no_deadline_when_switched_off() {
+    let sandbox = Sandbox::new(SandboxConfig {
+        deadline_per_call: None,
+        ..config()
+    })
+    .expect("load");
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sandbox
+        .open(dir.path(), OpenOptions::default())
+        .expect("open");
+    db.add(&["a", "b"], &[1.0, 0.0, 0.0, 1.0], &[])
+        .expect("add");
+    assert_eq!(db.search(&[0.0, 1.0], 1).expect("search")[0].id, "b");
+    db.close().expect("close");
+}
+
+#[test]
+fn the_host_syncs_the_directory_after_calls_that_touch_files() {
+    let sandbox = Sandbox::new(config()).expect("load");
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sandbox
+        .open(dir.path(), OpenOptions::default())
+        .expect("open");
+    let mut last = db.directory_syncs();
+    assert!(last >= 1, "open creates metadata.db: synced after it");
+    let mut expect_sync = |what: &str, synced: bool, now: u64| {
+        assert_eq!(now > last, synced, "{what}: syncs went {last} -> {now}");
+        last = now;
+    };
+    db.add(&["a", "b", "c"], &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[])
+        .expect("add creates vectors.bin");
+    expect_sync("add", true, db.directory_syncs());
+    db.search(&[1.0, 0.0], 2).expect("search");
+    db.get("a").expect("get");
+    db.count().expect("count");
+    expect_sync("reads", false, db.directory_syncs());
+    db.delete(&["b"]).expect("delete");
+    expect_sync("delete", true, db.directory_syncs());
+    db.persist().expect("persist");
+    expect_sync("persist", true, db.directory_syncs());
+    // Compaction writes vectors.bin.new and renames it over vectors.bin: the rename is what
+    // must not be lost, or the committed row numbering points at the old file's rows.
+    db.compact().expect("compact");
+    expect_sync("compact", true, db.directory_syncs());
+    // A rejected call is synced too: a failing call may have touched files before failing.
+    db.add(&["a"], &[1.0, 0.0], &[]).expect_err("duplicate id");
+    expect_sync("failed add", true, db.directory_syncs());
+    db.close().expect("close");
+}
