@@ -57,7 +57,8 @@ fn wit_error(e: crate::Error) -> wit::Error {
         E::Locked { .. } => wit::Error::Locked(message),
         E::Io { .. } => wit::Error::Io(message),
         E::Metadata { .. } => wit::Error::Metadata(message),
-        E::Poisoned { .. } => wit::Error::Poisoned(message),
+        // Only the reason: the host rebuilds `Error::Poisoned`, whose message wraps it.
+        E::Poisoned { reason } => wit::Error::Poisoned(reason),
         E::EmbedderMismatch { stored, asked } => {
             wit::Error::EmbedderMismatch(EmbedderError { stored, asked })
         }
