@@ -202,7 +202,14 @@ fn the_cli_stores_documents_and_answers_text_queries() {
             .collect();
         assert_eq!(got.len(), 3, "{out}");
         for ((id, score, doc), (want_id, want_score)) in got.iter().zip(&want) {
-            assert_eq!(id, want_id, "query {query:?}: {out}");
+            // Two documents whose reference scores differ by less than the embedders'
+            // numerical difference may come back in either order.
+            let true_score = cosine(qv, &docs[*id].1);
+            assert!(
+                id == want_id || (true_score - want_score).abs() < 1e-3,
+                "query {query:?}: rank of {id} (reference score {true_score}) where {want_id} \
+                 ({want_score}) was expected: {out}"
+            );
             assert!((score - want_score).abs() < 1e-3, "query {query:?}: {out}");
             // The CLI prints the document on one line, cut at 80 characters.
             let flat = docs[*id].0.split_whitespace().collect::<Vec<_>>().join(" ");
