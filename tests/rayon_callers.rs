@@ -7,7 +7,7 @@
 //! for workers that were queued behind it.
 
 mod common;
-use common::{assert_topk, ids, seed, tempdir, Rng};
+use common::{assert_topk, ids, items, seed, tempdir, Rng};
 use srvdb::{Database, Metric, OpenOptions};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -101,13 +101,7 @@ fn search_from_rayon_workers_finishes_and_is_exact() {
     let names = ids(0..ROWS);
     db.add(&names, &data, &[]).expect("add");
     db.persist().expect("persist");
-    let items: Arc<Vec<(String, Vec<f32>)>> = Arc::new(
-        names
-            .iter()
-            .cloned()
-            .zip(data.chunks(DIM).map(<[f32]>::to_vec))
-            .collect(),
-    );
+    let items = Arc::new(items(&data, DIM));
     let queries = Arc::new(rng.vectors(QUERIES, DIM));
     let check = {
         let items = items.clone();

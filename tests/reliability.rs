@@ -3,7 +3,7 @@
 //! different `k`. Callers inside rayon's pool are in `rayon_callers.rs`.
 
 mod common;
-use common::{assert_topk, ids, seed, tempdir, Rng};
+use common::{assert_topk, ids, items, seed, tempdir, Rng};
 use srvdb::storage::sim::{FaultPlan, SimLocation};
 use srvdb::types::{MAX_DOCUMENT_BYTES, MAX_METADATA_BYTES};
 use srvdb::{Database, Error, Metadata, Metric, OpenOptions};
@@ -121,13 +121,7 @@ fn coalesced_searches_with_mixed_k_are_exact() {
     let data = rng.vectors(ROWS, DIM);
     let names = ids(0..ROWS);
     db.add(&names, &data, &[]).expect("add");
-    let items: Arc<Vec<(String, Vec<f32>)>> = Arc::new(
-        names
-            .iter()
-            .cloned()
-            .zip(data.chunks(DIM).map(<[f32]>::to_vec))
-            .collect(),
-    );
+    let items = Arc::new(items(&data, DIM));
     let queries = Arc::new(rng.vectors(THREADS * 6, DIM));
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {

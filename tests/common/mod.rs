@@ -244,3 +244,12 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn ids(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("id-{i}")).collect()
 }
+
+/// `(id, vector)` pairs for the brute-force reference: ids `id-0..` (see [`ids`]) with the
+/// vectors of `data`, `dim` components each.
+pub fn items(data: &[f32], dim: usize) -> Vec<(String, Vec<f32>)> {
+    ids(0..data.len() / dim)
+        .into_iter()
+        .zip(data.chunks(dim).map(<[f32]>::to_vec))
+        .collect()
+}
