@@ -300,12 +300,7 @@ impl Location for FsLocation {
     fn create_rows(&self, name: &str, header: &Header) -> Result<Box<dyn RowStore>> {
         let path = self.dir.join(name);
         let file = StdFile::new(self.open_file(name, true)?);
-        file.write_at(0, &header.encode())
-            .and_then(|()| file.sync_data())
-            .map_err(Error::io_ctx(format!(
-                "writing the header of {}",
-                path.display()
-            )))?;
+        super::write_header(&file, &path, header)?;
         sync_dir(&self.dir)?;
         self.rows_from(file, path, *header, 0)
     }

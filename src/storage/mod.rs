@@ -132,6 +132,22 @@ pub trait Location: Send + Sync {
     }
 }
 
+/// Writes `header` at the start of a new rows file and makes it durable (the file's name is
+/// the caller's: it syncs the directory). Shared by every backend that creates rows files.
+pub(crate) fn write_header(
+    file: &dyn ByteFile,
+    path: &std::path::Path,
+    header: &Header,
+) -> Result<()> {
+    use crate::error::Error;
+    file.write_at(0, &header.encode())
+        .and_then(|()| file.sync_data())
+        .map_err(Error::io_ctx(format!(
+            "writing the header of {}",
+            path.display()
+        )))
+}
+
 /// Reads and validates the header of `file`, then cuts it to `committed_rows` rows.
 /// Shared by every backend that works on a [`ByteFile`] or a `std::fs::File`.
 pub(crate) fn check_and_cut(

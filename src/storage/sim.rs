@@ -700,12 +700,7 @@ impl Location for SimLocation {
         let file = self
             .create_file(name)
             .map_err(Error::io_ctx(format!("opening {}", path.display())))?;
-        file.write_at(0, &header.encode())
-            .and_then(|()| file.sync_data())
-            .map_err(Error::io_ctx(format!(
-                "writing the header of {}",
-                path.display()
-            )))?;
+        super::write_header(file.as_ref(), &path, header)?;
         if self.defects.rows_sync_ignored {
             file.sync_ignored.store(true, Ordering::SeqCst);
         }
