@@ -1266,32 +1266,40 @@ fn check_documents_and_metadata<D: AsRef<str>>(
     metadatas: &[Option<Metadata>],
     documents: &[Option<D>],
 ) -> Result<()> {
-    for (i, m) in metadatas.iter().enumerate() {
-        if let Some(m) = m {
-            let len = m.as_str().len();
-            if len > MAX_METADATA_BYTES {
-                return Err(Error::InvalidInput {
-                    reason: format!(
-                        "metadata is {len} bytes; the limit is {MAX_METADATA_BYTES} (keep large \
-                         content in the document, or outside the database)"
-                    ),
-                    index: Some(i),
-                });
-            }
-        }
-    }
-    for (i, d) in documents.iter().enumerate() {
-        if let Some(d) = d {
-            let len = d.as_ref().len();
-            if len > MAX_DOCUMENT_BYTES {
-                return Err(Error::InvalidInput {
-                    reason: format!(
-                        "document is {len} bytes; the limit is {MAX_DOCUMENT_BYTES} (split it \
-                         into chunks, one record each)"
-                    ),
-                    index: Some(i),
-                });
-            }
+    let metadata = metadatas
+        .iter()
+        .map(|m| m.as_ref().map(|m| m.as_str().len()));
+    check_sizes(
+        metadata,
+        "metadata",
+        MAX_METADATA_BYTES,
+        "keep large content in the document, or outside the database",
+    )?;
+    let document = documents
+        .iter()
+        .map(|d| d.as_ref().map(|d| d.as_ref().len()));
+    check_sizes(
+        document,
+        "document",
+        MAX_DOCUMENT_BYTES,
+        "split it into chunks, one record each",
+    )
+}
+
+/// The first of `sizes` (one per record, `None` for no value) over `limit` bytes, as an error
+/// naming `what`, the limit and `advice`.
+fn check_sizes(
+    sizes: impl Iterator<Item = Option<usize>>,
+    what: &str,
+    limit: usize,
+    advice: &str,
+) -> Result<()> {
+    for (i, len) in sizes.enumerate() {
+        if let Some(len) = len.filter(|&len| len > limit) {
+            return Err(Error::InvalidInput {
+                reason: format!("{what} is {len} bytes; the limit is {limit} ({advice})"),
+                index: Some(i),
+            });
         }
     }
     Ok(())
