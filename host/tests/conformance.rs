@@ -2,8 +2,9 @@
 //! component: the same ids in the same order, scores within 1e-5, the same typed errors.
 //! Then the sandbox itself: escapes refused, limits enforced, traps survived.
 
+mod common;
+use common::component_config;
 use srvdb::{Database, Error, Metadata, Metric, OpenOptions, Record, SearchHit};
-use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::{HostError, Sandbox, SandboxedDatabase};
 
 /// The operations the scenario needs, over both engines.
@@ -168,16 +169,6 @@ fn phase2(db: &dyn Engine, t: &mut Trace) {
     for id in ["doc-0", "doc-1", "doc-3", "doc-6", "extra"] {
         t.records.push(db.get(id).expect("get"));
     }
-}
-
-fn component_config() -> SandboxConfig {
-    let c = SandboxConfig::new();
-    assert!(
-        c.component.exists(),
-        "component {} missing: run `make component` first (make test does)",
-        c.component.display()
-    );
-    c
 }
 
 fn compare(a: &Trace, b: &Trace) {

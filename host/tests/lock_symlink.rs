@@ -5,20 +5,12 @@
 
 #![cfg(unix)]
 
+mod common;
+use common::component_config;
+
 use srvdb::OpenOptions;
-use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::{HostError, Sandbox};
 use std::path::Path;
-
-fn config() -> SandboxConfig {
-    let c = SandboxConfig::new();
-    assert!(
-        c.component.exists(),
-        "component {} missing: run `make component` first (make test does)",
-        c.component.display()
-    );
-    c
-}
 
 fn assert_refused(err: srvdb::Error, lock: &Path) {
     match err {
@@ -59,7 +51,7 @@ fn native_open_refuses_a_lock_symlink() {
 
 #[test]
 fn host_open_refuses_a_lock_symlink() {
-    let sandbox = Sandbox::new(config()).expect("load");
+    let sandbox = Sandbox::new(component_config()).expect("load");
     check(|dir| match sandbox.open(dir, OpenOptions::default()) {
         Ok(_) => Ok(()),
         Err(HostError::Engine(e)) => Err(e),

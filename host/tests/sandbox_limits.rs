@@ -5,20 +5,12 @@
 //!   files in it, since the guest's own directory sync may be impossible on a WASI runtime
 //!   (and was silently skipped on any error).
 
+mod common;
+use common::component_config;
 use srvdb::OpenOptions;
 use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::{HostError, Sandbox};
 use std::time::{Duration, Instant};
-
-fn config() -> SandboxConfig {
-    let c = SandboxConfig::new();
-    assert!(
-        c.component.exists(),
-        "component {} missing: run `make component` first (make test does)",
-        c.component.display()
-    );
-    c
-}
 
 /// Deterministic pseudo-random values in [-1, 1) (xorshift), so the test needs no dependency.
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -38,7 +30,7 @@ fn a_call_past_the_deadline_is_stopped_and_closes_the_handle() {
     let deadline = Duration::from_millis(1500);
     let sandbox = Sandbox::new(SandboxConfig {
         deadline_per_call: Some(deadline),
-        ..config()
+        ..component_config()
     })
     .expect("load");
     let dir = tempfile::tempdir().expect("tmp");
@@ -102,7 +94,7 @@ fn a_call_past_the_deadline_is_stopped_and_closes_the_handle() {
 fn no_deadline_when_switched_off() {
     let sandbox = Sandbox::new(SandboxConfig {
         deadline_per_call: None,
-        ..config()
+        ..component_config()
     })
     .expect("load");
     let dir = tempfile::tempdir().expect("tmp");
@@ -117,7 +109,7 @@ fn no_deadline_when_switched_off() {
 
 #[test]
 fn the_host_syncs_the_directory_after_calls_that_touch_files() {
-    let sandbox = Sandbox::new(config()).expect("load");
+    let sandbox = Sandbox::new(component_config()).expect("load");
     let dir = tempfile::tempdir().expect("tmp");
     let db = sandbox
         .open(dir.path(), OpenOptions::default())
