@@ -74,6 +74,12 @@ def exact_top(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def repo_relative(path: Path | str) -> str:
+    """`path` as recorded in results: relative to the repository, so a report names no
+    directory of the machine that ran it (`../shared/data`, `target/bench-data/...`)."""
+    return os.path.relpath(os.path.abspath(path), REPO)
+
+
 def real_data_dir() -> Path | None:
     d = Path(os.environ.get("SRVDB_DATA_DIR", REPO.parent / "shared" / "data"))
     return d if (d / "base.npy").is_file() and (d / "queries.npy").is_file() else None
@@ -116,7 +122,8 @@ def prepare(cache: Path, sizes: Sizes) -> dict[str, Path | str]:
     if not (dest / "gt.npy").is_file():
         base = normalise(np.load(real / "base.npy")[: s.real_n])
         queries = normalise(np.load(real / "queries.npy")[: s.real_queries])
-        info = {"name": "minilm", "source": f"MiniLM sentence embeddings, {real}"}
+        info = {"name": "minilm",
+                "source": f"MiniLM sentence embeddings, {repo_relative(real)}"}
         _write(dest, base, queries, info)
         check_against_shipped_truth(dest, real)
     out["minilm"] = dest

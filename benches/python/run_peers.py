@@ -126,7 +126,7 @@ class Runner:
         return env
 
     def run(self, libs) -> None:
-        from bench_data import FULL, SMOKE, prepare
+        from bench_data import FULL, SMOKE, prepare, repo_relative
 
         t0 = time.perf_counter()
         print("==> data sets (cached in target/bench-data)", flush=True)
@@ -137,7 +137,7 @@ class Runner:
         for name, value in data.items():
             if isinstance(value, Path):
                 self.results["datasets"][name] = json.loads((value / "info.json").read_text())
-                self.results["datasets"][name]["dir"] = str(value)
+                self.results["datasets"][name]["dir"] = repo_relative(value)
             else:
                 print(f"    {name}: {value}")
         print(f"    ready in {time.perf_counter() - t0:.1f} s", flush=True)

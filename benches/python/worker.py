@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_data import load  # noqa: E402
+from bench_data import load, repo_relative  # noqa: E402
 from peers import LIBRARIES  # noqa: E402
 from peers.base import fsync_tree  # noqa: E402
 
@@ -110,7 +110,7 @@ class Run:
         adapter = self.lib.make()
         self.result.update(version=adapter.version(), exact=adapter.exact,
                            has_batch=adapter.has_batch, how=adapter.how,
-                           python=sys.executable, numpy=np.__version__,
+                           python=repo_relative(sys.executable), numpy=np.__version__,
                            env={k: os.environ.get(k) for k in self.lib.env})
         if self.lib.name == "numpy":
             self.result["blas"] = blas_info()
