@@ -63,6 +63,8 @@ fn wit_error(e: crate::Error) -> wit::Error {
             wit::Error::EmbedderMismatch(EmbedderError { stored, asked })
         }
         E::Model { .. } => wit::Error::Model(message),
+        // Never raised inside the guest: only a host reports sandbox failures.
+        E::Sandbox { .. } => wit::Error::Io(message),
     }
 }
 

@@ -20,6 +20,7 @@ use crate::meta::{CommitBatch, CompactedRow, MetaStore};
 use crate::storage::fs::{DirLock, FsLocation};
 use crate::storage::sim::SimLocation;
 use crate::storage::{names, Location, RowStore, RowView};
+use crate::store::{self, Delete, Missing, Query, Store, Write, WriteMode};
 use crate::types::{
     EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit, MAX_DIMENSION,
     MAX_DOCUMENT_BYTES, MAX_ID_BYTES, MAX_METADATA_BYTES,
@@ -140,12 +141,6 @@ fn lock_poison_free<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Which operation a batch write is.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum WriteMode {
-    Add,
-    Upsert,
-}
 
 impl Database {
     /// Opens the database in directory `path`, creating it if needed.
@@ -727,6 +722,12 @@ impl Database {
     /// Deletes the records with these ids. Unknown ids reject the whole call with
     /// [`Error::NotFound`]; repeated ids count once. Returns how many records were deleted.
     pub fn delete<S: AsRef<str>>(&self, ids: &[S]) -> Result<usize> {
+        self.delete_ids(ids, Missing::Reject)
+    }
+
+    /// Deletes `ids`; with [`Missing::Skip`], unknown ids are skipped under the same writer
+    /// lock that deletes the others, so a concurrent delete cannot fail the call.
+    fn delete_ids<S: AsRef<str>>(&self, ids: &[S], missing: Missing) -> Result<usize> {
         let mut w = lock_poison_free(&self.writer);
         w.check()?;
         let mut rows = Vec::with_capacity(ids.len());
@@ -740,6 +741,7 @@ impl Database {
                 }
                 match state.rows_by_id.get_key_value(id) {
                     Some((key, &row)) => rows.push((row, key.clone())),
+                    None if missing == Missing::Skip => {}
                     None => return Err(Error::NotFound { id: id.to_owned() }),
                 }
             }
@@ -1319,4 +1321,75 @@ fn check_id(id: &str, index: usize) -> Result<()> {
         });
     }
     Ok(())
+}
+
+impl Store for Database {
+    fn write(&self, request: &Write<'_>) -> Result<()> {
+        self.write_batch(
+            request.ids,
+            request.vectors,
+            request.metadatas,
+            request.documents,
+            request.mode,
+        )
+    }
+
+    fn remove(&self, request: &Delete<'_>) -> Result<usize> {
+        self.delete_ids(request.ids, request.missing)
+    }
+
+    fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
+        match request.queries {
+            store::Queries::One(query) => Ok(vec![Database::search(self, query, request.k)?]),
+            store::Queries::Batch(queries) => Database::search_batch(self, queries, request.k),
+        }
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Record>> {
+        Database::get(self, id)
+    }
+
+    fn documents(&self, ids: &[&str]) -> Result<Vec<Option<String>>> {
+        Database::documents(self, ids)
+    }
+
+    fn contains(&self, id: &str) -> Result<bool> {
+        Ok(Database::contains(self, id))
+    }
+
+    fn count(&self) -> Result<u64> {
+        Ok(Database::count(self))
+    }
+
+    fn ids(&self) -> Result<Vec<String>> {
+        Ok(Database::ids(self))
+    }
+
+    fn dimension(&self) -> Result<Option<u32>> {
+        Ok(Database::dimension(self))
+    }
+
+    fn metric(&self) -> Result<Metric> {
+        Ok(Database::metric(self))
+    }
+
+    fn embedder(&self) -> Result<Option<EmbedderSpec>> {
+        Ok(Database::embedder(self).cloned())
+    }
+
+    fn kernel(&self) -> Result<String> {
+        Ok(self.kernel_description())
+    }
+
+    fn persist(&self) -> Result<()> {
+        Database::persist(self)
+    }
+
+    fn compact(&self) -> Result<()> {
+        Database::compact(self)
+    }
+
+    fn coalesce_stats(&self) -> Option<CoalesceStats> {
+        Some(Database::coalesce_stats(self))
+    }
 }

@@ -98,6 +98,51 @@ pub enum Error {
         /// The failure that poisoned the handle.
         reason: String,
     },
+    /// The sandbox the engine runs in stopped a call or could not start (only a sandboxed
+    /// engine, such as `srvdb_host::SandboxedDatabase`, reports these).
+    #[error("{}", sandbox_message(*.failure, .detail))]
+    Sandbox {
+        /// Which limit or failure.
+        failure: SandboxFailure,
+        /// What the runtime reported.
+        detail: String,
+    },
+}
+
+/// Why a sandboxed call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SandboxFailure {
+    /// The guest ran out of its fuel budget or its memory cap; the instance was reset and the
+    /// database reopened at its last commit.
+    Limit,
+    /// The guest trapped (a bug); the instance was reset and the database reopened.
+    Trap,
+    /// The call ran past the per-call deadline; the handle is closed.
+    Deadline,
+    /// The component could not be loaded or instantiated.
+    Setup,
+}
+
+impl SandboxFailure {
+    /// A short lowercase name (`limit`, `trap`, `deadline`, `setup`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SandboxFailure::Limit => "limit",
+            SandboxFailure::Trap => "trap",
+            SandboxFailure::Deadline => "deadline",
+            SandboxFailure::Setup => "setup",
+        }
+    }
+}
+
+fn sandbox_message(failure: SandboxFailure, detail: &str) -> String {
+    match failure {
+        SandboxFailure::Limit => format!("sandbox limit reached: {detail}; the instance was reset and the database reopened at its last commit"),
+        SandboxFailure::Trap => format!("the sandboxed engine trapped: {detail}; the instance was reset and the database reopened at its last commit"),
+        SandboxFailure::Deadline => format!("the sandboxed call ran past its deadline ({detail}) and was stopped: drop this handle and open the database again (it reopens at its last commit), or raise the sandbox's per-call deadline"),
+        SandboxFailure::Setup => format!("cannot start the sandbox: {detail}"),
+    }
 }
 
 fn at_index(index: Option<usize>) -> String {

@@ -38,11 +38,13 @@ pub mod format;
 pub mod index;
 pub mod meta;
 pub mod storage;
+pub mod store;
 #[cfg(feature = "text")]
 pub mod text;
 pub mod types;
 
 pub use coalesce::CoalesceStats;
 pub use db::Database;
-pub use error::{Error, Result};
+pub use error::{Error, Result, SandboxFailure};
+pub use store::{Delete, Missing, Queries, Query, Store, Write, WriteMode};
 pub use types::{EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit, StorageKind};
