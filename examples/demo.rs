@@ -6,7 +6,8 @@
 //! line), `queries.npy`, `queries.txt` and `gt_cosine.npy` (int32, the exact top-100 rows of
 //! each query). Without it the demo generates seeded, clustered synthetic vectors and says so.
 //!
-//! Run with `make demo` (or `cargo run --release --example demo`).
+//! Run with `cargo run --release --example demo`. (`make demo` runs the text demo,
+//! `examples/stdlib_search.py`, not this one.)
 
 use srvdb::{Database, Metadata, OpenOptions, SearchHit};
 use std::error::Error;
@@ -145,7 +146,8 @@ fn run() -> DemoResult<()> {
     );
     db.close()?;
 
-    // The first query, for `make demo` to ask again through the sandboxed component.
+    // The first query, saved so it can be asked again through the sandboxed component
+    // (`srvdb-host search target/demo-db --query-file target/demo-query.npy`).
     let query_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/demo-query.npy");
     write_npy_row(&query_file, &data.queries[..data.dim])?;
     println!(

