@@ -8,7 +8,7 @@
 //!
 //! Run with `make demo` (or `cargo run --release --example demo`).
 
-use srvdb::{Database, Metadata, OpenOptions, SearchHit};
+use srvdb::{Database, Metadata, OpenOptions, SearchHit, Store};
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
