@@ -18,7 +18,7 @@ use crate::index::flat::FlatIndex;
 use crate::index::{row_bit_set, Index, Queries, ScanSet};
 use crate::meta::{CommitBatch, CompactedRow, MetaStore};
 use crate::storage::fs::{DirLock, FsLocation};
-use crate::storage::sim::SimLocation;
+use crate::storage::memory::MemoryLocation;
 use crate::storage::{names, Location, RowStore, RowView};
 use crate::store::{self, Delete, Missing, Query, Store, Write, WriteMode};
 use crate::types::{
@@ -149,10 +149,12 @@ impl Database {
 
     /// An ephemeral database in memory: same engine, nothing written to disk.
     pub fn in_memory(options: OpenOptions) -> Result<Self> {
-        Self::open_in(Arc::new(SimLocation::ephemeral()), options, None)
+        Self::open_in(Arc::new(MemoryLocation::new()), options, None)
     }
 
-    /// Opens a database in any [`Location`] (the simulated, fault-injecting one in tests).
+    /// Opens a database in any [`Location`]: the simulated, fault-injecting one of the crash
+    /// tests (feature `testing`; applications open a directory or memory).
+    #[cfg(feature = "testing")]
     pub fn open_at(location: Arc<dyn Location>, options: OpenOptions) -> Result<Self> {
         Self::open_in(location, options, None)
     }
