@@ -18,7 +18,7 @@ mod native {
     use rayon::ThreadPool;
     use srvdb::distance::Kernels;
     use srvdb::format::{RowLayout, HEADER_BYTES};
-    use srvdb::{Database, Metric, OpenOptions};
+    use srvdb::{Database, Metric, OpenOptions, Store};
     use std::hint::black_box;
     use std::path::PathBuf;
     use std::time::{Duration, Instant};

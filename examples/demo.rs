@@ -9,7 +9,7 @@
 //! Run with `cargo run --release --example demo`. (`make demo` runs the text demo,
 //! `examples/stdlib_search.py`, not this one.)
 
-use srvdb::{Database, Metadata, OpenOptions, SearchHit};
+use srvdb::{Database, Metadata, OpenOptions, SearchHit, Store};
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -2,6 +2,7 @@
 //! `wit/srvdb.wit` to the engine. No logic lives here; conversions only. Built for
 //! `wasm32-wasip2` as `srvdb.wasm` (the engine uses the `std::fs` backend and SIMD128 there).
 
+use crate::store::{str_refs, Store, Write};
 use crate::types::{EmbedderSpec, Metadata, Metric, OpenOptions};
 use crate::Database;
 
@@ -158,9 +159,11 @@ impl GuestDatabase for GuestDb {
         metas: Vec<Option<String>>,
         docs: Vec<Option<String>>,
     ) -> Result<(), wit::Error> {
-        self.db
-            .add_with_documents(&ids, &vectors, &metadatas(metas), &docs)
-            .map_err(wit_error)
+        let ids = str_refs(&ids);
+        let docs: Vec<Option<&str>> = docs.iter().map(Option::as_deref).collect();
+        let metas = metadatas(metas);
+        let write = Write::add(&ids, &vectors).metadatas(&metas);
+        self.db.write(&write.documents(&docs)).map_err(wit_error)
     }
 
     fn upsert_with_documents(
@@ -170,13 +173,15 @@ impl GuestDatabase for GuestDb {
         metas: Vec<Option<String>>,
         docs: Vec<Option<String>>,
     ) -> Result<(), wit::Error> {
-        self.db
-            .upsert_with_documents(&ids, &vectors, &metadatas(metas), &docs)
-            .map_err(wit_error)
+        let ids = str_refs(&ids);
+        let docs: Vec<Option<&str>> = docs.iter().map(Option::as_deref).collect();
+        let metas = metadatas(metas);
+        let write = Write::upsert(&ids, &vectors).metadatas(&metas);
+        self.db.write(&write.documents(&docs)).map_err(wit_error)
     }
 
     fn documents(&self, ids: Vec<String>) -> Result<Vec<Option<String>>, wit::Error> {
-        self.db.documents(&ids).map_err(wit_error)
+        self.db.documents(&str_refs(&ids)).map_err(wit_error)
     }
 
     fn embedder(&self) -> Option<wit::EmbedderSpec> {

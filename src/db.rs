@@ -18,7 +18,7 @@ use crate::index::flat::FlatIndex;
 use crate::index::{row_bit_set, Index, Queries, ScanSet};
 use crate::meta::{CommitBatch, CompactedRow, MetaStore};
 use crate::storage::fs::{DirLock, FsLocation};
-use crate::storage::sim::SimLocation;
+use crate::storage::memory::MemoryLocation;
 use crate::storage::{names, Location, RowStore, RowView};
 use crate::store::{self, Delete, Missing, Query, Store, Write, WriteMode};
 use crate::types::{
@@ -33,9 +33,6 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 /// Below this many bytes of rows, `search` does not coalesce (see `search`).
 const COALESCE_MIN_BYTES: u64 = 4 << 20;
-
-/// The `documents` argument of a write without documents.
-const NO_DOCUMENTS: &[Option<&str>] = &[];
 
 /// Ids per chunk of the row -> id table.
 const ID_CHUNK: usize = 4096;
@@ -141,7 +138,6 @@ fn lock_poison_free<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-
 impl Database {
     /// Opens the database in directory `path`, creating it if needed.
     pub fn open(path: impl AsRef<Path>, options: OpenOptions) -> Result<Self> {
@@ -153,10 +149,12 @@ impl Database {
 
     /// An ephemeral database in memory: same engine, nothing written to disk.
     pub fn in_memory(options: OpenOptions) -> Result<Self> {
-        Self::open_in(Arc::new(SimLocation::ephemeral()), options, None)
+        Self::open_in(Arc::new(MemoryLocation::new()), options, None)
     }
 
-    /// Opens a database in any [`Location`] (the simulated, fault-injecting one in tests).
+    /// Opens a database in any [`Location`]: the simulated, fault-injecting one of the crash
+    /// tests (feature `testing`; applications open a directory or memory).
+    #[cfg(feature = "testing")]
     pub fn open_at(location: Arc<dyn Location>, options: OpenOptions) -> Result<Self> {
         Self::open_in(location, options, None)
     }
@@ -431,248 +429,6 @@ impl Database {
             .collect()
     }
 
-    /// The record stored under `id`, or `None`.
-    pub fn get(&self, id: &str) -> Result<Option<Record>> {
-        let ids = self.ids_read();
-        let Some(&row) = ids.rows_by_id.get(id) else {
-            return Ok(None);
-        };
-        let snap = self.published.load_full();
-        let (Some(rows), Some(dim)) = (&snap.rows, snap.dim) else {
-            return Ok(None);
-        };
-        rows.check_backed()?;
-        let Some(data) = rows.row(row) else {
-            return Ok(None);
-        };
-        let vector = data[..dim as usize].to_vec();
-        let metadata = match ids.pending_meta.get(&row) {
-            Some(m) => Some(m.clone()),
-            None => self.meta.metadata(row)?,
-        };
-        let document = match ids.pending_docs.get(&row) {
-            Some(d) => Some(d.clone()),
-            // A row not yet committed has nothing in redb, so this reads `None` for it.
-            None => self.meta.documents(&[row])?.pop().flatten(),
-        };
-        Ok(Some(Record {
-            id: id.to_owned(),
-            vector,
-            metadata,
-            document,
-        }))
-    }
-
-    /// The stored documents of `ids`, in order: `None` for an unknown id or a record stored
-    /// without one. One read transaction for all of them (a query's hits).
-    pub fn documents<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<Option<String>>> {
-        let state = self.ids_read();
-        let mut out = vec![None; ids.len()];
-        let mut committed = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            let Some(&row) = state.rows_by_id.get(id.as_ref()) else {
-                continue;
-            };
-            match state.pending_docs.get(&row) {
-                Some(doc) => out[i] = Some(doc.clone()),
-                None => committed.push((i, row)),
-            }
-        }
-        let rows: Vec<u64> = committed.iter().map(|&(_, row)| row).collect();
-        for ((i, _), doc) in committed.into_iter().zip(self.meta.documents(&rows)?) {
-            out[i] = doc;
-        }
-        Ok(out)
-    }
-
-    /// Inserts a batch. `vectors` holds `ids.len()` vectors back to back; `metadatas` is empty or
-    /// one entry per id. The batch is atomic: any invalid entry (duplicate or existing id, wrong
-    /// dimension, NaN/inf, bad id) rejects the whole batch and writes nothing.
-    pub fn add<S: AsRef<str>>(
-        &self,
-        ids: &[S],
-        vectors: &[f32],
-        metadatas: &[Option<Metadata>],
-    ) -> Result<()> {
-        self.write_batch(ids, vectors, metadatas, NO_DOCUMENTS, WriteMode::Add)
-    }
-
-    /// Like [`Database::add`], and stores each record's document (the text its vector was
-    /// embedded from) with it: `documents` is empty or one entry per id. Documents live in
-    /// `metadata.db`, follow their row through delete, upsert and compaction, and come back
-    /// from [`Database::get`] and [`Database::documents`].
-    pub fn add_with_documents<S: AsRef<str>, D: AsRef<str>>(
-        &self,
-        ids: &[S],
-        vectors: &[f32],
-        metadatas: &[Option<Metadata>],
-        documents: &[Option<D>],
-    ) -> Result<()> {
-        self.write_batch(ids, vectors, metadatas, documents, WriteMode::Add)
-    }
-
-    /// Like [`Database::add_with_documents`], but an existing id is replaced.
-    pub fn upsert_with_documents<S: AsRef<str>, D: AsRef<str>>(
-        &self,
-        ids: &[S],
-        vectors: &[f32],
-        metadatas: &[Option<Metadata>],
-        documents: &[Option<D>],
-    ) -> Result<()> {
-        self.write_batch(ids, vectors, metadatas, documents, WriteMode::Upsert)
-    }
-
-    /// Like [`Database::add`], but an existing id is replaced (its old row is deleted).
-    pub fn upsert<S: AsRef<str>>(
-        &self,
-        ids: &[S],
-        vectors: &[f32],
-        metadatas: &[Option<Metadata>],
-    ) -> Result<()> {
-        self.write_batch(ids, vectors, metadatas, NO_DOCUMENTS, WriteMode::Upsert)
-    }
-
-    fn write_batch<S: AsRef<str>, D: AsRef<str>>(
-        &self,
-        ids: &[S],
-        vectors: &[f32],
-        metadatas: &[Option<Metadata>],
-        documents: &[Option<D>],
-        mode: WriteMode,
-    ) -> Result<()> {
-        let n = ids.len();
-        if n == 0 {
-            if vectors.is_empty() && metadatas.is_empty() && documents.is_empty() {
-                return Ok(());
-            }
-            return Err(Error::invalid(
-                "vectors, metadatas or documents given without ids",
-            ));
-        }
-        if !metadatas.is_empty() && metadatas.len() != n {
-            return Err(Error::invalid(format!(
-                "{} metadatas for {n} ids: pass one per id, or none",
-                metadatas.len()
-            )));
-        }
-        if !documents.is_empty() && documents.len() != n {
-            return Err(Error::invalid(format!(
-                "{} documents for {n} ids: pass one per id, or none",
-                documents.len()
-            )));
-        }
-        check_documents_and_metadata(metadatas, documents)?;
-        // NaN/inf anywhere rejects the batch. Checked (on every core for large batches) before
-        // the writer lock is taken: no rayon work may run under it (see `append_rows`).
-        let non_finite = first_non_finite(vectors);
-        let mut w = lock_poison_free(&self.writer);
-        w.check()?;
-
-        // Validate everything before writing anything.
-        let dim = match w.dim {
-            Some(d) => {
-                if vectors.len() != n * d as usize {
-                    return Err(dimension_mismatch(d, vectors, n));
-                }
-                d as usize
-            }
-            None => {
-                if !vectors.len().is_multiple_of(n) || vectors.is_empty() {
-                    return Err(Error::invalid(format!(
-                        "{} values for {n} ids: vectors must all have the same length",
-                        vectors.len()
-                    )));
-                }
-                let d = vectors.len() / n;
-                check_dimension(d)?;
-                d
-            }
-        };
-        if let Some(pos) = non_finite {
-            return Err(Error::InvalidInput {
-                reason: format!(
-                    "component {} is {} (NaN and infinity cannot be searched)",
-                    pos % dim,
-                    vectors[pos]
-                ),
-                index: Some(pos / dim),
-            });
-        }
-        let mut replaced = Vec::new();
-        {
-            let state = self.ids_read();
-            let mut seen = HashSet::with_capacity(n);
-            for (i, id) in ids.iter().enumerate() {
-                let id = id.as_ref();
-                check_id(id, i)?;
-                if !seen.insert(id) {
-                    return Err(Error::DuplicateId {
-                        id: id.to_owned(),
-                        index: Some(i),
-                    });
-                }
-                if let Some(&row) = state.rows_by_id.get(id) {
-                    match mode {
-                        WriteMode::Add => {
-                            return Err(Error::DuplicateId {
-                                id: id.to_owned(),
-                                index: Some(i),
-                            })
-                        }
-                        WriteMode::Upsert => replaced.push((row, Arc::<str>::from(id))),
-                    }
-                }
-            }
-        }
-
-        // Write the rows through the write buffer.
-        if w.rows.is_none() {
-            self.create_rows(&mut w, dim as u32)?;
-        }
-        let first_row = w.rows.as_ref().map_or(0, |r| r.rows());
-        if let Err(e) = self.append_rows(&mut w, vectors, dim) {
-            w.poisoned = Some(e.to_string());
-            return Err(e);
-        }
-
-        // Record the batch, then publish it.
-        let new_ids: Vec<Arc<str>> = ids.iter().map(|s| Arc::from(s.as_ref())).collect();
-        for (i, id) in new_ids.iter().enumerate() {
-            let row = first_row + i as u64;
-            w.row_ids.push(id.clone());
-            w.pending_inserts.push((row, id.clone()));
-        }
-        for (row, id) in &replaced {
-            w.set_tombstone(*row);
-            w.pending_deletes.push((*row, id.clone()));
-        }
-        w.live += (n - replaced.len()) as u64;
-        {
-            let mut state = self.ids_write();
-            for (i, id) in new_ids.into_iter().enumerate() {
-                let row = first_row + i as u64;
-                state.rows_by_id.insert(id, row);
-                if let Some(Some(m)) = metadatas.get(i) {
-                    state.pending_meta.insert(row, m.clone());
-                }
-                if let Some(Some(d)) = documents.get(i) {
-                    state.pending_docs.insert(row, d.as_ref().to_owned());
-                }
-            }
-            for (row, _) in &replaced {
-                state.pending_meta.remove(row);
-                state.pending_docs.remove(row);
-            }
-            self.published.store(Arc::new(Self::snapshot_of(&w)));
-        }
-
-        if self.options.auto_commit_rows > 0 && w.uncommitted_ops() >= self.options.auto_commit_rows
-        {
-            self.commit_locked(&mut w)?;
-        }
-        Ok(())
-    }
-
     fn create_rows(&self, w: &mut Writer, dim: u32) -> Result<()> {
         let header = Header {
             layout: RowLayout::new(dim),
@@ -717,61 +473,6 @@ impl Database {
             done += take;
         }
         Ok(())
-    }
-
-    /// Deletes the records with these ids. Unknown ids reject the whole call with
-    /// [`Error::NotFound`]; repeated ids count once. Returns how many records were deleted.
-    pub fn delete<S: AsRef<str>>(&self, ids: &[S]) -> Result<usize> {
-        self.delete_ids(ids, Missing::Reject)
-    }
-
-    /// Deletes `ids`; with [`Missing::Skip`], unknown ids are skipped under the same writer
-    /// lock that deletes the others, so a concurrent delete cannot fail the call.
-    fn delete_ids<S: AsRef<str>>(&self, ids: &[S], missing: Missing) -> Result<usize> {
-        let mut w = lock_poison_free(&self.writer);
-        w.check()?;
-        let mut rows = Vec::with_capacity(ids.len());
-        {
-            let state = self.ids_read();
-            let mut seen = HashSet::new();
-            for id in ids {
-                let id = id.as_ref();
-                if !seen.insert(id) {
-                    continue;
-                }
-                match state.rows_by_id.get_key_value(id) {
-                    Some((key, &row)) => rows.push((row, key.clone())),
-                    None if missing == Missing::Skip => {}
-                    None => return Err(Error::NotFound { id: id.to_owned() }),
-                }
-            }
-        }
-        for (row, id) in &rows {
-            w.set_tombstone(*row);
-            w.pending_deletes.push((*row, id.clone()));
-        }
-        w.live -= rows.len() as u64;
-        {
-            let mut state = self.ids_write();
-            for (row, id) in &rows {
-                state.rows_by_id.remove(id);
-                state.pending_meta.remove(row);
-                state.pending_docs.remove(row);
-            }
-            self.published.store(Arc::new(Self::snapshot_of(&w)));
-        }
-        if self.options.auto_commit_rows > 0 && w.uncommitted_ops() >= self.options.auto_commit_rows
-        {
-            self.commit_locked(&mut w)?;
-        }
-        Ok(rows.len())
-    }
-
-    /// Makes every change so far durable: fsync `vectors.bin`, then commit redb.
-    pub fn persist(&self) -> Result<()> {
-        let mut w = lock_poison_free(&self.writer);
-        w.check()?;
-        self.commit_locked(&mut w)
     }
 
     fn commit_locked(&self, w: &mut Writer) -> Result<()> {
@@ -830,28 +531,6 @@ impl Database {
                 Err(e)
             }
         }
-    }
-
-    /// Rewrites the database without deleted rows. Crash-safe: a crash at any point leaves the
-    /// old or the new database (the redb commit that records the new rows is the switch).
-    /// Row numbers change; ids do not.
-    pub fn compact(&self) -> Result<()> {
-        let mut w = lock_poison_free(&self.writer);
-        w.check()?;
-        self.commit_locked(&mut w)?;
-        let dead = w
-            .tombstones
-            .iter()
-            .map(|x| x.count_ones() as u64)
-            .sum::<u64>();
-        if dead == 0 {
-            return Ok(());
-        }
-        let result = self.compact_locked(&mut w);
-        if let Err(e) = &result {
-            w.poisoned = Some(e.to_string());
-        }
-        result
     }
 
     fn compact_locked(&self, w: &mut Writer) -> Result<()> {
@@ -990,46 +669,6 @@ impl Database {
         }))
     }
 
-    /// The `k` best matches for `query`, best first. `k` larger than the count returns them all;
-    /// an empty database returns nothing.
-    ///
-    /// Concurrent calls on one handle are coalesced: a call that arrives while a scan is running
-    /// waits for it and is answered, with the others that arrived meanwhile, by one batch scan
-    /// (see `OpenOptions::coalesce_searches`). A lone call starts its scan at once.
-    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<SearchHit>> {
-        let snap = self.published.load_full();
-        let Some(dim) = snap.dim else {
-            return Ok(Vec::new());
-        };
-        // A bad query fails alone, before it can join a group.
-        check_queries(dim, query, 1)?;
-        let rows = snap.rows.as_ref().map_or(0, |r| r.rows());
-        let bytes = snap
-            .rows
-            .as_ref()
-            .map_or(0, |r| rows.saturating_mul(r.layout().stride_bytes() as u64));
-        // Rows that fit in cache are scanned in microseconds without touching DRAM: callers
-        // scanning side by side do not compete, and a queue would only add hand-offs.
-        // A rayon worker never waits in the coalescer: while it waited it could be the thread
-        // the running leader's scan needs (a scan started from inside the pool runs part of its
-        // work on the caller's thread, and rayon lets a waiting worker pick up other tasks, such
-        // as another `search` that would then queue behind it).
-        if !self.coalesce.load(Ordering::Relaxed) || bytes < COALESCE_MIN_BYTES || on_rayon_worker()
-        {
-            let mut out = self.search_snapshot(&snap, query, 1, k)?;
-            return Ok(out.pop().unwrap_or_default());
-        }
-        // One scan that already uses every core gains nothing from a second beside it.
-        let max_scans = if FlatIndex::scan_uses_all_cores(rows) {
-            1
-        } else {
-            parallelism()
-        };
-        drop(snap);
-        self.coalescer
-            .search(query, k, max_scans, |group| self.search_group(group))
-    }
-
     /// One scan for a group of coalesced single searches, over the newest snapshot (which every
     /// caller in the group published, or saw published, before it queued). Queries share a
     /// scan only with queries of a compatible `k` (see [`k_class`]): one caller asking for a
@@ -1096,25 +735,6 @@ impl Database {
     /// (fewer scans than queries means concurrent searches were coalesced).
     pub fn coalesce_stats(&self) -> CoalesceStats {
         self.coalescer.stats()
-    }
-
-    /// The `k` best matches for each of the queries in `queries` (back to back, each of the
-    /// database's dimension). Much cheaper per query than separate searches: rows are read once
-    /// per group of queries.
-    pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>> {
-        let snap = self.published.load_full();
-        let Some(dim) = snap.dim else {
-            return Ok(Vec::new());
-        };
-        if !queries.len().is_multiple_of(dim as usize) {
-            return Err(Error::DimensionMismatch {
-                expected: dim,
-                got: queries.len(),
-                index: None,
-            });
-        }
-        let n = queries.len() / dim as usize;
-        self.search_snapshot(&snap, queries, n, k)
     }
 
     fn search_snapshot(
@@ -1324,33 +944,312 @@ fn check_id(id: &str, index: usize) -> Result<()> {
 }
 
 impl Store for Database {
+    /// Inserts or replaces a batch. The batch is atomic: any invalid entry (duplicate or
+    /// existing id, wrong dimension, NaN/inf, bad id, oversized metadata or document) rejects
+    /// the whole batch and writes nothing. Documents live in `metadata.db` and follow their row
+    /// through delete, upsert and compaction.
     fn write(&self, request: &Write<'_>) -> Result<()> {
-        self.write_batch(
-            request.ids,
-            request.vectors,
-            request.metadatas,
-            request.documents,
-            request.mode,
-        )
+        let Write {
+            mode,
+            ids,
+            vectors,
+            metadatas,
+            documents,
+        } = *request;
+        let n = ids.len();
+        if n == 0 {
+            if vectors.is_empty() && metadatas.is_empty() && documents.is_empty() {
+                return Ok(());
+            }
+            return Err(Error::invalid(
+                "vectors, metadatas or documents given without ids",
+            ));
+        }
+        if !metadatas.is_empty() && metadatas.len() != n {
+            return Err(Error::invalid(format!(
+                "{} metadatas for {n} ids: pass one per id, or none",
+                metadatas.len()
+            )));
+        }
+        if !documents.is_empty() && documents.len() != n {
+            return Err(Error::invalid(format!(
+                "{} documents for {n} ids: pass one per id, or none",
+                documents.len()
+            )));
+        }
+        check_documents_and_metadata(metadatas, documents)?;
+        // NaN/inf anywhere rejects the batch. Checked (on every core for large batches) before
+        // the writer lock is taken: no rayon work may run under it (see `append_rows`).
+        let non_finite = first_non_finite(vectors);
+        let mut w = lock_poison_free(&self.writer);
+        w.check()?;
+
+        // Validate everything before writing anything.
+        let dim = match w.dim {
+            Some(d) => {
+                if vectors.len() != n * d as usize {
+                    return Err(dimension_mismatch(d, vectors, n));
+                }
+                d as usize
+            }
+            None => {
+                if !vectors.len().is_multiple_of(n) || vectors.is_empty() {
+                    return Err(Error::invalid(format!(
+                        "{} values for {n} ids: vectors must all have the same length",
+                        vectors.len()
+                    )));
+                }
+                let d = vectors.len() / n;
+                check_dimension(d)?;
+                d
+            }
+        };
+        if let Some(pos) = non_finite {
+            return Err(Error::InvalidInput {
+                reason: format!(
+                    "component {} is {} (NaN and infinity cannot be searched)",
+                    pos % dim,
+                    vectors[pos]
+                ),
+                index: Some(pos / dim),
+            });
+        }
+        let mut replaced = Vec::new();
+        {
+            let state = self.ids_read();
+            let mut seen = HashSet::with_capacity(n);
+            for (i, id) in ids.iter().enumerate() {
+                let id = *id;
+                check_id(id, i)?;
+                if !seen.insert(id) {
+                    return Err(Error::DuplicateId {
+                        id: id.to_owned(),
+                        index: Some(i),
+                    });
+                }
+                if let Some(&row) = state.rows_by_id.get(id) {
+                    match mode {
+                        WriteMode::Add => {
+                            return Err(Error::DuplicateId {
+                                id: id.to_owned(),
+                                index: Some(i),
+                            })
+                        }
+                        WriteMode::Upsert => replaced.push((row, Arc::<str>::from(id))),
+                    }
+                }
+            }
+        }
+
+        // Write the rows through the write buffer.
+        if w.rows.is_none() {
+            self.create_rows(&mut w, dim as u32)?;
+        }
+        let first_row = w.rows.as_ref().map_or(0, |r| r.rows());
+        if let Err(e) = self.append_rows(&mut w, vectors, dim) {
+            w.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+
+        // Record the batch, then publish it.
+        let new_ids: Vec<Arc<str>> = ids.iter().map(|s| Arc::<str>::from(*s)).collect();
+        for (i, id) in new_ids.iter().enumerate() {
+            let row = first_row + i as u64;
+            w.row_ids.push(id.clone());
+            w.pending_inserts.push((row, id.clone()));
+        }
+        for (row, id) in &replaced {
+            w.set_tombstone(*row);
+            w.pending_deletes.push((*row, id.clone()));
+        }
+        w.live += (n - replaced.len()) as u64;
+        {
+            let mut state = self.ids_write();
+            for (i, id) in new_ids.into_iter().enumerate() {
+                let row = first_row + i as u64;
+                state.rows_by_id.insert(id, row);
+                if let Some(Some(m)) = metadatas.get(i) {
+                    state.pending_meta.insert(row, m.clone());
+                }
+                if let Some(Some(d)) = documents.get(i) {
+                    state.pending_docs.insert(row, (*d).to_owned());
+                }
+            }
+            for (row, _) in &replaced {
+                state.pending_meta.remove(row);
+                state.pending_docs.remove(row);
+            }
+            self.published.store(Arc::new(Self::snapshot_of(&w)));
+        }
+
+        if self.options.auto_commit_rows > 0 && w.uncommitted_ops() >= self.options.auto_commit_rows
+        {
+            self.commit_locked(&mut w)?;
+        }
+        Ok(())
     }
 
+    /// Deletes `ids`; with [`Missing::Skip`], unknown ids are skipped under the same writer
+    /// lock that deletes the others, so a concurrent delete cannot fail the call.
     fn remove(&self, request: &Delete<'_>) -> Result<usize> {
-        self.delete_ids(request.ids, request.missing)
+        let Delete { ids, missing } = *request;
+        let mut w = lock_poison_free(&self.writer);
+        w.check()?;
+        let mut rows = Vec::with_capacity(ids.len());
+        {
+            let state = self.ids_read();
+            let mut seen = HashSet::new();
+            for id in ids {
+                let id = *id;
+                if !seen.insert(id) {
+                    continue;
+                }
+                match state.rows_by_id.get_key_value(id) {
+                    Some((key, &row)) => rows.push((row, key.clone())),
+                    None if missing == Missing::Skip => {}
+                    None => return Err(Error::NotFound { id: id.to_owned() }),
+                }
+            }
+        }
+        for (row, id) in &rows {
+            w.set_tombstone(*row);
+            w.pending_deletes.push((*row, id.clone()));
+        }
+        w.live -= rows.len() as u64;
+        {
+            let mut state = self.ids_write();
+            for (row, id) in &rows {
+                state.rows_by_id.remove(id);
+                state.pending_meta.remove(row);
+                state.pending_docs.remove(row);
+            }
+            self.published.store(Arc::new(Self::snapshot_of(&w)));
+        }
+        if self.options.auto_commit_rows > 0 && w.uncommitted_ops() >= self.options.auto_commit_rows
+        {
+            self.commit_locked(&mut w)?;
+        }
+        Ok(rows.len())
     }
 
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
         match request.queries {
-            store::Queries::One(query) => Ok(vec![Database::search(self, query, request.k)?]),
-            store::Queries::Batch(queries) => Database::search_batch(self, queries, request.k),
+            store::Queries::One(query) => Ok(vec![self.search(query, request.k)?]),
+            store::Queries::Batch(queries) => self.search_batch(queries, request.k),
         }
     }
 
-    fn get(&self, id: &str) -> Result<Option<Record>> {
-        Database::get(self, id)
+    /// The `k` best matches for `query`, best first. `k` larger than the count returns them all;
+    /// an empty database returns nothing.
+    ///
+    /// Concurrent calls on one handle are coalesced: a call that arrives while a scan is running
+    /// waits for it and is answered, with the others that arrived meanwhile, by one batch scan
+    /// (see `OpenOptions::coalesce_searches`). A lone call starts its scan at once.
+    fn search(&self, query: &[f32], k: usize) -> Result<Vec<SearchHit>> {
+        let snap = self.published.load_full();
+        let Some(dim) = snap.dim else {
+            return Ok(Vec::new());
+        };
+        // A bad query fails alone, before it can join a group.
+        check_queries(dim, query, 1)?;
+        let rows = snap.rows.as_ref().map_or(0, |r| r.rows());
+        let bytes = snap
+            .rows
+            .as_ref()
+            .map_or(0, |r| rows.saturating_mul(r.layout().stride_bytes() as u64));
+        // Rows that fit in cache are scanned in microseconds without touching DRAM: callers
+        // scanning side by side do not compete, and a queue would only add hand-offs.
+        // A rayon worker never waits in the coalescer: while it waited it could be the thread
+        // the running leader's scan needs (a scan started from inside the pool runs part of its
+        // work on the caller's thread, and rayon lets a waiting worker pick up other tasks, such
+        // as another `search` that would then queue behind it).
+        if !self.coalesce.load(Ordering::Relaxed) || bytes < COALESCE_MIN_BYTES || on_rayon_worker()
+        {
+            let mut out = self.search_snapshot(&snap, query, 1, k)?;
+            return Ok(out.pop().unwrap_or_default());
+        }
+        // One scan that already uses every core gains nothing from a second beside it.
+        let max_scans = if FlatIndex::scan_uses_all_cores(rows) {
+            1
+        } else {
+            parallelism()
+        };
+        drop(snap);
+        self.coalescer
+            .search(query, k, max_scans, |group| self.search_group(group))
     }
 
+    /// The `k` best matches for each of the queries in `queries` (back to back, each of the
+    /// database's dimension). Much cheaper per query than separate searches: rows are read once
+    /// per group of queries.
+    fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>> {
+        let snap = self.published.load_full();
+        let Some(dim) = snap.dim else {
+            return Ok(Vec::new());
+        };
+        if !queries.len().is_multiple_of(dim as usize) {
+            return Err(Error::DimensionMismatch {
+                expected: dim,
+                got: queries.len(),
+                index: None,
+            });
+        }
+        let n = queries.len() / dim as usize;
+        self.search_snapshot(&snap, queries, n, k)
+    }
+
+    /// The record stored under `id`, or `None`.
+    fn get(&self, id: &str) -> Result<Option<Record>> {
+        let ids = self.ids_read();
+        let Some(&row) = ids.rows_by_id.get(id) else {
+            return Ok(None);
+        };
+        let snap = self.published.load_full();
+        let (Some(rows), Some(dim)) = (&snap.rows, snap.dim) else {
+            return Ok(None);
+        };
+        rows.check_backed()?;
+        let Some(data) = rows.row(row) else {
+            return Ok(None);
+        };
+        let vector = data[..dim as usize].to_vec();
+        let metadata = match ids.pending_meta.get(&row) {
+            Some(m) => Some(m.clone()),
+            None => self.meta.metadata(row)?,
+        };
+        let document = match ids.pending_docs.get(&row) {
+            Some(d) => Some(d.clone()),
+            // A row not yet committed has nothing in redb, so this reads `None` for it.
+            None => self.meta.documents(&[row])?.pop().flatten(),
+        };
+        Ok(Some(Record {
+            id: id.to_owned(),
+            vector,
+            metadata,
+            document,
+        }))
+    }
+
+    /// The stored documents of `ids`, in order: `None` for an unknown id or a record stored
+    /// without one. One read transaction for all of them (a query's hits).
     fn documents(&self, ids: &[&str]) -> Result<Vec<Option<String>>> {
-        Database::documents(self, ids)
+        let state = self.ids_read();
+        let mut out = vec![None; ids.len()];
+        let mut committed = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let Some(&row) = state.rows_by_id.get(*id) else {
+                continue;
+            };
+            match state.pending_docs.get(&row) {
+                Some(doc) => out[i] = Some(doc.clone()),
+                None => committed.push((i, row)),
+            }
+        }
+        let rows: Vec<u64> = committed.iter().map(|&(_, row)| row).collect();
+        for ((i, _), doc) in committed.into_iter().zip(self.meta.documents(&rows)?) {
+            out[i] = doc;
+        }
+        Ok(out)
     }
 
     fn contains(&self, id: &str) -> Result<bool> {
@@ -1381,12 +1280,33 @@ impl Store for Database {
         Ok(self.kernel_description())
     }
 
+    /// Makes every change so far durable: fsync `vectors.bin`, then commit redb.
     fn persist(&self) -> Result<()> {
-        Database::persist(self)
+        let mut w = lock_poison_free(&self.writer);
+        w.check()?;
+        self.commit_locked(&mut w)
     }
 
+    /// Rewrites the database without deleted rows. Crash-safe: a crash at any point leaves the
+    /// old or the new database (the redb commit that records the new rows is the switch).
+    /// Row numbers change; ids do not.
     fn compact(&self) -> Result<()> {
-        Database::compact(self)
+        let mut w = lock_poison_free(&self.writer);
+        w.check()?;
+        self.commit_locked(&mut w)?;
+        let dead = w
+            .tombstones
+            .iter()
+            .map(|x| x.count_ones() as u64)
+            .sum::<u64>();
+        if dead == 0 {
+            return Ok(());
+        }
+        let result = self.compact_locked(&mut w);
+        if let Err(e) = &result {
+            w.poisoned = Some(e.to_string());
+        }
+        result
     }
 
     fn coalesce_stats(&self) -> Option<CoalesceStats> {

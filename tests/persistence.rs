@@ -3,7 +3,7 @@
 
 mod common;
 use common::{ids, seed, tempdir, Rng};
-use srvdb::{Database, Error, Metadata, Metric, OpenOptions, StorageKind};
+use srvdb::{Database, Error, Metadata, Metric, OpenOptions, StorageKind, Store};
 
 fn opts(kind: StorageKind) -> OpenOptions {
     OpenOptions::default().with_storage(kind)

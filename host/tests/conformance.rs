@@ -4,7 +4,7 @@
 
 mod common;
 use common::component_config;
-use srvdb::{Database, Error, Metadata, Metric, OpenOptions, Record, SearchHit};
+use srvdb::{Database, Error, Metadata, Metric, OpenOptions, Record, SearchHit, Store};
 use srvdb_host::{HostError, Sandbox, SandboxedDatabase};
 
 /// The operations the scenario needs, over both engines.
@@ -23,22 +23,22 @@ trait Engine {
 
 impl Engine for Database {
     fn add(&self, ids: &[&str], v: &[f32], m: &[Option<Metadata>]) -> Result<(), Error> {
-        Database::add(self, ids, v, m)
+        Store::add(self, ids, v, m)
     }
     fn upsert(&self, ids: &[&str], v: &[f32]) -> Result<(), Error> {
-        Database::upsert(self, ids, v, &[])
+        Store::upsert(self, ids, v, &[])
     }
     fn delete(&self, ids: &[&str]) -> Result<usize, Error> {
-        Database::delete(self, ids)
+        Store::delete(self, ids)
     }
     fn get(&self, id: &str) -> Result<Option<Record>, Error> {
-        Database::get(self, id)
+        Store::get(self, id)
     }
     fn search(&self, q: &[f32], k: usize) -> Result<Vec<SearchHit>, Error> {
-        Database::search(self, q, k)
+        Store::search(self, q, k)
     }
     fn search_batch(&self, q: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>, Error> {
-        Database::search_batch(self, q, k)
+        Store::search_batch(self, q, k)
     }
     fn count(&self) -> u64 {
         Database::count(self)
@@ -47,10 +47,10 @@ impl Engine for Database {
         Database::ids(self)
     }
     fn persist(&self) -> Result<(), Error> {
-        Database::persist(self)
+        Store::persist(self)
     }
     fn compact(&self) -> Result<(), Error> {
-        Database::compact(self)
+        Store::compact(self)
     }
 }
 

@@ -4,7 +4,7 @@
 //! must be the typed model error; the sandboxed embedder must agree with sentence-transformers'
 //! reference vectors, and the CLI's `add-text`/`query` must rank as those vectors do.
 
-use srvdb::{EmbedderSpec, Error, OpenOptions};
+use srvdb::{EmbedderSpec, Error, OpenOptions, Store};
 use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::{HostError, Sandbox};
 use std::path::{Path, PathBuf};

@@ -64,7 +64,7 @@ pub(crate) trait Engine: Send + Sync {
 
 impl Engine for srvdb::Database {
     fn add(&self, ids: &[String], vectors: &[f32], metadatas: &[Option<Metadata>]) -> Result<()> {
-        Ok(srvdb::Database::add(self, ids, vectors, metadatas)?)
+        Ok(srvdb::Store::add(self, ids, vectors, metadatas)?)
     }
 
     fn upsert(
@@ -73,15 +73,15 @@ impl Engine for srvdb::Database {
         vectors: &[f32],
         metadatas: &[Option<Metadata>],
     ) -> Result<()> {
-        Ok(srvdb::Database::upsert(self, ids, vectors, metadatas)?)
+        Ok(srvdb::Store::upsert(self, ids, vectors, metadatas)?)
     }
 
     fn delete(&self, ids: &[String]) -> Result<usize> {
-        Ok(srvdb::Database::delete(self, ids)?)
+        Ok(srvdb::Store::delete(self, ids)?)
     }
 
     fn get(&self, id: &str) -> Result<Option<Record>> {
-        Ok(srvdb::Database::get(self, id)?)
+        Ok(srvdb::Store::get(self, id)?)
     }
 
     fn contains(&self, id: &str) -> Result<bool> {
@@ -105,19 +105,19 @@ impl Engine for srvdb::Database {
     }
 
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<SearchHit>> {
-        Ok(srvdb::Database::search(self, query, k)?)
+        Ok(srvdb::Store::search(self, query, k)?)
     }
 
     fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>> {
-        Ok(srvdb::Database::search_batch(self, queries, k)?)
+        Ok(srvdb::Store::search_batch(self, queries, k)?)
     }
 
     fn persist(&self) -> Result<()> {
-        Ok(srvdb::Database::persist(self)?)
+        Ok(srvdb::Store::persist(self)?)
     }
 
     fn compact(&self) -> Result<()> {
-        Ok(srvdb::Database::compact(self)?)
+        Ok(srvdb::Store::compact(self)?)
     }
 
     fn add_with_documents(
@@ -128,16 +128,19 @@ impl Engine for srvdb::Database {
         documents: &[Option<String>],
         upsert: bool,
     ) -> Result<()> {
-        if upsert {
-            srvdb::Database::upsert_with_documents(self, ids, vectors, metadatas, documents)?;
+        let ids = srvdb::store::str_refs(ids);
+        let documents: Vec<Option<&str>> = documents.iter().map(Option::as_deref).collect();
+        let mode = if upsert {
+            srvdb::WriteMode::Upsert
         } else {
-            srvdb::Database::add_with_documents(self, ids, vectors, metadatas, documents)?;
-        }
-        Ok(())
+            srvdb::WriteMode::Add
+        };
+        let write = srvdb::Write::new(mode, &ids, vectors).metadatas(metadatas);
+        Ok(srvdb::Store::write(self, &write.documents(&documents))?)
     }
 
     fn documents(&self, ids: &[String]) -> Result<Vec<Option<String>>> {
-        Ok(srvdb::Database::documents(self, ids)?)
+        Ok(srvdb::Store::documents(self, &srvdb::store::str_refs(ids))?)
     }
 
     fn embedder(&self) -> Result<Option<EmbedderSpec>> {

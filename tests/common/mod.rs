@@ -253,3 +253,22 @@ pub fn items(data: &[f32], dim: usize) -> Vec<(String, Vec<f32>)> {
         .zip(data.chunks(dim).map(<[f32]>::to_vec))
         .collect()
 }
+
+/// Writes `ids` with their documents in `mode`, from the owned strings tests build (a
+/// [`srvdb::Write`] borrows `&str`s).
+pub fn write_documents<S: AsRef<str>, D: AsRef<str>>(
+    db: &impl srvdb::Store,
+    mode: srvdb::WriteMode,
+    ids: &[S],
+    vectors: &[f32],
+    metadatas: &[Option<srvdb::Metadata>],
+    documents: &[Option<D>],
+) -> srvdb::Result<()> {
+    let ids = srvdb::store::str_refs(ids);
+    let documents: Vec<Option<&str>> = documents
+        .iter()
+        .map(|d| d.as_ref().map(AsRef::as_ref))
+        .collect();
+    let write = srvdb::Write::new(mode, &ids, vectors).metadatas(metadatas);
+    db.write(&write.documents(&documents))
+}
