@@ -37,8 +37,11 @@ pub mod error;
 pub mod format;
 pub mod index;
 pub mod meta;
+pub mod npy;
 pub mod storage;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(feature = "text")]
 pub mod text;
 pub mod types;
