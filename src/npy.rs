@@ -474,7 +474,9 @@ mod tests {
             matches!(&err, NpyError::Dtype { found, expected: "<f4" } if found == "<i4"),
             "{err}"
         );
-        assert!(err.to_string().contains("\"<i4\" is not the expected \"<f4\""));
+        assert!(err
+            .to_string()
+            .contains("\"<i4\" is not the expected \"<f4\""));
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.npy");
