@@ -94,16 +94,9 @@ impl Engine for SandboxedDatabase {
     }
 }
 
+/// `n` seeded vectors of `dim` components in [-1, 1).
 fn data(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n * dim)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    srvdb::testing::Rng::new(seed).vectors(n, dim)
 }
 
 /// Everything the scenario observed, to compare between engines.

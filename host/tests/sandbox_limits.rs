@@ -12,17 +12,9 @@ use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::Sandbox;
 use std::time::{Duration, Instant};
 
-/// Deterministic pseudo-random values in [-1, 1) (xorshift), so the test needs no dependency.
+/// `n` seeded values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.max(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    srvdb::testing::Rng::new(seed).vectors(n, 1)
 }
 
 #[test]
