@@ -487,13 +487,6 @@ impl SandboxedDatabase {
         }
     }
 
-    fn call_plain<T>(
-        &self,
-        f: impl FnOnce(&wit::GuestDatabase, &mut Store<HostState>, ResourceAny) -> wasmtime::Result<T>,
-    ) -> Result<T> {
-        self.call(Touches::Nothing, |g, s, h| f(g, s, h).map(Ok))
-    }
-
     /// How many times the host has fsynced the database directory for this handle: after
     /// opening, and after each call that may create, rename or remove files. For tests.
     #[doc(hidden)]
@@ -521,54 +514,43 @@ impl SandboxedDatabase {
 
 impl srvdb::Store for SandboxedDatabase {
     fn write(&self, request: &Write<'_>) -> Result<()> {
-        let (ids, m) = (strings(request.ids), metas(request.metadatas));
-        let docs: Vec<Option<String>> = request
-            .documents
-            .iter()
-            .map(|d| d.map(str::to_owned))
-            .collect();
-        let vectors = request.vectors;
-        match (request.mode, docs.is_empty()) {
-            (WriteMode::Add, true) => self.call(Touches::Files, |g, s, h| {
-                g.call_add(s, h, &ids, vectors, &m)
-            }),
-            (WriteMode::Upsert, true) => self.call(Touches::Files, |g, s, h| {
-                g.call_upsert(s, h, &ids, vectors, &m)
-            }),
-            (WriteMode::Add, false) => self.call(Touches::Files, |g, s, h| {
-                g.call_add_with_documents(s, h, &ids, vectors, &m, &docs)
-            }),
-            (WriteMode::Upsert, false) => self.call(Touches::Files, |g, s, h| {
-                g.call_upsert_with_documents(s, h, &ids, vectors, &m, &docs)
-            }),
-        }
+        let request = wit::WriteRequest {
+            mode: match request.mode {
+                WriteMode::Add => wit::WriteMode::Add,
+                WriteMode::Upsert => wit::WriteMode::Upsert,
+            },
+            ids: strings(request.ids),
+            vectors: request.vectors.to_vec(),
+            metadatas: metas(request.metadatas),
+            documents: request
+                .documents
+                .iter()
+                .map(|d| d.map(str::to_owned))
+                .collect(),
+        };
+        self.call(Touches::Files, |g, s, h| g.call_write(s, h, &request))
     }
 
     fn remove(&self, request: &Delete<'_>) -> Result<usize> {
-        let mut ids = strings(request.ids);
-        if request.missing == Missing::Skip {
-            let mut known = Vec::with_capacity(ids.len());
-            for id in ids {
-                if self.contains(&id)? {
-                    known.push(id);
-                }
-            }
-            ids = known;
-        }
-        self.call(Touches::Files, |g, s, h| g.call_delete(s, h, &ids))
+        let request = wit::DeleteRequest {
+            ids: strings(request.ids),
+            skip_missing: request.missing == Missing::Skip,
+        };
+        self.call(Touches::Files, |g, s, h| g.call_remove(s, h, &request))
             .map(|n| n as usize)
     }
 
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
-        let k = u32::try_from(request.k).unwrap_or(u32::MAX);
-        let found = match request.queries {
-            Queries::One(query) => {
-                vec![self.call(Touches::Nothing, |g, s, h| g.call_search(s, h, query, k))?]
-            }
-            Queries::Batch(queries) => self.call(Touches::Nothing, |g, s, h| {
-                g.call_search_batch(s, h, queries, k)
-            })?,
+        let (queries, batch) = match request.queries {
+            Queries::One(query) => (query, false),
+            Queries::Batch(queries) => (queries, true),
         };
+        let request = wit::QueryRequest {
+            queries: queries.to_vec(),
+            batch,
+            k: u32::try_from(request.k).unwrap_or(u32::MAX),
+        };
+        let found = self.call(Touches::Nothing, |g, s, h| g.call_query(s, h, &request))?;
         Ok(found.into_iter().map(hits).collect())
     }
 
@@ -588,33 +570,33 @@ impl srvdb::Store for SandboxedDatabase {
     }
 
     fn contains(&self, id: &str) -> Result<bool> {
-        self.call_plain(|g, s, h| g.call_contains(s, h, id))
+        self.call(Touches::Nothing, |g, s, h| g.call_contains(s, h, id))
     }
 
     fn count(&self) -> Result<u64> {
-        self.call_plain(|g, s, h| g.call_count(s, h))
+        self.call(Touches::Nothing, |g, s, h| g.call_count(s, h))
     }
 
     fn ids(&self) -> Result<Vec<String>> {
-        self.call_plain(|g, s, h| g.call_ids(s, h))
+        self.call(Touches::Nothing, |g, s, h| g.call_ids(s, h))
     }
 
     fn dimension(&self) -> Result<Option<u32>> {
-        self.call_plain(|g, s, h| g.call_dimension(s, h))
+        self.call(Touches::Nothing, |g, s, h| g.call_dimension(s, h))
     }
 
     fn metric(&self) -> Result<Metric> {
-        self.call_plain(|g, s, h| g.call_metric(s, h))
+        self.call(Touches::Nothing, |g, s, h| g.call_metric(s, h))
             .map(metric_from_wit)
     }
 
     fn embedder(&self) -> Result<Option<EmbedderSpec>> {
-        self.call_plain(|g, s, h| g.call_embedder(s, h))
+        self.call(Touches::Nothing, |g, s, h| g.call_embedder(s, h))
             .map(|e| e.map(spec_from_wit))
     }
 
     fn kernel(&self) -> Result<String> {
-        self.call_plain(|g, s, h| g.call_kernel(s, h))
+        self.call(Touches::Nothing, |g, s, h| g.call_kernel(s, h))
     }
 
     fn persist(&self) -> Result<()> {
