@@ -74,7 +74,10 @@ fn usage_errors_are_refused_before_any_work() {
             &["search", "db", "--query", "1,2", "--query-file", "q.npy"],
             "cannot be used with",
         ),
-        (&["search", "db", "--query", "1,x"], "invalid value 'x' for '--query"),
+        (
+            &["search", "db", "--query", "1,x"],
+            "invalid value 'x' for '--query",
+        ),
         (&["ingest", "db", "v.npy", "--batch", "0"], "--batch"),
         (
             &["search", "db", "--query", "1", "-k", "many"],
