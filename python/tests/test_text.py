@@ -150,3 +150,20 @@ def test_sandboxed_embedder_matches_the_reference(model, tmp_path):
     ours = np.asarray(ours, dtype=np.float32)
     assert cosines(ours, VECTORS).min() >= MIN_COSINE
     assert hit[0] == "s0" and hit[2] == SENTENCES[0]
+
+
+@pytest.mark.parametrize("backend", ["native", "wasm"])
+def test_embedding_documents_advances_a_progress_bar(model, tmp_path, fake_tqdm, backend):
+    try:
+        db = srvdb.open(tmp_path / "db", embedder=model, backend=backend)
+    except srvdb.BackendUnavailableError as e:
+        pytest.skip(str(e))
+    docs = SENTENCES * 15  # more than one embedding batch (and one sandboxed call)
+    with db:
+        db.add([f"s{i}" for i in range(len(docs))], documents=docs, progress=True)
+        (bar,) = fake_tqdm
+        assert (bar.total, bar.n, bar.closed) == (len(docs), len(docs), True)
+        db.embed(SENTENCES, progress=False)
+        assert len(fake_tqdm) == 1
+        assert db.query(SENTENCES[0], k=1)[0][2] == SENTENCES[0]
+
