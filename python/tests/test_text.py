@@ -167,3 +167,21 @@ def test_embedding_documents_advances_a_progress_bar(model, tmp_path, fake_tqdm,
         assert len(fake_tqdm) == 1
         assert db.query(SENTENCES[0], k=1)[0][2] == SENTENCES[0]
 
+
+def test_model_cache_dir_env_then_platformdirs_then_xdg(monkeypatch, tmp_path):
+    import types
+
+    monkeypatch.setenv("SRVDB_MODEL_DIR", str(tmp_path / "env"))
+    assert srvdb.text.cache_dir() == tmp_path / "env"
+    monkeypatch.delenv("SRVDB_MODEL_DIR")
+    fake = types.ModuleType("platformdirs")
+    fake.user_cache_dir = lambda name, appauthor=None: str(tmp_path / "platform" / name)
+    monkeypatch.setitem(sys.modules, "platformdirs", fake)
+    assert srvdb.text.cache_dir() == tmp_path / "platform" / "srvdb" / "models"
+    # Without platformdirs: $XDG_CACHE_HOME, else ~/.cache (the Rust crate's locations).
+    monkeypatch.setitem(sys.modules, "platformdirs", None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert srvdb.text.cache_dir() == tmp_path / "xdg" / "srvdb" / "models"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert srvdb.text.cache_dir() == tmp_path / "home" / ".cache" / "srvdb" / "models"
