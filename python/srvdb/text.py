@@ -8,8 +8,11 @@ needs none of them. :func:`model_dir` unpacks it once into the model cache and r
 folder; ``srvdb.open(path, embedder="all-MiniLM-L6-v2")`` calls it for you.
 ``python -m srvdb.text`` does the same from a shell and prints the folder.
 
-The cache is ``SRVDB_MODEL_DIR`` if set, else ``$XDG_CACHE_HOME/srvdb/models``, else
-``~/.cache/srvdb/models`` (the Rust crate's ``srvdb::embed::locate`` looks in the same place).
+The cache is ``SRVDB_MODEL_DIR`` if set, else ``models`` in the platform's cache folder for
+srvdb: with ``platformdirs`` installed, ``~/Library/Caches/srvdb`` on macOS and
+``%LOCALAPPDATA%\\srvdb\\Cache`` on Windows; otherwise, and on Linux either way,
+``$XDG_CACHE_HOME/srvdb``, else ``~/.cache/srvdb`` (where the Rust crate's
+``srvdb::embed::locate`` looks).
 """
 
 from __future__ import annotations
@@ -39,6 +42,12 @@ def cache_dir() -> Path:
     env = os.environ.get("SRVDB_MODEL_DIR")
     if env:
         return Path(env)
+    try:
+        import platformdirs
+    except ImportError:
+        platformdirs = None
+    if platformdirs is not None:
+        return Path(platformdirs.user_cache_dir("srvdb", appauthor=False)) / "models"
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
     return base / "srvdb" / "models"
