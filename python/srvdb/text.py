@@ -47,7 +47,7 @@ def cache_dir() -> Path:
     except ImportError:
         platformdirs = None
     if platformdirs is not None:
-        return Path(platformdirs.user_cache_dir("srvdb", appauthor=False)) / "models"
+        return Path(platformdirs.user_cache_dir("srvdb", appauthor=False, opinion=False)) / "models"
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
     return base / "srvdb" / "models"
