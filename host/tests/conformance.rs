@@ -23,22 +23,22 @@ trait Engine {
 
 impl Engine for Database {
     fn add(&self, ids: &[&str], v: &[f32], m: &[Option<Metadata>]) -> Result<(), Error> {
-        Database::add(self, ids, v, m)
+        <Database as srvdb::Store>::add(self, ids, v, m)
     }
     fn upsert(&self, ids: &[&str], v: &[f32]) -> Result<(), Error> {
-        Database::upsert(self, ids, v, &[])
+        <Database as srvdb::Store>::upsert(self, ids, v, &[])
     }
     fn delete(&self, ids: &[&str]) -> Result<usize, Error> {
-        Database::delete(self, ids)
+        <Database as srvdb::Store>::delete(self, ids)
     }
     fn get(&self, id: &str) -> Result<Option<Record>, Error> {
-        Database::get(self, id)
+        <Database as srvdb::Store>::get(self, id)
     }
     fn search(&self, q: &[f32], k: usize) -> Result<Vec<SearchHit>, Error> {
-        Database::search(self, q, k)
+        <Database as srvdb::Store>::search(self, q, k)
     }
     fn search_batch(&self, q: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>, Error> {
-        Database::search_batch(self, q, k)
+        <Database as srvdb::Store>::search_batch(self, q, k)
     }
     fn count(&self) -> u64 {
         Database::count(self)
@@ -47,10 +47,10 @@ impl Engine for Database {
         Database::ids(self)
     }
     fn persist(&self) -> Result<(), Error> {
-        Database::persist(self)
+        <Database as srvdb::Store>::persist(self)
     }
     fn compact(&self) -> Result<(), Error> {
-        Database::compact(self)
+        <Database as srvdb::Store>::compact(self)
     }
 }
 
@@ -94,16 +94,9 @@ impl Engine for SandboxedDatabase {
     }
 }
 
+/// `n` seeded vectors of `dim` components in [-1, 1).
 fn data(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n * dim)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    srvdb::testing::Rng::new(seed).vectors(n, dim)
 }
 
 /// Everything the scenario observed, to compare between engines.
