@@ -443,20 +443,20 @@ mod tests {
 
     #[test]
     fn guest_paths_map_to_the_host_directory() {
-        let map = PathMap::new("/db", Path::new("/home/u/my db"));
-        assert_eq!(map.path("/db"), PathBuf::from("/home/u/my db"));
+        let map = PathMap::new("/db", Path::new("/data/my db"));
+        assert_eq!(map.path("/db"), PathBuf::from("/data/my db"));
         assert_eq!(
             map.path("/db/vectors.bin"),
-            PathBuf::from("/home/u/my db/vectors.bin")
+            PathBuf::from("/data/my db/vectors.bin")
         );
         assert_eq!(map.path("/dbx/a"), PathBuf::from("/dbx/a"));
         assert_eq!(map.path("/other"), PathBuf::from("/other"));
         assert_eq!(
             map.text("opening /db/vectors.bin: (/db) \"/db/m.db\""),
-            "opening /home/u/my db/vectors.bin: (/home/u/my db) \"/home/u/my db/m.db\""
+            "opening /data/my db/vectors.bin: (/data/my db) \"/data/my db/m.db\""
         );
         assert_eq!(map.text("a/db/b /dbx x/db"), "a/db/b /dbx x/db");
-        assert_eq!(map.text("/db"), "/home/u/my db");
+        assert_eq!(map.text("/db"), "/data/my db");
         assert_eq!(map.text(""), "");
     }
 }
