@@ -658,8 +658,8 @@ fn write_fuzz_seeds() {
 /// Inputs on which a dependency, not SrvDB's own code, fails (fuzz/known-failures/<target>/):
 /// redb 4.6 panics (`unreachable!()` in `BtreeMut::get_helper`, from `Database::create`) on the
 /// damaged metadata.db of `open_metadata/redb-unreachable-page-type` (a mode byte, then the
-/// file). `storage/fs.rs` and `storage/sim.rs` open redb through `srvdb::meta::open_guarded`,
-/// which turns that panic into `Corrupt`.
+/// file). `srvdb::meta::open_redb` opens redb, on any location, through
+/// `srvdb::meta::open_guarded`, which turns that panic into `Corrupt`.
 #[test]
 fn known_failure_redb_panics_on_a_damaged_metadata_db() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/known-failures/open_metadata");

@@ -1,6 +1,7 @@
 //! Power-loss safety, proven with the fault-injecting storage (`srvdb::storage::sim`): a
 //! workload of adds, deletes, upserts, commits and two compactions runs with the N-th mutating
-//! operation failing, for every N: a write, a length change, a file sync, a create, a rename, a
+//! operation failing, for every N: a write, a length change, a file sync (of the rows or of
+//! redb's `metadata.db`, which runs over the same simulated files), a create, a rename, a
 //! remove or a directory sync. The "disk" then keeps what a power cut (synced bytes under
 //! synced names), a killed process (everything) or a power cut during write-back (torn: a
 //! seeded part of the unsynced writes, lengths and directory operations) would leave, and the
@@ -194,6 +195,8 @@ struct Sweep {
     in_flight: usize,
     /// Fault points whose op was a directory operation or directory sync.
     dir_faults: usize,
+    /// Fault points whose op was a write, length change or sync of redb's metadata store.
+    redb_faults: usize,
     /// The in-flight commit (acked, whether its commit call failed) and the first fault point
     /// after which a power-loss image held it.
     commit_point_passed: Option<((usize, bool), i64)>,
@@ -305,6 +308,12 @@ fn sweep(
         if matches!(op, "create" | "rename" | "remove" | "dir sync") {
             out.dir_faults += 1;
         }
+        if faults
+            .failed_file()
+            .is_some_and(|f| f.starts_with("metadata.db"))
+        {
+            out.redb_faults += 1;
+        }
         for crash in images(n, s) {
             out.images += 1;
             let power_cut_after = crash != Crash::ProcessKill || power_cut_after_kill;
@@ -361,9 +370,10 @@ fn every_failed_operation_leaves_a_committed_state_in_every_crash_image() {
     let started = std::time::Instant::now();
     let sweep = sweep(Defects::default(), s, crashes, true);
     eprintln!(
-        "{} fault points ({} on directory operations) x {} images each: {} recovered the last acknowledged commit, {} the commit in flight, {} violations, in {:.1} s",
+        "{} fault points ({} on directory operations, {} on redb's writes and syncs) x {} images each: {} recovered the last acknowledged commit, {} the commit in flight, {} violations, in {:.1} s",
         sweep.fault_points,
         sweep.dir_faults,
+        sweep.redb_faults,
         sweep.images / sweep.fault_points.max(1) as usize,
         sweep.acked,
         sweep.in_flight,
@@ -380,6 +390,11 @@ fn every_failed_operation_leaves_a_committed_state_in_every_crash_image() {
     assert!(
         sweep.dir_faults > 10,
         "the sweep must fail directory operations too"
+    );
+    assert!(
+        sweep.redb_faults > 10,
+        "the sweep must fail redb's own writes and syncs too (metadata.db goes through the \
+         simulated files)"
     );
     assert!(
         sweep.acked > 0 && sweep.in_flight > 0,

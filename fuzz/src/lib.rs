@@ -421,7 +421,7 @@ fn row_vector(row: u64, dim: u32) -> Vec<f32> {
 }
 
 fn write(location: &SimLocation, w: &Written) {
-    let db = location.open_metadata().expect("a fresh metadata store");
+    let db = srvdb::meta::open_redb(location).expect("a fresh metadata store");
     let txn = db.begin_write().expect("begin_write");
     {
         let mut config = txn.open_table(tables::CONFIG).expect("config");

@@ -45,7 +45,7 @@ impl Database {
                 "missing, but vectors.bin exists: the ids and the commit record are gone",
             ));
         }
-        let meta = MetaStore::new(location.open_metadata()?, location.path_of(names::METADATA));
+        let meta = MetaStore::open(location.as_ref())?;
         let mut loaded = meta.load()?;
 
         // Finish or discard a compaction that a crash interrupted.

@@ -3,9 +3,12 @@
 //! in `vectors.bin` do not exist.
 
 use crate::error::{Error, Result};
+use crate::storage::{create_durably, names, ByteFile, Location};
 use crate::types::{EmbedderSpec, Metadata, Metric, MAX_DIMENSION};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 /// id -> row.
 const ID_TO_ROW: TableDefinition<&str, u64> = TableDefinition::new("id_to_row");
@@ -36,6 +39,87 @@ const KEY_COMPACTION_PENDING: &str = "compaction_pending";
 
 /// Version of the table layout.
 const META_FORMAT: u64 = 1;
+
+/// A file of a [`Location`] as redb's storage: every byte redb reads or writes goes through
+/// the location, so the simulated one of the crash tests can fail and lose redb's writes and
+/// syncs as it does the rows'. (redb's own `FileBackend` would make the same positioned calls,
+/// plus a file lock that the directory's lock makes unnecessary.)
+#[derive(Debug)]
+struct RedbFile(Arc<dyn ByteFile>);
+
+impl redb::StorageBackend for RedbFile {
+    fn len(&self) -> io::Result<u64> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        self.0.read_at(offset, out)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.0.write_at(offset, data)
+    }
+}
+
+/// Opens the redb store `metadata.db` of `loc`, creating it atomically if it does not exist:
+/// redb initialises it under `metadata.db.new`, which is then synced and renamed into place
+/// ([`create_durably`]), so a crash never leaves a half-made `metadata.db`. A leftover
+/// `metadata.db.new` is removed. A `metadata.db` that is empty or all zeros where redb's header
+/// goes is [`Error::Corrupt`] (it cannot be a store this protocol made), and so is one redb
+/// cannot read (see [`open_guarded`]).
+pub fn open_redb(loc: &dyn Location) -> Result<redb::Database> {
+    let path = loc.path_of(names::METADATA);
+    let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+    let create =
+        |file: Arc<dyn ByteFile>| redb::Database::builder().create_with_backend(RedbFile(file));
+    loc.remove(names::METADATA_NEW)?;
+    let file = match loc.open(names::METADATA)? {
+        Some(file) => {
+            check_not_blank(file.as_ref(), &path)?;
+            file
+        }
+        None => {
+            create_durably(loc, names::METADATA, names::METADATA_NEW, |file| {
+                let db = create(file.clone())
+                    .map_err(|e| map_db_error(e, &loc.path_of(names::METADATA_NEW), &dir))?;
+                drop(db);
+                Ok(())
+            })?;
+            loc.open(names::METADATA)?.ok_or_else(|| {
+                Error::io(
+                    format!("opening {}", path.display()),
+                    io::Error::new(io::ErrorKind::NotFound, "gone right after it was created"),
+                )
+            })?
+        }
+    };
+    // redb 4.6 can panic on a damaged file (an unreachable page type): that is `Corrupt`.
+    open_guarded(&path, &dir, || create(file))
+}
+
+/// A `metadata.db` that is empty or all zeros where redb's header goes is damage: the store is
+/// created under a temporary name and renamed into place only once redb has initialised it, so
+/// a crash during creation never leaves a blank `metadata.db`.
+fn check_not_blank(file: &dyn ByteFile, path: &Path) -> Result<()> {
+    let len = file.len().map_err(Error::io_ctx(format!(
+        "reading the length of {}",
+        path.display()
+    )))?;
+    let mut head = vec![0u8; len.min(4096) as usize];
+    file.read_at(0, &mut head)
+        .map_err(Error::io_ctx(format!("reading {}", path.display())))?;
+    if head.iter().all(|&b| b == 0) {
+        return Err(Error::corrupt(
+            path,
+            "blank file (truncated or never written metadata store)",
+        ));
+    }
+    Ok(())
+}
 
 /// Maps redb's open errors onto ours: a second writer is `Locked`, anything about the bytes
 /// is `Corrupt`.
@@ -325,9 +409,12 @@ pub struct MetaStore {
 }
 
 impl MetaStore {
-    /// Wraps an open redb database; `path` names it in errors.
-    pub fn new(db: redb::Database, path: std::path::PathBuf) -> Self {
-        MetaStore { db, path }
+    /// Opens (or creates) the metadata store of `loc` (see [`open_redb`]).
+    pub fn open(loc: &dyn Location) -> Result<Self> {
+        Ok(MetaStore {
+            db: open_redb(loc)?,
+            path: loc.path_of(names::METADATA),
+        })
     }
 
     /// Reads everything the engine keeps in memory, range-checking every configuration value
@@ -629,9 +716,9 @@ mod tests {
     use super::*;
 
     fn store(dir: &std::path::Path) -> MetaStore {
-        let path = dir.join("metadata.db");
-        let db = redb::Database::create(&path).expect("create");
-        MetaStore::new(db, path)
+        let loc = crate::storage::fs::FsLocation::new(dir, crate::types::StorageKind::File)
+            .expect("location");
+        MetaStore::open(&loc).expect("create")
     }
 
     /// The commit protocol, with and without the overlapped fsync: a batch is recorded only if

@@ -1,16 +1,20 @@
 //! A database directory on a real file system (natively, or the one preopened directory a WASI
 //! guest sees): positioned `std::fs` I/O, directory fsyncs, and the writer's lock file.
 
-use super::{cached::CachedRows, check_and_cut, names, ByteFile, Location, RowStore};
+use super::{cached::CachedRows, ByteFile, Location, RowStore};
 use crate::error::{Error, Result};
-use crate::format::Header;
+use crate::format::RowLayout;
 use crate::types::StorageKind;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A `std::fs::File` as a [`ByteFile`].
+/// A `std::fs::File` as a [`ByteFile`]: positioned reads and writes, and `sync_data`
+/// (`fdatasync`; `F_FULLFSYNC` on Apple platforms, as std does). The rows and, through
+/// `crate::meta`, redb's metadata store both go through it; redb's own `FileBackend` does the
+/// same calls (`pread`/`pwrite`, `File::sync_data`) plus a lock on the file, which the
+/// directory's [`DirLock`] makes unnecessary.
 #[derive(Debug)]
 pub struct StdFile {
     #[cfg(unix)]
@@ -140,7 +144,7 @@ impl DirLock {
     pub fn acquire(dir: &Path) -> Result<Self> {
         #[cfg(not(target_arch = "wasm32"))]
         {
-            let path = dir.join(names::LOCK);
+            let path = dir.join(super::names::LOCK);
             let mut options = OpenOptions::new();
             options.create(true).truncate(false).write(true);
             #[cfg(unix)]
@@ -227,43 +231,13 @@ impl FsLocation {
         &self.dir
     }
 
-    fn open_file(&self, name: &str, create: bool) -> Result<File> {
-        let path = self.dir.join(name);
+    fn open_file(&self, name: &str, create: bool) -> io::Result<File> {
         OpenOptions::new()
             .read(true)
             .write(true)
             .create(create)
             .truncate(create)
-            .open(&path)
-            .map_err(Error::io_ctx(format!("opening {}", path.display())))
-    }
-
-    fn rows_from(
-        &self,
-        file: StdFile,
-        path: PathBuf,
-        header: Header,
-        rows: u64,
-    ) -> Result<Box<dyn RowStore>> {
-        match self.storage {
-            #[cfg(not(target_arch = "wasm32"))]
-            StorageKind::Mmap => Ok(Box::new(super::mmap::MmapRows::open(
-                file,
-                path,
-                header.layout,
-                rows,
-            )?)),
-            #[cfg(target_arch = "wasm32")]
-            StorageKind::Mmap => Err(Error::invalid(
-                "the mmap backend is not available on wasm32: use StorageKind::File",
-            )),
-            StorageKind::File => Ok(Box::new(CachedRows::open(
-                Some(Arc::new(file)),
-                path,
-                header.layout,
-                rows,
-            )?)),
-        }
+            .open(self.dir.join(name))
     }
 }
 
@@ -282,27 +256,54 @@ impl Location for FsLocation {
             .map_err(Error::io_ctx(format!("inspecting {}", path.display())))
     }
 
-    fn open_rows(
-        &self,
-        name: &str,
-        committed_rows: u64,
-    ) -> Result<Option<(Header, Box<dyn RowStore>)>> {
-        if !self.exists(name)? {
-            return Ok(None);
+    fn open(&self, name: &str) -> Result<Option<Arc<dyn ByteFile>>> {
+        match self.open_file(name, false) {
+            Ok(file) => Ok(Some(Arc::new(StdFile::new(file)))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(
+                format!("opening {}", self.dir.join(name).display()),
+                e,
+            )),
         }
-        let path = self.dir.join(name);
-        let file = StdFile::new(self.open_file(name, false)?);
-        let header = check_and_cut(&file, &path, committed_rows)?;
-        let store = self.rows_from(file, path, header, committed_rows)?;
-        Ok(Some((header, store)))
     }
 
-    fn create_rows(&self, name: &str, header: &Header) -> Result<Box<dyn RowStore>> {
-        let path = self.dir.join(name);
-        let file = StdFile::new(self.open_file(name, true)?);
-        super::write_header(&file, &path, header)?;
-        sync_dir(&self.dir)?;
-        self.rows_from(file, path, *header, 0)
+    fn create(&self, name: &str) -> Result<Arc<dyn ByteFile>> {
+        let file = self.open_file(name, true).map_err(Error::io_ctx(format!(
+            "creating {}",
+            self.dir.join(name).display()
+        )))?;
+        Ok(Arc::new(StdFile::new(file)))
+    }
+
+    /// Memory-mapped rows (natively, with [`StorageKind::Mmap`]) need the real file this
+    /// location handed out; otherwise the default cached rows.
+    fn rows_over(
+        &self,
+        file: Arc<dyn ByteFile>,
+        path: PathBuf,
+        layout: RowLayout,
+        rows: u64,
+    ) -> Result<Box<dyn RowStore>> {
+        match self.storage {
+            #[cfg(not(target_arch = "wasm32"))]
+            StorageKind::Mmap => {
+                let any: Arc<dyn std::any::Any + Send + Sync> = file;
+                let file = any.downcast::<StdFile>().map_err(|_| {
+                    Error::invalid(format!(
+                        "{} is not a file of this directory: the mmap backend maps only files its FsLocation opened",
+                        path.display()
+                    ))
+                })?;
+                Ok(Box::new(super::mmap::MmapRows::open(
+                    file, path, layout, rows,
+                )?))
+            }
+            #[cfg(target_arch = "wasm32")]
+            StorageKind::Mmap => Err(Error::invalid(
+                "the mmap backend is not available on wasm32: use StorageKind::File",
+            )),
+            StorageKind::File => Ok(Box::new(CachedRows::open(Some(file), path, layout, rows)?)),
+        }
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {
@@ -326,20 +327,5 @@ impl Location for FsLocation {
 
     fn sync_dir(&self) -> Result<()> {
         sync_dir(&self.dir)
-    }
-
-    fn open_metadata(&self) -> Result<redb::Database> {
-        let path = self.dir.join(names::METADATA);
-        let map = |e| crate::meta::map_db_error(e, &path, &self.dir);
-        self.remove(names::METADATA_NEW)?;
-        if self.exists(names::METADATA)? {
-            let file = StdFile::new(self.open_file(names::METADATA, false)?);
-            super::check_metadata_not_blank(&file, &path)?;
-        } else {
-            drop(redb::Database::create(self.dir.join(names::METADATA_NEW)).map_err(map)?);
-            self.rename(names::METADATA_NEW, names::METADATA)?;
-        }
-        // redb 4.6 can panic on a damaged file (an unreachable page type): that is `Corrupt`.
-        crate::meta::open_guarded(&path, &self.dir, || redb::Database::create(&path))
     }
 }

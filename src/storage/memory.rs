@@ -1,10 +1,10 @@
 //! The location of an in-memory database ([`crate::Database::in_memory`]): the rows live in
-//! their row cache and the metadata store in redb's in-memory backend. Nothing is durable and
-//! nothing fails, so none of the crash simulation's bookkeeping is needed (that is `sim`,
-//! behind the `testing` feature).
+//! their row cache, and every other file (the metadata store) in a byte buffer. Nothing is
+//! durable and nothing fails, so none of the crash simulation's bookkeeping is needed (that is
+//! `sim`, behind the `testing` feature).
 
 use super::cached::CachedRows;
-use super::{names, Location, RowStore, RowView};
+use super::{ByteFile, Location, RowStore, RowView};
 use crate::chunked::ChunkedVec;
 use crate::error::{Error, Result};
 use crate::format::{Header, RowLayout};
@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// What a name of the directory holds.
 #[derive(Debug)]
 enum Contents {
-    /// The metadata store (its bytes are redb's).
-    Metadata,
+    /// A file of bytes (the metadata store).
+    Bytes(Arc<MemoryFile>),
     /// A rows file: its header, and where its rows go when their store closes.
     Rows(Header, Slot),
 }
@@ -28,6 +28,59 @@ type Slot = Arc<Mutex<Option<ChunkedVec<f32>>>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A file in memory.
+#[derive(Debug, Default)]
+struct MemoryFile {
+    bytes: Mutex<Vec<u8>>,
+}
+
+fn too_large(n: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::OutOfMemory,
+        format!("{n} bytes do not fit in this platform's memory"),
+    )
+}
+
+impl ByteFile for MemoryFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(lock(&self.bytes).len() as u64)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let bytes = lock(&self.bytes);
+        let start = usize::try_from(offset).map_err(|_| too_large(offset))?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| bytes.get(start..end))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut bytes = lock(&self.bytes);
+        let start = usize::try_from(offset).map_err(|_| too_large(offset))?;
+        let end = start
+            .checked_add(data.len())
+            .ok_or_else(|| too_large(u64::MAX))?;
+        if bytes.len() < end {
+            bytes.resize(end, 0);
+        }
+        bytes[start..end].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| too_large(len))?;
+        lock(&self.bytes).resize(len, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// An in-memory directory. Rows are not copied into a file: a closing store hands its rows to
@@ -53,6 +106,25 @@ impl Location for MemoryLocation {
         Ok(lock(&self.files).contains_key(name))
     }
 
+    fn open(&self, name: &str) -> Result<Option<Arc<dyn ByteFile>>> {
+        match lock(&self.files).get(name) {
+            None => Ok(None),
+            Some(Contents::Bytes(file)) => Ok(Some(file.clone())),
+            Some(Contents::Rows(..)) => Err(Error::invalid(format!(
+                "{} holds in-memory rows, not bytes: open it with open_rows",
+                self.path_of(name).display()
+            ))),
+        }
+    }
+
+    fn create(&self, name: &str) -> Result<Arc<dyn ByteFile>> {
+        let file = Arc::new(MemoryFile::default());
+        lock(&self.files).insert(name.to_owned(), Contents::Bytes(file.clone()));
+        Ok(file)
+    }
+
+    /// The rows of an in-memory database have no bytes: they are handed back from the store
+    /// that last held them (there is nothing to check or cut, and nothing to make durable).
     fn open_rows(
         &self,
         name: &str,
@@ -84,6 +156,7 @@ impl Location for MemoryLocation {
         Ok(Some((header, Box::new(MemoryRows { rows: store, slot }))))
     }
 
+    /// Rows kept in memory only, not copied into bytes (see [`MemoryLocation::open_rows`]).
     fn create_rows(&self, name: &str, header: &Header) -> Result<Box<dyn RowStore>> {
         let store = CachedRows::open(None, self.path_of(name), header.layout, 0)?;
         let slot = Slot::default();
@@ -110,15 +183,6 @@ impl Location for MemoryLocation {
 
     fn sync_dir(&self) -> Result<()> {
         Ok(())
-    }
-
-    fn open_metadata(&self) -> Result<redb::Database> {
-        let path = self.path_of(names::METADATA);
-        let db = redb::Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|e| crate::meta::map_db_error(e, &path, &PathBuf::from("<memory>")))?;
-        lock(&self.files).insert(names::METADATA.to_owned(), Contents::Metadata);
-        Ok(db)
     }
 }
 

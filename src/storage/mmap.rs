@@ -51,10 +51,10 @@ pub struct MmapRows {
 impl MmapRows {
     /// Maps `file`, which holds a checked header and exactly `rows` rows. A file that is
     /// shorter than that once mapped is [`Error::Corrupt`].
-    pub fn open(file: StdFile, path: PathBuf, layout: RowLayout, rows: u64) -> Result<Self> {
+    pub fn open(file: Arc<StdFile>, path: PathBuf, layout: RowLayout, rows: u64) -> Result<Self> {
         let len = layout.file_len(rows);
         let mut store = MmapRows {
-            file: Arc::new(file),
+            file,
             path,
             layout,
             rows,

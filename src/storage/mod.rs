@@ -27,6 +27,7 @@ pub mod sim;
 
 use crate::error::Result;
 use crate::format::{Header, RowLayout};
+use cached::CachedRows;
 use std::fmt::Debug;
 use std::io;
 use std::path::PathBuf;
@@ -69,9 +70,11 @@ pub trait RowStore: Send {
 }
 
 /// A file addressed by byte offsets, after redb's `StorageBackend`: small enough that a real
-/// file, an in-memory buffer and a fault-injecting file can stand in for each other.
+/// file, an in-memory buffer and a fault-injecting file can stand in for each other (the
+/// metadata store runs redb over one too, see `crate::meta`). `Any`, so that a location can take
+/// back the concrete file it handed out (the mmap backend needs the real `File`).
 #[allow(clippy::len_without_is_empty)] // an empty file is not a case callers branch on
-pub trait ByteFile: Send + Sync + Debug {
+pub trait ByteFile: std::any::Any + Send + Sync + Debug {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
     /// Fills `buf` from `offset`; reading past the end is an error.
@@ -98,22 +101,19 @@ pub mod names {
     pub const LOCK: &str = "LOCK";
 }
 
-/// A place that holds a database's files: a directory, or memory.
+/// A place that holds a database's files, by name: a directory, or memory. It knows names and
+/// bytes, nothing of what the files hold; the protocols that make files durable are written
+/// once, below ([`create_durably`], [`create_rows`], [`open_rows`]), on top of these methods.
 pub trait Location: Send + Sync {
     /// The path shown in errors for file `name`.
     fn path_of(&self, name: &str) -> PathBuf;
     /// True when file `name` exists.
     fn exists(&self, name: &str) -> Result<bool>;
-    /// Opens the rows file `name`, checks its header, and cuts everything past
-    /// `committed_rows` (a torn tail). `Ok(None)` if the file does not exist.
-    fn open_rows(
-        &self,
-        name: &str,
-        committed_rows: u64,
-    ) -> Result<Option<(Header, Box<dyn RowStore>)>>;
-    /// Creates (or truncates) the rows file `name` with `header` and no rows, durably: the
-    /// header is synced, then the directory, so the file's name survives a power cut.
-    fn create_rows(&self, name: &str, header: &Header) -> Result<Box<dyn RowStore>>;
+    /// Opens file `name` for reading and writing; `Ok(None)` if it does not exist.
+    fn open(&self, name: &str) -> Result<Option<Arc<dyn ByteFile>>>;
+    /// Creates file `name`, or cuts an existing one to zero bytes. A new name is durable only
+    /// after [`Location::sync_dir`].
+    fn create(&self, name: &str) -> Result<Arc<dyn ByteFile>>;
     /// Atomically renames `from` to `to` (replacing it), then syncs the directory so the
     /// rename survives a power cut. An error may come after the rename took effect (from the
     /// directory sync): the caller must then treat either name as possible.
@@ -124,9 +124,32 @@ pub trait Location: Send + Sync {
     /// cut. Recovery needs it on its own when it relies on a rename that a crash may have left
     /// in the page cache only (a process killed between `rename(2)` and the directory sync).
     fn sync_dir(&self) -> Result<()>;
-    /// Opens the redb metadata store, creating it atomically (initialised and synced under
-    /// `metadata.db.new`, then renamed and the directory synced) if it does not exist.
-    fn open_metadata(&self) -> Result<redb::Database>;
+    /// The rows store over `file` (named `path` in errors), a rows file of this location whose
+    /// header is checked and which holds exactly `rows` rows of `layout`. By default the rows
+    /// are cached in memory and written through to `file`.
+    fn rows_over(
+        &self,
+        file: Arc<dyn ByteFile>,
+        path: PathBuf,
+        layout: RowLayout,
+        rows: u64,
+    ) -> Result<Box<dyn RowStore>> {
+        Ok(Box::new(CachedRows::open(Some(file), path, layout, rows)?))
+    }
+    /// Opens the rows file `name` (see [`open_rows`], which every location but the in-memory
+    /// one, whose rows have no bytes, uses as it is).
+    fn open_rows(
+        &self,
+        name: &str,
+        committed_rows: u64,
+    ) -> Result<Option<(Header, Box<dyn RowStore>)>> {
+        open_rows(self, name, committed_rows)
+    }
+    /// Creates the rows file `name` (see [`create_rows`], which every location but the
+    /// in-memory one uses as it is).
+    fn create_rows(&self, name: &str, header: &Header) -> Result<Box<dyn RowStore>> {
+        create_rows(self, name, header)
+    }
     /// True when a commit may fsync the rows on another thread while redb stages its
     /// transaction (real files, natively). Simulated files keep one deterministic order of
     /// writes, which the fault-injection sweep numbers.
@@ -135,13 +158,60 @@ pub trait Location: Send + Sync {
     }
 }
 
-/// Writes `header` at the start of a new rows file and makes it durable (the file's name is
-/// the caller's: it syncs the directory). Shared by every backend that creates rows files.
-pub(crate) fn write_header(
-    file: &dyn ByteFile,
-    path: &std::path::Path,
-    header: &Header,
+/// Creates file `name` atomically: `init` fills a fresh file under the name `temp`, which is
+/// then synced and renamed to `name`, and the directory synced. A crash at any point leaves
+/// `name` absent or complete, never partly written; a `temp` left behind is the caller's to
+/// remove (its contents are meaningless).
+pub fn create_durably<L: Location + ?Sized>(
+    loc: &L,
+    name: &str,
+    temp: &str,
+    init: impl FnOnce(&Arc<dyn ByteFile>) -> Result<()>,
 ) -> Result<()> {
+    use crate::error::Error;
+    let file = loc.create(temp)?;
+    init(&file)?;
+    file.sync_data().map_err(Error::io_ctx(format!(
+        "syncing {}",
+        loc.path_of(temp).display()
+    )))?;
+    drop(file);
+    loc.rename(temp, name)
+}
+
+/// Creates (or truncates) the rows file `name` with `header` and no rows, durably: the header
+/// is synced, then the directory, so the file's name survives a power cut.
+pub fn create_rows<L: Location + ?Sized>(
+    loc: &L,
+    name: &str,
+    header: &Header,
+) -> Result<Box<dyn RowStore>> {
+    let path = loc.path_of(name);
+    let file = loc.create(name)?;
+    write_header(file.as_ref(), &path, header)?;
+    loc.sync_dir()?;
+    loc.rows_over(file, path, header.layout, 0)
+}
+
+/// Opens the rows file `name`, checks its header, and cuts everything past `committed_rows` (a
+/// torn tail), durably. `Ok(None)` if the file does not exist.
+pub fn open_rows<L: Location + ?Sized>(
+    loc: &L,
+    name: &str,
+    committed_rows: u64,
+) -> Result<Option<(Header, Box<dyn RowStore>)>> {
+    let Some(file) = loc.open(name)? else {
+        return Ok(None);
+    };
+    let path = loc.path_of(name);
+    let header = check_and_cut(file.as_ref(), &path, committed_rows)?;
+    let store = loc.rows_over(file, path, header.layout, committed_rows)?;
+    Ok(Some((header, store)))
+}
+
+/// Writes `header` at the start of a new rows file and makes it durable (the file's name is
+/// the caller's: it syncs the directory).
+fn write_header(file: &dyn ByteFile, path: &std::path::Path, header: &Header) -> Result<()> {
     use crate::error::Error;
     file.write_at(0, &header.encode())
         .and_then(|()| file.sync_data())
@@ -152,8 +222,7 @@ pub(crate) fn write_header(
 }
 
 /// Reads and validates the header of `file`, then cuts it to `committed_rows` rows.
-/// Shared by every backend that works on a [`ByteFile`] or a `std::fs::File`.
-pub(crate) fn check_and_cut(
+fn check_and_cut(
     file: &dyn ByteFile,
     path: &std::path::Path,
     committed_rows: u64,
@@ -195,25 +264,4 @@ pub(crate) fn check_and_cut(
             .map_err(Error::io_ctx(format!("syncing {}", path.display())))?;
     }
     Ok(header)
-}
-
-/// A `metadata.db` that is empty or all zeros where redb's header goes is damage: the store is
-/// created under a temporary name and renamed into place only once redb has initialised it, so
-/// a crash during creation never leaves a blank `metadata.db`.
-pub(crate) fn check_metadata_not_blank(file: &dyn ByteFile, path: &std::path::Path) -> Result<()> {
-    use crate::error::Error;
-    let len = file.len().map_err(Error::io_ctx(format!(
-        "reading the length of {}",
-        path.display()
-    )))?;
-    let mut head = vec![0u8; len.min(4096) as usize];
-    file.read_at(0, &mut head)
-        .map_err(Error::io_ctx(format!("reading {}", path.display())))?;
-    if head.iter().all(|&b| b == 0) {
-        return Err(Error::corrupt(
-            path,
-            "blank file (truncated or never written metadata store)",
-        ));
-    }
-    Ok(())
 }

@@ -12,6 +12,9 @@
 //!   Every directory operation of [`SimLocation`] is followed by its own, separately fallible
 //!   directory sync, in the order [`super::fs::FsLocation`] does them (`rename(2)`, then
 //!   `fsync` of the directory), so a fault can fall between the two.
+//! - **Only files and names.** [`SimLocation`] knows nothing of what its files hold: the rows
+//!   and the redb metadata store are written through the same [`SimFile`]s, by the protocols of
+//!   [`super`] and `crate::meta`, so every write and sync of either can be made to fail.
 //! - **Faults.** A [`FaultPlan`] shared by the files and the directory counts every mutating
 //!   operation (write, `set_len`, `sync_data`, create, rename, remove, directory sync) down and,
 //!   at zero, fails that one and every later one, as a machine that lost power would. The write
@@ -35,9 +38,9 @@
 //! are not exercised here at all (only the `cached` rows on top of these files are).
 
 use super::cached::CachedRows;
-use super::{check_and_cut, ByteFile, Location, RowStore};
+use super::{ByteFile, Location, RowStore};
 use crate::error::{Error, Result};
-use crate::format::Header;
+use crate::format::RowLayout;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::PathBuf;
@@ -52,6 +55,7 @@ pub struct FaultPlan {
     failed: AtomicBool,
     ops: AtomicI64,
     failed_op: Mutex<Option<&'static str>>,
+    failed_file: Mutex<Option<String>>,
 }
 
 /// What a tick of the [`FaultPlan`] decided.
@@ -73,6 +77,7 @@ impl FaultPlan {
             failed: AtomicBool::new(false),
             ops: AtomicI64::new(0),
             failed_op: Mutex::new(None),
+            failed_file: Mutex::new(None),
         }
     }
 
@@ -96,7 +101,17 @@ impl FaultPlan {
         *self.failed_op.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn decide(&self, what: &'static str) -> Tick {
+    /// The file the fault fired on, by the name it was created under (`metadata.db.new` for
+    /// redb's store), if it fired on a file operation (write, `set_len`, sync).
+    pub fn failed_file(&self) -> Option<String> {
+        self.failed_file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Counts operation `what` (on the file created as `file`, if a file operation).
+    fn decide(&self, what: &'static str, file: Option<&str>) -> Tick {
         self.ops.fetch_add(1, Ordering::SeqCst);
         if self.failed.load(Ordering::SeqCst) {
             return Tick::Gone;
@@ -107,14 +122,23 @@ impl FaultPlan {
             if now == 0 {
                 self.failed.store(true, Ordering::SeqCst);
                 *self.failed_op.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
+                *self.failed_file.lock().unwrap_or_else(|p| p.into_inner()) =
+                    file.map(str::to_owned);
                 return Tick::Fires;
             }
         }
         Tick::Proceed
     }
 
+    fn tick_file(&self, what: &'static str, file: &str) -> io::Result<()> {
+        match self.decide(what, Some(file)) {
+            Tick::Proceed => Ok(()),
+            tick => Err(fault_error(tick)),
+        }
+    }
+
     fn tick(&self, what: &'static str) -> io::Result<()> {
-        match self.decide(what) {
+        match self.decide(what, None) {
             Tick::Proceed => Ok(()),
             Tick::Fires => Err(fault_error(Tick::Fires)),
             Tick::Gone => Err(fault_error(Tick::Gone)),
@@ -174,8 +198,8 @@ pub struct Defects {
     /// The directory sync that follows a rename reports success but makes nothing durable
     /// (the next honoured directory sync makes the rename durable).
     pub rename_sync_ignored: bool,
-    /// `sync_data` of a rows file (one made by `create_rows`), once its header is synced,
-    /// reports success but makes nothing durable: the rows of a commit are not on disk when
+    /// `sync_data` of a rows file, once its header is synced (from when a rows store is made
+    /// over it), reports success but makes nothing durable: the rows of a commit are not on disk when
     /// redb commits.
     pub rows_sync_ignored: bool,
 }
@@ -198,6 +222,8 @@ struct SimBytes {
 /// One simulated file.
 #[derive(Debug)]
 pub struct SimFile {
+    /// The name the file was created under (what [`FaultPlan::failed_file`] reports).
+    origin: String,
     bytes: Mutex<SimBytes>,
     faults: Arc<FaultPlan>,
     /// `sync_data` is a no-op (see [`Defects::rows_sync_ignored`]).
@@ -205,8 +231,9 @@ pub struct SimFile {
 }
 
 impl SimFile {
-    fn new(faults: Arc<FaultPlan>, bytes: Vec<u8>) -> Self {
+    fn new(origin: &str, faults: Arc<FaultPlan>, bytes: Vec<u8>) -> Self {
         SimFile {
+            origin: origin.to_owned(),
             bytes: Mutex::new(SimBytes {
                 live: bytes.clone(),
                 durable: bytes,
@@ -355,7 +382,7 @@ impl ByteFile for SimFile {
         start
             .checked_add(data.len())
             .ok_or_else(|| io::Error::other("write past the addressable end"))?;
-        match self.faults.decide("write") {
+        match self.faults.decide("write", Some(&self.origin)) {
             Tick::Proceed => {
                 self.apply_write(start, data);
                 Ok(())
@@ -371,41 +398,19 @@ impl ByteFile for SimFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let len = to_usize(len)?;
-        self.faults.tick("set_len")?;
+        self.faults.tick_file("set_len", &self.origin)?;
         self.apply_set_len(len);
         Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.faults.tick("sync")?;
+        self.faults.tick_file("sync", &self.origin)?;
         if !self.sync_ignored.load(Ordering::SeqCst) {
             let mut b = self.lock();
             b.durable = b.live.clone();
             b.unsynced.clear();
         }
         Ok(())
-    }
-}
-
-/// redb's view of a [`SimFile`].
-#[derive(Debug)]
-struct SimRedbBackend(Arc<SimFile>);
-
-impl redb::StorageBackend for SimRedbBackend {
-    fn len(&self) -> io::Result<u64> {
-        self.0.len()
-    }
-    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        self.0.read_at(offset, out)
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.0.write_at(offset, data)
     }
 }
 
@@ -501,7 +506,7 @@ impl SimLocation {
             file.apply_set_len(0);
             return Ok(file);
         }
-        let file = Arc::new(SimFile::new(self.faults.clone(), Vec::new()));
+        let file = Arc::new(SimFile::new(name, self.faults.clone(), Vec::new()));
         ns.live.insert(name.to_owned(), file.clone());
         ns.unsynced
             .push(DirOp::Create(name.to_owned(), file.clone()));
@@ -569,7 +574,7 @@ impl SimLocation {
                         Crash::ProcessKill | Crash::PowerLoss => file.lock().durable.clone(),
                         Crash::Torn { unit, .. } => file.torn_bytes(&mut rng, unit),
                     };
-                    Arc::new(SimFile::new(faults.clone(), bytes))
+                    Arc::new(SimFile::new(&file.origin, faults.clone(), bytes))
                 })
                 .clone();
             files.insert(name, copy);
@@ -596,7 +601,7 @@ impl SimLocation {
             copies
                 .entry(Arc::as_ptr(file))
                 .or_insert_with(|| {
-                    let copy = SimFile::new(faults.clone(), Vec::new());
+                    let copy = SimFile::new(&file.origin, faults.clone(), Vec::new());
                     *copy.lock() = file.lock().clone();
                     Arc::new(copy)
                 })
@@ -649,38 +654,35 @@ impl Location for SimLocation {
         Ok(self.ns().live.contains_key(name))
     }
 
-    fn open_rows(
-        &self,
-        name: &str,
-        committed_rows: u64,
-    ) -> Result<Option<(Header, Box<dyn RowStore>)>> {
-        let Some(file) = self.file(name) else {
-            return Ok(None);
-        };
-        let path = self.path_of(name);
-        let header = check_and_cut(file.as_ref(), &path, committed_rows)?;
-        let store = CachedRows::open(Some(file), path, header.layout, committed_rows)?;
-        Ok(Some((header, Box::new(store))))
+    fn open(&self, name: &str) -> Result<Option<Arc<dyn ByteFile>>> {
+        Ok(self.file(name).map(|f| f as Arc<dyn ByteFile>))
     }
 
-    /// As `FsLocation::create_rows`: create (or truncate), write the header, sync it, sync the
-    /// directory; each step can fail.
-    fn create_rows(&self, name: &str, header: &Header) -> Result<Box<dyn RowStore>> {
-        let path = self.path_of(name);
-        let file = self
-            .create_file(name)
-            .map_err(Error::io_ctx(format!("opening {}", path.display())))?;
-        super::write_header(file.as_ref(), &path, header)?;
+    /// As `FsLocation::create`: `open(O_CREAT | O_TRUNC)`, which can fail.
+    fn create(&self, name: &str) -> Result<Arc<dyn ByteFile>> {
+        let file = self.create_file(name).map_err(Error::io_ctx(format!(
+            "creating {}",
+            self.path_of(name).display()
+        )))?;
+        Ok(file)
+    }
+
+    /// The default cached rows; with [`Defects::rows_sync_ignored`], the file's syncs from now
+    /// on (its header is synced by then) make nothing durable.
+    fn rows_over(
+        &self,
+        file: Arc<dyn ByteFile>,
+        path: PathBuf,
+        layout: RowLayout,
+        rows: u64,
+    ) -> Result<Box<dyn RowStore>> {
         if self.defects.rows_sync_ignored {
-            file.sync_ignored.store(true, Ordering::SeqCst);
+            let any: Arc<dyn std::any::Any + Send + Sync> = file.clone();
+            if let Ok(sim) = any.downcast::<SimFile>() {
+                sim.sync_ignored.store(true, Ordering::SeqCst);
+            }
         }
-        self.fsync_dir(false)?;
-        Ok(Box::new(CachedRows::open(
-            Some(file),
-            path,
-            header.layout,
-            0,
-        )?))
+        Ok(Box::new(CachedRows::open(Some(file), path, layout, rows)?))
     }
 
     /// As `FsLocation::rename`: `rename(2)`, then a directory sync, as two fallible steps.
@@ -723,32 +725,6 @@ impl Location for SimLocation {
 
     fn sync_dir(&self) -> Result<()> {
         self.fsync_dir(false)
-    }
-
-    fn open_metadata(&self) -> Result<redb::Database> {
-        use super::names::{METADATA, METADATA_NEW};
-        let path = self.path_of(METADATA);
-        let map = |e| crate::meta::map_db_error(e, &path, &PathBuf::from("<memory>"));
-        let create =
-            |f: Arc<SimFile>| redb::Database::builder().create_with_backend(SimRedbBackend(f));
-        self.remove(METADATA_NEW)?;
-        if let Some(f) = self.file(METADATA) {
-            super::check_metadata_not_blank(f.as_ref(), &path)?;
-        } else {
-            let fresh = self
-                .create_file(METADATA_NEW)
-                .map_err(Error::io_ctx(format!(
-                    "creating {}",
-                    self.path_of(METADATA_NEW).display()
-                )))?;
-            drop(create(fresh).map_err(map)?);
-            self.rename(METADATA_NEW, METADATA)?;
-        }
-        let file = self
-            .file(METADATA)
-            .ok_or_else(|| Error::invalid("metadata store vanished"))?;
-        // redb 4.6 can panic on a damaged file (an unreachable page type): that is `Corrupt`.
-        crate::meta::open_guarded(&path, &PathBuf::from("<memory>"), || create(file))
     }
 }
 
