@@ -2,6 +2,7 @@
 //! `wit/srvdb.wit` to the engine. No logic lives here; conversions only. Built for
 //! `wasm32-wasip2` as `srvdb.wasm` (the engine uses the `std::fs` backend and SIMD128 there).
 
+use crate::store::{str_refs, Delete, Query, Store, Write, WriteMode};
 use crate::types::{EmbedderSpec, Metadata, Metric, OpenOptions};
 use crate::Database;
 
@@ -108,6 +109,15 @@ fn metadatas(given: Vec<Option<String>>) -> Vec<Option<Metadata>> {
         .collect()
 }
 
+fn write_mode(m: wit::WriteMode) -> WriteMode {
+    match m {
+        wit::WriteMode::Add => WriteMode::Add,
+        wit::WriteMode::Upsert => WriteMode::Upsert,
+    }
+}
+
+// Every call goes through `Store` (not `Database`'s inherent methods), so the component
+// serves exactly the API the native and sandboxed engines share.
 impl GuestDatabase for GuestDb {
     fn open(path: String, options: wit::OpenOptions) -> Result<wit::Database, wit::Error> {
         let mut opts = OpenOptions {
@@ -129,66 +139,51 @@ impl GuestDatabase for GuestDb {
         Ok(wit::Database::new(GuestDb { db }))
     }
 
-    fn add(
-        &self,
-        ids: Vec<String>,
-        vectors: Vec<f32>,
-        metas: Vec<Option<String>>,
-    ) -> Result<(), wit::Error> {
-        self.db
-            .add(&ids, &vectors, &metadatas(metas))
+    fn write(&self, request: wit::WriteRequest) -> Result<(), wit::Error> {
+        let ids = str_refs(&request.ids);
+        let metas = metadatas(request.metadatas);
+        let docs: Vec<Option<&str>> = request.documents.iter().map(Option::as_deref).collect();
+        let write = Write::new(write_mode(request.mode), &ids, &request.vectors)
+            .metadatas(&metas)
+            .documents(&docs);
+        Store::write(&self.db, &write).map_err(wit_error)
+    }
+
+    fn remove(&self, request: wit::DeleteRequest) -> Result<u32, wit::Error> {
+        let ids = str_refs(&request.ids);
+        let delete = Delete::ids(&ids);
+        let delete = if request.skip_missing {
+            delete.skip_missing()
+        } else {
+            delete
+        };
+        Store::remove(&self.db, &delete)
+            .map(to_u32)
             .map_err(wit_error)
     }
 
-    fn upsert(
-        &self,
-        ids: Vec<String>,
-        vectors: Vec<f32>,
-        metas: Vec<Option<String>>,
-    ) -> Result<(), wit::Error> {
-        self.db
-            .upsert(&ids, &vectors, &metadatas(metas))
-            .map_err(wit_error)
-    }
-
-    fn add_with_documents(
-        &self,
-        ids: Vec<String>,
-        vectors: Vec<f32>,
-        metas: Vec<Option<String>>,
-        docs: Vec<Option<String>>,
-    ) -> Result<(), wit::Error> {
-        self.db
-            .add_with_documents(&ids, &vectors, &metadatas(metas), &docs)
-            .map_err(wit_error)
-    }
-
-    fn upsert_with_documents(
-        &self,
-        ids: Vec<String>,
-        vectors: Vec<f32>,
-        metas: Vec<Option<String>>,
-        docs: Vec<Option<String>>,
-    ) -> Result<(), wit::Error> {
-        self.db
-            .upsert_with_documents(&ids, &vectors, &metadatas(metas), &docs)
-            .map_err(wit_error)
+    fn query(&self, request: wit::QueryRequest) -> Result<Vec<Vec<Hit>>, wit::Error> {
+        let k = request.k as usize;
+        let query = if request.batch {
+            Query::batch(&request.queries, k)
+        } else {
+            Query::one(&request.queries, k)
+        };
+        let found = Store::query(&self.db, &query).map_err(wit_error)?;
+        Ok(found.into_iter().map(hits).collect())
     }
 
     fn documents(&self, ids: Vec<String>) -> Result<Vec<Option<String>>, wit::Error> {
-        self.db.documents(&ids).map_err(wit_error)
+        Store::documents(&self.db, &str_refs(&ids)).map_err(wit_error)
     }
 
-    fn embedder(&self) -> Option<wit::EmbedderSpec> {
-        self.db.embedder().map(spec_to_wit)
-    }
-
-    fn delete(&self, ids: Vec<String>) -> Result<u32, wit::Error> {
-        self.db.delete(&ids).map(to_u32).map_err(wit_error)
+    fn embedder(&self) -> Result<Option<wit::EmbedderSpec>, wit::Error> {
+        let spec = Store::embedder(&self.db).map_err(wit_error)?;
+        Ok(spec.as_ref().map(spec_to_wit))
     }
 
     fn get(&self, id: String) -> Result<Option<Stored>, wit::Error> {
-        let found = self.db.get(&id).map_err(wit_error)?;
+        let found = Store::get(&self.db, &id).map_err(wit_error)?;
         Ok(found.map(|r| Stored {
             id: r.id,
             vector: r.vector,
@@ -197,51 +192,38 @@ impl GuestDatabase for GuestDb {
         }))
     }
 
-    fn search(&self, query: Vec<f32>, k: u32) -> Result<Vec<Hit>, wit::Error> {
-        self.db
-            .search(&query, k as usize)
-            .map(hits)
+    fn count(&self) -> Result<u64, wit::Error> {
+        Store::count(&self.db).map_err(wit_error)
+    }
+
+    fn dimension(&self) -> Result<Option<u32>, wit::Error> {
+        Store::dimension(&self.db).map_err(wit_error)
+    }
+
+    fn metric(&self) -> Result<wit::Metric, wit::Error> {
+        Store::metric(&self.db)
+            .map(metric_to_wit)
             .map_err(wit_error)
     }
 
-    fn search_batch(&self, queries: Vec<f32>, k: u32) -> Result<Vec<Vec<Hit>>, wit::Error> {
-        let found = self
-            .db
-            .search_batch(&queries, k as usize)
-            .map_err(wit_error)?;
-        Ok(found.into_iter().map(hits).collect())
+    fn ids(&self) -> Result<Vec<String>, wit::Error> {
+        Store::ids(&self.db).map_err(wit_error)
     }
 
-    fn count(&self) -> u64 {
-        self.db.count()
-    }
-
-    fn dimension(&self) -> Option<u32> {
-        self.db.dimension()
-    }
-
-    fn metric(&self) -> wit::Metric {
-        metric_to_wit(self.db.metric())
-    }
-
-    fn ids(&self) -> Vec<String> {
-        self.db.ids()
-    }
-
-    fn contains(&self, id: String) -> bool {
-        self.db.contains(&id)
+    fn contains(&self, id: String) -> Result<bool, wit::Error> {
+        Store::contains(&self.db, &id).map_err(wit_error)
     }
 
     fn persist(&self) -> Result<(), wit::Error> {
-        self.db.persist().map_err(wit_error)
+        Store::persist(&self.db).map_err(wit_error)
     }
 
     fn compact(&self) -> Result<(), wit::Error> {
-        self.db.compact().map_err(wit_error)
+        Store::compact(&self.db).map_err(wit_error)
     }
 
-    fn kernel(&self) -> String {
-        self.db.kernel_description()
+    fn kernel(&self) -> Result<String, wit::Error> {
+        Store::kernel(&self.db).map_err(wit_error)
     }
 }
 

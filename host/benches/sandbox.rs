@@ -7,7 +7,7 @@
 //! `SRVDB_BENCH_SCALE=0.1` shrinks the datasets; `SRVDB_COMPONENT` picks another component (the
 //! vector-only one, say) and an empty `SRVDB_CACHE_DIR` times its compilation.
 
-use srvdb::{Database, OpenOptions};
+use srvdb::{Database, OpenOptions, Store};
 use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::Sandbox;
 use std::time::Instant;

@@ -1,13 +1,14 @@
 //! `srvdb-host`: SrvDB's engine as a sandboxed plugin. The WASI component built from this
 //! repository's `src/` runs inside wasmtime with one preopened directory, a memory cap and an
-//! optional fuel budget; [`SandboxedDatabase`] gives Rust callers the native engine's operations
-//! and types over it.
+//! optional fuel budget; [`SandboxedDatabase`] implements [`srvdb::Store`], so Rust callers get
+//! the native engine's operations, types and errors over it.
 //!
 //! A trap inside the guest (a limit breach, or a bug) never takes the host down: the call
-//! returns [`HostError`], the dead instance is replaced and the database reopened (recovering
-//! its last commit), and the handle goes on serving. A call that outlives the sandbox's
-//! deadline ([`sandbox::SandboxConfig::deadline_per_call`], 60 s by default) is stopped and
-//! returns [`HostError::Deadline`]; that handle is then closed (open the database again).
+//! returns [`srvdb::Error::Sandbox`], the dead instance is replaced and the database reopened
+//! (recovering its last commit), and the handle goes on serving. A call that outlives the
+//! sandbox's deadline ([`sandbox::SandboxConfig::deadline_per_call`], 60 s by default) is
+//! stopped and returns [`SandboxFailure::Deadline`]; that handle is then closed (open the
+//! database again).
 //!
 //! Durability across the boundary: after every guest call that may create, rename or remove
 //! files in the database directory, the host fsyncs that directory itself, so what the call
@@ -18,7 +19,11 @@ pub mod sandbox;
 
 use sandbox::{HostState, Runtime, SandboxConfig, GUEST_DB_DIR, GUEST_MODEL_DIR};
 use srvdb::storage::fs::DirLock;
-use srvdb::{EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit};
+use srvdb::store::{Delete, Missing, Queries, Query, Write, WriteMode};
+use srvdb::Store as _;
+use srvdb::{
+    EmbedderSpec, Error, Metadata, Metric, OpenOptions, Record, SandboxFailure, SearchHit,
+};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,31 +34,21 @@ wasmtime::component::bindgen!({ path: "../wit", world: "srvdb" });
 
 use exports::srvdb::engine::store as wit;
 
-/// What a sandboxed call can report.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum HostError {
-    /// The engine's own typed error, as the native engine would give it.
-    #[error(transparent)]
-    Engine(#[from] srvdb::Error),
-    /// The guest ran out of its fuel budget or memory cap; the call was stopped.
-    #[error("sandbox limit reached: {0}; the instance was reset and the database reopened at its last commit")]
-    Limit(String),
-    /// The guest trapped; the call was stopped.
-    #[error("the sandboxed engine trapped: {0}; the instance was reset and the database reopened at its last commit")]
-    Trap(String),
-    /// The call ran past the sandbox's per-call deadline and was stopped. The handle is closed
-    /// (later calls return [`srvdb::Error::Poisoned`]); the database on disk keeps its last
-    /// commit.
-    #[error("the sandboxed call ran past its deadline of {0:?} and was stopped: drop this handle and open the database again (it reopens at its last commit), or raise SandboxConfig::deadline_per_call")]
-    Deadline(std::time::Duration),
-    /// The component could not be loaded or instantiated.
-    #[error("cannot start the sandbox: {0}")]
-    Setup(String),
+/// Result alias for the host: the engine's one error type.
+pub type Result<T> = srvdb::Result<T>;
+
+/// A sandbox failure with what the runtime reported.
+fn sandbox_error(failure: SandboxFailure, detail: impl Into<String>) -> Error {
+    Error::Sandbox {
+        failure,
+        detail: detail.into(),
+    }
 }
 
-/// Result alias for the host.
-pub type Result<T, E = HostError> = std::result::Result<T, E>;
+/// A component that cannot be loaded or instantiated.
+fn setup_error(e: wasmtime::Error) -> Error {
+    sandbox_error(SandboxFailure::Setup, format!("{e:#}"))
+}
 
 /// A loaded component, shared by every database it opens.
 #[derive(Clone)]
@@ -64,7 +59,7 @@ pub struct Sandbox {
 impl Sandbox {
     /// Loads and compiles the component.
     pub fn new(config: SandboxConfig) -> Result<Self> {
-        let runtime = Runtime::load(config).map_err(|e| HostError::Setup(format!("{e:#}")))?;
+        let runtime = Runtime::load(config).map_err(setup_error)?;
         Ok(Sandbox {
             runtime: Arc::new(runtime),
         })
@@ -74,11 +69,9 @@ impl Sandbox {
     /// directory's lock first: WASI has no file locks.
     pub fn open(&self, dir: impl AsRef<Path>, options: OpenOptions) -> Result<SandboxedDatabase> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| {
-            HostError::Engine(srvdb::Error::Io {
-                context: format!("creating {}", dir.display()),
-                source: e,
-            })
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            context: format!("creating {}", dir.display()),
+            source,
         })?;
         let lock = DirLock::acquire(dir)?;
         let live = Live::start(&self.runtime, dir, GUEST_DB_DIR, &options)?;
@@ -104,8 +97,10 @@ impl Sandbox {
         let model_dir = model_dir.as_ref();
         // The same check, and error, as the native embedder: before anything is preopened.
         srvdb::embed::locate::check_folder(model_dir)?;
-        let setup = |e: wasmtime::Error| HostError::Setup(format!("{e:#}"));
-        let mut store = self.runtime.store_for_model(model_dir).map_err(setup)?;
+        let mut store = self
+            .runtime
+            .store_for_model(model_dir)
+            .map_err(setup_error)?;
         let bindings =
             Srvdb::instantiate(&mut store, &self.runtime.component, &self.runtime.linker)
                 .map_err(|e| classify_instantiation(e, &self.runtime))?;
@@ -182,8 +177,9 @@ impl SandboxedEmbedder {
         let texts = strings(texts);
         let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let Some(live) = guard.as_mut() else {
-            return Err(HostError::Setup(
-                "the embedder's instance trapped earlier: load it again".into(),
+            return Err(sandbox_error(
+                SandboxFailure::Setup,
+                "the embedder's instance trapped earlier: load it again",
             ));
         };
         self.runtime.arm(&mut live.store);
@@ -226,8 +222,7 @@ impl Live {
         guest_path: &str,
         options: &OpenOptions,
     ) -> Result<Self> {
-        let setup = |e: wasmtime::Error| HostError::Setup(format!("{e:#}"));
-        let mut store = runtime.store_for(dir).map_err(setup)?;
+        let mut store = runtime.store_for(dir).map_err(setup_error)?;
         let bindings = Srvdb::instantiate(&mut store, &runtime.component, &runtime.linker)
             .map_err(|e| classify_instantiation(e, runtime))?;
         runtime.arm(&mut store);
@@ -260,36 +255,34 @@ impl Live {
 fn sync_directory(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|source| {
-            HostError::Engine(srvdb::Error::Io {
-                context: format!(
-                    "syncing the database directory {} after a sandboxed call (its last file \
-                     creations or renames may not survive a power loss: check the disk, then \
-                     call persist again)",
-                    dir.display()
-                ),
-                source,
-            })
+        .map_err(|source| Error::Io {
+            context: format!(
+                "syncing the database directory {} after a sandboxed call (its last file \
+                 creations or renames may not survive a power loss: check the disk, then call \
+                 persist again)",
+                dir.display()
+            ),
+            source,
         })
 }
 
 /// An instantiation failure: a trap while the guest starts (its deadline, fuel, memory), or a
 /// setup problem (a component that does not match the WIT world, a store limit).
-fn classify_instantiation(e: wasmtime::Error, runtime: &Runtime) -> HostError {
+fn classify_instantiation(e: wasmtime::Error, runtime: &Runtime) -> Error {
     if e.downcast_ref::<wasmtime::Trap>().is_some() {
         return classify_trap(e, runtime);
     }
-    HostError::Setup(format!("{e:#}"))
+    setup_error(e)
 }
 
-fn classify_trap(e: wasmtime::Error, runtime: &Runtime) -> HostError {
+fn classify_trap(e: wasmtime::Error, runtime: &Runtime) -> Error {
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         if *trap == wasmtime::Trap::OutOfFuel {
-            return HostError::Limit("fuel budget exhausted".into());
+            return sandbox_error(SandboxFailure::Limit, "fuel budget exhausted");
         }
         if *trap == wasmtime::Trap::Interrupt {
             if let Some(deadline) = runtime.config.deadline_per_call {
-                return HostError::Deadline(deadline);
+                return sandbox_error(SandboxFailure::Deadline, format!("{deadline:?}"));
             }
         }
     }
@@ -297,9 +290,9 @@ fn classify_trap(e: wasmtime::Error, runtime: &Runtime) -> HostError {
     if text.contains("memory")
         && (text.contains("limit") || text.contains("grow") || text.contains("alloc"))
     {
-        return HostError::Limit(format!("memory cap: {text}"));
+        return sandbox_error(SandboxFailure::Limit, format!("memory cap: {text}"));
     }
-    HostError::Trap(text)
+    sandbox_error(SandboxFailure::Trap, text)
 }
 
 fn metric_to_wit(m: Metric) -> wit::Metric {
@@ -319,10 +312,10 @@ fn metric_from_wit(m: wit::Metric) -> Metric {
 }
 
 /// Rebuilds the engine's typed error from the WIT error.
-fn engine_error(e: wit::Error) -> HostError {
+fn engine_error(e: wit::Error) -> Error {
     use srvdb::Error as E;
     let idx = |i: Option<u32>| i.map(|x| x as usize);
-    HostError::Engine(match e {
+    match e {
         wit::Error::DimensionMismatch(d) => E::DimensionMismatch {
             expected: d.expected,
             got: d.got as usize,
@@ -361,7 +354,7 @@ fn engine_error(e: wit::Error) -> HostError {
             path: PathBuf::from(GUEST_MODEL_DIR),
             reason,
         },
-    })
+    }
 }
 
 fn spec_to_wit(s: &EmbedderSpec) -> wit::EmbedderSpec {
@@ -438,13 +431,13 @@ impl SandboxedDatabase {
             &wit::GuestDatabase,
             &mut Store<HostState>,
             ResourceAny,
-        ) -> wasmtime::Result<Result<T, wit::Error>>,
+        ) -> wasmtime::Result<std::result::Result<T, wit::Error>>,
     ) -> Result<T> {
         let mut guard = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         if let Slot::Closed(reason) = &*guard {
-            return Err(HostError::Engine(srvdb::Error::Poisoned {
+            return Err(Error::Poisoned {
                 reason: reason.clone(),
-            }));
+            });
         }
         if matches!(*guard, Slot::Dead) {
             let live = Live::start(&self.runtime, &self.dir, GUEST_DB_DIR, &self.options)?;
@@ -452,7 +445,7 @@ impl SandboxedDatabase {
             *guard = Slot::Running(Box::new(live));
         }
         let Slot::Running(live) = &mut *guard else {
-            return Err(HostError::Setup("no instance".into()));
+            return Err(sandbox_error(SandboxFailure::Setup, "no instance"));
         };
         self.runtime.arm(&mut live.store);
         let outcome = f(
@@ -471,7 +464,11 @@ impl SandboxedDatabase {
             }
             Err(trap) => {
                 let err = classify_trap(trap, &self.runtime);
-                if let HostError::Deadline(_) = err {
+                if let Error::Sandbox {
+                    failure: SandboxFailure::Deadline,
+                    ..
+                } = err
+                {
                     *guard = Slot::Closed(format!(
                         "an earlier call was stopped at the sandbox's deadline ({err}); \
                          writes since the last commit were lost"
@@ -490,159 +487,11 @@ impl SandboxedDatabase {
         }
     }
 
-    fn call_plain<T>(
-        &self,
-        f: impl FnOnce(&wit::GuestDatabase, &mut Store<HostState>, ResourceAny) -> wasmtime::Result<T>,
-    ) -> Result<T> {
-        self.call(Touches::Nothing, |g, s, h| f(g, s, h).map(Ok))
-    }
-
     /// How many times the host has fsynced the database directory for this handle: after
     /// opening, and after each call that may create, rename or remove files. For tests.
     #[doc(hidden)]
     pub fn directory_syncs(&self) -> u64 {
         self.directory_syncs.load(Ordering::Relaxed)
-    }
-
-    /// See [`srvdb::Database::add`].
-    pub fn add<S: AsRef<str>>(
-        &self,
-        ids: &[S],
-        vectors: &[f32],
-        metadatas: &[Option<Metadata>],
-    ) -> Result<()> {
-        let (ids, m) = (strings(ids), metas(metadatas));
-        self.call(Touches::Files, |g, s, h| {
-            g.call_add(s, h, &ids, vectors, &m)
-        })
-    }
-
-    /// See [`srvdb::Database::upsert`].
-    pub fn upsert<S: AsRef<str>>(
-        &self,
-        ids: &[S],
-        vectors: &[f32],
-        metadatas: &[Option<Metadata>],
-    ) -> Result<()> {
-        let (ids, m) = (strings(ids), metas(metadatas));
-        self.call(Touches::Files, |g, s, h| {
-            g.call_upsert(s, h, &ids, vectors, &m)
-        })
-    }
-
-    /// See [`srvdb::Database::add_with_documents`].
-    pub fn add_with_documents<S: AsRef<str>>(
-        &self,
-        ids: &[S],
-        vectors: &[f32],
-        metadatas: &[Option<Metadata>],
-        documents: &[Option<String>],
-    ) -> Result<()> {
-        let (ids, m) = (strings(ids), metas(metadatas));
-        self.call(Touches::Files, |g, s, h| {
-            g.call_add_with_documents(s, h, &ids, vectors, &m, documents)
-        })
-    }
-
-    /// See [`srvdb::Database::upsert_with_documents`].
-    pub fn upsert_with_documents<S: AsRef<str>>(
-        &self,
-        ids: &[S],
-        vectors: &[f32],
-        metadatas: &[Option<Metadata>],
-        documents: &[Option<String>],
-    ) -> Result<()> {
-        let (ids, m) = (strings(ids), metas(metadatas));
-        self.call(Touches::Files, |g, s, h| {
-            g.call_upsert_with_documents(s, h, &ids, vectors, &m, documents)
-        })
-    }
-
-    /// See [`srvdb::Database::documents`].
-    pub fn documents<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<Option<String>>> {
-        let ids = strings(ids);
-        self.call(Touches::Nothing, |g, s, h| g.call_documents(s, h, &ids))
-    }
-
-    /// See [`srvdb::Database::embedder`].
-    pub fn embedder(&self) -> Result<Option<EmbedderSpec>> {
-        self.call_plain(|g, s, h| g.call_embedder(s, h))
-            .map(|e| e.map(spec_from_wit))
-    }
-
-    /// See [`srvdb::Database::delete`].
-    pub fn delete<S: AsRef<str>>(&self, ids: &[S]) -> Result<usize> {
-        let ids = strings(ids);
-        self.call(Touches::Files, |g, s, h| g.call_delete(s, h, &ids))
-            .map(|n| n as usize)
-    }
-
-    /// See [`srvdb::Database::get`].
-    pub fn get(&self, id: &str) -> Result<Option<Record>> {
-        let found = self.call(Touches::Nothing, |g, s, h| g.call_get(s, h, id))?;
-        Ok(found.map(|r| Record {
-            id: r.id,
-            vector: r.vector,
-            metadata: r.metadata.map(Metadata::from_text),
-            document: r.document,
-        }))
-    }
-
-    /// See [`srvdb::Database::search`].
-    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<SearchHit>> {
-        let k = u32::try_from(k).unwrap_or(u32::MAX);
-        self.call(Touches::Nothing, |g, s, h| g.call_search(s, h, query, k))
-            .map(hits)
-    }
-
-    /// See [`srvdb::Database::search_batch`].
-    pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>> {
-        let k = u32::try_from(k).unwrap_or(u32::MAX);
-        let found = self.call(Touches::Nothing, |g, s, h| {
-            g.call_search_batch(s, h, queries, k)
-        })?;
-        Ok(found.into_iter().map(hits).collect())
-    }
-
-    /// See [`srvdb::Database::count`].
-    pub fn count(&self) -> Result<u64> {
-        self.call_plain(|g, s, h| g.call_count(s, h))
-    }
-
-    /// See [`srvdb::Database::dimension`].
-    pub fn dimension(&self) -> Result<Option<u32>> {
-        self.call_plain(|g, s, h| g.call_dimension(s, h))
-    }
-
-    /// See [`srvdb::Database::metric`].
-    pub fn metric(&self) -> Result<Metric> {
-        self.call_plain(|g, s, h| g.call_metric(s, h))
-            .map(metric_from_wit)
-    }
-
-    /// See [`srvdb::Database::ids`].
-    pub fn ids(&self) -> Result<Vec<String>> {
-        self.call_plain(|g, s, h| g.call_ids(s, h))
-    }
-
-    /// See [`srvdb::Database::contains`].
-    pub fn contains(&self, id: &str) -> Result<bool> {
-        self.call_plain(|g, s, h| g.call_contains(s, h, id))
-    }
-
-    /// See [`srvdb::Database::persist`].
-    pub fn persist(&self) -> Result<()> {
-        self.call(Touches::Files, |g, s, h| g.call_persist(s, h))
-    }
-
-    /// See [`srvdb::Database::compact`].
-    pub fn compact(&self) -> Result<()> {
-        self.call(Touches::Files, |g, s, h| g.call_compact(s, h))
-    }
-
-    /// The guest's kernels (for reports).
-    pub fn kernel(&self) -> Result<String> {
-        self.call_plain(|g, s, h| g.call_kernel(s, h))
     }
 
     /// Commits, drops the guest's handle and the instance, and reports any error (a handle
@@ -660,6 +509,102 @@ impl SandboxedDatabase {
             self.directory_syncs.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+}
+
+impl srvdb::Store for SandboxedDatabase {
+    fn write(&self, request: &Write<'_>) -> Result<()> {
+        let request = wit::WriteRequest {
+            mode: match request.mode {
+                WriteMode::Add => wit::WriteMode::Add,
+                WriteMode::Upsert => wit::WriteMode::Upsert,
+            },
+            ids: strings(request.ids),
+            vectors: request.vectors.to_vec(),
+            metadatas: metas(request.metadatas),
+            documents: request
+                .documents
+                .iter()
+                .map(|d| d.map(str::to_owned))
+                .collect(),
+        };
+        self.call(Touches::Files, |g, s, h| g.call_write(s, h, &request))
+    }
+
+    fn remove(&self, request: &Delete<'_>) -> Result<usize> {
+        let request = wit::DeleteRequest {
+            ids: strings(request.ids),
+            skip_missing: request.missing == Missing::Skip,
+        };
+        self.call(Touches::Files, |g, s, h| g.call_remove(s, h, &request))
+            .map(|n| n as usize)
+    }
+
+    fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
+        let (queries, batch) = match request.queries {
+            Queries::One(query) => (query, false),
+            Queries::Batch(queries) => (queries, true),
+        };
+        let request = wit::QueryRequest {
+            queries: queries.to_vec(),
+            batch,
+            k: u32::try_from(request.k).unwrap_or(u32::MAX),
+        };
+        let found = self.call(Touches::Nothing, |g, s, h| g.call_query(s, h, &request))?;
+        Ok(found.into_iter().map(hits).collect())
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Record>> {
+        let found = self.call(Touches::Nothing, |g, s, h| g.call_get(s, h, id))?;
+        Ok(found.map(|r| Record {
+            id: r.id,
+            vector: r.vector,
+            metadata: r.metadata.map(Metadata::from_text),
+            document: r.document,
+        }))
+    }
+
+    fn documents(&self, ids: &[&str]) -> Result<Vec<Option<String>>> {
+        let ids = strings(ids);
+        self.call(Touches::Nothing, |g, s, h| g.call_documents(s, h, &ids))
+    }
+
+    fn contains(&self, id: &str) -> Result<bool> {
+        self.call(Touches::Nothing, |g, s, h| g.call_contains(s, h, id))
+    }
+
+    fn count(&self) -> Result<u64> {
+        self.call(Touches::Nothing, |g, s, h| g.call_count(s, h))
+    }
+
+    fn ids(&self) -> Result<Vec<String>> {
+        self.call(Touches::Nothing, |g, s, h| g.call_ids(s, h))
+    }
+
+    fn dimension(&self) -> Result<Option<u32>> {
+        self.call(Touches::Nothing, |g, s, h| g.call_dimension(s, h))
+    }
+
+    fn metric(&self) -> Result<Metric> {
+        self.call(Touches::Nothing, |g, s, h| g.call_metric(s, h))
+            .map(metric_from_wit)
+    }
+
+    fn embedder(&self) -> Result<Option<EmbedderSpec>> {
+        self.call(Touches::Nothing, |g, s, h| g.call_embedder(s, h))
+            .map(|e| e.map(spec_from_wit))
+    }
+
+    fn kernel(&self) -> Result<String> {
+        self.call(Touches::Nothing, |g, s, h| g.call_kernel(s, h))
+    }
+
+    fn persist(&self) -> Result<()> {
+        self.call(Touches::Files, |g, s, h| g.call_persist(s, h))
+    }
+
+    fn compact(&self) -> Result<()> {
+        self.call(Touches::Files, |g, s, h| g.call_compact(s, h))
     }
 }
 

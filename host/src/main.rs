@@ -18,7 +18,7 @@
 mod npy;
 
 use srvdb::embed::locate;
-use srvdb::OpenOptions;
+use srvdb::{OpenOptions, Store};
 use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::{Sandbox, SandboxedEmbedder};
 use std::io::Write;
@@ -272,9 +272,9 @@ fn run() -> Result<(), AnyError> {
                 let at = first + i * batch;
                 let ids: Vec<String> = (at..at + chunk.len()).map(|i| i.to_string()).collect();
                 let vectors = embedder.embed(chunk)?;
-                let documents: Vec<Option<String>> =
-                    chunk.iter().map(|d| Some((*d).to_owned())).collect();
-                db.add_with_documents(&ids, &vectors, &[], &documents)?;
+                let ids = srvdb::store::str_refs(&ids);
+                let documents: Vec<Option<&str>> = chunk.iter().copied().map(Some).collect();
+                db.write(&srvdb::Write::add(&ids, &vectors).documents(&documents))?;
                 progress(i * batch + chunk.len(), docs.len(), "documents");
             }
             db.persist()?;

@@ -28,7 +28,7 @@ pub struct SandboxConfig {
     pub fuel_per_call: Option<u64>,
     /// Wall-clock time each guest call may run before it is stopped (wasmtime epoch
     /// interruption, checked every [`EPOCH_TICK`]); `None` for no limit. A call that runs out
-    /// returns [`crate::HostError::Deadline`] and leaves its handle closed. Time spent inside
+    /// returns [`srvdb::SandboxFailure::Deadline`] and leaves its handle closed. Time spent inside
     /// host calls the guest makes (file I/O, fsync) is counted but cannot be interrupted.
     pub deadline_per_call: Option<Duration>,
     /// Where compiled components are cached; `None` compiles on every load. A directory not

@@ -22,9 +22,9 @@
 
 use proptest::prelude::*;
 use srvdb::types::{MAX_DIMENSION, MAX_ID_BYTES};
-use srvdb::{OpenOptions, SearchHit};
+use srvdb::{OpenOptions, SearchHit, Store, Write};
 use srvdb_host::sandbox::SandboxConfig;
-use srvdb_host::{HostError, Sandbox, SandboxedDatabase};
+use srvdb_host::{Sandbox, SandboxedDatabase};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::OnceLock;
@@ -256,14 +256,12 @@ impl Model {
 }
 
 /// Fails the case unless `e` is an engine error of the kinds bad input produces.
-fn typed_input_error(e: &HostError, call: &str) -> Result<(), TestCaseError> {
+fn typed_input_error(e: &srvdb::Error, call: &str) -> Result<(), TestCaseError> {
     match e {
-        HostError::Engine(
-            srvdb::Error::InvalidInput { .. }
-            | srvdb::Error::DimensionMismatch { .. }
-            | srvdb::Error::DuplicateId { .. }
-            | srvdb::Error::NotFound { .. },
-        ) => Ok(()),
+        srvdb::Error::InvalidInput { .. }
+        | srvdb::Error::DimensionMismatch { .. }
+        | srvdb::Error::DuplicateId { .. }
+        | srvdb::Error::NotFound { .. } => Ok(()),
         other => Err(TestCaseError::fail(format!(
             "{call}: expected a typed input error, got {other:?}"
         ))),
@@ -380,8 +378,16 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 let result = match (upsert, documents) {
                     (false, None) => db.add(ids, vectors, &metas),
                     (true, None) => db.upsert(ids, vectors, &metas),
-                    (false, Some(d)) => db.add_with_documents(ids, vectors, &metas, d),
-                    (true, Some(d)) => db.upsert_with_documents(ids, vectors, &metas, d),
+                    (upsert, Some(d)) => {
+                        let ids = srvdb::store::str_refs(ids);
+                        let d: Vec<Option<&str>> = d.iter().map(Option::as_deref).collect();
+                        let write = if *upsert {
+                            Write::upsert(&ids, vectors)
+                        } else {
+                            Write::add(&ids, vectors)
+                        };
+                        db.write(&write.metadatas(&metas).documents(&d))
+                    }
                 };
                 let accepts = model.accepts(*upsert, ids, vectors, metadatas, &docs);
                 match result {
@@ -445,7 +451,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::Documents(ids) => {
                 let got = db
-                    .documents(ids)
+                    .documents(&srvdb::store::str_refs(ids))
                     .map_err(|e| TestCaseError::fail(format!("{call}: {e}")))?;
                 let want: Vec<Option<String>> = ids
                     .iter()

@@ -5,7 +5,7 @@
 //! `DefaultHasher` value and nothing bound the file's contents to it), and a directory others
 //! can write is not used at all.
 
-use srvdb::OpenOptions;
+use srvdb::{OpenOptions, Store};
 use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::Sandbox;
 use std::collections::BTreeSet;

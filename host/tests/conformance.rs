@@ -4,8 +4,8 @@
 
 mod common;
 use common::component_config;
-use srvdb::{Database, Error, Metadata, Metric, OpenOptions, Record, SearchHit};
-use srvdb_host::{HostError, Sandbox, SandboxedDatabase};
+use srvdb::{Database, Error, Metadata, Metric, OpenOptions, Record, SandboxFailure, SearchHit};
+use srvdb_host::{Sandbox, SandboxedDatabase};
 
 /// The operations the scenario needs, over both engines.
 trait Engine {
@@ -54,43 +54,43 @@ impl Engine for Database {
     }
 }
 
-fn engine<T>(r: Result<T, HostError>) -> Result<T, Error> {
+fn engine<T>(r: Result<T, Error>) -> Result<T, Error> {
     r.map_err(|e| match e {
-        HostError::Engine(e) => e,
-        other => panic!("sandbox failure, not an engine error: {other}"),
+        Error::Sandbox { .. } => panic!("sandbox failure, not an engine error: {e}"),
+        e => e,
     })
 }
 
 impl Engine for SandboxedDatabase {
     fn add(&self, ids: &[&str], v: &[f32], m: &[Option<Metadata>]) -> Result<(), Error> {
-        engine(SandboxedDatabase::add(self, ids, v, m))
+        engine(srvdb::Store::add(self, ids, v, m))
     }
     fn upsert(&self, ids: &[&str], v: &[f32]) -> Result<(), Error> {
-        engine(SandboxedDatabase::upsert(self, ids, v, &[]))
+        engine(srvdb::Store::upsert(self, ids, v, &[]))
     }
     fn delete(&self, ids: &[&str]) -> Result<usize, Error> {
-        engine(SandboxedDatabase::delete(self, ids))
+        engine(srvdb::Store::delete(self, ids))
     }
     fn get(&self, id: &str) -> Result<Option<Record>, Error> {
-        engine(SandboxedDatabase::get(self, id))
+        engine(srvdb::Store::get(self, id))
     }
     fn search(&self, q: &[f32], k: usize) -> Result<Vec<SearchHit>, Error> {
-        engine(SandboxedDatabase::search(self, q, k))
+        engine(srvdb::Store::search(self, q, k))
     }
     fn search_batch(&self, q: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>, Error> {
-        engine(SandboxedDatabase::search_batch(self, q, k))
+        engine(srvdb::Store::search_batch(self, q, k))
     }
     fn count(&self) -> u64 {
-        engine(SandboxedDatabase::count(self)).expect("count")
+        engine(srvdb::Store::count(self)).expect("count")
     }
     fn ids(&self) -> Vec<String> {
-        engine(SandboxedDatabase::ids(self)).expect("ids")
+        engine(srvdb::Store::ids(self)).expect("ids")
     }
     fn persist(&self) -> Result<(), Error> {
-        engine(SandboxedDatabase::persist(self))
+        engine(srvdb::Store::persist(self))
     }
     fn compact(&self) -> Result<(), Error> {
-        engine(SandboxedDatabase::compact(self))
+        engine(srvdb::Store::compact(self))
     }
 }
 
@@ -238,10 +238,10 @@ fn native_and_sandboxed_engines_agree() {
     assert_eq!(cross.ids(), tn.ids);
 }
 
-fn expect_refused(r: Result<SandboxedDatabase, HostError>, what: &str) {
+fn expect_refused(r: Result<SandboxedDatabase, Error>, what: &str) {
     match r {
         Ok(_) => panic!("{what}: the guest opened a path outside its directory"),
-        Err(HostError::Engine(Error::Io { .. } | Error::InvalidInput { .. })) => {}
+        Err(Error::Io { .. } | Error::InvalidInput { .. }) => {}
         Err(other) => panic!("{what}: expected a clean I/O refusal, got {other}"),
     }
 }
@@ -282,7 +282,8 @@ fn fuel_budget_breach_is_an_error_and_the_host_goes_on() {
         .open(dir.path(), OpenOptions::default())
         .expect("open");
     let dim = 64;
-    db.add(
+    srvdb::Store::add(
+        &db,
         &(0..200).map(|i| i.to_string()).collect::<Vec<_>>(),
         &data(200, dim, 1),
         &[],
@@ -291,14 +292,17 @@ fn fuel_budget_breach_is_an_error_and_the_host_goes_on() {
     db.persist().expect("persist");
     // A batch search over many queries needs far more fuel than one call is given.
     let queries = data(2000, dim, 2);
-    match db.search_batch(&queries, 10) {
-        Err(HostError::Limit(msg)) => assert!(msg.contains("fuel"), "{msg}"),
+    match srvdb::Store::search_batch(&db, &queries, 10) {
+        Err(Error::Sandbox {
+            failure: SandboxFailure::Limit,
+            detail,
+        }) => assert!(detail.contains("fuel"), "{detail}"),
         other => panic!("expected a fuel limit, got {other:?}"),
     }
     // The instance was replaced and the database reopened at its last commit.
-    assert_eq!(db.count().expect("count after trap"), 200);
+    assert_eq!(srvdb::Store::count(&db).expect("count after trap"), 200);
     assert_eq!(
-        db.search(&queries[..dim], 3)
+        srvdb::Store::search(&db, &queries[..dim], 3)
             .expect("search after trap")
             .len(),
         3
@@ -319,12 +323,15 @@ fn memory_cap_breach_is_an_error_and_the_host_goes_on() {
     // 64 MB of vectors cannot even be passed into a 48 MiB guest.
     let huge = vec![0.25f32; 8 * 2_000_000];
     let huge_ids: Vec<String> = (0..2_000_000).map(|i| format!("h{i}")).collect();
-    match db.add(&huge_ids, &huge, &[]) {
-        Err(HostError::Limit(_)) | Err(HostError::Trap(_)) => {}
+    match srvdb::Store::add(&db, &huge_ids, &huge, &[]) {
+        Err(Error::Sandbox {
+            failure: SandboxFailure::Limit | SandboxFailure::Trap,
+            ..
+        }) => {}
         other => panic!("expected the memory cap to stop the call, got {other:?}"),
     }
     assert!(
-        db.contains("small").expect("contains after trap"),
+        srvdb::Store::contains(&db, "small").expect("contains after trap"),
         "committed data survives the reset"
     );
     db.add(&["after"], &[2.0; 8], &[]).expect("add after trap");

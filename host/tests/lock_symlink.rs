@@ -9,7 +9,7 @@ mod common;
 use common::component_config;
 
 use srvdb::OpenOptions;
-use srvdb_host::{HostError, Sandbox};
+use srvdb_host::Sandbox;
 use std::path::Path;
 
 fn assert_refused(err: srvdb::Error, lock: &Path) {
@@ -54,7 +54,9 @@ fn host_open_refuses_a_lock_symlink() {
     let sandbox = Sandbox::new(component_config()).expect("load");
     check(|dir| match sandbox.open(dir, OpenOptions::default()) {
         Ok(_) => Ok(()),
-        Err(HostError::Engine(e)) => Err(e),
-        Err(other) => panic!("expected the engine's error, got {other}"),
+        Err(srvdb::Error::Sandbox { failure, detail }) => {
+            panic!("expected the engine's error, got a sandbox {failure:?}: {detail}")
+        }
+        Err(e) => Err(e),
     });
 }

