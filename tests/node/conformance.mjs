@@ -7,7 +7,8 @@
 // - an error's kind is the WIT error variant's tag in PascalCase (`duplicate-id` is
 //   DuplicateId); its message is the payload's `message` when the variant carries one, else
 //   rebuilt here from the payload's fields in srvdb::Error's Display wording (`messageOf`);
-// - u64 answers (count) arrive as BigInt and are compared as numbers;
+// - u64 answers (count) arrive as BigInt and are compared as numbers; search and
+//   search_batch are one `query` request (batch false or true);
 // - each scenario opens `/db/<name>` inside one preopened temporary directory, so `{dir}` is
 //   that guest path.
 import { execFileSync } from 'node:child_process';
@@ -75,20 +76,13 @@ function messageOf({ tag, val }) {
 
 const kindOf = (tag) => tag.replace(/(^|-)([a-z])/g, (_, __, c) => c.toUpperCase());
 
-// The requests of the WIT interface, in one place.
+// The requests of the WIT interface (write, remove, query), in one place.
 const request = {
-  write(db, mode, step) {
-    const args = [step.ids, flat(step.vectors), step.metadatas ?? []];
-    if (step.documents) return db[mode === 'add' ? 'addWithDocuments' : 'upsertWithDocuments'](...args, step.documents);
-    return db[mode](...args);
-  },
-  remove(db, step) {
-    // The WIT delete has no skip-missing: delete the ids the database holds.
-    const ids = step.skip_missing ? step.ids.filter((id) => db.contains(id)) : step.ids;
-    return db.delete(ids);
-  },
-  search: (db, step) => db.search(Float32Array.from(step.query.map(number)), step.k),
-  searchBatch: (db, step) => db.searchBatch(flat(step.queries), step.k),
+  write: (db, mode, step) => db.write({
+    mode, ids: step.ids, vectors: flat(step.vectors), metadatas: step.metadatas ?? [], documents: step.documents ?? [],
+  }),
+  remove: (db, step) => db.remove({ ids: step.ids, skipMissing: step.skip_missing ?? false }),
+  query: (db, queries, batch, k) => db.query({ queries, batch, k }),
 };
 
 const hits = (found) => found.map((h) => [h.id, h.score]);
@@ -107,8 +101,11 @@ function apply(db, op, step) {
     case 'ids': return db.ids();
     case 'dimension': return db.dimension() ?? null;
     case 'metric': return db.metric();
-    case 'search': return hits(request.search(db, step));
-    case 'search_batch': return request.searchBatch(db, step).map(hits);
+    case 'search': {
+      const found = request.query(db, Float32Array.from(step.query.map(number)), false, step.k);
+      return found.length === 1 ? hits(found[0]) : `${found.length} hit lists for one query`;
+    }
+    case 'search_batch': return request.query(db, flat(step.queries), true, step.k).map(hits);
     case 'persist': db.persist(); return null;
     case 'compact': db.compact(); return null;
     default: throw new Error(`scenario.json: unknown op ${op}`);
