@@ -44,6 +44,7 @@ pub fn run<T: Target>(target: &mut T) {
     let mut failures = Vec::new();
     let mut steps_run = 0;
     let mut steps_skipped = 0;
+    let mut after_reopen = 0;
     for scenario in file["scenarios"].as_array().expect("scenarios is a list") {
         let name = scenario["name"].as_str().expect("scenario name");
         let mut runner = Runner {
@@ -51,11 +52,12 @@ pub fn run<T: Target>(target: &mut T) {
             scenario: name,
             db: None,
             tolerance,
+            skipped: 0,
         };
         let steps = scenario["steps"].as_array().expect("steps is a list");
         for (i, step) in steps.iter().enumerate() {
             if step["op"] == "reopen" && !runner.target.reopenable() {
-                steps_skipped += steps.len() - i;
+                after_reopen += steps.len() - i;
                 break;
             }
             steps_run += 1;
@@ -67,6 +69,8 @@ pub fn run<T: Target>(target: &mut T) {
                 ));
             }
         }
+        steps_run -= runner.skipped;
+        steps_skipped += runner.skipped;
         if let Some(db) = runner.db.take() {
             if let Err(e) = runner.target.close(db) {
                 failures.push(format!("{} / {name}: close: {e}", target.name()));
@@ -80,20 +84,18 @@ pub fn run<T: Target>(target: &mut T) {
         failures.join("\n")
     );
     println!(
-        "{}: {steps_run} conformance steps agree{}",
+        "{}: {steps_run} conformance steps agree ({steps_skipped} skipped as the file says; \
+         {after_reopen} not run from a first reopen on, as the database cannot be reopened)",
         target.name(),
-        if steps_skipped > 0 {
-            format!(" ({steps_skipped} after a reopen not run: the database cannot be reopened)")
-        } else {
-            String::new()
-        }
     );
 }
 
-/// What a step must produce: an answer (`Value::Null` for none) or an error.
+/// What a step must produce: an answer (`Value::Null` for none) or an error; or, for a
+/// target the file says cannot run the step, why.
 enum Outcome {
     Answer(Value),
     Error { kind: String, message: String },
+    Skip(String),
 }
 
 struct Runner<'t, T: Target> {
@@ -101,6 +103,8 @@ struct Runner<'t, T: Target> {
     scenario: &'t str,
     db: Option<T::Db>,
     tolerance: f64,
+    /// Steps the file says this target cannot run.
+    skipped: usize,
 }
 
 impl<T: Target> Runner<'_, T> {
@@ -112,6 +116,9 @@ impl<T: Target> Runner<'_, T> {
             .into_iter()
             .find_map(|key| deviations.get(key))
             .unwrap_or(step);
+        if let Some(why) = chosen.get("skip") {
+            return Outcome::Skip(why.as_str().expect("skip gives a reason").to_owned());
+        }
         match chosen.get("error") {
             Some(e) => Outcome::Error {
                 kind: e["kind"].as_str().expect("error kind").to_owned(),
@@ -126,8 +133,19 @@ impl<T: Target> Runner<'_, T> {
 
     fn step(&mut self, step: &Value) -> Result<(), String> {
         let op = step["op"].as_str().expect("op is a string");
+        let expected = self.expected(step);
+        if let Outcome::Skip(why) = &expected {
+            println!(
+                "{} / {}: {op} not run: {why}",
+                self.target.name(),
+                self.scenario
+            );
+            self.skipped += 1;
+            return Ok(());
+        }
         let got = match op {
             "open" | "reopen" => self.reopen(step),
+            "open_second" => self.open_second(step),
             _ => {
                 let Some(db) = &self.db else {
                     return Err("no open database (an earlier open failed)".into());
@@ -135,26 +153,27 @@ impl<T: Target> Runner<'_, T> {
                 apply(db, op, step)
             }
         };
-        self.compare(self.expected(step), got)
+        self.compare(expected, got)
     }
 
     fn reopen(&mut self, step: &Value) -> srvdb::Result<Value> {
         if let Some(db) = self.db.take() {
             self.target.close(db)?;
         }
-        let mut options = OpenOptions::default();
-        if let Some(d) = step.get("dimension").and_then(Value::as_u64) {
-            options.dimension = Some(u32::try_from(d).expect("dimension fits u32"));
-        }
-        if let Some(m) = step.get("metric").and_then(Value::as_str) {
-            options.metric = Some(m.parse().expect("metric name"));
-        }
-        self.db = Some(self.target.open(self.scenario, options)?);
+        self.db = Some(self.target.open(self.scenario, open_options(step))?);
+        Ok(Value::Null)
+    }
+
+    /// A second handle while the first is open: closed at once if it opens.
+    fn open_second(&mut self, step: &Value) -> srvdb::Result<Value> {
+        let second = self.target.open(self.scenario, open_options(step))?;
+        self.target.close(second)?;
         Ok(Value::Null)
     }
 
     fn compare(&self, want: Outcome, got: srvdb::Result<Value>) -> Result<(), String> {
         match (want, got) {
+            (Outcome::Skip(_), _) => Ok(()),
             (Outcome::Answer(want), Ok(got)) => {
                 if same(&want, &got, self.tolerance) {
                     Ok(())
@@ -182,6 +201,18 @@ impl<T: Target> Runner<'_, T> {
             }
         }
     }
+}
+
+/// The options of an open step.
+fn open_options(step: &Value) -> OpenOptions {
+    let mut options = OpenOptions::default();
+    if let Some(d) = step.get("dimension").and_then(Value::as_u64) {
+        options.dimension = Some(u32::try_from(d).expect("dimension fits u32"));
+    }
+    if let Some(m) = step.get("metric").and_then(Value::as_str) {
+        options.metric = Some(m.parse().expect("metric name"));
+    }
+    options
 }
 
 /// The srvdb::Error variant's name, as the file spells kinds.
