@@ -10,10 +10,10 @@ mod common;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use super::common::SplitMix64;
     use criterion::{BenchmarkId, Criterion, Throughput};
     use srvdb::distance::{KernelKind, Kernels};
     use srvdb::format::RowLayout;
+    use srvdb::testing::Rng;
     use std::hint::black_box;
     use std::time::Duration;
 
@@ -31,8 +31,8 @@ mod native {
     }
 
     impl Aligned {
-        fn random(rng: &mut SplitMix64, len: usize) -> Self {
-            let buf: Vec<f32> = (0..len + 16).map(|_| rng.next_f32()).collect();
+        fn random(rng: &mut Rng, len: usize) -> Self {
+            let buf: Vec<f32> = (0..len + 16).map(|_| rng.f32()).collect();
             let start = buf.as_ptr().align_offset(64);
             assert!(start < 16, "f32 buffer cannot be 64-byte aligned");
             Aligned { buf, start, len }
@@ -50,7 +50,7 @@ mod native {
             ("simsimd", KernelKind::SimSimd),
         ];
         for dim in DIMS {
-            let mut rng = SplitMix64::new(0x5eed_0000 + dim as u64);
+            let mut rng = Rng::new(0x5eed_0000 + dim as u64);
             let a = Aligned::random(&mut rng, dim);
             let b = Aligned::random(&mut rng, dim);
             let (a, b) = (a.get(), b.get());
@@ -76,7 +76,7 @@ mod native {
             let layout = RowLayout::new(dim as u32);
             let stride = layout.stride_f32;
             let nrows = (BLOCK_BYTES / layout.stride_bytes()).max(1);
-            let mut rng = SplitMix64::new(0xb10c_0000 + dim as u64);
+            let mut rng = Rng::new(0xb10c_0000 + dim as u64);
             let queries = Aligned::random(&mut rng, QUERIES * dim);
             let rows = Aligned::random(&mut rng, nrows * stride);
             let (queries, rows) = (queries.get(), rows.get());
@@ -113,7 +113,7 @@ mod native {
         let multi = Kernels::best().without_gemm();
         for dim in DIMS {
             let stride = RowLayout::new(dim as u32).stride_f32;
-            let mut rng = SplitMix64::new(0x6e33 + dim as u64);
+            let mut rng = Rng::new(0x6e33 + dim as u64);
             let queries = Aligned::random(&mut rng, 256 * dim);
             let rows = Aligned::random(&mut rng, ROWS * stride);
             let (queries, rows) = (queries.get(), rows.get());

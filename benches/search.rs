@@ -11,14 +11,14 @@ mod common;
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use super::common::{
-        bench_mode, measure_read, resident_buffer, scan_bytes, unit_vectors, Bandwidth, SplitMix64,
-        DATASETS,
+        bench_mode, measure_read, resident_buffer, scan_bytes, Bandwidth, DATASETS,
     };
     use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
     use rayon::ThreadPool;
     use srvdb::distance::Kernels;
     use srvdb::format::{RowLayout, HEADER_BYTES};
-    use srvdb::{Database, Metric, OpenOptions};
+    use srvdb::testing::Rng;
+    use srvdb::{Database, Metric, OpenOptions, Store};
     use std::hint::black_box;
     use std::path::PathBuf;
     use std::time::{Duration, Instant};
@@ -57,13 +57,13 @@ mod native {
             OpenOptions::default().with_metric(Metric::Cosine),
         )
         .expect("open database");
-        let mut rng = SplitMix64::new(0xdb00_0000 ^ ((rows as u64) << 16) ^ dim as u64);
+        let mut rng = Rng::new(0xdb00_0000 ^ ((rows as u64) << 16) ^ dim as u64);
         let mut first_vector = Vec::new();
         let mut at = 0;
         while at < rows {
             let n = INSERT_BATCH.min(rows - at);
             let ids: Vec<String> = (at..at + n).map(|i| format!("v{i}")).collect();
-            let vectors = unit_vectors(&mut rng, n, dim);
+            let vectors = rng.unit_vectors(n, dim);
             if at == 0 {
                 first_vector = vectors[..dim].to_vec();
             }
@@ -71,7 +71,7 @@ mod native {
             at += n;
         }
         db.persist().expect("persist");
-        let queries = unit_vectors(&mut rng, BATCH, dim);
+        let queries = rng.unit_vectors(BATCH, dim);
         // Sanity: a stored vector finds itself first, and k hits come back.
         let hits = db.search(&first_vector, K).expect("search");
         assert_eq!(hits.len(), K.min(rows));

@@ -6,9 +6,11 @@
 //! line), `queries.npy`, `queries.txt` and `gt_cosine.npy` (int32, the exact top-100 rows of
 //! each query). Without it the demo generates seeded, clustered synthetic vectors and says so.
 //!
-//! Run with `make demo` (or `cargo run --release --example demo`).
+//! Run with `cargo run --release --example demo`. (`make demo` runs the text demo,
+//! `examples/stdlib_search.py`, not this one.)
 
-use srvdb::{Database, Metadata, OpenOptions, SearchHit};
+use srvdb::testing::Rng;
+use srvdb::{npy, Database, Metadata, OpenOptions, SearchHit, Store};
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -145,9 +147,11 @@ fn run() -> DemoResult<()> {
     );
     db.close()?;
 
-    // The first query, for `make demo` to ask again through the sandboxed component.
+    // The first query, saved so it can be asked again through the sandboxed component
+    // (`srvdb-host search target/demo-db --query-file target/demo-query.npy`).
     let query_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/demo-query.npy");
-    write_npy_row(&query_file, &data.queries[..data.dim])?;
+    npy::write(&query_file, 1, data.dim, &data.queries[..data.dim])
+        .map_err(|e| format!("writing {}: {e}", query_file.display()))?;
     println!(
         "\nwrote query 0 to {} for the sandboxed run",
         query_file.display()
@@ -243,15 +247,15 @@ fn load_data() -> DemoResult<Data> {
 
 fn load_files(dir: &Path) -> DemoResult<Data> {
     let t = Instant::now();
-    let base = read_npy(&dir.join("base.npy"), "<f4")?;
-    let queries = read_npy(&dir.join("queries.npy"), "<f4")?;
-    let gt = read_npy(&dir.join("gt_cosine.npy"), "<i4")?;
+    let base = read_npy::<f32>(&dir.join("base.npy"))?;
+    let queries = read_npy::<f32>(&dir.join("queries.npy"))?;
+    let gt = read_npy::<i32>(&dir.join("gt_cosine.npy"))?;
     let base_text = read_lines(&dir.join("base.txt"))?;
     let query_text = read_lines(&dir.join("queries.txt"))?;
 
-    let [n, dim] = base.shape2()?;
-    let [nq, qdim] = queries.shape2()?;
-    let [gq, gk] = gt.shape2()?;
+    let (n, dim) = (base.rows, base.cols);
+    let (nq, qdim) = (queries.rows, queries.cols);
+    let (gq, gk) = (gt.rows, gt.cols);
     if qdim != dim {
         return Err(format!("queries.npy has dimension {qdim}, base.npy {dim}").into());
     }
@@ -266,7 +270,7 @@ fn load_files(dir: &Path) -> DemoResult<Data> {
     if gq != nq || gk < RECALL_K {
         return Err(format!("gt_cosine.npy is {gq} x {gk}, expected {nq} x >= {RECALL_K}").into());
     }
-    let gt_rows = gt.to_i32();
+    let gt_rows = gt.data;
     if let Some(bad) = gt_rows.iter().find(|&&r| r < 0 || r as usize >= n) {
         return Err(format!("gt_cosine.npy names row {bad}, outside 0..{n}").into());
     }
@@ -283,9 +287,9 @@ fn load_files(dir: &Path) -> DemoResult<Data> {
             ms(t.elapsed())
         ),
         dim,
-        base: base.to_f32(),
+        base: base.data,
         base_text,
-        queries: queries.to_f32(),
+        queries: queries.data,
         query_text,
         ground_truth,
     };
@@ -298,111 +302,19 @@ fn read_lines(path: &Path) -> DemoResult<Vec<String>> {
     Ok(text.lines().map(str::to_owned).collect())
 }
 
-/// A 2-D array from a `.npy` file: its shape and raw little-endian element bytes.
-struct Npy {
-    path: PathBuf,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl Npy {
-    fn shape2(&self) -> DemoResult<[usize; 2]> {
-        match self.shape[..] {
-            [a, b] => Ok([a, b]),
-            _ => Err(format!(
-                "{}: shape {:?}, expected 2-D",
-                self.path.display(),
-                self.shape
-            )
-            .into()),
-        }
-    }
-
-    fn to_f32(&self) -> Vec<f32> {
-        self.data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    }
-
-    fn to_i32(&self) -> Vec<i32> {
-        self.data
-            .chunks_exact(4)
-            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    }
-}
-
-/// Reads a NumPy `.npy` file (format 1.0, 2.0 or 3.0) of C-order, 4-byte elements of type
-/// `descr` (`<f4` or `<i4`).
-fn read_npy(path: &Path, descr: &str) -> DemoResult<Npy> {
-    let bad = |what: String| -> Box<dyn Error> { format!("{}: {what}", path.display()).into() };
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(bad("not a .npy file".into()));
-    }
-    let (header_len, header_start) = match bytes[6] {
-        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
-        2 | 3 if bytes.len() >= 12 => {
-            let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-            (len as usize, 12)
-        }
-        v => return Err(bad(format!("unsupported .npy version {v}"))),
-    };
-    let data_start = header_start + header_len;
-    let header = bytes
-        .get(header_start..data_start)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(|| bad("truncated or non-text header".into()))?;
-
-    let field = |key: &str| -> Option<&str> {
-        let at = header.find(&format!("'{key}'"))? + key.len() + 2;
-        Some(header[at..].trim_start().strip_prefix(':')?.trim_start())
-    };
-    let got_descr = field("descr")
-        .and_then(|v| v.strip_prefix('\''))
-        .and_then(|v| v.split('\'').next())
-        .ok_or_else(|| bad(format!("no descr in header {header:?}")))?;
-    if got_descr != descr {
-        return Err(bad(format!("dtype {got_descr}, expected {descr}")));
-    }
-    if !field("fortran_order").is_some_and(|v| v.starts_with("False")) {
-        return Err(bad("Fortran-order arrays are not supported".into()));
-    }
-    let shape_text = field("shape")
-        .and_then(|v| v.strip_prefix('('))
-        .and_then(|v| v.split(')').next())
-        .ok_or_else(|| bad(format!("no shape in header {header:?}")))?;
-    let shape = shape_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("bad shape ({shape_text}): {e}")))?;
-
-    let want = shape.iter().product::<usize>() * 4;
-    let data = &bytes[data_start..];
-    if data.len() != want {
-        return Err(bad(format!(
-            "shape {shape:?} needs {want} data bytes, the file has {}",
-            data.len()
-        )));
-    }
-    Ok(Npy {
-        path: path.to_owned(),
-        shape,
-        data: data.to_vec(),
-    })
+/// Reads a `.npy` file of `T` with the workspace's reader (`srvdb::npy`), naming the file in
+/// any error.
+fn read_npy<T: npy::Element>(path: &Path) -> DemoResult<npy::Matrix<T>> {
+    npy::read(path).map_err(|e| format!("{}: {e}", path.display()).into())
 }
 
 /// Clustered, L2-normalised random vectors (`clusters` Gaussian blobs), with brute-force
 /// cosine ground truth. Seeded, so every run sees the same data.
 fn synthetic(n: usize, nq: usize, dim: usize, clusters: usize, seed: u64) -> Data {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let centers: Vec<f32> = (0..clusters * dim).map(|_| rng.normal()).collect();
     let point = |rng: &mut Rng| -> (usize, Vec<f32>) {
-        let c = rng.below(clusters);
+        let c = rng.below(clusters as u64) as usize;
         let mut v: Vec<f32> = centers[c * dim..(c + 1) * dim]
             .iter()
             .map(|x| x + 0.6 * rng.normal())
@@ -450,51 +362,4 @@ fn synthetic(n: usize, nq: usize, dim: usize, clusters: usize, seed: u64) -> Dat
         query_text,
         ground_truth,
     }
-}
-
-/// SplitMix64: small, seedable, good enough for demo data.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// Standard normal (Box-Muller).
-    fn normal(&mut self) -> f32 {
-        let (u, v) = (self.unit(), self.unit());
-        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    }
-}
-
-/// Writes one float32 row as a NumPy v1 `.npy` file (shape (1, d)).
-fn write_npy_row(path: &Path, row: &[f32]) -> Result<(), Box<dyn std::error::Error>> {
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': (1, {}), }}",
-        row.len()
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    for x in row {
-        bytes.extend_from_slice(&x.to_le_bytes());
-    }
-    std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()).into())
 }

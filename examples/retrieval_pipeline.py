@@ -6,7 +6,7 @@
    pair) is hashed (BLAKE2b) to one of DIM buckets with a sign, counts are log-scaled and
    the vector is L2-normalised. No model, no network; the same text always gives the same
    vector.
-3. Stores them in SrvDB through the LangChain vector store (`pip install "srvdb[langchain]"`)
+3. Stores them in SrvDB through the LangChain vector store (`pip install "langchain-core>=1.0,<2"`)
    and answers a few questions with a similarity search, an MMR search and a metadata filter.
    Without langchain-core it does the same with the plain `srvdb` API.
 

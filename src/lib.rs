@@ -3,7 +3,7 @@
 //! point. Search is exact, SIMD, and runs at memory speed.
 //!
 //! ```
-//! use srvdb::{Database, Metadata, OpenOptions};
+//! use srvdb::{Database, Metadata, OpenOptions, Store};
 //! let dir = tempfile::tempdir().unwrap();
 //! let db = Database::open(dir.path(), OpenOptions::default()).unwrap();
 //! db.add(&["a", "b"], &[1.0, 0.0, 0.0, 1.0], &[Some(Metadata::from_text("{\"n\": 1}")), None]).unwrap();
@@ -37,8 +37,11 @@ pub mod error;
 pub mod format;
 pub mod index;
 pub mod meta;
+pub mod npy;
 pub mod storage;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(feature = "text")]
 pub mod text;
 pub mod types;

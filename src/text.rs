@@ -7,6 +7,7 @@
 
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
+use crate::store::{str_refs, Store, Write};
 use crate::types::{Metadata, OpenOptions};
 use crate::Database;
 use std::path::Path;
@@ -77,7 +78,9 @@ impl TextDatabase {
         metadatas: &[Option<Metadata>],
     ) -> Result<()> {
         let (vectors, docs) = self.prepare(ids.len(), documents)?;
-        self.db.add_with_documents(ids, &vectors, metadatas, &docs)
+        let ids = str_refs(ids);
+        let write = Write::add(&ids, &vectors).metadatas(metadatas);
+        self.db.write(&write.documents(&docs))
     }
 
     /// Like [`TextDatabase::add`], replacing existing ids.
@@ -88,15 +91,16 @@ impl TextDatabase {
         metadatas: &[Option<Metadata>],
     ) -> Result<()> {
         let (vectors, docs) = self.prepare(ids.len(), documents)?;
-        self.db
-            .upsert_with_documents(ids, &vectors, metadatas, &docs)
+        let ids = str_refs(ids);
+        let write = Write::upsert(&ids, &vectors).metadatas(metadatas);
+        self.db.write(&write.documents(&docs))
     }
 
-    fn prepare<D: AsRef<str>>(
+    fn prepare<'d, D: AsRef<str>>(
         &self,
         n: usize,
-        documents: &[D],
-    ) -> Result<(Vec<f32>, Vec<Option<String>>)> {
+        documents: &'d [D],
+    ) -> Result<(Vec<f32>, Vec<Option<&'d str>>)> {
         if documents.len() != n {
             return Err(Error::invalid(format!(
                 "{} documents for {n} ids: pass one per id",
@@ -104,10 +108,7 @@ impl TextDatabase {
             )));
         }
         let vectors = self.embedder.embed(documents)?;
-        let docs = documents
-            .iter()
-            .map(|d| Some(d.as_ref().to_owned()))
-            .collect();
+        let docs = documents.iter().map(|d| Some(d.as_ref())).collect();
         Ok((vectors, docs))
     }
 

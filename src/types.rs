@@ -102,10 +102,10 @@ pub struct OpenOptions {
     pub metric: Option<Metric>,
     /// Storage backend for `vectors.bin`.
     pub storage: StorageKind,
-    /// Write-buffer size in bytes (`SVDB_BUFFER_SIZE`).
+    /// Write-buffer size in bytes (`SRVDB_BUFFER_SIZE`).
     pub buffer_bytes: usize,
-    /// Commit automatically once this many vectors are uncommitted (`SVDB_AUTO_FLUSH_THRESHOLD`);
-    /// 0 disables auto-commit.
+    /// Commit automatically once this many inserts and deletes are uncommitted
+    /// (`SRVDB_AUTO_FLUSH_THRESHOLD`); 0 disables auto-commit.
     pub auto_commit_rows: usize,
     /// Answer concurrent `search` calls on one handle together, with one batch scan per round
     /// (on by default; off only to measure what it saves).
@@ -133,15 +133,15 @@ impl std::fmt::Display for EmbedderSpec {
 }
 
 impl Default for OpenOptions {
-    /// Defaults, with `SVDB_BUFFER_SIZE` and `SVDB_AUTO_FLUSH_THRESHOLD` read from the
-    /// environment when set to a number.
+    /// Defaults, with `SRVDB_BUFFER_SIZE` and `SRVDB_AUTO_FLUSH_THRESHOLD` read from the
+    /// environment when set to a number (or the original SrvDB's `SVDB_` names for either).
     fn default() -> Self {
         OpenOptions {
             dimension: None,
             metric: None,
             storage: StorageKind::default(),
-            buffer_bytes: env_usize("SVDB_BUFFER_SIZE").unwrap_or(DEFAULT_BUFFER_BYTES),
-            auto_commit_rows: env_usize("SVDB_AUTO_FLUSH_THRESHOLD")
+            buffer_bytes: env_usize(BUFFER_SIZE_VARS).unwrap_or(DEFAULT_BUFFER_BYTES),
+            auto_commit_rows: env_usize(AUTO_FLUSH_THRESHOLD_VARS)
                 .unwrap_or(DEFAULT_AUTO_COMMIT_ROWS),
             coalesce_searches: true,
             embedder: None,
@@ -176,8 +176,25 @@ impl OpenOptions {
     }
 }
 
-fn env_usize(name: &str) -> Option<usize> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+/// The variables that set `OpenOptions::buffer_bytes`, in the order they are read: SrvDB's own
+/// name, then the one the original SrvDB read (still honoured, so existing settings keep working).
+const BUFFER_SIZE_VARS: &[&str] = &["SRVDB_BUFFER_SIZE", "SVDB_BUFFER_SIZE"];
+/// The same for `OpenOptions::auto_commit_rows`.
+const AUTO_FLUSH_THRESHOLD_VARS: &[&str] =
+    &["SRVDB_AUTO_FLUSH_THRESHOLD", "SVDB_AUTO_FLUSH_THRESHOLD"];
+
+/// The first of `names` set in the environment to a number; a value that is not a number is
+/// ignored, as if unset.
+fn env_usize(names: &[&str]) -> Option<usize> {
+    first_usize(names, |name| std::env::var(name).ok())
+}
+
+/// [`env_usize`] over any `lookup` (a variable's name to its value), so tests need not touch
+/// the process-wide environment.
+fn first_usize(names: &[&str], lookup: impl Fn(&str) -> Option<String>) -> Option<usize> {
+    names
+        .iter()
+        .find_map(|name| lookup(name)?.trim().parse().ok())
 }
 
 /// One search result.
@@ -280,4 +297,41 @@ pub struct Record {
     pub metadata: Option<Metadata>,
     /// The text the vector was embedded from, if it was stored with it.
     pub document: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{first_usize, AUTO_FLUSH_THRESHOLD_VARS, BUFFER_SIZE_VARS};
+
+    /// A lookup over a fixed list of variables, standing in for the environment.
+    fn lookup<'a>(vars: &'a [(&str, &str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    /// Issue 14 renamed the variables to the `SRVDB_` prefix; a user of the original SrvDB
+    /// who set `SVDB_AUTO_FLUSH_THRESHOLD=0` must not silently get auto-commits back.
+    #[test]
+    fn settings_read_the_srvdb_names_first_and_the_original_svdb_names_as_fallback() {
+        let both = [("SRVDB_BUFFER_SIZE", "4096"), ("SVDB_BUFFER_SIZE", "512")];
+        assert_eq!(first_usize(BUFFER_SIZE_VARS, lookup(&both)), Some(4096));
+        let old_only = [("SVDB_AUTO_FLUSH_THRESHOLD", " 0 ")];
+        assert_eq!(
+            first_usize(AUTO_FLUSH_THRESHOLD_VARS, lookup(&old_only)),
+            Some(0)
+        );
+        let new_not_a_number = [("SRVDB_BUFFER_SIZE", "8 MiB"), ("SVDB_BUFFER_SIZE", "512")];
+        assert_eq!(
+            first_usize(BUFFER_SIZE_VARS, lookup(&new_not_a_number)),
+            Some(512)
+        );
+        assert_eq!(
+            first_usize(BUFFER_SIZE_VARS, lookup(&[("SRVDB_BUFFER_SIZE", "-1")])),
+            None
+        );
+        assert_eq!(first_usize(BUFFER_SIZE_VARS, lookup(&[])), None);
+    }
 }

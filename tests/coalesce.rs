@@ -4,7 +4,7 @@
 
 mod common;
 use common::{assert_topk, ids, seed, tempdir, Rng};
-use srvdb::{Database, Error, Metric, OpenOptions};
+use srvdb::{Database, Error, Metric, OpenOptions, Store};
 use std::sync::{Arc, Barrier};
 
 const DIM: usize = 96;

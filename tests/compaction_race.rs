@@ -4,8 +4,8 @@
 //! The reference is what the test itself wrote for each id.
 
 mod common;
-use common::{seed, tempdir, Rng};
-use srvdb::{Database, Metadata, OpenOptions, StorageKind};
+use common::{seed, tempdir, write_documents, Rng};
+use srvdb::{Database, Metadata, OpenOptions, StorageKind, Store};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -46,8 +46,7 @@ fn race(storage: StorageKind, readers: usize, rounds: usize) {
     let vectors: Vec<f32> = (0..ROWS).flat_map(vector_of).collect();
     let metas: Vec<Option<Metadata>> = (0..ROWS).map(|i| Some(meta_of(i))).collect();
     let docs: Vec<Option<String>> = (0..ROWS).map(|i| Some(doc_of(i))).collect();
-    db.add_with_documents(&ids, &vectors, &metas, &docs)
-        .expect("add");
+    write_documents(&*db, srvdb::WriteMode::Add, &ids, &vectors, &metas, &docs).expect("add");
     // Every other row is deleted now; of the rest, every fourth goes before each later round.
     // Ids divisible by 4 are never deleted: those are the ones the readers ask for.
     let odd: Vec<&String> = ids.iter().skip(1).step_by(2).collect();
@@ -77,7 +76,7 @@ fn race(storage: StorageKind, readers: usize, rounds: usize) {
                     // Two ids at once: a hit list's documents are read this way.
                     let j = (i + 8) % ROWS;
                     let ok = ok
-                        && match db.documents(&[id.clone(), format!("r{j}")]) {
+                        && match db.documents(&[id.as_str(), &format!("r{j}")]) {
                             Ok(d) => d == vec![Some(doc_of(i)), Some(doc_of(j))],
                             Err(_) => false,
                         };

@@ -6,7 +6,7 @@
 
 mod common;
 use common::{seed, tempdir, topk_mismatch, Rng};
-use srvdb::{Database, Metadata, Metric, OpenOptions};
+use srvdb::{Database, Metadata, Metric, OpenOptions, Store};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 
 mod common;
 use common::{ids, seed, tempdir, Rng};
-use srvdb::{Database, Error, OpenOptions, StorageKind};
+use srvdb::{Database, Error, OpenOptions, StorageKind, Store};
 use std::path::Path;
 
 fn make_db(dir: &Path) {

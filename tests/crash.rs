@@ -8,7 +8,7 @@
 
 mod common;
 use common::{seed, tempdir, Rng};
-use srvdb::{Database, OpenOptions, StorageKind};
+use srvdb::{Database, OpenOptions, StorageKind, Store};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

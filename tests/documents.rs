@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::{ids, tempdir, Rng};
-use srvdb::{Database, EmbedderSpec, Error, OpenOptions, StorageKind};
+use common::{ids, tempdir, write_documents, Rng};
+use srvdb::{Database, EmbedderSpec, Error, OpenOptions, StorageKind, Store};
 use std::collections::HashMap;
 
 const DIM: usize = 8;
@@ -15,6 +15,7 @@ const DIM: usize = 8;
 fn docs_of(db: &Database, reference: &HashMap<String, Option<String>>, seed: u64) {
     let mut keys: Vec<&String> = reference.keys().collect();
     keys.sort();
+    let keys: Vec<&str> = keys.into_iter().map(String::as_str).collect();
     let got = db.documents(&keys).expect("documents");
     for (id, doc) in keys.iter().zip(got) {
         assert_eq!(&doc, &reference[*id], "document of {id} (seed {seed})");
@@ -44,8 +45,15 @@ fn documents_follow_rows_through_upsert_delete_compact_and_reopen() {
         let texts: Vec<Option<String>> = (0..20)
             .map(|i| (i % 3 != 0).then(|| format!("document {i}: text ✓")))
             .collect();
-        db.add_with_documents(&first, &rng.vectors(20, DIM), &[], &texts)
-            .expect("add");
+        write_documents(
+            &db,
+            srvdb::WriteMode::Add,
+            &first,
+            &rng.vectors(20, DIM),
+            &[],
+            &texts,
+        )
+        .expect("add");
         for (id, t) in first.iter().zip(&texts) {
             reference.insert(id.clone(), t.clone());
         }
@@ -60,8 +68,15 @@ fn documents_follow_rows_through_upsert_delete_compact_and_reopen() {
             None,
             Some("seven again".into()),
         ];
-        db.upsert_with_documents(&up, &rng.vectors(3, DIM), &[], &new_texts)
-            .expect("upsert");
+        write_documents(
+            &db,
+            srvdb::WriteMode::Upsert,
+            &up,
+            &rng.vectors(3, DIM),
+            &[],
+            &new_texts,
+        )
+        .expect("upsert");
         for (id, t) in up.iter().zip(&new_texts) {
             reference.insert(id.clone(), t.clone());
         }
@@ -99,11 +114,25 @@ fn uncommitted_documents_vanish_with_their_rows() {
     };
     {
         let db = Database::open(dir.path(), opts.clone()).expect("open");
-        db.add_with_documents(&["a"], &[1.0, 0.0], &[], &[Some("kept")])
-            .expect("add");
+        write_documents(
+            &db,
+            srvdb::WriteMode::Add,
+            &["a"],
+            &[1.0, 0.0],
+            &[],
+            &[Some("kept")],
+        )
+        .expect("add");
         db.persist().expect("persist");
-        db.add_with_documents(&["b"], &[0.0, 1.0], &[], &[Some("lost")])
-            .expect("add");
+        write_documents(
+            &db,
+            srvdb::WriteMode::Add,
+            &["b"],
+            &[0.0, 1.0],
+            &[],
+            &[Some("lost")],
+        )
+        .expect("add");
         std::mem::forget(db); // a crash: no commit on drop
     }
     // The leaked handle still holds the lock; a crashed process would have released it.
@@ -122,9 +151,15 @@ fn uncommitted_documents_vanish_with_their_rows() {
 #[test]
 fn document_count_must_match_ids() {
     let db = Database::in_memory(OpenOptions::default()).expect("open");
-    let err = db
-        .add_with_documents(&["a", "b"], &[1.0, 0.0, 0.0, 1.0], &[], &[Some("one")])
-        .expect_err("one document for two ids");
+    let err = write_documents(
+        &db,
+        srvdb::WriteMode::Add,
+        &["a", "b"],
+        &[1.0, 0.0, 0.0, 1.0],
+        &[],
+        &[Some("one")],
+    )
+    .expect_err("one document for two ids");
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
     assert_eq!(db.count(), 0);
 }

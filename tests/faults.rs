@@ -15,9 +15,9 @@
 //! such bugs: they run it on a disk that lies about one kind of sync and expect violations.
 
 mod common;
-use common::{seed, Rng};
+use common::{seed, write_documents, Rng};
 use srvdb::storage::sim::{Crash, Defects, FaultPlan, SimLocation, TornUnit};
-use srvdb::{Database, Metadata, OpenOptions};
+use srvdb::{Database, Metadata, OpenOptions, Store};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -86,9 +86,9 @@ fn workload(loc: Arc<SimLocation>, s: u64) -> Run {
             .map(|i| (i % 3 == 0).then(|| format!("document {i}/{upsert}")))
             .collect();
         let r = if upsert {
-            db.upsert_with_documents(&ids, &vecs, &metas, &docs)
+            write_documents(db, srvdb::WriteMode::Upsert, &ids, &vecs, &metas, &docs)
         } else {
-            db.add_with_documents(&ids, &vecs, &metas, &docs)
+            write_documents(db, srvdb::WriteMode::Add, &ids, &vecs, &metas, &docs)
         };
         for (j, i) in range.enumerate() {
             model.insert(
@@ -553,8 +553,7 @@ fn get_after_a_failed_compaction_never_returns_another_records_data() {
             .map(|i| Some(Metadata::from_text(format!("m{i}"))))
             .collect();
         let docs: Vec<Option<String>> = (0..60).map(|i| Some(format!("d{i}"))).collect();
-        db.add_with_documents(&ids, &vecs, &metas, &docs)
-            .expect("add");
+        write_documents(&db, srvdb::WriteMode::Add, &ids, &vecs, &metas, &docs).expect("add");
         for (i, id) in ids.iter().enumerate() {
             model.insert(
                 id.clone(),

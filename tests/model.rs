@@ -14,10 +14,10 @@
 //! with the wrong record after compaction, a crash image that does not reopen).
 
 mod common;
-use common::brute_force;
+use common::{brute_force, write_documents};
 use proptest::prelude::*;
 use srvdb::storage::sim::{Crash, FaultPlan, SimLocation, TornUnit};
-use srvdb::{Database, Error, Metadata, Metric, OpenOptions};
+use srvdb::{Database, Error, Metadata, Metric, OpenOptions, Store};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -126,9 +126,9 @@ fn write(
         .map(|t| t.clone().map(|t| format!("doc {t}")))
         .collect();
     let r = if upsert {
-        db.upsert_with_documents(&ids, &vecs, &metas, &docs)
+        write_documents(db, srvdb::WriteMode::Upsert, &ids, &vecs, &metas, &docs)
     } else {
-        db.add_with_documents(&ids, &vecs, &metas, &docs)
+        write_documents(db, srvdb::WriteMode::Add, &ids, &vecs, &metas, &docs)
     };
     let recs = ids
         .into_iter()

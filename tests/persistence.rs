@@ -3,7 +3,7 @@
 
 mod common;
 use common::{ids, seed, tempdir, Rng};
-use srvdb::{Database, Error, Metadata, Metric, OpenOptions, StorageKind};
+use srvdb::{Database, Error, Metadata, Metric, OpenOptions, StorageKind, Store};
 
 fn opts(kind: StorageKind) -> OpenOptions {
     OpenOptions::default().with_storage(kind)
@@ -275,4 +275,30 @@ fn second_writer_gets_locked() {
     assert!(matches!(err, Error::Locked { .. }), "{err}");
     drop(db);
     Database::open(dir.path(), OpenOptions::default()).expect("open after close");
+}
+
+/// An in-memory database has no files to reopen: compaction used to look for the rows it had
+/// just written under `vectors.bin.compact`, find nothing, and poison the handle.
+#[test]
+fn in_memory_database_compacts() {
+    let db = Database::in_memory(OpenOptions::default()).expect("open");
+    let all = ids(0..10);
+    let vectors: Vec<f32> = (0..10).flat_map(|i| [i as f32, 1.0]).collect();
+    db.add(&all, &vectors, &[]).expect("add");
+    db.delete(&ids(0..5)).expect("delete");
+    db.compact().expect("compact");
+    assert_eq!(db.ids(), ids(5..10));
+    for i in 5..10 {
+        let record = db.get(&format!("id-{i}")).expect("get").expect("live");
+        assert_eq!(record.vector, vec![i as f32, 1.0], "row of id-{i}");
+    }
+    db.add(&["new"], &[0.5, 0.5], &[])
+        .expect("add after compaction");
+    db.delete(&["id-5"]).expect("delete");
+    db.compact().expect("a second compaction");
+    let mut want = ids(6..10);
+    want.push("new".into());
+    assert_eq!(db.ids(), want);
+    let hits = db.search(&[0.5, 0.5], 1).expect("search");
+    assert_eq!(hits[0].id, "new", "cosine 1 against the query itself");
 }

@@ -8,7 +8,7 @@
 
 mod common;
 use common::{assert_topk, ids, items, seed, tempdir, Rng};
-use srvdb::{Database, Metric, OpenOptions};
+use srvdb::{Database, Metric, OpenOptions, Store};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,10 +3,10 @@
 //! different `k`. Callers inside rayon's pool are in `rayon_callers.rs`.
 
 mod common;
-use common::{assert_topk, ids, items, seed, tempdir, Rng};
+use common::{assert_topk, ids, items, seed, tempdir, write_documents, Rng};
 use srvdb::storage::sim::{FaultPlan, SimLocation};
 use srvdb::types::{MAX_DOCUMENT_BYTES, MAX_METADATA_BYTES};
-use srvdb::{Database, Error, Metadata, Metric, OpenOptions};
+use srvdb::{Database, Error, Metadata, Metric, OpenOptions, Store};
 use std::sync::Arc;
 
 /// A handle poisoned by a failed commit must say so at `close`, since the writes it
@@ -62,7 +62,14 @@ fn oversized_values_are_refused_at_add_without_losing_other_writes() {
         other => panic!("oversized metadata: {other:?}"),
     }
     let big_doc = "d".repeat(MAX_DOCUMENT_BYTES + 1);
-    match db.add_with_documents(&["z"], &[0.5, 0.5], &[], &[Some(big_doc)]) {
+    match write_documents(
+        &db,
+        srvdb::WriteMode::Add,
+        &["z"],
+        &[0.5, 0.5],
+        &[],
+        &[Some(big_doc)],
+    ) {
         Err(Error::InvalidInput { reason, index }) => {
             assert_eq!(index, Some(0));
             assert!(reason.contains(&MAX_DOCUMENT_BYTES.to_string()), "{reason}");
@@ -71,8 +78,15 @@ fn oversized_values_are_refused_at_add_without_losing_other_writes() {
     }
     // At the limit exactly is fine.
     let at_limit = "d".repeat(MAX_DOCUMENT_BYTES);
-    db.add_with_documents(&["w"], &[0.5, 0.5], &[], &[Some(at_limit.as_str())])
-        .expect("a document at the limit");
+    write_documents(
+        &db,
+        srvdb::WriteMode::Add,
+        &["w"],
+        &[0.5, 0.5],
+        &[],
+        &[Some(at_limit.as_str())],
+    )
+    .expect("a document at the limit");
     assert!(!db.contains("x") && !db.contains("y") && !db.contains("z"));
     db.persist().expect("the handle is not poisoned");
     db.close().expect("close");

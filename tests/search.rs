@@ -4,7 +4,7 @@
 
 mod common;
 use common::{assert_topk, dataset, ids, seed, tempdir, Rng};
-use srvdb::{Database, Metric, OpenOptions, StorageKind};
+use srvdb::{Database, Metric, OpenOptions, StorageKind, Store};
 
 fn backends() -> Vec<(&'static str, Option<StorageKind>)> {
     vec![

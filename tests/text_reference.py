@@ -13,7 +13,7 @@ python/tests/test_text.py compare against that file (cosine >= 0.9999 per senten
 
 With `--bench FILE` it also times sentence-transformers on the sentences of FILE (one per line;
 examples/stdlib_search.py --dump-sentences writes such a file) and prints sentences/s, for the
-throughput comparison in the README.
+throughput comparison in docs/performance.md.
 """
 
 import argparse

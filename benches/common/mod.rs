@@ -1,52 +1,11 @@
-//! Shared by the benches: a seeded generator, and a sequential read-bandwidth probe that gives
-//! the floor an exact scan cannot beat (`bytes scanned / bandwidth`).
+//! Shared by the benches: a sequential read-bandwidth probe that gives
+//! the floor an exact scan cannot beat (`bytes scanned / bandwidth`). Seeded data
+//! comes from the workspace's one generator, `srvdb::testing::Rng`.
 
 // Each bench uses a different subset of these helpers.
 #![allow(dead_code)]
 
 use std::time::Instant;
-
-/// SplitMix64: tiny, seeded, good enough for benchmark data.
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[-1, 1)`.
-    pub fn next_f32(&mut self) -> f32 {
-        // 24 random bits -> [0, 1) exactly representable in f32.
-        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        2.0 * u - 1.0
-    }
-}
-
-/// `n` vectors of `dim` components, uniform in the cube then normalised to unit length.
-pub fn unit_vectors(rng: &mut SplitMix64, n: usize, dim: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(n * dim);
-    for _ in 0..n {
-        let start = out.len();
-        out.extend((0..dim).map(|_| rng.next_f32()));
-        let v = &mut out[start..];
-        let norm = v
-            .iter()
-            .map(|x| x * x)
-            .sum::<f32>()
-            .sqrt()
-            .max(f32::MIN_POSITIVE);
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-    out
-}
 
 /// Portable read kernel: 32 independent accumulators, so the adds never limit the loads.
 #[inline(always)]

@@ -62,7 +62,7 @@ def main() -> None:
         from langchain_core.embeddings import FakeEmbeddings
         from srvdb.integrations.langchain import SrvDBVectorStore
     except ImportError:
-        sys.exit("needs langchain-core: pip install 'srvdb[langchain]'")
+        sys.exit("needs langchain-core: pip install -r python/requirements-integrations.txt")
 
     base = np.ascontiguousarray(np.load(d / "base.npy"), dtype=np.float32)
     queries = np.ascontiguousarray(np.load(d / "queries.npy"), dtype=np.float32)

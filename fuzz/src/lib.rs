@@ -20,7 +20,7 @@ use arbitrary::Unstructured;
 use srvdb::format::{Header, RowLayout};
 use srvdb::storage::sim::{FaultPlan, SimLocation};
 use srvdb::storage::{names, Location};
-use srvdb::{Database, Error, Metric, OpenOptions, StorageKind};
+use srvdb::{Database, Error, Metric, OpenOptions, StorageKind, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
@@ -597,7 +597,7 @@ pub fn open_metadata(data: &[u8]) {
                 assert_eq!(db.metric(), metric, "metric");
             }
             check_db(&db, metric, &vectors);
-            let ids: Vec<&String> = live.keys().collect();
+            let ids: Vec<&str> = live.keys().map(String::as_str).collect();
             let docs = db.documents(&ids).expect("documents");
             for (id, doc) in ids.iter().zip(docs) {
                 assert_eq!(doc.as_ref(), w.docs.get(&live[*id]), "document of {id}");

@@ -12,21 +12,9 @@ use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::Sandbox;
 use std::time::Instant;
 
+/// `n` seeded unit vectors of `dim` components.
 fn vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    let mut out: Vec<f32> = (0..n * dim)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    for row in out.chunks_mut(dim) {
-        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-        row.iter_mut().for_each(|x| *x /= norm);
-    }
-    out
+    srvdb::testing::Rng::new(seed).unit_vectors(n, dim)
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {

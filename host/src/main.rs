@@ -1,4 +1,5 @@
 //! `srvdb-host`: the SrvDB command line, with the engine running inside the wasmtime sandbox.
+//! `srvdb-host --help` lists the commands, `srvdb-host COMMAND --help` their flags.
 //!
 //! ```text
 //! srvdb-host info DB
@@ -11,75 +12,148 @@
 //! `add-text` and `query` embed inside the sandbox too, so they need a component built with the
 //! embedder (`make component`). `--model` is a model name in the cache (`SRVDB_MODEL_DIR`,
 //! default `all-MiniLM-L6-v2`) or a sentence-transformers folder; the sandbox sees it read-only.
-//! Common flags: `--component PATH` (default: `SRVDB_COMPONENT` or the `make component` output),
-//! `--memory-mib N` (the guest's memory cap), `--fuel N` (fuel per call), `--deadline-secs S`
-//! (wall-clock time per call before it is stopped; default 60, 0 for none).
+//! Flags of every command, before or after it: `--component PATH` (default: `SRVDB_COMPONENT` or
+//! the `make component` output), `--memory-mib N` (the guest's memory cap), `--fuel N` (fuel per
+//! call), `--deadline-secs S` (wall-clock time per call before it is stopped; default 60, 0 for
+//! none), `--quiet` (no progress bars; they are also hidden when stderr is not a terminal).
 
-mod npy;
-
+use clap::builder::TypedValueParser;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use srvdb::embed::locate;
-use srvdb::{OpenOptions, Store};
+use srvdb::{npy, OpenOptions, Store};
 use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::{Sandbox, SandboxedEmbedder};
-use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 type AnyError = Box<dyn std::error::Error>;
 
-const USAGE: &str = "usage:
-  srvdb-host info DB
-  srvdb-host ingest DB FILE [--dim D] [--batch N]
-  srvdb-host search DB (--query 0.1,0.2,... | --query-file Q.npy [--row R]) [-k K]
-  srvdb-host compact DB
-  srvdb-host add-text DB FILE [--model M] [--batch N]
-  srvdb-host query DB TEXT [-k K] [--model M]
-flags: --component PATH  --memory-mib N  --fuel N  --deadline-secs S (0: none)";
-
-struct Args {
-    positional: Vec<String>,
-    flags: std::collections::HashMap<String, String>,
+/// The SrvDB command line: the engine runs inside the wasmtime sandbox.
+#[derive(Parser, Debug)]
+#[command(name = "srvdb-host", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    sandbox: SandboxFlags,
+    /// No progress bars (they are hidden anyway when stderr is not a terminal).
+    #[arg(long, short, global = true)]
+    quiet: bool,
 }
 
-fn parse(args: impl Iterator<Item = String>) -> Result<Args, AnyError> {
-    let mut positional = Vec::new();
-    let mut flags = std::collections::HashMap::new();
-    let mut it = args.peekable();
-    while let Some(a) = it.next() {
-        if let Some(name) = a
-            .strip_prefix("--")
-            .or_else(|| a.strip_prefix('-').filter(|s| s.len() == 1))
-        {
-            let value = it
-                .next()
-                .ok_or_else(|| format!("flag {a} needs a value\n{USAGE}"))?;
-            flags.insert(name.to_owned(), value);
-        } else {
-            positional.push(a);
-        }
-    }
-    Ok(Args { positional, flags })
+/// How the sandbox runs: flags every command takes.
+#[derive(Args, Debug)]
+struct SandboxFlags {
+    /// The WASI component (default: SRVDB_COMPONENT, else the `make component` output).
+    #[arg(long, global = true, value_name = "PATH")]
+    component: Option<PathBuf>,
+    /// The guest's memory cap, in MiB.
+    #[arg(long, global = true, value_name = "N")]
+    memory_mib: Option<usize>,
+    /// Fuel (instructions, roughly) per call; unlimited if not given.
+    #[arg(long, global = true, value_name = "N")]
+    fuel: Option<u64>,
+    /// Wall-clock seconds per call before it is stopped (default 60; 0: no deadline).
+    #[arg(long, global = true, value_name = "S")]
+    deadline_secs: Option<f64>,
 }
 
-impl Args {
-    fn flag<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, AnyError> {
-        match self.flags.get(name) {
-            None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| format!("bad value for --{name}: {v:?}").into()),
-        }
-    }
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Record count, dimension, metric and kernel of a database.
+    Info {
+        /// The database directory.
+        db: PathBuf,
+    },
+    /// Adds vectors from a .npy file (float32, 1-D or 2-D) or raw little-endian f32 (--dim).
+    Ingest {
+        /// The database directory (created if missing).
+        db: PathBuf,
+        /// The vectors: a .npy file, or raw f32 with --dim.
+        file: PathBuf,
+        /// Components per vector: needed for raw f32, checked against a .npy file.
+        #[arg(long, value_name = "D")]
+        dim: Option<usize>,
+        /// Vectors per call into the sandbox.
+        #[arg(long, value_name = "N", default_value_t = 5000,
+              value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
+        batch: usize,
+    },
+    /// The k nearest records to one vector.
+    Search {
+        /// The database directory.
+        db: PathBuf,
+        #[command(flatten)]
+        query: VectorQuery,
+        /// Row of --query-file to search with.
+        #[arg(long, value_name = "R", requires = "query_file", default_value_t = 0)]
+        row: usize,
+        /// Hits to return.
+        #[arg(short = 'k', long = "k", value_name = "K", default_value_t = 10)]
+        k: usize,
+    },
+    /// Rewrites the database without its deleted records.
+    Compact {
+        /// The database directory.
+        db: PathBuf,
+    },
+    /// Embeds and stores a UTF-8 text file, one document per line (needs the embedder).
+    AddText {
+        /// The database directory (created if missing).
+        db: PathBuf,
+        /// UTF-8 text, one document per line; blank lines are skipped.
+        file: PathBuf,
+        #[command(flatten)]
+        model: ModelFlag,
+        /// Documents per embedding call.
+        #[arg(long, value_name = "N", default_value_t = 256,
+              value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
+        batch: usize,
+    },
+    /// The k nearest documents to a text (needs the embedder).
+    Query {
+        /// The database directory.
+        db: PathBuf,
+        /// The question or text to search for.
+        text: String,
+        /// Hits to return.
+        #[arg(short = 'k', long = "k", value_name = "K", default_value_t = 10)]
+        k: usize,
+        #[command(flatten)]
+        model: ModelFlag,
+    },
 }
 
-/// Reads a little-endian float32 NumPy array (1-D or 2-D): (rows, cols, data). See [`npy`]:
-/// nothing in the file is trusted.
-fn read_npy(path: &std::path::Path) -> Result<(usize, usize, Vec<f32>), AnyError> {
-    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let v = npy::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((v.rows, v.cols, v.data))
+/// The vector `search` looks for: given inline or as a row of a .npy file.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct VectorQuery {
+    /// The query vector, comma-separated: 0.1,-0.2,...
+    #[arg(
+        long,
+        value_name = "V,V,...",
+        allow_hyphen_values = true,
+        value_delimiter = ','
+    )]
+    query: Option<Vec<f32>>,
+    /// A .npy file (float32) holding the query vector (see --row).
+    #[arg(long, value_name = "Q.npy")]
+    query_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ModelFlag {
+    /// A model name in the model cache (SRVDB_MODEL_DIR) or a sentence-transformers folder.
+    #[arg(long, value_name = "M", default_value = locate::DEFAULT_MODEL)]
+    model: String,
+}
+
+/// Reads a little-endian float32 NumPy array (1-D or 2-D) with [`srvdb::npy`], which trusts
+/// nothing in the file; errors name the file.
+fn read_npy(path: &Path) -> Result<npy::Matrix<f32>, AnyError> {
+    npy::read(path).map_err(|e| format!("{}: {e}", path.display()).into())
 }
 
 /// A one-line view of a record's metadata: its "text" field if it has one, else the string.
@@ -103,26 +177,34 @@ fn cut(text: &str, chars: usize) -> String {
     line
 }
 
-/// Redraws the progress bar on stderr: `done` of `total` `unit`.
-fn progress(done: usize, total: usize, unit: &str) {
-    let pct = done * 100 / total.max(1);
-    let bar = "#".repeat(pct / 4);
-    eprint!("\r[{bar:<25}] {pct:>3}%  {done}/{total} {unit}");
-    let _ = std::io::stderr().flush();
+/// A progress bar on stderr for `total` `unit`: hidden with `--quiet`, and by indicatif when
+/// stderr is not a terminal (CI logs, pipes), so only a person watching sees it.
+fn progress(total: usize, unit: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    let template =
+        format!("[{{bar:25}}] {{percent:>3}}%  {{human_pos}}/{{human_len}} {unit}, {{eta}} left");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("#>-"));
+    }
+    bar
 }
 
-fn sandbox(args: &Args) -> Result<Sandbox, AnyError> {
+/// The sandbox the flags describe.
+fn sandbox(flags: &SandboxFlags) -> Result<Sandbox, AnyError> {
     let mut config = SandboxConfig::new();
-    if let Some(p) = args.flag::<PathBuf>("component")? {
-        config.component = p;
+    if let Some(p) = &flags.component {
+        config.component.clone_from(p);
     }
-    if let Some(mib) = args.flag::<usize>("memory-mib")? {
+    if let Some(mib) = flags.memory_mib {
         config.memory_limit_bytes = mib
             .checked_mul(1 << 20)
             .ok_or_else(|| format!("--memory-mib {mib} is too large"))?;
     }
-    config.fuel_per_call = args.flag("fuel")?;
-    if let Some(secs) = args.flag::<f64>("deadline-secs")? {
+    config.fuel_per_call = flags.fuel;
+    if let Some(secs) = flags.deadline_secs {
         config.deadline_per_call = if secs == 0.0 {
             None
         } else {
@@ -135,13 +217,9 @@ fn sandbox(args: &Args) -> Result<Sandbox, AnyError> {
     Ok(Sandbox::new(config)?)
 }
 
-/// Loads the embedder named by `--model` (default all-MiniLM-L6-v2) inside its own sandbox.
-fn embedder(sb: &Sandbox, args: &Args) -> Result<SandboxedEmbedder, AnyError> {
-    let model = args
-        .flags
-        .get("model")
-        .map_or(locate::DEFAULT_MODEL, String::as_str);
-    let (dir, name) = locate::resolve(model)?;
+/// Loads the embedder named by `--model` inside its own sandbox.
+fn embedder(sb: &Sandbox, model: &ModelFlag) -> Result<SandboxedEmbedder, AnyError> {
+    let (dir, name) = locate::resolve(&model.model)?;
     Ok(sb.load_embedder(dir, &name)?)
 }
 
@@ -153,56 +231,63 @@ fn one_line(text: &str, chars: usize) -> String {
     )
 }
 
-fn run() -> Result<(), AnyError> {
-    let args = parse(std::env::args().skip(1))?;
-    let (Some(cmd), Some(db_path)) = (args.positional.first(), args.positional.get(1)) else {
-        return Err(USAGE.into());
-    };
-    let sb = sandbox(&args)?;
-    match cmd.as_str() {
-        "info" => {
-            let db = sb.open(db_path, OpenOptions::default())?;
+/// Reads raw little-endian f32 vectors of `dim` components: (rows, data).
+fn read_raw_f32(file: &Path, dim: usize) -> Result<(usize, Vec<f32>), AnyError> {
+    let bytes = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let row_bytes = dim.checked_mul(4).filter(|&b| b > 0);
+    if row_bytes.is_none_or(|b| bytes.len() % b != 0) {
+        return Err(format!(
+            "{} bytes is not a whole number of {dim}-d f32 vectors",
+            bytes.len()
+        )
+        .into());
+    }
+    let floats: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((floats.len() / dim, floats))
+}
+
+fn run(cli: Cli) -> Result<(), AnyError> {
+    let sb = sandbox(&cli.sandbox)?;
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Info { db: db_path } => {
+            let db = sb.open(&db_path, OpenOptions::default())?;
             let dim = db
                 .dimension()?
                 .map_or("not fixed yet".to_owned(), |d| d.to_string());
-            println!("database  {db_path}");
+            println!("database  {}", db_path.display());
             println!("records   {}", db.count()?);
             println!("dimension {dim}");
             println!("metric    {}", db.metric()?);
             println!("kernel    {} (inside the sandbox)", db.kernel()?);
             db.close()?;
         }
-        "ingest" => {
-            let file = PathBuf::from(args.positional.get(2).ok_or(USAGE)?);
-            let batch: usize = args.flag("batch")?.unwrap_or(5000);
+        Command::Ingest {
+            db: db_path,
+            file,
+            dim: want_dim,
+            batch,
+        } => {
             let (rows, dim, data) = if file.extension().is_some_and(|e| e == "npy") {
-                read_npy(&file)?
+                let m = read_npy(&file)?;
+                (m.rows, m.cols, m.data)
             } else {
-                let dim: usize = args.flag("dim")?.ok_or("raw f32 input needs --dim")?;
-                let bytes =
-                    std::fs::read(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
-                let row_bytes = dim.checked_mul(4).filter(|&b| b > 0);
-                if row_bytes.is_none_or(|b| bytes.len() % b != 0) {
-                    return Err(format!(
-                        "{} bytes is not a whole number of {dim}-d f32 vectors",
-                        bytes.len()
-                    )
-                    .into());
-                }
-                let floats: Vec<f32> = bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                (floats.len() / dim, dim, floats)
+                let dim = want_dim.ok_or("raw f32 input needs --dim")?;
+                let (rows, data) = read_raw_f32(&file, dim)?;
+                (rows, dim, data)
             };
-            if let Some(d) = args.flag::<usize>("dim")? {
+            if let Some(d) = want_dim {
                 if d != dim {
                     return Err(format!("--dim {d} but the file holds {dim}-d vectors").into());
                 }
             }
-            let db = sb.open(db_path, OpenOptions::default())?;
+            let db = sb.open(&db_path, OpenOptions::default())?;
             let first = db.count()? as usize;
             let started = Instant::now();
+            let bar = progress(rows, "vectors", quiet);
             let mut done = 0;
             while done < rows {
                 let n = batch.min(rows - done);
@@ -211,32 +296,34 @@ fn run() -> Result<(), AnyError> {
                     .collect();
                 db.add(&ids, &data[done * dim..(done + n) * dim], &[])?;
                 done += n;
-                progress(done, rows, "vectors");
+                bar.inc(n as u64);
             }
             db.persist()?;
+            bar.finish_and_clear();
             let secs = started.elapsed().as_secs_f64();
-            eprintln!();
             println!("ingested {rows} x {dim} in {secs:.2} s ({:.0} vectors/s), durable; ids {first}..{}", rows as f64 / secs.max(1e-9), first + rows);
             db.close()?;
         }
-        "search" => {
-            let k: usize = args.flag("k")?.unwrap_or(10);
-            let query: Vec<f32> = if let Some(q) = args.flags.get("query") {
-                q.split(',')
-                    .map(|x| x.trim().parse::<f32>())
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| format!("bad --query: {e}"))?
-            } else if let Some(f) = args.flags.get("query-file") {
-                let (rows, dim, data) = read_npy(std::path::Path::new(f))?;
-                let row: usize = args.flag("row")?.unwrap_or(0);
-                if row >= rows {
-                    return Err(format!("--row {row} but {f} has {rows} rows").into());
+        Command::Search {
+            db: db_path,
+            query,
+            row,
+            k,
+        } => {
+            let query: Vec<f32> = match (query.query, query.query_file) {
+                (Some(q), _) => q,
+                (None, Some(f)) => {
+                    let m = read_npy(&f)?;
+                    m.row(row)
+                        .ok_or_else(|| {
+                            format!("--row {row} but {} has {} rows", f.display(), m.rows)
+                        })?
+                        .to_vec()
                 }
-                data[row * dim..(row + 1) * dim].to_vec()
-            } else {
-                return Err(format!("search needs --query or --query-file\n{USAGE}").into());
+                // clap requires exactly one of the two.
+                (None, None) => return Err("search needs --query or --query-file".into()),
             };
-            let db = sb.open(db_path, OpenOptions::default())?;
+            let db = sb.open(&db_path, OpenOptions::default())?;
             let started = Instant::now();
             let hits = db.search(&query, k)?;
             let ms = started.elapsed().as_secs_f64() * 1e3;
@@ -251,16 +338,19 @@ fn run() -> Result<(), AnyError> {
             eprintln!("{} hits in {ms:.2} ms (sandboxed)", hits.len());
             db.close()?;
         }
-        "add-text" => {
-            let file = PathBuf::from(args.positional.get(2).ok_or(USAGE)?);
-            let batch: usize = args.flag("batch")?.unwrap_or(256).max(1);
+        Command::AddText {
+            db: db_path,
+            file,
+            model,
+            batch,
+        } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| format!("reading {} (UTF-8 text expected): {e}", file.display()))?;
             let docs: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
             let loading = Instant::now();
-            let embedder = embedder(&sb, &args)?;
+            let embedder = embedder(&sb, &model)?;
             let spec = embedder.spec().clone();
-            let db = sb.open(db_path, OpenOptions::default().with_embedder(spec.clone()))?;
+            let db = sb.open(&db_path, OpenOptions::default().with_embedder(spec.clone()))?;
             let first = db.count()? as usize;
             eprintln!(
                 "{spec} loaded in the sandbox in {:.2} s; embedding {} documents",
@@ -268,6 +358,7 @@ fn run() -> Result<(), AnyError> {
                 docs.len()
             );
             let started = Instant::now();
+            let bar = progress(docs.len(), "documents", quiet);
             for (i, chunk) in docs.chunks(batch).enumerate() {
                 let at = first + i * batch;
                 let ids: Vec<String> = (at..at + chunk.len()).map(|i| i.to_string()).collect();
@@ -275,11 +366,11 @@ fn run() -> Result<(), AnyError> {
                 let ids = srvdb::store::str_refs(&ids);
                 let documents: Vec<Option<&str>> = chunk.iter().copied().map(Some).collect();
                 db.write(&srvdb::Write::add(&ids, &vectors).documents(&documents))?;
-                progress(i * batch + chunk.len(), docs.len(), "documents");
+                bar.inc(chunk.len() as u64);
             }
             db.persist()?;
+            bar.finish_and_clear();
             let secs = started.elapsed().as_secs_f64();
-            eprintln!();
             println!(
                 "embedded and stored {} documents with {spec} in {secs:.2} s ({:.1} documents/s, sandboxed), durable; ids {first}..{}",
                 docs.len(),
@@ -288,16 +379,19 @@ fn run() -> Result<(), AnyError> {
             );
             db.close()?;
         }
-        "query" => {
-            let text = args.positional.get(2).ok_or(USAGE)?;
-            let k: usize = args.flag("k")?.unwrap_or(10);
-            let embedder = embedder(&sb, &args)?;
+        Command::Query {
+            db: db_path,
+            text,
+            k,
+            model,
+        } => {
+            let embedder = embedder(&sb, &model)?;
             let db = sb.open(
-                db_path,
+                &db_path,
                 OpenOptions::default().with_embedder(embedder.spec().clone()),
             )?;
             let started = Instant::now();
-            let query = embedder.embed(&[text])?;
+            let query = embedder.embed(&[text.as_str()])?;
             let hits = db.search(&query, k)?;
             let ms = started.elapsed().as_secs_f64() * 1e3;
             let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
@@ -312,20 +406,25 @@ fn run() -> Result<(), AnyError> {
             );
             db.close()?;
         }
-        "compact" => {
-            let db = sb.open(db_path, OpenOptions::default())?;
+        Command::Compact { db: db_path } => {
+            let db = sb.open(&db_path, OpenOptions::default())?;
             let before = db.count()?;
             db.compact()?;
-            println!("compacted {db_path}: {before} live records kept");
+            println!(
+                "compacted {}: {before} live records kept",
+                db_path.display()
+            );
             db.close()?;
         }
-        other => return Err(format!("unknown command {other:?}\n{USAGE}").into()),
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
-    match run() {
+    // Usage errors (an unknown flag, a missing argument) and --help/--version exit here, with
+    // clap's message and exit code (2 for errors, 0 for help).
+    let cli = Cli::parse();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("srvdb-host: {e}");

@@ -54,7 +54,7 @@ impl SandboxConfig {
     /// Defaults: the component from `SRVDB_COMPONENT` or the workspace's `make component`
     /// output, a 4 GiB memory cap (all a wasm32 guest can address), no fuel limit, a
     /// [`DEFAULT_DEADLINE`] per call, and the compile cache in `SRVDB_CACHE_DIR` (empty: no
-    /// cache), else `$XDG_CACHE_HOME/srvdb`, else `~/.cache/srvdb`.
+    /// cache), else the user's cache directory (see [`default_cache_dir`]).
     pub fn new() -> Self {
         let component = std::env::var_os("SRVDB_COMPONENT")
             .map(PathBuf::from)
@@ -216,17 +216,15 @@ fn start_epoch_ticker(engine: &Engine) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// Where compiled components are cached by default: `SRVDB_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/srvdb`, else `~/.cache/srvdb`. `None` (an empty `SRVDB_CACHE_DIR`, or no
-/// home) disables the cache.
+/// Where compiled components are cached by default: `SRVDB_CACHE_DIR`, else `srvdb` in the
+/// user's cache directory (`dirs::cache_dir`: `$XDG_CACHE_HOME` or `~/.cache` on Linux,
+/// `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows). `None` (an empty
+/// `SRVDB_CACHE_DIR`, or no home) disables the cache.
 pub fn default_cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("SRVDB_CACHE_DIR") {
         return (!dir.is_empty()).then(|| PathBuf::from(dir));
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("srvdb"))
+    Some(dirs::cache_dir()?.join("srvdb"))
 }
 
 /// Bytes of the tag that ends every cached artifact: SHA-256 of the cache key and the

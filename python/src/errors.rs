@@ -5,7 +5,6 @@
 //! `KeyError`, ...), which `create_exception!` cannot express. This module imports them once
 //! and builds instances carrying the details as attributes (`index`, `id`, `expected`, ...).
 
-use crate::backend::EngineError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
@@ -154,6 +153,10 @@ pub(crate) fn engine(py: Python<'_>, err: srvdb::Error) -> PyErr {
             attrs.push(("path", Attr::Str(path.display().to_string())));
             Kind::Model
         }
+        srvdb::Error::Sandbox { failure, .. } => {
+            attrs.push(("failure", Attr::Str(failure.name().to_owned())));
+            Kind::Sandbox
+        }
         // `Metadata` (a redb error that is not corruption) and variants added later.
         _ => Kind::Base,
     };
@@ -182,20 +185,5 @@ pub(crate) trait EngineResultExt<T> {
 impl<T> EngineResultExt<T> for srvdb::Result<T> {
     fn or_raise(self, py: Python<'_>) -> PyResult<T> {
         self.map_err(|e| engine(py, e))
-    }
-}
-
-/// Maps an engine call's error: the engine's own as for `engine`, a sandbox failure (limit,
-/// trap, setup) as `srvdb.SandboxError`.
-pub(crate) fn engine_call(py: Python<'_>, err: EngineError) -> PyErr {
-    match err {
-        EngineError::Engine(e) => engine(py, e),
-        EngineError::Sandbox(message) => raise(py, Kind::Sandbox, message, &[]),
-    }
-}
-
-impl<T> EngineResultExt<T> for Result<T, EngineError> {
-    fn or_raise(self, py: Python<'_>) -> PyResult<T> {
-        self.map_err(|e| engine_call(py, e))
     }
 }

@@ -2,33 +2,36 @@
 //! operations they share. Every call that scans, writes or syncs runs with the GIL released
 //! (`Python::detach`), so Python threads search in parallel and keep running during writes.
 
-use crate::backend::{Backend, BackendKind, EngineError, OpenError};
+use crate::backend::{self, BackendKind, OpenError};
 use crate::convert;
 use crate::errors::{self, EngineResultExt};
+use crate::progress::Bar;
 use crate::text::TextEncoder;
 use pyo3::prelude::*;
-use srvdb::{OpenOptions, SearchHit};
+use srvdb::store::{str_refs, Delete, Query, Write, WriteMode};
+use srvdb::{OpenOptions, SearchHit, Store};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 /// One query's hits with their documents.
 pub(crate) type TextHits = Vec<(SearchHit, Option<String>)>;
 
-/// Which write a batch is.
-#[derive(Clone, Copy)]
-pub(crate) enum Write {
-    Add,
-    Upsert,
-}
-
 pub(crate) struct Handle {
     /// `None` once closed. Each call clones the `Arc` under a short read lock and works on
     /// its clone, so `close` never waits for a running search.
-    slot: RwLock<Option<Arc<Backend>>>,
+    slot: RwLock<Option<Arc<dyn Store>>>,
     path: PathBuf,
     kind: BackendKind,
     /// The text embedder given at open, if any.
     encoder: Option<Arc<dyn TextEncoder>>,
+}
+
+/// The Python arguments of a write (`add`, `upsert`), as given.
+pub(crate) struct WriteArgs<'a, 'py> {
+    pub(crate) ids: &'a Bound<'py, PyAny>,
+    pub(crate) embeddings: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) metadatas: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) documents: Option<&'a Bound<'py, PyAny>>,
 }
 
 /// A model to open a database with: its recorded name and its folder.
@@ -39,7 +42,7 @@ pub(crate) struct ModelChoice {
 
 fn open_error(py: Python<'_>, e: OpenError) -> PyErr {
     match e {
-        OpenError::Engine(e) => errors::engine_call(py, e),
+        OpenError::Engine(e) => errors::engine(py, e),
         OpenError::Unavailable(message) => {
             errors::raise(py, errors::Kind::BackendUnavailable, message, &[])
         }
@@ -79,10 +82,10 @@ impl Handle {
             }
             options = options.with_embedder(spec);
         }
-        let opened = py.detach(|| Backend::open(kind, &path, options));
+        let opened = py.detach(|| backend::open(kind, &path, options));
         match opened {
-            Ok(backend) => Ok(Handle {
-                slot: RwLock::new(Some(Arc::new(backend))),
+            Ok(store) => Ok(Handle {
+                slot: RwLock::new(Some(store)),
                 path,
                 kind,
                 encoder,
@@ -106,15 +109,23 @@ impl Handle {
 
     /// The name of the embedder the database recorded, if any.
     pub(crate) fn recorded_embedder(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        let backend = self.backend(py)?;
-        let spec = backend.engine().embedder().or_raise(py)?;
+        let spec = self.store(py)?.embedder().or_raise(py)?;
         Ok(spec.map(|s| s.name))
     }
 
-    /// Embeds `texts` without the GIL.
-    pub(crate) fn embed(&self, py: Python<'_>, texts: &[String]) -> PyResult<Vec<f32>> {
+    /// Embeds `texts` without the GIL, with a progress bar as `progress` asks.
+    pub(crate) fn embed(
+        &self,
+        py: Python<'_>,
+        texts: &[String],
+        progress: Option<bool>,
+    ) -> PyResult<Vec<f32>> {
         let encoder = self.encoder(py, "embedding text")?;
-        py.detach(|| encoder.embed(texts)).or_raise(py)
+        let mut bar = Bar::new(py, texts.len(), progress, "embedding");
+        let embedded =
+            py.detach(|| encoder.embed_with_progress(texts, &mut |done| bar.advance(done)));
+        bar.close(py);
+        embedded.or_raise(py)
     }
 
     /// Embeds `texts` and returns the `k` best hits of each with their documents.
@@ -125,19 +136,18 @@ impl Handle {
         k: usize,
     ) -> PyResult<Vec<TextHits>> {
         let encoder = self.encoder(py, "query")?;
-        let backend = self.backend(py)?;
+        let store = self.store(py)?;
         py.detach(|| {
             let vectors = encoder.embed(texts)?;
-            let engine = backend.engine();
-            let found = engine.search_batch(&vectors, k)?;
+            let found = store.query(&Query::batch(&vectors, k))?;
             let mut out = Vec::with_capacity(texts.len());
             for hits in found {
-                let ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
-                let docs = engine.documents(&ids)?;
+                let docs =
+                    store.documents(&hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>())?;
                 out.push(hits.into_iter().zip(docs).collect());
             }
             out.resize_with(texts.len(), Vec::new);
-            Ok::<_, EngineError>(out)
+            Ok(out)
         })
         .or_raise(py)
     }
@@ -158,7 +168,7 @@ impl Handle {
     }
 
     /// The open engine, or `srvdb.Error` if the handle was closed.
-    pub(crate) fn backend(&self, py: Python<'_>) -> PyResult<Arc<Backend>> {
+    pub(crate) fn store(&self, py: Python<'_>) -> PyResult<Arc<dyn Store>> {
         self.slot
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -173,12 +183,15 @@ impl Handle {
     /// all the same.
     pub(crate) fn close(&self, py: Python<'_>) -> PyResult<()> {
         let taken = self.slot.write().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(backend) = taken else {
+        let Some(store) = taken else {
             return Ok(());
         };
-        py.detach(move || match Arc::try_unwrap(backend) {
-            Ok(backend) => backend.close(),
-            Err(shared) => shared.engine().persist(),
+        // Errors surface from the commit; dropping the last reference then releases the
+        // engine (and its lock) without a further commit to fail.
+        py.detach(move || {
+            let committed = store.persist();
+            drop(store);
+            committed
         })
         .or_raise(py)
     }
@@ -210,62 +223,65 @@ impl Handle {
     }
 
     pub(crate) fn dimension(&self, py: Python<'_>) -> PyResult<Option<u32>> {
-        self.backend(py)?.engine().dimension().or_raise(py)
+        self.store(py)?.dimension().or_raise(py)
     }
 
     pub(crate) fn count(&self, py: Python<'_>) -> PyResult<u64> {
-        self.backend(py)?.engine().count().or_raise(py)
+        self.store(py)?.count().or_raise(py)
     }
 
     pub(crate) fn contains(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<bool> {
         let Ok(id) = id.extract::<&str>() else {
             return Ok(false);
         };
-        self.backend(py)?.engine().contains(id).or_raise(py)
+        self.store(py)?.contains(id).or_raise(py)
     }
 
     pub(crate) fn ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        let backend = self.backend(py)?;
-        py.detach(|| backend.engine().ids()).or_raise(py)
+        let store = self.store(py)?;
+        py.detach(|| store.ids()).or_raise(py)
     }
 
-    /// Validates and copies a batch with the GIL held, then writes the copy without.
+    /// Converts and copies a batch with the GIL held (embedding documents if no embeddings
+    /// are given), then writes the copy without it. Lengths, NaN, ids and the dimension are
+    /// checked by the engine, so both backends reject a bad batch with the same message.
     pub(crate) fn write(
         &self,
         py: Python<'_>,
-        mode: Write,
-        ids: &Bound<'_, PyAny>,
-        embeddings: Option<&Bound<'_, PyAny>>,
-        metadatas: Option<&Bound<'_, PyAny>>,
-        documents: Option<&Bound<'_, PyAny>>,
+        mode: WriteMode,
+        args: WriteArgs<'_, '_>,
+        progress: Option<bool>,
     ) -> PyResult<()> {
-        let backend = self.backend(py)?;
-        let engine = backend.engine();
-        let ids = convert::ids(ids)?;
-        let expected = engine.dimension().or_raise(py)?.map(|d| d as usize);
-        let embeddings = embeddings.filter(|e| !e.is_none());
-        let documents = match documents.filter(|d| !d.is_none()) {
-            Some(d) => Some(convert::texts(d, "documents")?),
-            None => None,
+        let store = self.store(py)?;
+        let ids = convert::ids(args.ids)?;
+        let embeddings = args.embeddings.filter(|e| !e.is_none());
+        let documents = match args.documents.filter(|d| !d.is_none()) {
+            Some(d) => convert::texts(d, "documents")?,
+            None => Vec::new(),
         };
-        if let Some(docs) = &documents {
-            if docs.len() != ids.len() {
-                return Err(errors::invalid(
-                    py,
-                    format!(
-                        "{} ids but {} documents: pass one document per id",
-                        ids.len(),
-                        docs.len()
-                    ),
-                    None,
-                ));
-            }
-        }
+        let metas = convert::metadatas(args.metadatas)?;
         // Vectors given, or embedded from the documents (without the GIL).
-        let (given, embedded) = match (embeddings, &documents) {
-            (Some(e), _) => (Some(convert::matrix(e, "embeddings", expected)?), None),
-            (None, Some(docs)) => (None, Some(self.embed(py, docs)?)),
-            (None, None) => {
+        let (given, embedded) = match embeddings {
+            Some(e) => {
+                let expected = store.dimension().or_raise(py)?.map(|d| d as usize);
+                let matrix = convert::matrix(e, "embeddings", expected)?;
+                // Only the array knows its rows; the engine sees the values back to back.
+                if matrix.rows != ids.len() {
+                    return Err(errors::invalid(
+                        py,
+                        format!(
+                            "{} ids but {} embeddings: pass one embedding per id",
+                            ids.len(),
+                            matrix.rows
+                        ),
+                        None,
+                    ));
+                }
+                (Some(matrix), Vec::new())
+            }
+            None if !documents.is_empty() => (None, self.embed(py, &documents, progress)?),
+            None if ids.is_empty() => (None, Vec::new()),
+            None => {
                 return Err(errors::invalid(
                     py,
                     "pass embeddings, or documents with a database opened with an embedder".into(),
@@ -273,63 +289,21 @@ impl Handle {
                 ))
             }
         };
-        let rows = match (&given, &embedded) {
-            (Some(v), _) => v.rows,
-            (None, Some(v)) => v.len() / expected.unwrap_or(1).max(1),
-            (None, None) => 0,
-        };
-        if given.is_some() && rows != ids.len() {
-            return Err(errors::invalid(
-                py,
-                format!(
-                    "{} ids but {rows} embeddings: pass one embedding per id",
-                    ids.len(),
-                ),
-                None,
-            ));
-        }
-        let metas = convert::metadatas(metadatas)?;
-        if !metas.is_empty() && metas.len() != ids.len() {
-            return Err(errors::invalid(
-                py,
-                format!(
-                    "{} ids but {} metadatas: pass one metadata per id (None for none), or no metadatas",
-                    ids.len(),
-                    metas.len()
-                ),
-                None,
-            ));
-        }
-        if ids.is_empty() && metas.is_empty() {
-            return Ok(());
-        }
-        let data: &[f32] = match (&given, &embedded) {
-            (Some(v), _) => v.as_slice(),
-            (None, Some(v)) => v,
-            (None, None) => &[],
-        };
-        let docs: Vec<Option<String>> = documents
-            .map(|d| d.into_iter().map(Some).collect())
-            .unwrap_or_default();
-        let upsert = matches!(mode, Write::Upsert);
-        py.detach(|| {
-            if docs.is_empty() {
-                match mode {
-                    Write::Add => engine.add(&ids, data, &metas),
-                    Write::Upsert => engine.upsert(&ids, data, &metas),
-                }
-            } else {
-                engine.add_with_documents(&ids, data, &metas, &docs, upsert)
-            }
-        })
-        .or_raise(py)
+        let vectors = given.as_ref().map_or(embedded.as_slice(), |m| m.as_slice());
+        let id_refs = str_refs(&ids);
+        let doc_refs: Vec<Option<&str>> = documents.iter().map(|d| Some(d.as_str())).collect();
+        let request = Write::new(mode, &id_refs, vectors)
+            .metadatas(&metas)
+            .documents(&doc_refs);
+        py.detach(|| store.write(&request)).or_raise(py)
     }
 
     /// Deletes `ids`. Strict: an unknown id rejects the whole call (`NotFoundError`).
     pub(crate) fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let backend = self.backend(py)?;
+        let store = self.store(py)?;
         let ids = convert::ids_or_one(ids)?;
-        py.detach(|| backend.engine().delete(&ids)).or_raise(py)
+        py.detach(|| store.remove(&Delete::ids(&str_refs(&ids))))
+            .or_raise(py)
     }
 
     /// Deletes those of `ids` that exist, then persists. Returns how many were deleted.
@@ -338,37 +312,19 @@ impl Handle {
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
     ) -> PyResult<usize> {
-        let backend = self.backend(py)?;
+        let store = self.store(py)?;
         let ids = convert::ids_or_one(ids)?;
         py.detach(|| {
-            let engine = backend.engine();
-            let mut attempts = 0;
-            loop {
-                let mut known = Vec::with_capacity(ids.len());
-                for id in &ids {
-                    if engine.contains(id)? {
-                        known.push(id.clone());
-                    }
-                }
-                match engine.delete(&known) {
-                    Ok(n) => {
-                        engine.persist()?;
-                        return Ok(n);
-                    }
-                    // Another thread deleted one of them in between: look again.
-                    Err(EngineError::Engine(srvdb::Error::NotFound { .. })) if attempts < 8 => {
-                        attempts += 1
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+            let deleted = store.remove(&Delete::ids(&str_refs(&ids)).skip_missing())?;
+            store.persist()?;
+            Ok(deleted)
         })
         .or_raise(py)
     }
 
     pub(crate) fn get(&self, py: Python<'_>, id: &str) -> PyResult<Option<srvdb::Record>> {
-        let backend = self.backend(py)?;
-        py.detach(|| backend.engine().get(id)).or_raise(py)
+        let store = self.store(py)?;
+        py.detach(|| store.get(id)).or_raise(py)
     }
 
     pub(crate) fn search(
@@ -377,11 +333,12 @@ impl Handle {
         query: &Bound<'_, PyAny>,
         k: usize,
     ) -> PyResult<Vec<SearchHit>> {
-        let backend = self.backend(py)?;
+        let store = self.store(py)?;
         let query = convert::vector(query, "query")?;
-        let q = query.as_slice();
+        let request = Query::one(query.as_slice(), k);
         // k = 0 still goes to the engine, which validates the query and answers `[]`.
-        py.detach(|| backend.engine().search(q, k)).or_raise(py)
+        let found = py.detach(|| store.query(&request)).or_raise(py)?;
+        Ok(found.into_iter().next().unwrap_or_default())
     }
 
     pub(crate) fn search_batch(
@@ -390,21 +347,15 @@ impl Handle {
         queries: &Bound<'_, PyAny>,
         k: usize,
     ) -> PyResult<Vec<Vec<SearchHit>>> {
-        let backend = self.backend(py)?;
-        let expected = backend
-            .engine()
-            .dimension()
-            .or_raise(py)?
-            .map(|d| d as usize);
+        let store = self.store(py)?;
+        let expected = store.dimension().or_raise(py)?.map(|d| d as usize);
         let queries = convert::matrix(queries, "queries", expected)?;
         let n = queries.rows;
         if n == 0 {
             return Ok(Vec::new());
         }
-        let data = queries.as_slice();
-        let mut found = py
-            .detach(|| backend.engine().search_batch(data, k))
-            .or_raise(py)?;
+        let request = Query::batch(queries.as_slice(), k);
+        let mut found = py.detach(|| store.query(&request)).or_raise(py)?;
         // An empty database of unknown dimension answers no lists at all: one empty per query.
         found.resize_with(n, Vec::new);
         Ok(found)
@@ -419,34 +370,35 @@ impl Handle {
         k: usize,
         iterations: usize,
     ) -> PyResult<Vec<f64>> {
-        let backend = self.backend(py)?;
+        let store = self.store(py)?;
         let query = convert::vector(query, "query")?;
-        let q = query.as_slice();
+        let request = Query::one(query.as_slice(), k);
         py.detach(|| {
             let mut out = Vec::with_capacity(iterations);
             for _ in 0..iterations {
                 let start = std::time::Instant::now();
-                let hits = backend.engine().search(q, k)?;
+                let hits = store.query(&request)?;
                 out.push(start.elapsed().as_secs_f64());
                 std::hint::black_box(hits);
             }
-            Ok::<_, EngineError>(out)
+            Ok(out)
         })
         .or_raise(py)
     }
 
     pub(crate) fn persist(&self, py: Python<'_>) -> PyResult<()> {
-        let backend = self.backend(py)?;
-        py.detach(|| backend.engine().persist()).or_raise(py)
+        let store = self.store(py)?;
+        py.detach(|| store.persist()).or_raise(py)
     }
 
     pub(crate) fn coalesce_stats(&self, py: Python<'_>) -> PyResult<Option<(u64, u64)>> {
-        Ok(self.backend(py)?.engine().coalesce_stats())
+        let stats = self.store(py)?.coalesce_stats();
+        Ok(stats.map(|s| (s.queries, s.scans)))
     }
 
     pub(crate) fn compact(&self, py: Python<'_>) -> PyResult<()> {
-        let backend = self.backend(py)?;
-        py.detach(|| backend.engine().compact()).or_raise(py)
+        let store = self.store(py)?;
+        py.detach(|| store.compact()).or_raise(py)
     }
 }
 

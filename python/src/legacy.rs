@@ -3,9 +3,9 @@
 
 use crate::convert::K;
 use crate::database::options;
-use crate::handle::{hit_tuples, Handle, Write};
+use crate::handle::{hit_tuples, Handle, WriteArgs};
 use pyo3::prelude::*;
-use srvdb::Metadata;
+use srvdb::{Metadata, WriteMode};
 use std::path::PathBuf;
 
 /// The original SrvDB API: ``SvDBPython(path)`` opens (or creates) the database in directory
@@ -39,8 +39,13 @@ impl SvDBPython {
         embeddings: &Bound<'_, PyAny>,
         metadatas: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        self.handle
-            .write(py, Write::Add, ids, Some(embeddings), metadatas, None)
+        let args = WriteArgs {
+            ids,
+            embeddings: Some(embeddings),
+            metadatas,
+            documents: None,
+        };
+        self.handle.write(py, WriteMode::Add, args, Some(false))
     }
 
     /// The ``k`` nearest records to ``query`` as ``[(id, score), ...]``, best first

@@ -6,9 +6,11 @@
 //! - `handle`: what both hold, and the calls they share (the GIL is released around every
 //!   scan, write and sync);
 //! - `convert`: Python arguments to engine inputs (arrays copied while the GIL is held);
-//! - `backend`: the engines a handle can drive (native now; the wasmtime sandbox later);
+//! - `backend`: which `srvdb::Store` a handle opens: the native engine, or with the `wasm`
+//!   cargo feature the same engine as a WASI component in a wasmtime sandbox;
 //! - `errors`: `srvdb::Error` to the Python exception tree;
-//! - `text`: the text embedder behind `srvdb.open(..., embedder=...)`.
+//! - `text`: the text embedder behind `srvdb.open(..., embedder=...)`;
+//! - `progress`: the optional progress bar of long embedding jobs.
 
 #![deny(clippy::unwrap_used, clippy::undocumented_unsafe_blocks)]
 
@@ -18,6 +20,7 @@ mod database;
 mod errors;
 mod handle;
 mod legacy;
+mod progress;
 mod text;
 
 use pyo3::prelude::*;

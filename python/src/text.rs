@@ -3,7 +3,7 @@
 //! (a component built with the `text` feature). Loaded models are cached per process, since a
 //! test suite or a notebook opens many databases with one model.
 
-use crate::backend::{BackendKind, EngineError, OpenError};
+use crate::backend::{BackendKind, OpenError};
 use srvdb::EmbedderSpec;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,18 @@ use std::sync::{Arc, Mutex};
 /// What a handle needs from an embedder.
 pub(crate) trait TextEncoder: Send + Sync {
     fn spec(&self) -> EmbedderSpec;
-    fn embed(&self, texts: &[String]) -> Result<Vec<f32>, EngineError>;
+
+    /// `texts.len()` unit vectors back to back, calling `progress(done)` now and then with
+    /// the number of texts embedded so far (for a progress bar).
+    fn embed_with_progress(
+        &self,
+        texts: &[String],
+        progress: &mut dyn FnMut(usize),
+    ) -> srvdb::Result<Vec<f32>>;
+
+    fn embed(&self, texts: &[String]) -> srvdb::Result<Vec<f32>> {
+        self.embed_with_progress(texts, &mut |_| {})
+    }
 }
 
 impl TextEncoder for srvdb::embed::Embedder {
@@ -20,10 +31,19 @@ impl TextEncoder for srvdb::embed::Embedder {
         srvdb::embed::Embedder::spec(self)
     }
 
-    fn embed(&self, texts: &[String]) -> Result<Vec<f32>, EngineError> {
-        Ok(srvdb::embed::Embedder::embed(self, texts)?)
+    fn embed_with_progress(
+        &self,
+        texts: &[String],
+        progress: &mut dyn FnMut(usize),
+    ) -> srvdb::Result<Vec<f32>> {
+        srvdb::embed::Embedder::embed_with_progress(self, texts, progress)
     }
 }
+
+/// Texts per sandboxed call when progress is shown: each call crosses into the guest, so
+/// not too few; the guest batches by `srvdb::embed::BATCH_SIZE` inside.
+#[cfg(feature = "wasm")]
+const SANDBOX_CHUNK: usize = 8 * srvdb::embed::BATCH_SIZE;
 
 #[cfg(feature = "wasm")]
 impl TextEncoder for srvdb_host::SandboxedEmbedder {
@@ -31,8 +51,21 @@ impl TextEncoder for srvdb_host::SandboxedEmbedder {
         srvdb_host::SandboxedEmbedder::spec(self).clone()
     }
 
-    fn embed(&self, texts: &[String]) -> Result<Vec<f32>, EngineError> {
-        Ok(srvdb_host::SandboxedEmbedder::embed(self, texts)?)
+    fn embed_with_progress(
+        &self,
+        texts: &[String],
+        progress: &mut dyn FnMut(usize),
+    ) -> srvdb::Result<Vec<f32>> {
+        // Equal texts embed equally whatever the batch around them, so chunking changes no
+        // vector.
+        let mut out = Vec::new();
+        let mut done = 0;
+        for chunk in texts.chunks(SANDBOX_CHUNK) {
+            out.extend(srvdb_host::SandboxedEmbedder::embed(self, chunk)?);
+            done += chunk.len();
+            progress(done);
+        }
+        Ok(out)
     }
 }
 
@@ -51,22 +84,11 @@ pub(crate) fn load(
         return Ok(found.clone());
     }
     let loaded: Arc<dyn TextEncoder> = match kind {
-        BackendKind::Native => Arc::new(
-            srvdb::embed::Embedder::from_dir_named(dir, name)
-                .map_err(|e| OpenError::Engine(e.into()))?,
-        ),
+        BackendKind::Native => Arc::new(srvdb::embed::Embedder::from_dir_named(dir, name)?),
         #[cfg(feature = "wasm")]
-        BackendKind::Wasm => Arc::new(
-            crate::backend::wasm::sandbox()?
-                .load_embedder(dir, name)
-                .map_err(|e| OpenError::Engine(e.into()))?,
-        ),
+        BackendKind::Wasm => Arc::new(crate::backend::wasm::sandbox()?.load_embedder(dir, name)?),
         #[cfg(not(feature = "wasm"))]
-        BackendKind::Wasm => {
-            return Err(OpenError::Unavailable(
-                "backend=\"wasm\" is not in this build (see srvdb.BackendUnavailableError)".into(),
-            ))
-        }
+        BackendKind::Wasm => return Err(crate::backend::wasm_not_built()),
     };
     cache
         .get_or_insert_with(HashMap::new)

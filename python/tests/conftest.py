@@ -123,3 +123,31 @@ def run_python(code: str, cwd: Path, env: dict | None = None, timeout: float = 3
     if proc.returncode != 0:
         pytest.fail(f"child exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc.stdout
+
+
+@pytest.fixture
+def fake_tqdm(monkeypatch):
+    """Replaces tqdm (installed or not) with a recorder; returns the list of bars made, each
+    with `total`, `n` (the sum of its updates) and `closed`."""
+    import types
+
+    made = []
+
+    class Bar:
+        def __init__(self, total, desc=None, unit=None):
+            self.total, self.desc, self.n, self.closed = total, desc, 0, False
+            made.append(self)
+
+        def update(self, step):
+            self.n += step
+
+        def close(self):
+            self.closed = True
+
+    auto = types.ModuleType("tqdm.auto")
+    auto.tqdm = Bar
+    package = types.ModuleType("tqdm")
+    package.auto = auto
+    monkeypatch.setitem(sys.modules, "tqdm", package)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", auto)
+    return made

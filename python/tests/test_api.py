@@ -103,8 +103,8 @@ def test_metadata_forms(open_db):
 
 
 def test_metadata_is_stored_as_json_dumps_writes_it(open_db):
-    """Dicts and lists are serialised in Rust on the common path, in Python otherwise; either
-    way the stored text must be exactly `json.dumps(m, ensure_ascii=False)`."""
+    """Dicts, lists and numbers are stored exactly as `json.dumps(m, ensure_ascii=False)`
+    writes them; str metadata exactly as given."""
     import json
 
     class Tag(int):
@@ -121,12 +121,34 @@ def test_metadata_is_stored_as_json_dumps_writes_it(open_db):
         [],
         {},
         [[], {}, [None, True]],
+        # Separators and brackets inside strings and keys (a batch is encoded as one list and
+        # split at its top-level commas).
+        {"a, b": "x, y", "br": "]}[{", "q": 'say "hi", then \\", ['},
+        ["", ", ", "\\", "\"", "}, {"],
+        "not json, [stored as text]",
+        None,
+        12,
+        "",
     ]
     ids = [f"j{i}" for i in range(len(metas))]
     db = open_db()
     db.add(ids, np.eye(len(metas), dtype=np.float32), metas)
     for i, m in zip(ids, metas):
-        assert db[i].metadata_text == json.dumps(m, ensure_ascii=False), i
+        if isinstance(m, str) or m is None:
+            assert db[i].metadata_text == m, i
+        else:
+            assert db[i].metadata_text == json.dumps(m, ensure_ascii=False), i
+
+
+def test_unserialisable_metadata_is_named_by_its_position(open_db):
+    db = open_db()
+    metas = [{"ok": 1}, "text", None, {"ok": 2}, {"bad": object()}, {"ok": 3}]
+    with pytest.raises(srvdb.InvalidInputError, match="metadata 4 .*cannot be stored as JSON") as e:
+        db.add([f"u{i}" for i in range(6)], np.eye(6, dtype=np.float32), metas)
+    assert e.value.index == 4 and len(db) == 0
+    with pytest.raises(srvdb.InvalidInputError, match="metadata 1 ") as e:
+        db.add(["a", "b"], np.eye(2, dtype=np.float32), [{"v": 1.0}, {"v": float("inf")}])
+    assert e.value.index == 1 and len(db) == 0
 
 
 def test_container_protocol_and_properties(open_db):

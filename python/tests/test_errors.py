@@ -146,6 +146,21 @@ def test_exception_tree_and_details(db):
     assert db.get("missing", 42) == 42
 
 
+@pytest.mark.parametrize("call,message", [
+    (lambda db: db.add(["x", "y"], good(2), [{}]), "1 metadatas for 2 ids: pass one per id, or none"),
+    (lambda db: db.upsert(["x", "y"], good(2), documents=["one"]), "1 documents for 2 ids: pass one per id, or none"),
+    (lambda db: db.add([], [], [{}]), "metadatas or documents given without ids"),
+], ids=["metadatas", "documents", "no ids"])
+def test_lengths_that_disagree_give_the_engines_message(db, call, message):
+    """The engine checks the lengths (not the binding), so every backend and every language
+    binding reports the same words."""
+    before = state(db)
+    with pytest.raises(srvdb.InvalidInputError) as e:
+        call(db)
+    assert message in str(e.value) and e.value.index is None
+    assert state(db) == before
+
+
 def test_first_batch_ragged_or_empty(open_db):
     db = open_db()
     with pytest.raises(srvdb.InvalidInputError) as e:

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, run_python
 
-pytest.importorskip("langchain_core", reason="langchain-core not installed (pip install 'srvdb[langchain]')")
+pytest.importorskip("langchain_core", reason="langchain-core not installed (pip install -r python/requirements-integrations.txt)")
 langchain_tests_vs = pytest.importorskip(
     "langchain_tests.integration_tests.vectorstores", reason="langchain-tests not installed"
 )

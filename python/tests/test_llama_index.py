@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("llama_index.core", reason="llama-index-core not installed (pip install 'srvdb[llamaindex]')")
+pytest.importorskip("llama_index.core", reason="llama-index-core not installed (pip install -r python/requirements-integrations.txt)")
 
 from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode  # noqa: E402
 from llama_index.core.vector_stores.types import (  # noqa: E402

@@ -106,7 +106,7 @@ def test_uncommitted_writes_of_a_killed_process_are_gone(backend, tmp_path):
         os._exit(0)  # no persist, no close, no drop
         """,
         cwd=tmp_path,
-        env={"SVDB_AUTO_FLUSH_THRESHOLD": "0"},
+        env={"SRVDB_AUTO_FLUSH_THRESHOLD": "0"},
     )
     db = srvdb.open(tmp_path / "db", backend=backend)
     assert db.ids() == ["kept"]

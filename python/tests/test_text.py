@@ -150,3 +150,38 @@ def test_sandboxed_embedder_matches_the_reference(model, tmp_path):
     ours = np.asarray(ours, dtype=np.float32)
     assert cosines(ours, VECTORS).min() >= MIN_COSINE
     assert hit[0] == "s0" and hit[2] == SENTENCES[0]
+
+
+@pytest.mark.parametrize("backend", ["native", "wasm"])
+def test_embedding_documents_advances_a_progress_bar(model, tmp_path, fake_tqdm, backend):
+    try:
+        db = srvdb.open(tmp_path / "db", embedder=model, backend=backend)
+    except srvdb.BackendUnavailableError as e:
+        pytest.skip(str(e))
+    docs = SENTENCES * 15  # more than one embedding batch (and one sandboxed call)
+    with db:
+        db.add([f"s{i}" for i in range(len(docs))], documents=docs, progress=True)
+        (bar,) = fake_tqdm
+        assert (bar.total, bar.n, bar.closed) == (len(docs), len(docs), True)
+        db.embed(SENTENCES, progress=False)
+        assert len(fake_tqdm) == 1
+        assert db.query(SENTENCES[0], k=1)[0][2] == SENTENCES[0]
+
+
+def test_model_cache_dir_env_then_platformdirs_then_xdg(monkeypatch, tmp_path):
+    import types
+
+    monkeypatch.setenv("SRVDB_MODEL_DIR", str(tmp_path / "env"))
+    assert srvdb.text.cache_dir() == tmp_path / "env"
+    monkeypatch.delenv("SRVDB_MODEL_DIR")
+    fake = types.ModuleType("platformdirs")
+    fake.user_cache_dir = lambda name, appauthor=None: str(tmp_path / "platform" / name)
+    monkeypatch.setitem(sys.modules, "platformdirs", fake)
+    assert srvdb.text.cache_dir() == tmp_path / "platform" / "srvdb" / "models"
+    # Without platformdirs: $XDG_CACHE_HOME, else ~/.cache (the Rust crate's locations).
+    monkeypatch.setitem(sys.modules, "platformdirs", None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert srvdb.text.cache_dir() == tmp_path / "xdg" / "srvdb" / "models"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert srvdb.text.cache_dir() == tmp_path / "home" / ".cache" / "srvdb" / "models"

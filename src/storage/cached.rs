@@ -57,6 +57,24 @@ impl CachedRows {
         })
     }
 
+    /// Rows kept in memory only, handed over from a store that held them (see
+    /// [`CachedRows::take_rows`]).
+    pub(crate) fn from_rows(path: PathBuf, layout: RowLayout, data: ChunkedVec<f32>) -> Self {
+        CachedRows {
+            file: None,
+            path,
+            layout,
+            data,
+        }
+    }
+
+    /// Moves the rows out (the store is left empty): an in-memory location keeps them when
+    /// their store closes, as a file would.
+    pub(crate) fn take_rows(&mut self) -> ChunkedVec<f32> {
+        let empty = ChunkedVec::new(self.data.chunk_len());
+        std::mem::replace(&mut self.data, empty)
+    }
+
     fn row_count(&self) -> u64 {
         (self.data.len() / self.layout.stride_f32) as u64
     }

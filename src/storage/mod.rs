@@ -4,12 +4,13 @@
 //! Backends:
 //! - [`mmap`]: native, memory-mapped `vectors.bin`, zero-copy reads (cfg not wasm32);
 //! - [`cached`]: rows cached in memory and written through to any [`ByteFile`]: with a
-//!   `std::fs` file it is the portable backend the WASI component uses, with a simulated file it
-//!   is the in-memory backend;
-//! - [`sim`]: an in-memory "directory" of simulated files that can inject faults into any
-//!   mutating operation (directory operations and directory syncs included) and produce the
-//!   image a power cut, a killed process or a torn write-back would leave (the ephemeral
-//!   backend, and the crash tests' backend).
+//!   `std::fs` file it is the portable backend the WASI component uses; with no file it holds
+//!   the rows of an in-memory database;
+//! - [`memory`]: the location of an in-memory database (rows in the cache, redb in memory);
+//! - `sim` (feature `testing`): an in-memory "directory" of simulated files that can inject
+//!   faults into any mutating operation (directory operations and directory syncs included)
+//!   and produce the image a power cut, a killed process or a torn write-back would leave (the
+//!   crash tests' backend).
 //!
 //! "Durably" below means surviving power loss: the data is fsynced before anything that
 //! depends on it, and the directory is fsynced after a file is created, renamed or removed
@@ -18,8 +19,10 @@
 
 pub mod cached;
 pub mod fs;
+pub mod memory;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mmap;
+#[cfg(feature = "testing")]
 pub mod sim;
 
 use crate::error::Result;

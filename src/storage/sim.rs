@@ -1,4 +1,4 @@
-//! Simulated files in memory: the ephemeral backend, and the fault injector of the crash tests.
+//! Simulated files in memory: the fault injector of the crash tests (feature `testing`).
 //!
 //! What it models is what a POSIX file system promises across a power cut (after LazyFS and
 //! ALICE), not only across a killed process:
@@ -200,13 +200,12 @@ struct SimBytes {
 pub struct SimFile {
     bytes: Mutex<SimBytes>,
     faults: Arc<FaultPlan>,
-    track_durable: bool,
     /// `sync_data` is a no-op (see [`Defects::rows_sync_ignored`]).
     sync_ignored: AtomicBool,
 }
 
 impl SimFile {
-    fn new(faults: Arc<FaultPlan>, track_durable: bool, bytes: Vec<u8>) -> Self {
+    fn new(faults: Arc<FaultPlan>, bytes: Vec<u8>) -> Self {
         SimFile {
             bytes: Mutex::new(SimBytes {
                 live: bytes.clone(),
@@ -214,7 +213,6 @@ impl SimFile {
                 unsynced: Vec::new(),
             }),
             faults,
-            track_durable,
             sync_ignored: AtomicBool::new(false),
         }
     }
@@ -231,20 +229,16 @@ impl SimFile {
             b.live.resize(end, 0);
         }
         b.live[start..end].copy_from_slice(data);
-        if self.track_durable {
-            b.unsynced.push(Unsynced::Write {
-                offset: start,
-                data: data.to_vec(),
-            });
-        }
+        b.unsynced.push(Unsynced::Write {
+            offset: start,
+            data: data.to_vec(),
+        });
     }
 
     fn apply_set_len(&self, len: usize) {
         let mut b = self.lock();
         b.live.resize(len, 0);
-        if self.track_durable {
-            b.unsynced.push(Unsynced::SetLen(len));
-        }
+        b.unsynced.push(Unsynced::SetLen(len));
     }
 
     /// The bytes a [`Crash::Torn`] image keeps of this file.
@@ -384,7 +378,7 @@ impl ByteFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.faults.tick("sync")?;
-        if self.track_durable && !self.sync_ignored.load(Ordering::SeqCst) {
+        if !self.sync_ignored.load(Ordering::SeqCst) {
             let mut b = self.lock();
             b.durable = b.live.clone();
             b.unsynced.clear();
@@ -455,21 +449,10 @@ struct Namespace {
 pub struct SimLocation {
     names: Mutex<Namespace>,
     faults: Arc<FaultPlan>,
-    track_durable: bool,
     defects: Defects,
 }
 
 impl SimLocation {
-    /// An empty directory for an ephemeral database (no durability tracking, no faults).
-    pub fn ephemeral() -> Self {
-        SimLocation {
-            names: Mutex::default(),
-            faults: Arc::new(FaultPlan::never()),
-            track_durable: false,
-            defects: Defects::default(),
-        }
-    }
-
     /// An empty directory that tracks durable bytes and names, and obeys `faults`.
     pub fn with_faults(faults: Arc<FaultPlan>) -> Self {
         Self::with_defects(faults, Defects::default())
@@ -480,7 +463,6 @@ impl SimLocation {
         SimLocation {
             names: Mutex::default(),
             faults,
-            track_durable: true,
             defects,
         }
     }
@@ -519,16 +501,10 @@ impl SimLocation {
             file.apply_set_len(0);
             return Ok(file);
         }
-        let file = Arc::new(SimFile::new(
-            self.faults.clone(),
-            self.track_durable,
-            Vec::new(),
-        ));
+        let file = Arc::new(SimFile::new(self.faults.clone(), Vec::new()));
         ns.live.insert(name.to_owned(), file.clone());
-        if self.track_durable {
-            ns.unsynced
-                .push(DirOp::Create(name.to_owned(), file.clone()));
-        }
+        ns.unsynced
+            .push(DirOp::Create(name.to_owned(), file.clone()));
         Ok(file)
     }
 
@@ -538,7 +514,7 @@ impl SimLocation {
         self.faults
             .tick("dir sync")
             .map_err(Error::io_ctx("syncing directory <memory>"))?;
-        if self.track_durable && !lies && !self.defects.dir_sync_ignored {
+        if !lies && !self.defects.dir_sync_ignored {
             let mut ns = self.ns();
             ns.durable = ns.live.clone();
             ns.unsynced.clear();
@@ -593,7 +569,7 @@ impl SimLocation {
                         Crash::ProcessKill | Crash::PowerLoss => file.lock().durable.clone(),
                         Crash::Torn { unit, .. } => file.torn_bytes(&mut rng, unit),
                     };
-                    Arc::new(SimFile::new(faults.clone(), true, bytes))
+                    Arc::new(SimFile::new(faults.clone(), bytes))
                 })
                 .clone();
             files.insert(name, copy);
@@ -605,7 +581,6 @@ impl SimLocation {
                 unsynced: Vec::new(),
             }),
             faults,
-            track_durable: true,
             defects: Defects::default(),
         }
     }
@@ -621,7 +596,7 @@ impl SimLocation {
             copies
                 .entry(Arc::as_ptr(file))
                 .or_insert_with(|| {
-                    let copy = SimFile::new(faults.clone(), true, Vec::new());
+                    let copy = SimFile::new(faults.clone(), Vec::new());
                     *copy.lock() = file.lock().clone();
                     Arc::new(copy)
                 })
@@ -646,7 +621,6 @@ impl SimLocation {
                 unsynced,
             }),
             faults,
-            track_durable: true,
             defects: Defects::default(),
         }
     }
@@ -693,10 +667,6 @@ impl Location for SimLocation {
     /// directory; each step can fail.
     fn create_rows(&self, name: &str, header: &Header) -> Result<Box<dyn RowStore>> {
         let path = self.path_of(name);
-        if !self.track_durable {
-            // Ephemeral: keep the rows only in the cache.
-            return Ok(Box::new(CachedRows::open(None, path, header.layout, 0)?));
-        }
         let file = self
             .create_file(name)
             .map_err(Error::io_ctx(format!("opening {}", path.display())))?;
@@ -727,9 +697,7 @@ impl Location for SimLocation {
             }
             let op = DirOp::Rename(from.to_owned(), to.to_owned());
             apply_dir_op(&mut ns.live, &op);
-            if self.track_durable {
-                ns.unsynced.push(op);
-            }
+            ns.unsynced.push(op);
         }
         self.fsync_dir(self.defects.rename_sync_ignored)
     }
@@ -748,9 +716,7 @@ impl Location for SimLocation {
             let mut ns = self.ns();
             let op = DirOp::Remove(name.to_owned());
             apply_dir_op(&mut ns.live, &op);
-            if self.track_durable {
-                ns.unsynced.push(op);
-            }
+            ns.unsynced.push(op);
         }
         self.fsync_dir(false)
     }

@@ -1,44 +1,14 @@
 //! Shared test helpers: seeded data, an independent brute-force reference, the real dataset
 //! (or a visible skip), and scratch directories.
-#![allow(dead_code)]
+// Each test uses a subset of these helpers and re-exports.
+#![allow(dead_code, unused_imports)]
 
-use srvdb::{Metric, SearchHit};
+use srvdb::{npy, Metric, SearchHit};
 use std::path::PathBuf;
 
-/// The seed: fixed by default, overridable with `SRVDB_SEED`, printed in failures.
-pub fn seed() -> u64 {
-    std::env::var("SRVDB_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5EED_2026)
-}
-
-/// SplitMix64: tiny, seeded, independent of the code under test.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    pub fn f32(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-    pub fn vectors(&mut self, n: usize, dim: usize) -> Vec<f32> {
-        (0..n * dim).map(|_| self.f32()).collect()
-    }
-}
+/// The seed (fixed by default, overridable with `SRVDB_SEED`, printed in failures) and the
+/// seeded generator: one of each for the whole workspace, in `srvdb::testing`.
+pub use srvdb::testing::{seed, Rng};
 
 /// Exact scores in f64, computed without any engine code.
 pub fn reference_score(metric: Metric, q: &[f32], v: &[f32]) -> f64 {
@@ -184,53 +154,32 @@ fn data_dir() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
 }
 
-/// Reads a little-endian NumPy v1 array: (shape, raw data bytes).
-pub fn read_npy(path: &std::path::Path) -> Option<(Vec<usize>, Vec<u8>)> {
-    let bytes = std::fs::read(path).ok()?;
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return None;
-    }
-    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = std::str::from_utf8(&bytes[10..10 + header_len]).ok()?;
-    let shape_start = header.find("'shape': (")? + "'shape': (".len();
-    let shape_end = shape_start + header[shape_start..].find(')')?;
-    let shape = header[shape_start..shape_end]
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().ok())
-        .collect::<Option<Vec<usize>>>()?;
-    Some((shape, bytes[10 + header_len..].to_vec()))
-}
-
+/// The real embeddings, read with the workspace's one `.npy` reader (`srvdb::npy`). Absent
+/// files are a visible skip; files that are there but do not parse fail the test.
 pub fn dataset() -> Option<Dataset> {
     let dir = data_dir();
-    let load = |name: &str| read_npy(&dir.join(name));
-    let (Some((bs, b)), Some((qs, q)), Some((_, g))) =
-        (load("base.npy"), load("queries.npy"), load("gt_cosine.npy"))
-    else {
+    let names = ["base.npy", "queries.npy", "gt_cosine.npy"];
+    if let Some(missing) = names.iter().find(|n| !dir.join(n).is_file()) {
         eprintln!(
-            "SKIP: real embeddings not found in {} (set SRVDB_DATA_DIR)",
+            "SKIP: real embeddings not found in {} (no {missing}; set SRVDB_DATA_DIR)",
             dir.display()
         );
         return None;
-    };
-    let f32s = |b: &[u8]| {
-        b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect::<Vec<_>>()
-    };
-    let i32s = |b: &[u8]| {
-        b.chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect::<Vec<_>>()
-    };
+    }
+    let path = |name: &str| dir.join(name);
+    let base = npy::read::<f32>(&path("base.npy"))
+        .unwrap_or_else(|e| panic!("{}: {e}", path("base.npy").display()));
+    let queries = npy::read::<f32>(&path("queries.npy"))
+        .unwrap_or_else(|e| panic!("{}: {e}", path("queries.npy").display()));
+    let gt = npy::read::<i32>(&path("gt_cosine.npy"))
+        .unwrap_or_else(|e| panic!("{}: {e}", path("gt_cosine.npy").display()));
     Some(Dataset {
-        base: f32s(&b),
-        queries: f32s(&q),
-        gt: i32s(&g),
-        dim: bs[1],
-        n: bs[0],
-        nq: qs[0],
+        dim: base.cols,
+        n: base.rows,
+        nq: queries.rows,
+        base: base.data,
+        queries: queries.data,
+        gt: gt.data,
     })
 }
 
@@ -252,4 +201,23 @@ pub fn items(data: &[f32], dim: usize) -> Vec<(String, Vec<f32>)> {
         .into_iter()
         .zip(data.chunks(dim).map(<[f32]>::to_vec))
         .collect()
+}
+
+/// Writes `ids` with their documents in `mode`, from the owned strings tests build (a
+/// [`srvdb::Write`] borrows `&str`s).
+pub fn write_documents<S: AsRef<str>, D: AsRef<str>>(
+    db: &impl srvdb::Store,
+    mode: srvdb::WriteMode,
+    ids: &[S],
+    vectors: &[f32],
+    metadatas: &[Option<srvdb::Metadata>],
+    documents: &[Option<D>],
+) -> srvdb::Result<()> {
+    let ids = srvdb::store::str_refs(ids);
+    let documents: Vec<Option<&str>> = documents
+        .iter()
+        .map(|d| d.as_ref().map(AsRef::as_ref))
+        .collect();
+    let write = srvdb::Write::new(mode, &ids, vectors).metadatas(metadatas);
+    db.write(&write.documents(&documents))
 }

@@ -1,4 +1,4 @@
-"""LangChain vector store over a SrvDB database (``pip install "srvdb[langchain]"``).
+"""LangChain vector store over a SrvDB database (``pip install "langchain-core>=1.0,<2"``).
 
 .. code-block:: python
 

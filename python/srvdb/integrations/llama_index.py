@@ -1,4 +1,4 @@
-"""LlamaIndex vector store over a SrvDB database (``pip install "srvdb[llamaindex]"``).
+"""LlamaIndex vector store over a SrvDB database (``pip install "llama-index-core>=0.14,<0.15"``).
 
 .. code-block:: python
 

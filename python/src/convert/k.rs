@@ -1,0 +1,37 @@
+//! The `k` of a search.
+
+use super::type_name;
+use crate::errors::invalid;
+use pyo3::prelude::*;
+
+/// The `k` of a search: a non-negative int. Anything else is an `InvalidInputError` (a
+/// `ValueError`), not the `OverflowError`/`TypeError` a plain `usize` argument would give.
+pub(crate) struct K(pub(crate) usize);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for K {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        k(&obj).map(K)
+    }
+}
+
+fn k(obj: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let py = obj.py();
+    let bad = || {
+        invalid(
+            py,
+            format!(
+                "k must be a non-negative int, got {} {}",
+                type_name(obj),
+                obj.repr().map(|r| r.to_string()).unwrap_or_default()
+            ),
+            None,
+        )
+    };
+    if obj.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(bad());
+    }
+    let value: i64 = obj.extract().map_err(|_| bad())?;
+    usize::try_from(value).map_err(|_| bad())
+}

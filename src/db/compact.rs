@@ -1,0 +1,141 @@
+//! Compaction: rewrite the rows without the deleted ones, crash-safely. The redb commit that
+//! records the new numbering is the switch; open finishes or discards an interrupted one.
+
+use super::{lock_poison_free, Database, Tombstones, Writer, ID_CHUNK};
+use crate::chunked::ChunkedVec;
+use crate::error::{Error, Result};
+use crate::format::Header;
+use crate::meta::CompactedRow;
+use crate::storage::names;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+impl Database {
+    /// Rewrites the database without deleted rows. Crash-safe: a crash at any point leaves the
+    /// old or the new database (the redb commit that records the new rows is the switch).
+    /// Row numbers change; ids do not.
+    pub(super) fn compact_all(&self) -> Result<()> {
+        let mut w = lock_poison_free(&self.writer);
+        w.check()?;
+        self.commit_locked(&mut w)?;
+        if w.tombstones.count() == 0 {
+            return Ok(());
+        }
+        let result = self.compact_locked(&mut w);
+        if let Err(e) = &result {
+            w.poisoned = Some(e.to_string());
+        }
+        result
+    }
+
+    fn compact_locked(&self, w: &mut Writer) -> Result<()> {
+        let (Some(dim), Some(store)) = (w.dim, w.rows.as_ref()) else {
+            return Ok(());
+        };
+        let view = store.view();
+        let layout = view.layout();
+        let header = Header {
+            layout,
+            metric: self.metric,
+        };
+        let total = w.committed_rows;
+        let is_dead = |row: u64| w.tombstones.contains(row);
+        let survivors_count = usize::try_from(w.live).unwrap_or(usize::MAX);
+
+        // 1. The surviving rows into a new file, durably.
+        let mut new_store = self.location.create_rows(names::VECTORS_COMPACT, &header)?;
+        // Bounded by the rows there are, whatever the write buffer's size.
+        let rows_per_slab =
+            (self.options.buffer_bytes / layout.stride_bytes()).clamp(1, survivors_count.max(1));
+        let mut slab: Vec<f32> = Vec::new();
+        slab.try_reserve_exact(rows_per_slab.saturating_mul(layout.stride_f32))
+            .map_err(|_| {
+                Error::invalid(format!(
+                    "the write buffer ({} bytes) cannot be allocated: open with a smaller buffer_bytes",
+                    self.options.buffer_bytes
+                ))
+            })?;
+        let mut keep: Vec<u64> = Vec::with_capacity(survivors_count);
+        for row in 0..total {
+            if is_dead(row) {
+                continue;
+            }
+            let Some(data) = view.row(row) else {
+                return Err(Error::corrupt(
+                    self.location.path_of(names::VECTORS),
+                    format!("row {row} unreadable"),
+                ));
+            };
+            slab.extend_from_slice(data);
+            keep.push(row);
+            if slab.len() >= rows_per_slab * layout.stride_f32 {
+                new_store.append(&slab)?;
+                slab.clear();
+            }
+        }
+        if !slab.is_empty() {
+            new_store.append(&slab)?;
+        }
+        new_store.sync()?;
+        drop(view);
+        // Closing the writer trims its preallocated tail (the file shrinks on disk); the store
+        // the handle switches to is the file reopened at exactly its rows.
+        drop(new_store);
+        let n = keep.len() as u64;
+        let Some((_, new_store)) = self.location.open_rows(names::VECTORS_COMPACT, n)? else {
+            return Err(Error::corrupt(
+                self.location.path_of(names::VECTORS_COMPACT),
+                "vanished during compaction",
+            ));
+        };
+
+        // 2. The new numbering, built before the switch so the switch is short.
+        let mut all_meta = self.meta.all_metadata()?;
+        let mut all_docs = self.meta.all_documents()?;
+        let survivors: Vec<CompactedRow> = keep
+            .iter()
+            .map(|&row| CompactedRow {
+                id: w
+                    .row_ids
+                    .get(row as usize)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                metadata: all_meta.remove(&row),
+                document: all_docs.remove(&row),
+            })
+            .collect();
+        let mut row_ids = ChunkedVec::new(ID_CHUNK);
+        let mut rows_by_id = HashMap::with_capacity(keep.len());
+        for (new_row, survivor) in survivors.iter().enumerate() {
+            let id: Arc<str> = Arc::from(survivor.id.as_str());
+            rows_by_id.insert(id.clone(), new_row as u64);
+            row_ids.push(id);
+        }
+
+        // 3. The commit point: redb now describes the compacted rows. Readers pair a row number
+        //    from `rows_by_id` with redb's metadata and documents while holding the id lock, so
+        //    the new numbering goes live in memory under the same write lock as in redb: no
+        //    reader sees one numbering in memory and the other in redb. The rewrite is staged
+        //    first, so readers wait only for the commit itself. From here the handle reads the
+        //    new file (still named vectors.bin.compact; the rename does not touch the open file).
+        let staged = self.meta.stage_compacted(&survivors, dim, self.metric)?;
+        {
+            let mut state = self.ids_write();
+            staged.commit()?;
+            w.rows = Some(new_store);
+            w.row_ids = row_ids;
+            w.tombstones = Tombstones::default();
+            w.committed_rows = n;
+            w.live = n;
+            state.rows_by_id = rows_by_id;
+            state.pending.clear();
+            self.published.store(Arc::new(Self::snapshot_of(w)));
+        }
+
+        // 4. Swap the files and clear the mark (open finishes this after a crash).
+        self.location
+            .rename(names::VECTORS_COMPACT, names::VECTORS)?;
+        self.meta.finish_compaction()?;
+        Ok(())
+    }
+}

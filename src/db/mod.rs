@@ -1,0 +1,374 @@
+//! [`Database`]: the handle users hold. It wires the metadata store (the commit point), the row
+//! storage and the index together, and enforces the commit protocol:
+//!
+//! 1. rows are appended to `vectors.bin` (in slabs of the write buffer), visible to searches of
+//!    this handle at once;
+//! 2. on commit, `vectors.bin` is fsynced, then
+//! 3. one redb transaction records the ids, metadata, tombstones and the new committed row count.
+//!
+//! On open, rows past the committed count are a torn tail and are cut. Readers load an immutable
+//! [`Snapshot`] with one atomic pointer read and never wait for the writer.
+//!
+//! One protocol per module: `open` (recovery), `write` (writing and commit), `compact`,
+//! `search` (coalesced and batch); `tombstones` and `pending` own the state those share, and
+//! `validate` the checks of user input. The fallible operations are [`Store`]'s, implemented
+//! at the end of this file.
+
+mod compact;
+mod open;
+mod pending;
+mod search;
+mod tombstones;
+mod validate;
+mod write;
+
+use self::pending::Pending;
+use self::tombstones::Tombstones;
+use crate::chunked::ChunkedVec;
+use crate::coalesce::{CoalesceStats, Coalescer};
+use crate::distance::Kernels;
+use crate::error::{Error, Result};
+use crate::meta::MetaStore;
+use crate::storage::fs::{DirLock, FsLocation};
+use crate::storage::memory::MemoryLocation;
+use crate::storage::{Location, RowStore, RowView};
+use crate::store::{self, Delete, Query, Store, Write};
+use crate::types::{EmbedderSpec, Metric, OpenOptions, Record, SearchHit};
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Ids per chunk of the row -> id table.
+const ID_CHUNK: usize = 4096;
+
+/// What one search sees: immutable, shared by `Arc`.
+struct Snapshot {
+    rows: Option<Arc<dyn RowView>>,
+    row_ids: ChunkedVec<Arc<str>>,
+    tombstones: Tombstones,
+    live: u64,
+    dim: Option<u32>,
+}
+
+/// State `get` needs besides the snapshot; changed together with it under one lock.
+struct IdState {
+    rows_by_id: HashMap<Arc<str>, u64>,
+    /// Writes not yet committed to redb.
+    pending: Pending,
+}
+
+/// The single writer's state.
+struct Writer {
+    rows: Option<Box<dyn RowStore>>,
+    dim: Option<u32>,
+    committed_rows: u64,
+    config_committed: bool,
+    row_ids: ChunkedVec<Arc<str>>,
+    tombstones: Tombstones,
+    live: u64,
+    poisoned: Option<String>,
+    /// An embedder given at open that the next commit must record.
+    embedder_unrecorded: Option<EmbedderSpec>,
+}
+
+impl Writer {
+    fn check(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(reason) => Err(Error::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// True when a commit has something to record: `pending` writes or configuration.
+    fn has_pending(&self, pending: &Pending) -> bool {
+        pending.ops() > 0 || !self.config_committed || self.embedder_unrecorded.is_some()
+    }
+}
+
+/// An open SrvDB database. `Send + Sync`: share it with `Arc`; many threads may search while
+/// one writes.
+pub struct Database {
+    location: Arc<dyn Location>,
+    meta: MetaStore,
+    metric: Metric,
+    embedder: Option<EmbedderSpec>,
+    kernels: Kernels,
+    options: OpenOptions,
+    // Declared before `writer` so snapshots (and their mappings) are dropped first, letting
+    // the row store trim its preallocated tail when it closes.
+    published: ArcSwap<Snapshot>,
+    /// Gathers concurrent single searches into batch scans.
+    coalescer: Coalescer,
+    /// Whether `search` coalesces (from `OpenOptions::coalesce_searches`; settable).
+    coalesce: AtomicBool,
+    writer: Mutex<Writer>,
+    ids: RwLock<IdState>,
+    _lock: Option<DirLock>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("path", &self.location.path_of(""))
+            .field("metric", &self.metric)
+            .field("dimension", &self.dimension())
+            .field("count", &self.count())
+            .finish()
+    }
+}
+
+fn lock_poison_free<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Database {
+    /// Opens the database in directory `path`, creating it if needed.
+    pub fn open(path: impl AsRef<Path>, options: OpenOptions) -> Result<Self> {
+        let dir = path.as_ref();
+        let location = FsLocation::new(dir, options.storage)?;
+        let lock = DirLock::acquire(dir)?;
+        Self::open_in(Arc::new(location), options, Some(lock))
+    }
+
+    /// An ephemeral database in memory: same engine, nothing written to disk.
+    pub fn in_memory(options: OpenOptions) -> Result<Self> {
+        Self::open_in(Arc::new(MemoryLocation::new()), options, None)
+    }
+
+    /// Opens a database in any [`Location`]: the simulated, fault-injecting one of the crash
+    /// tests (feature `testing`; applications open a directory or memory).
+    #[cfg(feature = "testing")]
+    pub fn open_at(location: Arc<dyn Location>, options: OpenOptions) -> Result<Self> {
+        Self::open_in(location, options, None)
+    }
+
+    fn snapshot_of(w: &Writer) -> Snapshot {
+        Snapshot {
+            rows: w.rows.as_ref().map(|r| r.view()),
+            row_ids: w.row_ids.clone(),
+            tombstones: w.tombstones.clone(),
+            live: w.live,
+            dim: w.dim,
+        }
+    }
+
+    fn ids_read(&self) -> RwLockReadGuard<'_, IdState> {
+        self.ids.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ids_write(&self) -> RwLockWriteGuard<'_, IdState> {
+        self.ids.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The metric, fixed at creation.
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// The text embedder this database was created for, if one was recorded.
+    pub fn embedder(&self) -> Option<&EmbedderSpec> {
+        self.embedder.as_ref()
+    }
+
+    /// The dimension, once fixed.
+    pub fn dimension(&self) -> Option<u32> {
+        self.published.load().dim
+    }
+
+    /// Number of live (not deleted) records, committed or not.
+    pub fn count(&self) -> u64 {
+        self.published.load().live
+    }
+
+    /// Which kernels this handle uses (for reports).
+    pub fn kernel_description(&self) -> String {
+        self.kernels.describe()
+    }
+
+    /// True when `id` is live.
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids_read().rows_by_id.contains_key(id)
+    }
+
+    /// Live ids, in insertion (row) order.
+    pub fn ids(&self) -> Vec<String> {
+        let snap = self.published.load_full();
+        let set_rows = snap.row_ids.len() as u64;
+        (0..set_rows)
+            .filter(|&row| !snap.tombstones.contains(row))
+            .filter_map(|row| snap.row_ids.get(row as usize).map(|id| id.to_string()))
+            .collect()
+    }
+
+    /// Commits and closes, reporting any error (dropping commits too, but silently). A handle
+    /// poisoned by an earlier failed write returns [`Error::Poisoned`]: the writes it
+    /// acknowledged since its last commit are lost, and the caller must hear it.
+    pub fn close(self) -> Result<()> {
+        self.persist_all()
+    }
+
+    /// Turns query coalescing on or off for later `search` calls (benches compare the two).
+    pub fn set_coalesce_searches(&self, on: bool) {
+        self.coalesce.store(on, Ordering::Relaxed);
+    }
+
+    /// Single searches answered so far on this handle, and the scans that answered them
+    /// (fewer scans than queries means concurrent searches were coalesced).
+    pub fn coalesce_stats(&self) -> CoalesceStats {
+        self.coalescer.stats()
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let mut w = lock_poison_free(&self.writer);
+        if w.poisoned.is_none() {
+            // Best effort: `close` reports errors; a drop cannot.
+            let _ = self.commit_locked(&mut w);
+        }
+    }
+}
+
+impl Store for Database {
+    /// Inserts or replaces a batch. The batch is atomic: any invalid entry (duplicate or
+    /// existing id, wrong dimension, NaN/inf, bad id, oversized metadata or document) rejects
+    /// the whole batch and writes nothing. Documents live in `metadata.db` and follow their row
+    /// through delete, upsert and compaction.
+    fn write(&self, request: &Write<'_>) -> Result<()> {
+        self.write_batch(request)
+    }
+
+    /// Deletes `ids`; with [`crate::Missing::Skip`], unknown ids are skipped under the same
+    /// writer lock that deletes the others, so a concurrent delete cannot fail the call.
+    fn remove(&self, request: &Delete<'_>) -> Result<usize> {
+        self.delete_rows(request)
+    }
+
+    fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
+        match request.queries {
+            store::Queries::One(query) => Ok(vec![self.search(query, request.k)?]),
+            store::Queries::Batch(queries) => self.search_batch(queries, request.k),
+        }
+    }
+
+    /// The `k` best matches for `query`, best first. `k` larger than the count returns them all;
+    /// an empty database returns nothing.
+    ///
+    /// Concurrent calls on one handle are coalesced: a call that arrives while a scan is running
+    /// waits for it and is answered, with the others that arrived meanwhile, by one batch scan
+    /// (see `OpenOptions::coalesce_searches`). A lone call starts its scan at once.
+    fn search(&self, query: &[f32], k: usize) -> Result<Vec<SearchHit>> {
+        self.search_one(query, k)
+    }
+
+    /// The `k` best matches for each of the queries in `queries` (back to back, each of the
+    /// database's dimension). Much cheaper per query than separate searches: rows are read once
+    /// per group of queries.
+    fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>> {
+        self.search_many(queries, k)
+    }
+
+    /// The record stored under `id`, or `None`.
+    fn get(&self, id: &str) -> Result<Option<Record>> {
+        let ids = self.ids_read();
+        let Some(&row) = ids.rows_by_id.get(id) else {
+            return Ok(None);
+        };
+        let snap = self.published.load_full();
+        let (Some(rows), Some(dim)) = (&snap.rows, snap.dim) else {
+            return Ok(None);
+        };
+        rows.check_backed()?;
+        let Some(data) = rows.row(row) else {
+            return Ok(None);
+        };
+        let vector = data[..dim as usize].to_vec();
+        let metadata = match ids.pending.metadata(row) {
+            Some(m) => Some(m.clone()),
+            None => self.meta.metadata(row)?,
+        };
+        let document = match ids.pending.document(row) {
+            Some(d) => Some(d.to_owned()),
+            // A row not yet committed has nothing in redb, so this reads `None` for it.
+            None => self.meta.documents(&[row])?.pop().flatten(),
+        };
+        Ok(Some(Record {
+            id: id.to_owned(),
+            vector,
+            metadata,
+            document,
+        }))
+    }
+
+    /// The stored documents of `ids`, in order: `None` for an unknown id or a record stored
+    /// without one. One read transaction for all of them (a query's hits).
+    fn documents(&self, ids: &[&str]) -> Result<Vec<Option<String>>> {
+        let state = self.ids_read();
+        let mut out = vec![None; ids.len()];
+        let mut committed = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let Some(&row) = state.rows_by_id.get(*id) else {
+                continue;
+            };
+            match state.pending.document(row) {
+                Some(doc) => out[i] = Some(doc.to_owned()),
+                None => committed.push((i, row)),
+            }
+        }
+        let rows: Vec<u64> = committed.iter().map(|&(_, row)| row).collect();
+        for ((i, _), doc) in committed.into_iter().zip(self.meta.documents(&rows)?) {
+            out[i] = doc;
+        }
+        Ok(out)
+    }
+
+    fn contains(&self, id: &str) -> Result<bool> {
+        Ok(Database::contains(self, id))
+    }
+
+    fn count(&self) -> Result<u64> {
+        Ok(Database::count(self))
+    }
+
+    fn ids(&self) -> Result<Vec<String>> {
+        Ok(Database::ids(self))
+    }
+
+    fn dimension(&self) -> Result<Option<u32>> {
+        Ok(Database::dimension(self))
+    }
+
+    fn metric(&self) -> Result<Metric> {
+        Ok(Database::metric(self))
+    }
+
+    fn embedder(&self) -> Result<Option<EmbedderSpec>> {
+        Ok(Database::embedder(self).cloned())
+    }
+
+    fn kernel(&self) -> Result<String> {
+        Ok(self.kernel_description())
+    }
+
+    /// Makes every change so far durable: fsync `vectors.bin`, then commit redb.
+    fn persist(&self) -> Result<()> {
+        let mut w = lock_poison_free(&self.writer);
+        w.check()?;
+        self.commit_locked(&mut w)
+    }
+
+    /// Rewrites the database without deleted rows. Crash-safe: a crash at any point leaves the
+    /// old or the new database (the redb commit that records the new rows is the switch).
+    /// Row numbers change; ids do not.
+    fn compact(&self) -> Result<()> {
+        self.compact_all()
+    }
+
+    fn coalesce_stats(&self) -> Option<CoalesceStats> {
+        Some(Database::coalesce_stats(self))
+    }
+}

@@ -1,0 +1,229 @@
+//! Opening: check the stored configuration against the caller's, finish or discard an
+//! interrupted compaction, cut the torn tail of the rows, and rebuild the in-memory tables from
+//! the last commit.
+
+use super::validate::check_dimension;
+use super::{lock_poison_free, Database, IdState, Pending, Snapshot, Tombstones, Writer, ID_CHUNK};
+use crate::chunked::ChunkedVec;
+use crate::coalesce::Coalescer;
+use crate::distance::Kernels;
+use crate::error::{Error, Result};
+use crate::meta::MetaStore;
+use crate::storage::fs::DirLock;
+use crate::storage::{names, Location, RowStore};
+use crate::types::OpenOptions;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+
+impl Database {
+    pub(super) fn open_in(
+        location: Arc<dyn Location>,
+        mut options: OpenOptions,
+        lock: Option<DirLock>,
+    ) -> Result<Self> {
+        if let Some(embedder) = &options.embedder {
+            match options.dimension {
+                None => options.dimension = Some(embedder.dimension),
+                Some(d) if d != embedder.dimension => {
+                    return Err(Error::invalid(format!(
+                        "dimension {d} given with embedder {embedder}: give no dimension, or the embedder's"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(dim) = options.dimension {
+            check_dimension(dim as usize)?;
+        }
+        let meta_existed = location.exists(names::METADATA)?;
+        let vectors_existed = location.exists(names::VECTORS)?;
+        if !meta_existed && vectors_existed {
+            return Err(Error::corrupt(
+                location.path_of(names::METADATA),
+                "missing, but vectors.bin exists: the ids and the commit record are gone",
+            ));
+        }
+        let meta = MetaStore::new(location.open_metadata()?, location.path_of(names::METADATA));
+        let mut loaded = meta.load()?;
+
+        // Finish or discard a compaction that a crash interrupted.
+        if loaded.compaction_pending {
+            if location.exists(names::VECTORS_COMPACT)? {
+                location.rename(names::VECTORS_COMPACT, names::VECTORS)?;
+            } else {
+                // Renamed already, but perhaps only in the page cache of a process that died
+                // before syncing the directory: make the rename durable before the mark that
+                // says it happened is cleared, or a power cut would bring the old rows back
+                // under the compacted numbering.
+                location.sync_dir()?;
+            }
+            meta.finish_compaction()?;
+            loaded.compaction_pending = false;
+        } else if location.exists(names::VECTORS_COMPACT)? {
+            location.remove(names::VECTORS_COMPACT)?;
+        }
+
+        // A database records the embedder it was created for; vectors of two models must
+        // never share one, since their scores would be meaningless.
+        let (embedder, embedder_unrecorded) = match (loaded.embedder.take(), &options.embedder) {
+            (Some(stored), Some(asked)) if stored != *asked => {
+                return Err(Error::EmbedderMismatch {
+                    stored: stored.to_string(),
+                    asked: asked.to_string(),
+                })
+            }
+            (Some(stored), _) => (Some(stored), None),
+            (None, Some(asked)) if loaded.committed_rows > 0 => {
+                return Err(Error::EmbedderMismatch {
+                    stored: "vectors added without a recorded embedder".into(),
+                    asked: asked.to_string(),
+                })
+            }
+            (None, Some(asked)) => (Some(asked.clone()), Some(asked.clone())),
+            (None, None) => (None, None),
+        };
+
+        let metric = match (loaded.metric, options.metric) {
+            (Some(stored), Some(asked)) if stored != asked => {
+                return Err(Error::invalid(format!(
+                    "the database was created with metric {stored}, not {asked}: open it without a metric or with {stored}"
+                )))
+            }
+            (Some(stored), _) => stored,
+            (None, asked) => asked.unwrap_or_default(),
+        };
+        if let (Some(stored), Some(asked)) = (loaded.dimension, options.dimension) {
+            if stored != asked {
+                return Err(Error::DimensionMismatch {
+                    expected: stored,
+                    got: asked as usize,
+                    index: None,
+                });
+            }
+        }
+
+        let mut rows: Option<Box<dyn RowStore>> = None;
+        if let Some(dim) = loaded.dimension {
+            match location.open_rows(names::VECTORS, loaded.committed_rows)? {
+                Some((header, store)) => {
+                    if header.layout.dim != dim || header.metric != metric {
+                        return Err(Error::corrupt(
+                            location.path_of(names::VECTORS),
+                            format!(
+                                "header says dim {} / {}, metadata.db says dim {dim} / {metric}",
+                                header.layout.dim, header.metric
+                            ),
+                        ));
+                    }
+                    rows = Some(store);
+                }
+                None if loaded.committed_rows == 0 => {}
+                None => {
+                    return Err(Error::corrupt(
+                        location.path_of(names::VECTORS),
+                        format!(
+                            "missing, but metadata.db committed {} rows",
+                            loaded.committed_rows
+                        ),
+                    ))
+                }
+            }
+        } else if vectors_existed {
+            // Created by a first batch that never committed: nothing in it exists.
+            location.remove(names::VECTORS)?;
+        }
+
+        // Rebuild the in-memory tables from the committed state.
+        let mut row_ids = ChunkedVec::new(ID_CHUNK);
+        let mut rows_by_id = HashMap::with_capacity(loaded.row_ids.len());
+        let mut tombstones = Tombstones::with_rows(loaded.row_ids.len());
+        for &row in &loaded.tombstones {
+            if row >= loaded.committed_rows {
+                return Err(Error::corrupt(
+                    location.path_of(names::METADATA),
+                    format!(
+                        "tombstone for row {row} beyond the {} committed rows",
+                        loaded.committed_rows
+                    ),
+                ));
+            }
+            tombstones.set(row);
+        }
+        let mut live = 0u64;
+        for (row, id) in loaded.row_ids.into_iter().enumerate() {
+            let Some(id) = id else {
+                return Err(Error::corrupt(
+                    location.path_of(names::METADATA),
+                    format!("row {row} has no id"),
+                ));
+            };
+            let id: Arc<str> = Arc::from(id);
+            if !tombstones.contains(row as u64) {
+                if rows_by_id.insert(id.clone(), row as u64).is_some() {
+                    return Err(Error::corrupt(
+                        location.path_of(names::METADATA),
+                        format!("id {id:?} is live in two rows"),
+                    ));
+                }
+                live += 1;
+            }
+            row_ids.push(id);
+        }
+
+        let writer = Writer {
+            dim: loaded.dimension,
+            rows,
+            committed_rows: loaded.committed_rows,
+            // Nothing is pending at open: a stored configuration is committed, and without one
+            // there is nothing to record until the first rows arrive.
+            config_committed: true,
+            row_ids,
+            tombstones,
+            live,
+            poisoned: None,
+            embedder_unrecorded,
+        };
+        let coalesce = options.coalesce_searches;
+        let db = Database {
+            location,
+            meta,
+            metric,
+            embedder,
+            kernels: Kernels::best(),
+            options,
+            published: ArcSwap::from_pointee(Snapshot {
+                rows: None,
+                row_ids: ChunkedVec::new(ID_CHUNK),
+                tombstones: Tombstones::default(),
+                live: 0,
+                dim: None,
+            }),
+            coalescer: Coalescer::default(),
+            coalesce: AtomicBool::new(coalesce),
+            ids: RwLock::new(IdState {
+                rows_by_id,
+                pending: Pending::default(),
+            }),
+            writer: Mutex::new(writer),
+            _lock: lock,
+        };
+        {
+            let mut w = lock_poison_free(&db.writer);
+            if w.dim.is_none() {
+                if let Some(dim) = db.options.dimension {
+                    // A dimension given up front is fixed now, durably.
+                    db.create_rows(&mut w, dim)?;
+                    db.commit_locked(&mut w)?;
+                }
+            }
+            if w.embedder_unrecorded.is_some() {
+                db.commit_locked(&mut w)?;
+            }
+            let snapshot = Self::snapshot_of(&w);
+            db.published.store(Arc::new(snapshot));
+        }
+        Ok(db)
+    }
+}

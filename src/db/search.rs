@@ -1,0 +1,222 @@
+//! Search: single queries coalesced into shared scans, batches scanned at once, both over one
+//! immutable [`Snapshot`] so a search never waits for the writer.
+
+use super::validate::check_queries;
+use super::{Database, Snapshot};
+use crate::coalesce::Request;
+use crate::error::{Error, Result};
+use crate::index::flat::FlatIndex;
+use crate::index::{Index, Queries, ScanSet};
+use crate::types::SearchHit;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Below this many bytes of rows, `search` does not coalesce (see `search`).
+const COALESCE_MIN_BYTES: u64 = 4 << 20;
+
+impl Database {
+    /// The `k` best matches for one query (see [`crate::Store::search`]). Concurrent calls on
+    /// one handle are coalesced: a call that arrives while a scan is running waits for it and
+    /// is answered, with the others that arrived meanwhile, by one batch scan (see
+    /// `OpenOptions::coalesce_searches`). A lone call starts its scan at once.
+    pub(super) fn search_one(&self, query: &[f32], k: usize) -> Result<Vec<SearchHit>> {
+        let snap = self.published.load_full();
+        let Some(dim) = snap.dim else {
+            return Ok(Vec::new());
+        };
+        // A bad query fails alone, before it can join a group.
+        check_queries(dim, query, 1)?;
+        let rows = snap.rows.as_ref().map_or(0, |r| r.rows());
+        let bytes = snap
+            .rows
+            .as_ref()
+            .map_or(0, |r| rows.saturating_mul(r.layout().stride_bytes() as u64));
+        // Rows that fit in cache are scanned in microseconds without touching DRAM: callers
+        // scanning side by side do not compete, and a queue would only add hand-offs.
+        // A rayon worker never waits in the coalescer: while it waited it could be the thread
+        // the running leader's scan needs (a scan started from inside the pool runs part of its
+        // work on the caller's thread, and rayon lets a waiting worker pick up other tasks, such
+        // as another `search` that would then queue behind it).
+        if !self.coalesce.load(Ordering::Relaxed) || bytes < COALESCE_MIN_BYTES || on_rayon_worker()
+        {
+            let mut out = self.search_snapshot(&snap, query, 1, k)?;
+            return Ok(out.pop().unwrap_or_default());
+        }
+        // One scan that already uses every core gains nothing from a second beside it.
+        let max_scans = if FlatIndex::scan_uses_all_cores(rows) {
+            1
+        } else {
+            parallelism()
+        };
+        drop(snap);
+        self.coalescer
+            .search(query, k, max_scans, |group| self.search_group(group))
+    }
+
+    /// The `k` best matches for each query of `queries`, back to back: rows are read once per
+    /// group of queries.
+    pub(super) fn search_many(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>> {
+        let snap = self.published.load_full();
+        let Some(dim) = snap.dim else {
+            return Ok(Vec::new());
+        };
+        if !queries.len().is_multiple_of(dim as usize) {
+            return Err(Error::DimensionMismatch {
+                expected: dim,
+                got: queries.len(),
+                index: None,
+            });
+        }
+        let n = queries.len() / dim as usize;
+        self.search_snapshot(&snap, queries, n, k)
+    }
+
+    /// One scan for a group of coalesced single searches, over the newest snapshot (which every
+    /// caller in the group published, or saw published, before it queued). Queries share a
+    /// scan only with queries of a compatible `k` (see [`k_class`]): one caller asking for a
+    /// million hits must not make every query it is grouped with carry a million-entry top-k.
+    fn search_group(&self, group: &[Arc<Request>]) -> Vec<Result<Vec<SearchHit>>> {
+        let snap = self.published.load_full();
+        let mut answers: Vec<Option<Result<Vec<SearchHit>>>> = group.iter().map(|_| None).collect();
+        let mut order: Vec<usize> = (0..group.len()).collect();
+        order.sort_by_key(|&i| k_class(group[i].k));
+        for class in order.chunk_by(|&a, &b| k_class(group[a].k) == k_class(group[b].k)) {
+            let members: Vec<&Request> = class.iter().map(|&i| &*group[i]).collect();
+            for (&i, answer) in class.iter().zip(self.scan_together(&snap, &members)) {
+                answers[i] = Some(answer);
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    Err(Error::Poisoned {
+                        reason: "a coalesced scan lost a query's answer".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// One batch scan for `members` with their largest `k`, each answer cut to its own `k`.
+    fn scan_together(&self, snap: &Snapshot, members: &[&Request]) -> Vec<Result<Vec<SearchHit>>> {
+        let single = |r: &Request| {
+            self.search_snapshot(snap, &r.query, 1, r.k)
+                .map(|mut out| out.pop().unwrap_or_default())
+        };
+        if members.len() == 1 {
+            return vec![single(members[0])];
+        }
+        let k = members.iter().map(|r| r.k).max().unwrap_or(0);
+        let mut queries = Vec::with_capacity(members.iter().map(|r| r.query.len()).sum());
+        for r in members {
+            queries.extend_from_slice(&r.query);
+        }
+        match self.search_snapshot(snap, &queries, members.len(), k) {
+            // The top k of a larger k is its first k: ranks are a total order (ties by row).
+            Ok(lists) if lists.len() == members.len() => lists
+                .into_iter()
+                .zip(members)
+                .map(|(mut hits, r)| {
+                    hits.truncate(r.k);
+                    Ok(hits)
+                })
+                .collect(),
+            // Every query was checked against this dimension before it queued, so this is
+            // unexpected; answering each alone gives each its own error.
+            _ => members.iter().map(|r| single(r)).collect(),
+        }
+    }
+
+    fn check_query(&self, dim: Option<u32>, queries: &[f32], n: usize) -> Result<Option<Queries>> {
+        let Some(dim) = dim else { return Ok(None) };
+        check_queries(dim, queries, n)?;
+        let d = dim as usize;
+        let norms = queries
+            .chunks_exact(d)
+            .map(|q| self.kernels.dot(q, q).sqrt())
+            .collect();
+        Ok(Some(Queries {
+            data: queries.to_vec(),
+            norms,
+            dim: d,
+        }))
+    }
+
+    fn search_snapshot(
+        &self,
+        snap: &Snapshot,
+        queries: &[f32],
+        n: usize,
+        k: usize,
+    ) -> Result<Vec<Vec<SearchHit>>> {
+        let Some(qs) = self.check_query(snap.dim, queries, n)? else {
+            return Ok(vec![Vec::new(); n]);
+        };
+        let Some(rows) = &snap.rows else {
+            return Ok(vec![Vec::new(); n]);
+        };
+        rows.check_backed()?;
+        let set = ScanSet {
+            rows: rows.as_ref(),
+            tombstones: snap.tombstones.words(),
+        };
+        let k = k.min(usize::try_from(snap.live).unwrap_or(usize::MAX));
+        let index = FlatIndex::new(self.metric, self.kernels);
+        let found = index.search(&set, &qs, k);
+        let higher = self.metric.higher_is_better();
+        Ok(found
+            .into_iter()
+            .map(|hits| {
+                hits.into_iter()
+                    .map(|c| SearchHit {
+                        id: snap
+                            .row_ids
+                            .get(c.row as usize)
+                            .map(|s| s.to_string())
+                            .unwrap_or_default(),
+                        score: if higher { c.key } else { -c.key },
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// Up to this `k`, coalesced queries share one scan whatever their `k`: a top-k this small
+/// costs the scan little beside reading the rows.
+const SHARED_SCAN_MAX_K: usize = 128;
+
+/// Which coalesced queries may share a scan: all those with `k <= SHARED_SCAN_MAX_K`, and
+/// otherwise only those with the same `k`.
+fn k_class(k: usize) -> usize {
+    if k <= SHARED_SCAN_MAX_K {
+        0
+    } else {
+        k
+    }
+}
+
+/// True on a thread of a rayon pool (a caller inside `par_iter`, or our own scan's workers).
+fn on_rayon_worker() -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        rayon::current_thread_index().is_some()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        false
+    }
+}
+
+/// Threads a search may use at once.
+fn parallelism() -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        1
+    }
+}
