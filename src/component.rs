@@ -2,6 +2,7 @@
 //! `wit/srvdb.wit` to the engine. No logic lives here; conversions only. Built for
 //! `wasm32-wasip2` as `srvdb.wasm` (the engine uses the `std::fs` backend and SIMD128 there).
 
+use crate::error::io_kind_name;
 use crate::store::{str_refs, Delete, Query, Store, Write, WriteMode};
 use crate::types::{EmbedderSpec, Metadata, Metric, OpenOptions};
 use crate::Database;
@@ -10,7 +11,7 @@ wit_bindgen::generate!({ path: "wit", world: "srvdb" });
 
 use exports::srvdb::engine::store::{
     self as wit, CorruptError, DimensionError, EmbedderError, Guest, GuestDatabase, GuestEmbedder,
-    Hit, IdError, InvalidError, Stored,
+    Hit, IdError, InvalidError, IoError, MetadataError, ModelError, Stored,
 };
 
 struct Component;
@@ -31,7 +32,6 @@ fn to_u32(x: usize) -> u32 {
 
 fn wit_error(e: crate::Error) -> wit::Error {
     use crate::Error as E;
-    let message = e.to_string();
     match e {
         E::DimensionMismatch {
             expected,
@@ -55,17 +55,30 @@ fn wit_error(e: crate::Error) -> wit::Error {
             file: file.display().to_string(),
             reason,
         }),
-        E::Locked { .. } => wit::Error::Locked(message),
-        E::Io { .. } => wit::Error::Io(message),
-        E::Metadata { .. } => wit::Error::Metadata(message),
-        // Only the reason: the host rebuilds `Error::Poisoned`, whose message wraps it.
+        E::Locked { path } => wit::Error::Locked(path.display().to_string()),
+        E::Io { context, source } => wit::Error::Io(IoError {
+            context,
+            kind: io_kind_name(source.kind()).to_owned(),
+            message: source.to_string(),
+        }),
+        E::Metadata { context, message } => {
+            wit::Error::Metadata(MetadataError { context, message })
+        }
         E::Poisoned { reason } => wit::Error::Poisoned(reason),
         E::EmbedderMismatch { stored, asked } => {
             wit::Error::EmbedderMismatch(EmbedderError { stored, asked })
         }
-        E::Model { .. } => wit::Error::Model(message),
-        // Never raised inside the guest: only a host reports sandbox failures.
-        E::Sandbox { .. } => wit::Error::Io(message),
+        E::Model { path, reason } => wit::Error::Model(ModelError {
+            path: path.display().to_string(),
+            reason,
+        }),
+        // Never raised inside the guest (only a host reports sandbox failures), and the WIT
+        // has no case for it; like any case the WIT lacks, it crosses as an I/O error.
+        other => wit::Error::Io(IoError {
+            context: "the sandboxed engine".into(),
+            kind: io_kind_name(std::io::ErrorKind::Other).to_owned(),
+            message: other.to_string(),
+        }),
     }
 }
 
@@ -255,10 +268,11 @@ struct GuestModel;
 
 #[cfg(not(feature = "text"))]
 impl GuestEmbedder for GuestModel {
-    fn load(_path: String, _name: String) -> Result<wit::Embedder, wit::Error> {
-        Err(wit::Error::Model(
-            "this component was built without the text embedder: build it with cargo feature `text`, as `make component` does".into(),
-        ))
+    fn load(path: String, _name: String) -> Result<wit::Embedder, wit::Error> {
+        Err(wit::Error::Model(ModelError {
+            path,
+            reason: "this component was built without the text embedder: build it with cargo feature `text`, as `make component` does".into(),
+        }))
     }
 
     fn spec(&self) -> wit::EmbedderSpec {
@@ -269,9 +283,10 @@ impl GuestEmbedder for GuestModel {
     }
 
     fn embed(&self, _texts: Vec<String>) -> Result<Vec<f32>, wit::Error> {
-        Err(wit::Error::Model(
-            "this component has no text embedder".into(),
-        ))
+        Err(wit::Error::Model(ModelError {
+            path: String::new(),
+            reason: "this component has no text embedder".into(),
+        }))
     }
 }
 

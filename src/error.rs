@@ -177,3 +177,71 @@ impl Error {
         move |source| Error::Io { context, source }
     }
 }
+
+/// `std::io::ErrorKind`s by name, for carrying an I/O error across a boundary that has no
+/// `ErrorKind` (the WIT `io-error` record): the sandboxed engine's host rebuilds the kind
+/// the guest saw. Kinds not listed travel as `"other"`.
+const IO_KINDS: &[(std::io::ErrorKind, &str)] = {
+    use std::io::ErrorKind as K;
+    &[
+        (K::NotFound, "not-found"),
+        (K::PermissionDenied, "permission-denied"),
+        (K::AlreadyExists, "already-exists"),
+        (K::WouldBlock, "would-block"),
+        (K::NotADirectory, "not-a-directory"),
+        (K::IsADirectory, "is-a-directory"),
+        (K::DirectoryNotEmpty, "directory-not-empty"),
+        (K::ReadOnlyFilesystem, "read-only-filesystem"),
+        (K::InvalidInput, "invalid-input"),
+        (K::InvalidData, "invalid-data"),
+        (K::TimedOut, "timed-out"),
+        (K::WriteZero, "write-zero"),
+        (K::StorageFull, "storage-full"),
+        (K::NotSeekable, "not-seekable"),
+        (K::QuotaExceeded, "quota-exceeded"),
+        (K::FileTooLarge, "file-too-large"),
+        (K::ResourceBusy, "resource-busy"),
+        (K::CrossesDevices, "crosses-devices"),
+        (K::TooManyLinks, "too-many-links"),
+        (K::InvalidFilename, "invalid-filename"),
+        (K::Interrupted, "interrupted"),
+        (K::Unsupported, "unsupported"),
+        (K::UnexpectedEof, "unexpected-eof"),
+        (K::OutOfMemory, "out-of-memory"),
+        (K::Other, "other"),
+    ]
+};
+
+/// The name of `kind` in the WIT `io-error` record (`"other"` for kinds without one).
+pub fn io_kind_name(kind: std::io::ErrorKind) -> &'static str {
+    IO_KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or("other", |(_, name)| name)
+}
+
+/// The `ErrorKind` named `name` by [`io_kind_name`] (`Other` for an unknown name).
+pub fn io_kind_from_name(name: &str) -> std::io::ErrorKind {
+    IO_KINDS
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map_or(std::io::ErrorKind::Other, |(k, _)| *k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every listed kind survives the round trip through its name, and the names are unique
+    /// (a repeated name would silently turn one kind into another across the sandbox).
+    #[test]
+    fn io_kind_names_round_trip() {
+        let mut names = std::collections::HashSet::new();
+        for (kind, name) in IO_KINDS {
+            assert!(names.insert(*name), "name {name} repeated");
+            assert_eq!(io_kind_from_name(io_kind_name(*kind)), *kind, "{name}");
+        }
+        assert_eq!(io_kind_name(std::io::ErrorKind::BrokenPipe), "other");
+        assert_eq!(io_kind_from_name("no-such-kind"), std::io::ErrorKind::Other);
+    }
+}

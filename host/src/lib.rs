@@ -103,22 +103,24 @@ impl Sandbox {
             .map_err(setup_error)?;
         let bindings =
             Srvdb::instantiate(&mut store, &self.runtime.component, &self.runtime.linker)
-                .map_err(|e| classify_instantiation(e, &self.runtime))?;
+                .map_err(|e| classify_instantiation(e, &self.runtime, &mut store))?;
         self.runtime.arm(&mut store);
         let loaded = bindings
             .srvdb_engine_store()
             .embedder()
             .call_load(&mut store, GUEST_MODEL_DIR, name)
-            .map_err(|e| classify_trap(e, &self.runtime))?;
-        let handle = loaded.map_err(engine_error)?;
+            .map_err(|e| classify_trap(e, &self.runtime, &mut store))?;
+        let paths = PathMap::new(GUEST_MODEL_DIR, model_dir);
+        let handle = loaded.map_err(|e| engine_error(e, &paths))?;
         self.runtime.arm(&mut store);
         let spec = bindings
             .srvdb_engine_store()
             .embedder()
             .call_spec(&mut store, handle)
-            .map_err(|e| classify_trap(e, &self.runtime))?;
+            .map_err(|e| classify_trap(e, &self.runtime, &mut store))?;
         Ok(SandboxedEmbedder {
             runtime: self.runtime.clone(),
+            paths,
             spec: spec_from_wit(spec),
             live: Mutex::new(Some(LiveEmbedder {
                 store,
@@ -162,6 +164,7 @@ struct LiveEmbedder {
 /// the embedder again.
 pub struct SandboxedEmbedder {
     runtime: Arc<Runtime>,
+    paths: PathMap,
     spec: EmbedderSpec,
     live: Mutex<Option<LiveEmbedder>>,
 }
@@ -189,10 +192,11 @@ impl SandboxedEmbedder {
             &texts,
         );
         match outcome {
-            Ok(result) => result.map_err(engine_error),
+            Ok(result) => result.map_err(|e| engine_error(e, &self.paths)),
             Err(trap) => {
+                let err = classify_trap(trap, &self.runtime, &mut live.store);
                 *guard = None;
-                Err(classify_trap(trap, &self.runtime))
+                Err(err)
             }
         }
     }
@@ -224,7 +228,7 @@ impl Live {
     ) -> Result<Self> {
         let mut store = runtime.store_for(dir).map_err(setup_error)?;
         let bindings = Srvdb::instantiate(&mut store, &runtime.component, &runtime.linker)
-            .map_err(|e| classify_instantiation(e, runtime))?;
+            .map_err(|e| classify_instantiation(e, runtime, &mut store))?;
         runtime.arm(&mut store);
         let wit_options = wit::OpenOptions {
             dimension: options.dimension,
@@ -237,10 +241,10 @@ impl Live {
             .srvdb_engine_store()
             .database()
             .call_open(&mut store, guest_path, &wit_options)
-            .map_err(|e| classify_trap(e, runtime))?;
+            .map_err(|e| classify_trap(e, runtime, &mut store))?;
         // Opening may have created the database's files.
         sync_directory(dir)?;
-        let handle = opened.map_err(engine_error)?;
+        let handle = opened.map_err(|e| engine_error(e, &PathMap::new(GUEST_DB_DIR, dir)))?;
         Ok(Live {
             store,
             bindings,
@@ -268,14 +272,21 @@ fn sync_directory(dir: &Path) -> Result<()> {
 
 /// An instantiation failure: a trap while the guest starts (its deadline, fuel, memory), or a
 /// setup problem (a component that does not match the WIT world, a store limit).
-fn classify_instantiation(e: wasmtime::Error, runtime: &Runtime) -> Error {
+fn classify_instantiation(
+    e: wasmtime::Error,
+    runtime: &Runtime,
+    store: &mut Store<HostState>,
+) -> Error {
     if e.downcast_ref::<wasmtime::Trap>().is_some() {
-        return classify_trap(e, runtime);
+        return classify_trap(e, runtime, store);
     }
     setup_error(e)
 }
 
-fn classify_trap(e: wasmtime::Error, runtime: &Runtime) -> Error {
+/// What stopped a guest call: a limit (fuel, or a growth the store's limiter refused just
+/// before), the deadline, or a trap of the guest's own (a bug).
+fn classify_trap(e: wasmtime::Error, runtime: &Runtime, store: &mut Store<HostState>) -> Error {
+    let denied = store.data_mut().take_denied();
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         if *trap == wasmtime::Trap::OutOfFuel {
             return sandbox_error(SandboxFailure::Limit, "fuel budget exhausted");
@@ -287,12 +298,10 @@ fn classify_trap(e: wasmtime::Error, runtime: &Runtime) -> Error {
         }
     }
     let text = format!("{e:#}");
-    if text.contains("memory")
-        && (text.contains("limit") || text.contains("grow") || text.contains("alloc"))
-    {
-        return sandbox_error(SandboxFailure::Limit, format!("memory cap: {text}"));
+    match denied {
+        Some(denied) => sandbox_error(SandboxFailure::Limit, format!("{denied} ({text})")),
+        None => sandbox_error(SandboxFailure::Trap, text),
     }
-    sandbox_error(SandboxFailure::Trap, text)
 }
 
 fn metric_to_wit(m: Metric) -> wit::Metric {
@@ -311,49 +320,133 @@ fn metric_from_wit(m: wit::Metric) -> Metric {
     }
 }
 
-/// Rebuilds the engine's typed error from the WIT error.
-fn engine_error(e: wit::Error) -> Error {
-    use srvdb::Error as E;
+/// Where the guest's directory is on the host, to give paths in errors back their host form.
+struct PathMap {
+    guest: &'static str,
+    host: PathBuf,
+}
+
+impl PathMap {
+    fn new(guest: &'static str, host: &Path) -> Self {
+        PathMap {
+            guest,
+            host: host.to_path_buf(),
+        }
+    }
+
+    /// The host path of `guest_path` (unchanged if it is outside the guest's directory).
+    fn path(&self, guest_path: &str) -> PathBuf {
+        match guest_path.strip_prefix(self.guest) {
+            Some("") => self.host.clone(),
+            Some(rest) if rest.starts_with('/') => self.host.join(rest.trim_start_matches('/')),
+            _ => PathBuf::from(guest_path),
+        }
+    }
+
+    /// `text` with every path under the guest's directory replaced by its host path. A path
+    /// starts the text or follows a space, quote or bracket, and its prefix is a whole name
+    /// (`/db` in `/db/vectors.bin`, not in `/dbx`).
+    fn text(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find(self.guest) {
+            let (before, from) = rest.split_at(at);
+            out.push_str(before);
+            let starts_path = out
+                .chars()
+                .next_back()
+                .is_none_or(|c| c.is_whitespace() || "\"'`([{<".contains(c));
+            let end = from[self.guest.len()..]
+                .find(|c: char| c.is_whitespace() || "\"'`)]}>,;".contains(c))
+                .map_or(from.len(), |n| n + self.guest.len());
+            let (path, after) = from.split_at(end);
+            let whole_name =
+                path[self.guest.len()..].is_empty() || path[self.guest.len()..].starts_with('/');
+            if starts_path && whole_name {
+                out.push_str(&self.path(path).display().to_string());
+            } else {
+                out.push_str(path);
+            }
+            rest = after;
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// Rebuilds the engine's typed error from the WIT error: the same case and fields the native
+/// engine gives, with the guest's paths mapped back by `paths`.
+fn engine_error(e: wit::Error, paths: &PathMap) -> Error {
     let idx = |i: Option<u32>| i.map(|x| x as usize);
     match e {
-        wit::Error::DimensionMismatch(d) => E::DimensionMismatch {
+        wit::Error::DimensionMismatch(d) => Error::DimensionMismatch {
             expected: d.expected,
             got: d.got as usize,
             index: idx(d.index),
         },
-        wit::Error::DuplicateId(d) => E::DuplicateId {
+        wit::Error::DuplicateId(d) => Error::DuplicateId {
             id: d.id,
             index: idx(d.index),
         },
-        wit::Error::NotFound(id) => E::NotFound { id },
-        wit::Error::InvalidInput(d) => E::InvalidInput {
+        wit::Error::NotFound(id) => Error::NotFound { id },
+        wit::Error::InvalidInput(d) => Error::InvalidInput {
             reason: d.reason,
             index: idx(d.index),
         },
-        wit::Error::Corrupt(d) => E::Corrupt {
-            file: PathBuf::from(d.file),
-            reason: d.reason,
+        wit::Error::Corrupt(d) => Error::Corrupt {
+            file: paths.path(&d.file),
+            reason: paths.text(&d.reason),
         },
-        wit::Error::Locked(_) => E::Locked {
-            path: PathBuf::from(GUEST_DB_DIR),
+        wit::Error::Locked(path) => Error::Locked {
+            path: paths.path(&path),
         },
-        wit::Error::Io(msg) => E::Io {
-            context: "the sandboxed engine".into(),
-            source: std::io::Error::other(msg),
+        wit::Error::Io(d) => Error::Io {
+            context: paths.text(&d.context),
+            source: std::io::Error::new(
+                srvdb::error::io_kind_from_name(&d.kind),
+                paths.text(&d.message),
+            ),
         },
-        wit::Error::Metadata(message) => E::Metadata {
-            context: "the sandboxed engine".into(),
-            message,
+        wit::Error::Metadata(d) => Error::Metadata {
+            context: paths.text(&d.context),
+            message: paths.text(&d.message),
         },
-        wit::Error::Poisoned(reason) => E::Poisoned { reason },
-        wit::Error::EmbedderMismatch(d) => E::EmbedderMismatch {
+        wit::Error::Poisoned(reason) => Error::Poisoned {
+            reason: paths.text(&reason),
+        },
+        wit::Error::EmbedderMismatch(d) => Error::EmbedderMismatch {
             stored: d.stored,
             asked: d.asked,
         },
-        wit::Error::Model(reason) => E::Model {
-            path: PathBuf::from(GUEST_MODEL_DIR),
-            reason,
+        wit::Error::Model(d) => Error::Model {
+            path: paths.path(&d.path),
+            reason: paths.text(&d.reason),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PathMap;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn guest_paths_map_to_the_host_directory() {
+        let map = PathMap::new("/db", Path::new("/home/u/my db"));
+        assert_eq!(map.path("/db"), PathBuf::from("/home/u/my db"));
+        assert_eq!(
+            map.path("/db/vectors.bin"),
+            PathBuf::from("/home/u/my db/vectors.bin")
+        );
+        assert_eq!(map.path("/dbx/a"), PathBuf::from("/dbx/a"));
+        assert_eq!(map.path("/other"), PathBuf::from("/other"));
+        assert_eq!(
+            map.text("opening /db/vectors.bin: (/db) \"/db/m.db\""),
+            "opening /home/u/my db/vectors.bin: (/home/u/my db) \"/home/u/my db/m.db\""
+        );
+        assert_eq!(map.text("a/db/b /dbx x/db"), "a/db/b /dbx x/db");
+        assert_eq!(map.text("/db"), "/home/u/my db");
+        assert_eq!(map.text(""), "");
     }
 }
 
@@ -460,10 +553,10 @@ impl SandboxedDatabase {
                     sync_directory(&self.dir)?;
                     self.directory_syncs.fetch_add(1, Ordering::Relaxed);
                 }
-                result.map_err(engine_error)
+                result.map_err(|e| engine_error(e, &PathMap::new(GUEST_DB_DIR, &self.dir)))
             }
             Err(trap) => {
-                let err = classify_trap(trap, &self.runtime);
+                let err = classify_trap(trap, &self.runtime, &mut live.store);
                 if let Error::Sandbox {
                     failure: SandboxFailure::Deadline,
                     ..
@@ -504,11 +597,19 @@ impl SandboxedDatabase {
             // Dropping the resource runs the guest's destructor (its final commit).
             live.handle
                 .resource_drop(&mut live.store)
-                .map_err(|e| classify_trap(e, &self.runtime))?;
+                .map_err(|e| classify_trap(e, &self.runtime, &mut live.store))?;
             sync_directory(&self.dir)?;
             self.directory_syncs.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+}
+
+impl std::fmt::Debug for SandboxedDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxedDatabase")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 

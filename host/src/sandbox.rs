@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 /// The path the database directory has inside the sandbox.
@@ -82,7 +82,67 @@ impl Default for SandboxConfig {
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
+    limits: Limits,
+}
+
+impl HostState {
+    /// What the limiter refused since the last call was armed, if anything; clears it. A trap
+    /// after a refused growth is the memory (or table) cap, whatever the trap's own text says
+    /// (the guest's allocator aborts, which traps as `unreachable`).
+    pub(crate) fn take_denied(&mut self) -> Option<String> {
+        self.limits.denied.take()
+    }
+}
+
+/// The store's limits, recording the growth they refuse, so a trap that follows is classified
+/// from the limiter's own record rather than from the trap's message.
+struct Limits {
     limits: StoreLimits,
+    denied: Option<String>,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.denied = Some(format!(
+                "memory cap: the guest asked to grow its memory from {current} to {desired} bytes"
+            ));
+        }
+        allowed
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.table_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.denied = Some(format!(
+                "table cap: the guest asked to grow a table from {current} to {desired} elements"
+            ));
+        }
+        allowed
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 impl WasiView for HostState {
@@ -137,6 +197,8 @@ impl Runtime {
     /// resource's destructor) must be preceded by this: with epochs on, a store whose deadline
     /// has passed traps at the guest's first instruction.
     pub(crate) fn arm(&self, store: &mut Store<HostState>) {
+        // A refusal before this call says nothing about how this call ends.
+        store.data_mut().limits.denied = None;
         if let Some(fuel) = self.config.fuel_per_call {
             // Fuel is only consumed when the engine was configured for it, which `load` does
             // exactly when `fuel_per_call` is set; this cannot fail then.
@@ -191,7 +253,10 @@ impl Runtime {
         let state = HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits,
+            limits: Limits {
+                limits,
+                denied: None,
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
