@@ -12,9 +12,9 @@
 //! assert_eq!(hits[0].id, "a");
 //! ```
 //!
-//! With the cargo feature `text`, [`embed::Embedder`] turns text into vectors with a
-//! sentence-transformers model (all-MiniLM-L6-v2) on candle, and [`text::TextDatabase`] adds
-//! and queries documents as text.
+//! With the cargo feature `text`, `embed::Embedder` turns text into vectors with a
+//! sentence-transformers model (all-MiniLM-L6-v2) on candle; [`text::TextDatabase`] adds and
+//! queries documents as text over any [`Store`] and any [`embed::Embed`].
 //!
 //! The same engine runs natively (mmap storage, rayon, SimSIMD) and as a WASI component
 //! (`std::fs` storage, one thread, SIMD128 kernels).
@@ -42,7 +42,6 @@ pub mod storage;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
-#[cfg(feature = "text")]
 pub mod text;
 pub mod types;
 

@@ -1,13 +1,15 @@
-//! Text in, text out (cargo feature `text`): a [`Database`] paired with an [`Embedder`], so a
-//! caller adds documents and queries with text and never sees a vector.
+//! Text in, text out: a [`Store`] paired with an [`Embed`], so a caller adds documents and
+//! queries with text and never sees a vector. Written once for every engine and embedder: the
+//! native [`Database`] with candle's embedder, or the sandboxed database and embedder of
+//! `srvdb-host`.
 //!
 //! The database records the embedder's name and dimension when it is created, and refuses
 //! another embedder on reopen ([`Error::EmbedderMismatch`]). Each document is stored with its
-//! row in `metadata.db` and comes back with the hits.
+//! row and comes back with the hits.
 
-use crate::embed::Embedder;
+use crate::embed::Embed;
 use crate::error::{Error, Result};
-use crate::store::{str_refs, Store, Write};
+use crate::store::{str_refs, Query, Store, Write};
 use crate::types::{Metadata, OpenOptions};
 use crate::Database;
 use std::path::Path;
@@ -25,34 +27,53 @@ pub struct TextHit {
     pub document: Option<String>,
 }
 
-/// A database that embeds its documents and queries itself.
-#[derive(Debug)]
-pub struct TextDatabase {
-    db: Database,
-    embedder: Arc<Embedder>,
+/// A database that embeds its documents and queries itself. `S` is the engine: the native
+/// [`Database`] by default, or `dyn Store` for any.
+pub struct TextDatabase<S: Store + ?Sized = Database> {
+    db: Box<S>,
+    embedder: Arc<dyn Embed>,
 }
 
-impl TextDatabase {
-    /// Opens (or creates) the database in `path` for `embedder`. A new database records the
-    /// embedder's name and dimension; an existing one must have recorded the same.
+impl<S: Store + ?Sized> std::fmt::Debug for TextDatabase<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextDatabase")
+            .field("embedder", &self.embedder.spec())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TextDatabase<Database> {
+    /// Opens (or creates) the native database in `path` for `embedder`. A new database records
+    /// the embedder's name and dimension; an existing one must have recorded the same.
     pub fn open(
         path: impl AsRef<Path>,
-        embedder: Arc<Embedder>,
+        embedder: Arc<dyn Embed>,
         options: OpenOptions,
     ) -> Result<Self> {
         let db = Database::open(path, options.with_embedder(embedder.spec()))?;
-        Ok(TextDatabase { db, embedder })
+        Ok(TextDatabase {
+            db: Box::new(db),
+            embedder,
+        })
     }
 
-    /// Wraps an open database, which must have recorded `embedder`.
-    pub fn new(db: Database, embedder: Arc<Embedder>) -> Result<Self> {
+    /// Commits and closes, reporting any error.
+    pub fn close(self) -> Result<()> {
+        self.db.close()
+    }
+}
+
+impl<S: Store + ?Sized> TextDatabase<S> {
+    /// Wraps an open database, which must have recorded `embedder` (open it with
+    /// `OpenOptions::with_embedder`).
+    pub fn new(db: Box<S>, embedder: Arc<dyn Embed>) -> Result<Self> {
         let spec = embedder.spec();
-        match db.embedder() {
-            Some(stored) if *stored == spec => Ok(TextDatabase { db, embedder }),
+        match db.embedder()? {
+            Some(stored) if stored == spec => Ok(TextDatabase { db, embedder }),
             stored => Err(Error::EmbedderMismatch {
                 stored: stored.map_or_else(
                     || "no recorded embedder (open it with the embedder to record one)".into(),
-                    ToString::to_string,
+                    |s| s.to_string(),
                 ),
                 asked: spec.to_string(),
             }),
@@ -60,62 +81,71 @@ impl TextDatabase {
     }
 
     /// The underlying database (vector search, get, delete, persist, compact, ...).
-    pub fn database(&self) -> &Database {
+    pub fn database(&self) -> &S {
         &self.db
     }
 
+    /// The database, unwrapped (to close it, for one).
+    pub fn into_database(self) -> Box<S> {
+        self.db
+    }
+
     /// The embedder.
-    pub fn embedder(&self) -> &Arc<Embedder> {
+    pub fn embedder(&self) -> &Arc<dyn Embed> {
         &self.embedder
     }
 
     /// Embeds `documents` and adds them under `ids`, each stored with its text; `metadatas` is
-    /// empty or one per id. Atomic, like [`Database::add`].
-    pub fn add<S: AsRef<str>, D: AsRef<str>>(
+    /// empty or one per id. Atomic, like [`Store::write`].
+    pub fn add<I: AsRef<str>, D: AsRef<str>>(
         &self,
-        ids: &[S],
+        ids: &[I],
         documents: &[D],
         metadatas: &[Option<Metadata>],
     ) -> Result<()> {
-        let (vectors, docs) = self.prepare(ids.len(), documents)?;
-        let ids = str_refs(ids);
-        let write = Write::add(&ids, &vectors).metadatas(metadatas);
-        self.db.write(&write.documents(&docs))
+        self.write(false, ids, documents, metadatas)
     }
 
     /// Like [`TextDatabase::add`], replacing existing ids.
-    pub fn upsert<S: AsRef<str>, D: AsRef<str>>(
+    pub fn upsert<I: AsRef<str>, D: AsRef<str>>(
         &self,
-        ids: &[S],
+        ids: &[I],
         documents: &[D],
         metadatas: &[Option<Metadata>],
     ) -> Result<()> {
-        let (vectors, docs) = self.prepare(ids.len(), documents)?;
-        let ids = str_refs(ids);
-        let write = Write::upsert(&ids, &vectors).metadatas(metadatas);
-        self.db.write(&write.documents(&docs))
+        self.write(true, ids, documents, metadatas)
     }
 
-    fn prepare<'d, D: AsRef<str>>(
+    fn write<I: AsRef<str>, D: AsRef<str>>(
         &self,
-        n: usize,
-        documents: &'d [D],
-    ) -> Result<(Vec<f32>, Vec<Option<&'d str>>)> {
-        if documents.len() != n {
+        upsert: bool,
+        ids: &[I],
+        documents: &[D],
+        metadatas: &[Option<Metadata>],
+    ) -> Result<()> {
+        if documents.len() != ids.len() {
             return Err(Error::invalid(format!(
-                "{} documents for {n} ids: pass one per id",
-                documents.len()
+                "{} documents for {} ids: pass one per id",
+                documents.len(),
+                ids.len()
             )));
         }
-        let vectors = self.embedder.embed(documents)?;
-        let docs = documents.iter().map(|d| Some(d.as_ref())).collect();
-        Ok((vectors, docs))
+        let texts = str_refs(documents);
+        let vectors = self.embedder.embed(&texts)?;
+        let ids = str_refs(ids);
+        let docs: Vec<Option<&str>> = texts.iter().copied().map(Some).collect();
+        let write = if upsert {
+            Write::upsert(&ids, &vectors)
+        } else {
+            Write::add(&ids, &vectors)
+        };
+        self.db.write(&write.metadatas(metadatas).documents(&docs))
     }
 
     /// The `k` best records for each of `texts`, best first, with their documents.
-    pub fn query<S: AsRef<str>>(&self, texts: &[S], k: usize) -> Result<Vec<Vec<TextHit>>> {
-        let queries = self.embedder.embed(texts)?;
-        let found = self.db.search_batch(&queries, k)?;
+    pub fn query<T: AsRef<str>>(&self, texts: &[T], k: usize) -> Result<Vec<Vec<TextHit>>> {
+        let queries = self.embedder.embed(&str_refs(texts))?;
+        let found = self.db.query(&Query::batch(&queries, k))?;
         found
             .into_iter()
             .map(|hits| self.with_documents(hits))
@@ -134,10 +164,5 @@ impl TextDatabase {
                 document,
             })
             .collect())
-    }
-
-    /// Commits and closes, reporting any error.
-    pub fn close(self) -> Result<()> {
-        self.db.close()
     }
 }

@@ -202,6 +202,17 @@ impl SandboxedEmbedder {
     }
 }
 
+/// The text layer's embedder (`srvdb::text::TextDatabase` over a sandboxed database).
+impl srvdb::embed::Embed for SandboxedEmbedder {
+    fn spec(&self) -> EmbedderSpec {
+        self.spec.clone()
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<f32>> {
+        SandboxedEmbedder::embed(self, texts)
+    }
+}
+
 impl Drop for SandboxedEmbedder {
     fn drop(&mut self) {
         let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());

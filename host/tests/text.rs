@@ -220,3 +220,49 @@ fn the_cli_stores_documents_and_answers_text_queries() {
         }
     }
 }
+
+/// The one text layer, `srvdb::text::TextDatabase`, over the sandboxed database and embedder:
+/// each document is its own best match, and the ranking is the reference vectors'.
+#[test]
+fn the_text_database_runs_over_the_sandbox() {
+    let Some(model) = model() else { return };
+    let reference = text_model::reference(&repo());
+    let sandbox = Sandbox::new(component()).expect("load");
+    let embedder = std::sync::Arc::new(
+        sandbox
+            .load_embedder(&model, "all-MiniLM-L6-v2")
+            .expect("model"),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = sandbox
+        .open(
+            dir.path(),
+            OpenOptions::default().with_embedder(embedder.spec().clone()),
+        )
+        .expect("open");
+    let text = srvdb::text::TextDatabase::new(Box::new(db), embedder).expect("text database");
+    let docs: Vec<&(String, Vec<f32>)> = reference.sentences.iter().take(8).collect();
+    let ids: Vec<String> = (0..docs.len()).map(|i| format!("d{i}")).collect();
+    let texts: Vec<&str> = docs.iter().map(|(t, _)| t.as_str()).collect();
+    text.add(&ids, &texts, &[]).expect("add");
+    let found = text.query(&texts, 2).expect("query");
+    for (i, hits) in found.iter().enumerate() {
+        assert_eq!(hits[0].id, ids[i], "{:?} is its own best match", texts[i]);
+        assert_eq!(hits[0].document.as_deref(), Some(texts[i]));
+        // The runner-up is the reference's: the best other document by reference cosine.
+        let (best, score) = (0..docs.len())
+            .filter(|&j| j != i)
+            .map(|j| (j, cosine(&docs[i].1, &docs[j].1)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("other documents");
+        assert!(
+            hits[1].id == ids[best] || (f64::from(hits[1].score) - score).abs() < 1e-3,
+            "{:?}: runner-up {} ({}), reference {} ({score})",
+            texts[i],
+            hits[1].id,
+            hits[1].score,
+            ids[best]
+        );
+    }
+    text.into_database().close().expect("close");
+}

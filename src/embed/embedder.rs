@@ -174,3 +174,13 @@ impl Embedder {
         }
     }
 }
+
+impl super::Embed for Embedder {
+    fn spec(&self) -> EmbedderSpec {
+        Embedder::spec(self)
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<f32>> {
+        Embedder::embed(self, texts)
+    }
+}

@@ -7,7 +7,20 @@
 //! normalisation ([`pooling`]). The same code runs natively (candle's matrix products use every
 //! core) and inside the WASI component (one thread). Where the model folder comes from is
 //! [`locate`]'s business; it needs no feature, so the wasmtime host can find and check a model
-//! folder for the component without compiling candle.
+//! folder for the component without compiling candle. [`Embed`] is what every embedder
+//! offers, wherever it runs (candle natively, or the component in the wasmtime host), so the
+//! text layer ([`crate::text::TextDatabase`]) is written once for all of them.
+
+use crate::error::Result;
+use crate::types::EmbedderSpec;
+
+/// A text embedder: texts in, unit vectors out. `Send + Sync`, shared with `Arc`.
+pub trait Embed: Send + Sync {
+    /// The name and dimension a database records for the vectors it gives.
+    fn spec(&self) -> EmbedderSpec;
+    /// `texts.len()` vectors of `spec().dimension` components, back to back.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<f32>>;
+}
 
 #[cfg(feature = "text")]
 mod embedder;
