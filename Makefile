@@ -70,11 +70,13 @@ cargo-test: toolchain component
 	@echo "==> [7/11] cargo test --release -p srvdb -p srvdb-host --features srvdb/text"
 	$(CARGO) test --release -p srvdb -p srvdb-host --features srvdb/text
 
-# The same component under Node.js through jco (a second WASI runtime). Skipped without node.
+# The same component under Node.js through jco (a second WASI runtime): run.mjs, then the
+# conformance scenario (tests/conformance/scenario.json). Skipped without node.
 node-test: component
-	@echo "==> [9/11] node tests/node/run.mjs (jco)"
+	@echo "==> [9/11] node tests/node/run.mjs and conformance.mjs (jco)"
 	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
-		cd tests/node && npm install --no-audit --no-fund --loglevel=error && rm -rf out && node run.mjs; \
+		cd tests/node && npm install --no-audit --no-fund --loglevel=error && rm -rf out && \
+		node run.mjs && node conformance.mjs; \
 	else \
 		echo "SKIP: node/npm not found; the jco scenario did not run"; \
 	fi

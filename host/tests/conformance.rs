@@ -1,331 +1,76 @@
-//! One scenario, written once, run against the native engine and through the sandboxed
-//! component: the same ids in the same order, scores within 1e-5, the same typed errors.
-//! Then the sandbox itself: escapes refused, limits enforced, traps survived.
+//! The conformance scenario (`tests/conformance/scenario.json`) through the component in
+//! wasmtime (`SandboxedDatabase`, a `srvdb::Store`): the same answers, error kinds and
+//! messages as the native backends (tests/conformance.rs), Python and Node. Then the files it
+//! wrote open natively, with the same ids: one file format for both engines.
+//!
+//! The sandbox's own duties (paths outside the directory, fuel, memory cap, deadline) are
+//! tested in sandbox_limits.rs.
 
 mod common;
+#[path = "../../tests/conformance/runner.rs"]
+mod runner;
+
 use common::component_config;
-use srvdb::{Database, Error, Metadata, Metric, OpenOptions, Record, SandboxFailure, SearchHit};
+use runner::Target;
+use srvdb::{Database, OpenOptions, Store};
 use srvdb_host::{Sandbox, SandboxedDatabase};
+use std::collections::BTreeMap;
 
-/// The operations the scenario needs, over both engines.
-trait Engine {
-    fn add(&self, ids: &[&str], v: &[f32], m: &[Option<Metadata>]) -> Result<(), Error>;
-    fn upsert(&self, ids: &[&str], v: &[f32]) -> Result<(), Error>;
-    fn delete(&self, ids: &[&str]) -> Result<usize, Error>;
-    fn get(&self, id: &str) -> Result<Option<Record>, Error>;
-    fn search(&self, q: &[f32], k: usize) -> Result<Vec<SearchHit>, Error>;
-    fn search_batch(&self, q: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>, Error>;
-    fn count(&self) -> u64;
-    fn ids(&self) -> Vec<String>;
-    fn persist(&self) -> Result<(), Error>;
-    fn compact(&self) -> Result<(), Error>;
+/// A directory per scenario, opened through one sandbox.
+struct Sandboxed {
+    sandbox: Sandbox,
+    root: tempfile::TempDir,
+    /// The scenario whose database is open.
+    current: String,
+    /// The ids each scenario's database held when it was last closed.
+    ids_at_close: BTreeMap<String, Vec<String>>,
 }
 
-impl Engine for Database {
-    fn add(&self, ids: &[&str], v: &[f32], m: &[Option<Metadata>]) -> Result<(), Error> {
-        <Database as srvdb::Store>::add(self, ids, v, m)
+impl Target for Sandboxed {
+    type Db = SandboxedDatabase;
+    fn name(&self) -> String {
+        "host".into()
     }
-    fn upsert(&self, ids: &[&str], v: &[f32]) -> Result<(), Error> {
-        <Database as srvdb::Store>::upsert(self, ids, v, &[])
+    fn family(&self) -> &'static str {
+        "host"
     }
-    fn delete(&self, ids: &[&str]) -> Result<usize, Error> {
-        <Database as srvdb::Store>::delete(self, ids)
+    fn open(&mut self, scenario: &str, options: OpenOptions) -> srvdb::Result<SandboxedDatabase> {
+        self.current = scenario.to_owned();
+        self.sandbox.open(self.root.path().join(scenario), options)
     }
-    fn get(&self, id: &str) -> Result<Option<Record>, Error> {
-        <Database as srvdb::Store>::get(self, id)
+    fn close(&mut self, db: SandboxedDatabase) -> srvdb::Result<()> {
+        let ids = db.ids()?;
+        db.close()?;
+        self.ids_at_close.insert(self.current.clone(), ids);
+        Ok(())
     }
-    fn search(&self, q: &[f32], k: usize) -> Result<Vec<SearchHit>, Error> {
-        <Database as srvdb::Store>::search(self, q, k)
-    }
-    fn search_batch(&self, q: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>, Error> {
-        <Database as srvdb::Store>::search_batch(self, q, k)
-    }
-    fn count(&self) -> u64 {
-        Database::count(self)
-    }
-    fn ids(&self) -> Vec<String> {
-        Database::ids(self)
-    }
-    fn persist(&self) -> Result<(), Error> {
-        <Database as srvdb::Store>::persist(self)
-    }
-    fn compact(&self) -> Result<(), Error> {
-        <Database as srvdb::Store>::compact(self)
+    fn dir_text(&self, scenario: &str) -> String {
+        self.root.path().join(scenario).display().to_string()
     }
 }
 
-fn engine<T>(r: Result<T, Error>) -> Result<T, Error> {
-    r.map_err(|e| match e {
-        Error::Sandbox { .. } => panic!("sandbox failure, not an engine error: {e}"),
-        e => e,
-    })
-}
-
-impl Engine for SandboxedDatabase {
-    fn add(&self, ids: &[&str], v: &[f32], m: &[Option<Metadata>]) -> Result<(), Error> {
-        engine(srvdb::Store::add(self, ids, v, m))
-    }
-    fn upsert(&self, ids: &[&str], v: &[f32]) -> Result<(), Error> {
-        engine(srvdb::Store::upsert(self, ids, v, &[]))
-    }
-    fn delete(&self, ids: &[&str]) -> Result<usize, Error> {
-        engine(srvdb::Store::delete(self, ids))
-    }
-    fn get(&self, id: &str) -> Result<Option<Record>, Error> {
-        engine(srvdb::Store::get(self, id))
-    }
-    fn search(&self, q: &[f32], k: usize) -> Result<Vec<SearchHit>, Error> {
-        engine(srvdb::Store::search(self, q, k))
-    }
-    fn search_batch(&self, q: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>, Error> {
-        engine(srvdb::Store::search_batch(self, q, k))
-    }
-    fn count(&self) -> u64 {
-        engine(srvdb::Store::count(self)).expect("count")
-    }
-    fn ids(&self) -> Vec<String> {
-        engine(srvdb::Store::ids(self)).expect("ids")
-    }
-    fn persist(&self) -> Result<(), Error> {
-        engine(srvdb::Store::persist(self))
-    }
-    fn compact(&self) -> Result<(), Error> {
-        engine(srvdb::Store::compact(self))
-    }
-}
-
-/// `n` seeded vectors of `dim` components in [-1, 1).
-fn data(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-    srvdb::testing::Rng::new(seed).vectors(n, dim)
-}
-
-/// Everything the scenario observed, to compare between engines.
-#[derive(Debug)]
-struct Trace {
-    hits: Vec<Vec<SearchHit>>,
-    errors: Vec<String>,
-    counts: Vec<u64>,
-    ids: Vec<String>,
-    records: Vec<Option<Record>>,
-}
-
-/// Phase 1 (before a reopen) and phase 2 (after it) of the scenario.
-fn phase1(db: &dyn Engine, t: &mut Trace) {
-    let dim = 24;
-    let v = data(500, dim, 7);
-    let ids: Vec<String> = (0..500).map(|i| format!("doc-{i}")).collect();
-    let id_refs: Vec<&str> = ids.iter().map(|s| s.as_str()).collect();
-    let metas: Vec<Option<Metadata>> = (0..500)
-        .map(|i| (i % 2 == 0).then(|| Metadata::from_text(format!("{{\"n\": {i}}}"))))
-        .collect();
-    db.add(&id_refs, &v, &metas).expect("add");
-    let kind = |r: Result<(), Error>| match r {
-        Err(Error::DuplicateId { .. }) => "duplicate".to_owned(),
-        Err(Error::DimensionMismatch { expected, got, .. }) => format!("dim {expected} {got}"),
-        Err(Error::InvalidInput { .. }) => "invalid".to_owned(),
-        Err(e) => format!("other {e}"),
-        Ok(()) => "ok".to_owned(),
+#[test]
+fn sandboxed_engine_follows_the_scenario_and_writes_native_files() {
+    let mut target = Sandboxed {
+        sandbox: Sandbox::new(component_config()).expect("load the component"),
+        root: tempfile::tempdir().expect("temporary directory"),
+        current: String::new(),
+        ids_at_close: BTreeMap::new(),
     };
-    t.errors.push(kind(db.add(&["doc-1"], &v[..dim], &[])));
-    t.errors.push(kind(db.add(&["new"], &v[..dim - 1], &[])));
-    t.errors.push(kind(db.add(&["nan"], &[f32::NAN; 24], &[])));
-    t.errors.push(match db.delete(&["nope"]) {
-        Err(Error::NotFound { id }) => format!("not found {id}"),
-        other => format!("{other:?}"),
-    });
-    let q = data(6, dim, 99);
-    t.hits.push(db.search(&q[..dim], 10).expect("search"));
-    t.hits.extend(db.search_batch(&q, 7).expect("batch"));
-    assert_eq!(db.delete(&["doc-3", "doc-4", "doc-5"]).expect("delete"), 3);
-    db.upsert(&["doc-6", "extra"], &v[..2 * dim])
-        .expect("upsert");
-    t.hits.push(db.search(&q[..dim], 20).expect("search"));
-    t.counts.push(db.count());
-    db.persist().expect("persist");
-}
-
-fn phase2(db: &dyn Engine, t: &mut Trace) {
-    let dim = 24;
-    let q = data(6, dim, 99);
-    t.counts.push(db.count());
-    t.hits.push(
-        db.search(&q[dim..2 * dim], 15)
-            .expect("search after reopen"),
+    runner::run(&mut target);
+    assert!(
+        !target.ids_at_close.is_empty(),
+        "the scenario closed no database"
     );
-    db.compact().expect("compact");
-    t.hits.push(
-        db.search(&q[dim..2 * dim], 15)
-            .expect("search after compact"),
-    );
-    t.counts.push(db.count());
-    t.ids = db.ids();
-    for id in ["doc-0", "doc-1", "doc-3", "doc-6", "extra"] {
-        t.records.push(db.get(id).expect("get"));
-    }
-}
-
-fn compare(a: &Trace, b: &Trace) {
-    assert_eq!(a.errors, b.errors, "typed errors");
-    assert_eq!(a.counts, b.counts, "counts");
-    assert_eq!(a.ids, b.ids, "ids");
-    assert_eq!(a.records, b.records, "records");
-    assert_eq!(a.hits.len(), b.hits.len());
-    for (x, y) in a.hits.iter().zip(&b.hits) {
+    for (scenario, ids) in &target.ids_at_close {
+        let native = Database::open(target.root.path().join(scenario), OpenOptions::default())
+            .unwrap_or_else(|e| {
+                panic!("{scenario}: the native engine cannot open the sandbox's files: {e}")
+            });
         assert_eq!(
-            x.iter().map(|h| &h.id).collect::<Vec<_>>(),
-            y.iter().map(|h| &h.id).collect::<Vec<_>>(),
-            "hit ids"
+            &Store::ids(&native).expect("ids"),
+            ids,
+            "{scenario}: ids read natively"
         );
-        for (p, q) in x.iter().zip(y) {
-            assert!(
-                (p.score - q.score).abs() <= 1e-5,
-                "score {} vs {}",
-                p.score,
-                q.score
-            );
-        }
     }
-}
-
-fn empty_trace() -> Trace {
-    Trace {
-        hits: vec![],
-        errors: vec![],
-        counts: vec![],
-        ids: vec![],
-        records: vec![],
-    }
-}
-
-#[test]
-fn native_and_sandboxed_engines_agree() {
-    let sandbox = Sandbox::new(component_config()).expect("load component");
-    let (dn, ds) = (
-        tempfile::tempdir().expect("tmp"),
-        tempfile::tempdir().expect("tmp"),
-    );
-    let (mut tn, mut ts) = (empty_trace(), empty_trace());
-    let opts = OpenOptions::default().with_metric(Metric::Cosine);
-    {
-        let native = Database::open(dn.path(), opts.clone()).expect("native");
-        phase1(&native, &mut tn);
-    }
-    {
-        let sandboxed = sandbox.open(ds.path(), opts.clone()).expect("sandboxed");
-        phase1(&sandboxed, &mut ts);
-        sandboxed.close().expect("close");
-    }
-    {
-        let native = Database::open(dn.path(), opts.clone()).expect("native reopen");
-        phase2(&native, &mut tn);
-    }
-    {
-        let sandboxed = sandbox
-            .open(ds.path(), opts.clone())
-            .expect("sandboxed reopen");
-        phase2(&sandboxed, &mut ts);
-    }
-    compare(&tn, &ts);
-    // The files are the same format: the native engine opens what the sandbox wrote.
-    let cross = Database::open(ds.path(), opts).expect("native opens the sandbox's files");
-    assert_eq!(cross.ids(), tn.ids);
-}
-
-fn expect_refused(r: Result<SandboxedDatabase, Error>, what: &str) {
-    match r {
-        Ok(_) => panic!("{what}: the guest opened a path outside its directory"),
-        Err(Error::Io { .. } | Error::InvalidInput { .. }) => {}
-        Err(other) => panic!("{what}: expected a clean I/O refusal, got {other}"),
-    }
-}
-
-#[test]
-fn paths_outside_the_preopened_directory_are_refused() {
-    let sandbox = Sandbox::new(component_config()).expect("load");
-    let root = tempfile::tempdir().expect("tmp");
-    let inside = root.path().join("db");
-    std::fs::create_dir_all(&inside).expect("mkdir");
-    expect_refused(
-        sandbox.open_guest_path(&inside, "/db/../escape"),
-        "../ escape",
-    );
-    expect_refused(
-        sandbox.open_guest_path(&inside, "/tmp/escape"),
-        "absolute path",
-    );
-    expect_refused(sandbox.open_guest_path(&inside, "/"), "root");
-    assert!(
-        !root.path().join("escape").exists(),
-        "nothing was created outside"
-    );
-    // The host still serves a legitimate open afterwards.
-    let db = sandbox
-        .open(&inside, OpenOptions::default())
-        .expect("open after refusals");
-    db.add(&["a"], &[1.0, 2.0], &[]).expect("add");
-}
-
-#[test]
-fn fuel_budget_breach_is_an_error_and_the_host_goes_on() {
-    let mut config = component_config();
-    config.fuel_per_call = Some(30_000_000);
-    let sandbox = Sandbox::new(config).expect("load");
-    let dir = tempfile::tempdir().expect("tmp");
-    let db = sandbox
-        .open(dir.path(), OpenOptions::default())
-        .expect("open");
-    let dim = 64;
-    srvdb::Store::add(
-        &db,
-        &(0..200).map(|i| i.to_string()).collect::<Vec<_>>(),
-        &data(200, dim, 1),
-        &[],
-    )
-    .expect("small add fits");
-    db.persist().expect("persist");
-    // A batch search over many queries needs far more fuel than one call is given.
-    let queries = data(2000, dim, 2);
-    match srvdb::Store::search_batch(&db, &queries, 10) {
-        Err(Error::Sandbox {
-            failure: SandboxFailure::Limit,
-            detail,
-        }) => assert!(detail.contains("fuel"), "{detail}"),
-        other => panic!("expected a fuel limit, got {other:?}"),
-    }
-    // The instance was replaced and the database reopened at its last commit.
-    assert_eq!(srvdb::Store::count(&db).expect("count after trap"), 200);
-    assert_eq!(
-        srvdb::Store::search(&db, &queries[..dim], 3)
-            .expect("search after trap")
-            .len(),
-        3
-    );
-}
-
-#[test]
-fn memory_cap_breach_is_an_error_and_the_host_goes_on() {
-    let mut config = component_config();
-    config.memory_limit_bytes = 48 << 20;
-    let sandbox = Sandbox::new(config).expect("load");
-    let dir = tempfile::tempdir().expect("tmp");
-    let db = sandbox
-        .open(dir.path(), OpenOptions::default())
-        .expect("open");
-    db.add(&["small"], &[1.0; 8], &[]).expect("small add");
-    db.persist().expect("persist");
-    // 64 MB of vectors cannot even be passed into a 48 MiB guest.
-    let huge = vec![0.25f32; 8 * 2_000_000];
-    let huge_ids: Vec<String> = (0..2_000_000).map(|i| format!("h{i}")).collect();
-    match srvdb::Store::add(&db, &huge_ids, &huge, &[]) {
-        Err(Error::Sandbox {
-            failure: SandboxFailure::Limit | SandboxFailure::Trap,
-            ..
-        }) => {}
-        other => panic!("expected the memory cap to stop the call, got {other:?}"),
-    }
-    assert!(
-        srvdb::Store::contains(&db, "small").expect("contains after trap"),
-        "committed data survives the reset"
-    );
-    db.add(&["after"], &[2.0; 8], &[]).expect("add after trap");
 }

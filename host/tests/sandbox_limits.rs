@@ -1,4 +1,7 @@
-//! The sandbox's limits and duties beyond the memory cap:
+//! The sandbox's grants, limits and duties:
+//! - the guest opens nothing outside its preopened directory;
+//! - a call over the fuel budget or the memory cap is a typed error, and the host goes on with
+//!   the database reopened at its last commit;
 //! - a guest call cannot hold a host thread forever: past the per-call deadline it is stopped
 //!   with a typed error, and its handle is closed (there was no deadline at all before);
 //! - the host fsyncs the database directory after calls that may create, rename or remove
@@ -9,7 +12,7 @@ mod common;
 use common::component_config;
 use srvdb::{Error, OpenOptions, SandboxFailure, Store};
 use srvdb_host::sandbox::SandboxConfig;
-use srvdb_host::Sandbox;
+use srvdb_host::{Sandbox, SandboxedDatabase};
 use std::time::{Duration, Instant};
 
 /// `n` seeded values in [-1, 1).
@@ -136,4 +139,102 @@ fn the_host_syncs_the_directory_after_calls_that_touch_files() {
     db.add(&["a"], &[1.0, 0.0], &[]).expect_err("duplicate id");
     expect_sync("failed add", true, db.directory_syncs());
     db.close().expect("close");
+}
+
+fn expect_refused(r: Result<SandboxedDatabase, Error>, what: &str) {
+    match r {
+        Ok(_) => panic!("{what}: the guest opened a path outside its directory"),
+        Err(Error::Io { .. } | Error::InvalidInput { .. }) => {}
+        Err(other) => panic!("{what}: expected a clean I/O refusal, got {other}"),
+    }
+}
+
+#[test]
+fn paths_outside_the_preopened_directory_are_refused() {
+    let sandbox = Sandbox::new(component_config()).expect("load");
+    let root = tempfile::tempdir().expect("tmp");
+    let inside = root.path().join("db");
+    std::fs::create_dir_all(&inside).expect("mkdir");
+    expect_refused(
+        sandbox.open_guest_path(&inside, "/db/../escape"),
+        "../ escape",
+    );
+    expect_refused(
+        sandbox.open_guest_path(&inside, "/tmp/escape"),
+        "absolute path",
+    );
+    expect_refused(sandbox.open_guest_path(&inside, "/"), "root");
+    assert!(
+        !root.path().join("escape").exists(),
+        "nothing was created outside"
+    );
+    // The host still serves a legitimate open afterwards.
+    let db = sandbox
+        .open(&inside, OpenOptions::default())
+        .expect("open after refusals");
+    db.add(&["a"], &[1.0, 2.0], &[]).expect("add");
+}
+
+#[test]
+fn fuel_budget_breach_is_an_error_and_the_host_goes_on() {
+    let mut config = component_config();
+    config.fuel_per_call = Some(30_000_000);
+    let sandbox = Sandbox::new(config).expect("load");
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sandbox
+        .open(dir.path(), OpenOptions::default())
+        .expect("open");
+    let dim = 64;
+    db.add(
+        &(0..200).map(|i| i.to_string()).collect::<Vec<_>>(),
+        &values(200 * dim, 1),
+        &[],
+    )
+    .expect("small add fits");
+    db.persist().expect("persist");
+    // A batch search over many queries needs far more fuel than one call is given.
+    let queries = values(2000 * dim, 2);
+    match db.search_batch(&queries, 10) {
+        Err(Error::Sandbox {
+            failure: SandboxFailure::Limit,
+            detail,
+        }) => assert!(detail.contains("fuel"), "{detail}"),
+        other => panic!("expected a fuel limit, got {other:?}"),
+    }
+    // The instance was replaced and the database reopened at its last commit.
+    assert_eq!(db.count().expect("count after trap"), 200);
+    assert_eq!(
+        db.search(&queries[..dim], 3)
+            .expect("search after trap")
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn memory_cap_breach_is_an_error_and_the_host_goes_on() {
+    let mut config = component_config();
+    config.memory_limit_bytes = 48 << 20;
+    let sandbox = Sandbox::new(config).expect("load");
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sandbox
+        .open(dir.path(), OpenOptions::default())
+        .expect("open");
+    db.add(&["small"], &[1.0; 8], &[]).expect("small add");
+    db.persist().expect("persist");
+    // 64 MB of vectors cannot even be passed into a 48 MiB guest.
+    let huge = vec![0.25f32; 8 * 2_000_000];
+    let huge_ids: Vec<String> = (0..2_000_000).map(|i| format!("h{i}")).collect();
+    match db.add(&huge_ids, &huge, &[]) {
+        Err(Error::Sandbox {
+            failure: SandboxFailure::Limit | SandboxFailure::Trap,
+            ..
+        }) => {}
+        other => panic!("expected the memory cap to stop the call, got {other:?}"),
+    }
+    assert!(
+        db.contains("small").expect("contains after trap"),
+        "committed data survives the reset"
+    );
+    db.add(&["after"], &[2.0; 8], &[]).expect("add after trap");
 }
