@@ -156,7 +156,8 @@ pub trait Store: Send + Sync {
     fn write(&self, request: &Write<'_>) -> Result<()>;
     /// Deletes records (see [`Delete`]); returns how many were deleted.
     fn remove(&self, request: &Delete<'_>) -> Result<usize>;
-    /// The best matches, best first: one list per query vector (see [`Query`]).
+    /// The best matches, best first: one list per query vector (see [`Query`]); no lists while
+    /// the database has no dimension yet (nothing added), since flat queries cannot be split.
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>>;
     /// The record stored under `id`, if any.
     fn get(&self, id: &str) -> Result<Option<Record>>;
