@@ -73,8 +73,18 @@ impl Sandbox {
             context: format!("creating {}", dir.display()),
             source,
         })?;
+        self.start(dir, GUEST_DB_DIR, options)
+    }
+
+    /// Locks `dir`, preopens it and opens `guest_path` in a new instance.
+    fn start(
+        &self,
+        dir: &Path,
+        guest_path: &str,
+        options: OpenOptions,
+    ) -> Result<SandboxedDatabase> {
         let lock = DirLock::acquire(dir)?;
-        let live = Live::start(&self.runtime, dir, GUEST_DB_DIR, &options)?;
+        let live = Live::start(&self.runtime, dir, guest_path, &options)?;
         Ok(SandboxedDatabase {
             runtime: self.runtime.clone(),
             dir: dir.to_path_buf(),
@@ -137,19 +147,7 @@ impl Sandbox {
         dir: impl AsRef<Path>,
         guest_path: &str,
     ) -> Result<SandboxedDatabase> {
-        let dir = dir.as_ref();
-        let lock = DirLock::acquire(dir)?;
-        let options = OpenOptions::default();
-        let live = Live::start(&self.runtime, dir, guest_path, &options)?;
-        Ok(SandboxedDatabase {
-            runtime: self.runtime.clone(),
-            dir: dir.to_path_buf(),
-            options,
-            slot: Mutex::new(Slot::Running(Box::new(live))),
-            // `Live::start` synced the directory after the guest opened the database.
-            directory_syncs: AtomicU64::new(1),
-            _lock: lock,
-        })
+        self.start(dir.as_ref(), guest_path, OpenOptions::default())
     }
 }
 
