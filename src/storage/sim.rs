@@ -41,6 +41,7 @@ use super::cached::CachedRows;
 use super::{ByteFile, Location, RowStore};
 use crate::error::{Error, Result};
 use crate::format::RowLayout;
+use crate::testing::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::PathBuf;
@@ -269,7 +270,7 @@ impl SimFile {
     }
 
     /// The bytes a [`Crash::Torn`] image keeps of this file.
-    fn torn_bytes(&self, rng: &mut SplitMix, unit: TornUnit) -> Vec<u8> {
+    fn torn_bytes(&self, rng: &mut Rng, unit: TornUnit) -> Vec<u8> {
         let b = self.lock();
         if b.unsynced.is_empty() {
             return b.durable.clone();
@@ -285,7 +286,7 @@ impl SimFile {
             };
             lens.push(len);
         }
-        let size_ops = rng.below(b.unsynced.len() + 1);
+        let size_ops = below(rng, b.unsynced.len() + 1);
         let final_len = lens[size_ops];
 
         // Which (parts of) writes landed.
@@ -301,7 +302,7 @@ impl SimFile {
                 }
             }
             for (p, n) in writes_per_page {
-                page_cut.insert(p, rng.below(n + 1));
+                page_cut.insert(p, below(rng, n + 1));
             }
         }
         let mut seen_per_page: HashMap<usize, usize> = HashMap::new();
@@ -315,7 +316,7 @@ impl SimFile {
                 }
                 Unsynced::Write { offset, data } => match unit {
                     TornUnit::Writes => {
-                        if rng.below(2) == 1 {
+                        if below(rng, 2) == 1 {
                             put(&mut image, *offset, data);
                         }
                     }
@@ -547,7 +548,7 @@ impl SimLocation {
         }
         let faults = Arc::new(FaultPlan::never());
         let ns = self.ns();
-        let mut rng = SplitMix(match crash {
+        let mut rng = Rng::new(match crash {
             Crash::Torn { seed, .. } => seed,
             _ => 0,
         });
@@ -555,7 +556,7 @@ impl SimLocation {
             Crash::ProcessKill | Crash::PowerLoss => ns.durable.clone(),
             Crash::Torn { .. } => {
                 let mut names = ns.durable.clone();
-                let landed = rng.below(ns.unsynced.len() + 1);
+                let landed = below(&mut rng, ns.unsynced.len() + 1);
                 for op in &ns.unsynced[..landed] {
                     apply_dir_op(&mut names, op);
                 }
@@ -728,27 +729,9 @@ impl Location for SimLocation {
     }
 }
 
-/// SplitMix64: the seeded choices of torn images.
-#[derive(Debug)]
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (0 when `n` is 0).
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
+/// Uniform in `0..n` (0 when `n` is 0): the seeded choices of torn images.
+fn below(rng: &mut Rng, n: usize) -> usize {
+    usize::try_from(rng.below(n as u64)).unwrap_or(0)
 }
 
 #[cfg(test)]
