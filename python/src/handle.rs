@@ -266,16 +266,18 @@ impl Handle {
                 let expected = store.dimension().or_raise(py)?.map(|d| d as usize);
                 let matrix = convert::matrix(e, "embeddings", expected)?;
                 // Only the array knows its rows; the engine sees the values back to back.
+                // The engine's own error for whole vectors that are not one per id.
                 if matrix.rows != ids.len() {
-                    return Err(errors::invalid(
-                        py,
-                        format!(
-                            "{} ids but {} embeddings: pass one embedding per id",
-                            ids.len(),
-                            matrix.rows
-                        ),
-                        None,
-                    ));
+                    let reason = format!(
+                        "{} vectors for {} ids: pass one vector per id",
+                        matrix.rows,
+                        ids.len()
+                    );
+                    let err = srvdb::Error::InvalidInput {
+                        reason,
+                        index: None,
+                    };
+                    return Err(errors::engine(py, err));
                 }
                 (Some(matrix), Vec::new())
             }

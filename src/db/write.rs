@@ -55,6 +55,13 @@ impl Database {
         let dim = match w.dim {
             Some(d) => {
                 if vectors.len() != n * d as usize {
+                    // Whole vectors of the right length, but not one per id: a count error.
+                    let rows = vectors.len() / d as usize;
+                    if vectors.len().is_multiple_of(d as usize) && rows > 0 {
+                        return Err(Error::invalid(format!(
+                            "{rows} vectors for {n} ids: pass one vector per id"
+                        )));
+                    }
                     return Err(dimension_mismatch(d, vectors, n));
                 }
                 d as usize
