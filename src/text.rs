@@ -9,11 +9,17 @@
 
 use crate::embed::Embed;
 use crate::error::{Error, Result};
-use crate::store::{str_refs, Query, Store, Write};
+use crate::store::{str_refs, Query, Store, Write, WriteMode};
 use crate::types::{Metadata, OpenOptions};
 use crate::Database;
 use std::path::Path;
 use std::sync::Arc;
+
+/// Texts per embedding call in [`TextDatabase::embed_with_progress`] and the writes: the
+/// progress callback runs after each. A sandboxed embedder pays a crossing into the guest per
+/// call, so not too few; the embedders batch inside (32 texts per forward pass). Chunking
+/// changes no vector: a text embeds the same whatever the batch around it.
+pub const EMBED_CHUNK: usize = 256;
 
 /// One query result: the id, its score (cosine similarity for the default metric) and the
 /// stored document.
@@ -103,7 +109,7 @@ impl<S: Store + ?Sized> TextDatabase<S> {
         documents: &[D],
         metadatas: &[Option<Metadata>],
     ) -> Result<()> {
-        self.write(false, ids, documents, metadatas)
+        self.write_with_progress(WriteMode::Add, ids, documents, metadatas, &mut |_| {})
     }
 
     /// Like [`TextDatabase::add`], replacing existing ids.
@@ -113,16 +119,22 @@ impl<S: Store + ?Sized> TextDatabase<S> {
         documents: &[D],
         metadatas: &[Option<Metadata>],
     ) -> Result<()> {
-        self.write(true, ids, documents, metadatas)
+        self.write_with_progress(WriteMode::Upsert, ids, documents, metadatas, &mut |_| {})
     }
 
-    fn write<I: AsRef<str>, D: AsRef<str>>(
+    /// [`TextDatabase::add`] or [`TextDatabase::upsert`] as `mode` says, calling
+    /// `progress(done)` with the number of documents embedded so far after each
+    /// [`EMBED_CHUNK`] (for a progress bar). Every document is embedded before anything is
+    /// written, and the write is one atomic batch: a failure anywhere writes nothing.
+    pub fn write_with_progress<I: AsRef<str>, D: AsRef<str>>(
         &self,
-        upsert: bool,
+        mode: WriteMode,
         ids: &[I],
         documents: &[D],
         metadatas: &[Option<Metadata>],
+        progress: &mut dyn FnMut(usize),
     ) -> Result<()> {
+        // Checked before embedding, so a wrong batch costs no model time.
         if documents.len() != ids.len() {
             return Err(Error::invalid(format!(
                 "{} documents for {} ids: pass one per id",
@@ -131,21 +143,43 @@ impl<S: Store + ?Sized> TextDatabase<S> {
             )));
         }
         let texts = str_refs(documents);
-        let vectors = self.embedder.embed(&texts)?;
+        let vectors = self.embed_with_progress(&texts, progress)?;
         let ids = str_refs(ids);
         let docs: Vec<Option<&str>> = texts.iter().copied().map(Some).collect();
-        let write = if upsert {
-            Write::upsert(&ids, &vectors)
-        } else {
-            Write::add(&ids, &vectors)
-        };
-        self.db.write(&write.metadatas(metadatas).documents(&docs))
+        let write = Write::new(mode, &ids, &vectors)
+            .metadatas(metadatas)
+            .documents(&docs);
+        self.db.write(&write)
     }
 
-    /// The `k` best records for each of `texts`, best first, with their documents.
+    /// The embedder's vectors for `texts`, back to back (what a write stores), embedded
+    /// [`EMBED_CHUNK`] at a time with `progress(done)` after each chunk.
+    pub fn embed_with_progress<T: AsRef<str>>(
+        &self,
+        texts: &[T],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<f32>> {
+        let texts = str_refs(texts);
+        let mut vectors = Vec::new();
+        let mut done = 0;
+        for chunk in texts.chunks(EMBED_CHUNK) {
+            vectors.extend(self.embedder.embed(chunk)?);
+            done += chunk.len();
+            progress(done);
+        }
+        Ok(vectors)
+    }
+
+    /// The `k` best records for each of `texts`, best first, with their documents: one list
+    /// per text, also when the database is empty.
     pub fn query<T: AsRef<str>>(&self, texts: &[T], k: usize) -> Result<Vec<Vec<TextHit>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
         let queries = self.embedder.embed(&str_refs(texts))?;
-        let found = self.db.query(&Query::batch(&queries, k))?;
+        let mut found = self.db.query(&Query::batch(&queries, k))?;
+        // One list per text from any Store: an empty engine of unknown dimension answers none.
+        found.resize_with(texts.len(), Vec::new);
         found
             .into_iter()
             .map(|hits| self.with_documents(hits))

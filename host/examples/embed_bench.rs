@@ -4,7 +4,7 @@
 //! the built-in embedder on every core, then the same code inside the WASI component (one
 //! thread). `tests/text_reference.py --bench` times sentence-transformers on the same file.
 
-use srvdb::embed::Embedder;
+use srvdb::embed::{Embed, Embedder};
 use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::Sandbox;
 use std::time::Instant;

@@ -159,7 +159,8 @@ struct LiveEmbedder {
 
 /// A text embedder running inside the sandbox, single-threaded. `Send + Sync`; calls are
 /// serialised. After a trap the instance is gone and later calls return `Setup` errors: load
-/// the embedder again.
+/// the embedder again. Used through [`srvdb::embed::Embed`] (`spec`, `embed`), like the native
+/// embedder.
 pub struct SandboxedEmbedder {
     runtime: Arc<Runtime>,
     paths: PathMap,
@@ -167,14 +168,14 @@ pub struct SandboxedEmbedder {
     live: Mutex<Option<LiveEmbedder>>,
 }
 
-impl SandboxedEmbedder {
-    /// The model's name and dimension.
-    pub fn spec(&self) -> &EmbedderSpec {
-        &self.spec
+/// The text layer's embedder (`srvdb::text::TextDatabase` over a sandboxed database): the
+/// same vectors as [`srvdb::embed::Embedder`] gives natively.
+impl srvdb::embed::Embed for SandboxedEmbedder {
+    fn spec(&self) -> EmbedderSpec {
+        self.spec.clone()
     }
 
-    /// `texts.len()` unit vectors back to back, as [`srvdb::embed::Embedder::embed`] gives.
-    pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<f32>> {
+    fn embed(&self, texts: &[&str]) -> Result<Vec<f32>> {
         let texts = strings(texts);
         let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let Some(live) = guard.as_mut() else {
@@ -197,17 +198,6 @@ impl SandboxedEmbedder {
                 Err(err)
             }
         }
-    }
-}
-
-/// The text layer's embedder (`srvdb::text::TextDatabase` over a sandboxed database).
-impl srvdb::embed::Embed for SandboxedEmbedder {
-    fn spec(&self) -> EmbedderSpec {
-        self.spec.clone()
-    }
-
-    fn embed(&self, texts: &[&str]) -> Result<Vec<f32>> {
-        SandboxedEmbedder::embed(self, texts)
     }
 }
 

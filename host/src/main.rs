@@ -20,12 +20,14 @@
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use srvdb::embed::locate;
+use srvdb::embed::{locate, Embed};
+use srvdb::text::TextDatabase;
 use srvdb::{npy, OpenOptions, Store};
 use srvdb_host::sandbox::SandboxConfig;
-use srvdb_host::{Sandbox, SandboxedEmbedder};
+use srvdb_host::{Sandbox, SandboxedDatabase};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 type AnyError = Box<dyn std::error::Error>;
@@ -217,10 +219,20 @@ fn sandbox(flags: &SandboxFlags) -> Result<Sandbox, AnyError> {
     Ok(Sandbox::new(config)?)
 }
 
-/// Loads the embedder named by `--model` inside its own sandbox.
-fn embedder(sb: &Sandbox, model: &ModelFlag) -> Result<SandboxedEmbedder, AnyError> {
+/// The text layer over the database in `db_path` and the embedder named by `--model`, each in
+/// its own sandbox. A new database records the embedder; an existing one must have recorded it.
+fn text_database(
+    sb: &Sandbox,
+    db_path: &Path,
+    model: &ModelFlag,
+) -> Result<TextDatabase<SandboxedDatabase>, AnyError> {
     let (dir, name) = locate::resolve(&model.model)?;
-    Ok(sb.load_embedder(dir, &name)?)
+    let embedder = sb.load_embedder(dir, &name)?;
+    let db = sb.open(
+        db_path,
+        OpenOptions::default().with_embedder(embedder.spec()),
+    )?;
+    Ok(TextDatabase::new(Box::new(db), Arc::new(embedder))?)
 }
 
 /// The first `chars` characters of `text` on one line.
@@ -348,10 +360,9 @@ fn run(cli: Cli) -> Result<(), AnyError> {
                 .map_err(|e| format!("reading {} (UTF-8 text expected): {e}", file.display()))?;
             let docs: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
             let loading = Instant::now();
-            let embedder = embedder(&sb, &model)?;
-            let spec = embedder.spec().clone();
-            let db = sb.open(&db_path, OpenOptions::default().with_embedder(spec.clone()))?;
-            let first = db.count()? as usize;
+            let text = text_database(&sb, &db_path, &model)?;
+            let spec = text.embedder().spec();
+            let first = text.database().count()? as usize;
             eprintln!(
                 "{spec} loaded in the sandbox in {:.2} s; embedding {} documents",
                 loading.elapsed().as_secs_f64(),
@@ -362,13 +373,10 @@ fn run(cli: Cli) -> Result<(), AnyError> {
             for (i, chunk) in docs.chunks(batch).enumerate() {
                 let at = first + i * batch;
                 let ids: Vec<String> = (at..at + chunk.len()).map(|i| i.to_string()).collect();
-                let vectors = embedder.embed(chunk)?;
-                let ids = srvdb::store::str_refs(&ids);
-                let documents: Vec<Option<&str>> = chunk.iter().copied().map(Some).collect();
-                db.write(&srvdb::Write::add(&ids, &vectors).documents(&documents))?;
+                text.add(&ids, chunk, &[])?;
                 bar.inc(chunk.len() as u64);
             }
-            db.persist()?;
+            text.database().persist()?;
             bar.finish_and_clear();
             let secs = started.elapsed().as_secs_f64();
             println!(
@@ -377,34 +385,30 @@ fn run(cli: Cli) -> Result<(), AnyError> {
                 docs.len() as f64 / secs.max(1e-9),
                 first + docs.len()
             );
-            db.close()?;
+            text.into_database().close()?;
         }
         Command::Query {
             db: db_path,
-            text,
+            text: question,
             k,
             model,
         } => {
-            let embedder = embedder(&sb, &model)?;
-            let db = sb.open(
-                &db_path,
-                OpenOptions::default().with_embedder(embedder.spec().clone()),
-            )?;
+            let text = text_database(&sb, &db_path, &model)?;
             let started = Instant::now();
-            let query = embedder.embed(&[text.as_str()])?;
-            let hits = db.search(&query, k)?;
+            let hits = text.query(&[question], k)?.pop().unwrap_or_default();
             let ms = started.elapsed().as_secs_f64() * 1e3;
-            let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
-            let documents = db.documents(&ids)?;
-            for (rank, (h, doc)) in hits.iter().zip(&documents).enumerate() {
-                let doc = doc.as_deref().map_or(String::new(), |d| one_line(d, 80));
+            for (rank, h) in hits.iter().enumerate() {
+                let doc = h
+                    .document
+                    .as_deref()
+                    .map_or(String::new(), |d| one_line(d, 80));
                 println!("{:>3}  {:<12} {:.4}  {doc}", rank + 1, h.id, h.score);
             }
             eprintln!(
                 "{} hits in {ms:.2} ms, embedding included (sandboxed)",
                 hits.len()
             );
-            db.close()?;
+            text.into_database().close()?;
         }
         Command::Compact { db: db_path } => {
             let db = sb.open(&db_path, OpenOptions::default())?;

@@ -4,6 +4,7 @@
 //! must be the typed model error; the sandboxed embedder must agree with sentence-transformers'
 //! reference vectors, and the CLI's `add-text`/`query` must rank as those vectors do.
 
+use srvdb::embed::Embed;
 use srvdb::{EmbedderSpec, Error, OpenOptions, Store, Write};
 use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::Sandbox;
@@ -237,7 +238,7 @@ fn the_text_database_runs_over_the_sandbox() {
     let db = sandbox
         .open(
             dir.path(),
-            OpenOptions::default().with_embedder(embedder.spec().clone()),
+            OpenOptions::default().with_embedder(embedder.spec()),
         )
         .expect("open");
     let text = srvdb::text::TextDatabase::new(Box::new(db), embedder).expect("text database");

@@ -6,7 +6,6 @@
 
 use srvdb::{OpenOptions, Store};
 use std::path::Path;
-use std::sync::Arc;
 
 /// Which engine to open, as named by `srvdb.open(..., backend=...)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,11 +52,11 @@ pub(crate) fn open(
     kind: BackendKind,
     path: &Path,
     options: OpenOptions,
-) -> Result<Arc<dyn Store>, OpenError> {
+) -> Result<Box<dyn Store>, OpenError> {
     match kind {
-        BackendKind::Native => Ok(Arc::new(srvdb::Database::open(path, options)?)),
+        BackendKind::Native => Ok(Box::new(srvdb::Database::open(path, options)?)),
         #[cfg(feature = "wasm")]
-        BackendKind::Wasm => Ok(Arc::new(wasm::sandbox()?.open(path, options)?)),
+        BackendKind::Wasm => Ok(Box::new(wasm::sandbox()?.open(path, options)?)),
         #[cfg(not(feature = "wasm"))]
         BackendKind::Wasm => Err(wasm_not_built()),
     }

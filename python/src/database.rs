@@ -155,7 +155,7 @@ impl Database {
             .into_iter()
             .map(|hits| {
                 hits.into_iter()
-                    .map(|(h, doc)| (h.id, f64::from(h.score), doc))
+                    .map(|h| (h.id, f64::from(h.score), h.document))
                     .collect()
             })
             .collect();

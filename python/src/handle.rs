@@ -6,24 +6,39 @@ use crate::backend::{self, BackendKind, OpenError};
 use crate::convert;
 use crate::errors::{self, EngineResultExt};
 use crate::progress::Bar;
-use crate::text::TextEncoder;
 use pyo3::prelude::*;
 use srvdb::store::{str_refs, Delete, Query, Write, WriteMode};
+use srvdb::text::{TextDatabase, TextHit};
 use srvdb::{OpenOptions, SearchHit, Store};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-/// One query's hits with their documents.
-pub(crate) type TextHits = Vec<(SearchHit, Option<String>)>;
+/// An open engine: bare, or inside the text layer when the database was opened with an
+/// embedder. Text writes and queries go through `srvdb::text::TextDatabase`, the same code as
+/// the Rust API and the CLI; everything else goes to the engine (`Deref` to `dyn Store`).
+#[derive(Clone)]
+pub(crate) enum Engine {
+    Vectors(Arc<dyn Store>),
+    Text(Arc<TextDatabase<dyn Store>>),
+}
+
+impl std::ops::Deref for Engine {
+    type Target = dyn Store;
+
+    fn deref(&self) -> &(dyn Store + 'static) {
+        match self {
+            Engine::Vectors(store) => &**store,
+            Engine::Text(text) => text.database(),
+        }
+    }
+}
 
 pub(crate) struct Handle {
-    /// `None` once closed. Each call clones the `Arc` under a short read lock and works on
-    /// its clone, so `close` never waits for a running search.
-    slot: RwLock<Option<Arc<dyn Store>>>,
+    /// `None` once closed. Each call clones the engine (an `Arc`) under a short read lock and
+    /// works on its clone, so `close` never waits for a running search.
+    slot: RwLock<Option<Engine>>,
     path: PathBuf,
     kind: BackendKind,
-    /// The text embedder given at open, if any.
-    encoder: Option<Arc<dyn TextEncoder>>,
 }
 
 /// The Python arguments of a write (`add`, `upsert`), as given.
@@ -82,29 +97,36 @@ impl Handle {
             }
             options = options.with_embedder(spec);
         }
-        let opened = py.detach(|| backend::open(kind, &path, options));
+        let opened = py.detach(|| {
+            let store = backend::open(kind, &path, options)?;
+            Ok(match encoder {
+                Some(encoder) => Engine::Text(Arc::new(TextDatabase::new(store, encoder)?)),
+                None => Engine::Vectors(Arc::from(store)),
+            })
+        });
         match opened {
-            Ok(store) => Ok(Handle {
-                slot: RwLock::new(Some(store)),
+            Ok(engine) => Ok(Handle {
+                slot: RwLock::new(Some(engine)),
                 path,
                 kind,
-                encoder,
             }),
             Err(e) => Err(open_error(py, e)),
         }
     }
 
-    /// The embedder given at open, or `InvalidInputError` saying how to give one.
-    pub(crate) fn encoder(&self, py: Python<'_>, what: &str) -> PyResult<Arc<dyn TextEncoder>> {
-        self.encoder.clone().ok_or_else(|| {
-            errors::invalid(
+    /// The text layer, or `InvalidInputError` saying how to open the database with an
+    /// embedder (`what` names the operation that needs one).
+    fn text(&self, py: Python<'_>, what: &str) -> PyResult<Arc<TextDatabase<dyn Store>>> {
+        match self.store(py)? {
+            Engine::Text(text) => Ok(text),
+            Engine::Vectors(_) => Err(errors::invalid(
                 py,
                 format!(
                     "{what} needs a text embedder: open the database with srvdb.open(path, embedder=\"all-MiniLM-L6-v2\")"
                 ),
                 None,
-            )
-        })
+            )),
+        }
     }
 
     /// The name of the embedder the database recorded, if any.
@@ -120,10 +142,9 @@ impl Handle {
         texts: &[String],
         progress: Option<bool>,
     ) -> PyResult<Vec<f32>> {
-        let encoder = self.encoder(py, "embedding text")?;
+        let text = self.text(py, "embedding text")?;
         let mut bar = Bar::new(py, texts.len(), progress, "embedding");
-        let embedded =
-            py.detach(|| encoder.embed_with_progress(texts, &mut |done| bar.advance(done)));
+        let embedded = py.detach(|| text.embed_with_progress(texts, &mut |done| bar.advance(done)));
         bar.close(py);
         embedded.or_raise(py)
     }
@@ -134,22 +155,9 @@ impl Handle {
         py: Python<'_>,
         texts: &[String],
         k: usize,
-    ) -> PyResult<Vec<TextHits>> {
-        let encoder = self.encoder(py, "query")?;
-        let store = self.store(py)?;
-        py.detach(|| {
-            let vectors = encoder.embed(texts)?;
-            let found = store.query(&Query::batch(&vectors, k))?;
-            let mut out = Vec::with_capacity(texts.len());
-            for hits in found {
-                let docs =
-                    store.documents(&hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>())?;
-                out.push(hits.into_iter().zip(docs).collect());
-            }
-            out.resize_with(texts.len(), Vec::new);
-            Ok(out)
-        })
-        .or_raise(py)
+    ) -> PyResult<Vec<Vec<TextHit>>> {
+        let text = self.text(py, "query")?;
+        py.detach(|| text.query(texts, k)).or_raise(py)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -168,7 +176,7 @@ impl Handle {
     }
 
     /// The open engine, or `srvdb.Error` if the handle was closed.
-    pub(crate) fn store(&self, py: Python<'_>) -> PyResult<Arc<dyn Store>> {
+    pub(crate) fn store(&self, py: Python<'_>) -> PyResult<Engine> {
         self.slot
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -242,9 +250,9 @@ impl Handle {
         py.detach(|| store.ids()).or_raise(py)
     }
 
-    /// Converts and copies a batch with the GIL held (embedding documents if no embeddings
-    /// are given), then writes the copy without it. Lengths, NaN, ids and the dimension are
-    /// checked by the engine, so both backends reject a bad batch with the same message.
+    /// Converts and copies a batch with the GIL held, then writes the copy without it (documents
+    /// without embeddings: see `write_documents`). Lengths, NaN, ids and the dimension are checked
+    /// by the engine, so both backends reject a bad batch with the same message.
     pub(crate) fn write(
         &self,
         py: Python<'_>,
@@ -260,8 +268,7 @@ impl Handle {
             None => Vec::new(),
         };
         let metas = convert::metadatas(args.metadatas)?;
-        // Vectors given, or embedded from the documents (without the GIL).
-        let (given, embedded) = match embeddings {
+        let matrix = match embeddings {
             Some(e) => {
                 let expected = store.dimension().or_raise(py)?.map(|d| d as usize);
                 let matrix = convert::matrix(e, "embeddings", expected)?;
@@ -279,10 +286,12 @@ impl Handle {
                     };
                     return Err(errors::engine(py, err));
                 }
-                (Some(matrix), Vec::new())
+                Some(matrix)
             }
-            None if !documents.is_empty() => (None, self.embed(py, &documents, progress)?),
-            None if ids.is_empty() => (None, Vec::new()),
+            None if !documents.is_empty() => {
+                return self.write_documents(py, mode, &ids, &documents, &metas, progress)
+            }
+            None if ids.is_empty() => None,
             None => {
                 return Err(errors::invalid(
                     py,
@@ -291,13 +300,34 @@ impl Handle {
                 ))
             }
         };
-        let vectors = given.as_ref().map_or(embedded.as_slice(), |m| m.as_slice());
+        let vectors = matrix.as_ref().map_or(&[][..], |m| m.as_slice());
         let id_refs = str_refs(&ids);
         let doc_refs: Vec<Option<&str>> = documents.iter().map(|d| Some(d.as_str())).collect();
         let request = Write::new(mode, &id_refs, vectors)
             .metadatas(&metas)
             .documents(&doc_refs);
         py.detach(|| store.write(&request)).or_raise(py)
+    }
+
+    /// Embeds `documents` and writes them, through the text layer
+    /// (`TextDatabase::write_with_progress`, as the Rust API and the CLI do), without the GIL
+    /// and with a progress bar as `progress` asks.
+    fn write_documents(
+        &self,
+        py: Python<'_>,
+        mode: WriteMode,
+        ids: &[String],
+        documents: &[String],
+        metas: &[Option<srvdb::Metadata>],
+        progress: Option<bool>,
+    ) -> PyResult<()> {
+        let text = self.text(py, "embedding text")?;
+        let mut bar = Bar::new(py, documents.len(), progress, "embedding");
+        let written = py.detach(|| {
+            text.write_with_progress(mode, ids, documents, metas, &mut |done| bar.advance(done))
+        });
+        bar.close(py);
+        written.or_raise(py)
     }
 
     /// Deletes `ids`. Strict: an unknown id rejects the whole call (`NotFoundError`).

@@ -175,9 +175,17 @@ def test_model_cache_dir_env_then_platformdirs_then_xdg(monkeypatch, tmp_path):
     assert srvdb.text.cache_dir() == tmp_path / "env"
     monkeypatch.delenv("SRVDB_MODEL_DIR")
     fake = types.ModuleType("platformdirs")
-    fake.user_cache_dir = lambda name, appauthor=None: str(tmp_path / "platform" / name)
+    asked = []
+
+    def user_cache_dir(name, appauthor=None, opinion=True):
+        asked.append(opinion)
+        # platformdirs' opinion=True adds a "Cache" folder on Windows, which Rust does not.
+        return str(tmp_path / "platform" / name / ("Cache" if opinion else ""))
+
+    fake.user_cache_dir = user_cache_dir
     monkeypatch.setitem(sys.modules, "platformdirs", fake)
     assert srvdb.text.cache_dir() == tmp_path / "platform" / "srvdb" / "models"
+    assert asked == [False]
     # Without platformdirs: $XDG_CACHE_HOME, else ~/.cache (the Rust crate's locations).
     monkeypatch.setitem(sys.modules, "platformdirs", None)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
