@@ -11,25 +11,18 @@
 //   search_batch are one `query` request (batch false or true);
 // - each scenario opens `/db/<name>` inside one preopened temporary directory, so `{dir}` is
 //   that guest path.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { out, transpileOnce } from './transpile.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const out = join(here, 'out');
 const scenario = JSON.parse(readFileSync(join(here, '../conformance/scenario.json'), 'utf8'));
 const tolerance = scenario.score_tolerance;
 const TARGET = 'node';
 
-if (!existsSync(join(out, 'srvdb.js'))) {
-  const wasm = process.env.SRVDB_COMPONENT ?? join(here, '../../target/wasm32-wasip2/component/srvdb.wasm');
-  execFileSync(join(here, 'node_modules/.bin/jco'), [
-    'transpile', wasm, '-o', out, '--name', 'srvdb',
-    '--map', 'wasi:filesystem/*=../fs-writable.js#*',
-  ], { stdio: 'inherit' });
-}
+transpileOnce();
 
 const special = { NaN: NaN, inf: Infinity, '-inf': -Infinity };
 const number = (x) => (typeof x === 'string' ? special[x] : x);

@@ -6,10 +6,10 @@ import { mkdtempSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { out, transpileOnce } from './transpile.mjs';
 import assert from 'node:assert/strict';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const out = join(here, 'out');
 const [, , mode, dbDirArg] = process.argv;
 
 async function load(dbDir) {
@@ -71,13 +71,7 @@ if (mode === 'reopen') {
   process.exit(0);
 }
 
-if (!existsSync(join(out, 'srvdb.js'))) {
-  const wasm = process.env.SRVDB_COMPONENT ?? join(here, '../../target/wasm32-wasip2/component/srvdb.wasm');
-  execFileSync(join(here, 'node_modules/.bin/jco'), [
-    'transpile', wasm, '-o', out, '--name', 'srvdb',
-    '--map', 'wasi:filesystem/*=../fs-writable.js#*',
-  ], { stdio: 'inherit' });
-}
+transpileOnce();
 
 const dbDir = mkdtempSync(join(tmpdir(), 'srvdb-node-'));
 try {
