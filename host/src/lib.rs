@@ -30,7 +30,13 @@ use std::sync::{Arc, Mutex};
 use wasmtime::component::ResourceAny;
 use wasmtime::Store;
 
-wasmtime::component::bindgen!({ path: "../wit", world: "srvdb" });
+// Borrowing: requests pass the caller's vectors and ids into the guest without copying them
+// into owned records first.
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "srvdb",
+    ownership: Borrowing { duplicate_if_necessary: true },
+});
 
 use exports::srvdb::engine::store as wit;
 
@@ -176,7 +182,6 @@ impl srvdb::embed::Embed for SandboxedEmbedder {
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<f32>> {
-        let texts = strings(texts);
         let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let Some(live) = guard.as_mut() else {
             return Err(sandbox_error(
@@ -188,7 +193,7 @@ impl srvdb::embed::Embed for SandboxedEmbedder {
         let outcome = live.bindings.srvdb_engine_store().embedder().call_embed(
             &mut live.store,
             live.handle,
-            &texts,
+            texts,
         );
         match outcome {
             Ok(result) => result.map_err(|e| engine_error(e, &self.paths)),
@@ -239,7 +244,7 @@ impl Live {
         let opened = bindings
             .srvdb_engine_store()
             .database()
-            .call_open(&mut store, guest_path, &wit_options)
+            .call_open(&mut store, guest_path, wit_options)
             .map_err(|e| classify_trap(e, runtime, &mut store))?;
         // Opening may have created the database's files.
         sync_directory(dir)?;
@@ -449,14 +454,14 @@ mod tests {
     }
 }
 
-fn spec_to_wit(s: &EmbedderSpec) -> wit::EmbedderSpec {
-    wit::EmbedderSpec {
-        name: s.name.clone(),
+fn spec_to_wit(s: &EmbedderSpec) -> wit::EmbedderSpecParam<'_> {
+    wit::EmbedderSpecParam {
+        name: &s.name,
         dimension: s.dimension,
     }
 }
 
-fn spec_from_wit(s: wit::EmbedderSpec) -> EmbedderSpec {
+fn spec_from_wit(s: wit::EmbedderSpecResult) -> EmbedderSpec {
     EmbedderSpec {
         name: s.name,
         dimension: s.dimension,
@@ -473,14 +478,8 @@ fn hits(found: Vec<wit::Hit>) -> Vec<SearchHit> {
         .collect()
 }
 
-fn strings<S: AsRef<str>>(ids: &[S]) -> Vec<String> {
-    ids.iter().map(|s| s.as_ref().to_owned()).collect()
-}
-
-fn metas(m: &[Option<Metadata>]) -> Vec<Option<String>> {
-    m.iter()
-        .map(|m| m.as_ref().map(|m| m.as_str().to_owned()))
-        .collect()
+fn metas(m: &[Option<Metadata>]) -> Vec<Option<&str>> {
+    m.iter().map(|m| m.as_ref().map(Metadata::as_str)).collect()
 }
 
 /// What a [`SandboxedDatabase`] holds between calls.
@@ -619,24 +618,20 @@ impl srvdb::Store for SandboxedDatabase {
                 WriteMode::Add => wit::WriteMode::Add,
                 WriteMode::Upsert => wit::WriteMode::Upsert,
             },
-            ids: strings(request.ids),
-            vectors: request.vectors.to_vec(),
-            metadatas: metas(request.metadatas),
-            documents: request
-                .documents
-                .iter()
-                .map(|d| d.map(str::to_owned))
-                .collect(),
+            ids: request.ids,
+            vectors: request.vectors,
+            metadatas: &metas(request.metadatas),
+            documents: request.documents,
         };
-        self.call(Touches::Files, |g, s, h| g.call_write(s, h, &request))
+        self.call(Touches::Files, |g, s, h| g.call_write(s, h, request))
     }
 
     fn remove(&self, request: &Delete<'_>) -> Result<usize> {
         let request = wit::DeleteRequest {
-            ids: strings(request.ids),
+            ids: request.ids,
             skip_missing: request.missing == Missing::Skip,
         };
-        self.call(Touches::Files, |g, s, h| g.call_remove(s, h, &request))
+        self.call(Touches::Files, |g, s, h| g.call_remove(s, h, request))
             .map(|n| n as usize)
     }
 
@@ -646,11 +641,11 @@ impl srvdb::Store for SandboxedDatabase {
             Queries::Batch(queries) => (queries, true),
         };
         let request = wit::QueryRequest {
-            queries: queries.to_vec(),
+            queries,
             batch,
             k: u32::try_from(request.k).unwrap_or(u32::MAX),
         };
-        let found = self.call(Touches::Nothing, |g, s, h| g.call_query(s, h, &request))?;
+        let found = self.call(Touches::Nothing, |g, s, h| g.call_query(s, h, request))?;
         Ok(found.into_iter().map(hits).collect())
     }
 
@@ -665,8 +660,7 @@ impl srvdb::Store for SandboxedDatabase {
     }
 
     fn documents(&self, ids: &[&str]) -> Result<Vec<Option<String>>> {
-        let ids = strings(ids);
-        self.call(Touches::Nothing, |g, s, h| g.call_documents(s, h, &ids))
+        self.call(Touches::Nothing, |g, s, h| g.call_documents(s, h, ids))
     }
 
     fn contains(&self, id: &str) -> Result<bool> {
