@@ -180,22 +180,20 @@ impl<S: Store + ?Sized> TextDatabase<S> {
         let mut found = self.db.query(&Query::batch(&queries, k))?;
         // One list per text from any Store: an empty engine of unknown dimension answers none.
         found.resize_with(texts.len(), Vec::new);
-        found
+        // One documents call for every list: a sandboxed store answers it in one guest call.
+        let ids: Vec<&str> = found.iter().flatten().map(|h| h.id.as_str()).collect();
+        let mut docs = self.db.documents(&ids)?.into_iter();
+        Ok(found
             .into_iter()
-            .map(|hits| self.with_documents(hits))
-            .collect()
-    }
-
-    fn with_documents(&self, hits: Vec<crate::SearchHit>) -> Result<Vec<TextHit>> {
-        let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
-        let docs = self.db.documents(&ids)?;
-        Ok(hits
-            .into_iter()
-            .zip(docs)
-            .map(|(h, document)| TextHit {
-                id: h.id,
-                score: h.score,
-                document,
+            .map(|hits| {
+                hits.into_iter()
+                    .zip(docs.by_ref())
+                    .map(|(h, document)| TextHit {
+                        id: h.id,
+                        score: h.score,
+                        document,
+                    })
+                    .collect()
             })
             .collect())
     }
