@@ -531,9 +531,7 @@ impl SandboxedDatabase {
             });
         }
         if matches!(*guard, Slot::Dead) {
-            let live = Live::start(&self.runtime, &self.dir, GUEST_DB_DIR, &self.options)?;
-            self.directory_syncs.fetch_add(1, Ordering::Relaxed);
-            *guard = Slot::Running(Box::new(live));
+            *guard = self.restart()?;
         }
         let Slot::Running(live) = &mut *guard else {
             return Err(sandbox_error(SandboxFailure::Setup, "no instance"));
@@ -567,15 +565,18 @@ impl SandboxedDatabase {
                     return Err(err);
                 }
                 // The instance is dead after a trap: replace it now, so the handle keeps serving.
-                *guard = Slot::Dead;
-                if let Ok(live) = Live::start(&self.runtime, &self.dir, GUEST_DB_DIR, &self.options)
-                {
-                    self.directory_syncs.fetch_add(1, Ordering::Relaxed);
-                    *guard = Slot::Running(Box::new(live));
-                }
+                *guard = self.restart().unwrap_or(Slot::Dead);
                 Err(err)
             }
         }
+    }
+
+    /// A fresh instance with the database reopened at its last commit (`Live::start` syncs the
+    /// directory after opening).
+    fn restart(&self) -> Result<Slot> {
+        let live = Live::start(&self.runtime, &self.dir, GUEST_DB_DIR, &self.options)?;
+        self.directory_syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot::Running(Box::new(live)))
     }
 
     /// How many times the host has fsynced the database directory for this handle: after
