@@ -44,6 +44,15 @@ pub enum Error {
         /// Position in the batch, if any.
         index: Option<usize>,
     },
+    /// A `where` / `where_document` filter that is not valid in the dialect (unknown operator,
+    /// wrong operand type, too deep or too long). Also invalid input.
+    #[error("invalid filter at {part}: {reason}")]
+    InvalidFilter {
+        /// The offending part, as a path into the filter (e.g. `where.$and[1].year.$gt`).
+        part: String,
+        /// What was wrong and how to fix it.
+        reason: String,
+    },
     /// A file is not a SrvDB file, is from a newer format, or is damaged.
     #[error("corrupt database file {}: {reason}; restore it from a backup or open another directory", file.display())]
     Corrupt {

@@ -9,6 +9,7 @@
 
 use crate::coalesce::CoalesceStats;
 use crate::error::Result;
+use crate::filter::Filter;
 use crate::types::{EmbedderSpec, Metadata, Metric, Record, SearchHit};
 
 /// Whether a write inserts new records or replaces existing ones.
@@ -85,12 +86,14 @@ pub enum Missing {
     Skip,
 }
 
-/// One delete: records by id.
+/// One delete: records by id, by filter, or ids that also match a filter.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct Delete<'a> {
-    /// The ids to delete; repeats count once.
-    pub ids: &'a [&'a str],
+    /// The ids to delete (repeats count once); `None` deletes every record the filter matches.
+    pub ids: Option<&'a [&'a str]>,
+    /// Only records matching this are deleted (with `ids`: only those of the ids that match).
+    pub filter: Option<&'a Filter>,
     /// Whether unknown ids are an error.
     pub missing: Missing,
 }
@@ -99,14 +102,115 @@ impl<'a> Delete<'a> {
     /// A delete of `ids` where an unknown id is an error.
     pub fn ids(ids: &'a [&'a str]) -> Self {
         Delete {
-            ids,
+            ids: Some(ids),
+            filter: None,
             missing: Missing::Reject,
         }
+    }
+
+    /// A delete of every record `filter` matches.
+    pub fn matching(filter: &'a Filter) -> Self {
+        Delete {
+            ids: None,
+            filter: Some(filter),
+            missing: Missing::Reject,
+        }
+    }
+
+    /// Restricts the delete to records matching `filter`.
+    pub fn filter(mut self, filter: &'a Filter) -> Self {
+        self.filter = Some(filter);
+        self
     }
 
     /// The same delete, skipping unknown ids.
     pub fn skip_missing(mut self) -> Self {
         self.missing = Missing::Skip;
+        self
+    }
+}
+
+/// One in-place change of existing records: only what is given changes. A metadata- or
+/// document-only update rewrites no vector (the row keeps its number); a new vector is
+/// appended as a new row and the old one deleted, as an upsert does. Atomic: an unknown id
+/// ([`crate::Error::NotFound`]) or a bad entry changes nothing.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Update<'a> {
+    /// The records to change; each must exist, and appear once.
+    pub ids: &'a [&'a str],
+    /// New vectors, back to back, one per id.
+    pub vectors: Option<&'a [f32]>,
+    /// New metadata, one per id (`None` entries remove the metadata).
+    pub metadatas: Option<&'a [Option<Metadata>]>,
+    /// New documents, one per id (`None` entries remove the document).
+    pub documents: Option<&'a [Option<&'a str>]>,
+}
+
+impl<'a> Update<'a> {
+    /// An update of `ids` that changes nothing yet.
+    pub fn ids(ids: &'a [&'a str]) -> Self {
+        Update {
+            ids,
+            vectors: None,
+            metadatas: None,
+            documents: None,
+        }
+    }
+
+    /// Replaces the vectors.
+    pub fn vectors(mut self, vectors: &'a [f32]) -> Self {
+        self.vectors = Some(vectors);
+        self
+    }
+
+    /// Replaces the metadata.
+    pub fn metadatas(mut self, metadatas: &'a [Option<Metadata>]) -> Self {
+        self.metadatas = Some(metadatas);
+        self
+    }
+
+    /// Replaces the documents.
+    pub fn documents(mut self, documents: &'a [Option<&'a str>]) -> Self {
+        self.documents = Some(documents);
+        self
+    }
+}
+
+/// Which records [`Store::records`] returns: those matching `filter` (all without one), in
+/// insertion order, skipping `offset` and returning at most `limit`.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct Select<'a> {
+    /// Only records matching this.
+    pub filter: Option<&'a Filter>,
+    /// At most this many.
+    pub limit: Option<usize>,
+    /// Skip this many matching records first.
+    pub offset: usize,
+}
+
+impl<'a> Select<'a> {
+    /// Every record.
+    pub fn all() -> Self {
+        Select::default()
+    }
+
+    /// Only records matching `filter`.
+    pub fn filter(mut self, filter: &'a Filter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// At most `limit` records.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Skips the first `offset` matching records.
+    pub fn offset(mut self, offset: usize) -> Self {
+        self.offset = offset;
         self
     }
 }
@@ -121,7 +225,8 @@ pub enum Queries<'a> {
     Batch(&'a [f32]),
 }
 
-/// One nearest-neighbour request: query vectors and how many hits each.
+/// One nearest-neighbour request: query vectors, how many hits each, and an optional filter
+/// (the hits are then exactly the `k` best of the matching records).
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct Query<'a> {
@@ -129,6 +234,8 @@ pub struct Query<'a> {
     pub queries: Queries<'a>,
     /// Hits per query; larger than the count returns every live record.
     pub k: usize,
+    /// Only records matching this are candidates (one filter for the whole batch).
+    pub filter: Option<&'a Filter>,
 }
 
 impl<'a> Query<'a> {
@@ -137,6 +244,7 @@ impl<'a> Query<'a> {
         Query {
             queries: Queries::One(query),
             k,
+            filter: None,
         }
     }
 
@@ -145,7 +253,14 @@ impl<'a> Query<'a> {
         Query {
             queries: Queries::Batch(queries),
             k,
+            filter: None,
         }
+    }
+
+    /// Restricts the candidates to records matching `filter`.
+    pub fn filter(mut self, filter: &'a Filter) -> Self {
+        self.filter = Some(filter);
+        self
     }
 }
 
@@ -156,6 +271,20 @@ pub trait Store: Send + Sync {
     fn write(&self, request: &Write<'_>) -> Result<()>;
     /// Deletes records (see [`Delete`]); returns how many were deleted.
     fn remove(&self, request: &Delete<'_>) -> Result<usize>;
+    /// Changes existing records in place (see [`Update`]).
+    fn update(&self, request: &Update<'_>) -> Result<()>;
+    /// Records matching a filter, in insertion order (see [`Select`]).
+    fn records(&self, request: &Select<'_>) -> Result<Vec<Record>>;
+    /// Live records matching `filter`.
+    fn count_matching(&self, filter: &Filter) -> Result<u64>;
+    /// Keeps a value -> rows index of metadata field `field` (a dotted path), committed with
+    /// the rows, so filters on it touch only the matching rows. Creating an existing index is
+    /// a no-op.
+    fn create_field_index(&self, field: &str) -> Result<()>;
+    /// Drops the index of `field`; returns false if there was none.
+    fn drop_field_index(&self, field: &str) -> Result<bool>;
+    /// The indexed fields, sorted.
+    fn field_indexes(&self) -> Result<Vec<String>>;
     /// The best matches, best first: one list per query vector (see [`Query`]); no lists while
     /// the database has no dimension yet (nothing added), since flat queries cannot be split.
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>>;
@@ -220,6 +349,15 @@ pub trait Store: Send + Sync {
         Self: Sized,
     {
         self.remove(&Delete::ids(&str_refs(ids)))
+    }
+
+    /// The `k` best matches for `query` among the records `filter` matches, best first.
+    fn search_filtered(&self, query: &[f32], k: usize, filter: &Filter) -> Result<Vec<SearchHit>> {
+        Ok(self
+            .query(&Query::one(query, k).filter(filter))?
+            .into_iter()
+            .next()
+            .unwrap_or_default())
     }
 
     /// The `k` best matches for `query`, best first.

@@ -612,6 +612,14 @@ impl std::fmt::Debug for SandboxedDatabase {
     }
 }
 
+/// Placeholder error for the operations issue 15 adds to the component.
+fn not_built(what: &str) -> srvdb::Error {
+    srvdb::Error::InvalidInput {
+        reason: format!("{what}: not built yet in the component (issue 15)"),
+        index: None,
+    }
+}
+
 impl srvdb::Store for SandboxedDatabase {
     fn write(&self, request: &Write<'_>) -> Result<()> {
         let request = wit::WriteRequest {
@@ -628,15 +636,48 @@ impl srvdb::Store for SandboxedDatabase {
     }
 
     fn remove(&self, request: &Delete<'_>) -> Result<usize> {
+        let Some(ids) = request.ids else {
+            return Err(srvdb::Error::InvalidInput {
+                reason: "delete by filter: not built yet in the component (issue 15)".into(),
+                index: None,
+            });
+        };
         let request = wit::DeleteRequest {
-            ids: request.ids,
+            ids,
             skip_missing: request.missing == Missing::Skip,
         };
         self.call(Touches::Files, |g, s, h| g.call_remove(s, h, request))
             .map(|n| n as usize)
     }
 
+    fn update(&self, _request: &srvdb::Update<'_>) -> Result<()> {
+        Err(not_built("update"))
+    }
+
+    fn records(&self, _request: &srvdb::Select<'_>) -> Result<Vec<Record>> {
+        Err(not_built("records"))
+    }
+
+    fn count_matching(&self, _filter: &srvdb::Filter) -> Result<u64> {
+        Err(not_built("count by filter"))
+    }
+
+    fn create_field_index(&self, _field: &str) -> Result<()> {
+        Err(not_built("field indexes"))
+    }
+
+    fn drop_field_index(&self, _field: &str) -> Result<bool> {
+        Err(not_built("field indexes"))
+    }
+
+    fn field_indexes(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
+        if request.filter.is_some() {
+            return Err(not_built("filtered search"));
+        }
         let (queries, batch) = match request.queries {
             Queries::One(query) => (query, false),
             Queries::Batch(queries) => (queries, true),

@@ -28,11 +28,12 @@ use crate::chunked::ChunkedVec;
 use crate::coalesce::{CoalesceStats, Coalescer};
 use crate::distance::Kernels;
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::meta::MetaStore;
 use crate::storage::fs::{DirLock, FsLocation};
 use crate::storage::memory::MemoryLocation;
 use crate::storage::{Location, RowStore, RowView};
-use crate::store::{self, Delete, Query, Store, Write};
+use crate::store::{self, Delete, Query, Select, Store, Update, Write};
 use crate::types::{EmbedderSpec, Metric, OpenOptions, Record, SearchHit};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -248,7 +249,34 @@ impl Store for Database {
         self.delete_rows(request)
     }
 
+    fn update(&self, _request: &Update<'_>) -> Result<()> {
+        Err(Error::invalid("update: not built yet (issue 15)"))
+    }
+
+    fn records(&self, _request: &Select<'_>) -> Result<Vec<Record>> {
+        Err(Error::invalid("records: not built yet (issue 15)"))
+    }
+
+    fn count_matching(&self, _filter: &Filter) -> Result<u64> {
+        Err(Error::invalid("count by filter: not built yet (issue 15)"))
+    }
+
+    fn create_field_index(&self, _field: &str) -> Result<()> {
+        Err(Error::invalid("field indexes: not built yet (issue 15)"))
+    }
+
+    fn drop_field_index(&self, _field: &str) -> Result<bool> {
+        Err(Error::invalid("field indexes: not built yet (issue 15)"))
+    }
+
+    fn field_indexes(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
+        if request.filter.is_some() {
+            return Err(Error::invalid("filtered search: not built yet (issue 15)"));
+        }
         match request.queries {
             store::Queries::One(query) => Ok(vec![self.search(query, request.k)?]),
             store::Queries::Batch(queries) => self.search_batch(queries, request.k),

@@ -205,7 +205,15 @@ impl Database {
     /// Deletes `ids`; with [`Missing::Skip`], unknown ids are skipped under the same writer
     /// lock that deletes the others, so a concurrent delete cannot fail the call.
     pub(super) fn delete_rows(&self, request: &Delete<'_>) -> Result<usize> {
-        let Delete { ids, missing } = *request;
+        let Delete {
+            ids,
+            filter,
+            missing,
+        } = *request;
+        if filter.is_some() {
+            return Err(Error::invalid("delete by filter: not built yet (issue 15)"));
+        }
+        let ids = ids.unwrap_or(&[]);
         let mut w = lock_poison_free(&self.writer);
         w.check()?;
         let mut rows = Vec::with_capacity(ids.len());

@@ -1,0 +1,134 @@
+//! Filters: Chroma's `where` / `where_document` dialect over the JSON metadata and the stored
+//! documents, parsed once per query into a tree and evaluated as a row bitmap the scan reads
+//! together with the tombstones, so a filtered search is exact at every selectivity.
+//!
+//! Filters cross every boundary (WIT, Python) as JSON text, because WIT has no recursive types:
+//! [`Filter::parse`] is the one parser, with the same limits everywhere.
+
+use crate::error::{Error, Result};
+
+/// Largest filter text accepted (`where` and `where_document` each).
+pub const MAX_FILTER_BYTES: usize = 64 << 10;
+/// Deepest nesting of `$and` / `$or` / `$not` (and objects) accepted.
+pub const MAX_FILTER_DEPTH: usize = 32;
+
+/// A value a field is compared with. Numbers compare numerically whether written as integers
+/// or floats; strings compare only with strings; booleans are not numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    /// `true` / `false`.
+    Bool(bool),
+    /// Any JSON number (compared as `f64`).
+    Number(f64),
+    /// A string.
+    String(String),
+}
+
+/// A comparison of one field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldOp {
+    /// `$eq` (or a bare value).
+    Eq(Scalar),
+    /// `$ne`: also matches a missing field.
+    Ne(Scalar),
+    /// `$gt`.
+    Gt(Scalar),
+    /// `$gte`.
+    Gte(Scalar),
+    /// `$lt`.
+    Lt(Scalar),
+    /// `$lte`.
+    Lte(Scalar),
+    /// `$in`.
+    In(Vec<Scalar>),
+    /// `$nin`: also matches a missing field.
+    Nin(Vec<Scalar>),
+}
+
+/// A parsed `where` tree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Where {
+    /// One field's comparison; `path` is the dotted path split at the dots.
+    Field {
+        /// The dotted path as written (`"a.b"`), for messages and index lookups.
+        name: String,
+        /// `name` split at the dots.
+        path: Vec<String>,
+        /// The comparison.
+        op: FieldOp,
+    },
+    /// All must match (`$and`, or several keys at one level).
+    And(Vec<Where>),
+    /// Any must match.
+    Or(Vec<Where>),
+    /// Must not match.
+    Not(Box<Where>),
+}
+
+/// A parsed `where_document` tree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WhereDocument {
+    /// The document contains the text.
+    Contains(String),
+    /// The document does not contain the text (a record without a document matches).
+    NotContains(String),
+    /// All must match.
+    And(Vec<WhereDocument>),
+    /// Any must match.
+    Or(Vec<WhereDocument>),
+}
+
+/// A filter on records: a `where` on the metadata, a `where_document` on the document, or both
+/// (a record must match both). Keeps the JSON it was parsed from, which is how it crosses the
+/// sandbox and Python boundaries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    where_json: Option<String>,
+    document_json: Option<String>,
+    /// The parsed `where`, if any.
+    pub where_: Option<Where>,
+    /// The parsed `where_document`, if any.
+    pub document: Option<WhereDocument>,
+}
+
+impl Filter {
+    /// Parses Chroma-dialect JSON: `where_json` over the metadata, `document_json` over the
+    /// documents. Malformed input is [`Error::InvalidFilter`] naming the offending part.
+    pub fn parse(where_json: Option<&str>, document_json: Option<&str>) -> Result<Filter> {
+        for (what, text) in [("where", where_json), ("where_document", document_json)] {
+            if let Some(text) = text {
+                if text.len() > MAX_FILTER_BYTES {
+                    return Err(Error::InvalidFilter {
+                        part: what.into(),
+                        reason: format!(
+                            "{} bytes of filter text, more than the {MAX_FILTER_BYTES} allowed",
+                            text.len()
+                        ),
+                    });
+                }
+            }
+        }
+        // TODO(issue 15): the dialect's parser (filter engine helper).
+        Ok(Filter {
+            where_json: where_json.map(str::to_owned),
+            document_json: document_json.map(str::to_owned),
+            where_: None,
+            document: None,
+        })
+    }
+
+    /// The `where` JSON as given.
+    pub fn where_json(&self) -> Option<&str> {
+        self.where_json.as_deref()
+    }
+
+    /// The `where_document` JSON as given.
+    pub fn document_json(&self) -> Option<&str> {
+        self.document_json.as_deref()
+    }
+
+    /// True when the filter matches every record (neither part given).
+    pub fn is_empty(&self) -> bool {
+        self.where_.is_none() && self.document.is_none()
+    }
+}
