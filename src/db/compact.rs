@@ -125,6 +125,8 @@ impl Database {
             w.rows = Some(new_store);
             w.row_ids = row_ids;
             w.tombstones = Tombstones::default();
+            // Rows are renumbered: caches built from the old numbering are stale.
+            w.meta_version += 1;
             w.committed_rows = n;
             w.live = n;
             state.rows_by_id = rows_by_id;

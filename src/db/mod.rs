@@ -15,6 +15,7 @@
 //! at the end of this file.
 
 mod compact;
+mod field_index;
 mod open;
 mod pending;
 mod search;
@@ -22,6 +23,7 @@ mod tombstones;
 mod validate;
 mod write;
 
+use self::field_index::FieldIndexes;
 use self::pending::Pending;
 use self::tombstones::Tombstones;
 use crate::chunked::ChunkedVec;
@@ -51,6 +53,13 @@ struct Snapshot {
     tombstones: Tombstones,
     live: u64,
     dim: Option<u32>,
+    /// Bumped whenever the metadata or document of an existing row changes (update) or rows
+    /// are renumbered (compaction): caches built from rows' metadata are valid only for the
+    /// version they were built at (appended rows do not change it).
+    #[allow(dead_code)] // read by the filter's column caches (issue 15, landing next)
+    meta_version: u64,
+    /// The field indexes as of this snapshot.
+    field_indexes: Arc<FieldIndexes>,
 }
 
 /// State `get` needs besides the snapshot; changed together with it under one lock.
@@ -72,6 +81,10 @@ struct Writer {
     poisoned: Option<String>,
     /// An embedder given at open that the next commit must record.
     embedder_unrecorded: Option<EmbedderSpec>,
+    /// See [`Snapshot::meta_version`].
+    meta_version: u64,
+    /// See [`Snapshot::field_indexes`].
+    field_indexes: Arc<FieldIndexes>,
 }
 
 impl Writer {
@@ -154,6 +167,8 @@ impl Database {
             tombstones: w.tombstones.clone(),
             live: w.live,
             dim: w.dim,
+            meta_version: w.meta_version,
+            field_indexes: w.field_indexes.clone(),
         }
     }
 
@@ -270,7 +285,7 @@ impl Store for Database {
     }
 
     fn field_indexes(&self) -> Result<Vec<String>> {
-        Ok(Vec::new())
+        Ok(self.published.load().field_indexes.fields())
     }
 
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {

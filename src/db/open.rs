@@ -184,6 +184,8 @@ impl Database {
             live,
             poisoned: None,
             embedder_unrecorded,
+            meta_version: 0,
+            field_indexes: Default::default(),
         };
         let coalesce = options.coalesce_searches;
         let db = Database {
@@ -199,6 +201,8 @@ impl Database {
                 tombstones: Tombstones::default(),
                 live: 0,
                 dim: None,
+                meta_version: 0,
+                field_indexes: Default::default(),
             }),
             coalescer: Coalescer::default(),
             coalesce: AtomicBool::new(coalesce),
