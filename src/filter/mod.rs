@@ -160,3 +160,6 @@ impl Filter {
         self.where_.is_none() && self.document.is_none()
     }
 }
+
+#[cfg(test)]
+mod tests;
