@@ -511,9 +511,10 @@ fn check_filter(
 }
 
 fn no_auto_commit() -> OpenOptions {
-    let mut opts = OpenOptions::default();
-    opts.auto_commit_rows = 0;
-    opts
+    OpenOptions {
+        auto_commit_rows: 0,
+        ..OpenOptions::default()
+    }
 }
 
 #[test]
