@@ -128,3 +128,46 @@ impl FieldIndexes {
         }
     }
 }
+
+/// One indexed value as the tests read it: the value, and for each row listed under it (in
+/// the listed order) the row, its id and whether it is live.
+#[cfg(feature = "testing")]
+pub type IndexedValue = (IndexKey, Vec<(u64, String, bool)>);
+
+#[cfg(feature = "testing")]
+impl super::Database {
+    /// For tests (feature `testing`): the current snapshot's index of `field`, every value with
+    /// its rows; `None` when `field` is not indexed. Sorted by value.
+    pub fn field_index_contents(&self, field: &str) -> Option<Vec<IndexedValue>> {
+        let snap = self.published.load_full();
+        let values = snap.field_indexes.fields.get(field)?;
+        let mut out: Vec<IndexedValue> = values
+            .iter()
+            .map(|(key, rows)| {
+                let rows = rows
+                    .iter()
+                    .map(|&row| {
+                        let id = snap
+                            .row_ids
+                            .get(row as usize)
+                            .map(|id| id.to_string())
+                            .unwrap_or_default();
+                        (row, id, !snap.tombstones.contains(row))
+                    })
+                    .collect();
+                (key.clone(), rows)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(out)
+    }
+
+    /// For tests (feature `testing`): what the filter planner reads, `rows_equal(field, value)`
+    /// of the current snapshot.
+    pub fn field_index_rows(&self, field: &str, value: &Scalar) -> Option<Vec<u64>> {
+        let snap = self.published.load_full();
+        snap.field_indexes
+            .rows_equal(field, value)
+            .map(<[u64]>::to_vec)
+    }
+}
