@@ -31,10 +31,13 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-/// id -> (vector bits, metadata, document), and the live ids in row order.
+/// A record as compared: vector bits, metadata, document.
+type Stored = (Vec<u32>, Option<Metadata>, Option<String>);
+
+/// id -> record, and the live ids in row order.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Model {
-    records: BTreeMap<String, (Vec<u32>, Option<Metadata>, Option<String>)>,
+    records: BTreeMap<String, Stored>,
     order: Vec<String>,
 }
 
@@ -326,9 +329,9 @@ fn random_updates_match_the_model_through_commit_compaction_and_reopen() {
                 let id = format!("r{next}");
                 next += 1;
                 let v = vector(&mut rng);
-                let m = (rng.next_u64() % 2 == 0)
+                let m = (rng.next_u64().is_multiple_of(2))
                     .then(|| Metadata::from_text(format!("{{\"i\":{step}}}")));
-                let d = (rng.next_u64() % 2 == 0).then(|| format!("doc {step}"));
+                let d = (rng.next_u64().is_multiple_of(2)).then(|| format!("doc {step}"));
                 let dr = [d.as_deref()];
                 db.write(
                     &Write::add(&[id.as_str()], &v)
@@ -360,13 +363,13 @@ fn random_updates_match_the_model_through_commit_compaction_and_reopen() {
                 let metas: Vec<Option<Metadata>> = ids
                     .iter()
                     .map(|_| {
-                        (rng.next_u64() % 3 != 0)
+                        (!rng.next_u64().is_multiple_of(3))
                             .then(|| Metadata::from_text(format!("{{\"u\":{step}}}")))
                     })
                     .collect();
                 let docs_owned: Vec<Option<String>> = ids
                     .iter()
-                    .map(|_| (rng.next_u64() % 3 != 0).then(|| format!("updated {step}")))
+                    .map(|_| (!rng.next_u64().is_multiple_of(3)).then(|| format!("updated {step}")))
                     .collect();
                 let docs: Vec<Option<&str>> = docs_owned.iter().map(|d| d.as_deref()).collect();
                 let vecs: Vec<f32> = ids.iter().flat_map(|_| vector(&mut rng)).collect();
@@ -378,7 +381,7 @@ fn random_updates_match_the_model_through_commit_compaction_and_reopen() {
                 if what & 2 == 2 {
                     update = update.documents(&docs);
                 }
-                let with_vectors = rng.next_u64() % 3 == 0;
+                let with_vectors = rng.next_u64().is_multiple_of(3);
                 if with_vectors {
                     update = update.vectors(&vecs);
                 }
