@@ -166,7 +166,7 @@ fn random_metadata(rng: &mut Rng) -> Option<Metadata> {
         _ => {
             let mut parts = Vec::new();
             for (key, p) in [("color", 2), ("n", 2), ("tags", 3)] {
-                if rng.next_u64() % p == 0 {
+                if rng.next_u64().is_multiple_of(p) {
                     parts.push(format!("\"{key}\": {}", random_value(rng)));
                 }
             }
