@@ -9,9 +9,9 @@
 //! On open, rows past the committed count are a torn tail and are cut. Readers load an immutable
 //! [`Snapshot`] with one atomic pointer read and never wait for the writer.
 //!
-//! One protocol per module: `open` (recovery), `write` (writing and commit), `compact`,
-//! `search` (coalesced and batch); `tombstones` and `pending` own the state those share, and
-//! `validate` the checks of user input. The fallible operations are [`Store`]'s, implemented
+//! One protocol per module: `open` (recovery), `write` (writing and commit), `update` (changes
+//! in place), `compact`, `search` (coalesced and batch); `tombstones`, `pending` and
+//! `field_index` own the state those share, and `validate` the checks of user input. The fallible operations are [`Store`]'s, implemented
 //! at the end of this file.
 
 mod compact;
