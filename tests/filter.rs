@@ -552,11 +552,12 @@ fn filtered_search_is_exact_across_the_parallel_and_gather_thresholds() {
         let db = Database::in_memory(no_auto_commit().with_metric(metric)).expect("db");
         let mut model = Model::default();
         let dim = 12;
-        // 9000 rows: the blocked scan runs in parallel; 1/16 of them is 562.
+        // 9000 rows: the blocked scan runs in parallel; the gather-scan takes over below 1/8
+        // of them (1125) for one query and below 1/32 (281) for a batch.
         fill(&db, &mut model, &mut rng, "r", 9000, dim);
         delete_some(&db, &mut model, &mut rng, 300);
         upsert_some(&db, &mut model, &mut rng, 200, dim);
-        for cut in [0u64, 1, 30, 500, 600, 2000, 4500, 9500] {
+        for cut in [0u64, 1, 30, 250, 320, 1100, 1200, 4500, 9500] {
             let w = json!({"i": {"$lt": cut}});
             check_filter(&db, &model, &mut rng, metric, Some(&w), None, true);
             let w = json!({"$and": [{"i": {"$gte": cut}}, {"a": {"$nin": [1, 2]}}]});
