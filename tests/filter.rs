@@ -737,6 +737,17 @@ fn empty_database_and_empty_results() {
         .is_empty());
     assert_eq!(db.remove(&Delete::matching(&f)).expect("delete"), 0);
     assert_eq!(db.count(), 1);
+    // A filter with neither part is not "everything": that must be asked for with `{}`.
+    let nothing = Filter::parse(None, None).expect("empty filter");
+    let err = db.remove(&Delete::matching(&nothing)).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    assert_eq!(db.count(), 1);
+    let everything = Filter::parse(Some("{}"), None).expect("filter");
+    assert_eq!(
+        db.remove(&Delete::matching(&everything)).expect("delete"),
+        1
+    );
+    assert_eq!(db.count(), 0);
 }
 
 /// Changes `count` random live records in place with `Store::update`: metadata, documents or
