@@ -878,3 +878,68 @@ fn empty_filter_matches_everything() {
     assert_eq!(ids, want);
     db.close().expect("close");
 }
+
+/// Update and field indexes without a filter: every change read back by id against the rows
+/// kept here, vectors found again by an exact search, indexes listed after a reopen.
+#[test]
+fn update_and_field_indexes_cross_the_boundary() {
+    let mut rng = Rng(99);
+    let mut rows = random_rows(&mut rng, 50, "p");
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sandbox().open(dir.path(), options()).expect("open");
+    write_rows(&db, &rows);
+
+    let ids: Vec<String> = rows.iter().step_by(3).map(|r| r.id.clone()).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let new_meta: Vec<Option<String>> = ids.iter().map(|_| random_metadata(&mut rng)).collect();
+    let metas: Vec<Option<Metadata>> = new_meta
+        .iter()
+        .map(|m| m.clone().map(Metadata::from_text))
+        .collect();
+    let new_docs: Vec<Option<String>> = ids.iter().map(|_| random_document(&mut rng)).collect();
+    let docs: Vec<Option<&str>> = new_docs.iter().map(Option::as_deref).collect();
+    db.update(&Update::ids(&id_refs).metadatas(&metas).documents(&docs))
+        .expect("update metadata and documents");
+    let vectors: Vec<f32> = (0..ids.len() * DIM).map(|_| rng.unit()).collect();
+    db.update(&Update::ids(&id_refs).vectors(&vectors))
+        .expect("update vectors");
+    for (j, id) in ids.iter().enumerate() {
+        let row = rows.iter_mut().find(|r| &r.id == id).expect("row");
+        row.metadata = new_meta[j].clone();
+        row.document = new_docs[j].clone();
+        row.vector = vectors[j * DIM..(j + 1) * DIM].to_vec();
+    }
+    let err = db
+        .update(&Update::ids(&["nope"]).documents(&[Some("x")]))
+        .expect_err("unknown id");
+    assert!(
+        matches!(err, Error::NotFound { ref id } if id == "nope"),
+        "{err:?}"
+    );
+
+    db.create_field_index("year").expect("index");
+    assert_eq!(db.field_indexes().expect("indexes"), ["year"]);
+    db.close().expect("close");
+
+    let db = sandbox().open(dir.path(), options()).expect("reopen");
+    assert_eq!(db.field_indexes().expect("indexes"), ["year"]);
+    assert_eq!(db.count().expect("count"), rows.len() as u64);
+    for row in &rows {
+        let got = db.get(&row.id).expect("get").expect("present");
+        assert_eq!(got.vector, row.vector, "{}: vector", row.id);
+        assert_eq!(
+            got.metadata.as_ref().map(Metadata::as_str),
+            row.metadata.as_deref(),
+            "{}: metadata",
+            row.id
+        );
+        assert_eq!(got.document, row.document, "{}: document", row.id);
+        // The exact vector is its own nearest neighbour at distance 0.
+        let hits = db.search(&row.vector, 1).expect("search");
+        assert_eq!(hits[0].id, row.id, "search finds {}", row.id);
+    }
+    assert!(db.drop_field_index("year").expect("drop"));
+    assert!(!db.drop_field_index("year").expect("drop again"));
+    assert!(db.field_indexes().expect("indexes").is_empty());
+    db.close().expect("close");
+}
