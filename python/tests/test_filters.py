@@ -746,3 +746,58 @@ def test_text_noise_is_not_a_filter_key():
     assert not matches({"a": {"$ne": 1}}, None, NOT_AN_OBJECT, None)
     assert matches({"$not": {"a": 1}}, None, NOT_AN_OBJECT, None)
     assert matches({"a": {"$ne": 1}}, None, None, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Text databases
+
+from test_text import SENTENCES, model  # noqa: E402,F401  (the model fixture)
+
+
+def test_text_query_with_filters(model, tmp_path):
+    with srvdb.open(tmp_path / "db", embedder=model) as db:
+        try:
+            db.count(where={})
+        except srvdb.InvalidInputError as e:
+            if _not_built(e):
+                pytest.skip(f"the engine does not filter yet: {e}")
+            raise
+        ids = [f"s{i}" for i in range(len(SENTENCES))]
+        metas = [{"i": i, "even": i % 2 == 0} for i in range(len(SENTENCES))]
+        db.add(ids, documents=SENTENCES, metadatas=metas)
+        vectors = db.embed(SENTENCES)
+        where = {"even": True}
+        want_ids = [id_ for id_, m in zip(ids, metas) if m["even"]]
+        ref = Reference(np.stack([vectors[int(i[1:])] for i in want_ids]), want_ids, "cosine")
+        k = 3
+        for qi, text in enumerate(SENTENCES[:4]):
+            hits = db.query(text, k, where=where)
+            ref.check([(h[0], h[1]) for h in hits], vectors[qi], k, tol=1e-4, context=text)
+            assert all(h[2] == SENTENCES[int(h[0][1:])] for h in hits)
+        lists = db.query(SENTENCES[:2], k, where=where, where_document={"$not_contains": "zzz"})
+        assert len(lists) == 2 and all(len(hits) == min(k, len(want_ids)) for hits in lists)
+        assert db.query([], k, where=where) == []
+        with pytest.raises(srvdb.InvalidFilterError):
+            db.query("x", k, where={"$bad": 1})
+
+
+def test_text_update_reembeds_documents(model, tmp_path):
+    with srvdb.open(tmp_path / "db", embedder=model) as db:
+        db.add(["a", "b"], documents=SENTENCES[:2], metadatas=[{"k": 1}, {"k": 2}])
+        try:
+            db.update(["a"], metadatas=[{"k": 3}])
+        except srvdb.InvalidInputError as e:
+            if _not_built(e):
+                pytest.skip(f"the engine does not update yet: {e}")
+            raise
+        before = db["b"].vector.copy()
+        db.update(["b"], metadatas=[{"k": 4}])
+        np.testing.assert_array_equal(db["b"].vector, before)  # metadata only: same vector
+        db.update(["a"], documents=[SENTENCES[2]])
+        record = db["a"]
+        assert record.document == SENTENCES[2] and record.metadata == {"k": 3}
+        want = db.embed([SENTENCES[2]])[0]
+        cos = float(np.dot(record.vector, want) / (np.linalg.norm(record.vector) * np.linalg.norm(want)))
+        assert cos > 0.9999
+        with pytest.raises(srvdb.InvalidInputError):
+            db.update(["a", "b"], documents=[SENTENCES[3]])  # one document for two ids
