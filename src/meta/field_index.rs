@@ -328,3 +328,33 @@ pub(super) fn load(
     }
     Ok(Ok(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_only_canonical_bytes_decode() {
+        let keys = [
+            IndexKey::Bool(false),
+            IndexKey::Bool(true),
+            IndexKey::String("".into()),
+            IndexKey::String("héllo".into()),
+        ];
+        for key in keys {
+            assert_eq!(IndexKey::decode(&key.encode()), Some(key));
+        }
+        for x in [0.0, 1.0, -1.5, 1e300, f64::MIN_POSITIVE] {
+            let key = IndexKey::number(x).expect("a number");
+            assert_eq!(IndexKey::decode(&key.encode()), Some(key));
+        }
+        assert_eq!(IndexKey::number(-0.0), IndexKey::number(0.0));
+        assert_eq!(IndexKey::number(f64::NAN), None);
+        let raw = |x: f64| [&[b'n'][..], &x.to_bits().to_be_bytes()].concat();
+        assert_eq!(IndexKey::decode(&raw(-0.0)), None, "-0.0 is never written");
+        assert_eq!(IndexKey::decode(&raw(f64::NAN)), None);
+        for bad in [&b""[..], b"b", b"b\x02", b"n\x00", b"s\xff", b"x1"] {
+            assert_eq!(IndexKey::decode(bad), None, "{bad:?}");
+        }
+    }
+}

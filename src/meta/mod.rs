@@ -14,6 +14,9 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+// Range reads for filters and `records` (issue 15).
+mod ranges;
+
 /// id -> row.
 const ID_TO_ROW: TableDefinition<&str, u64> = TableDefinition::new("id_to_row");
 /// row -> id (kept for tombstoned rows too, until compaction).
@@ -837,6 +840,39 @@ mod tests {
         let loc = crate::storage::fs::FsLocation::new(dir, crate::types::StorageKind::File)
             .expect("location");
         MetaStore::open(&loc).expect("create")
+    }
+
+    /// A field index naming a row the store never committed is damage, found at load.
+    #[test]
+    fn an_index_entry_beyond_the_committed_rows_is_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = store(dir.path());
+        let json = Metadata::from_text(r#"{"k": "x"}"#);
+        let batch = CommitBatch {
+            inserts: vec![(0, "a", Some(&json), None)],
+            committed_rows: 1,
+            config: Some((4, Metric::Dot)),
+            ..CommitBatch::default()
+        };
+        meta.commit(&batch, || Ok(()), false).expect("commit");
+        let built = meta.create_field_index("k").expect("index").expect("new");
+        assert_eq!(built, vec![(IndexKey::String("x".into()), vec![0])]);
+        assert_eq!(meta.load_field_indexes(1).expect("load").len(), 1);
+        let txn = meta.db.begin_write().expect("txn");
+        {
+            let name = "field_index/k";
+            let mut t = txn
+                .open_multimap_table(redb::MultimapTableDefinition::<&[u8], u64>::new(name))
+                .expect("table");
+            t.insert(IndexKey::String("y".into()).encode().as_slice(), 7)
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+        let e = meta.load_field_indexes(1).expect_err("row 7 of 1");
+        assert!(
+            matches!(&e, Error::Corrupt { reason, .. } if reason.contains("row 7")),
+            "{e:?}"
+        );
     }
 
     /// The commit protocol, with and without the overlapped fsync: a batch is recorded only if
