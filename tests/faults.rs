@@ -1,7 +1,7 @@
 //! Power-loss safety, proven with the fault-injecting storage (`srvdb::storage::sim`): a
 //! workload of adds, deletes, upserts, updates, commits and two compactions runs with the N-th
-//! mutating operation failing, for every N: a write, a length change, a file sync (of the rows or of
-//! redb's `metadata.db`, which runs over the same simulated files), a create, a rename, a
+//! mutating operation failing, for every N: a write, a length change, a file sync (of the rows
+//! or of redb's `metadata.db`, which runs over the same simulated files), a create, a rename, a
 //! remove or a directory sync. The "disk" then keeps what a power cut (synced bytes under
 //! synced names), a killed process (everything) or a power cut during write-back (torn: a
 //! seeded part of the unsynced writes, lengths and directory operations) would leave, and the
