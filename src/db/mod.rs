@@ -19,6 +19,7 @@ mod field_index;
 mod open;
 mod pending;
 mod search;
+mod select;
 mod tombstones;
 mod update;
 mod validate;
@@ -31,6 +32,7 @@ use crate::chunked::ChunkedVec;
 use crate::coalesce::{CoalesceStats, Coalescer};
 use crate::distance::Kernels;
 use crate::error::{Error, Result};
+use crate::filter::columns::ColumnCache;
 use crate::filter::Filter;
 use crate::meta::MetaStore;
 use crate::storage::fs::{DirLock, FsLocation};
@@ -122,6 +124,8 @@ pub struct Database {
     coalesce: AtomicBool,
     writer: Mutex<Writer>,
     ids: RwLock<IdState>,
+    /// Filters' column caches (see `crate::filter::columns`). Lock order: this, then `ids`.
+    filter_cache: Mutex<ColumnCache>,
     _lock: Option<DirLock>,
 }
 
@@ -312,12 +316,13 @@ impl Store for Database {
         self.update_rows(request)
     }
 
-    fn records(&self, _request: &Select<'_>) -> Result<Vec<Record>> {
-        Err(Error::invalid("records: not built yet (issue 15)"))
+    /// Live records matching the filter, in insertion (row) order.
+    fn records(&self, request: &Select<'_>) -> Result<Vec<Record>> {
+        self.select_records(request)
     }
 
-    fn count_matching(&self, _filter: &Filter) -> Result<u64> {
-        Err(Error::invalid("count by filter: not built yet (issue 15)"))
+    fn count_matching(&self, filter: &Filter) -> Result<u64> {
+        self.count_where(filter)
     }
 
     /// Indexes metadata field `field` (a dotted path): pending writes are committed first, then
@@ -358,8 +363,23 @@ impl Store for Database {
     }
 
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
-        if request.filter.is_some() {
-            return Err(Error::invalid("filtered search: not built yet (issue 15)"));
+        if let Some(filter) = request.filter.filter(|f| !f.is_empty()) {
+            return match request.queries {
+                store::Queries::One(query) => self.search_where(query, 1, request.k, filter),
+                store::Queries::Batch(queries) => {
+                    let Some(dim) = self.dimension() else {
+                        return Ok(Vec::new());
+                    };
+                    if !queries.len().is_multiple_of(dim as usize) {
+                        return Err(Error::DimensionMismatch {
+                            expected: dim,
+                            got: queries.len(),
+                            index: None,
+                        });
+                    }
+                    self.search_where(queries, queries.len() / dim as usize, request.k, filter)
+                }
+            };
         }
         match request.queries {
             store::Queries::One(query) => Ok(vec![self.search(query, request.k)?]),

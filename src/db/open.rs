@@ -216,6 +216,7 @@ impl Database {
                 pending: Pending::default(),
             }),
             writer: Mutex::new(writer),
+            filter_cache: Default::default(),
             _lock: lock,
         };
         {

@@ -233,33 +233,49 @@ impl Database {
         Ok(())
     }
 
-    /// Deletes `ids`; with [`Missing::Skip`], unknown ids are skipped under the same writer
-    /// lock that deletes the others, so a concurrent delete cannot fail the call.
+    /// Deletes `ids`, or the records matching the filter, or those of `ids` that match it;
+    /// with [`Missing::Skip`], unknown ids are skipped under the same writer lock that
+    /// deletes the others, so a concurrent delete cannot fail the call.
     pub(super) fn delete_rows(&self, request: &Delete<'_>) -> Result<usize> {
         let Delete {
             ids,
             filter,
             missing,
         } = *request;
-        if filter.is_some() {
-            return Err(Error::invalid("delete by filter: not built yet (issue 15)"));
-        }
-        let ids = ids.unwrap_or(&[]);
         let mut w = lock_poison_free(&self.writer);
         w.check()?;
-        let mut rows = Vec::with_capacity(ids.len());
-        {
-            let state = self.ids_read();
-            let mut seen = HashSet::new();
-            for id in ids {
-                let id = *id;
-                if !seen.insert(id) {
-                    continue;
+        // The filter is evaluated under the writer lock: against the current state, and no
+        // write can slip in between the selection and the delete.
+        let matching = match filter.filter(|f| !f.is_empty()) {
+            Some(f) => Some(self.select_rows(Some(f))?),
+            None => None,
+        };
+        let mut rows = Vec::new();
+        match (ids, &matching) {
+            (None, Some((snap, bits))) => {
+                for row in bits.iter() {
+                    if let Some(id) = snap.row_ids.get(row as usize) {
+                        rows.push((row, id.clone()));
+                    }
                 }
-                match state.rows_by_id.get_key_value(id) {
-                    Some((key, &row)) => rows.push((row, key.clone())),
-                    None if missing == Missing::Skip => {}
-                    None => return Err(Error::NotFound { id: id.to_owned() }),
+            }
+            (ids, _) => {
+                let ids = ids.unwrap_or(&[]);
+                let state = self.ids_read();
+                let mut seen = HashSet::new();
+                for id in ids {
+                    let id = *id;
+                    if !seen.insert(id) {
+                        continue;
+                    }
+                    match state.rows_by_id.get_key_value(id) {
+                        Some((key, &row)) => rows.push((row, key.clone())),
+                        None if missing == Missing::Skip => {}
+                        None => return Err(Error::NotFound { id: id.to_owned() }),
+                    }
+                }
+                if let Some((_, bits)) = &matching {
+                    rows.retain(|(row, _)| bits.contains(*row));
                 }
             }
         }

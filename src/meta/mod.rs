@@ -14,6 +14,9 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+// Range reads for filters and `records` (issue 15).
+mod ranges;
+
 /// id -> row.
 const ID_TO_ROW: TableDefinition<&str, u64> = TableDefinition::new("id_to_row");
 /// row -> id (kept for tombstoned rows too, until compaction).
