@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::types::Metadata;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Where the caches read rows' metadata and documents from (the committed store and the
 /// uncommitted writes of one consistent state).
@@ -34,7 +35,7 @@ const LIST: u8 = 6;
 
 /// One field's values, a tag per row and a payload per row: the number's bits, the string's
 /// interned id, the boolean, or for a list the index of its range in `list_ranges`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Column {
     tags: Vec<u8>,
     vals: Vec<u64>,
@@ -181,12 +182,20 @@ impl Matcher {
     }
 }
 
-/// The columns of one metadata version, and the documents.
+/// The columns of one metadata version, and the documents. Shared by `Arc`, so a query
+/// evaluates its filter without holding the cache's lock; extending a column a running query
+/// still reads copies it.
 #[derive(Debug, Default)]
 pub(crate) struct ColumnCache {
     version: u64,
-    columns: HashMap<String, Column>,
-    documents: Vec<Option<Box<str>>>,
+    columns: Columns,
+}
+
+/// The columns (and documents) a filter is evaluated over.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Columns {
+    columns: HashMap<String, Arc<Column>>,
+    documents: Arc<Vec<Option<Box<str>>>>,
 }
 
 /// What a filter needs besides the columns: rows of `$eq` / `$in` on an indexed field.
@@ -196,16 +205,16 @@ pub(crate) trait FieldIndex {
 }
 
 impl ColumnCache {
-    /// Evaluates `filter` over rows `0..rows` of metadata version `version`, building or
-    /// extending the columns it needs from `source` (tombstones are not applied here).
-    pub(crate) fn evaluate(
+    /// The columns `filter` needs over rows `0..rows` of metadata version `version`, built
+    /// or extended from `source` as needed.
+    pub(crate) fn prepare(
         &mut self,
         filter: &Filter,
         rows: usize,
         version: u64,
         source: &dyn RowSource,
         index: &dyn FieldIndex,
-    ) -> Result<RowBits> {
+    ) -> Result<Columns> {
         if version != self.version {
             *self = ColumnCache {
                 version,
@@ -216,10 +225,18 @@ impl ColumnCache {
         if let Some(w) = &filter.where_ {
             needed_columns(w, index, &mut fields);
         }
-        self.extend_columns(&fields, rows, source)?;
+        self.columns.extend_columns(&fields, rows, source)?;
         if filter.document.is_some() {
-            self.extend_documents(rows, source)?;
+            self.columns.extend_documents(rows, source)?;
         }
+        Ok(self.columns.clone())
+    }
+}
+
+impl Columns {
+    /// The rows `0..rows` matching `filter` (tombstones are not applied here); the columns
+    /// come from [`ColumnCache::prepare`] for the same filter and rows.
+    pub(crate) fn evaluate(&self, filter: &Filter, rows: usize, index: &dyn FieldIndex) -> RowBits {
         let mut out = RowBits::all(rows);
         if let Some(w) = &filter.where_ {
             out.and(&self.eval_where(w, rows, index));
@@ -227,7 +244,7 @@ impl ColumnCache {
         if let Some(d) = &filter.document {
             out.and(&self.eval_document(d, rows));
         }
-        Ok(out)
+        out
     }
 
     fn extend_columns(
@@ -271,6 +288,7 @@ impl ColumnCache {
                 let Some(col) = self.columns.get_mut(*name) else {
                     continue;
                 };
+                let col = Arc::make_mut(col);
                 if col.tags.len() != row {
                     continue;
                 }
@@ -287,7 +305,7 @@ impl ColumnCache {
             return Ok(());
         }
         let docs = source.documents(from as u64..rows as u64)?;
-        self.documents
+        Arc::make_mut(&mut self.documents)
             .extend(docs.into_iter().map(|d| d.map(String::into_boxed_str)));
         Ok(())
     }
