@@ -114,10 +114,24 @@ impl Column {
 /// ordering they must have, and lookup tables for the column's distinct strings and for the
 /// two booleans.
 struct Matcher {
-    nums: Vec<f64>,
-    want: fn(std::cmp::Ordering) -> bool,
+    nums: NumTest,
     strings: Vec<bool>,
     bools: [bool; 2],
+}
+
+/// The number test of a [`Matcher`], resolved once so the row loop makes no indirect call.
+enum NumTest {
+    /// No number operand: numbers never match.
+    Never,
+    /// One operand `x`: match when the value is below, equal to or above it, as the flags say.
+    Compare {
+        x: f64,
+        below: bool,
+        equal: bool,
+        above: bool,
+    },
+    /// `$in` / `$nin`: equal to any of these.
+    AnyOf(Vec<f64>),
 }
 
 impl Matcher {
@@ -131,13 +145,23 @@ impl Matcher {
             FieldOp::Lte(x) => (Ordering::is_le, std::slice::from_ref(x)),
             FieldOp::In(xs) | FieldOp::Nin(xs) => (Ordering::is_eq, xs.as_slice()),
         };
-        let nums = operands
+        let numbers: Vec<f64> = operands
             .iter()
             .filter_map(|s| match s {
                 Scalar::Number(x) => Some(*x),
                 _ => None,
             })
             .collect();
+        let nums = match (op, numbers.as_slice()) {
+            (_, []) => NumTest::Never,
+            (FieldOp::In(_) | FieldOp::Nin(_), _) => NumTest::AnyOf(numbers),
+            (_, &[x, ..]) => NumTest::Compare {
+                x,
+                below: want(Ordering::Less),
+                equal: want(Ordering::Equal),
+                above: want(Ordering::Greater),
+            },
+        };
         let strs: Vec<&str> = operands
             .iter()
             .filter_map(|s| match s {
@@ -160,7 +184,6 @@ impl Matcher {
             .collect();
         Matcher {
             nums,
-            want,
             strings,
             bools,
         }
@@ -171,9 +194,16 @@ impl Matcher {
         match tag {
             NUM => {
                 let v = f64::from_bits(val);
-                self.nums
-                    .iter()
-                    .any(|x| v.partial_cmp(x).is_some_and(self.want))
+                match &self.nums {
+                    NumTest::Never => false,
+                    &NumTest::Compare {
+                        x,
+                        below,
+                        equal,
+                        above,
+                    } => (below & (v < x)) | (equal & (v == x)) | (above & (v > x)),
+                    NumTest::AnyOf(xs) => xs.contains(&v),
+                }
             }
             STR => self.strings.get(val as usize).copied().unwrap_or(false),
             BOOL => self.bools[(val & 1) as usize],
