@@ -42,6 +42,14 @@ impl RowBits {
         RowBits { words, rows }
     }
 
+    /// The set whose words are `words` (bit `r % 64` of word `r / 64`) over `rows` rows.
+    pub(crate) fn from_words(mut words: Vec<u64>, rows: usize) -> Self {
+        words.resize(rows.div_ceil(64), 0);
+        let mut b = RowBits { words, rows };
+        b.clear_tail();
+        b
+    }
+
     fn clear_tail(&mut self) {
         let extra = self.rows % 64;
         if extra != 0 {

@@ -87,16 +87,14 @@ impl Column {
         self.vals.push(val);
     }
 
-    /// The rows `0..rows` matching `op`.
+    /// The rows `0..rows` matching `op`, 64 rows per bitmap word.
     fn eval(&self, op: &FieldOp, rows: usize) -> RowBits {
         let m = Matcher::new(self, op);
         let neg = negated(op);
-        RowBits::from_fn(rows, |r| {
-            let tag = self.tags[r];
+        let row = |tag: u8, val: u64| -> bool {
             if tag == NON_OBJECT {
                 return false;
             }
-            let val = self.vals[r];
             let positive = if tag == LIST {
                 let range = &self.list_ranges[val as usize];
                 self.list_items[range.start as usize..range.end as usize]
@@ -106,7 +104,20 @@ impl Column {
                 m.cell(tag, val)
             };
             positive != neg
-        })
+        };
+        let rows = rows.min(self.tags.len());
+        let words = self.tags[..rows]
+            .chunks(64)
+            .zip(self.vals[..rows].chunks(64))
+            .map(|(tags, vals)| {
+                let mut bits = 0u64;
+                for (i, (&tag, &val)) in tags.iter().zip(vals).enumerate() {
+                    bits |= u64::from(row(tag, val)) << i;
+                }
+                bits
+            })
+            .collect();
+        RowBits::from_words(words, rows)
     }
 }
 
