@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,18 +180,25 @@ class Model:
         return Reference(base, list(ids), self.metric)
 
 
-def fill(db, rng: random.Random, n: int = N, prefix: str = "r") -> Model:
-    """Adds `n` random records (some without a document) and returns the model of them."""
-    model = Model(db.metric)
+def make_rows(rng: random.Random, n: int = N, prefix: str = "r"):
+    """`n` random records: ids, vectors, metadatas, and documents (None for the last quarter)."""
     vectors = np.asarray([[rng.gauss(0, 1) for _ in range(DIM)] for _ in range(n)], dtype=np.float32)
     ids = [f"{prefix}{i:04d}" for i in range(n)]
     metas = [random_metadata(rng) for _ in range(n)]
     docs = [random_document(rng) for _ in range(n)]
     half = n * 3 // 4
+    return ids, vectors, metas, docs[:half] + [None] * (n - half)
+
+
+def fill(db, rng: random.Random, n: int = N, prefix: str = "r", model: Model | None = None) -> Model:
+    """Adds `n` random records (some without a document) and returns the model of them."""
+    model = model or Model(db.metric)
+    ids, vectors, metas, docs = make_rows(rng, n, prefix)
+    half = n * 3 // 4
     db.add(ids[:half], vectors[:half], metadatas=metas[:half], documents=docs[:half])
     db.add(ids[half:], vectors[half:], metadatas=metas[half:])
     for i in range(n):
-        model.put(ids[i], vectors[i], metas[i], docs[i] if i < half else None)
+        model.put(ids[i], vectors[i], metas[i], docs[i])
     return model
 
 
@@ -575,6 +583,43 @@ def test_filters_after_reopen_and_compaction(backend, tmp_path):
             check_filter(db, model, rng, where, document, f"after compaction, round {round_}")
     finally:
         db.close()
+
+
+def test_indexes_and_filters_after_a_crash(backend, tmp_path):
+    """A process that dies after a commit and more uncommitted writes: reopened, the database
+    has the committed records and metadata, its field index included."""
+    child = f"""
+        import os, random, srvdb
+        from test_filters import DIM, fill
+        db = srvdb.open({str(tmp_path / "db")!r}, dim=DIM, backend={backend!r})
+        db.create_field_index("s")
+        rng = random.Random(21)
+        model = fill(db, rng, n=120, prefix="p")
+        db.update(["p0000", "p0001"], metadatas=[{{"s": "committed"}}] * 2)
+        db.persist()
+        db.update(["p0002", "p0003"], metadatas=[{{"s": "lost"}}] * 2)
+        fill(db, rng, n=30, prefix="q")
+        db.delete(where={{"s": "a"}})
+        os._exit(0)  # no close, no commit
+    """
+    from conftest import run_python
+
+    run_python(child, cwd=Path(__file__).parent, env={"SRVDB_AUTO_FLUSH_THRESHOLD": "0"})
+    model = Model()
+    ids, vectors, metas, docs = make_rows(random.Random(21), 120, "p")
+    for i in range(len(ids)):
+        model.put(ids[i], vectors[i], metas[i], docs[i])
+    model.meta["p0000"] = model.meta["p0001"] = {"s": "committed"}
+    rng = random.Random(22)
+    with srvdb.open(tmp_path / "db", backend=backend) as db:
+        assert db.field_indexes() == ["s"]
+        assert db.ids() == ids
+        assert db.count(where={"s": "lost"}) == 0
+        for where in [{"s": "committed"}, {"s": "a"}, {"s": {"$in": ["b", "doc"]}}, {"s": {"$ne": "a"}}]:
+            check_filter(db, model, rng, where, None, f"after crash {where}")
+        for round_ in range(100):
+            where, document = random_filter(rng)
+            check_filter(db, model, rng, where, document, f"after crash, round {round_}")
 
 
 # ---------------------------------------------------------------------------------------------
