@@ -846,3 +846,32 @@ def test_text_update_reembeds_documents(model, tmp_path):
         assert cos > 0.9999
         with pytest.raises(srvdb.InvalidInputError):
             db.update(["a", "b"], documents=[SENTENCES[3]])  # one document for two ids
+
+
+def test_search_batch_numpy_with_a_filter(filtered_db):
+    db = filtered_db
+    vectors = np.asarray(np.random.default_rng(1).normal(size=(6, DIM)), dtype=np.float32)
+    db.add([f"v{i}" for i in range(6)], vectors, metadatas=[{"even": i % 2 == 0} for i in range(6)])
+    ids, scores = db.search_batch(vectors[:2], 5, where={"even": True}, numpy=True)
+    assert ids.shape == scores.shape == (2, 3)  # 3 records match, fewer than k
+    ref = Reference(vectors[[0, 2, 4]], ["v0", "v2", "v4"], "cosine")
+    for qi in range(2):
+        ref.check(list(zip(ids[qi], scores[qi].tolist())), vectors[qi], 5, context=f"query {qi}")
+
+
+def test_stubs_name_the_new_arguments():
+    """The .pyi declares the filter arguments the extension takes, with the same names."""
+    import ast
+    import inspect
+
+    stub = ast.parse((Path(srvdb.__file__).parent / "_srvdb.pyi").read_text(encoding="utf-8"))
+    (database,) = [n for n in stub.body if isinstance(n, ast.ClassDef) and n.name == "Database"]
+    declared: dict[str, set[str]] = {}
+    for fn in database.body:
+        if isinstance(fn, ast.FunctionDef):
+            a = fn.args
+            declared.setdefault(fn.name, set()).update(x.arg for x in a.args + a.kwonlyargs)
+    for name in ["search", "search_batch", "query", "records", "count", "delete", "update",
+                 "create_field_index", "drop_field_index", "field_indexes"]:
+        real = set(inspect.signature(getattr(srvdb.Database, name)).parameters)
+        assert real == declared[name], (name, real, declared[name])
