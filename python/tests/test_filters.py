@@ -875,3 +875,13 @@ def test_stubs_name_the_new_arguments():
                  "create_field_index", "drop_field_index", "field_indexes"]:
         real = set(inspect.signature(getattr(srvdb.Database, name)).parameters)
         assert real == declared[name], (name, real, declared[name])
+
+
+def test_client_on_each_backend(backend, tmp_path):
+    with srvdb.Client(tmp_path, backend=backend) as client:
+        c = client.create_collection("c", dim=2)
+        assert c.backend == backend
+        c.add(["a", "b"], [[1.0, 0.0], [0.0, 1.0]], metadatas=[{"t": "x"}, {"t": "y"}])
+        assert [h[0] for h in c.search([1.0, 0.0], 5, where={"t": "y"})] == ["b"]
+        client.delete_collection("c")
+        assert client.list_collections() == [] and c.closed
