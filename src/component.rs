@@ -127,13 +127,14 @@ fn metadatas(given: Vec<Option<String>>) -> Vec<Option<Metadata>> {
 }
 
 /// Parses a filter that crossed as JSON text, with the engine's parser and limits.
-fn filter(given: Option<wit::Filter>) -> Result<Option<Filter>, wit::Error> {
+fn parse_filter(given: Option<wit::Filter>) -> Result<Option<Filter>, wit::Error> {
     given
         .map(|f| Filter::parse(f.where_.as_deref(), f.where_document.as_deref()))
         .transpose()
         .map_err(wit_error)
 }
 
+/// A record as `get` and `records` return it: the metadata as the text it was stored as.
 fn stored(r: crate::Record) -> Stored {
     Stored {
         id: r.id,
@@ -190,7 +191,7 @@ impl GuestDatabase for GuestDb {
 
     fn remove(&self, request: wit::DeleteRequest) -> Result<u32, wit::Error> {
         let ids = request.ids.as_deref().map(str_refs);
-        let filter = filter(request.filter)?;
+        let filter = parse_filter(request.filter)?;
         let delete = Delete {
             ids: ids.as_deref(),
             filter: filter.as_ref(),
@@ -226,7 +227,7 @@ impl GuestDatabase for GuestDb {
     }
 
     fn records(&self, request: wit::SelectRequest) -> Result<Vec<Stored>, wit::Error> {
-        let filter = filter(request.filter)?;
+        let filter = parse_filter(request.filter)?;
         let mut select = Select::all().offset(to_usize(request.offset));
         if let Some(filter) = &filter {
             select = select.filter(filter);
@@ -258,7 +259,7 @@ impl GuestDatabase for GuestDb {
 
     fn query(&self, request: wit::QueryRequest) -> Result<Vec<Vec<Hit>>, wit::Error> {
         let k = request.k as usize;
-        let filter = filter(request.filter)?;
+        let filter = parse_filter(request.filter)?;
         let mut query = if request.batch {
             Query::batch(&request.queries, k)
         } else {

@@ -1,7 +1,7 @@
 //! Power-loss safety, proven with the fault-injecting storage (`srvdb::storage::sim`): a
-//! workload of adds, deletes, upserts, commits and two compactions runs with the N-th mutating
-//! operation failing, for every N: a write, a length change, a file sync (of the rows or of
-//! redb's `metadata.db`, which runs over the same simulated files), a create, a rename, a
+//! workload of adds, deletes, upserts, updates, commits and two compactions runs with the N-th
+//! mutating operation failing, for every N: a write, a length change, a file sync (of the rows
+//! or of redb's `metadata.db`, which runs over the same simulated files), a create, a rename, a
 //! remove or a directory sync. The "disk" then keeps what a power cut (synced bytes under
 //! synced names), a killed process (everything) or a power cut during write-back (torn: a
 //! seeded part of the unsynced writes, lengths and directory operations) would leave, and the
@@ -103,6 +103,31 @@ fn workload(loc: Arc<SimLocation>, s: u64) -> Run {
         }
         r
     };
+    // Metadata and documents of `ids` replaced (the document removed), and with `vectors`
+    // new vectors too.
+    let update = |db: &Database, model: &mut Model, ids: &[&str], vectors: bool| {
+        let metas: Vec<Option<Metadata>> = ids
+            .iter()
+            .map(|id| Some(Metadata::from_text(format!("updated {id}"))))
+            .collect();
+        let docs: Vec<Option<&str>> = ids.iter().map(|_| None).collect();
+        let vecs: Vec<f32> = (0..ids.len()).flat_map(|i| vector(s + 7, i)).collect();
+        let mut request = srvdb::Update::ids(ids).metadatas(&metas).documents(&docs);
+        if vectors {
+            request = request.vectors(&vecs);
+        }
+        let r = db.update(&request);
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(record) = model.get_mut(*id) {
+                if vectors {
+                    record.0 = bits(&vector(s + 7, i));
+                }
+                record.1 = metas[i].clone();
+                record.2 = None;
+            }
+        }
+        r
+    };
     let steps: Vec<Step> = vec![
         Box::new(|db, m| add(db, m, 0..40, false)),
         Box::new(|db, m| {
@@ -117,7 +142,10 @@ fn workload(loc: Arc<SimLocation>, s: u64) -> Run {
         Box::new(|db, m| {
             db.delete(&["k5"])?;
             m.remove("k5");
-            add(db, m, 130..135, false)
+            add(db, m, 130..135, false)?;
+            // Committed rows changed in place, and one moved by a new vector.
+            update(db, m, &["k6", "k8"], false)?;
+            update(db, m, &["k9"], true)
         }),
         Box::new(|db, m| {
             add(db, m, 90..130, false)?;

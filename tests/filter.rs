@@ -552,11 +552,12 @@ fn filtered_search_is_exact_across_the_parallel_and_gather_thresholds() {
         let db = Database::in_memory(no_auto_commit().with_metric(metric)).expect("db");
         let mut model = Model::default();
         let dim = 12;
-        // 9000 rows: the blocked scan runs in parallel; 1/16 of them is 562.
+        // 9000 rows: the blocked scan runs in parallel; the gather-scan takes over below 1/8
+        // of them (1125) for one query and below 1/32 (281) for a batch.
         fill(&db, &mut model, &mut rng, "r", 9000, dim);
         delete_some(&db, &mut model, &mut rng, 300);
         upsert_some(&db, &mut model, &mut rng, 200, dim);
-        for cut in [0u64, 1, 30, 500, 600, 2000, 4500, 9500] {
+        for cut in [0u64, 1, 30, 250, 320, 1100, 1200, 4500, 9500] {
             let w = json!({"i": {"$lt": cut}});
             check_filter(&db, &model, &mut rng, metric, Some(&w), None, true);
             let w = json!({"$and": [{"i": {"$gte": cut}}, {"a": {"$nin": [1, 2]}}]});
@@ -736,4 +737,77 @@ fn empty_database_and_empty_results() {
         .is_empty());
     assert_eq!(db.remove(&Delete::matching(&f)).expect("delete"), 0);
     assert_eq!(db.count(), 1);
+}
+
+/// Changes `count` random live records in place with `Store::update`: metadata, documents or
+/// both (sometimes cleared), and sometimes the vector (the record then moves to the end).
+fn update_some(db: &Database, model: &mut Model, rng: &mut Rng, count: usize, dim: usize) {
+    for _ in 0..count {
+        let i = rng.below(model.live.len() as u64) as usize;
+        let id = model.live[i].id.clone();
+        let refs = [id.as_str()];
+        let old = model.live[i].clone();
+        let (mut meta, mut doc, mut vector) = (old.meta.clone(), old.doc.clone(), old.vector);
+        let mut request = srvdb::Update::ids(&refs);
+        let new_meta = [random_metadata(rng, i)];
+        let new_doc_owned = [random_document(rng)];
+        let new_doc = [new_doc_owned[0].as_deref()];
+        let new_vector = random_vector(rng, dim);
+        let what = rng.below(4);
+        if what != 1 {
+            request = request.metadatas(&new_meta);
+            meta = new_meta[0].clone();
+        }
+        if what >= 1 {
+            request = request.documents(&new_doc);
+            doc = new_doc_owned[0].clone();
+        }
+        let moved = what == 3;
+        if moved {
+            request = request.vectors(&new_vector);
+            vector = new_vector.clone();
+        }
+        db.update(&request).expect("update");
+        let rec = Rec::new(id, vector, meta, doc);
+        if moved {
+            model.live.remove(i);
+            model.live.push(rec);
+        } else {
+            model.live[i] = rec;
+        }
+    }
+}
+
+#[test]
+fn indexed_fields_and_updates_agree_with_the_reference() {
+    let mut rng = Rng::new(seed() ^ 0x1D);
+    let dir = tempdir();
+    let metric = Metric::L2;
+    let dim = 5;
+    let db = Database::open(dir.path(), no_auto_commit().with_metric(metric)).expect("open");
+    let mut model = Model::default();
+    fill(&db, &mut model, &mut rng, "u", 1500, dim);
+    let check = |db: &Database, model: &Model, rng: &mut Rng, n: usize| {
+        for _ in 0..n {
+            let (w, d) = random_filter(rng, 1500);
+            check_filter(db, model, rng, metric, w.as_ref(), d.as_ref(), true);
+        }
+    };
+    // Columns cached before the indexes exist, then $eq / $in answered from the indexes.
+    check(&db, &model, &mut rng, 100);
+    for field in ["a", "s", "tags", "n.x", "flag", "mix", "i"] {
+        db.create_field_index(field).expect("create index");
+    }
+    check(&db, &model, &mut rng, 300);
+    // Updates change rows' metadata in place: cached columns must not survive them.
+    update_some(&db, &mut model, &mut rng, 150, dim);
+    check(&db, &model, &mut rng, 200);
+    db.persist().expect("persist");
+    update_some(&db, &mut model, &mut rng, 50, dim);
+    delete_some(&db, &mut model, &mut rng, 50);
+    check(&db, &model, &mut rng, 200);
+    db.compact().expect("compact");
+    check(&db, &model, &mut rng, 100);
+    db.drop_field_index("a").expect("drop index");
+    check(&db, &model, &mut rng, 100);
 }

@@ -483,3 +483,102 @@ fn concurrent_readers_see_the_old_or_the_new_record_never_a_mix() {
         r.join().expect("reader");
     }
 }
+
+/// Filters (records, count, filtered search; with and without an index on the field) see an
+/// update at once, after its commit and after reopen: the ids matching are recomputed here
+/// from the values written.
+#[test]
+fn filters_follow_updates_with_and_without_a_field_index() {
+    use srvdb::{Filter, Select};
+    for indexed in [false, true] {
+        let dir = tempdir();
+        let mut rng = Rng::new(seed() ^ 8);
+        let mut db = Database::open(dir.path(), options()).expect("open");
+        let n = 30;
+        let ids: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+        let vs: Vec<f32> = (0..n).flat_map(|_| vector(&mut rng)).collect();
+        // color[i] as written; None = no metadata.
+        let mut color: Vec<Option<&str>> = (0..n)
+            .map(|i| Some(["red", "blue", "green"][i % 3]))
+            .collect();
+        let ms: Vec<Option<Metadata>> = color
+            .iter()
+            .map(|c| c.map(|c| Metadata::from_text(format!("{{\"color\":\"{c}\"}}"))))
+            .collect();
+        db.add(&ids, &vs, &ms).expect("add");
+        if indexed {
+            db.create_field_index("color").expect("index");
+        }
+        let red = Filter::parse(Some(r#"{"color": "red"}"#), None).expect("filter");
+        let not_red = Filter::parse(Some(r#"{"color": {"$ne": "red"}}"#), None).expect("filter");
+        let check = |db: &Database, color: &[Option<&str>], when: &str| {
+            let want_red: Vec<String> = (0..n)
+                .filter(|&i| color[i] == Some("red"))
+                .map(|i| format!("d{i}"))
+                .collect();
+            let want_not_red: Vec<String> = (0..n)
+                .filter(|&i| color[i] != Some("red"))
+                .map(|i| format!("d{i}"))
+                .collect();
+            let got: Vec<String> = db
+                .records(&Select::all().filter(&red))
+                .expect("records")
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            assert_eq!(got, want_red, "indexed={indexed}, {when}: records");
+            assert_eq!(
+                db.count_matching(&not_red).expect("count"),
+                want_not_red.len() as u64,
+                "indexed={indexed}, {when}: count $ne"
+            );
+            let mut hits: Vec<String> = db
+                .search_filtered(&vs[..DIM], n, &red)
+                .expect("search")
+                .into_iter()
+                .map(|h| h.id)
+                .collect();
+            hits.sort();
+            let mut want = want_red.clone();
+            want.sort();
+            assert_eq!(hits, want, "indexed={indexed}, {when}: filtered search");
+        };
+        check(&db, &color, "before");
+        db.persist().expect("persist");
+        // blue -> red, red -> none (cleared), green -> blue.
+        let changed = ["d1", "d3", "d5"];
+        let new = [
+            Some(Metadata::from_text(r#"{"color":"red"}"#)),
+            None,
+            Some(Metadata::from_text(r#"{"color":"blue"}"#)),
+        ];
+        db.update(&Update::ids(&changed).metadatas(&new))
+            .expect("update");
+        color[1] = Some("red");
+        color[3] = None;
+        color[5] = Some("blue");
+        check(&db, &color, "pending update");
+        db.persist().expect("persist");
+        check(&db, &color, "committed update");
+        drop(db);
+        db = Database::open(dir.path(), options()).expect("reopen");
+        check(&db, &color, "after reopen");
+        db.delete(&["d0"]).expect("delete");
+        db.compact().expect("compact");
+        color[0] = Some("deleted");
+        let check_live = |db: &Database, when: &str| {
+            let got: Vec<String> = db
+                .records(&Select::all().filter(&red))
+                .expect("records")
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            let want: Vec<String> = (0..n)
+                .filter(|&i| color[i] == Some("red"))
+                .map(|i| format!("d{i}"))
+                .collect();
+            assert_eq!(got, want, "indexed={indexed}, {when}");
+        };
+        check_live(&db, "after compaction");
+    }
+}

@@ -152,7 +152,12 @@ impl Database {
         let k = k.min(usize::try_from(count).unwrap_or(usize::MAX));
         let index = FlatIndex::new(self.metric, self.kernels);
         let total = rows.rows();
-        let found = if count.saturating_mul(GATHER_BELOW_ONE_IN) < total {
+        let one_in = if n == 1 {
+            GATHER_BELOW_ONE_IN
+        } else {
+            GATHER_BELOW_ONE_IN_BATCH
+        };
+        let found = if count.saturating_mul(one_in) < total {
             let list: Vec<u64> = matching.iter().collect();
             index.search_rows(rows.as_ref(), &list, &qs, k)
         } else {
@@ -227,10 +232,16 @@ fn hits_of(snap: &Snapshot, higher: bool, found: Vec<Vec<Candidate>>) -> Vec<Vec
         .collect()
 }
 
-/// A filtered search scores only the matching rows (a gather-scan) when fewer than one row
-/// in this many matches; otherwise it runs the blocked scan, skipping the rows outside the
-/// filter as it skips deleted ones. Measured in `benches/filter.rs`.
-const GATHER_BELOW_ONE_IN: u64 = 16;
+/// A filtered single query scores only the matching rows (a gather-scan) when fewer than one
+/// row in this many matches; otherwise it runs the blocked scan, skipping the rows outside the
+/// filter as it skips deleted ones. Measured in `benches/filter.rs` (100 000 x 384, k = 10):
+/// at 10% the gather-scan took 0.12x of the unfiltered scan, at 25% 0.8x, while the blocked
+/// scan costs ~1x at any selectivity; 1/8 keeps a margin for the gather's random reads.
+const GATHER_BELOW_ONE_IN: u64 = 8;
+/// The same for a batch: the blocked scan scores a block against many queries at once (the
+/// multi-query kernel, or a GEMM) while the gather-scan scores row by query pair by pair, so
+/// the gather pays off only at lower selectivity (not yet measured per batch size).
+const GATHER_BELOW_ONE_IN_BATCH: u64 = 32;
 
 /// Up to this `k`, coalesced queries share one scan whatever their `k`: a top-k this small
 /// costs the scan little beside reading the rows.

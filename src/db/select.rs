@@ -26,6 +26,7 @@ impl RowSource for StateSource<'_> {
     fn metadata(&self, rows: Range<u64>) -> Result<Vec<Option<Metadata>>> {
         let mut out = self.meta.metadata_range(rows.clone())?;
         for (slot, row) in out.iter_mut().zip(rows) {
+            // The uncommitted value (an insert's, or an update's, possibly none) wins.
             if let Some(m) = self.pending.metadata(row) {
                 *slot = m.cloned();
             }

@@ -109,10 +109,12 @@ impl Column {
     }
 }
 
-/// One operator's positive form compiled against a column: a number test, and lookup tables
-/// for the column's distinct strings and for the two booleans.
+/// One operator's positive form compiled against a column: the number operands with the
+/// ordering they must have, and lookup tables for the column's distinct strings and for the
+/// two booleans.
 struct Matcher {
-    num: Box<dyn Fn(f64) -> bool>,
+    nums: Vec<f64>,
+    want: fn(std::cmp::Ordering) -> bool,
     strings: Vec<bool>,
     bools: [bool; 2],
 }
@@ -120,34 +122,15 @@ struct Matcher {
 impl Matcher {
     fn new(col: &Column, op: &FieldOp) -> Self {
         use std::cmp::Ordering;
-        let want: fn(Ordering) -> bool;
-        let operands: Vec<Scalar> = match op {
-            FieldOp::Eq(x) | FieldOp::Ne(x) => {
-                want = Ordering::is_eq;
-                vec![x.clone()]
-            }
-            FieldOp::Gt(x) => {
-                want = Ordering::is_gt;
-                vec![x.clone()]
-            }
-            FieldOp::Gte(x) => {
-                want = Ordering::is_ge;
-                vec![x.clone()]
-            }
-            FieldOp::Lt(x) => {
-                want = Ordering::is_lt;
-                vec![x.clone()]
-            }
-            FieldOp::Lte(x) => {
-                want = Ordering::is_le;
-                vec![x.clone()]
-            }
-            FieldOp::In(xs) | FieldOp::Nin(xs) => {
-                want = Ordering::is_eq;
-                xs.clone()
-            }
+        let (want, operands): (fn(Ordering) -> bool, &[Scalar]) = match op {
+            FieldOp::Eq(x) | FieldOp::Ne(x) => (Ordering::is_eq, std::slice::from_ref(x)),
+            FieldOp::Gt(x) => (Ordering::is_gt, std::slice::from_ref(x)),
+            FieldOp::Gte(x) => (Ordering::is_ge, std::slice::from_ref(x)),
+            FieldOp::Lt(x) => (Ordering::is_lt, std::slice::from_ref(x)),
+            FieldOp::Lte(x) => (Ordering::is_le, std::slice::from_ref(x)),
+            FieldOp::In(xs) | FieldOp::Nin(xs) => (Ordering::is_eq, xs.as_slice()),
         };
-        let nums: Vec<f64> = operands
+        let nums = operands
             .iter()
             .filter_map(|s| match s {
                 Scalar::Number(x) => Some(*x),
@@ -162,7 +145,7 @@ impl Matcher {
             })
             .collect();
         let mut bools = [false; 2];
-        for s in &operands {
+        for s in operands {
             if let Scalar::Bool(x) = s {
                 for (b, slot) in [false, true].into_iter().zip(bools.iter_mut()) {
                     *slot |= want(b.cmp(x));
@@ -174,16 +157,9 @@ impl Matcher {
             .iter()
             .map(|s| strs.iter().any(|x| want(s.as_bytes().cmp(x.as_bytes()))))
             .collect();
-        let num: Box<dyn Fn(f64) -> bool> = match nums.as_slice() {
-            [] => Box::new(|_| false),
-            [x] => {
-                let x = *x;
-                Box::new(move |v: f64| v.partial_cmp(&x).is_some_and(want))
-            }
-            _ => Box::new(move |v: f64| nums.iter().any(|x| v.partial_cmp(x).is_some_and(want))),
-        };
         Matcher {
-            num,
+            nums,
+            want,
             strings,
             bools,
         }
@@ -192,7 +168,12 @@ impl Matcher {
     #[inline]
     fn cell(&self, tag: u8, val: u64) -> bool {
         match tag {
-            NUM => (self.num)(f64::from_bits(val)),
+            NUM => {
+                let v = f64::from_bits(val);
+                self.nums
+                    .iter()
+                    .any(|x| v.partial_cmp(x).is_some_and(self.want))
+            }
             STR => self.strings.get(val as usize).copied().unwrap_or(false),
             BOOL => self.bools[(val & 1) as usize],
             _ => false,
