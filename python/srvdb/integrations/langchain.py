@@ -320,10 +320,11 @@ class SrvDBVectorStore(VectorStore):
                 "{'year': {'$gt': 2000}}, which the engine applies during the search; "
                 "callables are no longer accepted"
             )
-        if k <= 0 or len(self._db) == 0:
+        total = len(self._db)
+        if k <= 0 or total == 0:
             return []
         query = np.asarray(embedding, dtype=np.float32)
-        hits = self._db.search(query, k, where=filter, where_document=where_document)
+        hits = self._db.search(query, min(k, total), where=filter, where_document=where_document)
         out = []
         for id_, score in hits:
             rec = self._db.get(id_)

@@ -178,7 +178,8 @@ class SrvDBVectorStore(BasePydanticVectorStore):
                 metric=metric,
                 backend=backend,
             )
-        super().__init__(path=os.fspath(database.path), **kwargs)
+        path = None if database.path is None else os.fspath(database.path)
+        super().__init__(path=path, **kwargs)
         self._db = database
         self._client = client
 
@@ -271,7 +272,8 @@ class SrvDBVectorStore(BasePydanticVectorStore):
         self, query: VectorStoreQuery, q: np.ndarray, k: int, where: Optional[dict]
     ) -> list[tuple[srvdb.Record, float]]:
         """The ``k`` best matching records and their scores, best first."""
-        if k <= 0 or len(self._db) == 0:
+        total = len(self._db)
+        if k <= 0 or total == 0:
             return []
         if query.node_ids:
             # Only these nodes: score them here, exactly as the engine does.
@@ -283,7 +285,7 @@ class SrvDBVectorStore(BasePydanticVectorStore):
             s = scores(self._db.metric, np.stack([r.vector for r in recs]), q)
             return [(recs[i], float(s[i])) for i in best_first(self._db.metric, s)[:k]]
         out = []
-        for id_, score in self._db.search(q, k, where=where):
+        for id_, score in self._db.search(q, min(k, total), where=where):
             rec = self._db.get(id_)
             if rec is not None:  # None only if another thread deleted it meanwhile
                 out.append((rec, float(score)))
