@@ -41,7 +41,7 @@ def open_database(
     - neither: an ephemeral in-memory collection, as Chroma gives without a directory.
 
     Returns the database and the ``srvdb.Client`` that owns it (None for ``path``), which the
-    caller keeps alive with the database."""
+    caller keeps alive with the database (an in-memory client's collections go with it)."""
     if path is not None and persist_directory is not None:
         raise ValueError(
             "give either `path` (one database directory) or `persist_directory` (a directory "
@@ -56,23 +56,8 @@ def open_database(
         return srvdb.open(path, metric=metric or "cosine", backend=backend), None
     root = MEMORY if persist_directory is None else os.fspath(persist_directory)
     name = DEFAULT_COLLECTION if collection_name is None else collection_name
-    client_type = getattr(srvdb, "Client", None)
-    if client_type is None:
-        # An extension built before collections: one subdirectory per collection, which is
-        # what srvdb.Client lays out too.
-        return _open_subdirectory(root, name, metric, backend), None
-    client = client_type(root)
+    client = srvdb.Client(root, backend=backend)
     return client.get_or_create_collection(name, metric=metric or "cosine"), client
-
-
-def _open_subdirectory(root: str, name: str, metric: Optional[str], backend: str) -> srvdb.Database:
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise ValueError(
-            f"invalid collection name {name!r}: use a non-empty name without path separators "
-            "and other than '.' or '..'"
-        )
-    path = root if root == MEMORY else os.path.join(root, name)
-    return srvdb.open(path, metric=metric or "cosine", backend=backend)
 
 
 def present(db: srvdb.Database, ids: Iterable[str]) -> list[str]:

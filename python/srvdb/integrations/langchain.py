@@ -494,7 +494,8 @@ def upgrade_legacy_records(db: srvdb.Database) -> int:
     """Rewrites the records an earlier version of this adapter wrote (``{"text", "metadata"}``
     in the metadata, no document) to the current layout: the text as the document, the user's
     metadata as the metadata, so filters and ``db.query()`` see them. Only metadata and
-    documents are rewritten, not vectors. Returns how many were upgraded.
+    documents are rewritten, not vectors (on a text database, which would embed the documents
+    afresh, the stored vectors are given back unchanged). Returns how many were upgraded.
 
     Candidates are found by the engine (a string ``text`` field and no document), so a store
     with none costs one filtered count."""
@@ -508,10 +509,14 @@ def upgrade_legacy_records(db: srvdb.Database) -> int:
         if payload is not None:
             legacy.append((rec.id, payload))
     if legacy:
+        ids = [id_ for id_, _ in legacy]
+        # A text database would embed the documents afresh: keep the stored vectors instead.
+        vectors = np.stack([db[i].vector for i in ids]) if db.embedder is not None else None
         db.update(
-            [id_ for id_, _ in legacy],
+            ids,
             metadatas=[md for _, (_, md) in legacy],
             documents=[text for _, (text, _) in legacy],
+            embeddings=vectors,
         )
         db.persist()
     return len(legacy)
