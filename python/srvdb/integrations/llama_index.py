@@ -21,7 +21,8 @@ earlier versions, with the text inside ``_node_content``, read as before.
 the top k are exactly the k best matching nodes): EQ, NE, GT, GTE, LT, LTE, IN, NIN map to
 the operators of the same name; ANY to ``$in`` and ALL to one ``$eq`` per value, CONTAINS to
 ``$eq`` (on a list-valued field, each matches if any element does); IS_EMPTY to "no string,
-number or bool value" (missing, null, ``""``, ``[]``); conditions AND, OR and NOT (none of
+number or bool value" (missing, null, ``""``, ``[]``; unlike LlamaIndex's evaluator, also an
+object or a list of empty strings); conditions AND, OR and NOT (none of
 the filters) and nested ``MetadataFilters`` nest. TEXT_MATCH and TEXT_MATCH_INSENSITIVE
 (substring of a metadata value) have no engine operator and raise ``NotImplementedError``.
 ``doc_ids`` filter on ``ref_doc_id``; ``node_ids`` (an empty list restricts nothing) are
