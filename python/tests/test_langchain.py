@@ -490,6 +490,19 @@ def test_store_over_a_text_database_shares_its_text(minilm, tmp_path):
         assert store.similarity_search(sentences[2], k=1, filter={"n": {"$ne": 2}})[0].id != "s2"
 
 
+def test_old_layout_upgrade_keeps_vectors_of_a_text_database(minilm, tmp_path):
+    """A text database's update embeds documents given without vectors; the upgrade must not
+    replace the vectors the old adapter stored."""
+    vecs = np.random.default_rng(6).standard_normal((3, 384)).astype(np.float32)
+    db = srvdb.open(tmp_path / "db", embedder=minilm)
+    db.add(["a", "b", "c"], vecs, [json.dumps({"text": f"text {i}", "metadata": {"i": i}}) for i in range(3)])
+    with SrvDBVectorStore(database=db) as store:
+        assert store.get()["documents"] == ["text 0", "text 1", "text 2"]
+        for i, id_ in enumerate("abc"):
+            np.testing.assert_array_equal(db.get(id_).vector, vecs[i])
+            assert db.get(id_).metadata == {"i": i}
+
+
 def test_importing_srvdb_loads_no_framework():
     out = run_python(
         """
