@@ -449,6 +449,16 @@ def test_from_texts_and_empty(tmp_path):
         assert empty.get()["ids"] == []
 
 
+def test_reopen_keeps_the_metric(tmp_path):
+    texts, _, emb = _random_corpus(n=5)
+    with SrvDBVectorStore(tmp_path / "db", embedding=emb, metric="l2") as store:
+        store.add_texts(texts)
+    with SrvDBVectorStore(tmp_path / "db", embedding=emb) as store:
+        assert store.database.metric == "l2"
+        doc, score = store.similarity_search_with_score("doc 2", k=1)[0]
+        assert doc.page_content == "doc 2" and score == pytest.approx(0.0, abs=1e-5)
+
+
 # -- the built-in embedder ------------------------------------------------------------------------
 
 TEXT_REFERENCE = json.loads((REPO / "tests/data/text_reference.json").read_text(encoding="utf-8"))

@@ -53,11 +53,11 @@ def open_database(
                 "`collection_name` picks a collection inside `persist_directory`; `path` is "
                 "already one database: pass `persist_directory=` instead of `path=`"
             )
-        return srvdb.open(path, metric=metric or "cosine", backend=backend), None
+        return srvdb.open(path, metric=metric, backend=backend), None
     root = MEMORY if persist_directory is None else os.fspath(persist_directory)
     name = DEFAULT_COLLECTION if collection_name is None else collection_name
     client = srvdb.Client(root, backend=backend)
-    return client.get_or_create_collection(name, metric=metric or "cosine"), client
+    return client.get_or_create_collection(name, metric=metric), client
 
 
 def present(db: srvdb.Database, ids: Iterable[str]) -> list[str]:
