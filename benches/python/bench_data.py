@@ -111,11 +111,13 @@ def filter_columns(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return bucket, source
 
 
-def metadatas(directory: Path) -> list[dict]:
-    """Each row's metadata as every library ingests it: its row number, `bucket` and `source`."""
+def metadatas(directory: Path, rows: int | None = None) -> list[dict]:
+    """Each row's metadata as every library ingests it: its row number, `bucket` and `source`
+    (of the first `rows` rows; None: all)."""
     cols = np.load(Path(directory) / "filters.npz")
-    return [{"doc": i, "bucket": int(b), "source": SOURCES[s]}
-            for i, (b, s) in enumerate(zip(cols["bucket"].tolist(), cols["source"].tolist()))]
+    bucket, source = cols["bucket"][:rows].tolist(), cols["source"][:rows].tolist()
+    return [{"doc": i, "bucket": b, "source": SOURCES[s]}
+            for i, (b, s) in enumerate(zip(bucket, source))]
 
 
 def ensure_filters(dest: Path, seed: int) -> None:

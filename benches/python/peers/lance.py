@@ -16,8 +16,9 @@ TABLE = "bench"
 class Lance(Adapter):
     name = "lancedb"
     how = "lancedb.connect(path), create_table from Arrow, no index (flat scan), distance_type dot"
-    filtered = ("search(q).where(\"bucket = v\", prefilter=True) and prefilter=False (a "
-                "post-filter of the k nearest); indexed: create_scalar_index(\"bucket\") + prefilter")
+    filtered = ("search(q).where(\"bucket = v\") with prefilter=True (its default) and with "
+                "prefilter=False (a post-filter of the k nearest); indexed: "
+                "create_scalar_index(\"bucket\") and prefilter=True")
     filter_modes = ("prefilter", "postfilter")
 
     def __init__(self):

@@ -12,8 +12,9 @@ from .base import Adapter, dist_version
 class QdrantEdge(Adapter):
     name = "qdrant-edge"
     exact = False
-    how = ("EdgeShard.create(path, EdgeConfig(Distance.Dot, HNSW m=16 ef_construct=100)), upsert "
-           "in batches of 1,000, payload indexes on bucket/source, optimize(), flush(); "
+    how = ("EdgeShard.create(path, EdgeConfig(Distance.Dot, HNSW m=16 ef_construct=100, "
+           "full_scan_threshold=10000 as Qdrant's default)), upsert in batches of 1,000, "
+           "payload indexes on bucket/source, optimize(), flush(); "
            "query(Query.Nearest, SearchParams(hnsw_ef=128))")
     filtered = ("query(filter=Filter(must=[FieldCondition(key=\"bucket\", match=MatchValue(v))])) "
                 "with the payload index on bucket (made at ingest)")
@@ -30,7 +31,7 @@ class QdrantEdge(Adapter):
         qe = self.qe
         config = qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=vectors.shape[1], distance=qe.Distance.Dot),
-            hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100))
+            hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000))
         shard = qe.EdgeShard.create(str(path), config)
         shard.update(qe.UpdateOperation.create_field_index("bucket", qe.PayloadSchemaType.Integer))
         shard.update(qe.UpdateOperation.create_field_index("source", qe.PayloadSchemaType.Keyword))
