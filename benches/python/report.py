@@ -506,13 +506,14 @@ def filtered_section(results: dict) -> list[str]:
         return []
     lines = ["## Filtered search (issue 15)", ""]
     runs = [r for r in results.get("partial_runs", []) if "filtered" in r["tests"]]
-    if runs:
-        r = runs[-1]
+    for r in runs:
         load = r["machine"].get("loadavg_at_start")
-        lines += [f"Measured in a filtered-only run started {r['started_utc']} "
-                  f"({r.get('wall_seconds') or 0:.0f} s, 1-minute load average "
-                  f"{load[0]:.2f} at its start) and merged into this report; "
-                  "the sections above come from the run named in the header.", ""]
+        lines += [f"- Filtered-only run (`run_peers.py --tests filtered --merge-into`) started "
+                  f"{r['started_utc']}, {r.get('wall_seconds') or 0:.0f} s, 1-minute load average "
+                  f"{load[0]:.2f} at its start: {', '.join(r['libraries'])}."]
+    if runs:
+        lines += ["", "These filtered figures were merged into the report of the run named in the "
+                  "header; the other sections come from that run.", ""]
     big = results["datasets"].get("synthetic-big")
     if big and "rows" in big:
         lines += [f"`synthetic-big` ({big['rows']:,} x {big['dim']}, {big['queries']} queries) is "
