@@ -1,6 +1,7 @@
 //! Compaction: rewrite the rows without the deleted ones, crash-safely. The redb commit that
 //! records the new numbering is the switch; open finishes or discards an interrupted one.
 
+use super::field_index::FieldIndexes;
 use super::{lock_poison_free, Database, Tombstones, Writer, ID_CHUNK};
 use crate::chunked::ChunkedVec;
 use crate::error::{Error, Result};
@@ -104,6 +105,14 @@ impl Database {
                 document: all_docs.remove(&row),
             })
             .collect();
+        // The field indexes under the new numbering (the staged rewrite does the same in redb).
+        let mut field_indexes = FieldIndexes::default();
+        for field in w.field_indexes.fields() {
+            field_indexes.add_field(field, Vec::new());
+        }
+        for (new_row, survivor) in survivors.iter().enumerate() {
+            field_indexes.add_row(new_row as u64, survivor.metadata.as_ref());
+        }
         let mut row_ids = ChunkedVec::new(ID_CHUNK);
         let mut rows_by_id = HashMap::with_capacity(keep.len());
         for (new_row, survivor) in survivors.iter().enumerate() {
@@ -127,6 +136,7 @@ impl Database {
             w.tombstones = Tombstones::default();
             // Rows are renumbered: caches built from the old numbering are stale.
             w.meta_version += 1;
+            w.field_indexes = Arc::new(field_indexes);
             w.committed_rows = n;
             w.live = n;
             state.rows_by_id = rows_by_id;

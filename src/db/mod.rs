@@ -9,9 +9,9 @@
 //! On open, rows past the committed count are a torn tail and are cut. Readers load an immutable
 //! [`Snapshot`] with one atomic pointer read and never wait for the writer.
 //!
-//! One protocol per module: `open` (recovery), `write` (writing and commit), `compact`,
-//! `search` (coalesced and batch); `tombstones` and `pending` own the state those share, and
-//! `validate` the checks of user input. The fallible operations are [`Store`]'s, implemented
+//! One protocol per module: `open` (recovery), `write` (writing and commit), `update` (changes
+//! in place), `compact`, `search` (coalesced and batch); `tombstones`, `pending` and
+//! `field_index` own the state those share, and `validate` the checks of user input. The fallible operations are [`Store`]'s, implemented
 //! at the end of this file.
 
 mod compact;
@@ -19,7 +19,9 @@ mod field_index;
 mod open;
 mod pending;
 mod search;
+mod select;
 mod tombstones;
+mod update;
 mod validate;
 mod write;
 
@@ -30,13 +32,14 @@ use crate::chunked::ChunkedVec;
 use crate::coalesce::{CoalesceStats, Coalescer};
 use crate::distance::Kernels;
 use crate::error::{Error, Result};
+use crate::filter::columns::ColumnCache;
 use crate::filter::Filter;
 use crate::meta::MetaStore;
 use crate::storage::fs::{DirLock, FsLocation};
 use crate::storage::memory::MemoryLocation;
 use crate::storage::{Location, RowStore, RowView};
 use crate::store::{self, Delete, Query, Select, Store, Update, Write};
-use crate::types::{EmbedderSpec, Metric, OpenOptions, Record, SearchHit};
+use crate::types::{EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit, MAX_ID_BYTES};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::path::Path;
@@ -121,6 +124,8 @@ pub struct Database {
     coalesce: AtomicBool,
     writer: Mutex<Writer>,
     ids: RwLock<IdState>,
+    /// Filters' column caches (see `crate::filter::columns`). Lock order: this, then `ids`.
+    filter_cache: Mutex<ColumnCache>,
     _lock: Option<DirLock>,
 }
 
@@ -239,6 +244,47 @@ impl Database {
     }
 }
 
+impl Database {
+    /// The metadata of live row `row` now: pending (uncommitted insert or update) or
+    /// committed. Call with the id lock held, so `row` is not renumbered meanwhile.
+    fn row_metadata(&self, pending: &Pending, row: u64) -> Result<Option<Metadata>> {
+        match pending.metadata(row) {
+            Some(metadata) => Ok(metadata.cloned()),
+            // A row not yet committed has nothing in redb, so this reads `None` for it.
+            None => self.meta.metadata(row),
+        }
+    }
+
+    /// The document of live row `row` now, as [`Database::row_metadata`].
+    fn row_document(&self, pending: &Pending, row: u64) -> Result<Option<String>> {
+        match pending.document(row) {
+            Some(document) => Ok(document.map(str::to_owned)),
+            None => Ok(self.meta.documents(&[row])?.pop().flatten()),
+        }
+    }
+}
+
+/// A field index's name must be a metadata path: not empty, not an operator, not huge.
+fn check_field_name(field: &str) -> Result<()> {
+    if field.is_empty() {
+        return Err(Error::invalid(
+            "empty field name: name a metadata field, e.g. \"year\" or \"author.name\"",
+        ));
+    }
+    if field.starts_with('$') {
+        return Err(Error::invalid(format!(
+            "field name {field:?} starts with '$', which marks filter operators: name a metadata field"
+        )));
+    }
+    if field.len() > MAX_ID_BYTES {
+        return Err(Error::invalid(format!(
+            "field name is {} bytes; the limit is {MAX_ID_BYTES}",
+            field.len()
+        )));
+    }
+    Ok(())
+}
+
 impl Drop for Database {
     fn drop(&mut self) {
         let mut w = lock_poison_free(&self.writer);
@@ -264,24 +310,52 @@ impl Store for Database {
         self.delete_rows(request)
     }
 
-    fn update(&self, _request: &Update<'_>) -> Result<()> {
-        Err(Error::invalid("update: not built yet (issue 15)"))
+    /// Changes existing records (see [`Update`]): metadata and documents in place (the row
+    /// and its vector stay), a new vector as a new row replacing the old one. Atomic.
+    fn update(&self, request: &Update<'_>) -> Result<()> {
+        self.update_rows(request)
     }
 
-    fn records(&self, _request: &Select<'_>) -> Result<Vec<Record>> {
-        Err(Error::invalid("records: not built yet (issue 15)"))
+    /// Live records matching the filter, in insertion (row) order.
+    fn records(&self, request: &Select<'_>) -> Result<Vec<Record>> {
+        self.select_records(request)
     }
 
-    fn count_matching(&self, _filter: &Filter) -> Result<u64> {
-        Err(Error::invalid("count by filter: not built yet (issue 15)"))
+    fn count_matching(&self, filter: &Filter) -> Result<u64> {
+        self.count_where(filter)
     }
 
-    fn create_field_index(&self, _field: &str) -> Result<()> {
-        Err(Error::invalid("field indexes: not built yet (issue 15)"))
+    /// Indexes metadata field `field` (a dotted path): pending writes are committed first, then
+    /// the index is built from every live row in one durable transaction. Indexing a field
+    /// already indexed does nothing.
+    fn create_field_index(&self, field: &str) -> Result<()> {
+        check_field_name(field)?;
+        let mut w = lock_poison_free(&self.writer);
+        w.check()?;
+        if w.field_indexes.contains(field) {
+            return Ok(());
+        }
+        self.commit_locked(&mut w)?;
+        if let Some(built) = self.meta.create_field_index(field)? {
+            let _state = self.ids_write();
+            Arc::make_mut(&mut w.field_indexes).add_field(field.to_owned(), built);
+            self.published.store(Arc::new(Self::snapshot_of(&w)));
+        }
+        Ok(())
     }
 
-    fn drop_field_index(&self, _field: &str) -> Result<bool> {
-        Err(Error::invalid("field indexes: not built yet (issue 15)"))
+    /// Drops the index of `field`, durably; false if there was none.
+    fn drop_field_index(&self, field: &str) -> Result<bool> {
+        let mut w = lock_poison_free(&self.writer);
+        w.check()?;
+        if !w.field_indexes.contains(field) {
+            return Ok(false);
+        }
+        self.meta.drop_field_index(field)?;
+        let _state = self.ids_write();
+        Arc::make_mut(&mut w.field_indexes).remove_field(field);
+        self.published.store(Arc::new(Self::snapshot_of(&w)));
+        Ok(true)
     }
 
     fn field_indexes(&self) -> Result<Vec<String>> {
@@ -289,8 +363,23 @@ impl Store for Database {
     }
 
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
-        if request.filter.is_some() {
-            return Err(Error::invalid("filtered search: not built yet (issue 15)"));
+        if let Some(filter) = request.filter.filter(|f| !f.is_empty()) {
+            return match request.queries {
+                store::Queries::One(query) => self.search_where(query, 1, request.k, filter),
+                store::Queries::Batch(queries) => {
+                    let Some(dim) = self.dimension() else {
+                        return Ok(Vec::new());
+                    };
+                    if !queries.len().is_multiple_of(dim as usize) {
+                        return Err(Error::DimensionMismatch {
+                            expected: dim,
+                            got: queries.len(),
+                            index: None,
+                        });
+                    }
+                    self.search_where(queries, queries.len() / dim as usize, request.k, filter)
+                }
+            };
         }
         match request.queries {
             store::Queries::One(query) => Ok(vec![self.search(query, request.k)?]),
@@ -330,15 +419,8 @@ impl Store for Database {
             return Ok(None);
         };
         let vector = data[..dim as usize].to_vec();
-        let metadata = match ids.pending.metadata(row) {
-            Some(m) => Some(m.clone()),
-            None => self.meta.metadata(row)?,
-        };
-        let document = match ids.pending.document(row) {
-            Some(d) => Some(d.to_owned()),
-            // A row not yet committed has nothing in redb, so this reads `None` for it.
-            None => self.meta.documents(&[row])?.pop().flatten(),
-        };
+        let metadata = self.row_metadata(&ids.pending, row)?;
+        let document = self.row_document(&ids.pending, row)?;
         Ok(Some(Record {
             id: id.to_owned(),
             vector,
@@ -358,7 +440,7 @@ impl Store for Database {
                 continue;
             };
             match state.pending.document(row) {
-                Some(doc) => out[i] = Some(doc.to_owned()),
+                Some(doc) => out[i] = doc.map(str::to_owned),
                 None => committed.push((i, row)),
             }
         }

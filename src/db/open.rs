@@ -2,6 +2,7 @@
 //! interrupted compaction, cut the torn tail of the rows, and rebuild the in-memory tables from
 //! the last commit.
 
+use super::field_index::FieldIndexes;
 use super::validate::check_dimension;
 use super::{lock_poison_free, Database, IdState, Pending, Snapshot, Tombstones, Writer, ID_CHUNK};
 use crate::chunked::ChunkedVec;
@@ -172,6 +173,10 @@ impl Database {
             row_ids.push(id);
         }
 
+        // The field indexes as of the last commit (after a finished compaction, its rewrite).
+        let field_indexes =
+            FieldIndexes::from_loaded(meta.load_field_indexes(loaded.committed_rows)?);
+
         let writer = Writer {
             dim: loaded.dimension,
             rows,
@@ -185,7 +190,7 @@ impl Database {
             poisoned: None,
             embedder_unrecorded,
             meta_version: 0,
-            field_indexes: Default::default(),
+            field_indexes: Arc::new(field_indexes),
         };
         let coalesce = options.coalesce_searches;
         let db = Database {
@@ -211,6 +216,7 @@ impl Database {
                 pending: Pending::default(),
             }),
             writer: Mutex::new(writer),
+            filter_cache: Default::default(),
             _lock: lock,
         };
         {

@@ -1,21 +1,29 @@
-//! Writes acknowledged but not yet committed to redb. One owner, because four paths change
-//! them (write, delete, commit, compaction) and readers (`get`, `documents`) must see the
-//! metadata and documents of rows redb does not hold yet.
+//! Writes acknowledged but not yet committed to redb. One owner, because five paths change
+//! them (write, delete, update, commit, compaction) and readers (`get`, `documents`, the
+//! filter's metadata reads) must see the metadata and documents redb does not hold yet.
 
-use crate::meta::CommitBatch;
+use crate::meta::{CommitBatch, RowUpdate};
 use crate::types::{EmbedderSpec, Metadata, Metric};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// The rows inserted and deleted since the last commit, with the new rows' metadata and
-/// documents. Lives beside the id table, under its lock, so a reader pairs a row with its
-/// pending values and never with another row's.
+/// documents, and the in-place updates of committed rows. Lives beside the id table, under its
+/// lock, so a reader pairs a row with its pending values and never with another row's.
 #[derive(Debug, Default)]
 pub(super) struct Pending {
     inserts: Vec<(u64, Arc<str>)>,
     deletes: Vec<(u64, Arc<str>)>,
-    metadata: HashMap<u64, Metadata>,
-    documents: HashMap<u64, String>,
+    /// Metadata redb does not hold yet, for new rows and updated committed rows; `None` means
+    /// the row has none (an update removed it).
+    metadata: HashMap<u64, Option<Metadata>>,
+    /// Documents redb does not hold yet, as `metadata`.
+    documents: HashMap<u64, Option<String>>,
+    /// Committed rows changed in place (their entries in `metadata` / `documents` go to redb
+    /// as updates, not inserts).
+    updated: BTreeSet<u64>,
+    /// Rows updated since the last commit, counted per call (what auto-commit counts).
+    update_ops: usize,
 }
 
 impl Pending {
@@ -29,10 +37,10 @@ impl Pending {
     ) {
         self.inserts.push((row, id));
         if let Some(m) = metadata {
-            self.metadata.insert(row, m.clone());
+            self.metadata.insert(row, Some(m.clone()));
         }
         if let Some(d) = document {
-            self.documents.insert(row, d.to_owned());
+            self.documents.insert(row, Some(d.to_owned()));
         }
     }
 
@@ -41,21 +49,45 @@ impl Pending {
         self.deletes.push((row, id));
         self.metadata.remove(&row);
         self.documents.remove(&row);
+        self.updated.remove(&row);
     }
 
-    /// The metadata of `row` if it is not committed yet.
-    pub(super) fn metadata(&self, row: u64) -> Option<&Metadata> {
-        self.metadata.get(&row)
+    /// Changes row `row` in place: `metadata` / `document` are `None` to keep the value,
+    /// `Some(None)` to remove it. `committed` says whether redb holds the row already; a row
+    /// that is not committed just has its pending insert edited.
+    pub(super) fn update(
+        &mut self,
+        row: u64,
+        committed: bool,
+        metadata: Option<Option<&Metadata>>,
+        document: Option<Option<&str>>,
+    ) {
+        if let Some(m) = metadata {
+            self.metadata.insert(row, m.cloned());
+        }
+        if let Some(d) = document {
+            self.documents.insert(row, d.map(str::to_owned));
+        }
+        if committed {
+            self.updated.insert(row);
+        }
+        self.update_ops += 1;
     }
 
-    /// The document of `row` if it is not committed yet.
-    pub(super) fn document(&self, row: u64) -> Option<&str> {
-        self.documents.get(&row).map(String::as_str)
+    /// The metadata of `row` as not yet committed: `Some(value)` when the pending state decides
+    /// it (`value` is `None` for a row without metadata), `None` when redb's value holds.
+    pub(super) fn metadata(&self, row: u64) -> Option<Option<&Metadata>> {
+        self.metadata.get(&row).map(Option::as_ref)
     }
 
-    /// Inserts and deletes since the last commit (what `auto_commit_rows` counts).
+    /// The document of `row` as not yet committed, as [`Pending::metadata`].
+    pub(super) fn document(&self, row: u64) -> Option<Option<&str>> {
+        self.documents.get(&row).map(Option::as_deref)
+    }
+
+    /// Inserts, deletes and row updates since the last commit (what `auto_commit_rows` counts).
     pub(super) fn ops(&self) -> usize {
-        self.inserts.len() + self.deletes.len()
+        self.inserts.len() + self.deletes.len() + self.update_ops
     }
 
     /// The commit that makes these writes durable, with the row count and the configuration
@@ -70,9 +102,21 @@ impl Pending {
             inserts: self
                 .inserts
                 .iter()
-                .map(|(row, id)| (*row, &**id, self.metadata(*row), self.document(*row)))
+                .map(|(row, id)| {
+                    let metadata = self.metadata(*row).flatten();
+                    (*row, &**id, metadata, self.document(*row).flatten())
+                })
                 .collect(),
             deletes: self.deletes.iter().map(|(row, id)| (*row, &**id)).collect(),
+            updates: self
+                .updated
+                .iter()
+                .map(|&row| RowUpdate {
+                    row,
+                    metadata: self.metadata(row),
+                    document: self.document(row),
+                })
+                .collect(),
             committed_rows,
             config,
             embedder,

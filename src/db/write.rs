@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::format::{Header, RowLayout};
 use crate::storage::names;
 use crate::store::{Delete, Missing, Write, WriteMode};
+use crate::types::Metadata;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -115,12 +116,31 @@ impl Database {
             }
         }
 
+        self.append_records(&mut w, dim, ids, vectors, metadatas, documents, replaced)
+    }
+
+    /// Appends validated records as new rows, tombstones the rows they `replace` (row, id),
+    /// publishes them to readers and commits if auto-commit is due. The records' metadata goes
+    /// into the field indexes with them (the replaced rows stay listed until compaction, as
+    /// tombstoned rows may).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn append_records(
+        &self,
+        w: &mut Writer,
+        dim: usize,
+        ids: &[&str],
+        vectors: &[f32],
+        metadatas: &[Option<Metadata>],
+        documents: &[Option<&str>],
+        replaced: Vec<(u64, Arc<str>)>,
+    ) -> Result<()> {
+        let n = ids.len();
         // Write the rows through the write buffer.
         if w.rows.is_none() {
-            self.create_rows(&mut w, dim as u32)?;
+            self.create_rows(w, dim as u32)?;
         }
         let first_row = w.rows.as_ref().map_or(0, |r| r.rows());
-        if let Err(e) = self.append_rows(&mut w, vectors, dim) {
+        if let Err(e) = self.append_rows(w, vectors, dim) {
             w.poisoned = Some(e.to_string());
             return Err(e);
         }
@@ -134,6 +154,12 @@ impl Database {
             w.tombstones.set(*row);
         }
         w.live += (n - replaced.len()) as u64;
+        if !w.field_indexes.is_empty() {
+            let indexes = Arc::make_mut(&mut w.field_indexes);
+            for (i, metadata) in metadatas.iter().enumerate() {
+                indexes.add_row(first_row + i as u64, metadata.as_ref());
+            }
+        }
         let uncommitted = {
             let mut state = self.ids_write();
             for (i, id) in new_ids.into_iter().enumerate() {
@@ -146,12 +172,17 @@ impl Database {
             for (row, id) in replaced {
                 state.pending.delete(row, id);
             }
-            self.published.store(Arc::new(Self::snapshot_of(&w)));
+            self.published.store(Arc::new(Self::snapshot_of(w)));
             state.pending.ops()
         };
 
+        self.auto_commit(w, uncommitted)
+    }
+
+    /// Commits when `uncommitted` operations reach the auto-commit threshold.
+    pub(super) fn auto_commit(&self, w: &mut Writer, uncommitted: usize) -> Result<()> {
         if self.options.auto_commit_rows > 0 && uncommitted >= self.options.auto_commit_rows {
-            self.commit_locked(&mut w)?;
+            self.commit_locked(w)?;
         }
         Ok(())
     }
@@ -202,33 +233,49 @@ impl Database {
         Ok(())
     }
 
-    /// Deletes `ids`; with [`Missing::Skip`], unknown ids are skipped under the same writer
-    /// lock that deletes the others, so a concurrent delete cannot fail the call.
+    /// Deletes `ids`, or the records matching the filter, or those of `ids` that match it;
+    /// with [`Missing::Skip`], unknown ids are skipped under the same writer lock that
+    /// deletes the others, so a concurrent delete cannot fail the call.
     pub(super) fn delete_rows(&self, request: &Delete<'_>) -> Result<usize> {
         let Delete {
             ids,
             filter,
             missing,
         } = *request;
-        if filter.is_some() {
-            return Err(Error::invalid("delete by filter: not built yet (issue 15)"));
-        }
-        let ids = ids.unwrap_or(&[]);
         let mut w = lock_poison_free(&self.writer);
         w.check()?;
-        let mut rows = Vec::with_capacity(ids.len());
-        {
-            let state = self.ids_read();
-            let mut seen = HashSet::new();
-            for id in ids {
-                let id = *id;
-                if !seen.insert(id) {
-                    continue;
+        // The filter is evaluated under the writer lock: against the current state, and no
+        // write can slip in between the selection and the delete.
+        let matching = match filter.filter(|f| !f.is_empty()) {
+            Some(f) => Some(self.select_rows(Some(f))?),
+            None => None,
+        };
+        let mut rows = Vec::new();
+        match (ids, &matching) {
+            (None, Some((snap, bits))) => {
+                for row in bits.iter() {
+                    if let Some(id) = snap.row_ids.get(row as usize) {
+                        rows.push((row, id.clone()));
+                    }
                 }
-                match state.rows_by_id.get_key_value(id) {
-                    Some((key, &row)) => rows.push((row, key.clone())),
-                    None if missing == Missing::Skip => {}
-                    None => return Err(Error::NotFound { id: id.to_owned() }),
+            }
+            (ids, _) => {
+                let ids = ids.unwrap_or(&[]);
+                let state = self.ids_read();
+                let mut seen = HashSet::new();
+                for id in ids {
+                    let id = *id;
+                    if !seen.insert(id) {
+                        continue;
+                    }
+                    match state.rows_by_id.get_key_value(id) {
+                        Some((key, &row)) => rows.push((row, key.clone())),
+                        None if missing == Missing::Skip => {}
+                        None => return Err(Error::NotFound { id: id.to_owned() }),
+                    }
+                }
+                if let Some((_, bits)) = &matching {
+                    rows.retain(|(row, _)| bits.contains(*row));
                 }
             }
         }
@@ -246,9 +293,9 @@ impl Database {
             self.published.store(Arc::new(Self::snapshot_of(&w)));
             state.pending.ops()
         };
-        if self.options.auto_commit_rows > 0 && uncommitted >= self.options.auto_commit_rows {
-            self.commit_locked(&mut w)?;
-        }
+        // Deleted rows stay listed in the in-memory field indexes (the scan skips tombstoned
+        // rows); the commit removes them from redb's, and compaction from both.
+        self.auto_commit(&mut w, uncommitted)?;
         Ok(deleted)
     }
 

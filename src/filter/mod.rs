@@ -5,7 +5,13 @@
 //! Filters cross every boundary (WIT, Python) as JSON text, because WIT has no recursive types:
 //! [`Filter::parse`] is the one parser, with the same limits everywhere.
 
-use crate::error::{Error, Result};
+pub(crate) mod bitmap;
+pub(crate) mod columns;
+mod eval;
+mod parse;
+
+use crate::error::Result;
+use crate::types::Metadata;
 
 /// Largest filter text accepted (`where` and `where_document` each).
 pub const MAX_FILTER_BYTES: usize = 64 << 10;
@@ -95,26 +101,48 @@ impl Filter {
     /// Parses Chroma-dialect JSON: `where_json` over the metadata, `document_json` over the
     /// documents. Malformed input is [`Error::InvalidFilter`] naming the offending part.
     pub fn parse(where_json: Option<&str>, document_json: Option<&str>) -> Result<Filter> {
-        for (what, text) in [("where", where_json), ("where_document", document_json)] {
-            if let Some(text) = text {
-                if text.len() > MAX_FILTER_BYTES {
-                    return Err(Error::InvalidFilter {
-                        part: what.into(),
-                        reason: format!(
-                            "{} bytes of filter text, more than the {MAX_FILTER_BYTES} allowed",
-                            text.len()
-                        ),
-                    });
-                }
-            }
-        }
-        // TODO(issue 15): the dialect's parser (filter engine helper).
+        let where_ = match where_json {
+            Some(text) => Some(parse::where_(&parse::json("where", text)?, "where", 1)?),
+            None => None,
+        };
+        let document = match document_json {
+            Some(text) => Some(parse::document(
+                &parse::json("where_document", text)?,
+                "where_document",
+                1,
+            )?),
+            None => None,
+        };
         Ok(Filter {
             where_json: where_json.map(str::to_owned),
             document_json: document_json.map(str::to_owned),
-            where_: None,
-            document: None,
+            where_,
+            document,
         })
+    }
+
+    /// True when a record with this metadata and document matches: the dialect's semantics
+    /// for one record, parsing the metadata on each call (searches use column caches instead).
+    pub fn matches(&self, metadata: Option<&Metadata>, document: Option<&str>) -> bool {
+        if let Some(w) = &self.where_ {
+            let parsed = match metadata {
+                Some(Metadata::Json(text)) => serde_json::from_str(text).ok(),
+                _ => None,
+            };
+            let object = match (metadata, &parsed) {
+                // A record without metadata is an empty object.
+                (None, _) => Some(serde_json::Map::new()),
+                (Some(_), Some(serde_json::Value::Object(m))) => Some(m.clone()),
+                _ => None,
+            };
+            if !eval::where_matches(w, object.as_ref()) {
+                return false;
+            }
+        }
+        match &self.document {
+            Some(d) => eval::document_matches(d, document),
+            None => true,
+        }
     }
 
     /// The `where` JSON as given.
@@ -132,3 +160,6 @@ impl Filter {
         self.where_.is_none() && self.document.is_none()
     }
 }
+
+#[cfg(test)]
+mod tests;

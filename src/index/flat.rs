@@ -6,6 +6,7 @@
 use super::topk::{Candidate, TopK};
 use super::{Index, Queries, ScanSet};
 use crate::distance::Kernels;
+use crate::storage::RowView;
 use crate::types::Metric;
 
 /// Target size of one block of rows for the pairwise and multi-query kernels.
@@ -249,6 +250,64 @@ impl FlatIndex {
         tops
     }
 }
+
+impl FlatIndex {
+    /// The best `k` of the listed rows for each query: a gather-scan that scores only `rows`
+    /// (ascending row numbers, all live), for a filter that leaves few rows. Reads each row
+    /// once for all the queries.
+    pub fn search_rows(
+        &self,
+        view: &dyn RowView,
+        rows: &[u64],
+        queries: &Queries,
+        k: usize,
+    ) -> Vec<Vec<Candidate>> {
+        let n = queries.count();
+        if k == 0 || rows.is_empty() {
+            return vec![Vec::new(); n];
+        }
+        let dim = view.layout().dim as usize;
+        let scan = |tops: &mut Vec<TopK>, chunk: &[u64]| {
+            for &row in chunk {
+                let Some(data) = view.row(row) else { continue };
+                for (j, top) in tops.iter_mut().enumerate() {
+                    let key = self.key(queries.get(j), queries.norms[j], data, dim);
+                    top.push(key, row);
+                }
+            }
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        if (rows.len() as u64).saturating_mul(n as u64) >= PARALLEL_MIN_ROWS {
+            use rayon::prelude::*;
+            let tops = rows
+                .par_chunks(GATHER_CHUNK_ROWS)
+                .fold(
+                    || vec![TopK::new(k); n],
+                    |mut tops, chunk| {
+                        scan(&mut tops, chunk);
+                        tops
+                    },
+                )
+                .reduce(
+                    || vec![TopK::new(k); n],
+                    |mut a, b| {
+                        for (x, y) in a.iter_mut().zip(&b) {
+                            x.merge(y);
+                        }
+                        a
+                    },
+                );
+            return tops.into_iter().map(TopK::into_sorted).collect();
+        }
+        let mut tops = vec![TopK::new(k); n];
+        scan(&mut tops, rows);
+        tops.into_iter().map(TopK::into_sorted).collect()
+    }
+}
+
+/// Rows per task of a parallel gather-scan.
+#[cfg(not(target_arch = "wasm32"))]
+const GATHER_CHUNK_ROWS: usize = 1024;
 
 /// Cosine similarity from a dot product and the two norms; 0 when either vector is zero.
 #[inline]

@@ -12,7 +12,9 @@ use topk::Candidate;
 pub struct ScanSet<'a> {
     /// The rows.
     pub rows: &'a dyn RowView,
-    /// Deleted rows as a bitmap (bit `r % 64` of word `r / 64`); rows past its end are live.
+    /// Rows the scan must skip as a bitmap (bit `r % 64` of word `r / 64`; rows past its end
+    /// are scanned): the deleted rows, and for a filtered search also every row the filter
+    /// does not match, so the top-k is exactly the k best matching rows.
     pub tombstones: &'a [u64],
 }
 

@@ -2,6 +2,10 @@
 //! count, in redb. A redb commit is the database's commit point: rows past the committed count
 //! in `vectors.bin` do not exist.
 
+mod field_index;
+
+pub use self::field_index::{keys_at, metadata_object, IndexKey, IndexValues, LoadedIndex};
+
 use crate::error::{Error, Result};
 use crate::storage::{create_durably, names, ByteFile, Location};
 use crate::types::{EmbedderSpec, Metadata, Metric, MAX_DIMENSION};
@@ -9,6 +13,9 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefiniti
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+
+// Range reads for filters and `records` (issue 15).
+mod ranges;
 
 /// id -> row.
 const ID_TO_ROW: TableDefinition<&str, u64> = TableDefinition::new("id_to_row");
@@ -208,12 +215,26 @@ pub struct CommitBatch<'a> {
     pub inserts: Vec<(u64, &'a str, Option<&'a Metadata>, Option<&'a str>)>,
     /// Rows to tombstone, with the id they held.
     pub deletes: Vec<(u64, &'a str)>,
+    /// Committed rows whose metadata or document changes in place.
+    pub updates: Vec<RowUpdate<'a>>,
     /// The new committed row count.
     pub committed_rows: u64,
     /// Dimension and metric to record (set with the first rows).
     pub config: Option<(u32, Metric)>,
     /// The text embedder to record (set while none is recorded).
     pub embedder: Option<&'a EmbedderSpec>,
+}
+
+/// An in-place change of a committed row: `None` leaves a value as it is, `Some(None)` removes
+/// it.
+#[derive(Debug, Clone, Copy)]
+pub struct RowUpdate<'a> {
+    /// The row.
+    pub row: u64,
+    /// Its new metadata, if it changes.
+    pub metadata: Option<Option<&'a Metadata>>,
+    /// Its new document, if it changes.
+    pub document: Option<Option<&'a str>>,
 }
 
 /// One surviving row of a compaction, in its new position.
@@ -575,14 +596,40 @@ impl MetaStore {
         let mut row_meta = txn.open_table(ROW_META)?;
         let mut row_doc = txn.open_table(ROW_DOC)?;
         let mut tombstones = txn.open_table(TOMBSTONES)?;
+        // The field indexes change with the metadata, in this same transaction.
+        let mut indexes = field_index::IndexWriter::open(txn)?;
         for (row, id, meta, doc) in &batch.inserts {
             id_to_row.insert(*id, *row)?;
             row_to_id.insert(*row, *id)?;
             if let Some(meta) = meta {
                 row_meta.insert(*row, meta.encode().as_slice())?;
+                indexes.add(*row, Some(meta))?;
             }
             if let Some(doc) = doc {
                 row_doc.insert(*row, *doc)?;
+            }
+        }
+        for update in &batch.updates {
+            let row = update.row;
+            if let Some(meta) = update.metadata {
+                if !indexes.is_empty() {
+                    let old = Self::stored_metadata(&row_meta, row)?;
+                    indexes.remove(row, old.as_ref())?;
+                    indexes.add(row, meta)?;
+                }
+                match meta {
+                    Some(meta) => row_meta.insert(row, meta.encode().as_slice())?,
+                    None => row_meta.remove(row)?,
+                };
+            }
+            match update.document {
+                Some(Some(doc)) => {
+                    row_doc.insert(row, doc)?;
+                }
+                Some(None) => {
+                    row_doc.remove(row)?;
+                }
+                None => {}
             }
         }
         for (row, id) in &batch.deletes {
@@ -592,11 +639,28 @@ impl MetaStore {
             if current == Some(*row) {
                 id_to_row.remove(*id)?;
             }
+            if !indexes.is_empty() {
+                let old = Self::stored_metadata(&row_meta, *row)?;
+                indexes.remove(*row, old.as_ref())?;
+            }
             row_meta.remove(*row)?;
             row_doc.remove(*row)?;
             tombstones.insert(*row, ())?;
         }
         Ok(())
+    }
+
+    /// The metadata `row_meta` holds for `row` inside a write transaction.
+    fn stored_metadata(
+        row_meta: &redb::Table<'_, u64, &[u8]>,
+        row: u64,
+    ) -> std::result::Result<Option<Metadata>, redb::Error> {
+        match row_meta.get(row)? {
+            None => Ok(None),
+            Some(bytes) => Metadata::decode(bytes.value()).map(Some).ok_or_else(|| {
+                redb::Error::Corrupted(format!("undecodable metadata for row {row}"))
+            }),
+        }
     }
 
     /// Stages (does not commit) the replacement of every table with a compacted copy: `rows`
@@ -642,10 +706,67 @@ impl MetaStore {
                     }
                 }
             }
+            field_index::rebuild_compacted(&txn, rows)?;
             Ok(txn)
         };
         let txn = run().map_err(meta_err(&ctx))?;
         Ok(StagedCompaction { txn, ctx })
+    }
+
+    /// Indexes metadata field `field` (see [`field_index`]) from every committed row, in one
+    /// durable transaction; returns the index built (value -> sorted rows), or `None` when the
+    /// field was indexed already. Deleted rows hold no metadata in `row_meta`, so only live
+    /// rows are indexed.
+    pub fn create_field_index(&self, field: &str) -> Result<Option<IndexValues>> {
+        let ctx = format!("indexing field {field:?} in {}", self.path.display());
+        let run = || -> std::result::Result<Option<IndexValues>, redb::Error> {
+            let txn = self.db.begin_write().map_err(to_redb)?;
+            let mut rows = Vec::new();
+            {
+                let row_meta = txn.open_table(ROW_META)?;
+                for entry in row_meta.iter()? {
+                    let (row, bytes) = entry?;
+                    let row = row.value();
+                    let meta = Metadata::decode(bytes.value()).ok_or_else(|| {
+                        redb::Error::Corrupted(format!("undecodable metadata for row {row}"))
+                    })?;
+                    rows.push((row, meta));
+                }
+            }
+            let built = field_index::create(&txn, field, rows.iter().map(|(r, m)| (*r, m)))?;
+            if built.is_some() {
+                txn.commit()?;
+            }
+            Ok(built)
+        };
+        run().map_err(meta_err(&ctx))
+    }
+
+    /// Stops indexing `field`, durably; false if it was not indexed.
+    pub fn drop_field_index(&self, field: &str) -> Result<bool> {
+        let ctx = format!("dropping the index of {field:?} in {}", self.path.display());
+        let run = || -> std::result::Result<bool, redb::Error> {
+            let txn = self.db.begin_write().map_err(to_redb)?;
+            let existed = field_index::drop(&txn, field)?;
+            txn.commit()?;
+            Ok(existed)
+        };
+        run().map_err(meta_err(&ctx))
+    }
+
+    /// Every field index, value -> rows; a row at or past `committed_rows` (or a value this
+    /// code never writes) is [`Error::Corrupt`].
+    pub fn load_field_indexes(&self, committed_rows: u64) -> Result<Vec<LoadedIndex>> {
+        let ctx = format!("reading the field indexes of {}", self.path.display());
+        let run = || field_index::load(&self.db, committed_rows);
+        // A panic inside redb on damaged pages is reported as damage (see `open_guarded`).
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+            Ok(Ok(Ok(loaded))) => Ok(loaded),
+            Ok(Ok(Err(damage))) => Err(Error::corrupt(&self.path, damage)),
+            Ok(Err(redb::Error::Corrupted(msg))) => Err(Error::corrupt(&self.path, msg)),
+            Ok(Err(e)) => Err(meta_err(&ctx)(e)),
+            Err(panic) => Err(Error::corrupt(&self.path, redb_panicked(&*panic))),
+        }
     }
 
     /// Clears the compaction-pending mark once `vectors.bin` is the compacted file.
@@ -721,6 +842,39 @@ mod tests {
         MetaStore::open(&loc).expect("create")
     }
 
+    /// A field index naming a row the store never committed is damage, found at load.
+    #[test]
+    fn an_index_entry_beyond_the_committed_rows_is_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = store(dir.path());
+        let json = Metadata::from_text(r#"{"k": "x"}"#);
+        let batch = CommitBatch {
+            inserts: vec![(0, "a", Some(&json), None)],
+            committed_rows: 1,
+            config: Some((4, Metric::Dot)),
+            ..CommitBatch::default()
+        };
+        meta.commit(&batch, || Ok(()), false).expect("commit");
+        let built = meta.create_field_index("k").expect("index").expect("new");
+        assert_eq!(built, vec![(IndexKey::String("x".into()), vec![0])]);
+        assert_eq!(meta.load_field_indexes(1).expect("load").len(), 1);
+        let txn = meta.db.begin_write().expect("txn");
+        {
+            let name = "field_index/k";
+            let mut t = txn
+                .open_multimap_table(redb::MultimapTableDefinition::<&[u8], u64>::new(name))
+                .expect("table");
+            t.insert(IndexKey::String("y".into()).encode().as_slice(), 7)
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+        let e = meta.load_field_indexes(1).expect_err("row 7 of 1");
+        assert!(
+            matches!(&e, Error::Corrupt { reason, .. } if reason.contains("row 7")),
+            "{e:?}"
+        );
+    }
+
     /// The commit protocol, with and without the overlapped fsync: a batch is recorded only if
     /// the rows it names were made durable first.
     #[test]
@@ -731,6 +885,7 @@ mod tests {
             let batch = |rows: u64| CommitBatch {
                 inserts: vec![(rows - 1, "x", None, None)],
                 deletes: Vec::new(),
+                updates: Vec::new(),
                 committed_rows: rows,
                 config: Some((4, Metric::Dot)),
                 embedder: None,

@@ -1,0 +1,412 @@
+//! Column caches: each filtered field's values for every row, parsed from the JSON metadata
+//! once and kept (keyed by field, valid for one metadata version), so a query evaluates its
+//! filter in tight loops over typed columns into a row bitmap with no JSON parsing per row.
+//! Rows are append-only between metadata versions, so a column is extended, never rebuilt,
+//! as rows are added.
+
+use super::bitmap::RowBits;
+use super::eval::{lookup, negated};
+use super::{FieldOp, Filter, Scalar, Where, WhereDocument};
+use crate::error::Result;
+use crate::types::Metadata;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+/// Where the caches read rows' metadata and documents from (the committed store and the
+/// uncommitted writes of one consistent state).
+pub(crate) trait RowSource {
+    /// The metadata of each row of `rows`, in order.
+    fn metadata(&self, rows: Range<u64>) -> Result<Vec<Option<Metadata>>>;
+    /// The document of each row of `rows`, in order.
+    fn documents(&self, rows: Range<u64>) -> Result<Vec<Option<String>>>;
+}
+
+/// Row kinds of a column. `NON_OBJECT`: the metadata is not a JSON object (matches no field
+/// predicate); `MISSING`: no such field (or null); `OTHER`: an object or a nested list (equals
+/// no scalar).
+const NON_OBJECT: u8 = 0;
+const MISSING: u8 = 1;
+const OTHER: u8 = 2;
+const BOOL: u8 = 3;
+const NUM: u8 = 4;
+const STR: u8 = 5;
+const LIST: u8 = 6;
+
+/// One field's values, a tag per row and a payload per row: the number's bits, the string's
+/// interned id, the boolean, or for a list the index of its range in `list_ranges`.
+#[derive(Debug, Default)]
+struct Column {
+    tags: Vec<u8>,
+    vals: Vec<u64>,
+    /// Elements of all lists, as (tag, payload) like rows.
+    list_items: Vec<(u8, u64)>,
+    list_ranges: Vec<Range<u32>>,
+    strings: Vec<Box<str>>,
+    string_ids: HashMap<Box<str>, u64>,
+}
+
+impl Column {
+    fn cell(&mut self, v: &serde_json::Value) -> (u8, u64) {
+        use serde_json::Value;
+        match v {
+            Value::Null => (MISSING, 0),
+            Value::Bool(b) => (BOOL, u64::from(*b)),
+            Value::Number(n) => match n.as_f64() {
+                Some(x) => (NUM, x.to_bits()),
+                None => (OTHER, 0),
+            },
+            Value::String(s) => {
+                let next = self.strings.len() as u64;
+                let id = *self.string_ids.entry(s.as_str().into()).or_insert(next);
+                if id == next {
+                    self.strings.push(s.as_str().into());
+                }
+                (STR, id)
+            }
+            Value::Object(_) | Value::Array(_) => (OTHER, 0),
+        }
+    }
+
+    fn push(&mut self, value: Option<&serde_json::Value>, object: bool) {
+        let (tag, val) = match value {
+            _ if !object => (NON_OBJECT, 0),
+            None => (MISSING, 0),
+            Some(serde_json::Value::Array(items)) => {
+                let start = self.list_items.len() as u32;
+                for item in items {
+                    let cell = self.cell(item);
+                    self.list_items.push(cell);
+                }
+                self.list_ranges.push(start..self.list_items.len() as u32);
+                (LIST, (self.list_ranges.len() - 1) as u64)
+            }
+            Some(v) => self.cell(v),
+        };
+        self.tags.push(tag);
+        self.vals.push(val);
+    }
+
+    /// The rows `0..rows` matching `op`.
+    fn eval(&self, op: &FieldOp, rows: usize) -> RowBits {
+        let m = Matcher::new(self, op);
+        let neg = negated(op);
+        RowBits::from_fn(rows, |r| {
+            let tag = self.tags[r];
+            if tag == NON_OBJECT {
+                return false;
+            }
+            let val = self.vals[r];
+            let positive = if tag == LIST {
+                let range = &self.list_ranges[val as usize];
+                self.list_items[range.start as usize..range.end as usize]
+                    .iter()
+                    .any(|&(t, v)| m.cell(t, v))
+            } else {
+                m.cell(tag, val)
+            };
+            positive != neg
+        })
+    }
+}
+
+/// One operator's positive form compiled against a column: a number test, and lookup tables
+/// for the column's distinct strings and for the two booleans.
+struct Matcher {
+    num: Box<dyn Fn(f64) -> bool>,
+    strings: Vec<bool>,
+    bools: [bool; 2],
+}
+
+impl Matcher {
+    fn new(col: &Column, op: &FieldOp) -> Self {
+        use std::cmp::Ordering;
+        let want: fn(Ordering) -> bool;
+        let operands: Vec<Scalar> = match op {
+            FieldOp::Eq(x) | FieldOp::Ne(x) => {
+                want = Ordering::is_eq;
+                vec![x.clone()]
+            }
+            FieldOp::Gt(x) => {
+                want = Ordering::is_gt;
+                vec![x.clone()]
+            }
+            FieldOp::Gte(x) => {
+                want = Ordering::is_ge;
+                vec![x.clone()]
+            }
+            FieldOp::Lt(x) => {
+                want = Ordering::is_lt;
+                vec![x.clone()]
+            }
+            FieldOp::Lte(x) => {
+                want = Ordering::is_le;
+                vec![x.clone()]
+            }
+            FieldOp::In(xs) | FieldOp::Nin(xs) => {
+                want = Ordering::is_eq;
+                xs.clone()
+            }
+        };
+        let nums: Vec<f64> = operands
+            .iter()
+            .filter_map(|s| match s {
+                Scalar::Number(x) => Some(*x),
+                _ => None,
+            })
+            .collect();
+        let strs: Vec<&str> = operands
+            .iter()
+            .filter_map(|s| match s {
+                Scalar::String(x) => Some(x.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut bools = [false; 2];
+        for s in &operands {
+            if let Scalar::Bool(x) = s {
+                for (b, slot) in [false, true].into_iter().zip(bools.iter_mut()) {
+                    *slot |= want(b.cmp(x));
+                }
+            }
+        }
+        let strings = col
+            .strings
+            .iter()
+            .map(|s| strs.iter().any(|x| want(s.as_bytes().cmp(x.as_bytes()))))
+            .collect();
+        let num: Box<dyn Fn(f64) -> bool> = match nums.as_slice() {
+            [] => Box::new(|_| false),
+            [x] => {
+                let x = *x;
+                Box::new(move |v: f64| v.partial_cmp(&x).is_some_and(want))
+            }
+            _ => Box::new(move |v: f64| nums.iter().any(|x| v.partial_cmp(x).is_some_and(want))),
+        };
+        Matcher {
+            num,
+            strings,
+            bools,
+        }
+    }
+
+    #[inline]
+    fn cell(&self, tag: u8, val: u64) -> bool {
+        match tag {
+            NUM => (self.num)(f64::from_bits(val)),
+            STR => self.strings.get(val as usize).copied().unwrap_or(false),
+            BOOL => self.bools[(val & 1) as usize],
+            _ => false,
+        }
+    }
+}
+
+/// The columns of one metadata version, and the documents.
+#[derive(Debug, Default)]
+pub(crate) struct ColumnCache {
+    version: u64,
+    columns: HashMap<String, Column>,
+    documents: Vec<Option<Box<str>>>,
+}
+
+/// What a filter needs besides the columns: rows of `$eq` / `$in` on an indexed field.
+pub(crate) trait FieldIndex {
+    /// Rows (ascending) whose `field` equals `value`; `None` when `field` is not indexed.
+    fn rows_equal(&self, field: &str, value: &Scalar) -> Option<&[u64]>;
+}
+
+impl ColumnCache {
+    /// Evaluates `filter` over rows `0..rows` of metadata version `version`, building or
+    /// extending the columns it needs from `source` (tombstones are not applied here).
+    pub(crate) fn evaluate(
+        &mut self,
+        filter: &Filter,
+        rows: usize,
+        version: u64,
+        source: &dyn RowSource,
+        index: &dyn FieldIndex,
+    ) -> Result<RowBits> {
+        if version != self.version {
+            *self = ColumnCache {
+                version,
+                ..ColumnCache::default()
+            };
+        }
+        let mut fields = HashSet::new();
+        if let Some(w) = &filter.where_ {
+            needed_columns(w, index, &mut fields);
+        }
+        self.extend_columns(&fields, rows, source)?;
+        if filter.document.is_some() {
+            self.extend_documents(rows, source)?;
+        }
+        let mut out = RowBits::all(rows);
+        if let Some(w) = &filter.where_ {
+            out.and(&self.eval_where(w, rows, index));
+        }
+        if let Some(d) = &filter.document {
+            out.and(&self.eval_document(d, rows));
+        }
+        Ok(out)
+    }
+
+    fn extend_columns(
+        &mut self,
+        fields: &HashSet<&str>,
+        rows: usize,
+        source: &dyn RowSource,
+    ) -> Result<()> {
+        let from = fields
+            .iter()
+            .map(|f| self.columns.get(*f).map_or(0, |c| c.tags.len()))
+            .min()
+            .unwrap_or(rows);
+        if from >= rows {
+            return Ok(());
+        }
+        let metas = source.metadata(from as u64..rows as u64)?;
+        let paths: Vec<(&str, Vec<String>)> = fields
+            .iter()
+            .map(|f| (*f, f.split('.').map(str::to_owned).collect()))
+            .collect();
+        for (name, _) in &paths {
+            self.columns.entry((*name).to_owned()).or_default();
+        }
+        let empty = serde_json::Map::new();
+        for (i, meta) in metas.iter().enumerate() {
+            let row = from + i;
+            let parsed = match meta {
+                None => None,
+                Some(Metadata::Text(_)) => Some(serde_json::Value::Null),
+                Some(Metadata::Json(s)) => {
+                    Some(serde_json::from_str(s).unwrap_or(serde_json::Value::Null))
+                }
+            };
+            let object = match &parsed {
+                None => Some(&empty),
+                Some(serde_json::Value::Object(m)) => Some(m),
+                Some(_) => None,
+            };
+            for (name, path) in &paths {
+                let Some(col) = self.columns.get_mut(*name) else {
+                    continue;
+                };
+                if col.tags.len() != row {
+                    continue;
+                }
+                let value = object.and_then(|m| lookup(m, name, path));
+                col.push(value, object.is_some());
+            }
+        }
+        Ok(())
+    }
+
+    fn extend_documents(&mut self, rows: usize, source: &dyn RowSource) -> Result<()> {
+        let from = self.documents.len();
+        if from >= rows {
+            return Ok(());
+        }
+        let docs = source.documents(from as u64..rows as u64)?;
+        self.documents
+            .extend(docs.into_iter().map(|d| d.map(String::into_boxed_str)));
+        Ok(())
+    }
+
+    fn eval_where(&self, w: &Where, rows: usize, index: &dyn FieldIndex) -> RowBits {
+        match w {
+            Where::Field { name, op, .. } => {
+                if let Some(bits) = indexed(name, op, rows, index) {
+                    return bits;
+                }
+                match self.columns.get(name) {
+                    Some(col) if col.tags.len() >= rows => col.eval(op, rows),
+                    // Not reached: `evaluate` builds every column a leaf needs first.
+                    _ => RowBits::none(rows),
+                }
+            }
+            Where::And(all) => {
+                let mut out = RowBits::all(rows);
+                for w in all {
+                    out.and(&self.eval_where(w, rows, index));
+                }
+                out
+            }
+            Where::Or(any) => {
+                let mut out = RowBits::none(rows);
+                for w in any {
+                    out.or(&self.eval_where(w, rows, index));
+                }
+                out
+            }
+            Where::Not(w) => {
+                let mut out = self.eval_where(w, rows, index);
+                out.not();
+                out
+            }
+        }
+    }
+
+    fn eval_document(&self, d: &WhereDocument, rows: usize) -> RowBits {
+        match d {
+            WhereDocument::Contains(t) | WhereDocument::NotContains(t) => {
+                let finder = memchr::memmem::Finder::new(t.as_bytes());
+                let not = matches!(d, WhereDocument::NotContains(_));
+                RowBits::from_fn(rows, |r| {
+                    let found = self.documents[r]
+                        .as_deref()
+                        .is_some_and(|doc| finder.find(doc.as_bytes()).is_some());
+                    found != not
+                })
+            }
+            WhereDocument::And(all) => {
+                let mut out = RowBits::all(rows);
+                for d in all {
+                    out.and(&self.eval_document(d, rows));
+                }
+                out
+            }
+            WhereDocument::Or(any) => {
+                let mut out = RowBits::none(rows);
+                for d in any {
+                    out.or(&self.eval_document(d, rows));
+                }
+                out
+            }
+        }
+    }
+}
+
+/// The leaf answered from a field index, when `op` is `$eq` / `$in` and `field` is indexed.
+fn indexed(field: &str, op: &FieldOp, rows: usize, index: &dyn FieldIndex) -> Option<RowBits> {
+    let values: &[Scalar] = match op {
+        FieldOp::Eq(x) => std::slice::from_ref(x),
+        FieldOp::In(xs) if !xs.is_empty() => xs,
+        _ => return None,
+    };
+    let mut out = RowBits::none(rows);
+    for v in values {
+        for &row in index.rows_equal(field, v)? {
+            out.insert(row);
+        }
+    }
+    Some(out)
+}
+
+/// The fields whose columns evaluating `w` reads (leaves not answered by an index).
+fn needed_columns<'a>(w: &'a Where, index: &dyn FieldIndex, out: &mut HashSet<&'a str>) {
+    match w {
+        Where::Field { name, op, .. } => {
+            let by_index = match op {
+                FieldOp::Eq(x) => index.rows_equal(name, x).is_some(),
+                FieldOp::In(xs) => xs
+                    .first()
+                    .is_some_and(|x| index.rows_equal(name, x).is_some()),
+                _ => false,
+            };
+            if !by_index {
+                out.insert(name);
+            }
+        }
+        Where::And(ws) | Where::Or(ws) => ws.iter().for_each(|w| needed_columns(w, index, out)),
+        Where::Not(w) => needed_columns(w, index, out),
+    }
+}
