@@ -3,15 +3,16 @@
 //! `wasm32-wasip2` as `srvdb.wasm` (the engine uses the `std::fs` backend and SIMD128 there).
 
 use crate::error::io_kind_name;
-use crate::store::{str_refs, Delete, Query, Store, Write, WriteMode};
+use crate::filter::Filter;
+use crate::store::{str_refs, Delete, Missing, Query, Select, Store, Update, Write, WriteMode};
 use crate::types::{EmbedderSpec, Metadata, Metric, OpenOptions};
 use crate::Database;
 
 wit_bindgen::generate!({ path: "wit", world: "srvdb" });
 
 use exports::srvdb::engine::store::{
-    self as wit, CorruptError, DimensionError, EmbedderError, Guest, GuestDatabase, GuestEmbedder,
-    Hit, IdError, InvalidError, IoError, MetadataError, ModelError, Stored,
+    self as wit, CorruptError, DimensionError, EmbedderError, FilterError, Guest, GuestDatabase,
+    GuestEmbedder, Hit, IdError, InvalidError, IoError, MetadataError, ModelError, Stored,
 };
 
 struct Component;
@@ -72,6 +73,9 @@ fn wit_error(e: crate::Error) -> wit::Error {
             path: path.display().to_string(),
             reason,
         }),
+        E::InvalidFilter { part, reason } => {
+            wit::Error::InvalidFilter(FilterError { part, reason })
+        }
         // Never raised inside the guest (only a host reports sandbox failures), and the WIT
         // has no case for it; like any case the WIT lacks, it crosses as an I/O error.
         other => wit::Error::Io(IoError {
@@ -122,6 +126,28 @@ fn metadatas(given: Vec<Option<String>>) -> Vec<Option<Metadata>> {
         .collect()
 }
 
+/// Parses a filter that crossed as JSON text, with the engine's parser and limits.
+fn filter(given: Option<wit::Filter>) -> Result<Option<Filter>, wit::Error> {
+    given
+        .map(|f| Filter::parse(f.where_.as_deref(), f.where_document.as_deref()))
+        .transpose()
+        .map_err(wit_error)
+}
+
+fn stored(r: crate::Record) -> Stored {
+    Stored {
+        id: r.id,
+        vector: r.vector,
+        metadata: r.metadata.map(|m| m.as_str().to_owned()),
+        document: r.document,
+    }
+}
+
+/// A `u64` count from the WIT as a `usize`, saturating (a 32-bit guest cannot hold more).
+fn to_usize(x: u64) -> usize {
+    usize::try_from(x).unwrap_or(usize::MAX)
+}
+
 fn write_mode(m: wit::WriteMode) -> WriteMode {
     match m {
         wit::WriteMode::Add => WriteMode::Add,
@@ -163,25 +189,84 @@ impl GuestDatabase for GuestDb {
     }
 
     fn remove(&self, request: wit::DeleteRequest) -> Result<u32, wit::Error> {
-        let ids = str_refs(&request.ids);
-        let delete = Delete::ids(&ids);
-        let delete = if request.skip_missing {
-            delete.skip_missing()
-        } else {
-            delete
+        let ids = request.ids.as_deref().map(str_refs);
+        let filter = filter(request.filter)?;
+        let delete = Delete {
+            ids: ids.as_deref(),
+            filter: filter.as_ref(),
+            missing: if request.skip_missing {
+                Missing::Skip
+            } else {
+                Missing::Reject
+            },
         };
         Store::remove(&self.db, &delete)
             .map(to_u32)
             .map_err(wit_error)
     }
 
+    fn update(&self, request: wit::UpdateRequest) -> Result<(), wit::Error> {
+        let ids = str_refs(&request.ids);
+        let metas = request.metadatas.map(metadatas);
+        let docs: Option<Vec<Option<&str>>> = request
+            .documents
+            .as_ref()
+            .map(|d| d.iter().map(Option::as_deref).collect());
+        let mut update = Update::ids(&ids);
+        if let Some(vectors) = &request.vectors {
+            update = update.vectors(vectors);
+        }
+        if let Some(metas) = &metas {
+            update = update.metadatas(metas);
+        }
+        if let Some(docs) = &docs {
+            update = update.documents(docs);
+        }
+        Store::update(&self.db, &update).map_err(wit_error)
+    }
+
+    fn records(&self, request: wit::SelectRequest) -> Result<Vec<Stored>, wit::Error> {
+        let filter = filter(request.filter)?;
+        let mut select = Select::all().offset(to_usize(request.offset));
+        if let Some(filter) = &filter {
+            select = select.filter(filter);
+        }
+        if let Some(limit) = request.limit {
+            select = select.limit(to_usize(limit));
+        }
+        let found = Store::records(&self.db, &select).map_err(wit_error)?;
+        Ok(found.into_iter().map(stored).collect())
+    }
+
+    fn count_matching(&self, given: wit::Filter) -> Result<u64, wit::Error> {
+        let filter = Filter::parse(given.where_.as_deref(), given.where_document.as_deref())
+            .map_err(wit_error)?;
+        Store::count_matching(&self.db, &filter).map_err(wit_error)
+    }
+
+    fn create_field_index(&self, field: String) -> Result<(), wit::Error> {
+        Store::create_field_index(&self.db, &field).map_err(wit_error)
+    }
+
+    fn drop_field_index(&self, field: String) -> Result<bool, wit::Error> {
+        Store::drop_field_index(&self.db, &field).map_err(wit_error)
+    }
+
+    fn field_indexes(&self) -> Result<Vec<String>, wit::Error> {
+        Store::field_indexes(&self.db).map_err(wit_error)
+    }
+
     fn query(&self, request: wit::QueryRequest) -> Result<Vec<Vec<Hit>>, wit::Error> {
         let k = request.k as usize;
-        let query = if request.batch {
+        let filter = filter(request.filter)?;
+        let mut query = if request.batch {
             Query::batch(&request.queries, k)
         } else {
             Query::one(&request.queries, k)
         };
+        if let Some(filter) = &filter {
+            query = query.filter(filter);
+        }
         let found = Store::query(&self.db, &query).map_err(wit_error)?;
         Ok(found.into_iter().map(hits).collect())
     }
@@ -197,12 +282,7 @@ impl GuestDatabase for GuestDb {
 
     fn get(&self, id: String) -> Result<Option<Stored>, wit::Error> {
         let found = Store::get(&self.db, &id).map_err(wit_error)?;
-        Ok(found.map(|r| Stored {
-            id: r.id,
-            vector: r.vector,
-            metadata: r.metadata.map(|m| m.as_str().to_owned()),
-            document: r.document,
-        }))
+        Ok(found.map(stored))
     }
 
     fn count(&self) -> Result<u64, wit::Error> {

@@ -19,7 +19,7 @@ pub mod sandbox;
 
 use sandbox::{HostState, Runtime, SandboxConfig, GUEST_DB_DIR, GUEST_MODEL_DIR};
 use srvdb::storage::fs::DirLock;
-use srvdb::store::{Delete, Missing, Queries, Query, Write, WriteMode};
+use srvdb::store::{Delete, Missing, Queries, Query, Select, Update, Write, WriteMode};
 use srvdb::Store as _;
 use srvdb::{
     EmbedderSpec, Error, Metadata, Metric, OpenOptions, Record, SandboxFailure, SearchHit,
@@ -426,6 +426,10 @@ fn engine_error(e: wit::Error, paths: &PathMap) -> Error {
             path: paths.path(&d.path),
             reason: paths.text(&d.reason),
         },
+        wit::Error::InvalidFilter(d) => Error::InvalidFilter {
+            part: d.part,
+            reason: d.reason,
+        },
     }
 }
 
@@ -586,6 +590,24 @@ impl SandboxedDatabase {
         self.directory_syncs.load(Ordering::Relaxed)
     }
 
+    /// Counts the records matching filter text sent to the guest as given, without the
+    /// host-side parse a [`srvdb::Filter`] has had: for tests that check the guest applies the
+    /// same parser and limits and that `invalid-filter` keeps its part and reason.
+    #[doc(hidden)]
+    pub fn count_matching_unparsed(
+        &self,
+        where_json: Option<&str>,
+        document_json: Option<&str>,
+    ) -> Result<u64> {
+        let filter = wit::Filter {
+            where_: where_json,
+            where_document: document_json,
+        };
+        self.call(Touches::Nothing, |g, s, h| {
+            g.call_count_matching(s, h, filter)
+        })
+    }
+
     /// Commits, drops the guest's handle and the instance, and reports any error (a handle
     /// closed by a deadline reports why).
     pub fn close(self) -> Result<()> {
@@ -612,11 +634,21 @@ impl std::fmt::Debug for SandboxedDatabase {
     }
 }
 
-/// Placeholder error for the operations issue 15 adds to the component.
-fn not_built(what: &str) -> srvdb::Error {
-    srvdb::Error::InvalidInput {
-        reason: format!("{what}: not built yet in the component (issue 15)"),
-        index: None,
+/// A filter as it crosses into the guest: its JSON text, which the guest parses again with the
+/// same parser and limits.
+fn filter_to_wit(filter: &srvdb::Filter) -> wit::Filter<'_> {
+    wit::Filter {
+        where_: filter.where_json(),
+        where_document: filter.document_json(),
+    }
+}
+
+fn record_from_wit(r: wit::Stored) -> Record {
+    Record {
+        id: r.id,
+        vector: r.vector,
+        metadata: r.metadata.map(Metadata::from_text),
+        document: r.document,
     }
 }
 
@@ -636,48 +668,61 @@ impl srvdb::Store for SandboxedDatabase {
     }
 
     fn remove(&self, request: &Delete<'_>) -> Result<usize> {
-        let Some(ids) = request.ids else {
-            return Err(srvdb::Error::InvalidInput {
-                reason: "delete by filter: not built yet in the component (issue 15)".into(),
-                index: None,
-            });
-        };
         let request = wit::DeleteRequest {
-            ids,
+            ids: request.ids,
+            filter: request.filter.map(filter_to_wit),
             skip_missing: request.missing == Missing::Skip,
         };
         self.call(Touches::Files, |g, s, h| g.call_remove(s, h, request))
             .map(|n| n as usize)
     }
 
-    fn update(&self, _request: &srvdb::Update<'_>) -> Result<()> {
-        Err(not_built("update"))
+    fn update(&self, request: &Update<'_>) -> Result<()> {
+        let metadatas = request.metadatas.map(metas);
+        let request = wit::UpdateRequest {
+            ids: request.ids,
+            vectors: request.vectors,
+            metadatas: metadatas.as_deref(),
+            documents: request.documents,
+        };
+        self.call(Touches::Files, |g, s, h| g.call_update(s, h, request))
     }
 
-    fn records(&self, _request: &srvdb::Select<'_>) -> Result<Vec<Record>> {
-        Err(not_built("records"))
+    fn records(&self, request: &Select<'_>) -> Result<Vec<Record>> {
+        let request = wit::SelectRequest {
+            filter: request.filter.map(filter_to_wit),
+            limit: request.limit.map(|n| n as u64),
+            offset: request.offset as u64,
+        };
+        let found = self.call(Touches::Nothing, |g, s, h| g.call_records(s, h, request))?;
+        Ok(found.into_iter().map(record_from_wit).collect())
     }
 
-    fn count_matching(&self, _filter: &srvdb::Filter) -> Result<u64> {
-        Err(not_built("count by filter"))
+    fn count_matching(&self, filter: &srvdb::Filter) -> Result<u64> {
+        let filter = filter_to_wit(filter);
+        self.call(Touches::Nothing, |g, s, h| {
+            g.call_count_matching(s, h, filter)
+        })
     }
 
-    fn create_field_index(&self, _field: &str) -> Result<()> {
-        Err(not_built("field indexes"))
+    fn create_field_index(&self, field: &str) -> Result<()> {
+        self.call(Touches::Files, |g, s, h| {
+            g.call_create_field_index(s, h, field)
+        })
     }
 
-    fn drop_field_index(&self, _field: &str) -> Result<bool> {
-        Err(not_built("field indexes"))
+    fn drop_field_index(&self, field: &str) -> Result<bool> {
+        self.call(Touches::Files, |g, s, h| {
+            g.call_drop_field_index(s, h, field)
+        })
     }
 
     fn field_indexes(&self) -> Result<Vec<String>> {
-        Ok(Vec::new())
+        self.call(Touches::Nothing, |g, s, h| g.call_field_indexes(s, h))
     }
 
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
-        if request.filter.is_some() {
-            return Err(not_built("filtered search"));
-        }
+        let filter = request.filter.map(filter_to_wit);
         let (queries, batch) = match request.queries {
             Queries::One(query) => (query, false),
             Queries::Batch(queries) => (queries, true),
@@ -686,6 +731,7 @@ impl srvdb::Store for SandboxedDatabase {
             queries,
             batch,
             k: u32::try_from(request.k).unwrap_or(u32::MAX),
+            filter,
         };
         let found = self.call(Touches::Nothing, |g, s, h| g.call_query(s, h, request))?;
         Ok(found.into_iter().map(hits).collect())
@@ -693,12 +739,7 @@ impl srvdb::Store for SandboxedDatabase {
 
     fn get(&self, id: &str) -> Result<Option<Record>> {
         let found = self.call(Touches::Nothing, |g, s, h| g.call_get(s, h, id))?;
-        Ok(found.map(|r| Record {
-            id: r.id,
-            vector: r.vector,
-            metadata: r.metadata.map(Metadata::from_text),
-            document: r.document,
-        }))
+        Ok(found.map(record_from_wit))
     }
 
     fn documents(&self, ids: &[&str]) -> Result<Vec<Option<String>>> {

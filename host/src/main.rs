@@ -5,6 +5,7 @@
 //! srvdb-host info DB
 //! srvdb-host ingest DB FILE [--dim D] [--batch N]    FILE: .npy (float32, 2-D) or raw f32 (needs --dim)
 //! srvdb-host search DB (--query 0.1,0.2,... | --query-file Q.npy [--row R]) [-k K]
+//!                       [--where JSON] [--where-document JSON]
 //! srvdb-host compact DB
 //! srvdb-host add-text DB FILE [--model M] [--batch N]  FILE: UTF-8, one document per line
 //! srvdb-host query DB TEXT [-k K] [--model M]
@@ -95,6 +96,8 @@ enum Command {
         /// Hits to return.
         #[arg(short = 'k', long = "k", value_name = "K", default_value_t = 10)]
         k: usize,
+        #[command(flatten)]
+        filter: FilterFlags,
     },
     /// Rewrites the database without its deleted records.
     Compact {
@@ -143,6 +146,31 @@ struct VectorQuery {
     /// A .npy file (float32) holding the query vector (see --row).
     #[arg(long, value_name = "Q.npy")]
     query_file: Option<PathBuf>,
+}
+
+/// A filter on the candidates, in Chroma's dialect (the hits are the k best matching records).
+#[derive(Args, Debug)]
+struct FilterFlags {
+    /// Only records whose JSON metadata matches, e.g. '{"year": {"$gt": 2000}}'.
+    #[arg(long = "where", value_name = "JSON")]
+    where_: Option<String>,
+    /// Only records whose document matches, e.g. '{"$contains": "rust"}'.
+    #[arg(long, value_name = "JSON")]
+    where_document: Option<String>,
+}
+
+impl FilterFlags {
+    /// The parsed filter, if either flag was given; a malformed one fails before the database
+    /// is opened, naming the offending part.
+    fn parse(&self) -> Result<Option<srvdb::Filter>, AnyError> {
+        if self.where_.is_none() && self.where_document.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(srvdb::Filter::parse(
+            self.where_.as_deref(),
+            self.where_document.as_deref(),
+        )?))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -321,7 +349,9 @@ fn run(cli: Cli) -> Result<(), AnyError> {
             query,
             row,
             k,
+            filter,
         } => {
+            let filter = filter.parse()?;
             let query: Vec<f32> = match (query.query, query.query_file) {
                 (Some(q), _) => q,
                 (None, Some(f)) => {
@@ -337,7 +367,10 @@ fn run(cli: Cli) -> Result<(), AnyError> {
             };
             let db = sb.open(&db_path, OpenOptions::default())?;
             let started = Instant::now();
-            let hits = db.search(&query, k)?;
+            let hits = match &filter {
+                Some(filter) => db.search_filtered(&query, k, filter)?,
+                None => db.search(&query, k)?,
+            };
             let ms = started.elapsed().as_secs_f64() * 1e3;
             for (rank, h) in hits.iter().enumerate() {
                 let meta = db

@@ -37,7 +37,14 @@ fn help_prints_usage_and_succeeds() {
     let out = srvdb_host(&["search", "--help"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{out:?}");
-    for flag in ["--query ", "--query-file", "--row", "-k"] {
+    for flag in [
+        "--query ",
+        "--query-file",
+        "--row",
+        "-k",
+        "--where ",
+        "--where-document",
+    ] {
         assert!(stdout.contains(flag), "no {flag} in:\n{stdout}");
     }
 }

@@ -47,12 +47,44 @@ impl From<srvdb::Error> for OpenError {
     }
 }
 
-/// Opens the database in `path` with the engine `kind` names.
+/// Where a database lives.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Place<'a> {
+    /// A directory, created if needed.
+    Directory(&'a Path),
+    /// Memory only (`srvdb.open(":memory:")`): gone when the handle closes. Native only.
+    Memory,
+}
+
+/// The path that names an in-memory database, as in SQLite and Chroma.
+pub(crate) const MEMORY_PATH: &str = ":memory:";
+
+/// The error for `backend="wasm"` with `":memory:"`.
+pub(crate) fn wasm_in_memory() -> srvdb::Error {
+    srvdb::Error::InvalidInput {
+        reason: "backend=\"wasm\" has no in-memory databases (the sandboxed engine keeps its \
+                 files in a directory): open \":memory:\" with backend=\"native\", or give \
+                 the wasm backend a directory"
+            .to_owned(),
+        index: None,
+    }
+}
+
+/// Opens the database at `place` with the engine `kind` names.
 pub(crate) fn open(
     kind: BackendKind,
-    path: &Path,
+    place: Place<'_>,
     options: OpenOptions,
 ) -> Result<Box<dyn Store>, OpenError> {
+    let path = match place {
+        Place::Directory(path) => path,
+        Place::Memory => {
+            return match kind {
+                BackendKind::Native => Ok(Box::new(srvdb::Database::in_memory(options)?)),
+                BackendKind::Wasm => Err(OpenError::Engine(wasm_in_memory())),
+            };
+        }
+    };
     match kind {
         BackendKind::Native => Ok(Box::new(srvdb::Database::open(path, options)?)),
         #[cfg(feature = "wasm")]

@@ -1,5 +1,6 @@
 //! `srvdb.open` and `srvdb.Database`: the Pythonic API.
 
+use crate::backend::MEMORY_PATH;
 use crate::convert::{self, K};
 use crate::errors::{self, EngineResultExt};
 use crate::handle::{hit_tuples, Handle, ModelChoice, WriteArgs};
@@ -81,8 +82,9 @@ impl Database {
     ) -> PyResult<Self> {
         let options = options(py, dim, metric)?;
         let model = model_choice(py, embedder)?;
+        let in_memory = path.as_os_str() == MEMORY_PATH;
         Ok(Database {
-            handle: Handle::open(py, path, options, backend, model)?,
+            handle: Handle::open(py, path, in_memory, options, backend, model)?,
         })
     }
 
@@ -147,10 +149,24 @@ impl Database {
     /// records of each as ``[(id, score, document), ...]``, best first (``document`` is None
     /// for records added without one). ``texts`` is one str (then one list is returned) or a
     /// sequence of str (a list of lists). Needs ``srvdb.open(..., embedder=...)``.
-    #[pyo3(signature = (texts, k = K(10)), text_signature = "(self, texts, k=10)")]
-    fn query(&self, py: Python<'_>, texts: &Bound<'_, PyAny>, k: K) -> PyResult<Py<PyAny>> {
+    ///
+    /// ``where`` / ``where_document``: only records matching them are candidates (see
+    /// ``search``); the hits are exactly the ``k`` best of those.
+    #[pyo3(
+        signature = (texts, k = K(10), r#where = None, where_document = None),
+        text_signature = "(self, texts, k=10, where=None, where_document=None)"
+    )]
+    fn query(
+        &self,
+        py: Python<'_>,
+        texts: &Bound<'_, PyAny>,
+        k: K,
+        r#where: Option<&Bound<'_, PyAny>>,
+        where_document: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         let (texts, one) = convert::texts_or_one(texts, "texts")?;
-        let found = self.handle.query(py, &texts, k.0)?;
+        let filter = convert::filter(py, r#where, where_document)?;
+        let found = self.handle.query(py, &texts, k.0, filter.as_ref())?;
         let mut lists: Vec<Vec<(String, f64, Option<String>)>> = found
             .into_iter()
             .map(|hits| {
@@ -195,10 +211,114 @@ impl Database {
         self.handle.recorded_embedder(py)
     }
 
-    /// Deletes one id (a str) or a sequence of ids and returns how many were deleted. An
-    /// unknown id raises ``NotFoundError`` (a ``KeyError``) and deletes nothing.
-    fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
-        self.handle.delete(py, ids)
+    /// Deletes records and returns how many were deleted: ``ids`` (one str or a sequence),
+    /// every record matching ``where`` / ``where_document``, or with both only those of the
+    /// ids that match. An unknown id raises ``NotFoundError`` (a ``KeyError``) and deletes
+    /// nothing. Neither ids nor a filter raises ``InvalidInputError`` rather than deleting
+    /// everything; ``delete(where={})`` deletes every record.
+    #[pyo3(
+        signature = (ids = None, *, r#where = None, where_document = None),
+        text_signature = "(self, ids=None, *, where=None, where_document=None)"
+    )]
+    fn delete(
+        &self,
+        py: Python<'_>,
+        ids: Option<&Bound<'_, PyAny>>,
+        r#where: Option<&Bound<'_, PyAny>>,
+        where_document: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let filter = convert::filter(py, r#where, where_document)?;
+        self.handle.delete(py, ids, filter.as_ref())
+    }
+
+    /// Changes existing records in place; only what is given changes. ``ids``: one str or a
+    /// sequence; ``metadatas``, ``documents`` (str) and ``embeddings``: one per id, as for
+    /// ``add`` (a ``None`` metadata entry removes the metadata). A metadata-only update
+    /// rewrites no vector. On a database opened with an ``embedder``, ``documents`` without
+    /// ``embeddings`` are embedded, so each vector stays the embedding of its document.
+    ///
+    /// Atomic: an unknown id raises ``NotFoundError``, a bad entry ``InvalidInputError`` or
+    /// ``DimensionMismatchError``; then nothing changes.
+    #[pyo3(signature = (ids, metadatas = None, documents = None, embeddings = None))]
+    fn update(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        metadatas: Option<&Bound<'_, PyAny>>,
+        documents: Option<&Bound<'_, PyAny>>,
+        embeddings: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let args = WriteArgs {
+            ids,
+            embeddings,
+            metadatas,
+            documents,
+        };
+        self.handle.update(py, args)
+    }
+
+    /// The records matching ``where`` / ``where_document`` (every record without them) as a
+    /// list of ``Record``, in insertion order: ``offset`` of them skipped, then at most
+    /// ``limit`` (all with None).
+    #[pyo3(
+        signature = (r#where = None, where_document = None, limit = None, offset = None),
+        text_signature = "(self, where=None, where_document=None, limit=None, offset=0)"
+    )]
+    fn records(
+        &self,
+        py: Python<'_>,
+        r#where: Option<&Bound<'_, PyAny>>,
+        where_document: Option<&Bound<'_, PyAny>>,
+        limit: Option<&Bound<'_, PyAny>>,
+        offset: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<Record>> {
+        let filter = convert::filter(py, r#where, where_document)?;
+        let limit = match limit.filter(|l| !l.is_none()) {
+            Some(l) => Some(convert::non_negative(l, "limit")?),
+            None => None,
+        };
+        let offset = match offset.filter(|o| !o.is_none()) {
+            Some(o) => convert::non_negative(o, "offset")?,
+            None => 0,
+        };
+        let found = self.handle.records(py, filter.as_ref(), limit, offset)?;
+        found
+            .into_iter()
+            .map(|r| Record::from_engine(py, r))
+            .collect()
+    }
+
+    /// How many records match ``where`` / ``where_document``; without them, ``len(db)``.
+    #[pyo3(
+        signature = (r#where = None, where_document = None),
+        text_signature = "(self, where=None, where_document=None)"
+    )]
+    fn count(
+        &self,
+        py: Python<'_>,
+        r#where: Option<&Bound<'_, PyAny>>,
+        where_document: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let filter = convert::filter(py, r#where, where_document)?;
+        self.handle.count_matching(py, filter.as_ref())
+    }
+
+    /// Keeps an index of metadata field ``field`` (a dotted path such as ``"author.name"``):
+    /// its values and the records holding each, committed with the records, so filters on it
+    /// touch only the matching records. Creating an existing index does nothing.
+    fn create_field_index(&self, py: Python<'_>, field: &str) -> PyResult<()> {
+        self.handle.create_field_index(py, field)
+    }
+
+    /// Drops the index of ``field``; returns False if there was none. Filters on the field
+    /// still work, by scanning.
+    fn drop_field_index(&self, py: Python<'_>, field: &str) -> PyResult<bool> {
+        self.handle.drop_field_index(py, field)
+    }
+
+    /// The indexed metadata fields, sorted.
+    fn field_indexes(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.handle.field_indexes(py)
     }
 
     /// The ``Record`` stored under ``id``, or ``default`` (None) if there is none.
@@ -243,34 +363,58 @@ impl Database {
     /// Scores are cosine similarity or inner product (higher is better) or squared L2
     /// distance (lower is better). ``k`` larger than ``len(db)`` returns every record;
     /// ``k = 0`` returns ``[]``.
-    #[pyo3(signature = (query, k = K(10)), text_signature = "(self, query, k=10)")]
+    ///
+    /// ``where``: a filter on the metadata in Chroma's dialect, e.g. ``{"year": {"$gt":
+    /// 2000}}``; ``where_document``: on the stored documents, e.g. ``{"$contains": "rust"}``.
+    /// Filters are applied during the scan: the hits are exactly the ``k`` best of the
+    /// matching records (fewer only when fewer match). A malformed filter raises
+    /// ``InvalidFilterError``.
+    #[pyo3(
+        signature = (query, k = K(10), r#where = None, where_document = None),
+        text_signature = "(self, query, k=10, where=None, where_document=None)"
+    )]
     fn search(
         &self,
         py: Python<'_>,
         query: &Bound<'_, PyAny>,
         k: K,
+        r#where: Option<&Bound<'_, PyAny>>,
+        where_document: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<(String, f64)>> {
-        Ok(hit_tuples(self.handle.search(py, query, k.0)?))
+        let filter = convert::filter(py, r#where, where_document)?;
+        Ok(hit_tuples(self.handle.search(
+            py,
+            query,
+            k.0,
+            filter.as_ref(),
+        )?))
     }
 
     /// The ``k`` best matches for each query (a 2-D array or a sequence of vectors); much
-    /// cheaper per query than separate searches.
+    /// cheaper per query than separate searches. ``where`` / ``where_document``: one filter
+    /// for the whole batch (see ``search``).
     ///
     /// Returns a list of ``[(id, score), ...]`` lists, or with ``numpy=True`` a pair of
-    /// arrays ``(ids, scores)`` of shape ``(len(queries), min(k, len(db)))``: ``ids`` of dtype
-    /// object (str), ``scores`` float32.
+    /// arrays ``(ids, scores)`` of shape ``(len(queries), width)``: ``ids`` of dtype object
+    /// (str), ``scores`` float32, where ``width`` is the longest hit list
+    /// (``min(k, len(db))`` without a filter); shorter lists are padded with None and NaN.
     #[pyo3(
-        signature = (queries, k = K(10), *, numpy = false),
-        text_signature = "(self, queries, k=10, *, numpy=False)"
+        signature = (queries, k = K(10), *, r#where = None, where_document = None, numpy = false),
+        text_signature = "(self, queries, k=10, *, where=None, where_document=None, numpy=False)"
     )]
     fn search_batch(
         &self,
         py: Python<'_>,
         queries: &Bound<'_, PyAny>,
         k: K,
+        r#where: Option<&Bound<'_, PyAny>>,
+        where_document: Option<&Bound<'_, PyAny>>,
         numpy: bool,
     ) -> PyResult<Py<PyAny>> {
-        let found = self.handle.search_batch(py, queries, k.0)?;
+        let filter = convert::filter(py, r#where, where_document)?;
+        let found = self
+            .handle
+            .search_batch(py, queries, k.0, filter.as_ref())?;
         if !numpy {
             let lists: Vec<Vec<(String, f64)>> = found.into_iter().map(hit_tuples).collect();
             return lists.into_py_any(py);

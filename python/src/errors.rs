@@ -26,9 +26,10 @@ pub(crate) enum Kind {
     Sandbox,
     EmbedderMismatch,
     Model,
+    InvalidFilter,
 }
 
-const KINDS: usize = 13;
+const KINDS: usize = 14;
 
 impl Kind {
     fn class_name(self) -> &'static str {
@@ -46,6 +47,7 @@ impl Kind {
             Kind::Sandbox => "SandboxError",
             Kind::EmbedderMismatch => "EmbedderMismatchError",
             Kind::Model => "ModelError",
+            Kind::InvalidFilter => "InvalidFilterError",
         }
     }
 }
@@ -83,6 +85,18 @@ fn index_attr(index: Option<usize>) -> Option<(&'static str, Attr)> {
 pub(crate) fn invalid(py: Python<'_>, message: String, index: Option<usize>) -> PyErr {
     let attrs: Vec<_> = index_attr(index).into_iter().collect();
     raise(py, Kind::InvalidInput, message, &attrs)
+}
+
+/// `InvalidFilterError` raised by the binding's own checks (a filter that is not a dict, or
+/// holds what JSON cannot express), in the engine's wording.
+pub(crate) fn invalid_filter(py: Python<'_>, part: &str, reason: String) -> PyErr {
+    engine(
+        py,
+        srvdb::Error::InvalidFilter {
+            part: part.to_owned(),
+            reason,
+        },
+    )
 }
 
 /// `DimensionMismatchError` raised by the binding's own checks (with the vector's index).
@@ -128,6 +142,11 @@ pub(crate) fn engine(py: Python<'_>, err: srvdb::Error) -> PyErr {
         srvdb::Error::InvalidInput { index, .. } => {
             attrs.extend(index_attr(index));
             Kind::InvalidInput
+        }
+        srvdb::Error::InvalidFilter { part, reason } => {
+            attrs.push(("part", Attr::Str(part)));
+            attrs.push(("reason", Attr::Str(reason)));
+            Kind::InvalidFilter
         }
         srvdb::Error::Corrupt { file, .. } => {
             attrs.push(("path", Attr::Str(file.display().to_string())));

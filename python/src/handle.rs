@@ -2,14 +2,14 @@
 //! operations they share. Every call that scans, writes or syncs runs with the GIL released
 //! (`Python::detach`), so Python threads search in parallel and keep running during writes.
 
-use crate::backend::{self, BackendKind, OpenError};
+use crate::backend::{self, BackendKind, OpenError, Place};
 use crate::convert;
 use crate::errors::{self, EngineResultExt};
 use crate::progress::Bar;
 use pyo3::prelude::*;
-use srvdb::store::{str_refs, Delete, Query, Write, WriteMode};
+use srvdb::store::{str_refs, Delete, Query, Select, Update, Write, WriteMode};
 use srvdb::text::{TextDatabase, TextHit};
-use srvdb::{OpenOptions, SearchHit, Store};
+use srvdb::{Filter, OpenOptions, SearchHit, Store};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -65,9 +65,12 @@ fn open_error(py: Python<'_>, e: OpenError) -> PyErr {
 }
 
 impl Handle {
+    /// Opens the database in directory `path`, or in memory when `in_memory` (then `path` is
+    /// only its name in messages).
     pub(crate) fn open(
         py: Python<'_>,
         path: PathBuf,
+        in_memory: bool,
         mut options: OpenOptions,
         backend: &str,
         model: Option<ModelChoice>,
@@ -79,6 +82,10 @@ impl Handle {
                 None,
             ));
         };
+        if in_memory && kind == BackendKind::Wasm {
+            // Before the model is loaded, which takes a while.
+            return Err(errors::engine(py, backend::wasm_in_memory()));
+        }
         let encoder = match model {
             Some(m) => Some(
                 py.detach(|| crate::text::load(kind, &m.dir, &m.name))
@@ -98,7 +105,12 @@ impl Handle {
             options = options.with_embedder(spec);
         }
         let opened = py.detach(|| {
-            let store = backend::open(kind, &path, options)?;
+            let place = if in_memory {
+                Place::Memory
+            } else {
+                Place::Directory(&path)
+            };
+            let store = backend::open(kind, place, options)?;
             Ok(match encoder {
                 Some(encoder) => Engine::Text(Arc::new(TextDatabase::new(store, encoder)?)),
                 None => Engine::Vectors(Arc::from(store)),
@@ -149,15 +161,46 @@ impl Handle {
         embedded.or_raise(py)
     }
 
-    /// Embeds `texts` and returns the `k` best hits of each with their documents.
+    /// Embeds `texts` and returns the `k` best hits of each with their documents, among the
+    /// records `filter` matches.
     pub(crate) fn query(
         &self,
         py: Python<'_>,
         texts: &[String],
         k: usize,
+        filter: Option<&Filter>,
     ) -> PyResult<Vec<Vec<TextHit>>> {
         let text = self.text(py, "query")?;
-        py.detach(|| text.query(texts, k)).or_raise(py)
+        let Some(filter) = filter else {
+            return py.detach(|| text.query(texts, k)).or_raise(py);
+        };
+        // `TextDatabase::query` with the filter in its request: embed, one filtered batch
+        // query, one documents call for every hit list.
+        py.detach(|| {
+            if texts.is_empty() {
+                return Ok(Vec::new());
+            }
+            let queries = text.embed_with_progress(texts, &mut |_| {})?;
+            let store = text.database();
+            let mut found = store.query(&Query::batch(&queries, k).filter(filter))?;
+            found.resize_with(texts.len(), Vec::new);
+            let ids: Vec<&str> = found.iter().flatten().map(|h| h.id.as_str()).collect();
+            let mut docs = store.documents(&ids)?.into_iter();
+            Ok(found
+                .into_iter()
+                .map(|hits| {
+                    hits.into_iter()
+                        .zip(docs.by_ref())
+                        .map(|(h, document)| TextHit {
+                            id: h.id,
+                            score: h.score,
+                            document,
+                        })
+                        .collect()
+                })
+                .collect())
+        })
+        .or_raise(py)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -236,6 +279,49 @@ impl Handle {
 
     pub(crate) fn count(&self, py: Python<'_>) -> PyResult<u64> {
         self.store(py)?.count().or_raise(py)
+    }
+
+    /// Live records matching `filter` (all of them without one).
+    pub(crate) fn count_matching(&self, py: Python<'_>, filter: Option<&Filter>) -> PyResult<u64> {
+        let store = self.store(py)?;
+        match filter {
+            Some(filter) => py.detach(|| store.count_matching(filter)).or_raise(py),
+            None => store.count().or_raise(py),
+        }
+    }
+
+    /// Records matching `filter` in insertion order, `offset` of them skipped, at most `limit`.
+    pub(crate) fn records(
+        &self,
+        py: Python<'_>,
+        filter: Option<&Filter>,
+        limit: Option<usize>,
+        offset: usize,
+    ) -> PyResult<Vec<srvdb::Record>> {
+        let store = self.store(py)?;
+        let mut select = Select::all().offset(offset);
+        if let Some(filter) = filter {
+            select = select.filter(filter);
+        }
+        if let Some(limit) = limit {
+            select = select.limit(limit);
+        }
+        py.detach(|| store.records(&select)).or_raise(py)
+    }
+
+    pub(crate) fn create_field_index(&self, py: Python<'_>, field: &str) -> PyResult<()> {
+        let store = self.store(py)?;
+        py.detach(|| store.create_field_index(field)).or_raise(py)
+    }
+
+    pub(crate) fn drop_field_index(&self, py: Python<'_>, field: &str) -> PyResult<bool> {
+        let store = self.store(py)?;
+        py.detach(|| store.drop_field_index(field)).or_raise(py)
+    }
+
+    pub(crate) fn field_indexes(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let store = self.store(py)?;
+        py.detach(|| store.field_indexes()).or_raise(py)
     }
 
     pub(crate) fn contains(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -330,12 +416,105 @@ impl Handle {
         written.or_raise(py)
     }
 
-    /// Deletes `ids`. Strict: an unknown id rejects the whole call (`NotFoundError`).
-    pub(crate) fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
+    /// Deletes `ids` (all of them matching `filter`, if given), or without ids every record
+    /// `filter` matches. Strict: an unknown id rejects the whole call (`NotFoundError`).
+    /// Neither ids nor a filter is an `InvalidInputError`, never "delete everything".
+    pub(crate) fn delete(
+        &self,
+        py: Python<'_>,
+        ids: Option<&Bound<'_, PyAny>>,
+        filter: Option<&Filter>,
+    ) -> PyResult<usize> {
         let store = self.store(py)?;
-        let ids = convert::ids_or_one(ids)?;
-        py.detach(|| store.remove(&Delete::ids(&str_refs(&ids))))
-            .or_raise(py)
+        let ids = match ids.filter(|i| !i.is_none()) {
+            Some(ids) => Some(convert::ids_or_one(ids)?),
+            None => None,
+        };
+        let id_refs = ids.as_deref().map(str_refs);
+        let request = match (&id_refs, filter) {
+            (Some(ids), None) => Delete::ids(ids),
+            (Some(ids), Some(filter)) => Delete::ids(ids).filter(filter),
+            (None, Some(filter)) => Delete::matching(filter),
+            (None, None) => {
+                return Err(errors::invalid(
+                    py,
+                    "delete needs ids, where or where_document; to delete every record pass \
+                     where={}"
+                        .to_owned(),
+                    None,
+                ))
+            }
+        };
+        py.detach(|| store.remove(&request)).or_raise(py)
+    }
+
+    /// Changes what is given of existing records (see `srvdb::store::Update`). On a text
+    /// database, documents given without embeddings are embedded, so vector and document stay
+    /// in step.
+    pub(crate) fn update(&self, py: Python<'_>, args: WriteArgs<'_, '_>) -> PyResult<()> {
+        let engine = self.store(py)?;
+        let ids = convert::ids_or_one(args.ids)?;
+        let metas = match args.metadatas.filter(|m| !m.is_none()) {
+            Some(m) => Some(convert::metadatas(Some(m))?),
+            None => None,
+        };
+        let documents = match args.documents.filter(|d| !d.is_none()) {
+            Some(d) => Some(convert::texts(d, "documents")?),
+            None => None,
+        };
+        let mut vectors = match args.embeddings.filter(|e| !e.is_none()) {
+            Some(e) => {
+                let expected = engine.dimension().or_raise(py)?.map(|d| d as usize);
+                let matrix = convert::matrix(e, "embeddings", expected)?;
+                if matrix.rows != ids.len() {
+                    let reason = format!(
+                        "{} vectors for {} ids: pass one vector per id",
+                        matrix.rows,
+                        ids.len()
+                    );
+                    let err = srvdb::Error::InvalidInput {
+                        reason,
+                        index: None,
+                    };
+                    return Err(errors::engine(py, err));
+                }
+                Some(matrix.as_slice().to_vec())
+            }
+            None => None,
+        };
+        if let (None, Some(documents), Engine::Text(text)) = (&vectors, &documents, &engine) {
+            if documents.len() != ids.len() {
+                let err = srvdb::Error::InvalidInput {
+                    reason: format!(
+                        "{} documents for {} ids: pass one per id",
+                        documents.len(),
+                        ids.len()
+                    ),
+                    index: None,
+                };
+                return Err(errors::engine(py, err));
+            }
+            let text = text.clone();
+            vectors = Some(
+                py.detach(|| text.embed_with_progress(documents, &mut |_| {}))
+                    .or_raise(py)?,
+            );
+        }
+        let id_refs = str_refs(&ids);
+        let doc_refs: Option<Vec<Option<&str>>> = documents
+            .as_ref()
+            .map(|d| d.iter().map(|d| Some(d.as_str())).collect());
+        let mut request = Update::ids(&id_refs);
+        if let Some(vectors) = &vectors {
+            request = request.vectors(vectors);
+        }
+        if let Some(metas) = &metas {
+            request = request.metadatas(metas);
+        }
+        if let Some(docs) = &doc_refs {
+            request = request.documents(docs);
+        }
+        py.detach(|| engine.update(&request)).or_raise(py)
     }
 
     /// Deletes those of `ids` that exist, then persists. Returns how many were deleted.
@@ -364,10 +543,14 @@ impl Handle {
         py: Python<'_>,
         query: &Bound<'_, PyAny>,
         k: usize,
+        filter: Option<&Filter>,
     ) -> PyResult<Vec<SearchHit>> {
         let store = self.store(py)?;
         let query = convert::vector(query, "query")?;
-        let request = Query::one(query.as_slice(), k);
+        let mut request = Query::one(query.as_slice(), k);
+        if let Some(filter) = filter {
+            request = request.filter(filter);
+        }
         // k = 0 still goes to the engine, which validates the query and answers `[]`.
         let found = py.detach(|| store.query(&request)).or_raise(py)?;
         Ok(found.into_iter().next().unwrap_or_default())
@@ -378,6 +561,7 @@ impl Handle {
         py: Python<'_>,
         queries: &Bound<'_, PyAny>,
         k: usize,
+        filter: Option<&Filter>,
     ) -> PyResult<Vec<Vec<SearchHit>>> {
         let store = self.store(py)?;
         let expected = store.dimension().or_raise(py)?.map(|d| d as usize);
@@ -386,7 +570,10 @@ impl Handle {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let request = Query::batch(queries.as_slice(), k);
+        let mut request = Query::batch(queries.as_slice(), k);
+        if let Some(filter) = filter {
+            request = request.filter(filter);
+        }
         let mut found = py.detach(|| store.query(&request)).or_raise(py)?;
         // An empty database of unknown dimension answers no lists at all: one empty per query.
         found.resize_with(n, Vec::new);

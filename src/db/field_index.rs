@@ -34,7 +34,6 @@ impl FieldIndexes {
     /// The rows (sorted, ascending, tombstoned rows possibly included) whose field `field`
     /// equals `value`, or any element of it does for a list-valued field; `None` when `field`
     /// is not indexed. Numbers are keyed by value, so `1` and `1.0` are one key.
-    #[allow(dead_code)] // read by the filter planner (issue 15, landing next)
     pub(crate) fn rows_equal(&self, field: &str, value: &Scalar) -> Option<&[u64]> {
         let values = self.fields.get(field)?;
         let key = match value {

@@ -59,7 +59,6 @@ struct Snapshot {
     /// Bumped whenever the metadata or document of an existing row changes (update) or rows
     /// are renumbered (compaction): caches built from rows' metadata are valid only for the
     /// version they were built at (appended rows do not change it).
-    #[allow(dead_code)] // read by the filter's column caches (issue 15, landing next)
     meta_version: u64,
     /// The field indexes as of this snapshot.
     field_indexes: Arc<FieldIndexes>,

@@ -27,7 +27,7 @@ impl RowSource for StateSource<'_> {
         let mut out = self.meta.metadata_range(rows.clone())?;
         for (slot, row) in out.iter_mut().zip(rows) {
             if let Some(m) = self.pending.metadata(row) {
-                *slot = Some(m.clone());
+                *slot = m.cloned();
             }
         }
         Ok(out)
@@ -37,7 +37,7 @@ impl RowSource for StateSource<'_> {
         let mut out = self.meta.documents_range(rows.clone())?;
         for (slot, row) in out.iter_mut().zip(rows) {
             if let Some(d) = self.pending.document(row) {
-                *slot = Some(d.to_owned());
+                *slot = d.map(str::to_owned);
             }
         }
         Ok(out)
@@ -102,11 +102,11 @@ impl Database {
         let mut out = Vec::with_capacity(rows.len());
         for (row, (metadata, document)) in rows.into_iter().zip(stored) {
             let metadata = match state.pending.metadata(row) {
-                Some(m) => Some(m.clone()),
+                Some(m) => m.cloned(),
                 None => metadata,
             };
             let document = match state.pending.document(row) {
-                Some(d) => Some(d.to_owned()),
+                Some(d) => d.map(str::to_owned),
                 None => document,
             };
             let vector = view

@@ -1,4 +1,4 @@
-//! The `k` of a search.
+//! The `k` of a search, and the other non-negative counts (`limit`, `offset`).
 
 use super::type_name;
 use crate::errors::invalid;
@@ -12,17 +12,18 @@ impl<'a, 'py> FromPyObject<'a, 'py> for K {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        k(&obj).map(K)
+        non_negative(&obj, "k").map(K)
     }
 }
 
-fn k(obj: &Bound<'_, PyAny>) -> PyResult<usize> {
+/// `obj` as a non-negative int (not a bool); `name` is the argument's name for the message.
+pub(crate) fn non_negative(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<usize> {
     let py = obj.py();
     let bad = || {
         invalid(
             py,
             format!(
-                "k must be a non-negative int, got {} {}",
+                "{name} must be a non-negative int, got {} {}",
                 type_name(obj),
                 obj.repr().map(|r| r.to_string()).unwrap_or_default()
             ),

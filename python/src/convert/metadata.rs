@@ -73,7 +73,7 @@ pub(crate) fn metadatas(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Option<M
 /// `json.JSONEncoder(ensure_ascii=False, allow_nan=False)`, built once: `json.dumps` with
 /// arguments builds a new encoder per call. NaN and infinity are refused because they are not
 /// JSON (`json.loads` elsewhere would accept them, other languages would not).
-fn encoder(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+pub(super) fn encoder(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static ENCODER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     ENCODER
         .get_or_try_init(py, || {

@@ -1,19 +1,22 @@
 //! Python arguments to engine inputs, one module per kind of input. Only conversion is checked
 //! here: Python types, array dtypes and shapes, ragged rows, and each row's length against the
 //! database's dimension (only Python sees the rows). Every failure is an `InvalidInputError` or
-//! `DimensionMismatchError` naming the position at fault, raised before the engine is called.
+//! `DimensionMismatchError` (`InvalidFilterError` for a filter that is not a dict) naming the
+//! position at fault, raised before the engine is called.
 //! What the engine checks (lengths that disagree, NaN, empty or repeated ids) it reports
 //! itself, so every backend gives the same message.
 
 mod arrays;
+mod filter;
 mod ids;
 mod k;
 mod metadata;
 mod texts;
 mod vectors;
 
+pub(crate) use filter::filter;
 pub(crate) use ids::{ids, ids_or_one};
-pub(crate) use k::K;
+pub(crate) use k::{non_negative, K};
 pub(crate) use metadata::metadatas;
 pub(crate) use texts::{texts, texts_or_one};
 pub(crate) use vectors::{matrix, vector};
