@@ -18,7 +18,8 @@
 `--tests filtered` runs only the filtered-search test (each library still ingests its data;
 no memory probe). `--merge-into` puts this run's figures of those tests into an earlier run's
 JSON (e.g. docs/benchmarks/results.json) and renders the report from the merged file, so a
-filtered-only run updates the filtered section and keeps the rest as measured before.
+filtered-only run updates the filtered section and keeps the rest as measured before;
+`--merge-from RUN.json` merges a run made earlier (e.g. of other libraries) without running.
 
 `--smoke` runs every test on tiny sizes and checks that each library produced every figure or
 was reported failed with a reason, and that SrvDB's answers are exact (recall 1.0 against
@@ -55,6 +56,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--tests", help="comma-separated subset of the tests: filtered (default: all)")
     ap.add_argument("--merge-into", type=Path,
                     help="an earlier run's JSON to merge these figures into before the report")
+    ap.add_argument("--merge-from", type=Path,
+                    help="with --merge-into and --tests: merge this earlier run's JSON instead "
+                         "of running anything (e.g. runs of different libraries at different "
+                         "times)")
     ap.add_argument("--report-dir", type=Path,
                     help="where benchmarks.md and its PNGs go (default: docs/ for a full run, "
                          "target/bench-smoke/ for --smoke)")
@@ -411,13 +416,22 @@ def main() -> None:
     unknown = [n for n in names if n not in LIBRARIES]
     if unknown:
         sys.exit(f"unknown libraries {unknown}; known: {sorted(LIBRARIES)}")
+    import report
+
+    report_dir = args.report_dir or (REPO / ("target/bench-smoke" if args.smoke else "docs"))
+    if args.merge_from:
+        if not (args.merge_into and args.tests):
+            sys.exit("--merge-from needs --merge-into and --tests")
+        results = merge(json.loads(args.merge_into.read_text()),
+                        json.loads(args.merge_from.read_text()), args.tests.split(","))
+        written = report.write(results, report_dir,
+                               json_name=f"{args.merge_into.name} + {args.merge_from.name}")
+        print("==> report: " + ", ".join(os.path.relpath(p, REPO) for p in written))
+        return
     runner = Runner(args, packages)
     runner.run([LIBRARIES[n] for n in names])
     print(f"==> results: {os.path.relpath(runner.out, REPO)} ({runner.results['wall_seconds']:.0f} s)")
 
-    import report
-
-    report_dir = args.report_dir or (REPO / ("target/bench-smoke" if args.smoke else "docs"))
     results, json_name = runner.results, runner.out.name
     if args.merge_into:
         results = merge(json.loads(args.merge_into.read_text()), runner.results,
