@@ -54,6 +54,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--libs", help="comma-separated subset of the libraries (default: all)")
     ap.add_argument("--out", type=Path, help="result JSON (default: target/bench-results/...)")
     ap.add_argument("--tests", help="comma-separated subset of the tests: filtered (default: all)")
+    ap.add_argument("--datasets", help="comma-separated subset of the data sets (default: all)")
     ap.add_argument("--merge-into", type=Path,
                     help="an earlier run's JSON to merge these figures into before the report")
     ap.add_argument("--merge-from", type=Path,
@@ -102,6 +103,7 @@ class Runner:
         self.cfg = dict(CONFIG_SMOKE if args.smoke else CONFIG_FULL)
         # Tests limited by --tests (ingest always runs: it makes the collection searched).
         self.tests = args.tests.split(",") if args.tests else None
+        self.only_datasets = args.datasets.split(",") if args.datasets else None
         if self.tests:
             unknown = set(self.tests) - set(TESTS)
             if unknown:
@@ -157,7 +159,8 @@ class Runner:
         print("==> data sets (cached in target/bench-data)", flush=True)
         big = any(lib.big for lib in libs) and (self.tests is None or "filtered" in self.tests)
         data = prepare(REPO / "target" / "bench-data", SMOKE if self.smoke else FULL, big=big)
-        usable = {k: str(v) for k, v in data.items() if isinstance(v, Path)}
+        usable = {k: str(v) for k, v in data.items() if isinstance(v, Path)
+                  and (self.only_datasets is None or k in self.only_datasets)}
         self.results["datasets"] = {k: (str(v) if isinstance(v, Path) else {"skipped": v})
                                     for k, v in data.items()}
         for name, value in data.items():
