@@ -219,7 +219,8 @@ def main_table(results: dict, ds: str) -> list[str]:
         rec = figure(e, ds, "recall", "recall_at_k")
         rec_n = figure(e, ds, "recall", "queries")
         want = results["config"]
-        nq_note = f"; {lat['n']} queries" if lat.get("n", 0) < want["latency_queries"] else ""
+        nq_note = (f"; {lat['n']} queries" if lat and lat.get("n", 0) < want["latency_queries"]
+                   else "")
         cells = [
             name + (" (1 thread)" if name == "srvdb-1thread" else ""),
             "yes" if e.get("exact") else "**no** (HNSW)",
@@ -436,7 +437,9 @@ def filtered_table(results: dict, ds: str) -> list[str]:
             rec = v.get("recall")
             text = f"{num(v['p50_ms'])} (recall {rec:.3f}" if rec is not None else num(v["p50_ms"])
             if name in OURS:
-                text += f"; {ratio(v['p50_ms'], unf)} unfiltered"
+                r = v["p50_ms"] / unf if unf else None
+                text += ("; –" if r is None else f"; {r:.3f}×" if r < 0.1 else f"; {r:.2f}×") \
+                    + " unfiltered"
             else:
                 text += f"; {ratio(v['p50_ms'], srvdb_best(results, ds, case))} SrvDB"
             if v.get("non_matching"):
@@ -506,11 +509,27 @@ def filtered_section(results: dict) -> list[str]:
         return []
     lines = ["## Filtered search (issue 15)", ""]
     runs = [r for r in results.get("partial_runs", []) if "filtered" in r["tests"]]
+    busy = False
     for r in runs:
-        load = r["machine"].get("loadavg_at_start")
+        load = r["machine"].get("loadavg_at_start") or [0]
+        busy |= load[0] > 0.5 * (r["machine"].get("cores") or 1)
+        bw = r.get("bandwidth_2t_gb_per_s")
         lines += [f"- Filtered-only run (`run_peers.py --tests filtered --merge-into`) started "
                   f"{r['started_utc']}, {r.get('wall_seconds') or 0:.0f} s, 1-minute load average "
-                  f"{load[0]:.2f} at its start: {', '.join(r['libraries'])}."]
+                  f"{load[0]:.2f} at its start"
+                  + (f", 2-thread read bandwidth {bw:.1f} GB/s" if bw else "")
+                  + f": {', '.join(r['libraries'])}."]
+    failed = [(name, f) for name, e in results["libraries"].items()
+               for f in e.get("partial_failures", [])]
+    for name, f in failed:
+        reason = " ".join((f.get("reason") or "").split())[:200].replace("|", "\\|")
+        lines += [f"- {name} failed in the filtered-only run started {f['started_utc']}: "
+                  f"{f['status']}: {reason} (figures it has come from the other runs listed)."]
+    if busy:
+        lines += ["", "> **The machine was busy** during these runs (load average above half the "
+                  "cores, from other processes): each case's queries ran at a different moment of "
+                  "that load, so the ratios to the unfiltered p50 and to the peers are noisy; the "
+                  "recall figures are not affected."]
     if runs:
         lines += ["", "These filtered figures were merged into the report of the run named in the "
                   "header; the other sections come from that run.", ""]
@@ -612,7 +631,8 @@ def filtered_plot(results: dict, ds: str, rows, out_dir: Path, label: str) -> Pa
                 ys.append(v["p50_ms"])
                 recalls.append(v.get("recall", 1.0))
         seen.add(name)
-        bars = ax.bar(xs, ys, width, label=f"{plot_name(results['libraries'][name], name)} {mode}")
+        bars = ax.bar(xs, ys, width, color=plt.cm.tab20(i % 20),
+                      label=f"{plot_name(results['libraries'][name], name)} {mode}")
         for bar, rec in zip(bars, recalls):
             if rec < 0.9995:
                 bar.set_hatch("//")

@@ -379,25 +379,39 @@ def smoke_check(results: dict) -> list[str]:
     return problems
 
 
+def no_machine_paths(text: str) -> str:
+    """`text` with the repository's path made relative and other directories of this machine
+    (an interpreter's, in a traceback) left out, for a report kept in the repository."""
+    import re
+
+    text = text.replace(f"{REPO}{os.sep}", "")
+    return re.sub(r"(/[\w.+-]+)+/(?=[\w.+-]+\.py\b)", "", text)
+
+
 def merge(earlier: dict, now: dict, tests: list[str]) -> dict:
     """`earlier` with this run's figures of `tests` (per library and data set) put in, the
     data sets and libraries this run adds, and `partial_runs` saying which run measured what."""
     out = json.loads(json.dumps(earlier))
     out.setdefault("partial_runs", []).append(
         {"tests": tests, "started_utc": now["started_utc"], "wall_seconds": now.get("wall_seconds"),
-         "machine": now["machine"], "libraries": sorted(now["libraries"])})
+         "machine": now["machine"],
+         "bandwidth_2t_gb_per_s": next((b["gb_per_s"] for b in now.get("limits", {}).get(
+             "bandwidth", []) if b["threads"] == 2), None),
+         "libraries": sorted(n for n, e in now["libraries"].items() if e.get("status") == "ok")})
     for ds, info in now["datasets"].items():
         out["datasets"].setdefault(ds, info)
     out["config"] = {**out["config"], **{k: v for k, v in now["config"].items()
                                          if k.startswith("filtered")}}
     for name, entry in now["libraries"].items():
         old = out["libraries"].setdefault(name, {})
+        if entry.get("status") != "ok":
+            old.setdefault("partial_failures", []).append(
+                {"started_utc": now["started_utc"], "tests": tests, "status": entry.get("status"),
+                 "reason": no_machine_paths(entry.get("reason") or "")})
         if entry.get("status") != "ok" or old.get("status") != "ok":
             if old.get("status") == "ok" and entry.get("status") != "ok":
-                old["filtered_status"] = entry.get("status")
-                old["filtered_reason"] = entry.get("reason")
                 continue
-            old.update(entry)
+            old.update({k: v for k, v in entry.items() if k != "partial_failures"})
             continue
         for key in ("version", "how", "exact"):
             old[key] = entry.get(key, old.get(key))
