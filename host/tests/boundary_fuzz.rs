@@ -2,9 +2,10 @@
 //! host, checked against a `BTreeMap` model of the database.
 //!
 //! Each case opens a fresh database in the sandbox and runs a random sequence of add, upsert
-//! (with and without documents), delete, get, contains, documents, search, search-batch, ids,
-//! count, persist, compact and reopen, with ids drawn from a small pool (so they collide) that
-//! includes the empty id, ids at and past the length limit and odd Unicode; vectors of random
+//! (with and without documents), delete, update (metadata and documents), delete and count by a
+//! document filter, records (offset and limit), get, contains, documents, search, search-batch,
+//! ids, count, persist, compact and reopen, with ids drawn from a small pool (so they collide)
+//! that includes the empty id, ids at and past the length limit and odd Unicode; vectors of random
 //! length (0, the wrong dimension, a ragged batch), with NaN, infinities, -0.0 and f32::MAX;
 //! k of 0, small, 2^20 and u32::MAX; metadata and documents that are JSON, broken JSON, empty or
 //! odd Unicode. After every call:
@@ -22,7 +23,7 @@
 
 use proptest::prelude::*;
 use srvdb::types::{MAX_DIMENSION, MAX_ID_BYTES};
-use srvdb::{OpenOptions, SearchHit, Store, Write};
+use srvdb::{Delete, OpenOptions, SearchHit, Select, Store, Update, Write};
 use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::{Sandbox, SandboxedDatabase};
 use std::collections::{BTreeMap, HashSet};
@@ -53,6 +54,18 @@ enum Op {
         documents: Option<Vec<Option<String>>>,
     },
     Delete(Vec<String>),
+    /// An update of metadata and/or documents (`None`: that field not given).
+    Update {
+        ids: Vec<String>,
+        metadatas: Option<Vec<Option<String>>>,
+        documents: Option<Vec<Option<String>>>,
+    },
+    /// Delete every record whose document contains the text (a `where_document` filter).
+    DeleteContaining(String),
+    /// Count the records whose document contains the text.
+    CountContaining(String),
+    /// `records` with an offset and a limit, no filter.
+    Records(usize, Option<usize>),
     Get(String),
     Contains(String),
     Documents(Vec<String>),
@@ -102,6 +115,17 @@ fn text() -> impl Strategy<Value = Option<String>> {
         1 => Just(Some("ünïcødé 😀 \u{0} \u{feff}".to_owned())),
         1 => "\\PC{0,40}".prop_map(Some),
     ]
+}
+
+/// Text a document filter looks for: pieces of what `text()` writes.
+fn needle() -> impl Strategy<Value = String> {
+    prop::sample::select(vec!["n", "1", "{", "ü", "😀", "\u{0}", "zz"]).prop_map(str::to_owned)
+}
+
+/// The `where_document` filter `{"$contains": needle}`, parsed as a caller would.
+fn containing(needle: &str) -> srvdb::Filter {
+    let text = serde_json::json!({ "$contains": needle }).to_string();
+    srvdb::Filter::parse(None, Some(&text)).expect("a valid document filter")
 }
 
 fn k() -> impl Strategy<Value = u32> {
@@ -163,6 +187,19 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (vectors(1, 3), k()).prop_map(|(q, k)| Op::Search(q, k)),
         2 => ((0usize..4).prop_flat_map(|n| vectors(n, 3)), k())
             .prop_map(|(q, k)| Op::SearchBatch(q, k)),
+        3 => (
+            prop::collection::vec(id(), 0..4),
+            prop::option::of(prop::collection::vec(text(), 0..4)),
+            prop::option::of(prop::collection::vec(text(), 0..4)),
+        )
+            .prop_map(|(ids, metadatas, documents)| Op::Update {
+                ids,
+                metadatas,
+                documents,
+            }),
+        1 => needle().prop_map(Op::DeleteContaining),
+        1 => needle().prop_map(Op::CountContaining),
+        1 => (0usize..6, prop::option::of(0usize..6)).prop_map(|(o, l)| Op::Records(o, l)),
         1 => Just(Op::Ids),
         1 => Just(Op::Count),
         2 => Just(Op::Persist),
@@ -246,6 +283,39 @@ impl Model {
             self.next_seq += 1;
             self.recs.insert(id.clone(), rec);
         }
+    }
+
+    /// Whether the engine must accept this update: one entry per id for each field given,
+    /// every id live and given once (no ids: nothing may be given).
+    fn accepts_update(
+        &self,
+        ids: &[String],
+        metas: Option<&[Option<String>]>,
+        docs: Option<&[Option<String>]>,
+    ) -> bool {
+        let n = ids.len();
+        if n == 0 {
+            return metas.is_none_or(<[_]>::is_empty) && docs.is_none_or(<[_]>::is_empty);
+        }
+        let mut seen = HashSet::new();
+        metas.is_none_or(|m| m.len() == n)
+            && docs.is_none_or(|d| d.len() == n)
+            && ids
+                .iter()
+                .all(|id| seen.insert(id) && self.recs.contains_key(id))
+    }
+
+    /// The live ids whose document contains `needle`, in row order.
+    fn containing(&self, needle: &str) -> Vec<String> {
+        self.ids_in_order()
+            .into_iter()
+            .filter(|id| {
+                self.recs[id]
+                    .document
+                    .as_deref()
+                    .is_some_and(|d| d.contains(needle))
+            })
+            .collect()
     }
 
     fn ids_in_order(&self) -> Vec<String> {
@@ -416,6 +486,96 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                         typed_input_error(&e, &call)?;
                         prop_assert!(!all_known, "{}: rejected ({}) with every id live", call, e);
                     }
+                }
+            }
+            Op::Update {
+                ids,
+                metadatas,
+                documents,
+            } => {
+                let id_refs = srvdb::store::str_refs(ids);
+                let metas: Option<Vec<Option<srvdb::Metadata>>> = metadatas.as_ref().map(|m| {
+                    m.iter()
+                        .map(|m| m.clone().map(srvdb::Metadata::from_text))
+                        .collect()
+                });
+                let docs: Option<Vec<Option<&str>>> = documents
+                    .as_ref()
+                    .map(|d| d.iter().map(Option::as_deref).collect());
+                let mut update = Update::ids(&id_refs);
+                if let Some(m) = &metas {
+                    update = update.metadatas(m);
+                }
+                if let Some(d) = &docs {
+                    update = update.documents(d);
+                }
+                let accepts = model.accepts_update(ids, metadatas.as_deref(), documents.as_deref());
+                match db.update(&update) {
+                    Ok(()) => {
+                        prop_assert!(accepts, "{}: accepted, the model rejects it", call);
+                        for (i, id) in ids.iter().enumerate() {
+                            let rec = model.recs.get_mut(id).expect("accepted ids are live");
+                            if let Some(m) = metadatas {
+                                rec.metadata = m[i].clone();
+                            }
+                            if let Some(d) = documents {
+                                rec.document = d[i].clone();
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        typed_input_error(&e, &call)?;
+                        prop_assert!(!accepts, "{}: rejected ({}), the model accepts it", call, e);
+                    }
+                }
+            }
+            Op::DeleteContaining(needle) => {
+                let want = model.containing(needle);
+                let n = db
+                    .remove(&Delete::matching(&containing(needle)))
+                    .map_err(|e| TestCaseError::fail(format!("{call}: {e}")))?;
+                prop_assert_eq!(n, want.len(), "{}: deleted count", call);
+                for id in want {
+                    model.recs.remove(&id);
+                }
+            }
+            Op::CountContaining(needle) => {
+                let n = db
+                    .count_matching(&containing(needle))
+                    .map_err(|e| TestCaseError::fail(format!("{call}: {e}")))?;
+                prop_assert_eq!(n, model.containing(needle).len() as u64, "{}", call);
+            }
+            Op::Records(offset, limit) => {
+                let mut select = Select::all().offset(*offset);
+                if let Some(l) = limit {
+                    select = select.limit(*l);
+                }
+                let got = db
+                    .records(&select)
+                    .map_err(|e| TestCaseError::fail(format!("{call}: {e}")))?;
+                let want: Vec<String> = model
+                    .ids_in_order()
+                    .into_iter()
+                    .skip(*offset)
+                    .take(limit.unwrap_or(usize::MAX))
+                    .collect();
+                let got_ids: Vec<&str> = got.iter().map(|r| r.id.as_str()).collect();
+                prop_assert_eq!(
+                    got_ids,
+                    want.iter().map(String::as_str).collect::<Vec<_>>(),
+                    "{}",
+                    call
+                );
+                for r in &got {
+                    let m = &model.recs[&r.id];
+                    prop_assert_eq!(&r.vector, &m.vector, "{}: vector", call);
+                    prop_assert_eq!(
+                        r.metadata.as_ref().map(|x| x.as_str().to_owned()),
+                        m.metadata.clone(),
+                        "{}: metadata",
+                        call
+                    );
+                    prop_assert_eq!(&r.document, &m.document, "{}: document", call);
                 }
             }
             Op::Get(id) => {

@@ -1,6 +1,9 @@
 //! The command line's surface: `--help` printed "flag --help needs a value" and failed, and a
 //! misspelled flag was silently ignored (`--dimm 3` ingested as if no --dim was given). These
-//! checks need no component: clap answers before the sandbox is built.
+//! checks need no component (clap answers before the sandbox is built), except the last, which
+//! runs a filtered search.
+
+mod common;
 
 use std::process::{Command, Output};
 
@@ -100,4 +103,86 @@ fn usage_errors_are_refused_before_any_work() {
             "{args:?}: want {says:?} in\n{stderr}"
         );
     }
+}
+
+/// `search --where`: the hits are the k best of the matching records (brute force here over a
+/// database written natively), and a malformed filter fails naming its part.
+#[test]
+fn search_where_returns_the_best_matching_records() {
+    use srvdb::{Database, Metadata, OpenOptions, Store, Write};
+    let component = common::component_config().component;
+    let dir = tempfile::tempdir().expect("tmp");
+    let n = 60;
+    let dim = 4;
+    let vectors: Vec<f32> = (0..n * dim)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let metas: Vec<Option<Metadata>> = (0..n)
+        .map(|i| {
+            Some(Metadata::from_text(format!(
+                "{{\"year\": {}}}",
+                1990 + i % 30
+            )))
+        })
+        .collect();
+    {
+        let db = Database::open(dir.path(), OpenOptions::default()).expect("open");
+        db.write(&Write::add(&id_refs, &vectors).metadatas(&metas))
+            .expect("add");
+        db.close().expect("close");
+    }
+    let query = [0.3f32, -0.2, 0.9, 0.1];
+    let cosine = |v: &[f32]| {
+        let dot: f64 = v.iter().zip(&query).map(|(a, b)| f64::from(a * b)).sum();
+        let norm = |x: &[f32]| x.iter().map(|a| f64::from(a * a)).sum::<f64>().sqrt();
+        dot / (norm(v) * norm(&query))
+    };
+    // Brute force over the rows with year > 2010.
+    let mut want: Vec<(f64, String)> = (0..n)
+        .filter(|i| 1990 + i % 30 > 2010)
+        .map(|i| (cosine(&vectors[i * dim..(i + 1) * dim]), ids[i].clone()))
+        .collect();
+    want.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let db_arg = dir.path().to_str().expect("utf-8 path");
+    let component_arg = component.to_str().expect("utf-8 path");
+    let out = srvdb_host(&[
+        "search",
+        db_arg,
+        "--query",
+        "0.3,-0.2,0.9,0.1",
+        "-k",
+        "3",
+        "--where",
+        r#"{"year": {"$gt": 2010}}"#,
+        "--component",
+        component_arg,
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = text(&out.stdout);
+    let got: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    let expected: Vec<&str> = want.iter().take(3).map(|(_, id)| id.as_str()).collect();
+    assert_eq!(got, expected, "{stdout}");
+
+    let out = srvdb_host(&[
+        "search",
+        db_arg,
+        "--query",
+        "0.3,-0.2,0.9,0.1",
+        "--where",
+        r#"{"year": {"$foo": 1}}"#,
+        "--component",
+        component_arg,
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.contains("invalid filter at where.year.$foo"),
+        "{stderr}"
+    );
 }
