@@ -3,6 +3,8 @@
 //! (`SRVDB_DATA_DIR` or `../shared/data`; skipped when absent), with a metadata column of the
 //! kind users filter on (a `bucket` 0..999 spread over the rows, a `half` flag).
 //!
+//! `SRVDB_FILTER_ROWS=1000000` runs the synthetic set at 1M x 384 instead.
+//!
 //! After criterion, a summary re-measures each case with `Instant` and prints its p50 and its
 //! ratio to the unfiltered p50. Under `cargo test` the synthetic set shrinks to 2 000 rows.
 
@@ -219,7 +221,12 @@ mod native {
     pub fn main() {
         let full = std::env::args().any(|a| a == "--bench")
             && !std::env::args().any(|a| a == "--test" || a == "--list");
-        let mut sets = vec![synthetic(if full { 100_000 } else { 2_000 }, 384)];
+        // `SRVDB_FILTER_ROWS` sizes the synthetic set (e.g. 1000000 for the 1M x 384).
+        let rows = std::env::var("SRVDB_FILTER_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        let mut sets = vec![synthetic(if full { rows } else { 2_000 }, 384)];
         if full {
             sets.extend(minilm());
         }
