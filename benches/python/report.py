@@ -518,7 +518,8 @@ def filtered_section(results: dict) -> list[str]:
                   f"{r['started_utc']}, {r.get('wall_seconds') or 0:.0f} s, 1-minute load average "
                   f"{load[0]:.2f} at its start"
                   + (f", 2-thread read bandwidth {bw:.1f} GB/s" if bw else "")
-                  + f": {', '.join(r['libraries'])}."]
+                  + f": {', '.join(r['libraries'])}"
+                  + (f" on {', '.join(r['datasets'])}." if r.get("datasets") else ".")]
     failed = [(name, f) for name, e in results["libraries"].items()
                for f in e.get("partial_failures", [])]
     for name, f in failed:
@@ -532,7 +533,9 @@ def filtered_section(results: dict) -> list[str]:
                   "recall figures are not affected."]
     if runs:
         lines += ["", "These filtered figures were merged into the report of the run named in the "
-                  "header; the other sections come from that run.", ""]
+                  "header, in the order listed (where two runs measured a library on the same data "
+                  "set, the later one's figures are shown); the other sections come from that run.",
+                  ""]
     big = results["datasets"].get("synthetic-big")
     if big and "rows" in big:
         lines += [f"`synthetic-big` ({big['rows']:,} x {big['dim']}, {big['queries']} queries) is "

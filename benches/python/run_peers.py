@@ -397,7 +397,8 @@ def merge(earlier: dict, now: dict, tests: list[str]) -> dict:
          "machine": now["machine"],
          "bandwidth_2t_gb_per_s": next((b["gb_per_s"] for b in now.get("limits", {}).get(
              "bandwidth", []) if b["threads"] == 2), None),
-         "libraries": sorted(n for n, e in now["libraries"].items() if e.get("status") == "ok")})
+         "libraries": sorted(n for n, e in now["libraries"].items() if e.get("status") == "ok"),
+         "datasets": sorted({ds for e in now["libraries"].values() for ds in e.get("datasets", {})})})
     for ds, info in now["datasets"].items():
         out["datasets"].setdefault(ds, info)
     out["config"] = {**out["config"], **{k: v for k, v in now["config"].items()
