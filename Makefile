@@ -8,7 +8,7 @@ RUSTUP ?= rustup
 WASM_TARGET := wasm32-wasip2
 
 .PHONY: all demo test toolchain fmt-check clippy-native wasm-check wasm-clippy component \
-        cargo-test node-test python-test python-dev python-bench bench bench-smoke bench-rust \
+        cargo-test node-test python-test python-dev python-bench bench bench-smoke bench-filtered bench-rust \
         fmt clippy clean
 
 all: test
@@ -127,6 +127,13 @@ BENCH := $(PYTHON) benches/python/run_peers.py
 bench: component
 	$(python_setup)
 	$(BENCH)
+
+## bench-filtered: only the filtered-search test (issue 15: 50/5/0.1% selectivity, recall
+## against the exact filtered top 10, SrvDB on 1,000,000 x 384 too), merged into the last full
+## run's docs/benchmarks/results.json and rendered as docs/benchmarks.md.
+bench-filtered: component
+	$(python_setup)
+	$(BENCH) --tests filtered --merge-into docs/benchmarks/results.json
 
 ## bench-smoke: every test of the peer benchmark for every library on tiny sizes (under 2
 ## minutes once the virtualenvs exist); fails if a library neither produced every figure nor

@@ -737,6 +737,17 @@ fn empty_database_and_empty_results() {
         .is_empty());
     assert_eq!(db.remove(&Delete::matching(&f)).expect("delete"), 0);
     assert_eq!(db.count(), 1);
+    // A filter with neither part is not "everything": that must be asked for with `{}`.
+    let nothing = Filter::parse(None, None).expect("empty filter");
+    let err = db.remove(&Delete::matching(&nothing)).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    assert_eq!(db.count(), 1);
+    let everything = Filter::parse(Some("{}"), None).expect("filter");
+    assert_eq!(
+        db.remove(&Delete::matching(&everything)).expect("delete"),
+        1
+    );
+    assert_eq!(db.count(), 0);
 }
 
 /// Changes `count` random live records in place with `Store::update`: metadata, documents or
@@ -810,4 +821,58 @@ fn indexed_fields_and_updates_agree_with_the_reference() {
     check(&db, &model, &mut rng, 100);
     db.drop_field_index("a").expect("drop index");
     check(&db, &model, &mut rng, 100);
+}
+
+#[test]
+fn concurrent_filtered_searches_with_writes_and_deletes_by_filter() {
+    // Records `w{i}` carry {"a": i % 10}; readers ask for a == 3 and check every hit's id, and
+    // that hits never include a record a delete-by-filter removed (a == 9) before it started.
+    let db = std::sync::Arc::new(Database::in_memory(no_auto_commit()).expect("db"));
+    let write_range = |db: &Database, range: std::ops::Range<usize>| {
+        let ids: Vec<String> = range.clone().map(|i| format!("w{i}")).collect();
+        let vectors: Vec<f32> = range
+            .clone()
+            .flat_map(|i| [i as f32, 1.0, 0.5, -1.0])
+            .collect();
+        let metas: Vec<Option<Metadata>> =
+            range.map(|i| Some(json!({"a": i % 10}).into())).collect();
+        db.add(&ids, &vectors, &metas).expect("add");
+    };
+    write_range(&db, 0..2000);
+    let threes = parse(Some(&json!({"a": 3})), None);
+    let nines = parse(Some(&json!({"a": 9})), None);
+    std::thread::scope(|s| {
+        for t in 0..3 {
+            let db = db.clone();
+            let threes = threes.clone();
+            s.spawn(move || {
+                for j in 0..100 {
+                    let q = [1.0, (t + j) as f32, 0.0, 1.0];
+                    let hits = db.search_filtered(&q, 20, &threes).expect("search");
+                    assert!(!hits.is_empty());
+                    for h in &hits {
+                        let i: usize = h.id[1..].parse().expect("id number");
+                        assert_eq!(i % 10, 3, "hit {} does not match", h.id);
+                    }
+                    let n = db.count_matching(&threes).expect("count");
+                    assert!(n >= 200, "{n}");
+                }
+            });
+        }
+        let db = db.clone();
+        let nines = &nines;
+        s.spawn(move || {
+            for round in 0..10 {
+                write_range(&db, 2000 + round * 100..2100 + round * 100);
+                db.remove(&Delete::matching(nines)).expect("delete");
+                assert_eq!(db.count_matching(nines).expect("count"), 0);
+                if round % 3 == 0 {
+                    db.persist().expect("persist");
+                }
+            }
+        });
+    });
+    assert_eq!(db.count_matching(&threes).expect("count"), 300);
+    assert_eq!(db.count_matching(&nines).expect("count"), 0);
+    assert_eq!(db.count(), 3000 - 300);
 }

@@ -6,7 +6,14 @@ inner product, computed in float64, ties to the lower row):
 
 - `synthetic`: seeded, clustered Gaussian vectors (the seed's 50,000 x 1536 shape);
 - `minilm`: the real sentence embeddings in `../shared/data` (or `SRVDB_DATA_DIR`), absent
-  on machines without them (the caller reports it as skipped).
+  on machines without them (the caller reports it as skipped);
+- `synthetic-big`: a larger clustered set (1,000,000 x 384 in the full run) that only SrvDB
+  native runs, and only for the filtered test (the issue's filtered-search figures at scale).
+
+Each set also gets the metadata columns users filter on (`filters.npz`, see `FILTER_CASES`):
+an integer `bucket` whose values select 50%, 5% and 0.1% of the rows (a seeded permutation,
+so the counts are exact) and a `source` string; and `filter_gt.npz`, the exact float64 top
+`GT_K` of each query among only the rows each filter matches (row numbers of the whole set).
 
 Only NumPy is needed, so every interpreter of the bench can import this module.
 """
@@ -37,10 +44,23 @@ class Sizes:
     seed: int = 20261125
 
 
+    big_n: int = 0  # the filtered-only set for SrvDB; 0: none
+    big_dim: int = 384
+    big_queries: int = 100
+
+
 FULL = Sizes(synthetic_n=50_000, synthetic_dim=1536, synthetic_queries=1000,
-             real_n=None, real_queries=None, clusters=256)
+             real_n=None, real_queries=None, clusters=256, big_n=1_000_000)
 SMOKE = Sizes(synthetic_n=2_000, synthetic_dim=64, synthetic_queries=50,
-              real_n=1_000, real_queries=20, clusters=16)
+              real_n=1_000, real_queries=20, clusters=16, big_n=5_000, big_dim=32,
+              big_queries=10)
+
+#: The filtered test's cases: (name, the `bucket` value it selects, the share of rows that
+#: value gets). Every filter is `{"bucket": value}` (an equality, the common case: "only this
+#: user's / this source's documents"); the remaining rows get the values 3..9.
+FILTER_CASES = (("50%", 0, 0.5), ("5%", 1, 0.05), ("0.1%", 2, 0.001))
+#: The `source` strings, drawn uniformly per row.
+SOURCES = ("web", "pdf", "email", "chat", "wiki")
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -68,10 +88,60 @@ def exact_top(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     base64 = base.astype(np.float64)
     k = min(k, len(base))
     out = np.empty((len(queries), k), dtype=np.int32)
-    for start in range(0, len(queries), 100):
-        scores = queries[start:start + 100].astype(np.float64) @ base64.T
-        out[start:start + 100] = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    step = max(1, min(100, 5_000_000 // max(1, len(base))))
+    for start in range(0, len(queries), step):
+        scores = queries[start:start + step].astype(np.float64) @ base64.T
+        out[start:start + step] = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return out
+
+
+def filter_columns(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bucket, source index) per row. A seeded permutation gives each case's value to exactly
+    round(share x n) rows (at least one), so the selectivities are exact, not expected."""
+    rng = np.random.default_rng(seed + 7)
+    bucket = np.empty(n, dtype=np.int32)
+    order = rng.permutation(n)
+    start = 0
+    for _name, value, share in FILTER_CASES:
+        count = max(1, round(share * n))
+        bucket[order[start:start + count]] = value
+        start += count
+    bucket[order[start:]] = 3 + rng.integers(0, 7, size=n - start)
+    source = rng.integers(0, len(SOURCES), size=n).astype(np.int32)
+    return bucket, source
+
+
+def metadatas(directory: Path, rows: int | None = None) -> list[dict]:
+    """Each row's metadata as every library ingests it: its row number, `bucket` and `source`
+    (of the first `rows` rows; None: all)."""
+    cols = np.load(Path(directory) / "filters.npz")
+    bucket, source = cols["bucket"][:rows].tolist(), cols["source"][:rows].tolist()
+    return [{"doc": i, "bucket": b, "source": SOURCES[s]}
+            for i, (b, s) in enumerate(zip(bucket, source))]
+
+
+def ensure_filters(dest: Path, seed: int) -> None:
+    """Adds the filter columns and the filtered ground truth to a prepared set, if missing."""
+    if (dest / "filter_gt.npz").is_file():
+        return
+    base = np.load(dest / "base.npy")
+    queries = np.load(dest / "queries.npy")
+    bucket, source = filter_columns(len(base), seed)
+    gts = {}
+    for name, value, _share in FILTER_CASES:
+        rows = np.flatnonzero(bucket == value)
+        gts[name] = rows[exact_top(base[rows], queries, GT_K)].astype(np.int32)
+    np.savez(dest / "filters.npz.tmp.npz", bucket=bucket, source=source)
+    np.savez(dest / "filter_gt.npz.tmp.npz", **gts)
+    (dest / "filters.npz.tmp.npz").replace(dest / "filters.npz")
+    (dest / "filter_gt.npz.tmp.npz").replace(dest / "filter_gt.npz")
+
+
+def load_filters(dataset_dir: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(bucket per row, {case name: filtered ground truth}) of a prepared set."""
+    d = Path(dataset_dir)
+    gt = np.load(d / "filter_gt.npz")
+    return np.load(d / "filters.npz")["bucket"], {name: gt[name] for name in gt.files}
 
 
 def repo_relative(path: Path | str) -> str:
@@ -97,9 +167,10 @@ def _write(dest: Path, base: np.ndarray, queries: np.ndarray, info: dict) -> Pat
     return dest
 
 
-def prepare(cache: Path, sizes: Sizes) -> dict[str, Path | str]:
+def prepare(cache: Path, sizes: Sizes, big: bool = False) -> dict[str, Path | str]:
     """Each data set's directory, made if missing; a str instead of a Path says why a set is
-    skipped. The cache key holds every size and the seed, so a change makes a new set."""
+    skipped. The cache key holds every size and the seed, so a change makes a new set.
+    `big`: also the filtered-only `synthetic-big` set (when SrvDB's filtered test runs)."""
     out: dict[str, Path | str] = {}
     s = sizes
     key = f"synthetic-{s.synthetic_n}x{s.synthetic_dim}-q{s.synthetic_queries}-c{s.clusters}-s{s.seed}"
@@ -111,12 +182,34 @@ def prepare(cache: Path, sizes: Sizes) -> dict[str, Path | str]:
                             np.random.default_rng(s.seed + 1))
         info = {"name": "synthetic", "source": "clustered Gaussian", **asdict(s)}
         _write(dest, base, queries, info)
+    ensure_filters(dest, s.seed)
     out["synthetic"] = dest
 
     real = real_data_dir()
     if real is None:
         out["minilm"] = "skipped: ../shared/data (or SRVDB_DATA_DIR) has no base.npy/queries.npy"
-        return out
+    else:
+        out["minilm"] = prepare_real(cache, s, real)
+    if big:
+        out["synthetic-big"] = prepare_big(cache, s)
+    return out
+
+
+def prepare_big(cache: Path, s: Sizes) -> Path:
+    key = f"synthetic-big-{s.big_n}x{s.big_dim}-q{s.big_queries}-c{s.clusters}-s{s.seed}"
+    dest = cache / key
+    if not (dest / "gt.npy").is_file():
+        rng = np.random.default_rng(s.seed + 2)
+        base = clustered(s.big_n, s.big_dim, s.clusters, rng)
+        queries = clustered(s.big_queries, s.big_dim, s.clusters, np.random.default_rng(s.seed + 3))
+        info = {"name": "synthetic-big", "source": "clustered Gaussian", "clusters": s.clusters,
+                "seed": s.seed + 2}
+        _write(dest, base, queries, info)
+    ensure_filters(dest, s.seed + 2)
+    return dest
+
+
+def prepare_real(cache: Path, s: Sizes, real: Path) -> Path:
     key = f"minilm-{s.real_n or 'all'}-q{s.real_queries or 'all'}"
     dest = cache / key
     if not (dest / "gt.npy").is_file():
@@ -126,8 +219,8 @@ def prepare(cache: Path, sizes: Sizes) -> dict[str, Path | str]:
                 "source": f"MiniLM sentence embeddings, {repo_relative(real)}"}
         _write(dest, base, queries, info)
         check_against_shipped_truth(dest, real)
-    out["minilm"] = dest
-    return out
+    ensure_filters(dest, s.seed)
+    return dest
 
 
 def check_against_shipped_truth(dest: Path, real: Path, k: int = 10) -> None:

@@ -2,12 +2,15 @@
 
 On the 20,000 x 384 MiniLM sentence set (../shared/data or $SRVDB_DATA_DIR: base.npy,
 base.txt, queries.npy; skipped if absent), one cosine database holding each sentence as the
-document text. Per query, k = 10, best-of-rounds p50 / mean over the query set:
+document text and `{"row": i, "bucket": i % 20}` as its metadata, as the adapter writes them.
+Per query, k = 10, best-of-rounds p50 / mean over the query set:
 
 - `db.search(q, k)`: the engine call from Python (NumPy float32 query);
 - `db.search` + `db.get` of each hit: what any store must add to return the texts;
 - `store.similarity_search_by_vector(list, k)`: the LangChain call (list of floats in, as
-  LangChain passes embeddings, Documents out).
+  LangChain passes embeddings, Documents out);
+- the same two with `filter={"bucket": 3}` (5% of the rows), which the adapter passes to
+  the engine as `where`.
 
 Run: `target/pyenv/bin/python benches/python/langchain_overhead.py` (needs langchain-core).
 """
@@ -29,6 +32,7 @@ import srvdb
 REPO = Path(__file__).resolve().parents[2]
 K = 10
 ROUNDS = 5
+WHERE = {"bucket": 3}
 
 
 def data_dir() -> Path | None:
@@ -73,7 +77,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = srvdb.open(Path(tmp) / "db", metric="cosine")
         ids = [f"s{i}" for i in range(n)]
-        db.add(ids, base, [json.dumps({"text": t, "metadata": {"row": i}}) for i, t in enumerate(texts)])
+        db.add(ids, base, [{"row": i, "bucket": i % 20} for i in range(n)], texts)
         db.persist()
         store = SrvDBVectorStore(database=db, embedding=FakeEmbeddings(size=dim))
         qlists = [q.tolist() for q in queries]
@@ -81,15 +85,20 @@ def main() -> None:
         # Same answers both ways.
         for q, ql in zip(queries[:20], qlists[:20]):
             assert [h[0] for h in db.search(q, K)] == [doc.id for doc in store.similarity_search_by_vector(ql, K)]
+            assert [h[0] for h in db.search(q, K, where=WHERE)] == [
+                doc.id for doc in store.similarity_search_by_vector(ql, K, filter=WHERE)
+            ]
 
         def with_get(i):
             return [db.get(h).metadata for h, _ in db.search(queries[i], K)]
 
-        direct, fetched, via_lc = timed(
+        direct, fetched, via_lc, direct_f, via_lc_f = timed(
             [
                 lambda i: db.search(queries[i], K),
                 with_get,
                 lambda i: store.similarity_search_by_vector(qlists[i], K),
+                lambda i: db.search(queries[i], K, where=WHERE),
+                lambda i: store.similarity_search_by_vector(qlists[i], K, filter=WHERE),
             ],
             queries,
         )
@@ -103,6 +112,8 @@ def main() -> None:
     print(row("db.search (NumPy query)", direct))
     print(row("db.search + db.get of the hits", fetched))
     print(row("SrvDBVectorStore.similarity_search_by_vector (list query)", via_lc))
+    print(row(f"db.search, where={json.dumps(WHERE)} (5% of rows)", direct_f))
+    print(row(f"SrvDBVectorStore.similarity_search_by_vector, filter={json.dumps(WHERE)}", via_lc_f))
     p50d, p50l = statistics.median(direct), statistics.median(via_lc)
     print(f"LangChain overhead at p50: +{p50l - p50d:.0f} us ({(p50l / p50d - 1) * 100:.1f}% over the direct search)")
 

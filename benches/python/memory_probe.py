@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_data import metadatas  # noqa: E402
 from peers import LIBRARIES  # noqa: E402
 from peers.base import fsync_tree  # noqa: E402
 
@@ -56,11 +57,12 @@ def main() -> None:
     args = ap.parse_args()
     adapter = LIBRARIES[args.lib].make()
     vectors = read_rows(args.base, args.rows)
+    # The same metadata as the ingest test (its filter columns), held by both processes.
+    metas = metadatas(args.base.parent, len(vectors))
     if args.mode == "test":
         n = len(vectors)
         args.dir.mkdir(parents=True)
-        adapter.ingest(args.dir, [str(i) for i in range(n)], vectors,
-                       [{"doc": i} for i in range(n)])
+        adapter.ingest(args.dir, [str(i) for i in range(n)], vectors, metas)
         fsync_tree(args.dir)
         adapter.open(args.dir)
         for q in vectors[:10]:

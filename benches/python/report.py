@@ -185,7 +185,7 @@ def shape_of(results: dict, ds: str):
 
 def main_table(results: dict, ds: str) -> list[str]:
     shape = shape_of(results, ds)
-    if not shape:
+    if not shape or not any(figure(e, ds, "latency") for e in results["libraries"].values()):
         return []
     f = limits_for(results, shape)
     libs = results["libraries"]
@@ -219,7 +219,8 @@ def main_table(results: dict, ds: str) -> list[str]:
         rec = figure(e, ds, "recall", "recall_at_k")
         rec_n = figure(e, ds, "recall", "queries")
         want = results["config"]
-        nq_note = f"; {lat['n']} queries" if lat.get("n", 0) < want["latency_queries"] else ""
+        nq_note = (f"; {lat['n']} queries" if lat and lat.get("n", 0) < want["latency_queries"]
+                   else "")
         cells = [
             name + (" (1 thread)" if name == "srvdb-1thread" else ""),
             "yes" if e.get("exact") else "**no** (HNSW)",
@@ -363,6 +364,15 @@ def method(cfg: dict) -> list[str]:
   (2 x rows x dim) queries per second; durable ingest floor = rows x dim x 4 bytes / durable
   write bandwidth. A floor measured low (a NumPy reduction that is not purely memory-bound)
   makes the ratio to it lenient.
+- **Filtered search**: every row's metadata holds `doc` (its number), an integer `bucket` and
+  a `source` string; a seeded permutation gives `bucket` = 0, 1, 2 to exactly 50%, 5% and
+  0.1% of the rows (the rest get 3..9). On the reopened handle: {cfg.get('filtered_queries')}
+  single queries (after {cfg['warmup_queries']} warm-up queries; stopped after
+  {cfg.get('filtered_max_seconds')} s once {cfg.get('filtered_min_queries')} are done)
+  unfiltered, then with `{{"bucket": v}}` in the library's own filter syntax, for each of its
+  filter modes, then again after its field index on `bucket` where it has one. Recall@10 is
+  against the exact float64 top 10 among the matching rows only (all of them where fewer than
+  10 match); a returned row the filter excludes is counted and shown.
 - Each library runs in its own process, SrvDB with the project's virtualenv (target/pyenv), the
   peers with target/bench-peers-venv. `srvdb-wasm` is the same engine as a WASI component in
   the wasmtime sandbox; `srvdb-1thread` is the native engine with RAYON_NUM_THREADS=1, the
@@ -370,6 +380,168 @@ def method(cfg: dict) -> list[str]:
 """
     return text.splitlines()
 
+
+
+# ---------------------------------------------------------------- filtered search
+
+#: The filtered test's cases in report order (bench_data.FILTER_CASES, by name).
+FILTER_CASES = ("50%", "5%", "0.1%")
+
+
+def filtered_rows(results: dict, ds: str) -> list[tuple[str, str, dict, dict]]:
+    """(library, mode, its filtered figures, that mode's cases) of every library that ran the
+    filtered test on `ds`."""
+    rows = []
+    for name, e in results["libraries"].items():
+        flt = figure(e, ds, "filtered")
+        if not flt or "modes" not in flt:
+            continue
+        for mode, cases in flt["modes"].items():
+            rows.append((name, mode, flt, cases))
+    return rows
+
+
+def srvdb_best(results: dict, ds: str, case: str):
+    """SrvDB native's fastest p50 for a case over its modes (the planner's or the index's)."""
+    flt = figure(results["libraries"].get(SRVDB, {}), ds, "filtered") or {}
+    vals = [cases[case]["p50_ms"] for cases in flt.get("modes", {}).values() if case in cases]
+    return min(vals) if vals else None
+
+
+def filtered_table(results: dict, ds: str) -> list[str]:
+    rows = filtered_rows(results, ds)
+    if not rows:
+        return []
+    flt0 = rows[0][2]
+    n = flt0.get("rows")
+    matching = flt0.get("matching", {})
+    lines = [f"### Filtered search, {ds} ({n:,} rows)" if n else f"### Filtered search, {ds}", "",
+             "p50 of single queries (ms), k = 10, the filter `{\"bucket\": v}` matching "
+             + ", ".join(f"{c} ({matching.get(c, 0):,} rows)" for c in FILTER_CASES)
+             + ". In each cell: recall@10 against the exact filtered top 10, then for SrvDB its "
+             "ratio to its own unfiltered p50 and for a peer the ratio of its p50 to SrvDB "
+             "native's best p50 for that case (above 1: SrvDB is faster). Mode `indexed`: after "
+             "the library's field index on `bucket` (SrvDB `create_field_index`, LanceDB "
+             "`create_scalar_index`).", "",
+             "| library | mode | unfiltered | " + " | ".join(FILTER_CASES) + " |",
+             "| --- | --- | ---: | " + " | ".join("---:" for _ in FILTER_CASES) + " |"]
+    for name, mode, flt, cases in rows:
+        unf = flt.get("unfiltered", {}).get("p50_ms")
+        cells = [name + ("" if results["libraries"][name].get("exact") else " (approx.)"), mode,
+                 num(unf) if unf is not None else "–"]
+        for case in FILTER_CASES:
+            v = cases.get(case)
+            if not v:
+                cells.append("–")
+                continue
+            rec = v.get("recall")
+            text = f"{num(v['p50_ms'])} (recall {rec:.3f}" if rec is not None else num(v["p50_ms"])
+            if name in OURS:
+                r = v["p50_ms"] / unf if unf else None
+                text += ("; –" if r is None else f"; {r:.3f}×" if r < 0.1 else f"; {r:.2f}×") \
+                    + " unfiltered"
+            else:
+                text += f"; {ratio(v['p50_ms'], srvdb_best(results, ds, case))} SrvDB"
+            if v.get("non_matching"):
+                text += f"; **{v['non_matching']} rows not matching**"
+            if v.get("n", 0) < results["config"].get("filtered_queries", 0):
+                text += f"; {v['n']} queries"
+            cells.append(text + ")" if rec is not None else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    none = [(name, figure(e, ds, "filtered")["unsupported"]) for name, e in results["libraries"].items()
+            if (figure(e, ds, "filtered") or {}).get("unsupported")]
+    if none:
+        lines += ["No metadata filter, not in the table: "
+                  + "; ".join(f"{name} ({why})" for name, why in none) + ".", ""]
+    index = [(name, flt["index"]) for name, e in results["libraries"].items()
+             if (flt := figure(e, ds, "filtered") or {}).get("index")]
+    if index:
+        lines += ["Index build on `bucket`: " + "; ".join(
+            f"{name} {i['how']} in {i['seconds']:.2f} s" for name, i in index) + ".", ""]
+    lines += [f"![filtered search]({PLOTS}/filtered-{ds}.png)", ""]
+    return lines
+
+
+def filtered_targets(results: dict) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met?) for issue 15's filtered-search targets, per data set."""
+    out = []
+    ours = results["libraries"].get(SRVDB, {})
+    for ds in results["datasets"]:
+        flt = figure(ours, ds, "filtered")
+        if not flt or "modes" not in flt:
+            continue
+        unf = flt["unfiltered"]["p50_ms"]
+        scan = flt["modes"].get("scan", {})
+        for case, limit in (("50%", 1.1), ("5%", 0.25)):
+            if case in scan:
+                r = scan[case]["p50_ms"] / unf
+                out.append((f"{ds}: {case} filtered p50 ≤ {limit}× unfiltered",
+                            f"{r:.2f}× ({scan[case]['p50_ms']:.2f} / {unf:.2f} ms)", r <= limit))
+        idx = flt["modes"].get("indexed", {}).get("0.1%")
+        if idx:
+            out.append((f"{ds}: 0.1% with an indexed field < 1 ms", f"{idx['p50_ms']:.3f} ms",
+                        idx["p50_ms"] < 1.0))
+        chroma = figure(results["libraries"].get("chroma", {}), ds, "filtered", "modes", "default")
+        for case in ("50%", "5%"):
+            mine = srvdb_best(results, ds, case)
+            if chroma and case in chroma and mine:
+                r = chroma[case]["p50_ms"] / mine
+                out.append((f"{ds}: {case} filtered p50 ≥ 10× faster than Chroma's",
+                            f"{r:.1f}× ({mine:.2f} vs {chroma[case]['p50_ms']:.2f} ms)", r >= 10))
+        recalls = [cases[c]["recall"] for cases in flt["modes"].values() for c in cases]
+        for lib in ("srvdb-wasm",):
+            other = figure(results["libraries"].get(lib, {}), ds, "filtered", "modes") or {}
+            recalls += [cases[c]["recall"] for cases in other.values() for c in cases]
+        out.append((f"{ds}: filtered recall@10 = 1.0 at every selectivity (SrvDB native"
+                    + (" and wasm" if ds != "synthetic-big" else "") + ")",
+                    f"min {min(recalls):.4f}", min(recalls) == 1.0))
+    if not out:
+        out.append(("every filtered target", "SrvDB (native) did not produce filtered figures",
+                    None))
+    return out
+
+
+def filtered_section(results: dict) -> list[str]:
+    targets_ = filtered_targets(results)
+    tables = [line for ds in results["datasets"] for line in filtered_table(results, ds)]
+    if not tables:
+        return []
+    lines = ["## Filtered search (issue 15)", ""]
+    runs = [r for r in results.get("partial_runs", []) if "filtered" in r["tests"]]
+    busy = False
+    for r in runs:
+        load = r["machine"].get("loadavg_at_start") or [0]
+        busy |= load[0] > 0.5 * (r["machine"].get("cores") or 1)
+        bw = r.get("bandwidth_2t_gb_per_s")
+        lines += [f"- Filtered-only run (`run_peers.py --tests filtered --merge-into`) started "
+                  f"{r['started_utc']}, {r.get('wall_seconds') or 0:.0f} s, 1-minute load average "
+                  f"{load[0]:.2f} at its start"
+                  + (f", 2-thread read bandwidth {bw:.1f} GB/s" if bw else "")
+                  + f": {', '.join(r['libraries'])}."]
+    failed = [(name, f) for name, e in results["libraries"].items()
+               for f in e.get("partial_failures", [])]
+    for name, f in failed:
+        reason = " ".join((f.get("reason") or "").split())[:200].replace("|", "\\|")
+        lines += [f"- {name} failed in the filtered-only run started {f['started_utc']}: "
+                  f"{f['status']}: {reason} (figures it has come from the other runs listed)."]
+    if busy:
+        lines += ["", "> **The machine was busy** during these runs (load average above half the "
+                  "cores, from other processes): each case's queries ran at a different moment of "
+                  "that load, so the ratios to the unfiltered p50 and to the peers are noisy; the "
+                  "recall figures are not affected."]
+    if runs:
+        lines += ["", "These filtered figures were merged into the report of the run named in the "
+                  "header; the other sections come from that run.", ""]
+    big = results["datasets"].get("synthetic-big")
+    if big and "rows" in big:
+        lines += [f"`synthetic-big` ({big['rows']:,} x {big['dim']}, {big['queries']} queries) is "
+                  "run by SrvDB native only, and only for this test.", ""]
+    lines += ["| target | measured | met |", "| --- | ---: | :---: |"]
+    for text, measured, met in targets_:
+        mark = "–" if met is None else ("yes" if met else "**no**")
+        lines.append(f"| {text} | {measured} | {mark} |")
+    return lines + [""] + tables
 
 
 # ---------------------------------------------------------------- plots
@@ -387,8 +559,8 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
     label = " (SMOKE: tiny sizes)" if results["mode"] == "smoke" else ""
     for ds in results["datasets"]:
         shape = shape_of(results, ds)
-        if not shape:
-            continue
+        if not shape or not any(figure(e, ds, "latency") for e in libs.values()):
+            continue  # a filtered-only set (synthetic-big) has its own plot below
         title = f"{ds} {shape[0]:,} x {shape[1]}{label}"
         names = [n for n in libs if figure(libs[n], ds, "latency")]
         fig, ax = plt.subplots(figsize=(9, 4))
@@ -432,7 +604,49 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
         ax.tick_params(axis="x", rotation=30)
         ax.legend()
         written.append(save(fig, out_dir / f"ingest-{ds}.png"))
+    for ds in results["datasets"]:
+        rows = filtered_rows(results, ds)
+        if rows:
+            written.append(filtered_plot(results, ds, rows, out_dir, label))
     return written
+
+
+def filtered_plot(results: dict, ds: str, rows, out_dir: Path, label: str) -> Path:
+    """p50 per selectivity, one bar per library and mode; a bar whose recall is below 1 is
+    hatched and labelled with it."""
+    import matplotlib.pyplot as plt
+
+    cases = ("unfiltered", *FILTER_CASES)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / len(rows)
+    seen = set()
+    for i, (name, mode, flt, by_case) in enumerate(rows):
+        xs, ys, recalls = [], [], []
+        for j, case in enumerate(cases):
+            # A library's unfiltered bar once, with its first mode.
+            v = (None if name in seen else flt.get("unfiltered")) if case == "unfiltered" \
+                else by_case.get(case)
+            if v:
+                xs.append(j + (i - (len(rows) - 1) / 2) * width)
+                ys.append(v["p50_ms"])
+                recalls.append(v.get("recall", 1.0))
+        seen.add(name)
+        bars = ax.bar(xs, ys, width, color=plt.cm.tab20(i % 20),
+                      label=f"{plot_name(results['libraries'][name], name)} {mode}")
+        for bar, rec in zip(bars, recalls):
+            if rec < 0.9995:
+                bar.set_hatch("//")
+                ax.annotate(f"{rec:.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=6, rotation=90)
+    ax.set_xticks(range(len(cases)), cases)
+    ax.set_yscale("log")
+    ax.set_ylabel("p50 ms per query (log)")
+    shape = (rows[0][2].get("rows"),)
+    ax.set_title(f"Filtered search p50 by selectivity, k=10: {ds}"
+                 + (f" {shape[0]:,} rows" if shape[0] else "") + label
+                 + "\n(hatched: recall@10 below 1, value on the bar)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return save(fig, out_dir / f"filtered-{ds}.png")
 
 
 def plot_name(entry: dict, name: str) -> str:
@@ -456,6 +670,7 @@ def render(results: dict, json_name: str) -> str:
     lines += targets_section(results)
     for ds in results["datasets"]:
         lines += main_table(results, ds)
+    lines += filtered_section(results)
     lines += limits_section(results)
     lines += datasets_section(results)
     lines += status_section(results)

@@ -1,7 +1,8 @@
 """SrvDB against its peers, side by side, in one run: `make bench` (full) and `make bench-smoke`.
 
     python3 benches/python/run_peers.py [--smoke] [--libs srvdb,faiss,...] [--out FILE.json]
-                                        [--report-dir DIR]
+                                        [--report-dir DIR] [--tests filtered]
+                                        [--merge-into RESULTS.json]
 
 1. Makes the peers' virtualenv (peer_env.py; each requirement installed separately, a failure
    recorded) and re-runs itself with its interpreter, which has NumPy and matplotlib.
@@ -13,6 +14,12 @@
    test (memory_probe.py, a baseline and a test process). A library that is not installed,
    crashes or times out is recorded with the reason, and the run goes on.
 5. Writes everything to one JSON file and renders the report from it (report.py).
+
+`--tests filtered` runs only the filtered-search test (each library still ingests its data;
+no memory probe). `--merge-into` puts this run's figures of those tests into an earlier run's
+JSON (e.g. docs/benchmarks/results.json) and renders the report from the merged file, so a
+filtered-only run updates the filtered section and keeps the rest as measured before;
+`--merge-from RUN.json` merges a run made earlier (e.g. of other libraries) without running.
 
 `--smoke` runs every test on tiny sizes and checks that each library produced every figure or
 was reported failed with a reason, and that SrvDB's answers are exact (recall 1.0 against
@@ -46,6 +53,14 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes; check every figure is there")
     ap.add_argument("--libs", help="comma-separated subset of the libraries (default: all)")
     ap.add_argument("--out", type=Path, help="result JSON (default: target/bench-results/...)")
+    ap.add_argument("--tests", help="comma-separated subset of the tests: filtered (default: all)")
+    ap.add_argument("--datasets", help="comma-separated subset of the data sets (default: all)")
+    ap.add_argument("--merge-into", type=Path,
+                    help="an earlier run's JSON to merge these figures into before the report")
+    ap.add_argument("--merge-from", type=Path,
+                    help="with --merge-into and --tests: merge this earlier run's JSON instead "
+                         "of running anything (e.g. runs of different libraries at different "
+                         "times)")
     ap.add_argument("--report-dir", type=Path,
                     help="where benchmarks.md and its PNGs go (default: docs/ for a full run, "
                          "target/bench-smoke/ for --smoke)")
@@ -68,12 +83,14 @@ CONFIG_FULL = {"k": 10, "warmup_queries": 5, "latency_queries": 200, "latency_mi
                "latency_max_seconds": 30, "batch_queries": 1000, "recall_max_seconds": 60,
                "concurrent_threads": 16, "concurrent_queries": 800, "concurrent_max_seconds": 60,
                "sweep_threads": [1, 2, 4, 8], "sweep_seconds": 2.0,
+               "filtered_queries": 100, "filtered_min_queries": 20, "filtered_max_seconds": 20,
                "memory_rows": 10_000, "timeout_s": 1200}
 CONFIG_SMOKE = {"k": 10, "warmup_queries": 2, "latency_queries": 20, "latency_min_queries": 20,
                 "latency_max_seconds": 5, "batch_queries": 50, "recall_max_seconds": 10,
                 "concurrent_threads": 16, "concurrent_queries": 64, "concurrent_max_seconds": 10,
                 "sweep_threads": [1, 2, 4, 8], "sweep_seconds": 0.1,
-                "memory_rows": 2_000, "timeout_s": 120}
+                "filtered_queries": 10, "filtered_min_queries": 10, "filtered_max_seconds": 5,
+               "memory_rows": 2_000, "timeout_s": 120}
 
 
 def tail(text: str, lines: int = 15) -> str:
@@ -84,6 +101,16 @@ class Runner:
     def __init__(self, args, packages: dict):
         self.smoke = args.smoke
         self.cfg = dict(CONFIG_SMOKE if args.smoke else CONFIG_FULL)
+        # Tests limited by --tests (ingest always runs: it makes the collection searched).
+        self.tests = args.tests.split(",") if args.tests else None
+        self.only_datasets = args.datasets.split(",") if args.datasets else None
+        if self.tests:
+            unknown = set(self.tests) - set(TESTS)
+            if unknown:
+                sys.exit(f"unknown tests {sorted(unknown)}; known: {', '.join(TESTS)}")
+            self.cfg["tests"] = ["ingest", *self.tests]
+        # The big set is for the filtered test only.
+        self.cfg["dataset_tests"] = {"synthetic-big": ["ingest", "filtered"]}
         mode = "smoke" if args.smoke else "full"
         self.work = REPO / "target" / "bench-work" / mode
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -130,8 +157,10 @@ class Runner:
 
         t0 = time.perf_counter()
         print("==> data sets (cached in target/bench-data)", flush=True)
-        data = prepare(REPO / "target" / "bench-data", SMOKE if self.smoke else FULL)
-        usable = {k: str(v) for k, v in data.items() if isinstance(v, Path)}
+        big = any(lib.big for lib in libs) and (self.tests is None or "filtered" in self.tests)
+        data = prepare(REPO / "target" / "bench-data", SMOKE if self.smoke else FULL, big=big)
+        usable = {k: str(v) for k, v in data.items() if isinstance(v, Path)
+                  and (self.only_datasets is None or k in self.only_datasets)}
         self.results["datasets"] = {k: (str(v) if isinstance(v, Path) else {"skipped": v})
                                     for k, v in data.items()}
         for name, value in data.items():
@@ -183,6 +212,7 @@ class Runner:
         workdir = self.work / lib.name
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
+        datasets = {k: v for k, v in datasets.items() if lib.big or k != "synthetic-big"}
         config = dict(self.cfg, datasets=datasets, workdir=str(workdir / "db"))
         (workdir / "config.json").write_text(json.dumps(config))
         out = workdir / "result.json"
@@ -202,7 +232,7 @@ class Runner:
             print(f"    ok in {entry['wall_seconds']:.1f} s: " + summary_line(result))
         shutil.rmtree(workdir / "db", ignore_errors=True)
         self.save()
-        if lib.memory and "synthetic" in datasets:
+        if lib.memory and "synthetic" in datasets and self.tests is None:
             entry["memory"] = self.memory(lib, Path(datasets["synthetic"]) / "base.npy", workdir)
             m = entry["memory"]
             print("    memory: " + (f"{m['delta_mb']:.1f} MB above baseline" if "delta_mb" in m
@@ -256,6 +286,10 @@ def summary_line(result: dict) -> str:
             bits.append(f"{c['threads']}T {c['qps']:,.0f} QPS (recall {c['recall_at_k']:.3f})")
         if "recall" in fig:
             bits.append(f"recall {fig['recall']['recall_at_k']:.3f}")
+        flt = fig.get("filtered", {})
+        for mode, cases in flt.get("modes", {}).items():
+            bits.append(f"filtered {mode} " + ", ".join(
+                f"{c} {v['p50_ms']:.2f} ms (recall {v['recall']:.3f})" for c, v in cases.items()))
         parts.append(" ".join(bits))
     return "; ".join(parts)
 
@@ -275,7 +309,37 @@ def machine_info() -> dict:
 
 
 # What a library must have produced, per data set, for the smoke check.
-REQUIRED = ("ingest", "latency", "batch", "recall", "concurrent", "sweep")
+REQUIRED = ("ingest", "latency", "batch", "recall", "concurrent", "sweep", "filtered")
+#: The tests --tests can pick.
+TESTS = ("latency", "filtered", "batch")
+
+
+def filtered_problems(name: str, ds: str, fig: dict) -> list[str]:
+    """A filtered test with a case missing; for SrvDB also any answer that is not exact
+    (recall 1.0, no row the filter excludes, fewer than k only where fewer rows match)."""
+    from bench_data import FILTER_CASES
+
+    flt = fig.get("filtered", {})
+    if "unsupported" in flt:
+        return [f"{name}/{ds}: SrvDB has no filter?"] if name.startswith("srvdb") else []
+    problems = []
+    want = [c for c, _v, _s in FILTER_CASES]
+    modes = flt.get("modes", {})
+    if "unfiltered" not in flt or not modes:
+        return [f"{name}/{ds}: filtered test incomplete"]
+    for mode, cases in modes.items():
+        missing = [c for c in want if c not in cases]
+        if missing:
+            problems.append(f"{name}/{ds}: filtered {mode} missing {missing}")
+        if name.startswith("srvdb"):
+            for c, v in cases.items():
+                if v["recall"] != 1.0 or v["non_matching"] or v["short_answers"]:
+                    problems.append(f"{name}/{ds}: filtered {mode} {c}: recall {v['recall']}, "
+                                    f"{v['non_matching']} non-matching rows, "
+                                    f"{v['short_answers']} short answers; want exact")
+    if name == "srvdb" and "indexed" not in modes:
+        problems.append(f"{name}/{ds}: no indexed filtered run")
+    return problems
 
 
 def smoke_check(results: dict) -> list[str]:
@@ -292,12 +356,20 @@ def smoke_check(results: dict) -> list[str]:
             if name.startswith("srvdb"):
                 problems.append(f"{name}: SrvDB itself did not run: {entry.get('reason')}")
             continue
+        only = results["config"].get("tests")
         for ds, fig in entry["datasets"].items():
             need = REQUIRED if lib.tests is None else lib.tests
+            if only:
+                need = [t for t in need if t in only or t in ("recall", "concurrent", "sweep")
+                        and "batch" in only]
+            if ds == "synthetic-big":
+                need = ("ingest", "filtered")
             missing = [t for t in need if t not in fig]
             if missing:
                 problems.append(f"{name}/{ds}: missing {missing}")
-            if name.startswith("srvdb"):
+            if "filtered" in fig:
+                problems += filtered_problems(name, ds, fig)
+            if name.startswith("srvdb") and "latency" in fig:
                 recalls = [fig[t]["recall_at_k"] for t in ("recall", "concurrent") if t in fig]
                 recalls.append(fig["latency"]["recall"])
                 if min(recalls) != 1.0:
@@ -305,6 +377,51 @@ def smoke_check(results: dict) -> list[str]:
         if lib.memory and "delta_mb" not in entry.get("memory", {}):
             problems.append(f"{name}: no memory figure ({entry.get('memory')})")
     return problems
+
+
+def no_machine_paths(text: str) -> str:
+    """`text` with the repository's path made relative and other directories of this machine
+    (an interpreter's, in a traceback) left out, for a report kept in the repository."""
+    import re
+
+    text = text.replace(f"{REPO}{os.sep}", "")
+    return re.sub(r"(/[\w.+-]+)+/(?=[\w.+-]+\.py\b)", "", text)
+
+
+def merge(earlier: dict, now: dict, tests: list[str]) -> dict:
+    """`earlier` with this run's figures of `tests` (per library and data set) put in, the
+    data sets and libraries this run adds, and `partial_runs` saying which run measured what."""
+    out = json.loads(json.dumps(earlier))
+    out.setdefault("partial_runs", []).append(
+        {"tests": tests, "started_utc": now["started_utc"], "wall_seconds": now.get("wall_seconds"),
+         "machine": now["machine"],
+         "bandwidth_2t_gb_per_s": next((b["gb_per_s"] for b in now.get("limits", {}).get(
+             "bandwidth", []) if b["threads"] == 2), None),
+         "libraries": sorted(n for n, e in now["libraries"].items() if e.get("status") == "ok")})
+    for ds, info in now["datasets"].items():
+        out["datasets"].setdefault(ds, info)
+    out["config"] = {**out["config"], **{k: v for k, v in now["config"].items()
+                                         if k.startswith("filtered")}}
+    for name, entry in now["libraries"].items():
+        old = out["libraries"].setdefault(name, {})
+        if entry.get("status") != "ok":
+            old.setdefault("partial_failures", []).append(
+                {"started_utc": now["started_utc"], "tests": tests, "status": entry.get("status"),
+                 "reason": no_machine_paths(entry.get("reason") or "")})
+        if entry.get("status") != "ok" or old.get("status") != "ok":
+            if old.get("status") == "ok" and entry.get("status") != "ok":
+                continue
+            old.update({k: v for k, v in entry.items() if k != "partial_failures"})
+            continue
+        for key in ("version", "how", "exact"):
+            old[key] = entry.get(key, old.get(key))
+        for ds, fig in entry.get("datasets", {}).items():
+            target = old.setdefault("datasets", {}).setdefault(ds, {})
+            for test in tests:
+                if test in fig:
+                    target[test] = fig[test]
+            target.setdefault("shape", fig.get("shape"))
+    return out
 
 
 def main() -> None:
@@ -316,14 +433,28 @@ def main() -> None:
     unknown = [n for n in names if n not in LIBRARIES]
     if unknown:
         sys.exit(f"unknown libraries {unknown}; known: {sorted(LIBRARIES)}")
+    import report
+
+    report_dir = args.report_dir or (REPO / ("target/bench-smoke" if args.smoke else "docs"))
+    if args.merge_from:
+        if not (args.merge_into and args.tests):
+            sys.exit("--merge-from needs --merge-into and --tests")
+        results = merge(json.loads(args.merge_into.read_text()),
+                        json.loads(args.merge_from.read_text()), args.tests.split(","))
+        written = report.write(results, report_dir,
+                               json_name=f"{args.merge_into.name} + {args.merge_from.name}")
+        print("==> report: " + ", ".join(os.path.relpath(p, REPO) for p in written))
+        return
     runner = Runner(args, packages)
     runner.run([LIBRARIES[n] for n in names])
     print(f"==> results: {os.path.relpath(runner.out, REPO)} ({runner.results['wall_seconds']:.0f} s)")
 
-    import report
-
-    report_dir = args.report_dir or (REPO / ("target/bench-smoke" if args.smoke else "docs"))
-    written = report.write(runner.results, report_dir, json_name=runner.out.name)
+    results, json_name = runner.results, runner.out.name
+    if args.merge_into:
+        results = merge(json.loads(args.merge_into.read_text()), runner.results,
+                        runner.tests or list(TESTS))
+        json_name = f"{args.merge_into.name} + {runner.out.name}"
+    written = report.write(results, report_dir, json_name=json_name)
     print("==> report: " + ", ".join(os.path.relpath(p, REPO) for p in written))
     if args.smoke:
         problems = smoke_check(runner.results)

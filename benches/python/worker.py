@@ -16,6 +16,17 @@ recall, for at most `recall_max_seconds`), `concurrent` (a fixed number of singl
 sharing one handle, with the recall of those answers; stopped early, and marked so, if it
 passes `concurrent_max_seconds`) and `sweep` (QPS at 1, 2, 4 and 8
 threads for a fixed time each). Recall@k is against the float64 ground truth in `gt.npy`.
+
+`filtered` (after `latency`, on the same handle; for libraries with a metadata filter): single
+queries unfiltered, then with `{"bucket": value}` filters matching 50%, 5% and 0.1% of the rows,
+in each of the library's filter modes (`Adapter.filter_modes`), then again after the library's
+field/scalar index on `bucket` where it has one (`Adapter.index_field`). Each case: p50/p95
+latency and recall@k against the exact float64 top k among only the matching rows
+(`filter_gt.npz`; where fewer than k rows match, against all of them), and how many returned
+rows did not match the filter.
+
+The config's `tests` (None: all) limits the tests of a run (`run_peers.py --tests`), and
+`dataset_tests` the tests of one data set (the big filtered-only set); `ingest` always runs.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_data import load, repo_relative  # noqa: E402
+from bench_data import FILTER_CASES, load, load_filters, metadatas, repo_relative  # noqa: E402
 from peers import LIBRARIES  # noqa: E402
 from peers.base import fsync_tree  # noqa: E402
 
@@ -103,8 +114,10 @@ class Run:
         tmp.write_text(json.dumps(self.result, indent=1))
         tmp.replace(self.out)
 
-    def wants(self, test: str) -> bool:
-        return self.lib.tests is None or test in self.lib.tests
+    def wants(self, test: str, dataset: str | None = None) -> bool:
+        only = [self.lib.tests, self.cfg.get("tests"),
+                self.cfg.get("dataset_tests", {}).get(dataset) if dataset else None]
+        return all(o is None or test in o for o in only)
 
     def main(self) -> None:
         adapter = self.lib.make()
@@ -127,14 +140,22 @@ class Run:
         path = Path(self.cfg["workdir"]) / name
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
-        fig["ingest"] = self.ingest(adapter, path, name, base)
+        fig["ingest"] = self.ingest(adapter, path, directory, base)
         self.save()
         t0 = time.perf_counter()
         adapter.open(path)
         fig["reopen_seconds"] = time.perf_counter() - t0
-        fig["latency"] = self.latency(adapter, queries, gt)
-        self.save()
-        if self.wants("batch"):
+        if self.wants("latency", name):
+            fig["latency"] = self.latency(adapter, queries, gt)
+            self.save()
+        if self.wants("filtered", name):
+            if adapter.filtered is None:
+                fig["filtered"] = {"unsupported": adapter.no_filter_reason}
+            else:
+                fig["filtered"] = {}
+                self.filtered(adapter, directory, queries, fig["filtered"])
+            self.save()
+        if self.wants("batch", name):
             fig["batch"], fig["recall"] = self.batch_and_recall(adapter, queries, gt)
             self.save()
             fig["concurrent"] = self.concurrent(adapter, queries, gt)
@@ -143,12 +164,12 @@ class Run:
             self.save()
         adapter.close()
 
-    def ingest(self, adapter, path: Path, name: str, base: np.ndarray) -> dict:
+    def ingest(self, adapter, path: Path, directory: Path, base: np.ndarray) -> dict:
         n = len(base)
         ids = [str(i) for i in range(n)]
-        metadatas = [{"doc": i, "source": name} for i in range(n)]
+        metas = metadatas(directory)
         t0 = time.perf_counter()
-        adapter.ingest(path, ids, base, metadatas)
+        adapter.ingest(path, ids, base, metas)
         disk_bytes = fsync_tree(path)
         seconds = time.perf_counter() - t0
         return {"seconds": seconds, "vectors_per_s": n / seconds,
@@ -169,6 +190,65 @@ class Run:
             found.append(hits)
         figures = percentiles(times)
         figures["recall"] = recall_at_k(found, gt[np.arange(len(found)) % len(gt)], k)
+        return figures
+
+    def filtered(self, adapter, directory: Path, queries: np.ndarray, out: dict) -> None:
+        """The filtered test (see the module's doc); `out` is filled case by case, so a crash
+        or timeout keeps what was measured."""
+        bucket, gts = load_filters(directory)
+        out["how"] = adapter.filtered
+        out["rows"] = len(bucket)
+        out["matching"] = {name: int((bucket == value).sum()) for name, value, _ in FILTER_CASES}
+        out["unfiltered"] = self.filtered_case(adapter, queries, None, None, None, bucket)
+        self.save()
+        out["modes"] = {}
+        for mode in adapter.filter_modes:
+            cases = out["modes"][mode] = {}
+            for name, value, _share in FILTER_CASES:
+                cases[name] = self.filtered_case(adapter, queries, value, gts[name], mode, bucket)
+                self.save()
+        t0 = time.perf_counter()
+        how = adapter.index_field("bucket")
+        if how:
+            out["index"] = {"how": how, "seconds": time.perf_counter() - t0}
+            cases = out["modes"]["indexed"] = {}
+            for name, value, _share in FILTER_CASES:
+                cases[name] = self.filtered_case(adapter, queries, value, gts[name], "indexed",
+                                                 bucket)
+                self.save()
+
+    def filtered_case(self, adapter, queries, value, gt, mode, bucket) -> dict:
+        """Single queries with the filter `bucket == value` (None: unfiltered) in `mode`:
+        latency percentiles, recall@k against `gt` (None: not checked) and the count of
+        returned rows the filter excludes."""
+        c, k = self.cfg, self.cfg["k"]
+
+        def ask(q):
+            if value is None:
+                return adapter.search(q, k)
+            return adapter.search_where(q, k, value, mode)
+
+        for i in range(c["warmup_queries"]):
+            ask(queries[i % len(queries)])
+        times, found = [], []
+        for i in range(c["filtered_queries"]):
+            if i >= c["filtered_min_queries"] and sum(times) > c["filtered_max_seconds"]:
+                break
+            q = queries[i % len(queries)]
+            t0 = time.perf_counter()
+            hits = ask(q)
+            times.append(time.perf_counter() - t0)
+            found.append([int(h) for h in hits])
+        figures = percentiles(times)
+        if value is not None:
+            matching = int((bucket == value).sum())
+            want = min(k, matching)
+            truth = gt[np.arange(len(found)) % len(gt), :want]
+            hits = sum(len(set(f[:k]) & set(map(int, g))) for f, g in zip(found, truth))
+            figures["recall"] = hits / (want * len(found)) if want else 1.0
+            figures["non_matching"] = sum(int(bucket[r] != value) for f in found for r in f
+                                          if 0 <= r < len(bucket))
+            figures["short_answers"] = sum(len(f) < want for f in found)
         return figures
 
     def batch_and_recall(self, adapter, queries: np.ndarray, gt: np.ndarray) -> tuple[dict, dict]:

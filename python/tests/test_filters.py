@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,18 +180,25 @@ class Model:
         return Reference(base, list(ids), self.metric)
 
 
-def fill(db, rng: random.Random, n: int = N, prefix: str = "r") -> Model:
-    """Adds `n` random records (some without a document) and returns the model of them."""
-    model = Model(db.metric)
+def make_rows(rng: random.Random, n: int = N, prefix: str = "r"):
+    """`n` random records: ids, vectors, metadatas, and documents (None for the last quarter)."""
     vectors = np.asarray([[rng.gauss(0, 1) for _ in range(DIM)] for _ in range(n)], dtype=np.float32)
     ids = [f"{prefix}{i:04d}" for i in range(n)]
     metas = [random_metadata(rng) for _ in range(n)]
     docs = [random_document(rng) for _ in range(n)]
     half = n * 3 // 4
+    return ids, vectors, metas, docs[:half] + [None] * (n - half)
+
+
+def fill(db, rng: random.Random, n: int = N, prefix: str = "r", model: Model | None = None) -> Model:
+    """Adds `n` random records (some without a document) and returns the model of them."""
+    model = model or Model(db.metric)
+    ids, vectors, metas, docs = make_rows(rng, n, prefix)
+    half = n * 3 // 4
     db.add(ids[:half], vectors[:half], metadatas=metas[:half], documents=docs[:half])
     db.add(ids[half:], vectors[half:], metadatas=metas[half:])
     for i in range(n):
-        model.put(ids[i], vectors[i], metas[i], docs[i] if i < half else None)
+        model.put(ids[i], vectors[i], metas[i], docs[i])
     return model
 
 
@@ -577,6 +585,43 @@ def test_filters_after_reopen_and_compaction(backend, tmp_path):
         db.close()
 
 
+def test_indexes_and_filters_after_a_crash(backend, tmp_path):
+    """A process that dies after a commit and more uncommitted writes: reopened, the database
+    has the committed records and metadata, its field index included."""
+    child = f"""
+        import os, random, srvdb
+        from test_filters import DIM, fill
+        db = srvdb.open({str(tmp_path / "db")!r}, dim=DIM, backend={backend!r})
+        db.create_field_index("s")
+        rng = random.Random(21)
+        model = fill(db, rng, n=120, prefix="p")
+        db.update(["p0000", "p0001"], metadatas=[{{"s": "committed"}}] * 2)
+        db.persist()
+        db.update(["p0002", "p0003"], metadatas=[{{"s": "lost"}}] * 2)
+        fill(db, rng, n=30, prefix="q")
+        db.delete(where={{"s": "a"}})
+        os._exit(0)  # no close, no commit
+    """
+    from conftest import run_python
+
+    run_python(child, cwd=Path(__file__).parent, env={"SRVDB_AUTO_FLUSH_THRESHOLD": "0"})
+    model = Model()
+    ids, vectors, metas, docs = make_rows(random.Random(21), 120, "p")
+    for i in range(len(ids)):
+        model.put(ids[i], vectors[i], metas[i], docs[i])
+    model.meta["p0000"] = model.meta["p0001"] = {"s": "committed"}
+    rng = random.Random(22)
+    with srvdb.open(tmp_path / "db", backend=backend) as db:
+        assert db.field_indexes() == ["s"]
+        assert db.ids() == ids
+        assert db.count(where={"s": "lost"}) == 0
+        for where in [{"s": "committed"}, {"s": "a"}, {"s": {"$in": ["b", "doc"]}}, {"s": {"$ne": "a"}}]:
+            check_filter(db, model, rng, where, None, f"after crash {where}")
+        for round_ in range(100):
+            where, document = random_filter(rng)
+            check_filter(db, model, rng, where, document, f"after crash, round {round_}")
+
+
 # ---------------------------------------------------------------------------------------------
 # In-memory databases
 
@@ -801,3 +846,42 @@ def test_text_update_reembeds_documents(model, tmp_path):
         assert cos > 0.9999
         with pytest.raises(srvdb.InvalidInputError):
             db.update(["a", "b"], documents=[SENTENCES[3]])  # one document for two ids
+
+
+def test_search_batch_numpy_with_a_filter(filtered_db):
+    db = filtered_db
+    vectors = np.asarray(np.random.default_rng(1).normal(size=(6, DIM)), dtype=np.float32)
+    db.add([f"v{i}" for i in range(6)], vectors, metadatas=[{"even": i % 2 == 0} for i in range(6)])
+    ids, scores = db.search_batch(vectors[:2], 5, where={"even": True}, numpy=True)
+    assert ids.shape == scores.shape == (2, 3)  # 3 records match, fewer than k
+    ref = Reference(vectors[[0, 2, 4]], ["v0", "v2", "v4"], "cosine")
+    for qi in range(2):
+        ref.check(list(zip(ids[qi], scores[qi].tolist())), vectors[qi], 5, context=f"query {qi}")
+
+
+def test_stubs_name_the_new_arguments():
+    """The .pyi declares the filter arguments the extension takes, with the same names."""
+    import ast
+    import inspect
+
+    stub = ast.parse((Path(srvdb.__file__).parent / "_srvdb.pyi").read_text(encoding="utf-8"))
+    (database,) = [n for n in stub.body if isinstance(n, ast.ClassDef) and n.name == "Database"]
+    declared: dict[str, set[str]] = {}
+    for fn in database.body:
+        if isinstance(fn, ast.FunctionDef):
+            a = fn.args
+            declared.setdefault(fn.name, set()).update(x.arg for x in a.args + a.kwonlyargs)
+    for name in ["search", "search_batch", "query", "records", "count", "delete", "update",
+                 "create_field_index", "drop_field_index", "field_indexes"]:
+        real = set(inspect.signature(getattr(srvdb.Database, name)).parameters)
+        assert real == declared[name], (name, real, declared[name])
+
+
+def test_client_on_each_backend(backend, tmp_path):
+    with srvdb.Client(tmp_path, backend=backend) as client:
+        c = client.create_collection("c", dim=2)
+        assert c.backend == backend
+        c.add(["a", "b"], [[1.0, 0.0], [0.0, 1.0]], metadatas=[{"t": "x"}, {"t": "y"}])
+        assert [h[0] for h in c.search([1.0, 0.0], 5, where={"t": "y"})] == ["b"]
+        client.delete_collection("c")
+        assert client.list_collections() == [] and c.closed

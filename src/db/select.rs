@@ -73,15 +73,20 @@ impl Database {
         let snap = self.published.load_full();
         let rows = snap.row_ids.len();
         let mut bits = match (filter, cache.as_deref_mut()) {
-            (Some(f), Some(cache)) => {
+            (Some(f), Some(c)) => {
                 let source = StateSource {
                     meta: &self.meta,
                     pending: &state.pending,
                 };
-                cache.evaluate(f, rows, snap.meta_version, &source, &*snap.field_indexes)?
+                let columns =
+                    c.prepare(f, rows, snap.meta_version, &source, &*snap.field_indexes)?;
+                // Other queries may build or read columns while this one evaluates.
+                cache = None;
+                columns.evaluate(f, rows, &*snap.field_indexes)
             }
             _ => RowBits::all(rows),
         };
+        drop(cache);
         bits.and_not_words(snap.tombstones.words());
         Ok((snap, bits, state))
     }

@@ -242,11 +242,17 @@ impl Database {
             filter,
             missing,
         } = *request;
+        let filter = filter.filter(|f| !f.is_empty());
+        if ids.is_none() && filter.is_none() {
+            return Err(Error::invalid(
+                "delete without ids or a filter: give ids, a filter, or the filter {} to delete every record",
+            ));
+        }
         let mut w = lock_poison_free(&self.writer);
         w.check()?;
         // The filter is evaluated under the writer lock: against the current state, and no
         // write can slip in between the selection and the delete.
-        let matching = match filter.filter(|f| !f.is_empty()) {
+        let matching = match filter {
             Some(f) => Some(self.select_rows(Some(f))?),
             None => None,
         };

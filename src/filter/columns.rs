@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::types::Metadata;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Where the caches read rows' metadata and documents from (the committed store and the
 /// uncommitted writes of one consistent state).
@@ -34,7 +35,7 @@ const LIST: u8 = 6;
 
 /// One field's values, a tag per row and a payload per row: the number's bits, the string's
 /// interned id, the boolean, or for a list the index of its range in `list_ranges`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Column {
     tags: Vec<u8>,
     vals: Vec<u64>,
@@ -113,10 +114,24 @@ impl Column {
 /// ordering they must have, and lookup tables for the column's distinct strings and for the
 /// two booleans.
 struct Matcher {
-    nums: Vec<f64>,
-    want: fn(std::cmp::Ordering) -> bool,
+    nums: NumTest,
     strings: Vec<bool>,
     bools: [bool; 2],
+}
+
+/// The number test of a [`Matcher`], resolved once so the row loop makes no indirect call.
+enum NumTest {
+    /// No number operand: numbers never match.
+    Never,
+    /// One operand `x`: match when the value is below, equal to or above it, as the flags say.
+    Compare {
+        x: f64,
+        below: bool,
+        equal: bool,
+        above: bool,
+    },
+    /// `$in` / `$nin`: equal to any of these.
+    AnyOf(Vec<f64>),
 }
 
 impl Matcher {
@@ -130,13 +145,23 @@ impl Matcher {
             FieldOp::Lte(x) => (Ordering::is_le, std::slice::from_ref(x)),
             FieldOp::In(xs) | FieldOp::Nin(xs) => (Ordering::is_eq, xs.as_slice()),
         };
-        let nums = operands
+        let numbers: Vec<f64> = operands
             .iter()
             .filter_map(|s| match s {
                 Scalar::Number(x) => Some(*x),
                 _ => None,
             })
             .collect();
+        let nums = match (op, numbers.as_slice()) {
+            (_, []) => NumTest::Never,
+            (FieldOp::In(_) | FieldOp::Nin(_), _) => NumTest::AnyOf(numbers),
+            (_, &[x, ..]) => NumTest::Compare {
+                x,
+                below: want(Ordering::Less),
+                equal: want(Ordering::Equal),
+                above: want(Ordering::Greater),
+            },
+        };
         let strs: Vec<&str> = operands
             .iter()
             .filter_map(|s| match s {
@@ -159,7 +184,6 @@ impl Matcher {
             .collect();
         Matcher {
             nums,
-            want,
             strings,
             bools,
         }
@@ -170,9 +194,16 @@ impl Matcher {
         match tag {
             NUM => {
                 let v = f64::from_bits(val);
-                self.nums
-                    .iter()
-                    .any(|x| v.partial_cmp(x).is_some_and(self.want))
+                match &self.nums {
+                    NumTest::Never => false,
+                    &NumTest::Compare {
+                        x,
+                        below,
+                        equal,
+                        above,
+                    } => (below & (v < x)) | (equal & (v == x)) | (above & (v > x)),
+                    NumTest::AnyOf(xs) => xs.contains(&v),
+                }
             }
             STR => self.strings.get(val as usize).copied().unwrap_or(false),
             BOOL => self.bools[(val & 1) as usize],
@@ -181,12 +212,20 @@ impl Matcher {
     }
 }
 
-/// The columns of one metadata version, and the documents.
+/// The columns of one metadata version, and the documents. Shared by `Arc`, so a query
+/// evaluates its filter without holding the cache's lock; extending a column a running query
+/// still reads copies it.
 #[derive(Debug, Default)]
 pub(crate) struct ColumnCache {
     version: u64,
-    columns: HashMap<String, Column>,
-    documents: Vec<Option<Box<str>>>,
+    columns: Columns,
+}
+
+/// The columns (and documents) a filter is evaluated over.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Columns {
+    columns: HashMap<String, Arc<Column>>,
+    documents: Arc<Vec<Option<Box<str>>>>,
 }
 
 /// What a filter needs besides the columns: rows of `$eq` / `$in` on an indexed field.
@@ -196,16 +235,16 @@ pub(crate) trait FieldIndex {
 }
 
 impl ColumnCache {
-    /// Evaluates `filter` over rows `0..rows` of metadata version `version`, building or
-    /// extending the columns it needs from `source` (tombstones are not applied here).
-    pub(crate) fn evaluate(
+    /// The columns `filter` needs over rows `0..rows` of metadata version `version`, built
+    /// or extended from `source` as needed.
+    pub(crate) fn prepare(
         &mut self,
         filter: &Filter,
         rows: usize,
         version: u64,
         source: &dyn RowSource,
         index: &dyn FieldIndex,
-    ) -> Result<RowBits> {
+    ) -> Result<Columns> {
         if version != self.version {
             *self = ColumnCache {
                 version,
@@ -216,10 +255,18 @@ impl ColumnCache {
         if let Some(w) = &filter.where_ {
             needed_columns(w, index, &mut fields);
         }
-        self.extend_columns(&fields, rows, source)?;
+        self.columns.extend_columns(&fields, rows, source)?;
         if filter.document.is_some() {
-            self.extend_documents(rows, source)?;
+            self.columns.extend_documents(rows, source)?;
         }
+        Ok(self.columns.clone())
+    }
+}
+
+impl Columns {
+    /// The rows `0..rows` matching `filter` (tombstones are not applied here); the columns
+    /// come from [`ColumnCache::prepare`] for the same filter and rows.
+    pub(crate) fn evaluate(&self, filter: &Filter, rows: usize, index: &dyn FieldIndex) -> RowBits {
         let mut out = RowBits::all(rows);
         if let Some(w) = &filter.where_ {
             out.and(&self.eval_where(w, rows, index));
@@ -227,7 +274,7 @@ impl ColumnCache {
         if let Some(d) = &filter.document {
             out.and(&self.eval_document(d, rows));
         }
-        Ok(out)
+        out
     }
 
     fn extend_columns(
@@ -271,6 +318,7 @@ impl ColumnCache {
                 let Some(col) = self.columns.get_mut(*name) else {
                     continue;
                 };
+                let col = Arc::make_mut(col);
                 if col.tags.len() != row {
                     continue;
                 }
@@ -287,7 +335,7 @@ impl ColumnCache {
             return Ok(());
         }
         let docs = source.documents(from as u64..rows as u64)?;
-        self.documents
+        Arc::make_mut(&mut self.documents)
             .extend(docs.into_iter().map(|d| d.map(String::into_boxed_str)));
         Ok(())
     }

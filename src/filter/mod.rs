@@ -4,6 +4,31 @@
 //!
 //! Filters cross every boundary (WIT, Python) as JSON text, because WIT has no recursive types:
 //! [`Filter::parse`] is the one parser, with the same limits everywhere.
+//!
+//! The dialect (Chroma's):
+//! - `where` is an object; `{}` matches everything. `$and` / `$or` take a non-empty list of
+//!   `where` objects, `$not` one. Other keys are fields (dotted paths: `"a.b"` is
+//!   `metadata["a"]["b"]`, but an exact top-level key `"a.b"` wins); several keys are an
+//!   implicit `$and`. A field takes a scalar (`$eq`) or an object of operators
+//!   (`$eq $ne $gt $gte $lt $lte` with a scalar, `$in $nin` with a list of scalars; several
+//!   are an implicit `$and`). Orderings take a number or a string.
+//! - Numbers compare numerically (`1 == 1.0`), strings only with strings (by bytes), booleans
+//!   only with booleans. A type mismatch fails `$eq $gt $gte $lt $lte $in` and passes `$ne`
+//!   and `$nin`, and so does a missing field (or JSON null). **A list-valued field matches
+//!   `$eq`, `$in` and the orderings if any element does, and `$ne` / `$nin` if no element
+//!   equals.** An object-valued field equals no scalar.
+//! - Metadata that is not a JSON object (plain text, an array, a scalar) matches no field
+//!   predicate, not even `$ne`; a record without metadata is an empty object.
+//! - `where_document`: exactly one of `$contains` / `$not_contains` (a string; exact,
+//!   case-sensitive substring) or `$and` / `$or` (a non-empty list). A record without a
+//!   document fails `$contains` and passes `$not_contains`.
+//! - Limits: 64 KiB of text per part, 32 levels of nesting; a violation, an unknown operator or
+//!   a wrong operand is [`crate::Error::InvalidFilter`] naming the place
+//!   (`where.$and[1].year.$gt`).
+//!
+//! Evaluation: [`Filter::matches`] for one record; searches compile the filter into loops
+//! over typed column caches (`columns`) producing a row bitmap (`bitmap`) that the scan reads
+//! together with the tombstones, or a field index for `$eq` / `$in` on an indexed field.
 
 pub(crate) mod bitmap;
 pub(crate) mod columns;

@@ -26,6 +26,8 @@ class Library:
     #: The tests it runs; None means all. The 1-thread SrvDB run only needs ingest + latency.
     tests: tuple[str, ...] | None = None
     memory: bool = True
+    #: Also runs the filtered test on the big filtered-only set (bench_data's synthetic-big).
+    big: bool = False
 
     def make(self):
         cls: Callable = getattr(import_module(f"peers.{self.module}"), self.factory)
@@ -37,7 +39,7 @@ class Library:
 NUMPY_ENV = {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None}
 
 LIBRARIES = {lib.name: lib for lib in [
-    Library("srvdb", "srvdb", "srvdb_engine", "SrvDB", {"backend": "native"}),
+    Library("srvdb", "srvdb", "srvdb_engine", "SrvDB", {"backend": "native"}, big=True),
     Library("srvdb-wasm", "srvdb", "srvdb_engine", "SrvDB", {"backend": "wasm"}),
     Library("srvdb-1thread", "srvdb", "srvdb_engine", "SrvDB", {"backend": "native"},
             env={"RAYON_NUM_THREADS": "1"}, tests=("ingest", "latency"), memory=False),
@@ -48,5 +50,6 @@ LIBRARIES = {lib.name: lib for lib in [
     Library("chroma", "peers", "chroma", "Chroma", packages=("chromadb",)),
     Library("lancedb", "peers", "lance", "Lance", packages=("lancedb", "pyarrow")),
     Library("qdrant-local", "peers", "qdrant_local", "QdrantLocal", packages=("qdrant-client",)),
+    Library("qdrant-edge", "peers", "qdrant_edge", "QdrantEdge", packages=("qdrant-edge-py",)),
     Library("sqlite-vec", "peers", "sqlite_vec", "SqliteVec", packages=("sqlite-vec", "apsw")),
 ]}

@@ -13,6 +13,15 @@ An adapter wraps one library, exactly as a user would call it, behind five calls
   where the library has a batch API (`has_batch`), never a loop written here.
 - `close()`: release the handle.
 
+For the filtered test (a library without a metadata filter leaves `filtered` None and says
+why in `no_filter_reason`):
+
+- `search_where(query, k, bucket, mode)`: the row numbers of the `k` best rows whose metadata
+  field `bucket` equals the integer `bucket`, best first, with the library's own filter, in
+  one of its `filter_modes` (or `"indexed"`, after `index_field`).
+- `index_field(field)`: build the library's field/scalar index on `field` if it has one that
+  filtered search uses, and return how (shown in the report); None when it has none.
+
 Vectors are L2-normalised float32, so inner product = cosine; every adapter uses the metric
 its library computes fastest of the two.
 """
@@ -32,6 +41,11 @@ class Adapter:
     has_batch = False
     #: The library's note on how it is used here (shown in the report).
     how = ""
+    #: How the library filters on metadata (shown in the report); None: it cannot.
+    filtered: str | None = None
+    no_filter_reason = "no metadata filter"
+    #: The library's ways of applying a filter (e.g. LanceDB's pre- and post-filter).
+    filter_modes: tuple[str, ...] = ("default",)
 
     def version(self) -> str:
         raise NotImplementedError
@@ -47,6 +61,12 @@ class Adapter:
 
     def search_batch(self, queries: np.ndarray, k: int) -> np.ndarray:
         raise NotImplementedError
+
+    def search_where(self, query: np.ndarray, k: int, bucket: int, mode: str) -> list[int]:
+        raise NotImplementedError
+
+    def index_field(self, field: str) -> str | None:
+        return None
 
     def close(self) -> None:
         pass

@@ -15,6 +15,7 @@ class Chroma(Adapter):
     exact = False
     has_batch = True
     how = "PersistentClient, HNSW (approximate, defaults), space ip; batch: query() with many embeddings"
+    filtered = 'query(..., where={"bucket": v}) (its metadata filter with the HNSW index)'
 
     def __init__(self):
         import chromadb
@@ -49,6 +50,11 @@ class Chroma(Adapter):
     def search_batch(self, queries, k):
         res = self.col.query(query_embeddings=queries, n_results=k, include=[])
         return np.array([[int(i) for i in row] for row in res["ids"]])
+
+    def search_where(self, query, k, bucket, mode):
+        res = self.col.query(query_embeddings=query[None, :], n_results=k,
+                             where={"bucket": bucket}, include=[])
+        return [int(i) for i in res["ids"][0]]
 
     def close(self):
         _stop(self.client)

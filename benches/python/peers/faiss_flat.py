@@ -12,6 +12,7 @@ class FaissFlat(Adapter):
     name = "faiss"
     has_batch = True
     how = "IndexFlatIP; write_index/read_index; metadata in a JSON file beside it"
+    no_filter_reason = "no metadata store: a filter needs the caller's own metadata turned into an IDSelector"
 
     def __init__(self):
         import faiss

@@ -12,6 +12,7 @@ class HnswlibBF(Adapter):
     name = "hnswlib"
     has_batch = True
     how = "BFIndex(space='ip'); save_index/load_index; metadata in a JSON file beside it"
+    no_filter_reason = "no metadata store: a filter needs the caller's own metadata and a Python filter callback"
 
     def __init__(self):
         import hnswlib

@@ -1,4 +1,6 @@
-"""LanceDB with no vector index, so its search is a brute-force (exact) scan."""
+"""LanceDB with no vector index, so its search is a brute-force (exact) scan. The filter
+columns (`bucket`, `source`) are real columns, so `.where()` can use them; its `"indexed"` mode
+adds a scalar index on `bucket` (`create_scalar_index`)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,10 @@ TABLE = "bench"
 class Lance(Adapter):
     name = "lancedb"
     how = "lancedb.connect(path), create_table from Arrow, no index (flat scan), distance_type dot"
+    filtered = ("search(q).where(\"bucket = v\") with prefilter=True (its default) and with "
+                "prefilter=False (a post-filter of the k nearest); indexed: "
+                "create_scalar_index(\"bucket\") and prefilter=True")
+    filter_modes = ("prefilter", "postfilter")
 
     def __init__(self):
         import lancedb
@@ -33,6 +39,8 @@ class Lance(Adapter):
             "row": pa.array(np.arange(n, dtype=np.int64)),
             "doc_id": pa.array(ids),
             "meta": pa.array([json.dumps(m) for m in metadatas]),
+            "bucket": pa.array([m["bucket"] for m in metadatas], type=pa.int64()),
+            "source": pa.array([m["source"] for m in metadatas]),
             "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
         })
         db = self.lancedb.connect(str(path))
@@ -45,3 +53,13 @@ class Lance(Adapter):
         res = (self.table.search(query).distance_type("dot").limit(k).select(["row"])
                .to_arrow())
         return res.column("row").to_pylist()
+
+    def search_where(self, query, k, bucket, mode):
+        res = (self.table.search(query).distance_type("dot")
+               .where(f"bucket = {int(bucket)}", prefilter=(mode != "postfilter"))
+               .limit(k).select(["row"]).to_arrow())
+        return res.column("row").to_pylist()
+
+    def index_field(self, field):
+        self.table.create_scalar_index(field)
+        return f'create_scalar_index("{field}") (BTREE), then prefilter=True'

@@ -28,6 +28,8 @@ class NumpyBruteForce(Adapter):
     name = "numpy"
     has_batch = True
     how = "np.save/np.load; scores = base @ q (BLAS sgemv), argpartition; batch: Q @ base.T in blocks of 256"
+    filtered = ("the metadata JSON beside the vectors read into a bucket array at open; per query "
+                "rows = flatnonzero(bucket == v), then base[rows] @ q")
 
     def version(self) -> str:
         return np.__version__
@@ -38,6 +40,8 @@ class NumpyBruteForce(Adapter):
 
     def open(self, path):
         self.base = np.load(path / "vectors.npy")
+        with open(path / "metadata.json") as f:
+            self.bucket = np.array([m["bucket"] for m in json.load(f)["metadatas"]])
 
     def search(self, query, k):
         return top_k_rows(self.base @ query, k).tolist()
@@ -47,3 +51,7 @@ class NumpyBruteForce(Adapter):
         for start in range(0, len(queries), 256):
             out.append(top_k_rows(queries[start:start + 256] @ self.base.T, k))
         return np.concatenate(out)
+
+    def search_where(self, query, k, bucket, mode):
+        rows = np.flatnonzero(self.bucket == bucket)
+        return rows[top_k_rows(self.base[rows] @ query, k)].tolist()

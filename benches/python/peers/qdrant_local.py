@@ -17,6 +17,8 @@ class QdrantLocal(Adapter):
            "query_batch_points. Ingest with the client's SQLite at synchronous=OFF, made durable "
            "by close + fsync like the others: by default it commits and fsyncs every point, "
            "too slow for 50,000 rows in this run's time budget")
+    filtered = ("query_points(query_filter=Filter(must=[FieldCondition(key=\"bucket\", "
+                "match=MatchValue(value=v))])), exact=True; local mode has no payload index")
 
     def __init__(self):
         import qdrant_client
@@ -51,6 +53,13 @@ class QdrantLocal(Adapter):
     def search(self, query, k):
         res = self.client.query_points(COLLECTION, query=query, limit=k, search_params=self.params,
                                        with_payload=False)
+        return [p.id for p in res.points]
+
+    def search_where(self, query, k, bucket, mode):
+        m = self.models
+        flt = m.Filter(must=[m.FieldCondition(key="bucket", match=m.MatchValue(value=bucket))])
+        res = self.client.query_points(COLLECTION, query=query, limit=k, query_filter=flt,
+                                       search_params=self.params, with_payload=False)
         return [p.id for p in res.points]
 
     def search_batch(self, queries, k):

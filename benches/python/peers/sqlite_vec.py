@@ -18,7 +18,9 @@ def _can_load_extensions() -> bool:
 
 class SqliteVec(Adapter):
     name = "sqlite-vec"
-    how = "vec0(embedding float[d] distance_metric=cosine), KNN via MATCH ... AND k = ?"
+    how = ("vec0(embedding float[d] distance_metric=cosine, bucket integer), KNN via MATCH ... "
+           "AND k = ?")
+    filtered = "vec0 metadata column: ... MATCH ? AND k = ? AND bucket = ?"
 
     def __init__(self):
         import sqlite_vec
@@ -56,10 +58,12 @@ class SqliteVec(Adapter):
         dim = vectors.shape[1]
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("BEGIN")
-        conn.execute(f"CREATE VIRTUAL TABLE items USING vec0(embedding float[{dim}] distance_metric=cosine)")
+        conn.execute(f"CREATE VIRTUAL TABLE items USING vec0(embedding float[{dim}] distance_metric=cosine, "
+                     "bucket integer)")
         conn.execute("CREATE TABLE meta(id INTEGER PRIMARY KEY, doc_id TEXT, json TEXT)")
-        conn.executemany("INSERT INTO items(rowid, embedding) VALUES (?, ?)",
-                         ((i, vectors[i].tobytes()) for i in range(len(ids))))
+        conn.executemany("INSERT INTO items(rowid, embedding, bucket) VALUES (?, ?, ?)",
+                         ((i, vectors[i].tobytes(), metadatas[i]["bucket"])
+                          for i in range(len(ids))))
         conn.executemany("INSERT INTO meta VALUES (?, ?, ?)",
                          ((i, ids[i], json.dumps(metadatas[i])) for i in range(len(ids))))
         conn.execute("COMMIT")
@@ -79,4 +83,10 @@ class SqliteVec(Adapter):
         rows = self._conn().execute(
             "SELECT rowid FROM items WHERE embedding MATCH ? AND k = ? ORDER BY distance",
             (query.tobytes(), k)).fetchall()
+        return [r[0] for r in rows]
+
+    def search_where(self, query, k, bucket, mode):
+        rows = self._conn().execute(
+            "SELECT rowid FROM items WHERE embedding MATCH ? AND k = ? AND bucket = ? "
+            "ORDER BY distance", (query.tobytes(), k, int(bucket))).fetchall()
         return [r[0] for r in rows]

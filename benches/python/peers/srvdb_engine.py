@@ -18,6 +18,10 @@ class SrvDB(Adapter):
         self.backend = backend
         self.name = "srvdb" if backend == "native" else f"srvdb-{backend}"
         self.how = f'srvdb.open(path, metric="dot", backend="{backend}"); one add(), close()'
+        # Exact at every selectivity: the filter is a row bitmap applied during the scan.
+        self.filtered = ('search(q, k, where={"bucket": v}) (exact; the filter applied during '
+                         'the scan); indexed: create_field_index("bucket")')
+        self.filter_modes = ("scan",)
 
     def version(self):
         return self.srvdb.__version__
@@ -36,6 +40,13 @@ class SrvDB(Adapter):
     def search_batch(self, queries, k):
         ids, _ = self.db.search_batch(queries, k, numpy=True)
         return ids.astype(np.int64)
+
+    def search_where(self, query, k, bucket, mode):
+        return [int(id_) for id_, _ in self.db.search(query, k, where={"bucket": bucket})]
+
+    def index_field(self, field):
+        self.db.create_field_index(field)
+        return f'create_field_index("{field}")'
 
     def close(self):
         self.db.close()

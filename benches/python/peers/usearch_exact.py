@@ -14,6 +14,7 @@ class UsearchExact(Adapter):
     name = "usearch"
     has_batch = True
     how = "usearch.index.search(..., metric=ip, exact=True) over a .npy; metadata in JSON"
+    no_filter_reason = "no metadata store: a filter needs the caller's own metadata and a predicate callback"
 
     def __init__(self):
         import usearch.index

@@ -2,59 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+import os
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
 
 import srvdb
 
-# Over-fetch for post-search filtering: start with max(k * FACTOR, MIN) candidates and
-# double until k matches are found or the whole database has been ranked.
-_OVERFETCH_FACTOR = 4
-_OVERFETCH_MIN = 32
+#: The collection name Chroma (and langchain-chroma) uses when none is given.
+DEFAULT_COLLECTION = "langchain"
 
-
-def filtered_hits(
-    db: srvdb.Database,
-    query: Any,
-    k: int,
-    accept: Optional[Callable[[Optional[srvdb.Record]], bool]],
-) -> Iterator[tuple[srvdb.Record, float]]:
-    """Yields up to ``k`` ``(record, score)`` pairs, best first, that ``accept`` keeps (all
-    when ``accept`` is None). The engine has no filters, so this searches ``k`` (or more, when
-    filtering) candidates and filters them here, widening the search until ``k`` matches are
-    found or every record has been looked at."""
-    total = len(db)
-    if k <= 0 or total == 0:
-        return
-    if accept is None:
-        for id_, score in db.search(query, min(k, total)):
-            rec = db.get(id_)
-            if rec is not None:
-                yield rec, score
-        return
-    fetch = min(total, max(k * _OVERFETCH_FACTOR, _OVERFETCH_MIN))
-    examined: set[str] = set()  # ids a narrower round already looked at
-    found = 0
-    while True:
-        for id_, score in db.search(query, fetch):
-            if id_ in examined:
-                continue
-            examined.add(id_)
-            rec = db.get(id_)
-            if rec is not None and accept(rec):
-                yield rec, score
-                found += 1
-                if found == k:
-                    return
-        if fetch >= total:
-            return
-        fetch = min(total, fetch * 2)
-
-
-def exact_match(filter: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
-    """A predicate on a metadata dict: every key of ``filter`` is present with an equal value."""
-    items = list(filter.items())
-    missing = object()
-    return lambda md: all(md.get(key, missing) == value for key, value in items)
+#: ``srvdb.open``'s name for an ephemeral database that lives only in this process.
+MEMORY = ":memory:"
 
 
 def dedupe_last(ids: Iterable[str]) -> list[int]:
@@ -64,3 +23,94 @@ def dedupe_last(ids: Iterable[str]) -> list[int]:
     for i, id_ in enumerate(ids):
         last[id_] = i
     return sorted(last.values())
+
+
+def open_database(
+    path: Any,
+    *,
+    persist_directory: Any,
+    collection_name: Optional[str],
+    metric: Optional[str],
+    backend: str,
+) -> tuple[srvdb.Database, Any]:
+    """Opens the database an adapter was pointed at, the way Chroma's names mean it:
+
+    - ``path``: that directory is the database (``":memory:"`` for an ephemeral one);
+    - ``persist_directory``: a directory of collections, ``collection_name`` (default
+      ``"langchain"``) being one of them, created if needed;
+    - neither: an ephemeral in-memory collection, as Chroma gives without a directory.
+
+    Returns the database and the ``srvdb.Client`` that owns it (None for ``path``), which the
+    caller keeps alive with the database (an in-memory client's collections go with it)."""
+    if path is not None and persist_directory is not None:
+        raise ValueError(
+            "give either `path` (one database directory) or `persist_directory` (a directory "
+            "of collections, with `collection_name`), not both"
+        )
+    if path is not None:
+        if collection_name is not None:
+            raise ValueError(
+                "`collection_name` picks a collection inside `persist_directory`; `path` is "
+                "already one database: pass `persist_directory=` instead of `path=`"
+            )
+        return srvdb.open(path, metric=metric, backend=backend), None
+    root = MEMORY if persist_directory is None else os.fspath(persist_directory)
+    name = DEFAULT_COLLECTION if collection_name is None else collection_name
+    client = srvdb.Client(root, backend=backend)
+    return client.get_or_create_collection(name, metric=metric), client
+
+
+def present(db: srvdb.Database, ids: Iterable[str]) -> list[str]:
+    """The distinct ids of ``ids`` that ``db`` holds, in first-seen order."""
+    return [i for i in dict.fromkeys(ids) if i in db]
+
+
+def delete_ids(db: srvdb.Database, ids: Sequence[str]) -> int:
+    """Deletes those of ``ids`` that exist, ignoring unknown ids, as LangChain and LlamaIndex
+    expect (the engine's ``delete`` refuses a batch with an unknown id). Returns how many were
+    deleted."""
+    ids = present(db, ids)
+    if not ids:
+        return 0
+    try:
+        return db.delete(ids)
+    except srvdb.NotFoundError:
+        # Another thread deleted one of them meanwhile: delete the rest one by one.
+        gone = 0
+        for id_ in ids:
+            try:
+                gone += db.delete([id_])
+            except srvdb.NotFoundError:
+                pass
+        return gone
+
+
+def ids_matching(
+    db: srvdb.Database, where: Optional[dict], where_document: Optional[dict] = None
+) -> Optional[set[str]]:
+    """The ids of the records the filters select (None when they restrict nothing). Reads only
+    the matching records; used where ids and a filter are given together, which the engine
+    does not take in one request."""
+    if where is None and where_document is None:
+        return None
+    return {r.id for r in db.records(where=where, where_document=where_document)}
+
+
+def scores(metric: str, vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """The engine's score of each row of ``vectors`` against ``query``: cosine similarity or
+    dot product (higher is better), squared L2 distance (lower is better)."""
+    m = np.asarray(vectors, dtype=np.float64)
+    q = np.asarray(query, dtype=np.float64)
+    if metric == "dot":
+        return m @ q
+    if metric == "l2":
+        d = m - q
+        return np.einsum("ij,ij->i", d, d)
+    norms = np.linalg.norm(m, axis=1) * np.linalg.norm(q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(norms > 0, (m @ q) / norms, 0.0)
+
+
+def best_first(metric: str, values: np.ndarray) -> np.ndarray:
+    """Positions of ``values`` (scores from :func:`scores`) best first, ties in input order."""
+    return np.argsort(values if metric == "l2" else -values, kind="stable")
