@@ -957,3 +957,61 @@ fn update_and_field_indexes_cross_the_boundary() {
     assert!(db.field_indexes().expect("indexes").is_empty());
     db.close().expect("close");
 }
+
+/// A trap (here the fuel budget) restarts the instance at the last commit: the field index and
+/// the committed metadata update are there, the uncommitted one is gone, and filters (through
+/// the index) answer from the recovered state.
+#[test]
+fn field_indexes_and_updates_survive_a_trap_at_their_last_commit() {
+    let mut config = component_config();
+    config.fuel_per_call = Some(30_000_000);
+    let sandbox = Sandbox::new(config).expect("load");
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sandbox.open(dir.path(), options()).expect("open");
+    let mut rng = Rng::new(4242);
+    let (n, dim) = (200, 64);
+    let ids: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let vectors: Vec<f32> = (0..n * dim).map(|_| rng.unit()).collect();
+    let mut tags: Vec<String> = (0..n).map(|i| TAGS[i % 3].to_owned()).collect();
+    let tag_meta = |t: &str| Some(Metadata::from_text(json!({ "tag": t }).to_string()));
+    let metas: Vec<Option<Metadata>> = tags.iter().map(|t| tag_meta(t)).collect();
+    db.write(&Write::add(&id_refs, &vectors).metadatas(&metas))
+        .expect("add");
+    db.create_field_index("tag").expect("index");
+    let committed: Vec<Option<Metadata>> = (0..10).map(|_| tag_meta("z")).collect();
+    db.update(&Update::ids(&id_refs[..10]).metadatas(&committed))
+        .expect("update");
+    for t in &mut tags[..10] {
+        *t = "z".into();
+    }
+    db.persist().expect("persist");
+    let lost: Vec<Option<Metadata>> = (0..10).map(|_| tag_meta("lost")).collect();
+    db.update(&Update::ids(&id_refs[10..20]).metadatas(&lost))
+        .expect("uncommitted update");
+    let lost_filter = Filter::parse(Some(r#"{"tag": "lost"}"#), None).expect("filter");
+    assert_eq!(db.count_matching(&lost_filter).expect("count"), 10);
+
+    let queries: Vec<f32> = (0..2000 * dim).map(|_| rng.unit()).collect();
+    match db.search_batch(&queries, 10) {
+        Err(Error::Sandbox { .. }) => {}
+        other => panic!(
+            "expected the fuel budget to stop the call, got {:?}",
+            other.map(|l| l.len())
+        ),
+    }
+
+    assert_eq!(db.field_indexes().expect("indexes"), ["tag"]);
+    assert_eq!(db.count_matching(&lost_filter).expect("count"), 0);
+    for tag in ["z", TAGS[0], TAGS[1], TAGS[2]] {
+        let filter = Filter::parse(Some(&json!({ "tag": tag }).to_string()), None).expect("f");
+        let want: Vec<&str> = (0..n)
+            .filter(|&i| tags[i] == tag)
+            .map(|i| id_refs[i])
+            .collect();
+        let got = db.records(&Select::all().filter(&filter)).expect("records");
+        let got: Vec<&str> = got.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(got, want, "tag {tag} after the restart");
+    }
+    db.close().expect("close");
+}
