@@ -60,8 +60,11 @@ fn a_call_past_the_deadline_is_stopped_and_closes_the_handle() {
             other.map(|hits| hits.len())
         ),
     }
+    // Stopped, not run to completion (tens of seconds): a wide bound, because on a shared
+    // 2-core machine under load the epoch ticker and the trap are themselves late (7.4 s was
+    // seen at a load average of 14).
     assert!(
-        took < deadline + Duration::from_secs(3),
+        took < deadline * 3,
         "stopped {took:?} after it started, for a deadline of {deadline:?}"
     );
     eprintln!("search_batch stopped after {took:?} (deadline {deadline:?})");

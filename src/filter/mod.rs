@@ -116,13 +116,24 @@ pub enum WhereDocument {
 pub struct Filter {
     where_json: Option<String>,
     document_json: Option<String>,
-    /// The parsed `where`, if any.
-    pub where_: Option<Where>,
-    /// The parsed `where_document`, if any.
-    pub document: Option<WhereDocument>,
+    /// The parsed `where`, if any. Private (read through [`Filter::where_tree`]): the JSON
+    /// text is what crosses the sandbox, so the tree must stay the one parsed from it.
+    where_: Option<Where>,
+    /// The parsed `where_document`, if any (see `where_`).
+    document: Option<WhereDocument>,
 }
 
 impl Filter {
+    /// The parsed `where` tree, if any.
+    pub fn where_tree(&self) -> Option<&Where> {
+        self.where_.as_ref()
+    }
+
+    /// The parsed `where_document` tree, if any.
+    pub fn document_tree(&self) -> Option<&WhereDocument> {
+        self.document.as_ref()
+    }
+
     /// Parses Chroma-dialect JSON: `where_json` over the metadata, `document_json` over the
     /// documents. Malformed input is [`Error::InvalidFilter`] naming the offending part.
     pub fn parse(where_json: Option<&str>, document_json: Option<&str>) -> Result<Filter> {
