@@ -9,6 +9,7 @@
 
 use crate::embed::Embed;
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::store::{str_refs, Query, Store, Write, WriteMode};
 use crate::types::{Metadata, OpenOptions};
 use crate::Database;
@@ -173,11 +174,26 @@ impl<S: Store + ?Sized> TextDatabase<S> {
     /// The `k` best records for each of `texts`, best first, with their documents: one list
     /// per text, also when the database is empty.
     pub fn query<T: AsRef<str>>(&self, texts: &[T], k: usize) -> Result<Vec<Vec<TextHit>>> {
+        self.query_where(texts, k, None)
+    }
+
+    /// [`TextDatabase::query`] among the records `filter` matches (one filter for every text).
+    pub fn query_where<T: AsRef<str>>(
+        &self,
+        texts: &[T],
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<Vec<TextHit>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let queries = self.embedder.embed(&str_refs(texts))?;
-        let mut found = self.db.query(&Query::batch(&queries, k))?;
+        let request = Query::batch(&queries, k);
+        let request = match filter {
+            Some(filter) => request.filter(filter),
+            None => request,
+        };
+        let mut found = self.db.query(&request)?;
         // One list per text from any Store: an empty engine of unknown dimension answers none.
         found.resize_with(texts.len(), Vec::new);
         // One documents call for every list: a sandboxed store answers it in one guest call.

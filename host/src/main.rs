@@ -127,6 +127,8 @@ enum Command {
         #[arg(short = 'k', long = "k", value_name = "K", default_value_t = 10)]
         k: usize,
         #[command(flatten)]
+        filter: FilterFlags,
+        #[command(flatten)]
         model: ModelFlag,
     },
 }
@@ -424,11 +426,16 @@ fn run(cli: Cli) -> Result<(), AnyError> {
             db: db_path,
             text: question,
             k,
+            filter,
             model,
         } => {
+            let filter = filter.parse()?;
             let text = text_database(&sb, &db_path, &model)?;
             let started = Instant::now();
-            let hits = text.query(&[question], k)?.pop().unwrap_or_default();
+            let hits = text
+                .query_where(&[question], k, filter.as_ref())?
+                .pop()
+                .unwrap_or_default();
             let ms = started.elapsed().as_secs_f64() * 1e3;
             for (rank, h) in hits.iter().enumerate() {
                 let doc = h
