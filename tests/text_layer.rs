@@ -169,3 +169,46 @@ fn an_empty_database_answers_one_empty_list_per_text() {
     assert_eq!(found, vec![Vec::new(); 3]);
     assert!(db.query::<&str>(&[], 4).expect("no texts").is_empty());
 }
+
+/// A filtered text query ranks only the records the filter matches, as brute force over
+/// those records does, and one filter applies to every text.
+#[test]
+fn a_filtered_query_ranks_only_the_matching_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path(), HashEmbedder::new());
+    let docs: Vec<String> = (0..40).map(|i| format!("document number {i}")).collect();
+    let ids: Vec<String> = (0..40).map(|i| format!("d{i}")).collect();
+    let metas: Vec<Option<srvdb::Metadata>> = (0..40)
+        .map(|i| {
+            Some(srvdb::Metadata::from_text(format!(
+                "{{\"even\": {}}}",
+                i % 2 == 0
+            )))
+        })
+        .collect();
+    db.add(&ids, &docs, &metas).expect("add");
+    let filter = srvdb::Filter::parse(Some(r#"{"even": true}"#), None).expect("filter");
+    let questions = ["number 3", "document 17"];
+    let found = db
+        .query_where(&questions, 5, Some(&filter))
+        .expect("query_where");
+    assert_eq!(found.len(), 2);
+    for (question, hits) in questions.iter().zip(&found) {
+        let q = hash_vector(question);
+        let mut expected: Vec<(f32, usize)> = (0..40)
+            .filter(|i| i % 2 == 0)
+            .map(|i| {
+                let v = hash_vector(&docs[i]);
+                (q.iter().zip(&v).map(|(a, b)| a * b).sum::<f32>(), i)
+            })
+            .collect();
+        expected.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let want: Vec<String> = expected[..5].iter().map(|&(_, i)| ids[i].clone()).collect();
+        let got: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
+        assert_eq!(got, want, "{question}");
+        for h in hits {
+            let i: usize = h.id[1..].parse().expect("id");
+            assert_eq!(h.document.as_deref(), Some(docs[i].as_str()));
+        }
+    }
+}
