@@ -171,36 +171,8 @@ impl Handle {
         filter: Option<&Filter>,
     ) -> PyResult<Vec<Vec<TextHit>>> {
         let text = self.text(py, "query")?;
-        let Some(filter) = filter else {
-            return py.detach(|| text.query(texts, k)).or_raise(py);
-        };
-        // `TextDatabase::query` with the filter in its request: embed, one filtered batch
-        // query, one documents call for every hit list.
-        py.detach(|| {
-            if texts.is_empty() {
-                return Ok(Vec::new());
-            }
-            let queries = text.embed_with_progress(texts, &mut |_| {})?;
-            let store = text.database();
-            let mut found = store.query(&Query::batch(&queries, k).filter(filter))?;
-            found.resize_with(texts.len(), Vec::new);
-            let ids: Vec<&str> = found.iter().flatten().map(|h| h.id.as_str()).collect();
-            let mut docs = store.documents(&ids)?.into_iter();
-            Ok(found
-                .into_iter()
-                .map(|hits| {
-                    hits.into_iter()
-                        .zip(docs.by_ref())
-                        .map(|(h, document)| TextHit {
-                            id: h.id,
-                            score: h.score,
-                            document,
-                        })
-                        .collect()
-                })
-                .collect())
-        })
-        .or_raise(py)
+        py.detach(|| text.query_where(texts, k, filter))
+            .or_raise(py)
     }
 
     pub(crate) fn path(&self) -> &Path {
