@@ -164,54 +164,62 @@ mod native {
     }
 
     /// p50 in ms of `iters` timed searches after a few untimed ones.
-    fn p50_ms(set: &Set, filter: Option<&Filter>, iters: usize) -> f64 {
-        for i in 0..5 {
-            search(set, i, filter);
-        }
-        let mut ms: Vec<f64> = (0..iters)
-            .map(|i| {
-                let start = Instant::now();
-                search(set, i, filter);
-                start.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
+    fn median(mut ms: Vec<f64>) -> f64 {
         ms.sort_by(f64::total_cmp);
         ms[ms.len() / 2]
     }
 
+    /// p50 per case, the cases interleaved query by query (a shared machine drifts over a
+    /// run, and timing one case after another would put the drift into the ratios), and the
+    /// median of each query's filtered / unfiltered time.
     fn summary(sets: &[Set], iters: usize) {
         println!("\nfiltered single search, k = {K}: p50 and ratio to the unfiltered p50");
         println!(
-            "{:>22} | {:>10} | {:>10} {:>8} | matching",
-            "set", "case", "p50 ms", "ratio"
+            "{:>22} | {:>12} | {:>10} {:>8} {:>8} | {:>8} | filter only (ms)",
+            "set", "case", "p50 ms", "ratio", "paired", "matching"
         );
+        let cases = filters();
         for set in sets {
-            let mut base = None;
-            for (label, filter) in filters() {
-                let p50 = p50_ms(set, filter.as_ref(), iters);
-                let unfiltered = *base.get_or_insert(p50);
-                let matching = match &filter {
+            for i in 0..5 {
+                for (_, filter) in &cases {
+                    search(set, i, filter.as_ref());
+                }
+            }
+            let mut times = vec![Vec::with_capacity(iters); cases.len()];
+            for i in 0..iters {
+                for (c, (_, filter)) in cases.iter().enumerate() {
+                    let start = Instant::now();
+                    search(set, i, filter.as_ref());
+                    times[c].push(start.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            let unfiltered = median(times[0].clone());
+            for ((label, filter), ms) in cases.iter().zip(&times) {
+                let paired = median(ms.iter().zip(&times[0]).map(|(f, u)| f / u).collect());
+                let matching = match filter {
                     Some(f) => set.db.count_matching(f).expect("count"),
                     None => set.db.count(),
                 };
                 // The filter's own cost: its row bitmap, without the scan.
                 let eval = filter.as_ref().map_or(0.0, |f| {
-                    let mut ms: Vec<f64> = (0..iters)
-                        .map(|_| {
-                            let start = Instant::now();
-                            black_box(set.db.count_matching(f).expect("count"));
-                            start.elapsed().as_secs_f64() * 1e3
-                        })
-                        .collect();
-                    ms.sort_by(f64::total_cmp);
-                    ms[ms.len() / 2]
+                    median(
+                        (0..iters)
+                            .map(|_| {
+                                let start = Instant::now();
+                                black_box(set.db.count_matching(f).expect("count"));
+                                start.elapsed().as_secs_f64() * 1e3
+                            })
+                            .collect(),
+                    )
                 });
+                let p50 = median(ms.clone());
                 println!(
-                    "{:>22} | {:>12} | {:>10.3} {:>8.3} | {:>8} | {eval:.3}",
+                    "{:>22} | {:>12} | {:>10.3} {:>8.3} {:>8.3} | {:>8} | {eval:.3}",
                     set.name,
                     label,
                     p50,
                     p50 / unfiltered,
+                    paired,
                     matching
                 );
             }
