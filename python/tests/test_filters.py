@@ -27,10 +27,6 @@ WORDS = ["alpha", "beta", "gamma", "delta", "Rust", "rust", "vector", "db", "ém
 STRINGS = ["", "a", "b", "ab", "B", "doc", "doc-1", "zeta", "é"]
 
 
-def _not_built(e: Exception) -> bool:
-    return "not built yet" in str(e)
-
-
 # ---------------------------------------------------------------------------------------------
 # Random data
 
@@ -232,17 +228,9 @@ def check_filter(db, model: Model, rng: random.Random, where, document, context:
 
 
 @pytest.fixture
-def filtered_db(open_db, backend):
-    """A database with random records whose engine answers filters (the wasm backend is
-    skipped while the component does not implement them yet)."""
-    db = open_db(dim=DIM)
-    try:
-        db.count(where={})
-    except srvdb.InvalidInputError as e:
-        if backend == "wasm" and _not_built(e):
-            pytest.skip(f"the wasm component does not filter yet: {e}")
-        raise
-    return db
+def filtered_db(open_db):
+    """An empty database of dimension DIM on the test's backend."""
+    return open_db(dim=DIM)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,12 +512,7 @@ def test_field_indexes_give_the_same_answers_and_persist(backend, tmp_path):
     path = tmp_path / "db"
     db = srvdb.open(path, dim=DIM, backend=backend)
     try:
-        try:
-            db.create_field_index("s")
-        except srvdb.InvalidInputError as e:
-            if backend == "wasm" and _not_built(e):
-                pytest.skip(f"the wasm component has no field indexes yet: {e}")
-            raise
+        db.create_field_index("s")
         model = fill(db, rng)
         db.create_field_index("nested.x")
         db.create_field_index("s")  # again: no-op
@@ -560,12 +543,7 @@ def test_filters_after_reopen_and_compaction(backend, tmp_path):
     path = tmp_path / "db"
     db = srvdb.open(path, dim=DIM, backend=backend)
     try:
-        try:
-            db.count(where={})
-        except srvdb.InvalidInputError as e:
-            if backend == "wasm" and _not_built(e):
-                pytest.skip(f"the wasm component does not filter yet: {e}")
-            raise
+        db.count(where={})
         model = fill(db, rng)
         db.update(sorted(model.vectors)[:10], metadatas=[{"s": "updated"}] * 10)
         for id_ in sorted(model.vectors)[:10]:
@@ -801,12 +779,7 @@ from test_text import SENTENCES, model  # noqa: E402,F401  (the model fixture)
 
 def test_text_query_with_filters(model, tmp_path):
     with srvdb.open(tmp_path / "db", embedder=model) as db:
-        try:
-            db.count(where={})
-        except srvdb.InvalidInputError as e:
-            if _not_built(e):
-                pytest.skip(f"the engine does not filter yet: {e}")
-            raise
+        db.count(where={})
         ids = [f"s{i}" for i in range(len(SENTENCES))]
         metas = [{"i": i, "even": i % 2 == 0} for i in range(len(SENTENCES))]
         db.add(ids, documents=SENTENCES, metadatas=metas)
@@ -829,12 +802,7 @@ def test_text_query_with_filters(model, tmp_path):
 def test_text_update_reembeds_documents(model, tmp_path):
     with srvdb.open(tmp_path / "db", embedder=model) as db:
         db.add(["a", "b"], documents=SENTENCES[:2], metadatas=[{"k": 1}, {"k": 2}])
-        try:
-            db.update(["a"], metadatas=[{"k": 3}])
-        except srvdb.InvalidInputError as e:
-            if _not_built(e):
-                pytest.skip(f"the engine does not update yet: {e}")
-            raise
+        db.update(["a"], metadatas=[{"k": 3}])
         before = db["b"].vector.copy()
         db.update(["b"], metadatas=[{"k": 4}])
         np.testing.assert_array_equal(db["b"].vector, before)  # metadata only: same vector
