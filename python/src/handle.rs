@@ -327,25 +327,7 @@ impl Handle {
         };
         let metas = convert::metadatas(args.metadatas)?;
         let matrix = match embeddings {
-            Some(e) => {
-                let expected = store.dimension().or_raise(py)?.map(|d| d as usize);
-                let matrix = convert::matrix(e, "embeddings", expected)?;
-                // Only the array knows its rows; the engine sees the values back to back.
-                // The engine's own error for whole vectors that are not one per id.
-                if matrix.rows != ids.len() {
-                    let reason = format!(
-                        "{} vectors for {} ids: pass one vector per id",
-                        matrix.rows,
-                        ids.len()
-                    );
-                    let err = srvdb::Error::InvalidInput {
-                        reason,
-                        index: None,
-                    };
-                    return Err(errors::engine(py, err));
-                }
-                Some(matrix)
-            }
+            Some(e) => Some(embeddings_for(py, &*store, e, ids.len())?),
             None if !documents.is_empty() => {
                 return self.write_documents(py, mode, &ids, &documents, &metas, progress)
             }
@@ -435,23 +417,11 @@ impl Handle {
             None => None,
         };
         let mut vectors = match args.embeddings.filter(|e| !e.is_none()) {
-            Some(e) => {
-                let expected = engine.dimension().or_raise(py)?.map(|d| d as usize);
-                let matrix = convert::matrix(e, "embeddings", expected)?;
-                if matrix.rows != ids.len() {
-                    let reason = format!(
-                        "{} vectors for {} ids: pass one vector per id",
-                        matrix.rows,
-                        ids.len()
-                    );
-                    let err = srvdb::Error::InvalidInput {
-                        reason,
-                        index: None,
-                    };
-                    return Err(errors::engine(py, err));
-                }
-                Some(matrix.as_slice().to_vec())
-            }
+            Some(e) => Some(
+                embeddings_for(py, &*engine, e, ids.len())?
+                    .as_slice()
+                    .to_vec(),
+            ),
             None => None,
         };
         if let (None, Some(documents), Engine::Text(text)) = (&vectors, &documents, &engine) {
@@ -598,4 +568,28 @@ pub(crate) fn hit_tuples(hits: Vec<SearchHit>) -> Vec<(String, f64)> {
     hits.into_iter()
         .map(|h| (h.id, f64::from(h.score)))
         .collect()
+}
+
+/// `embeddings` as one vector per id of a batch of `ids` ids, checked against `store`'s
+/// dimension. Only the array knows its rows (the engine sees the values back to back), so a
+/// count that is not one per id is reported here, with the engine's own error.
+fn embeddings_for<'py>(
+    py: Python<'py>,
+    store: &dyn Store,
+    embeddings: &Bound<'py, PyAny>,
+    ids: usize,
+) -> PyResult<convert::Matrix<'py>> {
+    let expected = store.dimension().or_raise(py)?.map(|d| d as usize);
+    let matrix = convert::matrix(embeddings, "embeddings", expected)?;
+    if matrix.rows != ids {
+        let err = srvdb::Error::InvalidInput {
+            reason: format!(
+                "{} vectors for {ids} ids: pass one vector per id",
+                matrix.rows
+            ),
+            index: None,
+        };
+        return Err(errors::engine(py, err));
+    }
+    Ok(matrix)
 }

@@ -5,7 +5,9 @@
 //! row carrying the record's (possibly new) metadata and document, and the old row deleted, as
 //! an upsert does.
 
-use super::validate::{check_documents_and_metadata, dimension_mismatch, first_non_finite};
+use super::validate::{
+    check_documents_and_metadata, dimension_mismatch, first_non_finite, non_finite_error,
+};
 use super::{lock_poison_free, Database, Writer};
 use crate::error::{Error, Result};
 use crate::store::Update;
@@ -84,14 +86,7 @@ impl Database {
                     return Err(dimension_mismatch(dim as u32, vectors, n));
                 }
                 if let Some(pos) = non_finite {
-                    return Err(Error::InvalidInput {
-                        reason: format!(
-                            "component {} is {} (NaN and infinity cannot be searched)",
-                            pos % dim,
-                            vectors[pos]
-                        ),
-                        index: Some(pos / dim),
-                    });
+                    return Err(non_finite_error(vectors, pos, dim));
                 }
                 self.replace_vectors(&mut w, dim, ids, vectors, metadatas, documents, rows)
             }

@@ -37,6 +37,19 @@ pub(super) fn first_non_finite(values: &[f32]) -> Option<usize> {
     values.iter().position(|x| !x.is_finite())
 }
 
+/// The error for a NaN or infinity at flat position `pos` of `vectors` (from
+/// [`first_non_finite`]), naming the vector and the component.
+pub(super) fn non_finite_error(vectors: &[f32], pos: usize, dim: usize) -> Error {
+    Error::InvalidInput {
+        reason: format!(
+            "component {} is {} (NaN and infinity cannot be searched)",
+            pos % dim,
+            vectors[pos]
+        ),
+        index: Some(pos / dim),
+    }
+}
+
 /// `queries` must be `n` finite vectors of `dim` components.
 pub(super) fn check_queries(dim: u32, queries: &[f32], n: usize) -> Result<()> {
     let d = dim as usize;

@@ -3,6 +3,7 @@
 
 use super::validate::{
     check_dimension, check_documents_and_metadata, check_id, dimension_mismatch, first_non_finite,
+    non_finite_error,
 };
 use super::{lock_poison_free, Database, Writer};
 use crate::error::{Error, Result};
@@ -80,14 +81,7 @@ impl Database {
             }
         };
         if let Some(pos) = non_finite {
-            return Err(Error::InvalidInput {
-                reason: format!(
-                    "component {} is {} (NaN and infinity cannot be searched)",
-                    pos % dim,
-                    vectors[pos]
-                ),
-                index: Some(pos / dim),
-            });
+            return Err(non_finite_error(vectors, pos, dim));
         }
         let mut replaced = Vec::new();
         {

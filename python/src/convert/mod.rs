@@ -19,7 +19,7 @@ pub(crate) use ids::{ids, ids_or_one};
 pub(crate) use k::{non_negative, K};
 pub(crate) use metadata::metadatas;
 pub(crate) use texts::{texts, texts_or_one};
-pub(crate) use vectors::{matrix, vector};
+pub(crate) use vectors::{matrix, vector, Matrix};
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
