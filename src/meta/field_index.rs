@@ -9,7 +9,7 @@
 //! scalar element of a list there. Objects, null, a missing field and metadata that is not a
 //! JSON object index nothing.
 
-use super::CompactedRow;
+use super::{open_or_none, CompactedRow};
 use crate::types::Metadata;
 use redb::{
     MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable,
@@ -288,10 +288,8 @@ pub(super) fn load(
     committed_rows: u64,
 ) -> Result<Result<Vec<LoadedIndex>, String>, redb::Error> {
     let txn = db.begin_read()?;
-    let fields = match txn.open_table(FIELDS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Ok(Vec::new())),
-        Err(e) => return Err(e.into()),
+    let Some(fields) = open_or_none(&txn, FIELDS)? else {
+        return Ok(Ok(Vec::new()));
     };
     let mut out = Vec::new();
     for entry in fields.iter()? {

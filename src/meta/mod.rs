@@ -504,10 +504,8 @@ impl MetaStore {
         let ctx = format!("reading metadata from {}", self.path.display());
         let run = || -> std::result::Result<Option<Vec<u8>>, redb::Error> {
             let txn = self.db.begin_read().map_err(to_redb)?;
-            let table = match txn.open_table(ROW_META) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(e.into()),
+            let Some(table) = open_or_none(&txn, ROW_META)? else {
+                return Ok(None);
             };
             Ok(table.get(row)?.map(|v| v.value().to_vec()))
         };
@@ -524,10 +522,8 @@ impl MetaStore {
         let ctx = format!("reading documents from {}", self.path.display());
         let run = || -> std::result::Result<Vec<Option<String>>, redb::Error> {
             let txn = self.db.begin_read().map_err(to_redb)?;
-            let table = match txn.open_table(ROW_DOC) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; rows.len()]),
-                Err(e) => return Err(e.into()),
+            let Some(table) = open_or_none(&txn, ROW_DOC)? else {
+                return Ok(vec![None; rows.len()]);
             };
             rows.iter()
                 .map(|&row| Ok(table.get(row)?.map(|v| v.value().to_owned())))
@@ -789,10 +785,8 @@ impl MetaStore {
         let ctx = format!("reading documents from {}", self.path.display());
         let run = || -> std::result::Result<std::collections::HashMap<u64, String>, redb::Error> {
             let txn = self.db.begin_read().map_err(to_redb)?;
-            let table = match txn.open_table(ROW_DOC) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
-                Err(e) => return Err(e.into()),
+            let Some(table) = open_or_none(&txn, ROW_DOC)? else {
+                return Ok(Default::default());
             };
             let mut out = std::collections::HashMap::new();
             for entry in table.iter()? {
@@ -809,10 +803,8 @@ impl MetaStore {
         let ctx = format!("reading metadata from {}", self.path.display());
         let run = || -> std::result::Result<Vec<(u64, Vec<u8>)>, redb::Error> {
             let txn = self.db.begin_read().map_err(to_redb)?;
-            let table = match txn.open_table(ROW_META) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
+            let Some(table) = open_or_none(&txn, ROW_META)? else {
+                return Ok(Vec::new());
             };
             let mut out = Vec::new();
             for entry in table.iter()? {

@@ -1,7 +1,7 @@
 //! Range reads of rows' metadata and documents, in one read transaction each: what the filter
 //! column caches are built from and what `records` returns.
 
-use super::{meta_err, to_redb, MetaStore, ROW_DOC, ROW_META};
+use super::{meta_err, open_or_none, to_redb, MetaStore, ROW_DOC, ROW_META};
 use crate::error::{Error, Result};
 use crate::types::Metadata;
 use redb::ReadableDatabase;
@@ -15,10 +15,8 @@ impl MetaStore {
         let len = usize::try_from(rows.end.saturating_sub(rows.start)).unwrap_or(0);
         let run = || -> std::result::Result<Vec<(u64, Vec<u8>)>, redb::Error> {
             let txn = self.db.begin_read().map_err(to_redb)?;
-            let table = match txn.open_table(ROW_META) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
+            let Some(table) = open_or_none(&txn, ROW_META)? else {
+                return Ok(Vec::new());
             };
             let mut out = Vec::new();
             for entry in table.range(rows.clone())? {
@@ -46,10 +44,8 @@ impl MetaStore {
         let run = || -> std::result::Result<Vec<Option<String>>, redb::Error> {
             let mut out = vec![None; len];
             let txn = self.db.begin_read().map_err(to_redb)?;
-            let table = match txn.open_table(ROW_DOC) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
-                Err(e) => return Err(e.into()),
+            let Some(table) = open_or_none(&txn, ROW_DOC)? else {
+                return Ok(out);
             };
             for entry in table.range(rows.clone())? {
                 let (k, v) = entry?;
