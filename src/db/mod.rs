@@ -369,14 +369,8 @@ impl Store for Database {
                     let Some(dim) = self.dimension() else {
                         return Ok(Vec::new());
                     };
-                    if !queries.len().is_multiple_of(dim as usize) {
-                        return Err(Error::DimensionMismatch {
-                            expected: dim,
-                            got: queries.len(),
-                            index: None,
-                        });
-                    }
-                    self.search_where(queries, queries.len() / dim as usize, request.k, filter)
+                    let n = validate::batch_len(dim, queries)?;
+                    self.search_where(queries, n, request.k, filter)
                 }
             };
         }

@@ -1,7 +1,7 @@
 //! Search: single queries coalesced into shared scans, batches scanned at once, both over one
 //! immutable [`Snapshot`] so a search never waits for the writer.
 
-use super::validate::check_queries;
+use super::validate::{batch_len, check_queries};
 use super::{Database, Snapshot};
 use crate::coalesce::Request;
 use crate::error::{Error, Result};
@@ -63,14 +63,7 @@ impl Database {
         let Some(dim) = snap.dim else {
             return Ok(Vec::new());
         };
-        if !queries.len().is_multiple_of(dim as usize) {
-            return Err(Error::DimensionMismatch {
-                expected: dim,
-                got: queries.len(),
-                index: None,
-            });
-        }
-        let n = queries.len() / dim as usize;
+        let n = batch_len(dim, queries)?;
         self.search_snapshot(&snap, queries, n, k)
     }
 

@@ -50,6 +50,19 @@ pub(super) fn non_finite_error(vectors: &[f32], pos: usize, dim: usize) -> Error
     }
 }
 
+/// How many queries of `dim` components `queries` holds back to back; a length that is not a
+/// multiple of `dim` is a dimension mismatch.
+pub(super) fn batch_len(dim: u32, queries: &[f32]) -> Result<usize> {
+    if !queries.len().is_multiple_of(dim as usize) {
+        return Err(Error::DimensionMismatch {
+            expected: dim,
+            got: queries.len(),
+            index: None,
+        });
+    }
+    Ok(queries.len() / dim as usize)
+}
+
 /// `queries` must be `n` finite vectors of `dim` components.
 pub(super) fn check_queries(dim: u32, queries: &[f32], n: usize) -> Result<()> {
     let d = dim as usize;
