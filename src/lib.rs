@@ -39,6 +39,7 @@ pub mod format;
 pub mod index;
 pub mod meta;
 pub mod npy;
+pub mod quant;
 pub mod storage;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -10,6 +10,7 @@
 use crate::coalesce::CoalesceStats;
 use crate::error::Result;
 use crate::filter::Filter;
+use crate::quant::{IndexInfo, IndexSpec};
 use crate::types::{EmbedderSpec, Metadata, Metric, Record, SearchHit};
 
 /// Whether a write inserts new records or replaces existing ones.
@@ -236,6 +237,11 @@ pub struct Query<'a> {
     pub k: usize,
     /// Only records matching this are candidates (one filter for the whole batch).
     pub filter: Option<&'a Filter>,
+    /// With a quantized index: candidates kept per hit before exact rescoring (`None`: the
+    /// quantization's default). Ignored by the exact scan.
+    pub oversample: Option<usize>,
+    /// Forces the exact f32 scan even when a quantized index exists.
+    pub exact: bool,
 }
 
 impl<'a> Query<'a> {
@@ -245,6 +251,8 @@ impl<'a> Query<'a> {
             queries: Queries::One(query),
             k,
             filter: None,
+            oversample: None,
+            exact: false,
         }
     }
 
@@ -254,12 +262,26 @@ impl<'a> Query<'a> {
             queries: Queries::Batch(queries),
             k,
             filter: None,
+            oversample: None,
+            exact: false,
         }
     }
 
     /// Restricts the candidates to records matching `filter`.
     pub fn filter(mut self, filter: &'a Filter) -> Self {
         self.filter = Some(filter);
+        self
+    }
+
+    /// Keeps `oversample * k` candidates from the code scan for exact rescoring.
+    pub fn oversample(mut self, oversample: usize) -> Self {
+        self.oversample = Some(oversample);
+        self
+    }
+
+    /// Forces (or not) the exact f32 scan.
+    pub fn exact(mut self, exact: bool) -> Self {
+        self.exact = exact;
         self
     }
 }
@@ -285,6 +307,14 @@ pub trait Store: Send + Sync {
     fn drop_field_index(&self, field: &str) -> Result<bool>;
     /// The indexed fields, sorted.
     fn field_indexes(&self) -> Result<Vec<String>>;
+    /// Builds the vector index `spec` (today: a flat scan over int8 or binary codes, rescored
+    /// exactly) from the rows present, commits it, and keeps it in step with every later
+    /// write, delete and compaction. The same spec again is a no-op; another replaces it.
+    fn create_index(&self, spec: &IndexSpec) -> Result<IndexInfo>;
+    /// Drops the vector index (searches go back to the exact scan); false if there was none.
+    fn drop_index(&self) -> Result<bool>;
+    /// What the vector index is and holds.
+    fn index_info(&self) -> Result<IndexInfo>;
     /// The best matches, best first: one list per query vector (see [`Query`]); no lists while
     /// the database has no dimension yet (nothing added), since flat queries cannot be split.
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>>;

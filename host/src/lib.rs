@@ -721,6 +721,27 @@ impl srvdb::Store for SandboxedDatabase {
         self.call(Touches::Nothing, |g, s, h| g.call_field_indexes(s, h))
     }
 
+    fn create_index(&self, spec: &srvdb::quant::IndexSpec) -> Result<srvdb::quant::IndexInfo> {
+        let _ = spec;
+        Err(Error::InvalidInput {
+            reason: "quantized indexes are not built yet in the component".into(),
+            index: None,
+        })
+    }
+
+    fn drop_index(&self) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn index_info(&self) -> Result<srvdb::quant::IndexInfo> {
+        Ok(srvdb::quant::IndexInfo {
+            kind: srvdb::quant::IndexKind::Flat,
+            quantization: None,
+            rows: 0,
+            bytes: 0,
+        })
+    }
+
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
         let filter = request.filter.map(filter_to_wit);
         let (queries, batch) = match request.queries {

@@ -23,6 +23,7 @@ mod select;
 mod tombstones;
 mod update;
 mod validate;
+mod vector_index;
 mod write;
 
 use self::field_index::FieldIndexes;
@@ -35,6 +36,8 @@ use crate::error::{Error, Result};
 use crate::filter::columns::ColumnCache;
 use crate::filter::Filter;
 use crate::meta::MetaStore;
+use crate::quant::codes::CodeTable;
+use crate::quant::{IndexInfo, IndexSpec};
 use crate::storage::fs::{DirLock, FsLocation};
 use crate::storage::memory::MemoryLocation;
 use crate::storage::{Location, RowStore, RowView};
@@ -62,6 +65,8 @@ struct Snapshot {
     meta_version: u64,
     /// The field indexes as of this snapshot.
     field_indexes: Arc<FieldIndexes>,
+    /// The quantized index's codes as of this snapshot (rows `0..codes.rows()`), if one exists.
+    codes: Option<CodeTable>,
 }
 
 /// State `get` needs besides the snapshot; changed together with it under one lock.
@@ -87,6 +92,8 @@ struct Writer {
     meta_version: u64,
     /// See [`Snapshot::field_indexes`].
     field_indexes: Arc<FieldIndexes>,
+    /// See [`Snapshot::codes`]: the codes of every row appended so far.
+    codes: Option<CodeTable>,
 }
 
 impl Writer {
@@ -173,6 +180,7 @@ impl Database {
             dim: w.dim,
             meta_version: w.meta_version,
             field_indexes: w.field_indexes.clone(),
+            codes: w.codes.clone(),
         }
     }
 
@@ -359,6 +367,18 @@ impl Store for Database {
 
     fn field_indexes(&self) -> Result<Vec<String>> {
         Ok(self.published.load().field_indexes.fields())
+    }
+
+    fn create_index(&self, spec: &IndexSpec) -> Result<IndexInfo> {
+        self.create_vector_index(spec)
+    }
+
+    fn drop_index(&self) -> Result<bool> {
+        self.drop_vector_index()
+    }
+
+    fn index_info(&self) -> Result<IndexInfo> {
+        Ok(self.vector_index_info())
     }
 
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {

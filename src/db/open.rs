@@ -191,6 +191,7 @@ impl Database {
             embedder_unrecorded,
             meta_version: 0,
             field_indexes: Arc::new(field_indexes),
+            codes: None,
         };
         let coalesce = options.coalesce_searches;
         let db = Database {
@@ -208,6 +209,7 @@ impl Database {
                 dim: None,
                 meta_version: 0,
                 field_indexes: Default::default(),
+                codes: None,
             }),
             coalescer: Coalescer::default(),
             coalesce: AtomicBool::new(coalesce),

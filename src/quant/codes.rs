@@ -1,0 +1,82 @@
+//! The codes of rows `0..n`: shared by snapshots the way the rows are (clones share chunks; the
+//! writer appends), laid out row after row so the scan reads them as contiguous blocks.
+
+use super::Codebook;
+use crate::chunked::ChunkedVec;
+use crate::format::RowLayout;
+use std::sync::Arc;
+
+/// Rows per chunk of codes.
+pub const CODE_CHUNK_ROWS: usize = 16 * 1024;
+
+/// Codes of rows `0..rows()`, all from one codebook.
+#[derive(Debug, Clone)]
+pub struct CodeTable {
+    codebook: Arc<Codebook>,
+    code_len: usize,
+    codes: ChunkedVec<u8>,
+}
+
+impl CodeTable {
+    /// An empty table for `codebook`.
+    pub fn new(codebook: Arc<Codebook>) -> Self {
+        let code_len = codebook.code_len();
+        CodeTable {
+            codebook,
+            code_len,
+            codes: ChunkedVec::new(CODE_CHUNK_ROWS * code_len),
+        }
+    }
+
+    /// The codebook every code was made with.
+    pub fn codebook(&self) -> &Arc<Codebook> {
+        &self.codebook
+    }
+
+    /// Bytes per row.
+    pub fn code_len(&self) -> usize {
+        self.code_len
+    }
+
+    /// Rows covered.
+    pub fn rows(&self) -> u64 {
+        (self.codes.len() / self.code_len) as u64
+    }
+
+    /// Bytes held: the codes and the codebook.
+    pub fn bytes(&self) -> u64 {
+        (self.codes.len() + 8 * self.codebook.dim()) as u64
+    }
+
+    /// Encodes and appends `rows` (whole rows of `layout`, norm included).
+    pub fn push_rows(&mut self, layout: RowLayout, rows: &[f32]) {
+        let dim = layout.dim as usize;
+        let mut code = vec![0u8; self.code_len];
+        for row in rows.chunks_exact(layout.stride_f32) {
+            self.codebook.encode(&row[..dim], row[dim], &mut code);
+            self.codes.extend_from_slice(&code);
+        }
+    }
+
+    /// Appends codes made elsewhere (read back from the codes file): whole codes only.
+    pub fn push_codes(&mut self, codes: &[u8]) {
+        debug_assert_eq!(codes.len() % self.code_len, 0);
+        self.codes.extend_from_slice(codes);
+    }
+
+    /// Number of contiguous segments covering rows `0..rows()`.
+    pub fn segment_count(&self) -> usize {
+        self.codes.chunk_count()
+    }
+
+    /// Segment `i`: its first row and its rows' codes (`n * code_len` bytes), in row order.
+    pub fn segment(&self, i: usize) -> (u64, &[u8]) {
+        ((i * CODE_CHUNK_ROWS) as u64, self.codes.chunk(i))
+    }
+
+    /// Row `row`'s code, if covered.
+    pub fn code(&self, row: u64) -> Option<&[u8]> {
+        let at = usize::try_from(row).ok()?.checked_mul(self.code_len)?;
+        self.codes.slice(at, self.code_len)
+    }
+}
