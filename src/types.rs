@@ -76,6 +76,11 @@ pub enum StorageKind {
     /// Plain `std::fs` I/O with the rows cached in memory (the WASI backend; works natively too).
     #[cfg_attr(target_arch = "wasm32", default)]
     File,
+    /// Plain `std::fs` I/O with nothing of the rows kept in memory: rows are read from the
+    /// file when a search needs them. For a database larger than memory (the sandbox's linear
+    /// memory is at most 4 GiB): give it a quantized index, so a search reads codes from memory
+    /// and only its candidates' rows from the file.
+    OnDemand,
 }
 
 /// Default write buffer: rows are written to `vectors.bin` in slabs of this many bytes.

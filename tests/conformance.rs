@@ -84,6 +84,7 @@ impl Target for Disk {
         match self.storage {
             StorageKind::File => "rust-file".into(),
             StorageKind::Mmap => "rust-mmap".into(),
+            StorageKind::OnDemand => "rust-on-demand".into(),
         }
     }
     fn family(&self) -> &'static str {

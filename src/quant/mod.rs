@@ -355,6 +355,23 @@ impl Codebook {
         }
     }
 
+    /// Scores the codes of consecutive rows (`codes.len() / code_len()` of them) against
+    /// `query` into `out` (one key per row, the values [`Codebook::score`] gives).
+    pub fn score_block(&self, query: &PreparedQuery, codes: &[u8], out: &mut [f32]) {
+        for (code, o) in codes.chunks_exact(self.code_len()).zip(out.iter_mut()) {
+            *o = self.score(query, code);
+        }
+    }
+
+    /// [`Codebook::score_block`] for several queries while the block is in cache:
+    /// `out[q * rows + r]` for query `q` and row `r`.
+    pub fn score_block_many(&self, queries: &[PreparedQuery], codes: &[u8], out: &mut [f32]) {
+        let rows = codes.len() / self.code_len();
+        for (q, query) in queries.iter().enumerate() {
+            self.score_block(query, codes, &mut out[q * rows..(q + 1) * rows]);
+        }
+    }
+
     /// The codebook as bytes, to be stored in `metadata.db` beside the index record.
     pub fn to_bytes(&self) -> Vec<u8> {
         let (tag, metric, a, b): (u8, Metric, &[f32], &[f32]) = match self {

@@ -302,7 +302,10 @@ impl Location for FsLocation {
             StorageKind::Mmap => Err(Error::invalid(
                 "the mmap backend is not available on wasm32: use StorageKind::File",
             )),
-            StorageKind::File => Ok(Box::new(CachedRows::open(Some(file), path, layout, rows)?)),
+            // Until the on-demand rows store lands, rows are cached (correct, not yet lean).
+            StorageKind::File | StorageKind::OnDemand => {
+                Ok(Box::new(CachedRows::open(Some(file), path, layout, rows)?))
+            }
         }
     }
 
