@@ -81,6 +81,8 @@ mod native {
         queries: Vec<f32>,
         /// The true top-K row numbers of each query.
         truth: Vec<Vec<usize>>,
+        /// Copies of each source row (the perturbed set), for the near-duplicate count.
+        variants: Option<usize>,
         _dir: tempfile::TempDir,
     }
 
@@ -185,6 +187,7 @@ mod native {
             dim: m.dim,
             queries: m.queries.clone(),
             truth: m.truth.clone(),
+            variants: None,
             _dir: dir,
         }
     }
@@ -232,8 +235,25 @@ mod native {
             dim,
             queries,
             truth,
+            variants: Some(VARIANTS),
             _dir: dir,
         }
+    }
+
+    /// Mean over the queries of the distinct source rows among the true top K (K: every
+    /// neighbour is a different sentence; 1: all are copies of one).
+    fn distinct_sources(set: &Set, variants: usize) -> f64 {
+        let total: usize = set
+            .truth
+            .iter()
+            .map(|rows| {
+                let mut sources: Vec<usize> = rows.iter().map(|r| r / variants).collect();
+                sources.sort_unstable();
+                sources.dedup();
+                sources.len()
+            })
+            .sum();
+        total as f64 / set.truth.len().max(1) as f64
     }
 
     /// Mean cosine of the 1st and the K-th exact neighbour over the set's queries.
@@ -448,8 +468,14 @@ mod native {
         println!("\nexact neighbours (mean over the queries): top-1, top-{K} cosine and the gap");
         for set in &sets {
             let (first, last) = neighbour_scores(set);
+            let sources = set.variants.map_or(String::new(), |v| {
+                format!(
+                    ", {:.2} distinct source rows in the top {K}",
+                    distinct_sources(set, v)
+                )
+            });
             println!(
-                "{:>24}: top-1 {first:.4}, top-{K} {last:.4}, gap {:.4}",
+                "{:>24}: top-1 {first:.4}, top-{K} {last:.4}, gap {:.4}{sources}",
                 set.name,
                 first - last
             );
