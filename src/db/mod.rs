@@ -37,6 +37,7 @@ use crate::filter::columns::ColumnCache;
 use crate::filter::Filter;
 use crate::meta::MetaStore;
 use crate::quant::codes::CodeTable;
+use crate::quant::codes_file::CodesFile;
 use crate::quant::{IndexInfo, IndexSpec};
 use crate::storage::fs::{DirLock, FsLocation};
 use crate::storage::memory::MemoryLocation;
@@ -94,6 +95,8 @@ struct Writer {
     field_indexes: Arc<FieldIndexes>,
     /// See [`Snapshot::codes`]: the codes of every row appended so far.
     codes: Option<CodeTable>,
+    /// `index.codes` while an index exists: codes are written and synced at commit.
+    codes_file: Option<CodesFile>,
 }
 
 impl Writer {

@@ -74,6 +74,22 @@ impl CodeTable {
         ((i * CODE_CHUNK_ROWS) as u64, self.codes.chunk(i))
     }
 
+    /// The codes of rows `from..to` (clamped to the rows covered) as contiguous runs: (first
+    /// row of the run, its codes), in row order.
+    pub fn runs(&self, from: u64, to: u64) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        let to = to.min(self.rows());
+        (0..self.segment_count()).filter_map(move |i| {
+            let (first, bytes) = self.segment(i);
+            let n = (bytes.len() / self.code_len) as u64;
+            let (lo, hi) = (from.max(first), to.min(first + n));
+            (lo < hi).then(|| {
+                let at = (lo - first) as usize * self.code_len;
+                let end = (hi - first) as usize * self.code_len;
+                (lo, &bytes[at..end])
+            })
+        })
+    }
+
     /// Row `row`'s code, if covered.
     pub fn code(&self, row: u64) -> Option<&[u8]> {
         let at = usize::try_from(row).ok()?.checked_mul(self.code_len)?;
