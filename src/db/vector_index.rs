@@ -137,17 +137,20 @@ impl Database {
         self.published.store(Arc::new(Self::snapshot_of(w)));
     }
 
-    /// The current codebook's bytes and the codes of every row, for tests that recompute them
-    /// independently.
+    /// The current codebook's bytes, the codes of every row (deleted ones too) and every
+    /// row's id, for tests that recompute the codes independently.
     #[doc(hidden)]
-    pub fn index_codes_for_test(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+    pub fn index_codes_for_test(&self) -> Option<(Vec<u8>, Vec<u8>, Vec<String>)> {
         let snap = self.published.load();
         let codes = snap.codes.as_ref()?;
         let mut all = Vec::new();
         for (_, bytes) in codes.runs(0, codes.rows()) {
             all.extend_from_slice(bytes);
         }
-        Some((codes.codebook().to_bytes(), all))
+        let ids = (0..snap.row_ids.len())
+            .filter_map(|row| snap.row_ids.get(row).map(|id| id.to_string()))
+            .collect();
+        Some((codes.codebook().to_bytes(), all, ids))
     }
 }
 
