@@ -454,32 +454,21 @@ fn a_missing_foreign_or_damaged_codes_file_is_rebuilt_on_open() {
     let file = dir.path().join(CODES_FILE);
     let good = std::fs::read(&file).unwrap();
     let foreign = std::fs::read(other.path().join(CODES_FILE)).unwrap();
-    let damages: Vec<(&str, Box<dyn Fn() -> Option<Vec<u8>>>)> = vec![
-        ("missing", Box::new(|| None)),
-        ("empty", Box::new(|| Some(Vec::new()))),
-        ("header byte flipped", {
-            let good = good.clone();
-            Box::new(move || {
-                let mut b = good.clone();
-                b[20] ^= 1;
-                Some(b)
-            })
-        }),
-        ("cut mid-row", {
-            let good = good.clone();
-            Box::new(move || Some(good[..good.len() / 2 + 3].to_vec()))
-        }),
+    let mut flipped = good.clone();
+    flipped[20] ^= 1;
+    let damages: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("missing", None),
+        ("empty", Some(Vec::new())),
+        ("header byte flipped", Some(flipped)),
+        ("cut mid-row", Some(good[..good.len() / 2 + 3].to_vec())),
+        ("another database's", Some(foreign)),
         (
-            "another database's",
-            Box::new(move || Some(foreign.clone())),
+            "random bytes",
+            Some((0..good.len()).map(|i| (i * 7 + 3) as u8).collect()),
         ),
-        ("random bytes", {
-            let n = good.len();
-            Box::new(move || Some((0..n).map(|i| (i * 7 + 3) as u8).collect()))
-        }),
     ];
     for (what, damage) in damages {
-        match damage() {
+        match damage {
             Some(bytes) => std::fs::write(&file, bytes).unwrap(),
             None => std::fs::remove_file(&file).unwrap(),
         }
@@ -712,7 +701,7 @@ fn kill_child(dir: &str, start: usize) {
             db.create_index(&IndexSpec::flat(Quantization::Int8))
                 .expect("child create_index");
         }
-        if c % 3 == 0 {
+        if c.is_multiple_of(3) {
             db.compact().expect("child compact");
         }
         println!("committed {c}");
