@@ -794,3 +794,35 @@ fn sigkill_at_random_moments_keeps_codes_that_match_the_rows() {
     assert!(committed > 0, "the child never committed");
     assert!(with_index > 0, "no kill landed after the index existed");
 }
+
+/// On the real MiniLM embeddings: every code matches the reference, and the index holds
+/// what `index_info` reports (codes and codebook), a fraction of the f32 rows.
+#[test]
+fn real_embeddings_codes_match_and_fit_the_budget() {
+    let Some(data) = common::dataset() else {
+        return;
+    };
+    let ids: Vec<String> = (0..data.n).map(|i| format!("id-{i}")).collect();
+    let rows: Vec<Vec<f32>> = data.base.chunks(data.dim).map(<[f32]>::to_vec).collect();
+    let f32_bytes = (data.n * data.dim * 4) as f64;
+    for (quantization, budget) in [(Quantization::Int8, 0.3), (Quantization::Binary, 0.05)] {
+        let dir = tempdir();
+        let db = Database::open(dir.path(), options(Metric::Cosine)).unwrap();
+        db.add(&ids, &data.base, &[]).unwrap();
+        let info = db.create_index(&IndexSpec::flat(quantization)).unwrap();
+        check_all_codes(&db, &rows);
+        let file_len = std::fs::metadata(dir.path().join(CODES_FILE))
+            .unwrap()
+            .len();
+        let ratio = info.bytes as f64 / f32_bytes;
+        eprintln!(
+            "{quantization:?}: {} rows, index {} bytes ({ratio:.3}x the f32 rows), index.codes {file_len} bytes",
+            info.rows, info.bytes
+        );
+        assert_eq!(info.rows, data.n as u64);
+        assert!(ratio <= budget, "{quantization:?}: {ratio:.3}x > {budget}x");
+        drop(db);
+        let db = Database::open(dir.path(), options(Metric::Cosine)).unwrap();
+        check_all_codes(&db, &rows);
+    }
+}

@@ -245,9 +245,11 @@ pub(super) fn open_codes(
     match opened {
         Opened::Usable(mut file) => {
             file.read_into(&mut table)?;
-            encode(&mut table)?;
-            file.append(&table, committed_rows)?;
-            file.sync()?;
+            if file.rows() < committed_rows {
+                encode(&mut table)?;
+                file.append(&table, committed_rows)?;
+                file.sync()?;
+            }
             Ok((table, file))
         }
         Opened::Missing | Opened::Unusable(_) => {

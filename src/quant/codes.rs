@@ -1,7 +1,7 @@
 //! The codes of rows `0..n`: shared by snapshots the way the rows are (clones share chunks; the
 //! writer appends), laid out row after row so the scan reads them as contiguous blocks.
 
-use super::Codebook;
+use super::{Codebook, Quantization};
 use crate::chunked::ChunkedVec;
 use crate::format::RowLayout;
 use std::sync::Arc;
@@ -45,7 +45,11 @@ impl CodeTable {
 
     /// Bytes held: the codes and the codebook.
     pub fn bytes(&self) -> u64 {
-        (self.codes.len() + 8 * self.codebook.dim()) as u64
+        let params = match self.codebook.quantization() {
+            Quantization::Int8 => 2 * self.codebook.dim(),
+            Quantization::Binary => self.codebook.dim(),
+        };
+        (self.codes.len() + 4 * params) as u64
     }
 
     /// Encodes and appends `rows` (whole rows of `layout`, norm included).
