@@ -826,3 +826,27 @@ fn real_embeddings_codes_match_and_fit_the_budget() {
         check_all_codes(&db, &rows);
     }
 }
+
+/// An in-memory database keeps its codes in memory only, through the same life cycle.
+#[test]
+fn an_in_memory_index_follows_writes_and_compaction() {
+    const DIM: usize = 7;
+    let db = Database::in_memory(options(Metric::Dot)).unwrap();
+    let mut rng = Rng::new(seed());
+    let ids: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+    let data = rng.vectors(50, DIM);
+    db.add(&ids, &data, &[]).unwrap();
+    let mut rows: Vec<Vec<f32>> = data.chunks(DIM).map(<[f32]>::to_vec).collect();
+    db.create_index(&IndexSpec::flat(Quantization::Int8))
+        .unwrap();
+    let more = rng.vectors(1, DIM);
+    db.upsert(&["k1"], &more, &[]).unwrap();
+    rows.push(more);
+    db.persist().unwrap();
+    check_all_codes(&db, &rows);
+    db.compact().unwrap();
+    assert_eq!(check_live_codes(&db).unwrap(), Some(Quantization::Int8));
+    assert_eq!(db.index_info().unwrap().rows, 50);
+    assert!(db.drop_index().unwrap());
+    assert!(db.index_codes_for_test().is_none());
+}

@@ -127,6 +127,9 @@ pub struct Database {
     // Declared before `writer` so snapshots (and their mappings) are dropped first, letting
     // the row store trim its preallocated tail when it closes.
     published: ArcSwap<Snapshot>,
+    /// Whether the quantized index's codes are kept in `index.codes` (not for an in-memory
+    /// database, where a second copy of the codes would only double their memory).
+    codes_on_disk: bool,
     /// Gathers concurrent single searches into batch scans.
     coalescer: Coalescer,
     /// Whether `search` coalesces (from `OpenOptions::coalesce_searches`; settable).
@@ -164,7 +167,9 @@ impl Database {
 
     /// An ephemeral database in memory: same engine, nothing written to disk.
     pub fn in_memory(options: OpenOptions) -> Result<Self> {
-        Self::open_in(Arc::new(MemoryLocation::new()), options, None)
+        let mut db = Self::open_in(Arc::new(MemoryLocation::new()), options, None)?;
+        db.codes_on_disk = false;
+        Ok(db)
     }
 
     /// Opens a database in any [`Location`]: the simulated, fault-injecting one of the crash

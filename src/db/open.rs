@@ -236,6 +236,7 @@ impl Database {
                 field_indexes: Default::default(),
                 codes: None,
             }),
+            codes_on_disk: true,
             coalescer: Coalescer::default(),
             coalesce: AtomicBool::new(coalesce),
             ids: RwLock::new(IdState {

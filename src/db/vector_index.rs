@@ -70,7 +70,7 @@ impl Database {
         w: &mut Writer,
         quantization: Quantization,
     ) -> Result<()> {
-        let result = (|| -> Result<(CodeTable, CodesFile)> {
+        let result = (|| -> Result<(CodeTable, Option<CodesFile>)> {
             let dim = w
                 .dim
                 .ok_or_else(|| Error::invalid("no dimension: nothing to index"))?;
@@ -91,7 +91,14 @@ impl Database {
                 encode_rows(&mut table, view, rows)?;
             }
             let generation = self.meta.next_index_generation()?;
-            let file = CodesFile::create(self.location.as_ref(), &table, generation)?;
+            let file = match self.codes_on_disk {
+                true => Some(CodesFile::create(
+                    self.location.as_ref(),
+                    &table,
+                    generation,
+                )?),
+                false => None,
+            };
             self.meta.set_vector_index(Some(&IndexRecord {
                 codebook: table.codebook().as_ref().clone(),
                 generation,
@@ -101,7 +108,7 @@ impl Database {
         match result {
             Ok((table, file)) => {
                 w.codes = Some(table);
-                w.codes_file = Some(file);
+                w.codes_file = file;
                 self.publish(w);
                 Ok(())
             }
