@@ -102,6 +102,61 @@ pub trait RowView: Send + Sync {
     }
 }
 
+/// Calls `f(first_row, rows)` over rows `from..to` of `view` in order, a run of whole rows at a
+/// time: slices of a resident view's segments as they are, or, for a view that is not
+/// resident, reads of at most `max_bytes` (at least one row) into one buffer. For readers of
+/// every row (encoding an index's codes, copying rows) that must work on either kind of view.
+/// An error if the rows are not all in the view, or from `f`.
+pub fn for_each_rows(
+    view: &dyn RowView,
+    from: u64,
+    to: u64,
+    max_bytes: usize,
+    mut f: impl FnMut(u64, &[f32]) -> Result<()>,
+) -> Result<()> {
+    let layout = view.layout();
+    let stride = layout.stride_f32;
+    if from >= to {
+        return Ok(());
+    }
+    if to > view.rows() {
+        return Err(crate::error::Error::invalid(format!(
+            "rows {from}..{to} are past the view's {} rows",
+            view.rows()
+        )));
+    }
+    if view.resident() {
+        let mut next = from;
+        for i in 0..view.segment_count() {
+            let (first, data) = view.segment(i);
+            let end = (first + (data.len() / stride) as u64).min(to);
+            if end <= next {
+                continue;
+            }
+            let lo = (next - first) as usize;
+            f(next, &data[lo * stride..(end - first) as usize * stride])?;
+            next = end;
+            if next >= to {
+                return Ok(());
+            }
+        }
+        return Err(crate::error::Error::invalid(format!(
+            "rows {next}..{to} are not in the view's segments"
+        )));
+    }
+    let per_read = (max_bytes / layout.stride_bytes()).max(1) as u64;
+    let mut buf = vec![0.0f32; per_read.min(to - from) as usize * stride];
+    let mut next = from;
+    while next < to {
+        let n = per_read.min(to - next) as usize;
+        let rows = &mut buf[..n * stride];
+        view.read_rows(next, rows)?;
+        f(next, rows)?;
+        next += n as u64;
+    }
+    Ok(())
+}
+
 /// The writer's handle on the rows: append, make durable, hand out views.
 pub trait RowStore: Send {
     /// Shape of each row.

@@ -308,6 +308,46 @@ mod tests {
     }
 
     #[test]
+    fn for_each_rows_visits_every_row_once_in_order_on_both_kinds_of_view() {
+        let (_dir, mut on_disk) = store(7);
+        let layout = on_disk.layout();
+        let mut cached =
+            super::super::cached::CachedRows::open(None, PathBuf::from("mem"), layout, 0)
+                .expect("cached");
+        // More rows than one 4 MiB chunk of the cached store holds, so it has two segments.
+        let n = (4 << 20) / layout.stride_bytes() + 100;
+        let data = rows(layout, n, 3.0);
+        on_disk.append(&data).expect("append");
+        cached.append(&data).expect("append");
+        for view in [on_disk.view(), cached.view()] {
+            for (from, to, max_bytes) in
+                [(0, n as u64, 1000), (5, n as u64 - 3, 1 << 20), (9, 10, 1)]
+            {
+                let mut seen = Vec::new();
+                super::super::for_each_rows(view.as_ref(), from, to, max_bytes, |first, rows| {
+                    assert_eq!(
+                        first as usize * layout.stride_f32,
+                        seen.len() + from as usize * layout.stride_f32
+                    );
+                    seen.extend_from_slice(rows);
+                    Ok(())
+                })
+                .expect("visit");
+                let want =
+                    &data[from as usize * layout.stride_f32..to as usize * layout.stride_f32];
+                assert!(
+                    seen == want,
+                    "rows {from}..{to} (resident: {})",
+                    view.resident()
+                );
+            }
+            let past =
+                super::super::for_each_rows(view.as_ref(), 0, n as u64 + 1, 1000, |_, _| Ok(()));
+            assert!(past.is_err());
+        }
+    }
+
+    #[test]
     fn the_default_read_path_copies_from_resident_views() {
         let layout = RowLayout::new(4);
         let mut cached =
