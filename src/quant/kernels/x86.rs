@@ -170,31 +170,31 @@ pub unsafe fn bits_dot_block_avx512(
         0 => !0,
         n => (1u8 << n) - 1,
     };
+    let mask_of = |s: usize| if s + 1 == steps { tail } else { !0 };
+    // The planes, loaded once per block: four vectors per group of eight words.
+    let plane_vectors: Vec<[__m512i; 4]> = (0..steps)
+        .map(|s| {
+            // SAFETY: the mask covers words 8s..min(8s + 8, words) of plane j, which is
+            // `planes[j * words..(j + 1) * words]`.
+            let plane = |j: usize| unsafe {
+                _mm512_maskz_loadu_epi64(mask_of(s), planes.as_ptr().add(j * words + 8 * s).cast())
+            };
+            [plane(0), plane(1), plane(2), plane(3)]
+        })
+        .collect();
     for (r, o) in out.iter_mut().enumerate() {
         let code = &codes[r * code_len..r * code_len + 8 * words];
         let mut acc = _mm512_setzero_si512();
-        for s in 0..steps {
-            let at = 8 * s;
-            let mask = if s + 1 == steps { tail } else { !0 };
-            // SAFETY: the mask covers words at..min(at + 8, words): inside the code
-            // (8 * words bytes) and inside each plane (`words` words at j * words).
-            let (c, q0, q1, q2, q3) = unsafe {
-                let plane = |j: usize| {
-                    _mm512_maskz_loadu_epi64(mask, planes.as_ptr().add(j * words + at).cast())
-                };
-                (
-                    _mm512_maskz_loadu_epi64(mask, code.as_ptr().add(8 * at).cast()),
-                    plane(0),
-                    plane(1),
-                    plane(2),
-                    plane(3),
-                )
-            };
+        for (s, [q0, q1, q2, q3]) in plane_vectors.iter().enumerate() {
+            // SAFETY: the mask covers words 8s..min(8s + 8, words), inside the code
+            // (8 * words bytes).
+            let c =
+                unsafe { _mm512_maskz_loadu_epi64(mask_of(s), code.as_ptr().add(64 * s).cast()) };
             let count = |p: __m512i| _mm512_popcnt_epi64(_mm512_and_si512(p, c));
-            let t = _mm512_sub_epi64(count(q3), _mm512_popcnt_epi64(c));
-            let t = _mm512_add_epi64(_mm512_slli_epi64(t, 1), count(q2));
-            let t = _mm512_add_epi64(_mm512_slli_epi64(t, 1), count(q1));
-            let t = _mm512_add_epi64(_mm512_slli_epi64(t, 1), count(q0));
+            let t = _mm512_sub_epi64(count(*q3), _mm512_popcnt_epi64(c));
+            let t = _mm512_add_epi64(_mm512_slli_epi64(t, 1), count(*q2));
+            let t = _mm512_add_epi64(_mm512_slli_epi64(t, 1), count(*q1));
+            let t = _mm512_add_epi64(_mm512_slli_epi64(t, 1), count(*q0));
             acc = _mm512_add_epi64(acc, t);
         }
         *o = _mm512_reduce_add_epi64(acc) as i32;
