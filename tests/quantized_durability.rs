@@ -782,7 +782,7 @@ fn sigkill_at_random_moments_keeps_codes_that_match_the_rows() {
             .max()
             .map_or(0, |i| i / KILL_BATCH + 1);
         assert!(
-            committed + 1 >= acked,
+            committed >= acked,
             "kill {kill}: commit {acked} was acknowledged but only {committed} batches survived"
         );
         if db.count() > 0 {
