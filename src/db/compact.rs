@@ -72,13 +72,13 @@ impl Database {
             if is_dead(row) {
                 continue;
             }
-            let Some(data) = view.row(row) else {
+            let Some(data) = view.read_row(row)? else {
                 return Err(Error::corrupt(
                     self.location.path_of(names::VECTORS),
                     format!("row {row} unreadable"),
                 ));
             };
-            slab.extend_from_slice(data);
+            slab.extend_from_slice(&data);
             keep.push(row);
             if slab.len() >= rows_per_slab * layout.stride_f32 {
                 new_store.append(&slab)?;

@@ -436,7 +436,7 @@ impl Store for Database {
             return Ok(None);
         };
         rows.check_backed()?;
-        let Some(data) = rows.row(row) else {
+        let Some(data) = rows.read_row(row)? else {
             return Ok(None);
         };
         let vector = data[..dim as usize].to_vec();

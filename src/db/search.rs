@@ -163,6 +163,9 @@ impl Database {
             };
             index.search(&set, &qs, k)
         };
+        if !rows.resident() {
+            rows.check_backed()?; // a read on demand that failed during the scan
+        }
         Ok(hits_of(&snap, self.metric.higher_is_better(), found))
     }
 
@@ -202,6 +205,9 @@ impl Database {
         let k = k.min(usize::try_from(snap.live).unwrap_or(usize::MAX));
         let index = FlatIndex::new(self.metric, self.kernels);
         let found = index.search(&set, &qs, k);
+        if !rows.resident() {
+            rows.check_backed()?; // a read on demand that failed during the scan
+        }
         Ok(hits_of(snap, self.metric.higher_is_better(), found))
     }
 }
