@@ -230,10 +230,14 @@ fn check_search(db: &Database, query: &[f32], metric: Metric) {
 }
 
 fn options(metric: Metric) -> OpenOptions {
+    stored(metric, StorageKind::Mmap)
+}
+
+fn stored(metric: Metric, storage: StorageKind) -> OpenOptions {
     OpenOptions {
         metric: Some(metric),
         auto_commit_rows: 0,
-        storage: StorageKind::Mmap,
+        storage,
         ..OpenOptions::default()
     }
 }
@@ -242,9 +246,16 @@ fn options(metric: Metric) -> OpenOptions {
 fn codes_follow_add_delete_upsert_update_compact_and_reopen() {
     // 13 components: int8 codes are padded, binary codes have unused bits.
     const DIM: usize = 13;
-    for quantization in [Quantization::Int8, Quantization::Binary] {
+    // Mapped rows are encoded in place; rows read from the file on demand are read in runs.
+    let storages = [StorageKind::Mmap, StorageKind::OnDemand];
+    for (storage, quantization) in storages.into_iter().flat_map(|s| {
+        [Quantization::Int8, Quantization::Binary]
+            .into_iter()
+            .map(move |q| (s, q))
+    }) {
         for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
-            let ctx = format!("{quantization:?} {metric:?}");
+            let options = |metric| stored(metric, storage);
+            let ctx = format!("{storage:?} {quantization:?} {metric:?}");
             let dir = tempdir();
             let mut rng = Rng::new(seed());
             let mut rows: Vec<Vec<f32>> = Vec::new();
@@ -472,7 +483,8 @@ fn a_missing_foreign_or_damaged_codes_file_is_rebuilt_on_open() {
             Some(bytes) => std::fs::write(&file, bytes).unwrap(),
             None => std::fs::remove_file(&file).unwrap(),
         }
-        let db = Database::open(dir.path(), options(Metric::Cosine))
+        // Rows read from the file on demand: the rebuild reads them in runs.
+        let db = Database::open(dir.path(), stored(Metric::Cosine, StorageKind::OnDemand))
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         check_all_codes(&db, &rows);
         check_search(&db, &rows[7], Metric::Cosine);

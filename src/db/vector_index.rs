@@ -27,7 +27,7 @@ use crate::meta::IndexRecord;
 use crate::quant::codes::CodeTable;
 use crate::quant::codes_file::{self, CodesFile, Opened};
 use crate::quant::{Codebook, IndexInfo, IndexKind, IndexSpec, Quantization};
-use crate::storage::{Location, RowView};
+use crate::storage::{for_each_rows, Location, RowView};
 use crate::types::Metric;
 use std::sync::Arc;
 
@@ -85,7 +85,7 @@ impl Database {
                 rows,
                 w.live,
                 |row| tombstones.contains(row),
-            );
+            )?;
             let mut table = CodeTable::new(Arc::new(codebook));
             if let Some(view) = view.as_deref() {
                 encode_rows(&mut table, view, rows)?;
@@ -171,8 +171,17 @@ fn info_of(codes: Option<&CodeTable>) -> IndexInfo {
     }
 }
 
+/// Bytes of rows copied for training when the view is not resident (read from the file on
+/// demand): the sample is then smaller than [`TRAIN_ROWS`] for wide rows, so training never
+/// holds more than this of them (a resident view's sample is borrowed, not copied).
+pub const TRAIN_COPY_BYTES: usize = 64 << 20;
+
+/// Bytes of rows read at a time when encoding from a view that is not resident.
+const ENCODE_READ_BYTES: usize = 4 << 20;
+
 /// Trains on the live rows of `view` (`rows` of them, `live` not deleted), an even sample
-/// of at most [`TRAIN_ROWS`].
+/// of at most [`TRAIN_ROWS`] (fewer for a view that is not resident, see
+/// [`TRAIN_COPY_BYTES`]).
 fn train(
     quantization: Quantization,
     metric: Metric,
@@ -181,43 +190,41 @@ fn train(
     rows: u64,
     live: u64,
     is_dead: impl Fn(u64) -> bool,
-) -> Codebook {
-    let step = live.div_ceil(TRAIN_ROWS).max(1);
-    let sample = view.into_iter().flat_map(|view| {
-        (0..rows)
-            .filter(|&row| !is_dead(row))
-            .step_by(step as usize)
-            .filter_map(move |row| view.row(row))
-            .map(move |data| (&data[..dim], data[dim]))
-    });
-    Codebook::train(quantization, metric, dim, sample)
+) -> Result<Codebook> {
+    let Some(view) = view else {
+        return Ok(Codebook::train(
+            quantization,
+            metric,
+            dim,
+            std::iter::empty(),
+        ));
+    };
+    let budget = if view.resident() {
+        TRAIN_ROWS
+    } else {
+        (TRAIN_COPY_BYTES / view.layout().stride_bytes()).clamp(1, TRAIN_ROWS as usize) as u64
+    };
+    let step = live.div_ceil(budget).max(1);
+    let mut sample = Vec::new();
+    for (k, row) in (0..rows).filter(|&row| !is_dead(row)).enumerate() {
+        if (k as u64).is_multiple_of(step) {
+            if let Some(data) = view.read_row(row)? {
+                sample.push(data);
+            }
+        }
+    }
+    let sample = sample.iter().map(|data| (&data[..dim], data[dim]));
+    Ok(Codebook::train(quantization, metric, dim, sample))
 }
 
-/// Appends to `table` the codes of its missing rows `table.rows()..to` of `view`.
+/// Appends to `table` the codes of its missing rows `table.rows()..to` of `view` (resident or
+/// read from the file in bounded runs).
 fn encode_rows(table: &mut CodeTable, view: &dyn RowView, to: u64) -> Result<()> {
     let layout = view.layout();
-    let stride = layout.stride_f32;
-    for i in 0..view.segment_count() {
-        let from = table.rows();
-        if from >= to {
-            break;
-        }
-        let (first, data) = view.segment(i);
-        let n = (data.len() / stride) as u64;
-        if first + n <= from {
-            continue;
-        }
-        let lo = (from - first) as usize;
-        let hi = (to.min(first + n) - first) as usize;
-        table.push_rows(layout, &data[lo * stride..hi * stride]);
-    }
-    if table.rows() < to {
-        return Err(Error::invalid(format!(
-            "only {} of {to} rows could be read for the index: vectors.bin is shorter than its commit",
-            table.rows()
-        )));
-    }
-    Ok(())
+    for_each_rows(view, table.rows(), to, ENCODE_READ_BYTES, |_, rows| {
+        table.push_rows(layout, rows);
+        Ok(())
+    })
 }
 
 /// The index's codes at open, from `record` and the committed rows of `view`: read from
