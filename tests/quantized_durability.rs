@@ -121,12 +121,13 @@ impl Book {
 fn check_live_codes(db: &Database) -> Result<Option<Quantization>, String> {
     let info = db.index_info().map_err(|e| e.to_string())?;
     let Some((book, codes, row_ids)) = db.index_codes_for_test() else {
-        if info.quantization.is_some() || info.rows != 0 {
+        // An index asked for before the first rows is built with them.
+        if info.rows != 0 || (info.quantization.is_some() && db.dimension().is_some()) {
             return Err(format!(
                 "index_info reports {info:?} but there are no codes"
             ));
         }
-        return Ok(None);
+        return Ok(info.quantization);
     };
     let book = parse_book(&book);
     let code_len = book.code_len();
@@ -338,11 +339,6 @@ fn create_validates_replaces_and_drops() {
     const DIM: usize = 8;
     let dir = tempdir();
     let db = Database::open(dir.path(), options(Metric::Dot)).unwrap();
-    // No dimension yet: nothing to train on or size codes for.
-    assert!(matches!(
-        db.create_index(&IndexSpec::flat(Quantization::Int8)),
-        Err(Error::InvalidInput { .. })
-    ));
     let ids: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
     db.add(&ids, &Rng::new(seed()).vectors(40, DIM), &[])
         .unwrap();
@@ -530,8 +526,8 @@ struct SweepRun {
     in_flight: bool,
 }
 
-/// Adds, creates an index, commits with it, compacts with it, replaces it, drops it; stops at
-/// the first error.
+/// Creates an index before any rows, adds, replaces the index, commits with it, compacts with
+/// it, replaces it, drops it; stops at the first error.
 fn sweep_workload(loc: Arc<SimLocation>, s: u64) -> SweepRun {
     let mut run = SweepRun {
         states: vec![None],
@@ -547,8 +543,16 @@ fn sweep_workload(loc: Arc<SimLocation>, s: u64) -> SweepRun {
     };
     type Step = Box<dyn Fn(&Database) -> srvdb::Result<()>>;
     let steps: Vec<(Option<Quantization>, Step)> = vec![
+        // No dimension yet: recorded as pending, built by the first commit of rows.
         (
-            None,
+            Some(Quantization::Binary),
+            Box::new(|db| {
+                db.create_index(&IndexSpec::flat(Quantization::Binary))
+                    .map(drop)
+            }),
+        ),
+        (
+            Some(Quantization::Binary),
             Box::new(move |db| {
                 add(db, 0..40)?;
                 db.persist()
@@ -861,4 +865,52 @@ fn an_in_memory_index_follows_writes_and_compaction() {
     assert_eq!(db.index_info().unwrap().rows, 50);
     assert!(db.drop_index().unwrap());
     assert!(db.index_codes_for_test().is_none());
+}
+
+/// An index created before the database has a dimension is recorded, survives a reopen, and
+/// is built (trained on the rows) by the first commit of rows.
+#[test]
+fn an_index_created_before_any_rows_is_built_by_the_first_commit() {
+    const DIM: usize = 5;
+    let dir = tempdir();
+    let db = Database::open(dir.path(), options(Metric::L2)).unwrap();
+    let info = db
+        .create_index(&IndexSpec::flat(Quantization::Int8))
+        .unwrap();
+    assert_eq!(
+        (info.quantization, info.rows),
+        (Some(Quantization::Int8), 0)
+    );
+    drop(db);
+    let db = Database::open(dir.path(), options(Metric::L2)).unwrap();
+    assert_eq!(
+        db.index_info().unwrap().quantization,
+        Some(Quantization::Int8),
+        "the pending index is durable"
+    );
+    let data: Vec<f32> = Rng::new(seed())
+        .vectors(60, DIM)
+        .iter()
+        .map(|x| x * 3.0)
+        .collect();
+    let ids: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+    db.add(&ids, &data, &[]).unwrap();
+    db.persist().unwrap();
+    let rows: Vec<Vec<f32>> = data.chunks(DIM).map(<[f32]>::to_vec).collect();
+    check_all_codes(&db, &rows);
+    assert_trained_on(&db, &rows, false);
+    drop(db);
+    let db = Database::open(dir.path(), options(Metric::L2)).unwrap();
+    check_all_codes(&db, &rows);
+
+    // Dropped while pending: nothing is built.
+    let dir = tempdir();
+    let db = Database::open(dir.path(), options(Metric::L2)).unwrap();
+    db.create_index(&IndexSpec::flat(Quantization::Binary))
+        .unwrap();
+    assert!(db.drop_index().unwrap());
+    db.add(&ids, &data, &[]).unwrap();
+    db.persist().unwrap();
+    assert_eq!(db.index_info().unwrap().quantization, None);
+    assert!(!dir.path().join(CODES_FILE).exists());
 }

@@ -6,7 +6,9 @@
 //!   most [`TRAIN_ROWS`]), encode every row (deleted ones too, so row numbers stay the
 //!   index), write the codes file durably under a new generation, then one redb transaction
 //!   records the index (codebook and generation). A database with a dimension but no rows
-//!   gets a neutral codebook; `compact` retrains it.
+//!   gets a neutral codebook; `compact` retrains it. One with no dimension yet records the
+//!   index as pending, and the first commit of rows builds it (trained on those rows); a
+//!   crash between that commit and the build leaves the pending record, and open builds it.
 //! - keep in step: appended rows are encoded at once (`write::append_rows`); at commit their
 //!   codes are written and fsynced with the rows, before the redb commit that names them.
 //!   Deletes need nothing: the scan skips tombstoned rows.
@@ -50,16 +52,27 @@ impl Database {
             .as_ref()
             .is_some_and(|c| c.codebook().quantization() == quantization)
         {
-            return Ok(info_of(w.codes.as_ref()));
+            return Ok(info_of(w.codes.as_ref(), None));
         }
         if w.dim.is_none() {
-            return Err(Error::invalid(
-                "the database has no dimension yet: add rows (or open with a dimension) before creating an index",
-            ));
+            // Nothing to train on or size codes for yet: the index is recorded as pending and
+            // built after the first rows are committed.
+            if w.index_pending != Some(quantization) {
+                self.meta.set_pending_vector_index(quantization)?;
+                w.index_pending = Some(quantization);
+                self.publish(&mut w);
+            }
+            return Ok(info_of(None, w.index_pending));
         }
         self.commit_locked(&mut w)?;
-        self.rebuild_vector_index(&mut w, quantization)?;
-        Ok(info_of(w.codes.as_ref()))
+        // That commit may have built an index that was waiting for rows.
+        if w.codes
+            .as_ref()
+            .is_none_or(|c| c.codebook().quantization() != quantization)
+        {
+            self.rebuild_vector_index(&mut w, quantization)?;
+        }
+        Ok(info_of(w.codes.as_ref(), None))
     }
 
     /// Trains a `quantization` codebook on the live rows, writes every row's code under a new
@@ -119,15 +132,28 @@ impl Database {
         }
     }
 
+    /// Builds the index recorded as pending once rows are committed (see
+    /// [`Writer::index_pending`]); nothing to do otherwise.
+    pub(super) fn build_pending_index(&self, w: &mut Writer) -> Result<()> {
+        match w.index_pending {
+            Some(quantization) if w.committed_rows > 0 => {
+                w.index_pending = None;
+                self.rebuild_vector_index(w, quantization)
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub(super) fn drop_vector_index(&self) -> Result<bool> {
         let mut w = lock_poison_free(&self.writer);
         w.check()?;
-        if w.codes.is_none() {
+        if w.codes.is_none() && w.index_pending.is_none() {
             return Ok(false);
         }
         self.meta.set_vector_index(None)?;
         w.codes = None;
         w.codes_file = None;
+        w.index_pending = None;
         self.publish(&mut w);
         // The record is gone: a file left by a failure here is removed on the next open.
         self.location.remove(codes_file::CODES)?;
@@ -135,7 +161,8 @@ impl Database {
     }
 
     pub(super) fn vector_index_info(&self) -> IndexInfo {
-        info_of(self.published.load().codes.as_ref())
+        let snap = self.published.load();
+        info_of(snap.codes.as_ref(), snap.index_pending)
     }
 
     /// Publishes the writer's state to readers (under the id lock, as every publish is).
@@ -161,11 +188,11 @@ impl Database {
     }
 }
 
-/// What `index_info` reports for `codes`.
-fn info_of(codes: Option<&CodeTable>) -> IndexInfo {
+/// What `index_info` reports for `codes`, or for an index `pending` (no rows yet).
+fn info_of(codes: Option<&CodeTable>, pending: Option<Quantization>) -> IndexInfo {
     IndexInfo {
         kind: IndexKind::Flat,
-        quantization: codes.map(|c| c.codebook().quantization()),
+        quantization: codes.map(|c| c.codebook().quantization()).or(pending),
         rows: codes.map_or(0, |c| c.rows()),
         bytes: codes.map_or(0, |c| c.bytes()),
     }
