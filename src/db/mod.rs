@@ -38,6 +38,7 @@ use crate::filter::Filter;
 use crate::meta::MetaStore;
 use crate::quant::codes::CodeTable;
 use crate::quant::codes_file::CodesFile;
+use crate::quant::index::ScanOptions;
 use crate::quant::{IndexInfo, IndexSpec, Quantization};
 use crate::storage::fs::{DirLock, FsLocation};
 use crate::storage::memory::MemoryLocation;
@@ -396,22 +397,33 @@ impl Store for Database {
         Ok(self.vector_index_info())
     }
 
+    /// Every search path takes its scan from here: `exact` and `oversample` reach the
+    /// coalesced, batch and filtered scans alike.
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
+        let options = ScanOptions {
+            oversample: request.oversample,
+            exact: request.exact,
+        };
+        search::check_options(options)?;
         if let Some(filter) = request.filter.filter(|f| !f.is_empty()) {
             return match request.queries {
-                store::Queries::One(query) => self.search_where(query, 1, request.k, filter),
+                store::Queries::One(query) => {
+                    self.search_where(query, 1, request.k, filter, options)
+                }
                 store::Queries::Batch(queries) => {
                     let Some(dim) = self.dimension() else {
                         return Ok(Vec::new());
                     };
                     let n = validate::batch_len(dim, queries)?;
-                    self.search_where(queries, n, request.k, filter)
+                    self.search_where(queries, n, request.k, filter, options)
                 }
             };
         }
         match request.queries {
-            store::Queries::One(query) => Ok(vec![self.search(query, request.k)?]),
-            store::Queries::Batch(queries) => self.search_batch(queries, request.k),
+            store::Queries::One(query) => {
+                Ok(vec![self.search_one_with(query, request.k, options)?])
+            }
+            store::Queries::Batch(queries) => self.search_many_with(queries, request.k, options),
         }
     }
 
