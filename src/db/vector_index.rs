@@ -22,6 +22,8 @@
 //!   codebook is retrained on the surviving rows and the codes rewritten under a new
 //!   generation. A crash in between leaves a record whose codes open rebuilds.
 //! - drop: one redb transaction removes the record, then the file is removed.
+//!
+//! An in-memory database keeps its codes in memory only (`Database::codes_on_disk`).
 
 use super::{lock_poison_free, Database, Writer};
 use crate::error::{Error, Result};
