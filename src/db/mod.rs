@@ -37,6 +37,7 @@ use crate::filter::columns::ColumnCache;
 use crate::filter::Filter;
 use crate::meta::MetaStore;
 use crate::quant::codes::CodeTable;
+use crate::quant::codes_file::CodesFile;
 use crate::quant::index::ScanOptions;
 use crate::quant::{IndexInfo, IndexSpec};
 use crate::storage::fs::{DirLock, FsLocation};
@@ -95,6 +96,8 @@ struct Writer {
     field_indexes: Arc<FieldIndexes>,
     /// See [`Snapshot::codes`]: the codes of every row appended so far.
     codes: Option<CodeTable>,
+    /// `index.codes` while an index exists: codes are written and synced at commit.
+    codes_file: Option<CodesFile>,
 }
 
 impl Writer {
@@ -125,6 +128,9 @@ pub struct Database {
     // Declared before `writer` so snapshots (and their mappings) are dropped first, letting
     // the row store trim its preallocated tail when it closes.
     published: ArcSwap<Snapshot>,
+    /// Whether the quantized index's codes are kept in `index.codes` (not for an in-memory
+    /// database, where a second copy of the codes would only double their memory).
+    codes_on_disk: bool,
     /// Gathers concurrent single searches into batch scans.
     coalescer: Coalescer,
     /// Whether `search` coalesces (from `OpenOptions::coalesce_searches`; settable).
@@ -162,7 +168,9 @@ impl Database {
 
     /// An ephemeral database in memory: same engine, nothing written to disk.
     pub fn in_memory(options: OpenOptions) -> Result<Self> {
-        Self::open_in(Arc::new(MemoryLocation::new()), options, None)
+        let mut db = Self::open_in(Arc::new(MemoryLocation::new()), options, None)?;
+        db.codes_on_disk = false;
+        Ok(db)
     }
 
     /// Opens a database in any [`Location`]: the simulated, fault-injecting one of the crash
@@ -440,7 +448,7 @@ impl Store for Database {
             return Ok(None);
         };
         rows.check_backed()?;
-        let Some(data) = rows.row(row) else {
+        let Some(data) = rows.read_row(row)? else {
             return Ok(None);
         };
         let vector = data[..dim as usize].to_vec();

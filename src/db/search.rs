@@ -211,6 +211,9 @@ impl Database {
             };
             self.index_for(&snap, options).search(&set, &qs, k)
         };
+        if !rows.resident() {
+            rows.check_backed()?; // a read on demand that failed during the scan
+        }
         Ok(hits_of(&snap, self.metric.higher_is_better(), found))
     }
 
@@ -266,6 +269,9 @@ impl Database {
         };
         let k = k.min(usize::try_from(snap.live).unwrap_or(usize::MAX));
         let found = self.index_for(snap, options).search(&set, &qs, k);
+        if !rows.resident() {
+            rows.check_backed()?; // a read on demand that failed during the scan
+        }
         Ok(hits_of(snap, self.metric.higher_is_better(), found))
     }
 }
