@@ -37,6 +37,8 @@ use crate::filter::columns::ColumnCache;
 use crate::filter::Filter;
 use crate::meta::MetaStore;
 use crate::quant::codes::CodeTable;
+use crate::quant::codes_file::CodesFile;
+use crate::quant::index::ScanOptions;
 use crate::quant::{IndexInfo, IndexSpec};
 use crate::storage::fs::{DirLock, FsLocation};
 use crate::storage::memory::MemoryLocation;
@@ -94,6 +96,8 @@ struct Writer {
     field_indexes: Arc<FieldIndexes>,
     /// See [`Snapshot::codes`]: the codes of every row appended so far.
     codes: Option<CodeTable>,
+    /// `index.codes` while an index exists: codes are written and synced at commit.
+    codes_file: Option<CodesFile>,
 }
 
 impl Writer {
@@ -124,6 +128,9 @@ pub struct Database {
     // Declared before `writer` so snapshots (and their mappings) are dropped first, letting
     // the row store trim its preallocated tail when it closes.
     published: ArcSwap<Snapshot>,
+    /// Whether the quantized index's codes are kept in `index.codes` (not for an in-memory
+    /// database, where a second copy of the codes would only double their memory).
+    codes_on_disk: bool,
     /// Gathers concurrent single searches into batch scans.
     coalescer: Coalescer,
     /// Whether `search` coalesces (from `OpenOptions::coalesce_searches`; settable).
@@ -161,7 +168,9 @@ impl Database {
 
     /// An ephemeral database in memory: same engine, nothing written to disk.
     pub fn in_memory(options: OpenOptions) -> Result<Self> {
-        Self::open_in(Arc::new(MemoryLocation::new()), options, None)
+        let mut db = Self::open_in(Arc::new(MemoryLocation::new()), options, None)?;
+        db.codes_on_disk = false;
+        Ok(db)
     }
 
     /// Opens a database in any [`Location`]: the simulated, fault-injecting one of the crash
@@ -381,22 +390,33 @@ impl Store for Database {
         Ok(self.vector_index_info())
     }
 
+    /// Every search path takes its scan from here: `exact` and `oversample` reach the
+    /// coalesced, batch and filtered scans alike.
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
+        let options = ScanOptions {
+            oversample: request.oversample,
+            exact: request.exact,
+        };
+        search::check_options(options)?;
         if let Some(filter) = request.filter.filter(|f| !f.is_empty()) {
             return match request.queries {
-                store::Queries::One(query) => self.search_where(query, 1, request.k, filter),
+                store::Queries::One(query) => {
+                    self.search_where(query, 1, request.k, filter, options)
+                }
                 store::Queries::Batch(queries) => {
                     let Some(dim) = self.dimension() else {
                         return Ok(Vec::new());
                     };
                     let n = validate::batch_len(dim, queries)?;
-                    self.search_where(queries, n, request.k, filter)
+                    self.search_where(queries, n, request.k, filter, options)
                 }
             };
         }
         match request.queries {
-            store::Queries::One(query) => Ok(vec![self.search(query, request.k)?]),
-            store::Queries::Batch(queries) => self.search_batch(queries, request.k),
+            store::Queries::One(query) => {
+                Ok(vec![self.search_one_with(query, request.k, options)?])
+            }
+            store::Queries::Batch(queries) => self.search_many_with(queries, request.k, options),
         }
     }
 
@@ -428,7 +448,7 @@ impl Store for Database {
             return Ok(None);
         };
         rows.check_backed()?;
-        let Some(data) = rows.row(row) else {
+        let Some(data) = rows.read_row(row)? else {
             return Ok(None);
         };
         let vector = data[..dim as usize].to_vec();

@@ -1,7 +1,7 @@
 //! The codes of rows `0..n`: shared by snapshots the way the rows are (clones share chunks; the
 //! writer appends), laid out row after row so the scan reads them as contiguous blocks.
 
-use super::Codebook;
+use super::{Codebook, Quantization};
 use crate::chunked::ChunkedVec;
 use crate::format::RowLayout;
 use std::sync::Arc;
@@ -45,7 +45,11 @@ impl CodeTable {
 
     /// Bytes held: the codes and the codebook.
     pub fn bytes(&self) -> u64 {
-        (self.codes.len() + 8 * self.codebook.dim()) as u64
+        let params = match self.codebook.quantization() {
+            Quantization::Int8 => 2 * self.codebook.dim(),
+            Quantization::Binary => self.codebook.dim(),
+        };
+        (self.codes.len() + 4 * params) as u64
     }
 
     /// Encodes and appends `rows` (whole rows of `layout`, norm included).
@@ -72,6 +76,22 @@ impl CodeTable {
     /// Segment `i`: its first row and its rows' codes (`n * code_len` bytes), in row order.
     pub fn segment(&self, i: usize) -> (u64, &[u8]) {
         ((i * CODE_CHUNK_ROWS) as u64, self.codes.chunk(i))
+    }
+
+    /// The codes of rows `from..to` (clamped to the rows covered) as contiguous runs: (first
+    /// row of the run, its codes), in row order.
+    pub fn runs(&self, from: u64, to: u64) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        let to = to.min(self.rows());
+        (0..self.segment_count()).filter_map(move |i| {
+            let (first, bytes) = self.segment(i);
+            let n = (bytes.len() / self.code_len) as u64;
+            let (lo, hi) = (from.max(first), to.min(first + n));
+            (lo < hi).then(|| {
+                let at = (lo - first) as usize * self.code_len;
+                let end = (hi - first) as usize * self.code_len;
+                (lo, &bytes[at..end])
+            })
+        })
     }
 
     /// Row `row`'s code, if covered.

@@ -16,6 +16,7 @@
 //! crash can never leave codes that disagree with the committed rows.
 
 pub mod codes;
+pub mod codes_file;
 pub mod index;
 pub mod kernels;
 
