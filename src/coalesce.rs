@@ -9,6 +9,7 @@
 //! returns as soon as its answers are delivered.
 
 use crate::error::{Error, Result};
+use crate::quant::index::ScanOptions;
 use crate::types::SearchHit;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -18,6 +19,9 @@ pub(crate) struct Request {
     pub query: Vec<f32>,
     /// Hits wanted.
     pub k: usize,
+    /// How the scan may answer it (codes or exact, oversample): only requests with equal
+    /// options share a scan.
+    pub options: ScanOptions,
     slot: Mutex<Slot>,
     ready: Condvar,
 }
@@ -65,12 +69,14 @@ impl Coalescer {
         &self,
         query: &[f32],
         k: usize,
+        options: ScanOptions,
         max_scans: usize,
         scan: impl Fn(&[Arc<Request>]) -> Vec<Result<Vec<SearchHit>>>,
     ) -> Result<Vec<SearchHit>> {
         let me = Arc::new(Request {
             query: query.to_vec(),
             k,
+            options,
             slot: Mutex::new(Slot::Waiting),
             ready: Condvar::new(),
         });
@@ -178,7 +184,7 @@ mod tests {
         let leader = {
             let (c, release, scans) = (c.clone(), release.clone(), scans.clone());
             std::thread::spawn(move || {
-                c.search(&[0.0], 1, 1, |g| {
+                c.search(&[0.0], 1, ScanOptions::default(), 1, |g| {
                     scans.fetch_add(1, Ordering::SeqCst);
                     release.wait(); // hold the only scan slot until the others queued
                     g.iter().map(|_| Ok(vec![hit(0.0)])).collect()
@@ -192,7 +198,9 @@ mod tests {
         let callers: Vec<_> = (0..waiters)
             .map(|i| {
                 let c = c.clone();
-                std::thread::spawn(move || c.search(&[i as f32], 1, 1, scan))
+                std::thread::spawn(move || {
+                    c.search(&[i as f32], 1, ScanOptions::default(), 1, scan)
+                })
             })
             .collect();
         while lock(&c.state).queue.len() < waiters {
@@ -205,7 +213,7 @@ mod tests {
             .map(|t| t.join().expect("caller"))
             .collect();
         // The slot is free again: a lone search runs its own scan at once.
-        let after = c.search(&[9.0], 1, 1, |g| {
+        let after = c.search(&[9.0], 1, ScanOptions::default(), 1, |g| {
             g.iter().map(|_| Ok(vec![hit(9.0)])).collect()
         });
         assert_eq!(after.expect("search after the failed group")[0].score, 9.0);

@@ -4,8 +4,9 @@
 
 use crate::error::io_kind_name;
 use crate::filter::Filter;
+use crate::quant::{IndexInfo, IndexKind, IndexSpec, Quantization};
 use crate::store::{str_refs, Delete, Missing, Query, Select, Store, Update, Write, WriteMode};
-use crate::types::{EmbedderSpec, Metadata, Metric, OpenOptions};
+use crate::types::{EmbedderSpec, Metadata, Metric, OpenOptions, StorageKind};
 use crate::Database;
 
 wit_bindgen::generate!({ path: "wit", world: "srvdb" });
@@ -112,6 +113,41 @@ fn hits(found: Vec<crate::SearchHit>) -> Vec<Hit> {
         .collect()
 }
 
+fn quantization_from_wit(q: wit::Quantization) -> Quantization {
+    match q {
+        wit::Quantization::Int8 => Quantization::Int8,
+        wit::Quantization::Binary => Quantization::Binary,
+    }
+}
+
+fn quantization_to_wit(q: Quantization) -> wit::Quantization {
+    match q {
+        Quantization::Int8 => wit::Quantization::Int8,
+        Quantization::Binary => wit::Quantization::Binary,
+    }
+}
+
+fn index_kind_from_wit(k: wit::IndexKind) -> IndexKind {
+    match k {
+        wit::IndexKind::Flat => IndexKind::Flat,
+    }
+}
+
+fn index_kind_to_wit(k: IndexKind) -> wit::IndexKind {
+    match k {
+        IndexKind::Flat => wit::IndexKind::Flat,
+    }
+}
+
+fn index_info_to_wit(info: IndexInfo) -> wit::IndexInfo {
+    wit::IndexInfo {
+        kind: index_kind_to_wit(info.kind),
+        quantization: info.quantization.map(quantization_to_wit),
+        rows: info.rows,
+        bytes: info.bytes,
+    }
+}
+
 fn spec_to_wit(s: &EmbedderSpec) -> wit::EmbedderSpec {
     wit::EmbedderSpec {
         name: s.name.clone(),
@@ -174,6 +210,9 @@ impl GuestDatabase for GuestDb {
         }
         if let Some(n) = options.buffer_bytes {
             opts.buffer_bytes = n as usize;
+        }
+        if options.rows_in_memory == Some(false) {
+            opts.storage = StorageKind::OnDemand;
         }
         let db = Database::open(path, opts).map_err(wit_error)?;
         Ok(wit::Database::new(GuestDb { db }))
@@ -257,6 +296,26 @@ impl GuestDatabase for GuestDb {
         Store::field_indexes(&self.db).map_err(wit_error)
     }
 
+    fn create_index(&self, spec: wit::IndexSpec) -> Result<wit::IndexInfo, wit::Error> {
+        let spec = IndexSpec {
+            kind: index_kind_from_wit(spec.kind),
+            quantization: spec.quantization.map(quantization_from_wit),
+        };
+        Store::create_index(&self.db, &spec)
+            .map(index_info_to_wit)
+            .map_err(wit_error)
+    }
+
+    fn drop_index(&self) -> Result<bool, wit::Error> {
+        Store::drop_index(&self.db).map_err(wit_error)
+    }
+
+    fn index_info(&self) -> Result<wit::IndexInfo, wit::Error> {
+        Store::index_info(&self.db)
+            .map(index_info_to_wit)
+            .map_err(wit_error)
+    }
+
     fn query(&self, request: wit::QueryRequest) -> Result<Vec<Vec<Hit>>, wit::Error> {
         let k = request.k as usize;
         let filter = parse_filter(request.filter)?;
@@ -268,6 +327,10 @@ impl GuestDatabase for GuestDb {
         if let Some(filter) = &filter {
             query = query.filter(filter);
         }
+        if let Some(n) = request.oversample {
+            query = query.oversample(n as usize);
+        }
+        query = query.exact(request.exact);
         let found = Store::query(&self.db, &query).map_err(wit_error)?;
         Ok(found.into_iter().map(hits).collect())
     }

@@ -238,7 +238,9 @@ pub struct Query<'a> {
     /// Only records matching this are candidates (one filter for the whole batch).
     pub filter: Option<&'a Filter>,
     /// With a quantized index: candidates kept per hit before exact rescoring (`None`: the
-    /// quantization's default). Ignored by the exact scan.
+    /// quantization's default). Ignored by the exact scan, but a value outside
+    /// `1..=`[`crate::quant::MAX_OVERSAMPLE`] is an error either way, so a query that runs
+    /// without an index still runs once one is created.
     pub oversample: Option<usize>,
     /// Forces the exact f32 scan even when a quantized index exists.
     pub exact: bool,

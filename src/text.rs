@@ -184,15 +184,31 @@ impl<S: Store + ?Sized> TextDatabase<S> {
         k: usize,
         filter: Option<&Filter>,
     ) -> Result<Vec<Vec<TextHit>>> {
+        self.query_with(texts, k, filter, None, false)
+    }
+
+    /// [`TextDatabase::query_where`] with the quantized index's search options: `oversample`
+    /// candidates per hit before exact rescoring (`None`: the quantization's default), or
+    /// `exact` to force the f32 scan (see [`Query`]).
+    pub fn query_with<T: AsRef<str>>(
+        &self,
+        texts: &[T],
+        k: usize,
+        filter: Option<&Filter>,
+        oversample: Option<usize>,
+        exact: bool,
+    ) -> Result<Vec<Vec<TextHit>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let queries = self.embedder.embed(&str_refs(texts))?;
-        let request = Query::batch(&queries, k);
-        let request = match filter {
-            Some(filter) => request.filter(filter),
-            None => request,
-        };
+        let mut request = Query::batch(&queries, k).exact(exact);
+        if let Some(filter) = filter {
+            request = request.filter(filter);
+        }
+        if let Some(n) = oversample {
+            request = request.oversample(n);
+        }
         let mut found = self.db.query(&request)?;
         // One list per text from any Store: an empty engine of unknown dimension answers none.
         found.resize_with(texts.len(), Vec::new);

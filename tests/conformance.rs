@@ -1,5 +1,5 @@
-//! The conformance scenario (`tests/conformance/scenario.json`) on the native engine's three
-//! backends: memory, `std::fs` files, and the memory-mapped file. The same file runs through
+//! The conformance scenario (`tests/conformance/scenario.json`) on the native engine's four
+//! backends: memory, `std::fs` files, the memory-mapped file, and rows read on demand. The same file runs through
 //! the component (host/tests/conformance.rs), Python (python/tests/test_conformance.py) and
 //! Node (tests/node/conformance.mjs).
 
@@ -123,4 +123,9 @@ fn file_backend_follows_the_scenario() {
 #[test]
 fn mmap_backend_follows_the_scenario() {
     runner::run(&mut Disk::new(StorageKind::Mmap));
+}
+
+#[test]
+fn on_demand_backend_follows_the_scenario() {
+    runner::run(&mut Disk::new(StorageKind::OnDemand));
 }

@@ -18,11 +18,13 @@
 pub mod sandbox;
 
 use sandbox::{HostState, Runtime, SandboxConfig, GUEST_DB_DIR, GUEST_MODEL_DIR};
+use srvdb::quant::{IndexInfo, IndexKind, IndexSpec, Quantization};
 use srvdb::storage::fs::DirLock;
 use srvdb::store::{Delete, Missing, Queries, Query, Select, Update, Write, WriteMode};
 use srvdb::Store as _;
 use srvdb::{
     EmbedderSpec, Error, Metadata, Metric, OpenOptions, Record, SandboxFailure, SearchHit,
+    StorageKind,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -240,6 +242,9 @@ impl Live {
             auto_commit_rows: Some(u32::try_from(options.auto_commit_rows).unwrap_or(u32::MAX)),
             buffer_bytes: Some(u32::try_from(options.buffer_bytes).unwrap_or(u32::MAX)),
             embedder: options.embedder.as_ref().map(spec_to_wit),
+            // Mmap has no meaning in the guest (WASI cannot map files): it keeps the guest's
+            // default, rows in memory, as File does; only OnDemand changes where rows live.
+            rows_in_memory: Some(options.storage != StorageKind::OnDemand),
         };
         let opened = bindings
             .srvdb_engine_store()
@@ -313,6 +318,37 @@ fn metric_to_wit(m: Metric) -> wit::Metric {
         Metric::Cosine => wit::Metric::Cosine,
         Metric::Dot => wit::Metric::Dot,
         Metric::L2 => wit::Metric::L2,
+    }
+}
+
+fn quantization_to_wit(q: Quantization) -> wit::Quantization {
+    match q {
+        Quantization::Int8 => wit::Quantization::Int8,
+        Quantization::Binary => wit::Quantization::Binary,
+    }
+}
+
+fn quantization_from_wit(q: wit::Quantization) -> Quantization {
+    match q {
+        wit::Quantization::Int8 => Quantization::Int8,
+        wit::Quantization::Binary => Quantization::Binary,
+    }
+}
+
+fn index_kind_to_wit(k: IndexKind) -> wit::IndexKind {
+    match k {
+        IndexKind::Flat => wit::IndexKind::Flat,
+    }
+}
+
+fn index_info_from_wit(info: wit::IndexInfo) -> IndexInfo {
+    IndexInfo {
+        kind: match info.kind {
+            wit::IndexKind::Flat => IndexKind::Flat,
+        },
+        quantization: info.quantization.map(quantization_from_wit),
+        rows: info.rows,
+        bytes: info.bytes,
     }
 }
 
@@ -721,25 +757,22 @@ impl srvdb::Store for SandboxedDatabase {
         self.call(Touches::Nothing, |g, s, h| g.call_field_indexes(s, h))
     }
 
-    fn create_index(&self, spec: &srvdb::quant::IndexSpec) -> Result<srvdb::quant::IndexInfo> {
-        let _ = spec;
-        Err(Error::InvalidInput {
-            reason: "quantized indexes are not built yet in the component".into(),
-            index: None,
-        })
+    fn create_index(&self, spec: &IndexSpec) -> Result<IndexInfo> {
+        let spec = wit::IndexSpec {
+            kind: index_kind_to_wit(spec.kind),
+            quantization: spec.quantization.map(quantization_to_wit),
+        };
+        self.call(Touches::Files, |g, s, h| g.call_create_index(s, h, spec))
+            .map(index_info_from_wit)
     }
 
     fn drop_index(&self) -> Result<bool> {
-        Ok(false)
+        self.call(Touches::Files, |g, s, h| g.call_drop_index(s, h))
     }
 
-    fn index_info(&self) -> Result<srvdb::quant::IndexInfo> {
-        Ok(srvdb::quant::IndexInfo {
-            kind: srvdb::quant::IndexKind::Flat,
-            quantization: None,
-            rows: 0,
-            bytes: 0,
-        })
+    fn index_info(&self) -> Result<IndexInfo> {
+        self.call(Touches::Nothing, |g, s, h| g.call_index_info(s, h))
+            .map(index_info_from_wit)
     }
 
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
@@ -753,6 +786,12 @@ impl srvdb::Store for SandboxedDatabase {
             batch,
             k: u32::try_from(request.k).unwrap_or(u32::MAX),
             filter,
+            // Saturating: anything past u32::MAX is past the engine's MAX_OVERSAMPLE anyway,
+            // so the guest rejects it with the engine's own message.
+            oversample: request
+                .oversample
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            exact: request.exact,
         };
         let found = self.call(Touches::Nothing, |g, s, h| g.call_query(s, h, request))?;
         Ok(found.into_iter().map(hits).collect())

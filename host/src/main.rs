@@ -5,11 +5,17 @@
 //! srvdb-host info DB
 //! srvdb-host ingest DB FILE [--dim D] [--batch N]    FILE: .npy (float32, 2-D) or raw f32 (needs --dim)
 //! srvdb-host search DB (--query 0.1,0.2,... | --query-file Q.npy [--row R]) [-k K]
-//!                       [--where JSON] [--where-document JSON]
+//!                       [--where JSON] [--where-document JSON] [--oversample N] [--exact]
 //! srvdb-host compact DB
+//! srvdb-host index create DB --quantization int8|binary
+//! srvdb-host index drop DB
+//! srvdb-host index info DB
 //! srvdb-host add-text DB FILE [--model M] [--batch N]  FILE: UTF-8, one document per line
-//! srvdb-host query DB TEXT [-k K] [--model M]
+//! srvdb-host query DB TEXT [-k K] [--model M] [--oversample N] [--exact]
 //! ```
+//! `index create` keeps compressed codes of the vectors (int8: 4x smaller, binary: 32x) that
+//! searches scan before rescoring their best `k * oversample` candidates exactly; `--exact`
+//! scans the f32 vectors instead.
 //! `add-text` and `query` embed inside the sandbox too, so they need a component built with the
 //! embedder (`make component`). `--model` is a model name in the cache (`SRVDB_MODEL_DIR`,
 //! default `all-MiniLM-L6-v2`) or a sentence-transformers folder; the sandbox sees it read-only.
@@ -22,8 +28,9 @@ use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use srvdb::embed::{locate, Embed};
+use srvdb::quant::{IndexInfo, IndexKind, IndexSpec, Quantization};
 use srvdb::text::TextDatabase;
-use srvdb::{npy, OpenOptions, Store};
+use srvdb::{npy, OpenOptions, Query, Store};
 use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::{Sandbox, SandboxedDatabase};
 use std::path::{Path, PathBuf};
@@ -98,6 +105,8 @@ enum Command {
         k: usize,
         #[command(flatten)]
         filter: FilterFlags,
+        #[command(flatten)]
+        scan: ScanFlags,
     },
     /// Rewrites the database without its deleted records.
     Compact {
@@ -129,8 +138,79 @@ enum Command {
         #[command(flatten)]
         filter: FilterFlags,
         #[command(flatten)]
+        scan: ScanFlags,
+        #[command(flatten)]
         model: ModelFlag,
     },
+    /// Creates, drops or describes the vector index (compressed codes, rescored exactly).
+    Index {
+        #[command(subcommand)]
+        action: IndexAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IndexAction {
+    /// Builds a flat index over compressed codes of the vectors present, kept in step with
+    /// every later write (the same index again is a no-op; another replaces it).
+    Create {
+        /// The database directory.
+        db: PathBuf,
+        /// int8 (one byte per component, 4x smaller) or binary (one bit, 32x smaller).
+        #[arg(long, value_name = "Q", value_parser = parse_quantization)]
+        quantization: Quantization,
+    },
+    /// Drops the vector index: searches go back to the exact scan.
+    Drop {
+        /// The database directory.
+        db: PathBuf,
+    },
+    /// What the vector index is and holds.
+    Info {
+        /// The database directory.
+        db: PathBuf,
+    },
+}
+
+/// `--quantization` with the engine's names and message.
+fn parse_quantization(text: &str) -> Result<Quantization, String> {
+    text.parse().map_err(|e: srvdb::Error| e.to_string())
+}
+
+/// How a search uses the vector index, if there is one.
+#[derive(Args, Debug)]
+struct ScanFlags {
+    /// Candidates kept per hit before exact rescoring (default: the index's, 4 for int8 and
+    /// 10 for binary).
+    #[arg(long, value_name = "N", conflicts_with = "exact")]
+    oversample: Option<usize>,
+    /// Scan the f32 vectors even when there is a vector index.
+    #[arg(long)]
+    exact: bool,
+}
+
+impl ScanFlags {
+    fn apply<'a>(&self, request: Query<'a>) -> Query<'a> {
+        let request = request.exact(self.exact);
+        match self.oversample {
+            Some(n) => request.oversample(n),
+            None => request,
+        }
+    }
+}
+
+/// One line on the vector index, as `info` and `index` print it.
+fn describe_index(info: &IndexInfo) -> String {
+    match info.quantization {
+        None => format!("{} (exact scan; no index)", info.kind.name()),
+        Some(q) => format!(
+            "{} over {} codes: {} rows, {} bytes",
+            info.kind.name(),
+            q.name(),
+            info.rows,
+            info.bytes
+        ),
+    }
 }
 
 /// The vector `search` looks for: given inline or as a row of a .npy file.
@@ -305,6 +385,7 @@ fn run(cli: Cli) -> Result<(), AnyError> {
             println!("dimension {dim}");
             println!("metric    {}", db.metric()?);
             println!("kernel    {} (inside the sandbox)", db.kernel()?);
+            println!("index     {}", describe_index(&db.index_info()?));
             db.close()?;
         }
         Command::Ingest {
@@ -352,6 +433,7 @@ fn run(cli: Cli) -> Result<(), AnyError> {
             row,
             k,
             filter,
+            scan,
         } => {
             let filter = filter.parse()?;
             let query: Vec<f32> = match (query.query, query.query_file) {
@@ -369,10 +451,11 @@ fn run(cli: Cli) -> Result<(), AnyError> {
             };
             let db = sb.open(&db_path, OpenOptions::default())?;
             let started = Instant::now();
-            let hits = match &filter {
-                Some(filter) => db.search_filtered(&query, k, filter)?,
-                None => db.search(&query, k)?,
-            };
+            let mut request = scan.apply(Query::one(&query, k));
+            if let Some(filter) = &filter {
+                request = request.filter(filter);
+            }
+            let hits = db.query(&request)?.pop().unwrap_or_default();
             let ms = started.elapsed().as_secs_f64() * 1e3;
             for (rank, h) in hits.iter().enumerate() {
                 let meta = db
@@ -427,13 +510,14 @@ fn run(cli: Cli) -> Result<(), AnyError> {
             text: question,
             k,
             filter,
+            scan,
             model,
         } => {
             let filter = filter.parse()?;
             let text = text_database(&sb, &db_path, &model)?;
             let started = Instant::now();
             let hits = text
-                .query_where(&[question], k, filter.as_ref())?
+                .query_with(&[question], k, filter.as_ref(), scan.oversample, scan.exact)?
                 .pop()
                 .unwrap_or_default();
             let ms = started.elapsed().as_secs_f64() * 1e3;
@@ -450,6 +534,43 @@ fn run(cli: Cli) -> Result<(), AnyError> {
             );
             text.into_database().close()?;
         }
+        Command::Index { action } => match action {
+            IndexAction::Create {
+                db: db_path,
+                quantization,
+            } => {
+                let db = sb.open(&db_path, OpenOptions::default())?;
+                let started = Instant::now();
+                let info = db.create_index(&IndexSpec {
+                    kind: IndexKind::Flat,
+                    quantization: Some(quantization),
+                })?;
+                let secs = started.elapsed().as_secs_f64();
+                println!(
+                    "index {} (built in {secs:.2} s, durable)",
+                    describe_index(&info)
+                );
+                db.close()?;
+            }
+            IndexAction::Drop { db: db_path } => {
+                let db = sb.open(&db_path, OpenOptions::default())?;
+                let dropped = db.drop_index()?;
+                println!(
+                    "{}",
+                    if dropped {
+                        "index dropped: searches scan the f32 vectors"
+                    } else {
+                        "no index to drop"
+                    }
+                );
+                db.close()?;
+            }
+            IndexAction::Info { db: db_path } => {
+                let db = sb.open(&db_path, OpenOptions::default())?;
+                println!("index {}", describe_index(&db.index_info()?));
+                db.close()?;
+            }
+        },
         Command::Compact { db: db_path } => {
             let db = sb.open(&db_path, OpenOptions::default())?;
             let before = db.count()?;

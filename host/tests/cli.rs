@@ -186,3 +186,84 @@ fn search_where_returns_the_best_matching_records() {
         "{stderr}"
     );
 }
+
+/// `index create|info|drop` and `search --oversample/--exact`: the index is reported and
+/// searched through (hits equal brute force computed here: with 40 rows, oversample 10 keeps
+/// every row as a candidate, so the rescored answer is exact), and bad values are refused.
+#[test]
+fn index_commands_build_report_and_drop_the_index() {
+    use srvdb::{Database, OpenOptions, Store};
+    let component = common::component_config().component;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (n, dim) = (40, 4);
+    let vectors: Vec<f32> = (0..n * dim)
+        .map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0)
+        .collect();
+    let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    {
+        let db = Database::open(dir.path(), OpenOptions::default()).expect("open");
+        db.add(&ids, &vectors, &[]).expect("add");
+        db.close().expect("close");
+    }
+    let query = [0.5f32, 0.1, -0.7, 0.2];
+    let cosine = |v: &[f32]| {
+        let dot: f64 = v.iter().zip(&query).map(|(a, b)| f64::from(a * b)).sum();
+        let norm = |x: &[f32]| x.iter().map(|a| f64::from(a * a)).sum::<f64>().sqrt();
+        dot / (norm(v) * norm(&query))
+    };
+    let mut want: Vec<(f64, String)> = (0..n)
+        .map(|i| (cosine(&vectors[i * dim..(i + 1) * dim]), ids[i].clone()))
+        .collect();
+    want.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let expected: Vec<&str> = want.iter().take(4).map(|(_, id)| id.as_str()).collect();
+    let db_arg = dir.path().to_str().expect("utf-8 path");
+    let component_arg = component.to_str().expect("utf-8 path");
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--component", component_arg, "--quiet"]);
+        let out = srvdb_host(&all);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        text(&out.stdout)
+    };
+    let created = run(&["index", "create", db_arg, "--quantization", "binary"]);
+    assert!(
+        created.contains("flat over binary codes: 40 rows"),
+        "{created}"
+    );
+    let info = run(&["index", "info", db_arg]);
+    assert!(info.contains("flat over binary codes: 40 rows"), "{info}");
+    for scan in [&["--oversample", "10"][..], &["--exact"]] {
+        let mut args = vec!["search", db_arg, "--query", "0.5,0.1,-0.7,0.2", "-k", "4"];
+        args.extend_from_slice(scan);
+        let stdout = run(&args);
+        let got: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .collect();
+        assert_eq!(got, expected, "{scan:?}: {stdout}");
+    }
+    let dropped = run(&["index", "drop", db_arg]);
+    assert!(dropped.contains("index dropped"), "{dropped}");
+    let info = run(&["index", "info", db_arg]);
+    assert!(info.contains("no index"), "{info}");
+
+    for (args, says) in [
+        (&["index", "create", db_arg][..], "--quantization"),
+        (
+            &["index", "create", db_arg, "--quantization", "int4"],
+            "unknown quantization",
+        ),
+        (
+            &["search", db_arg, "--query", "1", "--oversample", "x"],
+            "invalid value 'x'",
+        ),
+    ] {
+        let out = srvdb_host(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(says),
+            "{args:?}: want {says:?} in\n{stderr}"
+        );
+    }
+}

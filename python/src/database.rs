@@ -1,16 +1,35 @@
 //! `srvdb.open` and `srvdb.Database`: the Pythonic API.
 
 use crate::backend::MEMORY_PATH;
-use crate::convert::{self, K};
+use crate::convert::{self, Oversample, K};
 use crate::errors::{self, EngineResultExt};
-use crate::handle::{hit_tuples, Handle, ModelChoice, WriteArgs};
+use crate::handle::{hit_tuples, Handle, ModelChoice, Scan, WriteArgs};
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray, PyArray1, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
+use srvdb::quant::{IndexInfo, IndexKind, IndexSpec, Quantization};
 use srvdb::{Metadata, Metric, OpenOptions, WriteMode};
 use std::path::PathBuf;
+
+/// A search's use of the quantized index, from its Python keywords.
+fn scan(oversample: Option<Oversample>, exact: bool) -> Scan {
+    Scan {
+        oversample: oversample.map(|o| o.0),
+        exact,
+    }
+}
+
+/// `index_info` as Python sees it: a dict with names, not enums.
+fn index_info_dict(py: Python<'_>, info: &IndexInfo) -> PyResult<Py<PyAny>> {
+    let dict = pyo3::types::PyDict::new(py);
+    dict.set_item("kind", info.kind.name())?;
+    dict.set_item("quantization", info.quantization.map(Quantization::name))?;
+    dict.set_item("rows", info.rows)?;
+    dict.set_item("bytes", info.bytes)?;
+    dict.into_py_any(py)
+}
 
 /// Options for `open` from its Python arguments.
 pub(crate) fn options(
@@ -151,11 +170,13 @@ impl Database {
     /// sequence of str (a list of lists). Needs ``srvdb.open(..., embedder=...)``.
     ///
     /// ``where`` / ``where_document``: only records matching them are candidates (see
-    /// ``search``); the hits are exactly the ``k`` best of those.
+    /// ``search``); the hits are exactly the ``k`` best of those. ``oversample`` and
+    /// ``exact``: as for ``search``.
     #[pyo3(
-        signature = (texts, k = K(10), r#where = None, where_document = None),
-        text_signature = "(self, texts, k=10, where=None, where_document=None)"
+        signature = (texts, k = K(10), r#where = None, where_document = None, *, oversample = None, exact = false),
+        text_signature = "(self, texts, k=10, where=None, where_document=None, *, oversample=None, exact=False)"
     )]
+    #[allow(clippy::too_many_arguments)] // the Python signature: each keyword is an argument
     fn query(
         &self,
         py: Python<'_>,
@@ -163,10 +184,13 @@ impl Database {
         k: K,
         r#where: Option<&Bound<'_, PyAny>>,
         where_document: Option<&Bound<'_, PyAny>>,
+        oversample: Option<Oversample>,
+        exact: bool,
     ) -> PyResult<Py<PyAny>> {
         let (texts, one) = convert::texts_or_one(texts, "texts")?;
         let filter = convert::filter(py, r#where, where_document)?;
-        let found = self.handle.query(py, &texts, k.0, filter.as_ref())?;
+        let scan = scan(oversample, exact);
+        let found = self.handle.query(py, &texts, k.0, filter.as_ref(), scan)?;
         let mut lists: Vec<Vec<(String, f64, Option<String>)>> = found
             .into_iter()
             .map(|hits| {
@@ -321,6 +345,47 @@ impl Database {
         self.handle.field_indexes(py)
     }
 
+    /// Builds a compressed copy of the vectors that searches scan before rescoring their best
+    /// candidates exactly: ``quantization="int8"`` (one byte per component, 4x smaller) or
+    /// ``"binary"`` (one bit, 32x smaller; coarser, so it needs more oversampling). ``kind``
+    /// is ``"flat"`` (every matching record is scored, over the codes). Trained on the records
+    /// present, committed at once, kept in step with every later write, delete and
+    /// ``compact`` (which retrains it). The same index again does nothing; another replaces
+    /// it. Returns ``index_info()``. Raises ``InvalidInputError`` for an unknown kind or
+    /// quantization.
+    #[pyo3(signature = (kind = "flat", quantization = "int8"))]
+    fn create_index(
+        &self,
+        py: Python<'_>,
+        kind: &str,
+        quantization: Option<&str>,
+    ) -> PyResult<Py<PyAny>> {
+        let kind: IndexKind = kind.parse().map_err(|e| errors::engine(py, e))?;
+        let quantization = quantization
+            .map(str::parse::<Quantization>)
+            .transpose()
+            .map_err(|e| errors::engine(py, e))?;
+        let info = self
+            .handle
+            .create_index(py, &IndexSpec { kind, quantization })?;
+        index_info_dict(py, &info)
+    }
+
+    /// Drops the compressed index (searches go back to the exact scan and its file is
+    /// removed); returns False if there was none.
+    fn drop_index(&self, py: Python<'_>) -> PyResult<bool> {
+        self.handle.drop_index(py)
+    }
+
+    /// The vector index as a dict: ``kind`` (``"flat"``), ``quantization`` (``"int8"``,
+    /// ``"binary"``, or None without an index), ``rows`` (records covered, deleted ones
+    /// included until ``compact``) and ``bytes`` (held besides the f32 vectors; 0 without an
+    /// index).
+    fn index_info(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let info = self.handle.index_info(py)?;
+        index_info_dict(py, &info)
+    }
+
     /// The ``Record`` stored under ``id``, or ``default`` (None) if there is none.
     #[pyo3(signature = (id, default = None))]
     fn get(&self, py: Python<'_>, id: &str, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
@@ -369,10 +434,18 @@ impl Database {
     /// Filters are applied during the scan: the hits are exactly the ``k`` best of the
     /// matching records (fewer only when fewer match). A malformed filter raises
     /// ``InvalidFilterError``.
+    ///
+    /// With a quantized index (``create_index``), the scan reads the codes, keeps
+    /// ``k * oversample`` candidates and rescores them exactly: the hits carry exact scores,
+    /// and are the exact top ``k`` unless a true neighbour fell outside the candidates.
+    /// ``oversample``: an int from 1 to 1000 (None: the quantization's default, 4 for int8 and
+    /// 10 for binary); ``exact=True`` scans the f32 rows instead. Both are ignored without an
+    /// index.
     #[pyo3(
-        signature = (query, k = K(10), r#where = None, where_document = None),
-        text_signature = "(self, query, k=10, where=None, where_document=None)"
+        signature = (query, k = K(10), r#where = None, where_document = None, *, oversample = None, exact = false),
+        text_signature = "(self, query, k=10, where=None, where_document=None, *, oversample=None, exact=False)"
     )]
+    #[allow(clippy::too_many_arguments)] // the Python signature: each keyword is an argument
     fn search(
         &self,
         py: Python<'_>,
@@ -380,28 +453,33 @@ impl Database {
         k: K,
         r#where: Option<&Bound<'_, PyAny>>,
         where_document: Option<&Bound<'_, PyAny>>,
+        oversample: Option<Oversample>,
+        exact: bool,
     ) -> PyResult<Vec<(String, f64)>> {
         let filter = convert::filter(py, r#where, where_document)?;
+        let scan = scan(oversample, exact);
         Ok(hit_tuples(self.handle.search(
             py,
             query,
             k.0,
             filter.as_ref(),
+            scan,
         )?))
     }
 
     /// The ``k`` best matches for each query (a 2-D array or a sequence of vectors); much
     /// cheaper per query than separate searches. ``where`` / ``where_document``: one filter
-    /// for the whole batch (see ``search``).
+    /// for the whole batch; ``oversample`` / ``exact``: as for ``search``.
     ///
     /// Returns a list of ``[(id, score), ...]`` lists, or with ``numpy=True`` a pair of
     /// arrays ``(ids, scores)`` of shape ``(len(queries), width)``: ``ids`` of dtype object
     /// (str), ``scores`` float32, where ``width`` is the longest hit list
     /// (``min(k, len(db))`` without a filter); shorter lists are padded with None and NaN.
     #[pyo3(
-        signature = (queries, k = K(10), *, r#where = None, where_document = None, numpy = false),
-        text_signature = "(self, queries, k=10, *, where=None, where_document=None, numpy=False)"
+        signature = (queries, k = K(10), *, r#where = None, where_document = None, numpy = false, oversample = None, exact = false),
+        text_signature = "(self, queries, k=10, *, where=None, where_document=None, numpy=False, oversample=None, exact=False)"
     )]
+    #[allow(clippy::too_many_arguments)] // the Python signature: each keyword is an argument
     fn search_batch(
         &self,
         py: Python<'_>,
@@ -410,11 +488,14 @@ impl Database {
         r#where: Option<&Bound<'_, PyAny>>,
         where_document: Option<&Bound<'_, PyAny>>,
         numpy: bool,
+        oversample: Option<Oversample>,
+        exact: bool,
     ) -> PyResult<Py<PyAny>> {
         let filter = convert::filter(py, r#where, where_document)?;
+        let scan = scan(oversample, exact);
         let found = self
             .handle
-            .search_batch(py, queries, k.0, filter.as_ref())?;
+            .search_batch(py, queries, k.0, filter.as_ref(), scan)?;
         if !numpy {
             let lists: Vec<Vec<(String, f64)>> = found.into_iter().map(hit_tuples).collect();
             return lists.into_py_any(py);

@@ -7,6 +7,7 @@ use crate::convert;
 use crate::errors::{self, EngineResultExt};
 use crate::progress::Bar;
 use pyo3::prelude::*;
+use srvdb::quant::{IndexInfo, IndexSpec};
 use srvdb::store::{str_refs, Delete, Query, Select, Update, Write, WriteMode};
 use srvdb::text::{TextDatabase, TextHit};
 use srvdb::{Filter, OpenOptions, SearchHit, Store};
@@ -47,6 +48,24 @@ pub(crate) struct WriteArgs<'a, 'py> {
     pub(crate) embeddings: Option<&'a Bound<'py, PyAny>>,
     pub(crate) metadatas: Option<&'a Bound<'py, PyAny>>,
     pub(crate) documents: Option<&'a Bound<'py, PyAny>>,
+}
+
+/// How a search uses a quantized index: `oversample` candidates per hit before exact rescoring
+/// (`None`: the quantization's default), or `exact` to force the f32 scan.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Scan {
+    pub(crate) oversample: Option<usize>,
+    pub(crate) exact: bool,
+}
+
+impl Scan {
+    fn apply<'a>(self, request: Query<'a>) -> Query<'a> {
+        let request = request.exact(self.exact);
+        match self.oversample {
+            Some(n) => request.oversample(n),
+            None => request,
+        }
+    }
 }
 
 /// A model to open a database with: its recorded name and its folder.
@@ -169,9 +188,10 @@ impl Handle {
         texts: &[String],
         k: usize,
         filter: Option<&Filter>,
+        scan: Scan,
     ) -> PyResult<Vec<Vec<TextHit>>> {
         let text = self.text(py, "query")?;
-        py.detach(|| text.query_where(texts, k, filter))
+        py.detach(|| text.query_with(texts, k, filter, scan.oversample, scan.exact))
             .or_raise(py)
     }
 
@@ -294,6 +314,21 @@ impl Handle {
     pub(crate) fn field_indexes(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let store = self.store(py)?;
         py.detach(|| store.field_indexes()).or_raise(py)
+    }
+
+    pub(crate) fn create_index(&self, py: Python<'_>, spec: &IndexSpec) -> PyResult<IndexInfo> {
+        let store = self.store(py)?;
+        py.detach(|| store.create_index(spec)).or_raise(py)
+    }
+
+    pub(crate) fn drop_index(&self, py: Python<'_>) -> PyResult<bool> {
+        let store = self.store(py)?;
+        py.detach(|| store.drop_index()).or_raise(py)
+    }
+
+    pub(crate) fn index_info(&self, py: Python<'_>) -> PyResult<IndexInfo> {
+        let store = self.store(py)?;
+        py.detach(|| store.index_info()).or_raise(py)
     }
 
     pub(crate) fn contains(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -486,10 +521,11 @@ impl Handle {
         query: &Bound<'_, PyAny>,
         k: usize,
         filter: Option<&Filter>,
+        scan: Scan,
     ) -> PyResult<Vec<SearchHit>> {
         let store = self.store(py)?;
         let query = convert::vector(query, "query")?;
-        let mut request = Query::one(query.as_slice(), k);
+        let mut request = scan.apply(Query::one(query.as_slice(), k));
         if let Some(filter) = filter {
             request = request.filter(filter);
         }
@@ -504,6 +540,7 @@ impl Handle {
         queries: &Bound<'_, PyAny>,
         k: usize,
         filter: Option<&Filter>,
+        scan: Scan,
     ) -> PyResult<Vec<Vec<SearchHit>>> {
         let store = self.store(py)?;
         let expected = store.dimension().or_raise(py)?.map(|d| d as usize);
@@ -512,7 +549,7 @@ impl Handle {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let mut request = Query::batch(queries.as_slice(), k);
+        let mut request = scan.apply(Query::batch(queries.as_slice(), k));
         if let Some(filter) = filter {
             request = request.filter(filter);
         }

@@ -3,7 +3,7 @@
 
 use crate::convert::K;
 use crate::database::options;
-use crate::handle::{hit_tuples, Handle, WriteArgs};
+use crate::handle::{hit_tuples, Handle, Scan, WriteArgs};
 use pyo3::prelude::*;
 use srvdb::{Metadata, WriteMode};
 use std::path::PathBuf;
@@ -57,7 +57,13 @@ impl SvDBPython {
         query: &Bound<'_, PyAny>,
         k: K,
     ) -> PyResult<Vec<(String, f64)>> {
-        Ok(hit_tuples(self.handle.search(py, query, k.0, None)?))
+        Ok(hit_tuples(self.handle.search(
+            py,
+            query,
+            k.0,
+            None,
+            Scan::default(),
+        )?))
     }
 
     /// ``search`` for many queries at once: a list of result lists, one per query.
@@ -68,7 +74,9 @@ impl SvDBPython {
         queries: &Bound<'_, PyAny>,
         k: K,
     ) -> PyResult<Vec<Vec<(String, f64)>>> {
-        let found = self.handle.search_batch(py, queries, k.0, None)?;
+        let found = self
+            .handle
+            .search_batch(py, queries, k.0, None, Scan::default())?;
         Ok(found.into_iter().map(hit_tuples).collect())
     }
 

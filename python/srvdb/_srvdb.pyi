@@ -2,7 +2,7 @@
 
 from os import PathLike
 from types import TracebackType
-from typing import Any, Iterator, Literal, Mapping, Optional, Sequence, SupportsFloat, SupportsIndex, TypeVar, Union, final, overload
+from typing import Any, Iterator, Literal, Mapping, Optional, Sequence, SupportsFloat, SupportsIndex, TypedDict, TypeVar, Union, final, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,14 @@ _WhereDocument = Mapping[str, Any]
 _Hits = list[tuple[str, float]]
 _TextHits = list[tuple[str, float, Optional[str]]]
 _T = TypeVar("_T")
+
+class _IndexInfo(TypedDict):
+    """What ``index_info`` reports."""
+
+    kind: Literal["flat"]
+    quantization: Optional[Literal["int8", "binary"]]
+    rows: int
+    bytes: int
 
 def open(
     path: _Path,
@@ -126,6 +134,9 @@ class Database:
         k: SupportsIndex = 10,
         where: Optional[_Where] = None,
         where_document: Optional[_WhereDocument] = None,
+        *,
+        oversample: Optional[SupportsIndex] = None,
+        exact: bool = False,
     ) -> _TextHits:
         """The ``k`` best ``(id, score, document)`` hits for one text (needs ``embedder=``),
         among the records matching ``where`` / ``where_document``."""
@@ -136,6 +147,9 @@ class Database:
         k: SupportsIndex = 10,
         where: Optional[_Where] = None,
         where_document: Optional[_WhereDocument] = None,
+        *,
+        oversample: Optional[SupportsIndex] = None,
+        exact: bool = False,
     ) -> list[_TextHits]: ...
     def embed(self, texts: Sequence[str], *, progress: Optional[bool] = None) -> npt.NDArray[np.float32]:
         """The embedder's unit vectors for ``texts``, shape ``(len(texts), dim)``."""
@@ -181,6 +195,16 @@ class Database:
         """Drops the index of ``field``; False if there was none."""
     def field_indexes(self) -> list[str]:
         """The indexed fields, sorted."""
+    def create_index(
+        self, kind: Literal["flat"] = "flat", quantization: Optional[Literal["int8", "binary"]] = "int8"
+    ) -> _IndexInfo:
+        """Keeps compressed codes of the vectors (int8: 4x smaller, binary: 32x) that searches
+        scan before rescoring their best ``k * oversample`` candidates exactly; kept in step with
+        every write, delete and ``compact``. Returns ``index_info()``."""
+    def drop_index(self) -> bool:
+        """Drops the compressed index; False if there was none."""
+    def index_info(self) -> _IndexInfo:
+        """``kind``, ``quantization`` (None without an index), ``rows`` covered, ``bytes`` held."""
     @overload
     def get(self, id: str) -> Optional[Record]: ...
     @overload
@@ -197,10 +221,15 @@ class Database:
         k: SupportsIndex = 10,
         where: Optional[_Where] = None,
         where_document: Optional[_WhereDocument] = None,
+        *,
+        oversample: Optional[SupportsIndex] = None,
+        exact: bool = False,
     ) -> _Hits:
         """The ``k`` best ``(id, score)`` pairs, best first (squared L2 distance: lowest first),
         among the records matching ``where`` / ``where_document``: exactly the ``k`` best of
-        them, fewer only when fewer match. A malformed filter raises ``InvalidFilterError``."""
+        them, fewer only when fewer match. A malformed filter raises ``InvalidFilterError``.
+        With a compressed index: ``k * oversample`` candidates (default 4 for int8, 10 for
+        binary) rescored exactly; ``exact=True`` scans the f32 vectors instead."""
     @overload
     def search_batch(
         self,
@@ -210,6 +239,8 @@ class Database:
         where: Optional[_Where] = None,
         where_document: Optional[_WhereDocument] = None,
         numpy: Literal[False] = False,
+        oversample: Optional[SupportsIndex] = None,
+        exact: bool = False,
     ) -> list[_Hits]: ...
     @overload
     def search_batch(
@@ -220,6 +251,8 @@ class Database:
         where: Optional[_Where] = None,
         where_document: Optional[_WhereDocument] = None,
         numpy: Literal[True],
+        oversample: Optional[SupportsIndex] = None,
+        exact: bool = False,
     ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.float32]]: ...
     def persist(self) -> None:
         """Makes every change so far durable."""

@@ -19,10 +19,21 @@ impl Database {
         let mut w = lock_poison_free(&self.writer);
         w.check()?;
         self.commit_locked(&mut w)?;
+        let index = w.codes.as_ref().map(|c| c.codebook().quantization());
         if w.tombstones.count() == 0 {
-            return Ok(());
+            // Nothing to remove, but the index's codebook is still retrained on the rows
+            // there are now (one created on an empty database starts neutral).
+            return match index {
+                Some(quantization) => self.rebuild_vector_index(&mut w, quantization),
+                None => Ok(()),
+            };
         }
-        let result = self.compact_locked(&mut w);
+        let result = self.compact_locked(&mut w).and_then(|()| match index {
+            // The compaction's commit made the old codes stale (see `vector_index`); until
+            // they are remade here, searches run exact.
+            Some(quantization) => self.rebuild_vector_index(&mut w, quantization),
+            None => Ok(()),
+        });
         if let Err(e) = &result {
             w.poisoned = Some(e.to_string());
         }
@@ -61,13 +72,13 @@ impl Database {
             if is_dead(row) {
                 continue;
             }
-            let Some(data) = view.row(row) else {
+            let Some(data) = view.read_row(row)? else {
                 return Err(Error::corrupt(
                     self.location.path_of(names::VECTORS),
                     format!("row {row} unreadable"),
                 ));
             };
-            slab.extend_from_slice(data);
+            slab.extend_from_slice(&data);
             keep.push(row);
             if slab.len() >= rows_per_slab * layout.stride_f32 {
                 new_store.append(&slab)?;
@@ -139,6 +150,9 @@ impl Database {
             w.field_indexes = Arc::new(field_indexes);
             w.committed_rows = n;
             w.live = n;
+            // Codes of the old numbering: never published with the new rows.
+            w.codes = None;
+            w.codes_file = None;
             state.rows_by_id = rows_by_id;
             state.pending.clear();
             self.published.store(Arc::new(Self::snapshot_of(w)));

@@ -37,7 +37,9 @@ use crate::filter::columns::ColumnCache;
 use crate::filter::Filter;
 use crate::meta::MetaStore;
 use crate::quant::codes::CodeTable;
-use crate::quant::{IndexInfo, IndexSpec};
+use crate::quant::codes_file::CodesFile;
+use crate::quant::index::ScanOptions;
+use crate::quant::{IndexInfo, IndexSpec, Quantization};
 use crate::storage::fs::{DirLock, FsLocation};
 use crate::storage::memory::MemoryLocation;
 use crate::storage::{Location, RowStore, RowView};
@@ -67,6 +69,9 @@ struct Snapshot {
     field_indexes: Arc<FieldIndexes>,
     /// The quantized index's codes as of this snapshot (rows `0..codes.rows()`), if one exists.
     codes: Option<CodeTable>,
+    /// An index asked for before the database had a dimension, built at the first commit of
+    /// rows (see [`Writer::index_pending`]).
+    index_pending: Option<Quantization>,
 }
 
 /// State `get` needs besides the snapshot; changed together with it under one lock.
@@ -94,6 +99,11 @@ struct Writer {
     field_indexes: Arc<FieldIndexes>,
     /// See [`Snapshot::codes`]: the codes of every row appended so far.
     codes: Option<CodeTable>,
+    /// `index.codes` while an index exists: codes are written and synced at commit.
+    codes_file: Option<CodesFile>,
+    /// An index asked for before the database had a dimension: recorded in `metadata.db` as
+    /// pending, and built (trained on the rows) right after the first commit of rows.
+    index_pending: Option<Quantization>,
 }
 
 impl Writer {
@@ -124,6 +134,9 @@ pub struct Database {
     // Declared before `writer` so snapshots (and their mappings) are dropped first, letting
     // the row store trim its preallocated tail when it closes.
     published: ArcSwap<Snapshot>,
+    /// Whether the quantized index's codes are kept in `index.codes` (not for an in-memory
+    /// database, where a second copy of the codes would only double their memory).
+    codes_on_disk: bool,
     /// Gathers concurrent single searches into batch scans.
     coalescer: Coalescer,
     /// Whether `search` coalesces (from `OpenOptions::coalesce_searches`; settable).
@@ -161,7 +174,9 @@ impl Database {
 
     /// An ephemeral database in memory: same engine, nothing written to disk.
     pub fn in_memory(options: OpenOptions) -> Result<Self> {
-        Self::open_in(Arc::new(MemoryLocation::new()), options, None)
+        let mut db = Self::open_in(Arc::new(MemoryLocation::new()), options, None)?;
+        db.codes_on_disk = false;
+        Ok(db)
     }
 
     /// Opens a database in any [`Location`]: the simulated, fault-injecting one of the crash
@@ -181,6 +196,7 @@ impl Database {
             meta_version: w.meta_version,
             field_indexes: w.field_indexes.clone(),
             codes: w.codes.clone(),
+            index_pending: w.index_pending,
         }
     }
 
@@ -381,22 +397,33 @@ impl Store for Database {
         Ok(self.vector_index_info())
     }
 
+    /// Every search path takes its scan from here: `exact` and `oversample` reach the
+    /// coalesced, batch and filtered scans alike.
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
+        let options = ScanOptions {
+            oversample: request.oversample,
+            exact: request.exact,
+        };
+        search::check_options(options)?;
         if let Some(filter) = request.filter.filter(|f| !f.is_empty()) {
             return match request.queries {
-                store::Queries::One(query) => self.search_where(query, 1, request.k, filter),
+                store::Queries::One(query) => {
+                    self.search_where(query, 1, request.k, filter, options)
+                }
                 store::Queries::Batch(queries) => {
                     let Some(dim) = self.dimension() else {
                         return Ok(Vec::new());
                     };
                     let n = validate::batch_len(dim, queries)?;
-                    self.search_where(queries, n, request.k, filter)
+                    self.search_where(queries, n, request.k, filter, options)
                 }
             };
         }
         match request.queries {
-            store::Queries::One(query) => Ok(vec![self.search(query, request.k)?]),
-            store::Queries::Batch(queries) => self.search_batch(queries, request.k),
+            store::Queries::One(query) => {
+                Ok(vec![self.search_one_with(query, request.k, options)?])
+            }
+            store::Queries::Batch(queries) => self.search_many_with(queries, request.k, options),
         }
     }
 
@@ -428,7 +455,7 @@ impl Store for Database {
             return Ok(None);
         };
         rows.check_backed()?;
-        let Some(data) = rows.row(row) else {
+        let Some(data) = rows.read_row(row)? else {
             return Ok(None);
         };
         let vector = data[..dim as usize].to_vec();

@@ -4,12 +4,14 @@
 
 use super::field_index::FieldIndexes;
 use super::validate::check_dimension;
+use super::vector_index;
 use super::{lock_poison_free, Database, IdState, Pending, Snapshot, Tombstones, Writer, ID_CHUNK};
 use crate::chunked::ChunkedVec;
 use crate::coalesce::Coalescer;
 use crate::distance::Kernels;
 use crate::error::{Error, Result};
 use crate::meta::MetaStore;
+use crate::quant::codes_file;
 use crate::storage::fs::DirLock;
 use crate::storage::{names, Location, RowStore};
 use crate::types::OpenOptions;
@@ -173,6 +175,30 @@ impl Database {
             row_ids.push(id);
         }
 
+        // The quantized index's codes (see `vector_index`): a temporary file is a create that
+        // never finished, and a codes file without a record belongs to no index.
+        location.remove(codes_file::CODES_TEMP)?;
+        let mut index_pending = None;
+        let (codes, codes_file) = match meta.vector_index()? {
+            Some(record) => {
+                let view = rows.as_ref().map(|r| r.view());
+                let (table, file) = vector_index::open_codes(
+                    location.as_ref(),
+                    record,
+                    loaded.dimension,
+                    metric,
+                    view.as_deref(),
+                    loaded.committed_rows,
+                )?;
+                (Some(table), Some(file))
+            }
+            None => {
+                location.remove(codes_file::CODES)?;
+                index_pending = meta.pending_vector_index()?;
+                (None, None)
+            }
+        };
+
         // The field indexes as of the last commit (after a finished compaction, its rewrite).
         let field_indexes =
             FieldIndexes::from_loaded(meta.load_field_indexes(loaded.committed_rows)?);
@@ -191,7 +217,9 @@ impl Database {
             embedder_unrecorded,
             meta_version: 0,
             field_indexes: Arc::new(field_indexes),
-            codes: None,
+            codes,
+            codes_file,
+            index_pending,
         };
         let coalesce = options.coalesce_searches;
         let db = Database {
@@ -210,7 +238,9 @@ impl Database {
                 meta_version: 0,
                 field_indexes: Default::default(),
                 codes: None,
+                index_pending: None,
             }),
+            codes_on_disk: true,
             coalescer: Coalescer::default(),
             coalesce: AtomicBool::new(coalesce),
             ids: RwLock::new(IdState {
@@ -233,6 +263,9 @@ impl Database {
             if w.embedder_unrecorded.is_some() {
                 db.commit_locked(&mut w)?;
             }
+            // An index waiting for rows whose first commit happened before a crash let it
+            // be built.
+            db.build_pending_index(&mut w)?;
             let snapshot = Self::snapshot_of(&w);
             db.published.store(Arc::new(snapshot));
         }

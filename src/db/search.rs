@@ -1,5 +1,9 @@
 //! Search: single queries coalesced into shared scans, batches scanned at once, both over one
 //! immutable [`Snapshot`] so a search never waits for the writer.
+//!
+//! A snapshot with a quantized index's codes is searched over them ([`QuantizedIndex`]: the
+//! code scan keeps `k * oversample` candidates, rescored exactly) unless the query asks for
+//! the exact scan; a filter that leaves few rows is answered by the exact gather-scan either way.
 
 use super::validate::{batch_len, check_queries};
 use super::{Database, Snapshot};
@@ -10,6 +14,8 @@ use crate::filter::Filter;
 use crate::index::flat::FlatIndex;
 use crate::index::topk::Candidate;
 use crate::index::{Index, Queries, ScanSet};
+use crate::quant::index::{QuantizedIndex, ScanOptions};
+use crate::quant::MAX_OVERSAMPLE;
 use crate::types::SearchHit;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,6 +29,16 @@ impl Database {
     /// is answered, with the others that arrived meanwhile, by one batch scan (see
     /// `OpenOptions::coalesce_searches`). A lone call starts its scan at once.
     pub(super) fn search_one(&self, query: &[f32], k: usize) -> Result<Vec<SearchHit>> {
+        self.search_one_with(query, k, ScanOptions::default())
+    }
+
+    /// [`Database::search_one`] with `options` (codes or the exact scan, oversample).
+    pub(super) fn search_one_with(
+        &self,
+        query: &[f32],
+        k: usize,
+        options: ScanOptions,
+    ) -> Result<Vec<SearchHit>> {
         let snap = self.published.load_full();
         let Some(dim) = snap.dim else {
             return Ok(Vec::new());
@@ -30,10 +46,15 @@ impl Database {
         // A bad query fails alone, before it can join a group.
         check_queries(dim, query, 1)?;
         let rows = snap.rows.as_ref().map_or(0, |r| r.rows());
-        let bytes = snap
-            .rows
-            .as_ref()
-            .map_or(0, |r| rows.saturating_mul(r.layout().stride_bytes() as u64));
+        // What the scan reads: the codes, or the rows.
+        let codes = snap.codes.as_ref().filter(|_| !options.exact);
+        let bytes = match codes {
+            Some(codes) => codes.bytes(),
+            None => snap
+                .rows
+                .as_ref()
+                .map_or(0, |r| rows.saturating_mul(r.layout().stride_bytes() as u64)),
+        };
         // Rows that fit in cache are scanned in microseconds without touching DRAM: callers
         // scanning side by side do not compete, and a queue would only add hand-offs.
         // A rayon worker never waits in the coalescer: while it waited it could be the thread
@@ -42,41 +63,63 @@ impl Database {
         // as another `search` that would then queue behind it).
         if !self.coalesce.load(Ordering::Relaxed) || bytes < COALESCE_MIN_BYTES || on_rayon_worker()
         {
-            let mut out = self.search_snapshot(&snap, query, 1, k)?;
+            let mut out = self.search_snapshot(&snap, query, 1, k, options)?;
             return Ok(out.pop().unwrap_or_default());
         }
         // One scan that already uses every core gains nothing from a second beside it.
-        let max_scans = if FlatIndex::scan_uses_all_cores(rows) {
-            1
-        } else {
-            parallelism()
+        let all_cores = match codes {
+            Some(_) => QuantizedIndex::scan_uses_all_cores(rows),
+            None => FlatIndex::scan_uses_all_cores(rows),
         };
+        let max_scans = if all_cores { 1 } else { parallelism() };
         drop(snap);
         self.coalescer
-            .search(query, k, max_scans, |group| self.search_group(group))
+            .search(query, k, options, max_scans, |group| {
+                self.search_group(group)
+            })
     }
 
     /// The `k` best matches for each query of `queries`, back to back: rows are read once per
     /// group of queries.
     pub(super) fn search_many(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>> {
+        self.search_many_with(queries, k, ScanOptions::default())
+    }
+
+    /// [`Database::search_many`] with `options` (codes or the exact scan, oversample).
+    pub(super) fn search_many_with(
+        &self,
+        queries: &[f32],
+        k: usize,
+        options: ScanOptions,
+    ) -> Result<Vec<Vec<SearchHit>>> {
         let snap = self.published.load_full();
         let Some(dim) = snap.dim else {
             return Ok(Vec::new());
         };
         let n = batch_len(dim, queries)?;
-        self.search_snapshot(&snap, queries, n, k)
+        self.search_snapshot(&snap, queries, n, k, options)
     }
 
     /// One scan for a group of coalesced single searches, over the newest snapshot (which every
     /// caller in the group published, or saw published, before it queued). Queries share a
     /// scan only with queries of a compatible `k` (see [`k_class`]): one caller asking for a
     /// million hits must not make every query it is grouped with carry a million-entry top-k.
+    /// They also share it only with queries of the same [`ScanOptions`]: one asking for the
+    /// exact scan or more candidates must get them, and the others must not pay for them.
+    /// Over codes, only queries of the same `k` share a scan: a larger `k` keeps more
+    /// candidates, and a query's answer must not depend on what it was grouped with.
     fn search_group(&self, group: &[Arc<Request>]) -> Vec<Result<Vec<SearchHit>>> {
         let snap = self.published.load_full();
         let mut answers: Vec<Option<Result<Vec<SearchHit>>>> = group.iter().map(|_| None).collect();
         let mut order: Vec<usize> = (0..group.len()).collect();
-        order.sort_by_key(|&i| k_class(group[i].k));
-        for class in order.chunk_by(|&a, &b| k_class(group[a].k) == k_class(group[b].k)) {
+        let class_of = |i: usize| {
+            let r = &group[i];
+            let over_codes = snap.codes.is_some() && !r.options.exact;
+            let k = if over_codes { r.k } else { k_class(r.k) };
+            (k, r.options.exact, r.options.oversample)
+        };
+        order.sort_by_key(|&i| class_of(i));
+        for class in order.chunk_by(|&a, &b| class_of(a) == class_of(b)) {
             let members: Vec<&Request> = class.iter().map(|&i| &*group[i]).collect();
             for (&i, answer) in class.iter().zip(self.scan_together(&snap, &members)) {
                 answers[i] = Some(answer);
@@ -94,22 +137,25 @@ impl Database {
             .collect()
     }
 
-    /// One batch scan for `members` with their largest `k`, each answer cut to its own `k`.
+    /// One batch scan for `members` (of one [`ScanOptions`]) with their largest `k`, each
+    /// answer cut to its own `k`.
     fn scan_together(&self, snap: &Snapshot, members: &[&Request]) -> Vec<Result<Vec<SearchHit>>> {
         let single = |r: &Request| {
-            self.search_snapshot(snap, &r.query, 1, r.k)
+            self.search_snapshot(snap, &r.query, 1, r.k, r.options)
                 .map(|mut out| out.pop().unwrap_or_default())
         };
         if members.len() == 1 {
             return vec![single(members[0])];
         }
+        let options = members[0].options;
         let k = members.iter().map(|r| r.k).max().unwrap_or(0);
         let mut queries = Vec::with_capacity(members.iter().map(|r| r.query.len()).sum());
         for r in members {
             queries.extend_from_slice(&r.query);
         }
-        match self.search_snapshot(snap, &queries, members.len(), k) {
+        match self.search_snapshot(snap, &queries, members.len(), k, options) {
             // The top k of a larger k is its first k: ranks are a total order (ties by row).
+            // (Over codes every member has the same k: see `search_group`.)
             Ok(lists) if lists.len() == members.len() => lists
                 .into_iter()
                 .zip(members)
@@ -126,12 +172,15 @@ impl Database {
 
     /// The `k` best rows matching `filter` for each of the `n` queries of `queries`. Not
     /// coalesced: queries share a scan only with queries of the same filter, which is a batch.
+    /// With codes, the blocked scan runs over them (skipping the rows outside the filter as
+    /// it skips deleted ones); the gather-scan of few matching rows is exact either way.
     pub(super) fn search_where(
         &self,
         queries: &[f32],
         n: usize,
         k: usize,
         filter: &Filter,
+        options: ScanOptions,
     ) -> Result<Vec<Vec<SearchHit>>> {
         let (snap, matching) = self.select_rows(Some(filter))?;
         let Some(qs) = self.check_query(snap.dim, queries, n)? else {
@@ -143,7 +192,6 @@ impl Database {
         rows.check_backed()?;
         let count = matching.count();
         let k = k.min(usize::try_from(count).unwrap_or(usize::MAX));
-        let index = FlatIndex::new(self.metric, self.kernels);
         let total = rows.rows();
         let one_in = if n == 1 {
             GATHER_BELOW_ONE_IN
@@ -152,7 +200,7 @@ impl Database {
         };
         let found = if count.saturating_mul(one_in) < total {
             let list: Vec<u64> = matching.iter().collect();
-            index.search_rows(rows.as_ref(), &list, &qs, k)
+            FlatIndex::new(self.metric, self.kernels).search_rows(rows.as_ref(), &list, &qs, k)
         } else {
             // Every row the scan sees and the filter does not allow, deleted ones included.
             let mut skip = RowBits::all(usize::try_from(total).unwrap_or(usize::MAX));
@@ -161,8 +209,11 @@ impl Database {
                 rows: rows.as_ref(),
                 tombstones: skip.words(),
             };
-            index.search(&set, &qs, k)
+            self.index_for(&snap, options).search(&set, &qs, k)
         };
+        if !rows.resident() {
+            rows.check_backed()?; // a read on demand that failed during the scan
+        }
         Ok(hits_of(&snap, self.metric.higher_is_better(), found))
     }
 
@@ -181,12 +232,29 @@ impl Database {
         }))
     }
 
+    /// The index a search of `snap` with `options` runs: the code scan when the snapshot has
+    /// codes and the query does not ask for the exact scan, else the exact scan.
+    fn index_for<'a>(&self, snap: &'a Snapshot, options: ScanOptions) -> Box<dyn Index + 'a> {
+        let exact = FlatIndex::new(self.metric, self.kernels);
+        match &snap.codes {
+            Some(codes) if !options.exact => Box::new(QuantizedIndex {
+                codes,
+                exact,
+                oversample: options
+                    .oversample
+                    .unwrap_or_else(|| codes.codebook().quantization().default_oversample()),
+            }),
+            _ => Box::new(exact),
+        }
+    }
+
     fn search_snapshot(
         &self,
         snap: &Snapshot,
         queries: &[f32],
         n: usize,
         k: usize,
+        options: ScanOptions,
     ) -> Result<Vec<Vec<SearchHit>>> {
         let Some(qs) = self.check_query(snap.dim, queries, n)? else {
             return Ok(vec![Vec::new(); n]);
@@ -200,9 +268,24 @@ impl Database {
             tombstones: snap.tombstones.words(),
         };
         let k = k.min(usize::try_from(snap.live).unwrap_or(usize::MAX));
-        let index = FlatIndex::new(self.metric, self.kernels);
-        let found = index.search(&set, &qs, k);
+        let found = self.index_for(snap, options).search(&set, &qs, k);
+        if !rows.resident() {
+            rows.check_backed()?; // a read on demand that failed during the scan
+        }
         Ok(hits_of(snap, self.metric.higher_is_better(), found))
+    }
+}
+
+/// An `oversample` outside `1..=MAX_OVERSAMPLE` is an error, with an index or without (so a
+/// query that runs today still runs once an index is created). Checked once, by `query`, the
+/// one entry that takes options.
+pub(super) fn check_options(options: ScanOptions) -> Result<()> {
+    match options.oversample {
+        Some(o) if o == 0 || o > MAX_OVERSAMPLE => Err(Error::invalid(format!(
+            "oversample {o} is out of range 1..={MAX_OVERSAMPLE} (candidates kept per hit \
+             before exact rescoring; leave it unset for the index's default)"
+        ))),
+        _ => Ok(()),
     }
 }
 

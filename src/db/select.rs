@@ -116,7 +116,7 @@ impl Database {
                 None => document,
             };
             let vector = view
-                .row(row)
+                .read_row(row)?
                 .map(|data| data[..dim as usize].to_vec())
                 .unwrap_or_default();
             let id = snap

@@ -222,6 +222,9 @@ impl Database {
                 .zip(source.chunks(dim))
                 .for_each(encode);
             store.append(target)?;
+            if let Some(codes) = w.codes.as_mut() {
+                codes.push_rows(layout, target);
+            }
             done += take;
         }
         Ok(())
@@ -317,9 +320,19 @@ impl Database {
             let batch = state
                 .pending
                 .batch(committed_rows, config, w.embedder_unrecorded.as_ref());
-            // The rows are made durable before redb commits the batch that names them.
+            // The rows, and their codes if an index exists, are made durable before redb
+            // commits the batch that names them.
             let rows = &mut w.rows;
-            let rows_durable = move || rows.as_mut().map_or(Ok(()), |store| store.sync());
+            let codes = w.codes.as_ref();
+            let codes_file = &mut w.codes_file;
+            let rows_durable = move || {
+                rows.as_mut().map_or(Ok(()), |store| store.sync())?;
+                if let (Some(codes), Some(file)) = (codes, codes_file.as_mut()) {
+                    file.append(codes, committed_rows)?;
+                    file.sync()?;
+                }
+                Ok(())
+            };
             self.meta
                 .commit(&batch, rows_durable, self.location.syncs_in_parallel())?;
             Ok(committed_rows)
@@ -330,7 +343,7 @@ impl Database {
                 w.embedder_unrecorded = None;
                 w.committed_rows = committed_rows;
                 w.config_committed = true;
-                Ok(())
+                self.build_pending_index(w)
             }
             Err(e) => {
                 w.poisoned = Some(e.to_string());

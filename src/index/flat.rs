@@ -2,6 +2,8 @@
 //! keeps its own top-k and the tops are merged at the end. Natively, blocks run on rayon; on
 //! wasm32, in order. A batch of queries scores each block against every query of a group
 //! while the block is in cache, so the rows are read from memory once per group, not per query.
+//! A view that is not resident (rows read from the file on demand) is streamed through a
+//! buffer a chunk at a time, on the calling thread.
 
 use super::topk::{Candidate, TopK};
 use super::{Index, Queries, ScanSet};
@@ -267,7 +269,12 @@ impl FlatIndex {
             return vec![Vec::new(); n];
         }
         let dim = view.layout().dim as usize;
+        let resident = view.resident();
         let scan = |tops: &mut Vec<TopK>, chunk: &[u64]| {
+            if !resident {
+                self.gather_read(view, chunk, queries, tops);
+                return;
+            }
             for (i, &row) in chunk.iter().enumerate() {
                 // Rows are far apart: ask for a later row's cache lines while this one is
                 // scored, so the scan waits on memory latency once, not once per row.
@@ -311,6 +318,115 @@ impl FlatIndex {
         tops.into_iter().map(TopK::into_sorted).collect()
     }
 }
+
+impl FlatIndex {
+    /// True when `n` queries are scored pair by pair (see [`Index::search`]).
+    fn pairwise_single(&self, n: usize) -> bool {
+        n == 1 && (self.metric == Metric::L2 || !self.kernels.has_multi_dot())
+    }
+
+    /// [`Index::search`] over a view that is not resident: the rows are read in chunks of
+    /// [`STREAM_CHUNK_BYTES`] into one buffer, and each chunk is scanned in blocks as a
+    /// resident view's segment would be (the same kernels, so the same keys), on the calling
+    /// thread. A failed read ends the scan; the view remembers it and the caller's
+    /// `check_backed` after the scan reports it.
+    fn search_streamed(
+        &self,
+        set: &ScanSet<'_>,
+        queries: &Queries,
+        k: usize,
+        group: usize,
+        per_block: usize,
+    ) -> Vec<Vec<Candidate>> {
+        let n = queries.count();
+        let stride = set.rows.layout().stride_f32;
+        let total = set.rows.rows();
+        let per_block = per_block.max(1);
+        // Whole blocks per chunk, so a chunk splits into the blocks a resident scan would use.
+        let chunk_rows = (STREAM_CHUNK_BYTES / (per_block * stride * 4)).max(1) * per_block;
+        let pairwise = self.pairwise_single(n);
+        let mut tops = vec![TopK::new(k); n];
+        let mut scratch = Scratch::default();
+        let mut buf =
+            vec![0.0f32; chunk_rows.min(usize::try_from(total).unwrap_or(usize::MAX)) * stride];
+        let mut first = 0u64;
+        while first < total {
+            let rows = (total - first).min(chunk_rows as u64) as usize;
+            let data = &mut buf[..rows * stride];
+            if set.rows.read_rows(first, data).is_err() {
+                break;
+            }
+            let mut at = 0;
+            while at < rows {
+                let nr = per_block.min(rows - at);
+                let block = Block {
+                    first_row: first + at as u64,
+                    rows: nr,
+                    data: &data[at * stride..(at + nr) * stride],
+                };
+                if pairwise {
+                    self.scan_one(set, block, queries.get(0), queries.norms[0], &mut tops[0]);
+                } else {
+                    let mut q = 0;
+                    while q < n {
+                        let nq = group.min(n - q);
+                        self.scan_group(set, block, queries, q, &mut tops[q..q + nq], &mut scratch);
+                        q += nq;
+                    }
+                }
+                at += nr;
+            }
+            first += rows as u64;
+        }
+        tops.into_iter().map(TopK::into_sorted).collect()
+    }
+
+    /// The gather-scan of `rows` over a view that is not resident: each row is read into a
+    /// buffer and scored against every query with the pairwise kernel (the rescoring of
+    /// candidates reads a few dozen rows this way). Runs of consecutive rows are read at once.
+    /// A failed read ends the scan (see [`FlatIndex::search_streamed`]).
+    fn gather_read(&self, view: &dyn RowView, rows: &[u64], queries: &Queries, tops: &mut [TopK]) {
+        let stride = view.layout().stride_f32;
+        let dim = view.layout().dim as usize;
+        let mut buf = Vec::new();
+        let mut i = 0;
+        let total = view.rows();
+        while i < rows.len() {
+            let first = rows[i];
+            if first >= total {
+                // Not in the view: skipped, as `row` skips it on a resident view.
+                i += 1;
+                continue;
+            }
+            let mut run = 1;
+            while run < GATHER_RUN_ROWS
+                && rows
+                    .get(i + run)
+                    .is_some_and(|&r| r == first + run as u64 && r < total)
+            {
+                run += 1;
+            }
+            buf.resize(run * stride, 0.0);
+            if view.read_rows(first, &mut buf).is_err() {
+                return;
+            }
+            for (j, data) in buf.chunks_exact(stride).enumerate() {
+                let row = first + j as u64;
+                for (q, top) in tops.iter_mut().enumerate() {
+                    let key = self.key(queries.get(q), queries.norms[q], data, dim);
+                    top.push(key, row);
+                }
+            }
+            i += run;
+        }
+    }
+}
+
+/// Bytes of rows read at once by a scan of a view that is not resident: large enough that a
+/// read costs little beside its copy, small enough to stay in the last-level cache.
+const STREAM_CHUNK_BYTES: usize = 4 << 20;
+/// Most consecutive rows one read of a gather-scan over a view that is not resident takes.
+const GATHER_RUN_ROWS: usize = 64;
 
 /// How many rows ahead a gather-scan prefetches.
 const GATHER_PREFETCH_AHEAD: usize = 4;
@@ -367,11 +483,14 @@ impl Index for FlatIndex {
         } else {
             (QUERY_GROUP, BLOCK_BYTES / layout.stride_bytes())
         };
+        if !set.rows.resident() {
+            return self.search_streamed(set, queries, k, group, per_block);
+        }
         let blocks = self.blocks(set, per_block);
         // A single query goes through the pairwise kernel only for L2 or where there is no
         // multi-query kernel; otherwise the multi-query path (with one query) is faster, since
         // its dot product keeps four FMA chains in flight where SimSIMD's AVX2 kernel keeps one.
-        if n == 1 && (self.metric == Metric::L2 || !self.kernels.has_multi_dot()) {
+        if self.pairwise_single(n) {
             let top = self.search_single(set, &blocks, queries.get(0), queries.norms[0], k);
             return vec![top.into_sorted()];
         }

@@ -7,6 +7,7 @@ mod field_index;
 pub use self::field_index::{keys_at, metadata_object, IndexKey, IndexValues, LoadedIndex};
 
 use crate::error::{Error, Result};
+use crate::quant::{Codebook, Quantization};
 use crate::storage::{create_durably, names, ByteFile, Location};
 use crate::types::{EmbedderSpec, Metadata, Metric, MAX_DIMENSION};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -33,6 +34,17 @@ const CONFIG: TableDefinition<&str, u64> = TableDefinition::new("config");
 /// Text-valued configuration, by name: `embedder` (the model's name). A separate table because
 /// `config` holds integers and changing its value type would make older files unreadable.
 const CONFIG_TEXT: TableDefinition<&str, &str> = TableDefinition::new("config_text");
+
+/// The quantized vector index: [`INDEX_RECORD`] (while one exists) and [`INDEX_LAST_GENERATION`]
+/// (kept after a drop, so a generation is never issued twice).
+const VECTOR_INDEX: TableDefinition<&str, &[u8]> = TableDefinition::new("vector_index");
+const INDEX_RECORD: &str = "record";
+const INDEX_LAST_GENERATION: &str = "last_generation";
+/// An index asked for before the database had a dimension: the quantization's code (1 int8,
+/// 2 binary), until the first rows are committed and the index is built.
+const INDEX_PENDING: &str = "pending";
+/// The first byte of an index record: its format.
+const INDEX_RECORD_FORMAT: u8 = 1;
 
 const KEY_FORMAT: &str = "format_version";
 const KEY_DIMENSION: &str = "dimension";
@@ -235,6 +247,68 @@ pub struct RowUpdate<'a> {
     pub metadata: Option<Option<&'a Metadata>>,
     /// Its new document, if it changes.
     pub document: Option<Option<&'a str>>,
+}
+
+/// The quantized index as recorded: its codebook and generation (the number its codes file
+/// must carry; see `crate::quant::codes_file`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexRecord {
+    /// The trained codebook (its quantization is the index's).
+    pub codebook: Codebook,
+    /// The generation of the codes that match the committed rows.
+    pub generation: u64,
+}
+
+impl IndexRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = vec![INDEX_RECORD_FORMAT];
+        out.extend_from_slice(&self.generation.to_le_bytes());
+        out.extend_from_slice(&self.codebook.to_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<IndexRecord> {
+        let (&format, rest) = bytes.split_first()?;
+        if format != INDEX_RECORD_FORMAT || rest.len() < 8 {
+            return None;
+        }
+        let (generation, codebook) = rest.split_at(8);
+        Some(IndexRecord {
+            generation: u64::from_le_bytes(generation.try_into().ok()?),
+            codebook: Codebook::from_bytes(codebook)?,
+        })
+    }
+}
+
+fn u64_value(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
+
+/// Marks the index record (if any) stale inside a compaction's transaction: its codes are of
+/// the old numbering, so it takes a generation no codes file carries, and open rebuilds the
+/// codes unless the compaction's own rebuild records new ones first.
+fn invalidate_index_codes(txn: &redb::WriteTransaction) -> std::result::Result<(), redb::Error> {
+    let mut table = txn.open_table(VECTOR_INDEX)?;
+    let record = match table.get(INDEX_RECORD)? {
+        Some(v) => IndexRecord::decode(v.value()),
+        None => return Ok(()),
+    };
+    let Some(mut record) = record else {
+        return Err(redb::Error::Corrupted(
+            "vector_index: undecodable index record".into(),
+        ));
+    };
+    let last = match table.get(INDEX_LAST_GENERATION)? {
+        Some(v) => u64_value(v.value()).unwrap_or(record.generation),
+        None => record.generation,
+    };
+    record.generation = last.max(record.generation) + 1;
+    table.insert(INDEX_RECORD, record.encode().as_slice())?;
+    table.insert(
+        INDEX_LAST_GENERATION,
+        record.generation.to_le_bytes().as_slice(),
+    )?;
+    Ok(())
 }
 
 /// One surviving row of a compaction, in its new position.
@@ -703,6 +777,7 @@ impl MetaStore {
                 }
             }
             field_index::rebuild_compacted(&txn, rows)?;
+            invalidate_index_codes(&txn)?;
             Ok(txn)
         };
         let txn = run().map_err(meta_err(&ctx))?;
@@ -773,6 +848,121 @@ impl MetaStore {
             {
                 let mut config = txn.open_table(CONFIG)?;
                 config.remove(KEY_COMPACTION_PENDING)?;
+            }
+            txn.commit()?;
+            Ok(())
+        };
+        run().map_err(meta_err(&ctx))
+    }
+
+    /// The quantized index's record, if one exists; a record this build cannot read is
+    /// [`Error::Corrupt`].
+    pub fn vector_index(&self) -> Result<Option<IndexRecord>> {
+        let ctx = format!("reading the vector index record of {}", self.path.display());
+        let run = || -> std::result::Result<Option<Vec<u8>>, redb::Error> {
+            let txn = self.db.begin_read().map_err(to_redb)?;
+            let Some(table) = open_or_none(&txn, VECTOR_INDEX)? else {
+                return Ok(None);
+            };
+            Ok(table.get(INDEX_RECORD)?.map(|v| v.value().to_vec()))
+        };
+        match run().map_err(meta_err(&ctx))? {
+            None => Ok(None),
+            Some(bytes) => IndexRecord::decode(&bytes).map(Some).ok_or_else(|| {
+                Error::corrupt(
+                    &self.path,
+                    "vector_index: the index record is not one this build writes: drop_index() and create it again",
+                )
+            }),
+        }
+    }
+
+    /// A generation no index record or codes file has carried: one past the last issued.
+    pub fn next_index_generation(&self) -> Result<u64> {
+        let ctx = format!("reading the vector index record of {}", self.path.display());
+        let run = || -> std::result::Result<u64, redb::Error> {
+            let txn = self.db.begin_read().map_err(to_redb)?;
+            let Some(table) = open_or_none(&txn, VECTOR_INDEX)? else {
+                return Ok(1);
+            };
+            let last = table
+                .get(INDEX_LAST_GENERATION)?
+                .and_then(|v| u64_value(v.value()))
+                .unwrap_or(0);
+            let current = table
+                .get(INDEX_RECORD)?
+                .and_then(|v| IndexRecord::decode(v.value()))
+                .map_or(0, |r| r.generation);
+            Ok(last.max(current) + 1)
+        };
+        run().map_err(meta_err(&ctx))
+    }
+
+    /// The index waiting for the first rows (see [`MetaStore::set_pending_vector_index`]).
+    pub fn pending_vector_index(&self) -> Result<Option<Quantization>> {
+        let ctx = format!("reading the vector index record of {}", self.path.display());
+        let run = || -> std::result::Result<Option<Vec<u8>>, redb::Error> {
+            let txn = self.db.begin_read().map_err(to_redb)?;
+            let Some(table) = open_or_none(&txn, VECTOR_INDEX)? else {
+                return Ok(None);
+            };
+            Ok(table.get(INDEX_PENDING)?.map(|v| v.value().to_vec()))
+        };
+        match run().map_err(meta_err(&ctx))?.as_deref() {
+            None => Ok(None),
+            Some([1]) => Ok(Some(Quantization::Int8)),
+            Some([2]) => Ok(Some(Quantization::Binary)),
+            Some(_) => Err(Error::corrupt(
+                &self.path,
+                "vector_index: the pending index is not one this build writes: drop_index() and create it again",
+            )),
+        }
+    }
+
+    /// Records, durably, that an index of `quantization` is to be built once the first rows
+    /// are committed (the database has no dimension yet, so no codebook can exist).
+    pub fn set_pending_vector_index(&self, quantization: Quantization) -> Result<()> {
+        let ctx = format!("recording the vector index in {}", self.path.display());
+        let code: u8 = match quantization {
+            Quantization::Int8 => 1,
+            Quantization::Binary => 2,
+        };
+        let run = || -> std::result::Result<(), redb::Error> {
+            let txn = self.db.begin_write().map_err(to_redb)?;
+            {
+                let mut table = txn.open_table(VECTOR_INDEX)?;
+                table.insert(INDEX_PENDING, [code].as_slice())?;
+            }
+            txn.commit()?;
+            Ok(())
+        };
+        run().map_err(meta_err(&ctx))
+    }
+
+    /// Records `record` as the index (replacing any), or removes the index with `None`, in one
+    /// durable transaction.
+    pub fn set_vector_index(&self, record: Option<&IndexRecord>) -> Result<()> {
+        let ctx = format!("recording the vector index in {}", self.path.display());
+        let run = || -> std::result::Result<(), redb::Error> {
+            let txn = self.db.begin_write().map_err(to_redb)?;
+            {
+                let mut table = txn.open_table(VECTOR_INDEX)?;
+                match record {
+                    Some(record) => {
+                        let last = table
+                            .get(INDEX_LAST_GENERATION)?
+                            .and_then(|v| u64_value(v.value()))
+                            .unwrap_or(0)
+                            .max(record.generation);
+                        table.insert(INDEX_RECORD, record.encode().as_slice())?;
+                        table.insert(INDEX_LAST_GENERATION, last.to_le_bytes().as_slice())?;
+                    }
+                    None => {
+                        table.remove(INDEX_RECORD)?;
+                    }
+                }
+                // A recorded index supersedes one waiting for rows; a drop removes both.
+                table.remove(INDEX_PENDING)?;
             }
             txn.commit()?;
             Ok(())

@@ -2,11 +2,36 @@
 //! `k * oversample` are kept, and those are rescored exactly from the f32 rows with the
 //! pairwise kernel of the exact gather-scan, so the hits and their scores are exact for the
 //! candidates found.
+//!
+//! The code scan reads codes in blocks that stay in cache while a group of queries scores
+//! them ([`Codebook::score_block_many`]); natively, blocks run on rayon above a row count, on
+//! wasm32 in order. Each worker keeps its own candidates per query and they are merged at the
+//! end, as the exact scan does.
 
 use super::codes::CodeTable;
+use super::{Codebook, PreparedQuery};
 use crate::index::flat::FlatIndex;
-use crate::index::topk::Candidate;
+use crate::index::topk::{Candidate, TopK};
 use crate::index::{Index, Queries, ScanSet};
+
+/// Target bytes of codes per block: with the group's scores beside them they stay in L2.
+const CODE_BLOCK_BYTES: usize = 64 << 10;
+/// Queries scored together against one block of codes.
+const QUERY_GROUP: usize = 32;
+/// Below this many rows a code scan stays on the calling thread: codes are 4x to 32x smaller
+/// than rows, so a scan this short costs about what handing it to the pool does.
+#[cfg(not(target_arch = "wasm32"))]
+const PARALLEL_MIN_ROWS: u64 = 16 * 1024;
+
+/// What a query asks of a quantized index (`Query::oversample`, `Query::exact`). Coalesced
+/// searches share a scan only when these are equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ScanOptions {
+    /// Candidates kept per hit before rescoring; `None` is the quantization's default.
+    pub oversample: Option<usize>,
+    /// Scan the exact f32 rows even when codes exist.
+    pub exact: bool,
+}
 
 /// A search over one snapshot's codes.
 pub struct QuantizedIndex<'a> {
@@ -18,13 +43,384 @@ pub struct QuantizedIndex<'a> {
     pub oversample: usize,
 }
 
+/// A block of codes: its first row, row count and codes.
+#[derive(Clone, Copy)]
+struct CodeBlock<'a> {
+    first_row: u64,
+    rows: usize,
+    codes: &'a [u8],
+}
+
+impl QuantizedIndex<'_> {
+    /// True when a code scan of `rows` rows runs on every core (so a second scan beside it
+    /// would only compete for them).
+    pub fn scan_uses_all_cores(rows: u64) -> bool {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            rows >= PARALLEL_MIN_ROWS
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = rows;
+            true
+        }
+    }
+
+    /// The codes of rows `0..coded` in blocks of about [`CODE_BLOCK_BYTES`].
+    fn blocks(&self, coded: u64) -> Vec<CodeBlock<'_>> {
+        let code_len = self.codes.code_len();
+        let per_block = (CODE_BLOCK_BYTES / code_len).max(1);
+        let mut out = Vec::new();
+        for s in 0..self.codes.segment_count() {
+            let (first, data) = self.codes.segment(s);
+            if first >= coded {
+                break;
+            }
+            let in_segment = ((data.len() / code_len) as u64).min(coded - first) as usize;
+            let mut at = 0;
+            while at < in_segment {
+                let n = per_block.min(in_segment - at);
+                out.push(CodeBlock {
+                    first_row: first + at as u64,
+                    rows: n,
+                    codes: &data[at * code_len..(at + n) * code_len],
+                });
+                at += n;
+            }
+        }
+        out
+    }
+
+    /// Scores one block against a group of prepared queries (`tops[j]` is query `j`'s),
+    /// offering every row the scan may see.
+    fn scan_block(
+        &self,
+        set: &ScanSet<'_>,
+        block: CodeBlock<'_>,
+        prepared: &[PreparedQuery],
+        tops: &mut [TopK],
+        scores: &mut Vec<f32>,
+    ) {
+        let codebook: &Codebook = self.codes.codebook();
+        let nr = block.rows;
+        scores.resize(prepared.len() * nr, 0.0);
+        if let [one] = prepared {
+            codebook.score_block(one, block.codes, &mut scores[..nr]);
+        } else {
+            codebook.score_block_many(prepared, block.codes, scores);
+        }
+        // Query-major against a running threshold: most rows lose one comparison and never
+        // reach the heap or the tombstone bitmap.
+        for (top, keys) in tops.iter_mut().zip(scores.chunks_exact(nr)) {
+            let mut threshold = top.threshold();
+            for (i, &key) in keys.iter().enumerate() {
+                if key < threshold {
+                    continue;
+                }
+                let row = block.first_row + i as u64;
+                if set.is_deleted(row) {
+                    continue;
+                }
+                top.push(key, row);
+                threshold = top.threshold();
+            }
+        }
+    }
+
+    /// The best `keep` rows by code score for each query of `prepared`: one pass over `blocks`.
+    fn candidates(
+        &self,
+        set: &ScanSet<'_>,
+        blocks: &[CodeBlock<'_>],
+        prepared: &[PreparedQuery],
+        keep: usize,
+    ) -> Vec<TopK> {
+        let nq = prepared.len();
+        let fresh = || (vec![TopK::new(keep); nq], Vec::new());
+        #[cfg(not(target_arch = "wasm32"))]
+        if Self::scan_uses_all_cores(self.codes.rows()) {
+            use rayon::prelude::*;
+            return blocks
+                .par_iter()
+                .fold(fresh, |(mut tops, mut scores), b| {
+                    self.scan_block(set, *b, prepared, &mut tops, &mut scores);
+                    (tops, scores)
+                })
+                .map(|(tops, _)| tops)
+                .reduce(
+                    || vec![TopK::new(keep); nq],
+                    |mut a, b| {
+                        for (x, y) in a.iter_mut().zip(&b) {
+                            x.merge(y);
+                        }
+                        a
+                    },
+                );
+        }
+        let (mut tops, mut scores) = fresh();
+        for b in blocks {
+            self.scan_block(set, *b, prepared, &mut tops, &mut scores);
+        }
+        tops
+    }
+
+    /// The exact top `k` of each query's candidate rows (ascending, live), scored by the
+    /// exact gather-scan's pairwise kernel.
+    fn rescore(
+        &self,
+        set: &ScanSet<'_>,
+        queries: &Queries,
+        candidates: Vec<Vec<u64>>,
+        k: usize,
+    ) -> Vec<Vec<Candidate>> {
+        let one = |(j, rows): (usize, Vec<u64>)| {
+            let query = Queries {
+                data: queries.get(j).to_vec(),
+                norms: vec![queries.norms[j]],
+                dim: queries.dim,
+            };
+            self.exact
+                .search_rows(set.rows, &rows, &query, k)
+                .pop()
+                .unwrap_or_default()
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        if candidates.len() > 1 {
+            use rayon::prelude::*;
+            return candidates.into_par_iter().enumerate().map(one).collect();
+        }
+        candidates.into_iter().enumerate().map(one).collect()
+    }
+}
+
 impl Index for QuantizedIndex<'_> {
     fn name(&self) -> &'static str {
         "flat-quantized"
     }
 
     fn search(&self, set: &ScanSet<'_>, queries: &Queries, k: usize) -> Vec<Vec<Candidate>> {
-        // Not yet: until the code scan lands, answer exactly (never wrong, only slower).
-        self.exact.search(set, queries, k)
+        let n = queries.count();
+        let total = set.rows.rows();
+        if k == 0 || total == 0 {
+            return vec![Vec::new(); n];
+        }
+        let coded = self.codes.rows().min(total);
+        let keep = k.saturating_mul(self.oversample.max(1));
+        // Rows without a code (none, unless the codes lag the rows) are candidates of every
+        // query; so is every row when the candidates would cover the codes anyway.
+        let all_rows = usize::try_from(coded).is_ok_and(|c| keep >= c);
+        let uncoded_from = if all_rows { 0 } else { coded };
+        let uncoded: Vec<u64> = (uncoded_from..total)
+            .filter(|&row| !set.is_deleted(row))
+            .collect();
+        let mut candidates: Vec<Vec<u64>> = vec![Vec::new(); n];
+        if !all_rows {
+            let codebook = self.codes.codebook();
+            let prepared: Vec<PreparedQuery> = (0..n)
+                .map(|j| codebook.prepare(queries.get(j), queries.norms[j]))
+                .collect();
+            let blocks = self.blocks(coded);
+            for (g, group) in prepared.chunks(QUERY_GROUP).enumerate() {
+                let tops = self.candidates(set, &blocks, group, keep);
+                for (j, top) in tops.into_iter().enumerate() {
+                    let rows = &mut candidates[g * QUERY_GROUP + j];
+                    rows.extend(top.into_sorted().iter().map(|c| c.row));
+                    rows.sort_unstable();
+                }
+            }
+        }
+        for rows in &mut candidates {
+            // Uncoded rows all follow the coded ones, so the list stays ascending.
+            rows.extend_from_slice(&uncoded);
+        }
+        self.rescore(set, queries, candidates, k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scan against a brute force written here; recall on real embeddings and the
+    //! database paths are in `tests/quantized_search.rs`.
+    use super::*;
+    use crate::distance::Kernels;
+    use crate::format::RowLayout;
+    use crate::quant::Quantization;
+    use crate::storage::cached::CachedRows;
+    use crate::storage::RowStore;
+    use crate::testing::Rng;
+    use crate::types::Metric;
+    use std::sync::Arc;
+
+    struct Fixture {
+        rows: Box<dyn RowStore>,
+        layout: RowLayout,
+        vectors: Vec<Vec<f32>>,
+    }
+
+    fn fixture(n: usize, dim: usize, seed: u64) -> Fixture {
+        let layout = RowLayout::new(dim as u32);
+        let mut rng = Rng::new(seed);
+        let vectors: Vec<Vec<f32>> = (0..n)
+            .map(|_| (0..dim).map(|_| rng.f32()).collect())
+            .collect();
+        let mut rows = CachedRows::open(None, Default::default(), layout, 0).unwrap();
+        let mut buf = vec![0f32; layout.stride_f32];
+        for v in &vectors {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            layout.encode_row(v, norm, &mut buf);
+            rows.append(&buf).unwrap();
+        }
+        Fixture {
+            rows: Box::new(rows),
+            layout,
+            vectors,
+        }
+    }
+
+    fn codes_of(f: &Fixture, q: Quantization, metric: Metric, upto: usize) -> CodeTable {
+        let view = f.rows.view();
+        let dim = f.layout.dim as usize;
+        let train = (0..view.rows())
+            .filter_map(|r| view.row(r))
+            .map(|r| (&r[..dim], r[dim]));
+        let codebook = Codebook::train(q, metric, dim, train);
+        let mut codes = CodeTable::new(Arc::new(codebook));
+        for r in 0..upto as u64 {
+            codes.push_rows(f.layout, view.row(r).unwrap());
+        }
+        codes
+    }
+
+    /// The rows not skipped, best first by f64 score (ties to the lower row).
+    fn brute(metric: Metric, f: &Fixture, q: &[f32], skip: &[u64], k: usize) -> Vec<u64> {
+        let mut scored: Vec<(f64, u64)> = f
+            .vectors
+            .iter()
+            .enumerate()
+            .filter(|(r, _)| !crate::index::row_bit_set(skip, *r as u64))
+            .map(|(r, v)| {
+                let dot: f64 = q
+                    .iter()
+                    .zip(v)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
+                let nq = q.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
+                let nv = v.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
+                let l2: f64 = q
+                    .iter()
+                    .zip(v)
+                    .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
+                    .sum();
+                let key = match metric {
+                    Metric::Dot => dot,
+                    Metric::Cosine => dot / (nq * nv),
+                    Metric::L2 => -l2,
+                };
+                (key, r as u64)
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored.into_iter().take(k).map(|(_, r)| r).collect()
+    }
+
+    fn queries_of(rng: &mut Rng, n: usize, dim: usize) -> Queries {
+        let data: Vec<f32> = (0..n * dim).map(|_| rng.f32()).collect();
+        let norms = data
+            .chunks(dim)
+            .map(|q| q.iter().map(|x| x * x).sum::<f32>().sqrt())
+            .collect();
+        Queries { data, norms, dim }
+    }
+
+    #[test]
+    fn full_oversample_and_uncoded_rows_give_the_brute_force_top_k() {
+        let (n, dim, k) = (300, 19, 7);
+        let f = fixture(n, dim, 7);
+        let mut rng = Rng::new(11);
+        let mut skip = vec![0u64; n.div_ceil(64)];
+        for r in (0..n).step_by(3) {
+            skip[r / 64] |= 1 << (r % 64);
+        }
+        for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+            for q in [Quantization::Int8, Quantization::Binary] {
+                // Codes of the first 250 rows only: the last 50 must be scored exactly.
+                let codes = codes_of(&f, q, metric, 250);
+                let index = QuantizedIndex {
+                    codes: &codes,
+                    exact: FlatIndex::new(metric, Kernels::best()),
+                    // 7 * 40 = 280 candidates >= 250 coded rows: every row is rescored.
+                    oversample: 40,
+                };
+                let view = f.rows.view();
+                let set = ScanSet {
+                    rows: view.as_ref(),
+                    tombstones: &skip,
+                };
+                let qs = queries_of(&mut rng, 5, dim);
+                let found = index.search(&set, &qs, k);
+                for (j, hits) in found.iter().enumerate() {
+                    let rows: Vec<u64> = hits.iter().map(|c| c.row).collect();
+                    assert_eq!(
+                        rows,
+                        brute(metric, &f, qs.get(j), &skip, k),
+                        "{metric:?} {q:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn candidates_are_rescored_exactly_and_never_skipped_rows() {
+        let (n, dim, k) = (20_000, 24, 10);
+        let f = fixture(n, dim, 3);
+        let mut rng = Rng::new(5);
+        let mut skip = vec![0u64; n.div_ceil(64)];
+        for r in 0..n {
+            if r % 5 != 0 {
+                skip[r / 64] |= 1 << (r % 64);
+            }
+        }
+        let kernels = Kernels::best();
+        for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+            for q in [Quantization::Int8, Quantization::Binary] {
+                let codes = codes_of(&f, q, metric, n);
+                let index = QuantizedIndex {
+                    codes: &codes,
+                    exact: FlatIndex::new(metric, kernels),
+                    oversample: q.default_oversample(),
+                };
+                let view = f.rows.view();
+                let set = ScanSet {
+                    rows: view.as_ref(),
+                    tombstones: &skip,
+                };
+                let qs = queries_of(&mut rng, 12, dim);
+                let batch = index.search(&set, &qs, k);
+                for (j, hits) in batch.iter().enumerate() {
+                    assert_eq!(hits.len(), k);
+                    let query = qs.get(j);
+                    for c in hits {
+                        assert_eq!(c.row % 5, 0, "a skipped row was returned");
+                        let row = &view.row(c.row).unwrap()[..=dim];
+                        let want = match metric {
+                            Metric::Dot => kernels.dot(query, &row[..dim]),
+                            Metric::L2 => -kernels.l2sq(query, &row[..dim]),
+                            Metric::Cosine => {
+                                kernels.dot(query, &row[..dim]) / (qs.norms[j] * row[dim])
+                            }
+                        };
+                        assert_eq!(c.key.to_bits(), want.to_bits(), "{metric:?} {q:?}");
+                    }
+                    // A single query scans alone (no group) and must agree with the batch.
+                    let single = Queries {
+                        data: query.to_vec(),
+                        norms: vec![qs.norms[j]],
+                        dim,
+                    };
+                    assert_eq!(index.search(&set, &single, k)[0], *hits);
+                }
+            }
+        }
     }
 }

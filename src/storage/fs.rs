@@ -276,7 +276,8 @@ impl Location for FsLocation {
     }
 
     /// Memory-mapped rows (natively, with [`StorageKind::Mmap`]) need the real file this
-    /// location handed out; otherwise the default cached rows.
+    /// location handed out; [`StorageKind::OnDemand`] reads rows from the file when asked;
+    /// otherwise the default cached rows.
     fn rows_over(
         &self,
         file: Arc<dyn ByteFile>,
@@ -302,10 +303,10 @@ impl Location for FsLocation {
             StorageKind::Mmap => Err(Error::invalid(
                 "the mmap backend is not available on wasm32: use StorageKind::File",
             )),
-            // Until the on-demand rows store lands, rows are cached (correct, not yet lean).
-            StorageKind::File | StorageKind::OnDemand => {
-                Ok(Box::new(CachedRows::open(Some(file), path, layout, rows)?))
-            }
+            StorageKind::File => Ok(Box::new(CachedRows::open(Some(file), path, layout, rows)?)),
+            StorageKind::OnDemand => Ok(Box::new(super::on_demand::OnDemandRows::open(
+                file, path, layout, rows,
+            ))),
         }
     }
 

@@ -6,6 +6,9 @@
 //! - [`cached`]: rows cached in memory and written through to any [`ByteFile`]: with a
 //!   `std::fs` file it is the portable backend the WASI component uses; with no file it holds
 //!   the rows of an in-memory database;
+//! - [`on_demand`]: rows written through to any [`ByteFile`] and read back from it when a
+//!   reader asks, none kept in memory (`StorageKind::OnDemand`: a database larger than memory,
+//!   in the component above all);
 //! - [`memory`]: the location of an in-memory database (rows in the cache, redb in memory);
 //! - `sim` (feature `testing`): an in-memory "directory" of simulated files that can inject
 //!   faults into any mutating operation (directory operations and directory syncs included)
@@ -22,12 +25,14 @@ pub mod fs;
 pub mod memory;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mmap;
+pub mod on_demand;
 #[cfg(feature = "testing")]
 pub mod sim;
 
 use crate::error::Result;
 use crate::format::{Header, RowLayout};
 use cached::CachedRows;
+use std::borrow::Cow;
 use std::fmt::Debug;
 use std::io;
 use std::path::PathBuf;
@@ -35,23 +40,121 @@ use std::sync::Arc;
 
 /// An immutable view of the first [`RowView::rows`] rows. Cheap to share; what it shows never
 /// changes, whatever the writer does afterwards.
+///
+/// A *resident* view (memory or a mapping) hands out its rows as slices: [`RowView::segment`]
+/// and [`RowView::row`]. A view that is not resident ([`on_demand`]) holds no rows: it has no
+/// segments, `row` is `None`, and its rows are read into the caller's buffer with
+/// [`RowView::read_rows`], which works on every view. Readers that may meet either kind use
+/// `read_rows` (or [`RowView::read_row`]) when [`RowView::resident`] is false.
 pub trait RowView: Send + Sync {
     /// Shape of each row.
     fn layout(&self) -> RowLayout;
     /// Number of rows in the view.
     fn rows(&self) -> u64;
-    /// Number of contiguous segments covering rows `0..rows()`.
+    /// Number of contiguous segments covering rows `0..rows()` (0 for a view that is not
+    /// resident).
     fn segment_count(&self) -> usize;
     /// Segment `i`: its first row and its rows' data (`n * stride_f32` floats), in row order.
     fn segment(&self, i: usize) -> (u64, &[f32]);
-    /// Row `row` (its `dim` components followed by the norm and padding), if in the view.
+    /// Row `row` (its `dim` components followed by the norm and padding), if in the view and
+    /// the view is resident.
     fn row(&self, row: u64) -> Option<&[f32]>;
+    /// True when the rows are in memory or mapped, so `segment` and `row` hand them out.
+    fn resident(&self) -> bool {
+        true
+    }
+    /// Copies rows `first..first + n` into `out`, which is `n` whole rows (`n * stride_f32`
+    /// floats); an error for rows past the view or a failed read. The read path of every
+    /// view: resident views copy from their rows.
+    fn read_rows(&self, first: u64, out: &mut [f32]) -> Result<()> {
+        let stride = self.layout().stride_f32;
+        on_demand::check_read(self.layout(), self.rows(), first, out.len())?;
+        for (i, dst) in out.chunks_exact_mut(stride).enumerate() {
+            let row = first + i as u64;
+            let src = self.row(row).ok_or_else(|| {
+                crate::error::Error::invalid(format!("row {row} is not readable from this view"))
+            })?;
+            dst.copy_from_slice(src);
+        }
+        Ok(())
+    }
+    /// Row `row`, borrowed from a resident view or read from a view that is not; `None` past
+    /// the view. For readers of a few rows (`get`, records, compaction).
+    fn read_row(&self, row: u64) -> Result<Option<Cow<'_, [f32]>>> {
+        if row >= self.rows() {
+            return Ok(None);
+        }
+        if self.resident() {
+            return Ok(self.row(row).map(Cow::Borrowed));
+        }
+        let mut out = vec![0.0; self.layout().stride_f32];
+        self.read_rows(row, &mut out)?;
+        Ok(Some(Cow::Owned(out)))
+    }
     /// [`crate::Error::Corrupt`] if the storage under the view no longer holds its rows (a
-    /// mapped file truncated by another process, where a read would raise SIGBUS). Readers call
-    /// it once before a scan or a `get`; views that read from memory have nothing to check.
+    /// mapped file truncated by another process, where a read would raise SIGBUS), or the
+    /// error of a read that failed earlier (a view read on demand remembers it: a scan that
+    /// cannot return an error stops at the failed read). Readers call it before a scan or a
+    /// `get`, and after a scan of a view that is not resident; views that read from memory
+    /// have nothing to check.
     fn check_backed(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// Calls `f(first_row, rows)` over rows `from..to` of `view` in order, a run of whole rows at a
+/// time: slices of a resident view's segments as they are, or, for a view that is not
+/// resident, reads of at most `max_bytes` (at least one row) into one buffer. For readers of
+/// every row (encoding an index's codes, copying rows) that must work on either kind of view.
+/// An error if the rows are not all in the view, or from `f`.
+pub fn for_each_rows(
+    view: &dyn RowView,
+    from: u64,
+    to: u64,
+    max_bytes: usize,
+    mut f: impl FnMut(u64, &[f32]) -> Result<()>,
+) -> Result<()> {
+    let layout = view.layout();
+    let stride = layout.stride_f32;
+    if from >= to {
+        return Ok(());
+    }
+    if to > view.rows() {
+        return Err(crate::error::Error::invalid(format!(
+            "rows {from}..{to} are past the view's {} rows",
+            view.rows()
+        )));
+    }
+    if view.resident() {
+        let mut next = from;
+        for i in 0..view.segment_count() {
+            let (first, data) = view.segment(i);
+            let end = (first + (data.len() / stride) as u64).min(to);
+            if end <= next {
+                continue;
+            }
+            let lo = (next - first) as usize;
+            f(next, &data[lo * stride..(end - first) as usize * stride])?;
+            next = end;
+            if next >= to {
+                return Ok(());
+            }
+        }
+        return Err(crate::error::Error::invalid(format!(
+            "rows {next}..{to} are not in the view's segments"
+        )));
+    }
+    let per_read = (max_bytes / layout.stride_bytes()).max(1) as u64;
+    let mut buf = vec![0.0f32; per_read.min(to - from) as usize * stride];
+    let mut next = from;
+    while next < to {
+        let n = per_read.min(to - next) as usize;
+        let rows = &mut buf[..n * stride];
+        view.read_rows(next, rows)?;
+        f(next, rows)?;
+        next += n as u64;
+    }
+    Ok(())
 }
 
 /// The writer's handle on the rows: append, make durable, hand out views.

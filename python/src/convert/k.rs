@@ -1,4 +1,5 @@
-//! The `k` of a search, and the other non-negative counts (`limit`, `offset`).
+//! The `k` of a search, the other non-negative counts (`limit`, `offset`), and a quantized
+//! search's `oversample`.
 
 use super::type_name;
 use crate::errors::invalid;
@@ -35,4 +36,29 @@ pub(crate) fn non_negative(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<usize
     }
     let value: i64 = obj.extract().map_err(|_| bad())?;
     usize::try_from(value).map_err(|_| bad())
+}
+
+/// A quantized search's `oversample`: an int in `1..=srvdb::quant::MAX_OVERSAMPLE`. Anything
+/// else is an `InvalidInputError` (a `ValueError`) that says what is accepted.
+pub(crate) struct Oversample(pub(crate) usize);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Oversample {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let max = srvdb::quant::MAX_OVERSAMPLE;
+        match non_negative(&obj, "oversample") {
+            Ok(n) if (1..=max).contains(&n) => Ok(Oversample(n)),
+            _ => Err(invalid(
+                obj.py(),
+                format!(
+                    "oversample must be an int from 1 to {max} (candidates kept per hit before \
+                     exact rescoring; None for the index's default), got {} {}",
+                    type_name(&obj),
+                    obj.repr().map(|r| r.to_string()).unwrap_or_default()
+                ),
+                None,
+            )),
+        }
+    }
 }
