@@ -301,19 +301,19 @@ impl Index for QuantizedIndex<'_> {
         let uncoded: Vec<u64> = (uncoded_from..total)
             .filter(|&row| !set.is_deleted(row))
             .collect();
-        let mut candidates: Vec<Vec<u64>> = vec![Vec::new(); n];
-        if !all_rows {
-            let codebook = self.codes.codebook();
-            let prepared: Vec<PreparedQuery> = (0..n)
-                .map(|j| codebook.prepare(queries.get(j), queries.norms[j]))
-                .collect();
-            let blocks = self.blocks(coded);
-            for (g, group) in prepared.chunks(QUERY_GROUP).enumerate() {
-                let tops = self.candidates(set, &blocks, group, keep);
-                for (j, top) in tops.into_iter().enumerate() {
-                    candidates[g * QUERY_GROUP + j] = top.into_rows();
-                }
-            }
+        if all_rows {
+            // The same candidates for every query: one gather-scan answers them all.
+            return self.exact.search_rows(set.rows, &uncoded, queries, k);
+        }
+        let codebook = self.codes.codebook();
+        let prepared: Vec<PreparedQuery> = (0..n)
+            .map(|j| codebook.prepare(queries.get(j), queries.norms[j]))
+            .collect();
+        let blocks = self.blocks(coded);
+        let mut candidates: Vec<Vec<u64>> = Vec::with_capacity(n);
+        for group in prepared.chunks(QUERY_GROUP) {
+            let tops = self.candidates(set, &blocks, group, keep);
+            candidates.extend(tops.into_iter().map(Shortlist::into_rows));
         }
         for rows in &mut candidates {
             // Uncoded rows all follow the coded ones, so the list stays ascending.
