@@ -35,7 +35,7 @@ fn metadata(i: usize) -> Metadata {
     Metadata::from_text(format!(
         r#"{{"group": {}, "rare": {}}}"#,
         i % 4,
-        i % 50 == 0
+        i.is_multiple_of(50)
     ))
 }
 
