@@ -51,7 +51,7 @@ class Sizes:
     big_dim: int = 384
     big_queries: int = 100
     perturbed_n: int = 0  # the quantized test's perturbed MiniLM set; 0: none
-    perturbed_noise: float = 0.5
+    perturbed_noise: float = 1.0  # benches/quantized.rs's default (see its doc)
 
 
 FULL = Sizes(synthetic_n=50_000, synthetic_dim=1536, synthetic_queries=1000,
