@@ -8,7 +8,8 @@ RUSTUP ?= rustup
 WASM_TARGET := wasm32-wasip2
 
 .PHONY: all demo test toolchain fmt-check clippy-native wasm-check wasm-clippy component \
-        cargo-test node-test python-test python-dev python-bench bench bench-smoke bench-filtered bench-rust \
+        cargo-test node-test python-test python-dev python-bench bench bench-smoke bench-filtered bench-quantized \
+        bench-quantized-rust bench-rust \
         fmt clippy clean
 
 all: test
@@ -134,6 +135,21 @@ bench: component
 bench-filtered: component
 	$(python_setup)
 	$(BENCH) --tests filtered --merge-into docs/benchmarks/results.json
+
+## bench-quantized: only the quantized test (issue 16: int8 and 1-bit codes rescored exactly,
+## beside each library's exact f32 search; SrvDB native and sandboxed, FAISS, usearch) on the
+## MiniLM set and the 1,000,000 x 384 set made from it, merged into the last full run's
+## docs/benchmarks/results.json and rendered as docs/benchmarks.md.
+bench-quantized: component
+	$(python_setup)
+	$(BENCH) --tests quantized --libs srvdb,srvdb-wasm,faiss,usearch \
+		--datasets minilm,minilm-perturbed --merge-into docs/benchmarks/results.json
+
+## bench-quantized-rust: benches/quantized.rs (int8 at oversample 1-4 and binary at 5, 10, 20
+## against the exact scan, MiniLM and 1M x 384 made from it; SRVDB_QUANT_ROWS=100000 for a
+## quicker run).
+bench-quantized-rust:
+	$(CARGO) bench --bench quantized
 
 ## bench-smoke: every test of the peer benchmark for every library on tiny sizes (under 2
 ## minutes once the virtualenvs exist); fails if a library neither produced every figure nor

@@ -7,6 +7,9 @@ inner product, computed in float64, ties to the lower row):
 - `synthetic`: seeded, clustered Gaussian vectors (the seed's 50,000 x 1536 shape);
 - `minilm`: the real sentence embeddings in `../shared/data` (or `SRVDB_DATA_DIR`), absent
   on machines without them (the caller reports it as skipped);
+- `minilm-perturbed`: for the quantized test, each real row `PERTURBED_VARIANTS` times plus
+  Gaussian noise of expected norm `perturbed_noise`, re-normalised (1,000,000 x 384 in the
+  full run, as benches/quantized.rs builds it), queried with the real queries;
 - `synthetic-big`: a larger clustered set (1,000,000 x 384 in the full run) that only SrvDB
   native runs, and only for the filtered test (the issue's filtered-search figures at scale).
 
@@ -47,13 +50,18 @@ class Sizes:
     big_n: int = 0  # the filtered-only set for SrvDB; 0: none
     big_dim: int = 384
     big_queries: int = 100
+    perturbed_n: int = 0  # the quantized test's perturbed MiniLM set; 0: none
+    perturbed_noise: float = 1.0  # benches/quantized.rs's default (see its doc)
 
 
 FULL = Sizes(synthetic_n=50_000, synthetic_dim=1536, synthetic_queries=1000,
-             real_n=None, real_queries=None, clusters=256, big_n=1_000_000)
+             real_n=None, real_queries=None, clusters=256, big_n=1_000_000,
+             perturbed_n=1_000_000)
 SMOKE = Sizes(synthetic_n=2_000, synthetic_dim=64, synthetic_queries=50,
               real_n=1_000, real_queries=20, clusters=16, big_n=5_000, big_dim=32,
-              big_queries=10)
+              big_queries=10, perturbed_n=5_000)
+#: Variants of each real row in the perturbed set.
+PERTURBED_VARIANTS = 50
 
 #: The filtered test's cases: (name, the `bucket` value it selects, the share of rows that
 #: value gets). Every filter is `{"bucket": value}` (an equality, the common case: "only this
@@ -167,10 +175,12 @@ def _write(dest: Path, base: np.ndarray, queries: np.ndarray, info: dict) -> Pat
     return dest
 
 
-def prepare(cache: Path, sizes: Sizes, big: bool = False) -> dict[str, Path | str]:
+def prepare(cache: Path, sizes: Sizes, big: bool = False,
+            perturbed: bool = False) -> dict[str, Path | str]:
     """Each data set's directory, made if missing; a str instead of a Path says why a set is
     skipped. The cache key holds every size and the seed, so a change makes a new set.
-    `big`: also the filtered-only `synthetic-big` set (when SrvDB's filtered test runs)."""
+    `big`: also the filtered-only `synthetic-big` set (when SrvDB's filtered test runs);
+    `perturbed`: also `minilm-perturbed` (when the quantized test runs)."""
     out: dict[str, Path | str] = {}
     s = sizes
     key = f"synthetic-{s.synthetic_n}x{s.synthetic_dim}-q{s.synthetic_queries}-c{s.clusters}-s{s.seed}"
@@ -190,6 +200,9 @@ def prepare(cache: Path, sizes: Sizes, big: bool = False) -> dict[str, Path | st
         out["minilm"] = "skipped: ../shared/data (or SRVDB_DATA_DIR) has no base.npy/queries.npy"
     else:
         out["minilm"] = prepare_real(cache, s, real)
+    if perturbed:
+        out["minilm-perturbed"] = (prepare_perturbed(cache, s, real) if real is not None
+                                   else out["minilm"])
     if big:
         out["synthetic-big"] = prepare_big(cache, s)
     return out
@@ -206,6 +219,31 @@ def prepare_big(cache: Path, s: Sizes) -> Path:
                 "seed": s.seed + 2}
         _write(dest, base, queries, info)
     ensure_filters(dest, s.seed + 2)
+    return dest
+
+
+def prepare_perturbed(cache: Path, s: Sizes, real: Path) -> Path:
+    key = f"minilm-perturbed-{s.perturbed_n}-v{PERTURBED_VARIANTS}-n{s.perturbed_noise}-s{s.seed}"
+    dest = cache / key
+    if not (dest / "gt.npy").is_file():
+        source = normalise(np.load(real / "base.npy"))
+        queries = normalise(np.load(real / "queries.npy")[: s.real_queries])
+        rng = np.random.default_rng(s.seed + 4)
+        dim = source.shape[1]
+        base = np.empty((s.perturbed_n, dim), dtype=np.float32)
+        step = 50_000
+        for start in range(0, s.perturbed_n, step):
+            rows = np.arange(start, min(start + step, s.perturbed_n))
+            noise = rng.standard_normal((len(rows), dim), dtype=np.float32)
+            base[rows] = source[(rows // PERTURBED_VARIANTS) % len(source)] \
+                + noise * np.float32(s.perturbed_noise / np.sqrt(dim))
+        base = normalise(base)
+        info = {"name": "minilm-perturbed", "variants": PERTURBED_VARIANTS,
+                "noise": s.perturbed_noise, "seed": s.seed + 4,
+                "source": f"MiniLM rows x {PERTURBED_VARIANTS} + Gaussian noise of norm "
+                          f"{s.perturbed_noise}, re-normalised ({repo_relative(real)})"}
+        _write(dest, base, queries, info)
+    ensure_filters(dest, s.seed + 4)
     return dest
 
 

@@ -547,6 +547,126 @@ def filtered_section(results: dict) -> list[str]:
     return lines + [""] + tables
 
 
+# ---------------------------------------------------------------- quantized search
+
+#: Issue 16's targets for SrvDB's quantized modes: (mode, recall@10 at least, single p50 at
+#: most this times the exact f32 p50, index bytes at most this times the f32 bytes).
+QUANTIZED_TARGETS = (("int8 x4", 0.99, 0.35, 0.3), ("binary x10", 0.95, 0.15, 0.05))
+
+
+def quantized_modes(entry: dict, ds: str) -> dict:
+    return figure(entry, ds, "quantized", "modes") or {}
+
+
+def quantized_targets(results: dict) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met?) for issue 16's quantized-search targets, per data set."""
+    out = []
+    for ds in results["datasets"]:
+        for name in OURS:
+            entry = results["libraries"].get(name, {})
+            modes = quantized_modes(entry, ds)
+            f32 = modes.get("f32", {})
+            if "single" not in f32:
+                continue
+            for mode, recall, speed, size in QUANTIZED_TARGETS:
+                m = modes.get(mode, {})
+                if "single" not in m:
+                    out.append((f"{name} {ds}: {mode}", m.get("error", "not measured"), False))
+                    continue
+                r, p50 = m["single"]["recall"], m["single"]["p50_ms"] / f32["single"]["p50_ms"]
+                out.append((f"{name} {ds}: {mode} recall@10 ≥ {recall}", f"{r:.4f}", r >= recall))
+                out.append((f"{name} {ds}: {mode} p50 ≤ {speed}× the exact scan's",
+                            f"{p50:.3f}× ({m['single']['p50_ms']:.3f} vs "
+                            f"{f32['single']['p50_ms']:.3f} ms)", p50 <= speed))
+                batch = m["batch"]["per_query_ms"] / f32["batch"]["per_query_ms"]
+                out.append((f"{name} {ds}: {mode} batch per query ≤ the exact batch's",
+                            f"{batch:.3f}×", batch <= 1.0))
+                f32_bytes = figure(entry, ds, "quantized", "f32_bytes")
+                if m.get("bytes") is not None and f32_bytes:
+                    share = m["bytes"] / f32_bytes
+                    out.append((f"{name} {ds}: {mode} index bytes ≤ {size}× the f32 rows",
+                                f"{share:.4f}× (codes and codebook; ids not counted)",
+                                share <= size))
+    return out
+
+
+def quantized_table(results: dict, ds: str) -> list[str]:
+    rows = [(name, e, quantized_modes(e, ds)) for name, e in results["libraries"].items()]
+    rows = [r for r in rows if r[2]]
+    if not rows:
+        return []
+    shape = shape_of(results, ds)
+    lines = [f"### {ds}" + (f" ({shape[0]:,} x {shape[1]})" if shape else ""), "",
+             "Ratios are to the same library's exact f32 mode in this test (single p50, batch "
+             "per-query time). Bytes: what the mode keeps besides the f32 rows, and its share "
+             "of them.", "",
+             "| library | mode | single p50 ms | p99 ms | ratio | recall@10 | batch ms/query "
+             "| ratio | batch recall | bytes (× f32) | build s |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    errors = []
+    for name, entry, modes in rows:
+        f32 = modes.get("f32", {})
+        f32_bytes = figure(entry, ds, "quantized", "f32_bytes")
+        for mode, m in modes.items():
+            if "error" in m:
+                errors.append(f"- {name} {mode}: " + m["error"].splitlines()[0][:200]
+                              .replace("|", "\\|"))
+                continue
+            if "single" not in m or "batch" not in m:
+                continue
+            single, batch = m["single"], m["batch"]
+            size = "–" if m.get("bytes") is None else (
+                f"{m['bytes'] / 1e6:,.1f} MB ({m['bytes'] / f32_bytes:.3f}×)" if f32_bytes
+                else f"{m['bytes'] / 1e6:,.1f} MB")
+            lines.append(
+                f"| {name} | {mode} | {single['p50_ms']:.3f} | {single['p99_ms']:.3f} | "
+                f"{ratio(single['p50_ms'], f32.get('single', {}).get('p50_ms'))} | "
+                f"{single['recall']:.4f} | {batch['per_query_ms']:.4f} | "
+                f"{ratio(batch['per_query_ms'], f32.get('batch', {}).get('per_query_ms'))} | "
+                f"{batch['recall']:.4f} | {size} | {num(m.get('build_seconds'))} |")
+    lines.append("")
+    hows = [f"- {name} {mode}: {m['how']}" for name, _e, modes in rows
+            for mode, m in modes.items() if m.get("how")]
+    if hows:
+        lines += ["How each mode is called:", "", *hows, ""]
+    if errors:
+        lines += ["Modes that failed:", "", *errors, ""]
+    return lines
+
+
+def quantized_section(results: dict) -> list[str]:
+    tables = [line for ds in results["datasets"] for line in quantized_table(results, ds)]
+    if not tables:
+        return []
+    lines = ["## Quantized search (issue 16)", "",
+             "`run_peers.py --tests quantized` (`make bench-quantized`): each library's exact "
+             "f32 search, then its compressed modes (int8 and 1-bit codes; `x N`: N × k "
+             "candidates rescored exactly over the f32 rows), each built from the open "
+             "collection, then single queries and batches of "
+             f"{results['config'].get('quantized_batch')} queries, recall@10 against the "
+             "float64 ground truth.", ""]
+    runs = [r for r in results.get("partial_runs", []) if "quantized" in r["tests"]]
+    for r in runs:
+        load = r["machine"].get("loadavg_at_start") or [0]
+        lines += [f"- Quantized-only run started {r['started_utc']}, "
+                  f"{r.get('wall_seconds') or 0:.0f} s, 1-minute load average {load[0]:.2f} at "
+                  f"its start: {', '.join(r['libraries'])} on {', '.join(r['datasets'])}."]
+    if runs:
+        lines.append("")
+    perturbed = results["datasets"].get("minilm-perturbed")
+    if isinstance(perturbed, dict) and "rows" in perturbed:
+        lines += [f"`minilm-perturbed`: {perturbed.get('source', '')}; the real queries, float64 "
+                  "ground truth.", ""]
+    targets_ = quantized_targets(results)
+    if targets_:
+        lines += ["| target | measured | met |", "| --- | ---: | :---: |"]
+        for text, measured, met in targets_:
+            mark = "–" if met is None else ("yes" if met else "**no**")
+            lines.append(f"| {text} | {measured} | {mark} |")
+        lines.append("")
+    return lines + tables
+
+
 # ---------------------------------------------------------------- plots
 
 
@@ -674,6 +794,7 @@ def render(results: dict, json_name: str) -> str:
     for ds in results["datasets"]:
         lines += main_table(results, ds)
     lines += filtered_section(results)
+    lines += quantized_section(results)
     lines += limits_section(results)
     lines += datasets_section(results)
     lines += status_section(results)

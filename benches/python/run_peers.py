@@ -1,7 +1,7 @@
 """SrvDB against its peers, side by side, in one run: `make bench` (full) and `make bench-smoke`.
 
     python3 benches/python/run_peers.py [--smoke] [--libs srvdb,faiss,...] [--out FILE.json]
-                                        [--report-dir DIR] [--tests filtered]
+                                        [--report-dir DIR] [--tests filtered|quantized]
                                         [--merge-into RESULTS.json]
 
 1. Makes the peers' virtualenv (peer_env.py; each requirement installed separately, a failure
@@ -20,6 +20,11 @@ no memory probe). `--merge-into` puts this run's figures of those tests into an 
 JSON (e.g. docs/benchmarks/results.json) and renders the report from the merged file, so a
 filtered-only run updates the filtered section and keeps the rest as measured before;
 `--merge-from RUN.json` merges a run made earlier (e.g. of other libraries) without running.
+
+`--tests quantized` runs only the quantized test (issue 16: int8 and 1-bit codes rescored
+exactly, each library's exact f32 search beside them), on the real MiniLM set and a 1M x 384
+set made from it (`minilm-perturbed`, bench_data.py), for the libraries with compressed
+vectors (SrvDB, FAISS, usearch); a full run leaves it out.
 
 `--smoke` runs every test on tiny sizes and checks that each library produced every figure or
 was reported failed with a reason, and that SrvDB's answers are exact (recall 1.0 against
@@ -84,13 +89,15 @@ CONFIG_FULL = {"k": 10, "warmup_queries": 5, "latency_queries": 200, "latency_mi
                "concurrent_threads": 16, "concurrent_queries": 800, "concurrent_max_seconds": 60,
                "sweep_threads": [1, 2, 4, 8], "sweep_seconds": 2.0,
                "filtered_queries": 100, "filtered_min_queries": 20, "filtered_max_seconds": 20,
-               "memory_rows": 10_000, "timeout_s": 1200}
+               "memory_rows": 10_000, "quantized_batch": 100, "quantized_batch_rounds": 3,
+               "timeout_s": 1200}
 CONFIG_SMOKE = {"k": 10, "warmup_queries": 2, "latency_queries": 20, "latency_min_queries": 20,
                 "latency_max_seconds": 5, "batch_queries": 50, "recall_max_seconds": 10,
                 "concurrent_threads": 16, "concurrent_queries": 64, "concurrent_max_seconds": 10,
                 "sweep_threads": [1, 2, 4, 8], "sweep_seconds": 0.1,
                 "filtered_queries": 10, "filtered_min_queries": 10, "filtered_max_seconds": 5,
-               "memory_rows": 2_000, "timeout_s": 120}
+               "memory_rows": 2_000, "quantized_batch": 10, "quantized_batch_rounds": 1,
+               "timeout_s": 120}
 
 
 def tail(text: str, lines: int = 15) -> str:
@@ -110,7 +117,8 @@ class Runner:
                 sys.exit(f"unknown tests {sorted(unknown)}; known: {', '.join(TESTS)}")
             self.cfg["tests"] = ["ingest", *self.tests]
         # The big set is for the filtered test only.
-        self.cfg["dataset_tests"] = {"synthetic-big": ["ingest", "filtered"]}
+        self.cfg["dataset_tests"] = {"synthetic-big": ["ingest", "filtered"],
+                                     "minilm-perturbed": ["ingest", "quantized"]}
         mode = "smoke" if args.smoke else "full"
         self.work = REPO / "target" / "bench-work" / mode
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -158,7 +166,10 @@ class Runner:
         t0 = time.perf_counter()
         print("==> data sets (cached in target/bench-data)", flush=True)
         big = any(lib.big for lib in libs) and (self.tests is None or "filtered" in self.tests)
-        data = prepare(REPO / "target" / "bench-data", SMOKE if self.smoke else FULL, big=big)
+        quantized = bool(self.tests and "quantized" in self.tests
+                         and any(lib.quantized for lib in libs))
+        data = prepare(REPO / "target" / "bench-data", SMOKE if self.smoke else FULL, big=big,
+                       perturbed=quantized)
         usable = {k: str(v) for k, v in data.items() if isinstance(v, Path)
                   and (self.only_datasets is None or k in self.only_datasets)}
         self.results["datasets"] = {k: (str(v) if isinstance(v, Path) else {"skipped": v})
@@ -212,7 +223,8 @@ class Runner:
         workdir = self.work / lib.name
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
-        datasets = {k: v for k, v in datasets.items() if lib.big or k != "synthetic-big"}
+        datasets = {k: v for k, v in datasets.items() if (lib.big or k != "synthetic-big")
+                    and (lib.quantized or k != "minilm-perturbed")}
         config = dict(self.cfg, datasets=datasets, workdir=str(workdir / "db"))
         (workdir / "config.json").write_text(json.dumps(config))
         out = workdir / "result.json"
@@ -311,7 +323,7 @@ def machine_info() -> dict:
 # What a library must have produced, per data set, for the smoke check.
 REQUIRED = ("ingest", "latency", "batch", "recall", "concurrent", "sweep", "filtered")
 #: The tests --tests can pick.
-TESTS = ("latency", "filtered", "batch")
+TESTS = ("latency", "filtered", "batch", "quantized")
 
 
 def filtered_problems(name: str, ds: str, fig: dict) -> list[str]:
@@ -342,6 +354,28 @@ def filtered_problems(name: str, ds: str, fig: dict) -> list[str]:
     return problems
 
 
+def quantized_problems(name: str, ds: str, fig: dict, modes: tuple[str, ...]) -> list[str]:
+    """A quantized test with a mode missing or without figures (a peer's mode may fail with
+    its error recorded; SrvDB's may not), and SrvDB's exact f32 mode not exact."""
+    problems = []
+    got = fig.get("quantized", {}).get("modes", {})
+    for mode in modes:
+        m = got.get(mode)
+        if m is None:
+            problems.append(f"{name}/{ds}: quantized mode {mode!r} missing")
+        elif "error" in m:
+            if name.startswith("srvdb"):
+                problems.append(f"{name}/{ds}: quantized {mode}: {m['error']}")
+        elif "single" not in m or "batch" not in m:
+            problems.append(f"{name}/{ds}: quantized {mode}: figures missing")
+    exact = got.get("f32", {})
+    if name.startswith("srvdb") and "single" in exact and (
+            exact["single"]["recall"] != 1.0 or exact["batch"]["recall"] != 1.0):
+        problems.append(f"{name}/{ds}: quantized f32 (exact=True) recall "
+                        f"{exact['single']['recall']} / {exact['batch']['recall']}, want 1.0")
+    return problems
+
+
 def smoke_check(results: dict) -> list[str]:
     """Problems that make `make bench-smoke` fail: a library with status ok but a figure
     missing, a failure without a reason, or SrvDB not ok or not exact."""
@@ -364,9 +398,13 @@ def smoke_check(results: dict) -> list[str]:
                         and "batch" in only]
             if ds == "synthetic-big":
                 need = ("ingest", "filtered")
+            if ds == "minilm-perturbed":
+                need = ("ingest",)
             missing = [t for t in need if t not in fig]
             if missing:
                 problems.append(f"{name}/{ds}: missing {missing}")
+            if only and "quantized" in only and lib.quantized:
+                problems += quantized_problems(name, ds, fig, lib.make_class().quantized_modes)
             if "filtered" in fig:
                 problems += filtered_problems(name, ds, fig)
             if name.startswith("srvdb") and "latency" in fig:
@@ -374,7 +412,7 @@ def smoke_check(results: dict) -> list[str]:
                 recalls.append(fig["latency"]["recall"])
                 if min(recalls) != 1.0:
                     problems.append(f"{name}/{ds}: recall {recalls}, want 1.0 (exact search)")
-        if lib.memory and "delta_mb" not in entry.get("memory", {}):
+        if lib.memory and not only and "delta_mb" not in entry.get("memory", {}):
             problems.append(f"{name}: no memory figure ({entry.get('memory')})")
     return problems
 
@@ -402,7 +440,7 @@ def merge(earlier: dict, now: dict, tests: list[str]) -> dict:
     for ds, info in now["datasets"].items():
         out["datasets"].setdefault(ds, info)
     out["config"] = {**out["config"], **{k: v for k, v in now["config"].items()
-                                         if k.startswith("filtered")}}
+                                         if k.startswith(("filtered", "quantized"))}}
     for name, entry in now["libraries"].items():
         old = out["libraries"].setdefault(name, {})
         if entry.get("status") != "ok":

@@ -25,7 +25,14 @@ latency and recall@k against the exact float64 top k among only the matching row
 (`filter_gt.npz`; where fewer than k rows match, against all of them), and how many returned
 rows did not match the filter.
 
-The config's `tests` (None: all) limits the tests of a run (`run_peers.py --tests`), and
+`quantized` (only when the run names it: `run_peers.py --tests quantized`; for libraries with
+compressed vectors, `Adapter.quantized_modes`): for each mode, in the library's order (its
+exact f32 search first), build it from the open collection (timed, with the bytes it keeps
+besides the f32 rows), then single queries (p50/p95/p99 and recall@k) and batches of
+`quantized_batch` queries (`quantized_batch_rounds` passes over the query set; per-query time
+of each call, and recall). A mode that fails records its error and the next one runs.
+
+The config's `tests` (None: all but `quantized`) limits the tests of a run (`run_peers.py --tests`), and
 `dataset_tests` the tests of one data set (the big filtered-only set); `ingest` always runs.
 """
 
@@ -115,6 +122,8 @@ class Run:
         tmp.replace(self.out)
 
     def wants(self, test: str, dataset: str | None = None) -> bool:
+        if test == "quantized" and "quantized" not in (self.cfg.get("tests") or ()):
+            return False
         only = [self.lib.tests, self.cfg.get("tests"),
                 self.cfg.get("dataset_tests", {}).get(dataset) if dataset else None]
         return all(o is None or test in o for o in only)
@@ -162,6 +171,9 @@ class Run:
             self.save()
             fig["sweep"] = self.sweep(adapter, queries, fig["concurrent"])
             self.save()
+        if adapter.quantized_modes and self.wants("quantized", name):
+            fig["quantized"] = {"f32_bytes": int(base.nbytes), "modes": {}}
+            self.quantized(adapter, base, queries, gt, fig["quantized"]["modes"])
         adapter.close()
 
     def ingest(self, adapter, path: Path, directory: Path, base: np.ndarray) -> dict:
@@ -250,6 +262,49 @@ class Run:
                                           if 0 <= r < len(bucket))
             figures["short_answers"] = sum(len(f) < want for f in found)
         return figures
+
+    def quantized(self, adapter, base: np.ndarray, queries: np.ndarray, gt: np.ndarray,
+                  out: dict) -> None:
+        """The quantized test (see the module's doc); `out` is filled mode by mode."""
+        c, k = self.cfg, self.cfg["k"]
+        size = c["quantized_batch"]
+        for mode in adapter.quantized_modes:
+            fig = out[mode] = {}
+            try:
+                t0 = time.perf_counter()
+                fig["how"], fig["bytes"] = adapter.prepare_quantized(mode, base)
+                fig["build_seconds"] = time.perf_counter() - t0
+                for i in range(c["warmup_queries"]):
+                    adapter.search_quantized(queries[i % len(queries)], k, mode)
+                times, found = [], []
+                for i in range(c["latency_queries"]):
+                    if i >= c["latency_min_queries"] and sum(times) > c["latency_max_seconds"]:
+                        break
+                    q = queries[i % len(queries)]
+                    t0 = time.perf_counter()
+                    hits = adapter.search_quantized(q, k, mode)
+                    times.append(time.perf_counter() - t0)
+                    found.append(hits)
+                fig["single"] = percentiles(times)
+                fig["single"]["recall"] = recall_at_k(found, gt[np.arange(len(found)) % len(gt)], k)
+                self.save()
+                starts = list(range(0, len(queries) - size + 1, size)) or [0]
+                adapter.search_batch_quantized(queries[:size], k, mode)
+                per_query, hits_, total = [], 0, 0
+                for _ in range(c["quantized_batch_rounds"]):
+                    for s in starts:
+                        batch = queries[s:s + size]
+                        t0 = time.perf_counter()
+                        rows = adapter.search_batch_quantized(batch, k, mode)
+                        per_query.append((time.perf_counter() - t0) / len(batch))
+                        hits_ += recall_at_k(rows, gt[s:s + len(batch)], k) * len(batch)
+                        total += len(batch)
+                fig["batch"] = {"size": min(size, len(queries)), "calls": len(per_query),
+                                "per_query_ms": float(np.median(per_query) * 1e3),
+                                "recall": hits_ / total}
+            except Exception as e:  # recorded; the next mode still runs
+                fig["error"] = f"{type(e).__name__}: {e}"
+            self.save()
 
     def batch_and_recall(self, adapter, queries: np.ndarray, gt: np.ndarray) -> tuple[dict, dict]:
         c, k = self.cfg, self.cfg["k"]

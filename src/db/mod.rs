@@ -39,7 +39,7 @@ use crate::meta::MetaStore;
 use crate::quant::codes::CodeTable;
 use crate::quant::codes_file::CodesFile;
 use crate::quant::index::ScanOptions;
-use crate::quant::{IndexInfo, IndexSpec};
+use crate::quant::{IndexInfo, IndexSpec, Quantization};
 use crate::storage::fs::{DirLock, FsLocation};
 use crate::storage::memory::MemoryLocation;
 use crate::storage::{Location, RowStore, RowView};
@@ -69,6 +69,9 @@ struct Snapshot {
     field_indexes: Arc<FieldIndexes>,
     /// The quantized index's codes as of this snapshot (rows `0..codes.rows()`), if one exists.
     codes: Option<CodeTable>,
+    /// An index asked for before the database had a dimension, built at the first commit of
+    /// rows (see [`Writer::index_pending`]).
+    index_pending: Option<Quantization>,
 }
 
 /// State `get` needs besides the snapshot; changed together with it under one lock.
@@ -98,6 +101,9 @@ struct Writer {
     codes: Option<CodeTable>,
     /// `index.codes` while an index exists: codes are written and synced at commit.
     codes_file: Option<CodesFile>,
+    /// An index asked for before the database had a dimension: recorded in `metadata.db` as
+    /// pending, and built (trained on the rows) right after the first commit of rows.
+    index_pending: Option<Quantization>,
 }
 
 impl Writer {
@@ -190,6 +196,7 @@ impl Database {
             meta_version: w.meta_version,
             field_indexes: w.field_indexes.clone(),
             codes: w.codes.clone(),
+            index_pending: w.index_pending,
         }
     }
 

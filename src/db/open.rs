@@ -178,6 +178,7 @@ impl Database {
         // The quantized index's codes (see `vector_index`): a temporary file is a create that
         // never finished, and a codes file without a record belongs to no index.
         location.remove(codes_file::CODES_TEMP)?;
+        let mut index_pending = None;
         let (codes, codes_file) = match meta.vector_index()? {
             Some(record) => {
                 let view = rows.as_ref().map(|r| r.view());
@@ -193,6 +194,7 @@ impl Database {
             }
             None => {
                 location.remove(codes_file::CODES)?;
+                index_pending = meta.pending_vector_index()?;
                 (None, None)
             }
         };
@@ -217,6 +219,7 @@ impl Database {
             field_indexes: Arc::new(field_indexes),
             codes,
             codes_file,
+            index_pending,
         };
         let coalesce = options.coalesce_searches;
         let db = Database {
@@ -235,6 +238,7 @@ impl Database {
                 meta_version: 0,
                 field_indexes: Default::default(),
                 codes: None,
+                index_pending: None,
             }),
             codes_on_disk: true,
             coalescer: Coalescer::default(),
@@ -259,6 +263,9 @@ impl Database {
             if w.embedder_unrecorded.is_some() {
                 db.commit_locked(&mut w)?;
             }
+            // An index waiting for rows whose first commit happened before a crash let it
+            // be built.
+            db.build_pending_index(&mut w)?;
             let snapshot = Self::snapshot_of(&w);
             db.published.store(Arc::new(snapshot));
         }

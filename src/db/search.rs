@@ -106,13 +106,17 @@ impl Database {
     /// million hits must not make every query it is grouped with carry a million-entry top-k.
     /// They also share it only with queries of the same [`ScanOptions`]: one asking for the
     /// exact scan or more candidates must get them, and the others must not pay for them.
+    /// Over codes, only queries of the same `k` share a scan: a larger `k` keeps more
+    /// candidates, and a query's answer must not depend on what it was grouped with.
     fn search_group(&self, group: &[Arc<Request>]) -> Vec<Result<Vec<SearchHit>>> {
         let snap = self.published.load_full();
         let mut answers: Vec<Option<Result<Vec<SearchHit>>>> = group.iter().map(|_| None).collect();
         let mut order: Vec<usize> = (0..group.len()).collect();
         let class_of = |i: usize| {
             let r = &group[i];
-            (k_class(r.k), r.options.exact, r.options.oversample)
+            let over_codes = snap.codes.is_some() && !r.options.exact;
+            let k = if over_codes { r.k } else { k_class(r.k) };
+            (k, r.options.exact, r.options.oversample)
         };
         order.sort_by_key(|&i| class_of(i));
         for class in order.chunk_by(|&a, &b| class_of(a) == class_of(b)) {
@@ -151,8 +155,7 @@ impl Database {
         }
         match self.search_snapshot(snap, &queries, members.len(), k, options) {
             // The top k of a larger k is its first k: ranks are a total order (ties by row).
-            // Over codes too: the candidates of a larger k include those of a smaller one
-            // (the code scan's ranks are a total order as well), and are rescored exactly.
+            // (Over codes every member has the same k: see `search_group`.)
             Ok(lists) if lists.len() == members.len() => lists
                 .into_iter()
                 .zip(members)

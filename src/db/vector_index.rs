@@ -6,7 +6,9 @@
 //!   most [`TRAIN_ROWS`]), encode every row (deleted ones too, so row numbers stay the
 //!   index), write the codes file durably under a new generation, then one redb transaction
 //!   records the index (codebook and generation). A database with a dimension but no rows
-//!   gets a neutral codebook; `compact` retrains it.
+//!   gets a neutral codebook; `compact` retrains it. One with no dimension yet records the
+//!   index as pending, and the first commit of rows builds it (trained on those rows); a
+//!   crash between that commit and the build leaves the pending record, and open builds it.
 //! - keep in step: appended rows are encoded at once (`write::append_rows`); at commit their
 //!   codes are written and fsynced with the rows, before the redb commit that names them.
 //!   Deletes need nothing: the scan skips tombstoned rows.
@@ -20,6 +22,8 @@
 //!   codebook is retrained on the surviving rows and the codes rewritten under a new
 //!   generation. A crash in between leaves a record whose codes open rebuilds.
 //! - drop: one redb transaction removes the record, then the file is removed.
+//!
+//! An in-memory database keeps its codes in memory only (`Database::codes_on_disk`).
 
 use super::{lock_poison_free, Database, Writer};
 use crate::error::{Error, Result};
@@ -27,7 +31,7 @@ use crate::meta::IndexRecord;
 use crate::quant::codes::CodeTable;
 use crate::quant::codes_file::{self, CodesFile, Opened};
 use crate::quant::{Codebook, IndexInfo, IndexKind, IndexSpec, Quantization};
-use crate::storage::{Location, RowView};
+use crate::storage::{for_each_rows, Location, RowView};
 use crate::types::Metric;
 use std::sync::Arc;
 
@@ -50,16 +54,27 @@ impl Database {
             .as_ref()
             .is_some_and(|c| c.codebook().quantization() == quantization)
         {
-            return Ok(info_of(w.codes.as_ref()));
+            return Ok(info_of(w.codes.as_ref(), None));
         }
         if w.dim.is_none() {
-            return Err(Error::invalid(
-                "the database has no dimension yet: add rows (or open with a dimension) before creating an index",
-            ));
+            // Nothing to train on or size codes for yet: the index is recorded as pending and
+            // built after the first rows are committed.
+            if w.index_pending != Some(quantization) {
+                self.meta.set_pending_vector_index(quantization)?;
+                w.index_pending = Some(quantization);
+                self.publish(&mut w);
+            }
+            return Ok(info_of(None, w.index_pending));
         }
         self.commit_locked(&mut w)?;
-        self.rebuild_vector_index(&mut w, quantization)?;
-        Ok(info_of(w.codes.as_ref()))
+        // That commit may have built an index that was waiting for rows.
+        if w.codes
+            .as_ref()
+            .is_none_or(|c| c.codebook().quantization() != quantization)
+        {
+            self.rebuild_vector_index(&mut w, quantization)?;
+        }
+        Ok(info_of(w.codes.as_ref(), None))
     }
 
     /// Trains a `quantization` codebook on the live rows, writes every row's code under a new
@@ -85,7 +100,7 @@ impl Database {
                 rows,
                 w.live,
                 |row| tombstones.contains(row),
-            );
+            )?;
             let mut table = CodeTable::new(Arc::new(codebook));
             if let Some(view) = view.as_deref() {
                 encode_rows(&mut table, view, rows)?;
@@ -119,15 +134,28 @@ impl Database {
         }
     }
 
+    /// Builds the index recorded as pending once rows are committed (see
+    /// [`Writer::index_pending`]); nothing to do otherwise.
+    pub(super) fn build_pending_index(&self, w: &mut Writer) -> Result<()> {
+        match w.index_pending {
+            Some(quantization) if w.committed_rows > 0 => {
+                w.index_pending = None;
+                self.rebuild_vector_index(w, quantization)
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub(super) fn drop_vector_index(&self) -> Result<bool> {
         let mut w = lock_poison_free(&self.writer);
         w.check()?;
-        if w.codes.is_none() {
+        if w.codes.is_none() && w.index_pending.is_none() {
             return Ok(false);
         }
         self.meta.set_vector_index(None)?;
         w.codes = None;
         w.codes_file = None;
+        w.index_pending = None;
         self.publish(&mut w);
         // The record is gone: a file left by a failure here is removed on the next open.
         self.location.remove(codes_file::CODES)?;
@@ -135,7 +163,8 @@ impl Database {
     }
 
     pub(super) fn vector_index_info(&self) -> IndexInfo {
-        info_of(self.published.load().codes.as_ref())
+        let snap = self.published.load();
+        info_of(snap.codes.as_ref(), snap.index_pending)
     }
 
     /// Publishes the writer's state to readers (under the id lock, as every publish is).
@@ -161,18 +190,27 @@ impl Database {
     }
 }
 
-/// What `index_info` reports for `codes`.
-fn info_of(codes: Option<&CodeTable>) -> IndexInfo {
+/// What `index_info` reports for `codes`, or for an index `pending` (no rows yet).
+fn info_of(codes: Option<&CodeTable>, pending: Option<Quantization>) -> IndexInfo {
     IndexInfo {
         kind: IndexKind::Flat,
-        quantization: codes.map(|c| c.codebook().quantization()),
+        quantization: codes.map(|c| c.codebook().quantization()).or(pending),
         rows: codes.map_or(0, |c| c.rows()),
         bytes: codes.map_or(0, |c| c.bytes()),
     }
 }
 
+/// Bytes of rows copied for training when the view is not resident (read from the file on
+/// demand): the sample is then smaller than [`TRAIN_ROWS`] for wide rows, so training never
+/// holds more than this of them (a resident view's sample is borrowed, not copied).
+pub const TRAIN_COPY_BYTES: usize = 64 << 20;
+
+/// Bytes of rows read at a time when encoding from a view that is not resident.
+const ENCODE_READ_BYTES: usize = 4 << 20;
+
 /// Trains on the live rows of `view` (`rows` of them, `live` not deleted), an even sample
-/// of at most [`TRAIN_ROWS`].
+/// of at most [`TRAIN_ROWS`] (fewer for a view that is not resident, see
+/// [`TRAIN_COPY_BYTES`]).
 fn train(
     quantization: Quantization,
     metric: Metric,
@@ -181,43 +219,41 @@ fn train(
     rows: u64,
     live: u64,
     is_dead: impl Fn(u64) -> bool,
-) -> Codebook {
-    let step = live.div_ceil(TRAIN_ROWS).max(1);
-    let sample = view.into_iter().flat_map(|view| {
-        (0..rows)
-            .filter(|&row| !is_dead(row))
-            .step_by(step as usize)
-            .filter_map(move |row| view.row(row))
-            .map(move |data| (&data[..dim], data[dim]))
-    });
-    Codebook::train(quantization, metric, dim, sample)
+) -> Result<Codebook> {
+    let Some(view) = view else {
+        return Ok(Codebook::train(
+            quantization,
+            metric,
+            dim,
+            std::iter::empty(),
+        ));
+    };
+    let budget = if view.resident() {
+        TRAIN_ROWS
+    } else {
+        (TRAIN_COPY_BYTES / view.layout().stride_bytes()).clamp(1, TRAIN_ROWS as usize) as u64
+    };
+    let step = live.div_ceil(budget).max(1);
+    let mut sample = Vec::new();
+    for (k, row) in (0..rows).filter(|&row| !is_dead(row)).enumerate() {
+        if (k as u64).is_multiple_of(step) {
+            if let Some(data) = view.read_row(row)? {
+                sample.push(data);
+            }
+        }
+    }
+    let sample = sample.iter().map(|data| (&data[..dim], data[dim]));
+    Ok(Codebook::train(quantization, metric, dim, sample))
 }
 
-/// Appends to `table` the codes of its missing rows `table.rows()..to` of `view`.
+/// Appends to `table` the codes of its missing rows `table.rows()..to` of `view` (resident or
+/// read from the file in bounded runs).
 fn encode_rows(table: &mut CodeTable, view: &dyn RowView, to: u64) -> Result<()> {
     let layout = view.layout();
-    let stride = layout.stride_f32;
-    for i in 0..view.segment_count() {
-        let from = table.rows();
-        if from >= to {
-            break;
-        }
-        let (first, data) = view.segment(i);
-        let n = (data.len() / stride) as u64;
-        if first + n <= from {
-            continue;
-        }
-        let lo = (from - first) as usize;
-        let hi = (to.min(first + n) - first) as usize;
-        table.push_rows(layout, &data[lo * stride..hi * stride]);
-    }
-    if table.rows() < to {
-        return Err(Error::invalid(format!(
-            "only {} of {to} rows could be read for the index: vectors.bin is shorter than its commit",
-            table.rows()
-        )));
-    }
-    Ok(())
+    for_each_rows(view, table.rows(), to, ENCODE_READ_BYTES, |_, rows| {
+        table.push_rows(layout, rows);
+        Ok(())
+    })
 }
 
 /// The index's codes at open, from `record` and the committed rows of `view`: read from

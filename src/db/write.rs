@@ -343,7 +343,7 @@ impl Database {
                 w.embedder_unrecorded = None;
                 w.committed_rows = committed_rows;
                 w.config_committed = true;
-                Ok(())
+                self.build_pending_index(w)
             }
             Err(e) => {
                 w.poisoned = Some(e.to_string());

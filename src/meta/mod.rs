@@ -7,7 +7,7 @@ mod field_index;
 pub use self::field_index::{keys_at, metadata_object, IndexKey, IndexValues, LoadedIndex};
 
 use crate::error::{Error, Result};
-use crate::quant::Codebook;
+use crate::quant::{Codebook, Quantization};
 use crate::storage::{create_durably, names, ByteFile, Location};
 use crate::types::{EmbedderSpec, Metadata, Metric, MAX_DIMENSION};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -40,6 +40,9 @@ const CONFIG_TEXT: TableDefinition<&str, &str> = TableDefinition::new("config_te
 const VECTOR_INDEX: TableDefinition<&str, &[u8]> = TableDefinition::new("vector_index");
 const INDEX_RECORD: &str = "record";
 const INDEX_LAST_GENERATION: &str = "last_generation";
+/// An index asked for before the database had a dimension: the quantization's code (1 int8,
+/// 2 binary), until the first rows are committed and the index is built.
+const INDEX_PENDING: &str = "pending";
 /// The first byte of an index record: its format.
 const INDEX_RECORD_FORMAT: u8 = 1;
 
@@ -895,6 +898,47 @@ impl MetaStore {
         run().map_err(meta_err(&ctx))
     }
 
+    /// The index waiting for the first rows (see [`MetaStore::set_pending_vector_index`]).
+    pub fn pending_vector_index(&self) -> Result<Option<Quantization>> {
+        let ctx = format!("reading the vector index record of {}", self.path.display());
+        let run = || -> std::result::Result<Option<Vec<u8>>, redb::Error> {
+            let txn = self.db.begin_read().map_err(to_redb)?;
+            let Some(table) = open_or_none(&txn, VECTOR_INDEX)? else {
+                return Ok(None);
+            };
+            Ok(table.get(INDEX_PENDING)?.map(|v| v.value().to_vec()))
+        };
+        match run().map_err(meta_err(&ctx))?.as_deref() {
+            None => Ok(None),
+            Some([1]) => Ok(Some(Quantization::Int8)),
+            Some([2]) => Ok(Some(Quantization::Binary)),
+            Some(_) => Err(Error::corrupt(
+                &self.path,
+                "vector_index: the pending index is not one this build writes: drop_index() and create it again",
+            )),
+        }
+    }
+
+    /// Records, durably, that an index of `quantization` is to be built once the first rows
+    /// are committed (the database has no dimension yet, so no codebook can exist).
+    pub fn set_pending_vector_index(&self, quantization: Quantization) -> Result<()> {
+        let ctx = format!("recording the vector index in {}", self.path.display());
+        let code: u8 = match quantization {
+            Quantization::Int8 => 1,
+            Quantization::Binary => 2,
+        };
+        let run = || -> std::result::Result<(), redb::Error> {
+            let txn = self.db.begin_write().map_err(to_redb)?;
+            {
+                let mut table = txn.open_table(VECTOR_INDEX)?;
+                table.insert(INDEX_PENDING, [code].as_slice())?;
+            }
+            txn.commit()?;
+            Ok(())
+        };
+        run().map_err(meta_err(&ctx))
+    }
+
     /// Records `record` as the index (replacing any), or removes the index with `None`, in one
     /// durable transaction.
     pub fn set_vector_index(&self, record: Option<&IndexRecord>) -> Result<()> {
@@ -917,6 +961,8 @@ impl MetaStore {
                         table.remove(INDEX_RECORD)?;
                     }
                 }
+                // A recorded index supersedes one waiting for rows; a drop removes both.
+                table.remove(INDEX_PENDING)?;
             }
             txn.commit()?;
             Ok(())

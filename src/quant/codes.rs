@@ -100,3 +100,36 @@ impl CodeTable {
         self.codes.slice(at, self.code_len)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Metric;
+
+    /// `runs` covers exactly the rows asked for, across chunk boundaries, in order.
+    #[test]
+    fn runs_cover_a_row_range_across_chunks() {
+        let codebook = Codebook::train(Quantization::Binary, Metric::Dot, 64, std::iter::empty());
+        let mut table = CodeTable::new(Arc::new(codebook));
+        let rows = 2 * CODE_CHUNK_ROWS as u64 + 100;
+        let codes: Vec<u8> = (0..rows).flat_map(|r| r.to_le_bytes()).collect();
+        table.push_codes(&codes);
+        for (from, to) in [
+            (0, rows),
+            (5, 6),
+            (CODE_CHUNK_ROWS as u64 - 1, CODE_CHUNK_ROWS as u64 + 1),
+            (rows - 3, rows + 10),
+            (7, 7),
+        ] {
+            let mut next = from;
+            for (first, bytes) in table.runs(from, to) {
+                assert_eq!(first, next);
+                for code in bytes.chunks_exact(8) {
+                    assert_eq!(code, next.to_le_bytes());
+                    next += 1;
+                }
+            }
+            assert_eq!(next, to.min(rows).max(from), "{from}..{to}");
+        }
+    }
+}

@@ -28,6 +28,13 @@ class Library:
     memory: bool = True
     #: Also runs the filtered test on the big filtered-only set (bench_data's synthetic-big).
     big: bool = False
+    #: Has quantized modes (`Adapter.quantized_modes`): runs the quantized test, also on
+    #: bench_data's perturbed 1M MiniLM set.
+    quantized: bool = False
+
+    def make_class(self):
+        """The adapter's class, without making one (which imports the library)."""
+        return getattr(import_module(f"peers.{self.module}"), self.factory)
 
     def make(self):
         cls: Callable = getattr(import_module(f"peers.{self.module}"), self.factory)
@@ -39,13 +46,17 @@ class Library:
 NUMPY_ENV = {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None}
 
 LIBRARIES = {lib.name: lib for lib in [
-    Library("srvdb", "srvdb", "srvdb_engine", "SrvDB", {"backend": "native"}, big=True),
-    Library("srvdb-wasm", "srvdb", "srvdb_engine", "SrvDB", {"backend": "wasm"}),
+    Library("srvdb", "srvdb", "srvdb_engine", "SrvDB", {"backend": "native"}, big=True,
+            quantized=True),
+    Library("srvdb-wasm", "srvdb", "srvdb_engine", "SrvDB", {"backend": "wasm"},
+            quantized=True),
     Library("srvdb-1thread", "srvdb", "srvdb_engine", "SrvDB", {"backend": "native"},
             env={"RAYON_NUM_THREADS": "1"}, tests=("ingest", "latency"), memory=False),
     Library("numpy", "peers", "numpy_bf", "NumpyBruteForce", packages=("numpy",), env=NUMPY_ENV),
-    Library("faiss", "peers", "faiss_flat", "FaissFlat", packages=("faiss-cpu",)),
-    Library("usearch", "peers", "usearch_exact", "UsearchExact", packages=("usearch",)),
+    Library("faiss", "peers", "faiss_flat", "FaissFlat", packages=("faiss-cpu",),
+            quantized=True),
+    Library("usearch", "peers", "usearch_exact", "UsearchExact", packages=("usearch",),
+            quantized=True),
     Library("hnswlib", "peers", "hnswlib_bf", "HnswlibBF", packages=("hnswlib",)),
     Library("chroma", "peers", "chroma", "Chroma", packages=("chromadb",)),
     Library("lancedb", "peers", "lance", "Lance", packages=("lancedb", "pyarrow")),

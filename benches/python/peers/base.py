@@ -22,6 +22,15 @@ why in `no_filter_reason`):
 - `index_field(field)`: build the library's field/scalar index on `field` if it has one that
   filtered search uses, and return how (shown in the report); None when it has none.
 
+For the quantized test (`run_peers.py --tests quantized`; a library without compressed
+vectors leaves `quantized_modes` empty):
+
+- `prepare_quantized(mode, base)`: build what `mode` searches (one of `quantized_modes`, e.g.
+  `"int8 x4"`: int8 codes, 4 x k candidates rescored exactly) from the open collection and
+  its f32 rows `base`; returns (how, bytes the mode keeps besides the f32 rows, or None).
+- `search_quantized(query, k, mode)` / `search_batch_quantized(queries, k, mode)`: as
+  `search` / `search_batch`, in that mode.
+
 Vectors are L2-normalised float32, so inner product = cosine; every adapter uses the metric
 its library computes fastest of the two.
 """
@@ -47,6 +56,9 @@ class Adapter:
     #: The library's ways of applying a filter (e.g. LanceDB's pre- and post-filter).
     filter_modes: tuple[str, ...] = ("default",)
 
+    #: The quantized test's modes, the library's exact f32 search first (see above).
+    quantized_modes: tuple[str, ...] = ()
+
     def version(self) -> str:
         raise NotImplementedError
 
@@ -68,8 +80,35 @@ class Adapter:
     def index_field(self, field: str) -> str | None:
         return None
 
+    def prepare_quantized(self, mode: str, base: np.ndarray) -> tuple[str, int | None]:
+        raise NotImplementedError
+
+    def search_quantized(self, query: np.ndarray, k: int, mode: str) -> list[int]:
+        raise NotImplementedError
+
+    def search_batch_quantized(self, queries: np.ndarray, k: int, mode: str) -> np.ndarray:
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
+
+
+def oversample_of(mode: str) -> int:
+    """The oversample a quantized mode's name ends with (`"int8 x4"` -> 4)."""
+    return int(mode.rsplit("x", 1)[1])
+
+
+def rescore(base: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """The `k` best of each query's `candidates` (row numbers, -1 for none) by exact inner
+    product over the f32 rows `base`, best first: the rescoring step for a library whose
+    compressed search has none of its own. `queries` is (nq, d), `candidates` (nq, c)."""
+    cand = np.where(candidates < 0, 0, candidates)
+    scores = np.einsum("qcd,qd->qc", base[cand], queries)
+    scores[candidates < 0] = -np.inf
+    k = min(k, cand.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(cand, np.take_along_axis(part, order, axis=1), axis=1)
 
 
 def fsync_tree(path: Path) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Adapter
+from .base import Adapter, oversample_of, rescore
 from .numpy_bf import save_metadata
 
 
@@ -38,3 +38,47 @@ class FaissFlat(Adapter):
     def search_batch(self, queries, k):
         _, rows = self.index.search(np.ascontiguousarray(queries), k)
         return rows
+
+    # The quantized test: IndexFlatIP; int8 codes (IndexScalarQuantizer QT_8bit, trained per
+    # dimension) rescored by IndexRefineFlat with k_factor = the oversample; 1-bit codes
+    # (IndexBinaryFlat over the signs around the per-dimension mean, SrvDB's codes), whose
+    # k x oversample candidates are rescored with NumPy, as FAISS has no refinement for a
+    # binary index.
+    quantized_modes = ("f32", "int8 x4", "binary x10")
+
+    def prepare_quantized(self, mode, base):
+        faiss = self.faiss
+        d = base.shape[1]
+        if mode == "f32":
+            self.qindex, self.qbase = self.index, None
+            return "IndexFlatIP (read_index)", None
+        os_ = oversample_of(mode)
+        if mode.startswith("int8"):
+            sq = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit,
+                                            faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexRefineFlat(sq)
+            index.train(base)
+            index.add(base)
+            index.k_factor = os_
+            self.qindex, self.qbase = index, None
+            return (f"IndexRefineFlat(IndexScalarQuantizer(QT_8bit, IP)), k_factor {os_} "
+                    "(the refine index keeps its own f32 copy)", sq.sa_code_size() * len(base))
+        self.mean = base.mean(axis=0)
+        index = faiss.IndexBinaryFlat(d)
+        index.add(self._bits(base))
+        self.qindex, self.qbase, self.os = index, base, os_
+        return (f"IndexBinaryFlat over sign bits around the mean, {os_} x k candidates "
+                "rescored with NumPy", index.code_size * len(base))
+
+    def _bits(self, x):
+        return np.packbits(x > self.mean, axis=1)
+
+    def search_batch_quantized(self, queries, k, mode):
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.qbase is None or mode == "f32":
+            return self.qindex.search(queries, k)[1]
+        _, cand = self.qindex.search(self._bits(queries), k * self.os)
+        return rescore(self.qbase, queries, cand, k)
+
+    def search_quantized(self, query, k, mode):
+        return self.search_batch_quantized(query[None, :], k, mode)[0].tolist()

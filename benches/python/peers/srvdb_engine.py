@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Adapter
+from .base import Adapter, oversample_of
 
 
 class SrvDB(Adapter):
@@ -47,6 +47,31 @@ class SrvDB(Adapter):
     def index_field(self, field):
         self.db.create_field_index(field)
         return f'create_field_index("{field}")'
+
+    # The quantized test: the exact f32 scan (exact=True), then create_index with int8 and
+    # with binary codes (each replaces the last), searched at the quantization's default
+    # oversample (4 and 10), the candidates rescored exactly by the engine.
+    quantized_modes = ("f32", "int8 x4", "binary x10")
+
+    def prepare_quantized(self, mode, base):
+        if mode == "f32":
+            return "search(q, k, exact=True): the f32 scan", None
+        quantization = mode.split()[0]
+        info = self.db.create_index(kind="flat", quantization=quantization)
+        info = self.db.index_info() if info is None else info
+        size = info.get("bytes") if isinstance(info, dict) else getattr(info, "bytes", None)
+        return (f'create_index(kind="flat", quantization="{quantization}"); '
+                f"search(q, k, oversample={oversample_of(mode)})"), size
+
+    def _options(self, mode):
+        return {"exact": True} if mode == "f32" else {"oversample": oversample_of(mode)}
+
+    def search_quantized(self, query, k, mode):
+        return [int(id_) for id_, _ in self.db.search(query, k, **self._options(mode))]
+
+    def search_batch_quantized(self, queries, k, mode):
+        ids, _ = self.db.search_batch(queries, k, numpy=True, **self._options(mode))
+        return ids.astype(np.int64)
 
     def close(self):
         self.db.close()

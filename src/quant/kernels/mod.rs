@@ -1,5 +1,129 @@
-//! Code-scoring kernels: the integer dot product of int8 codes and the Hamming distance of
-//! bit codes. [`scalar`] is the reference every SIMD path is tested against; the dispatch
-//! picks the best path for the CPU once (AVX-512 VNNI, AVX2, SIMD128 on wasm32).
+//! Code-scoring kernels: the integer dot product of int8 codes and the popcount dot product
+//! of bit codes with a 4-bit query. [`scalar`] is the reference every SIMD path is tested
+//! against; [`Kernel::best`] picks the best path for the CPU once (AVX-512 VNNI + VPOPCNTDQ,
+//! AVX2 + POPCNT, SIMD128 on wasm32).
+//!
+//! Every block kernel scores the codes of consecutive rows (`code_len` bytes each) against
+//! one prepared query: the shapes are checked once per block, and a block whose shapes do not
+//! fit a SIMD path (never produced by the engine) goes to the scalar reference, which cannot
+//! read out of bounds.
 
 pub mod scalar;
+#[cfg(target_arch = "wasm32")]
+mod simd128;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::sync::OnceLock;
+
+/// One implementation of the block kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// `scalar.rs`: the reference.
+    Scalar,
+    /// AVX2 (`vpmaddubsw` on |code| x sign-adjusted query, exact) and POPCNT.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// AVX-512 VNNI (`vpdpbusd` on code + 128 x query, minus 128 * sum(query)) and VPOPCNTDQ.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// WebAssembly SIMD128 (`i32x4.dot_i16x8_s`) and `i64.popcnt`.
+    #[cfg(target_arch = "wasm32")]
+    Simd128,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs, detected once.
+    pub fn best() -> Kernel {
+        static BEST: OnceLock<Kernel> = OnceLock::new();
+        *BEST.get_or_init(|| *Kernel::available().last().unwrap_or(&Kernel::Scalar))
+    }
+
+    /// Every kernel this CPU runs, slowest first (tests force each one).
+    pub fn available() -> Vec<Kernel> {
+        #[allow(unused_mut)] // only the x86_64 and wasm32 builds add paths
+        let mut kernels = vec![Kernel::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if x86::has_avx2() {
+                kernels.push(Kernel::Avx2);
+            }
+            if x86::has_avx512() {
+                kernels.push(Kernel::Avx512);
+            }
+        }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        kernels.push(Kernel::Simd128);
+        kernels
+    }
+
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Scalar => "scalar",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => "avx2+popcnt",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => "avx512-vnni+vpopcntdq",
+            #[cfg(target_arch = "wasm32")]
+            Kernel::Simd128 => "simd128",
+        }
+    }
+
+    /// `out[r] = sum_d q[d] * code_r[d]` for each `code_len`-byte code in `codes` (its first
+    /// `q.len()` bytes, as i8), for `min(out.len(), codes.len() / code_len)` rows. Exact for
+    /// any code bytes when `q` is in `-127..=127` (what [`super::Codebook::prepare`] makes).
+    pub fn dot_i8_block(self, q: &[i8], codes: &[u8], code_len: usize, out: &mut [i32]) {
+        if code_len == 0 || code_len < q.len() {
+            out.fill(0);
+            return;
+        }
+        let rows = out.len().min(codes.len() / code_len);
+        let (codes, out) = (&codes[..rows * code_len], &mut out[..rows]);
+        match self {
+            Kernel::Scalar => scalar::dot_i8_block(q, codes, code_len, out),
+            // SAFETY: the CPU has AVX2 (checked in the guard: the variant alone proves
+            // nothing, anyone can name it); shapes were checked above.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 if x86::has_avx2() => unsafe {
+                x86::dot_i8_block_avx2(q, codes, code_len, out)
+            },
+            // SAFETY: the CPU has AVX-512 F/BW/VNNI/VPOPCNTDQ (the guard); shapes checked.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if x86::has_avx512() => unsafe {
+                x86::dot_i8_block_avx512(q, codes, code_len, out)
+            },
+            #[cfg(target_arch = "wasm32")]
+            Kernel::Simd128 => simd128::dot_i8_block(q, codes, code_len, out),
+            #[allow(unreachable_patterns)] // a named x86 path on a CPU without it
+            _ => scalar::dot_i8_block(q, codes, code_len, out),
+        }
+    }
+
+    /// `out[r] = scalar::bits_dot(planes, code_r)` for each `code_len`-byte code in `codes`:
+    /// `planes` is 4 planes of `words` u64 each and each code holds at least `words` words.
+    pub fn bits_dot_block(self, planes: &[u64], codes: &[u8], code_len: usize, out: &mut [i32]) {
+        let words = planes.len() / 4;
+        if code_len == 0 || code_len < 8 * words || planes.len() != 4 * words {
+            out.fill(0);
+            return;
+        }
+        let rows = out.len().min(codes.len() / code_len);
+        let (codes, out) = (&codes[..rows * code_len], &mut out[..rows]);
+        match self {
+            Kernel::Scalar => scalar::bits_dot_block(planes, codes, code_len, out),
+            // SAFETY: the CPU has POPCNT (the guard); shapes were checked above.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 if x86::has_avx2() => unsafe {
+                x86::bits_dot_block_popcnt(planes, codes, code_len, out)
+            },
+            // SAFETY: the CPU has AVX-512 F/BW/VNNI/VPOPCNTDQ (the guard); shapes checked.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if x86::has_avx512() => unsafe {
+                x86::bits_dot_block_avx512(planes, codes, code_len, out)
+            },
+            // A named x86 path on a CPU without it; wasm32 (`i64.popcnt` in the scalar code).
+            _ => scalar::bits_dot_block(planes, codes, code_len, out),
+        }
+    }
+}

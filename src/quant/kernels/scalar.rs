@@ -14,10 +14,44 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 pub fn hamming_bytes(a: &[u64], code: &[u8]) -> u32 {
     a.iter()
         .zip(code.chunks_exact(8))
-        .map(|(w, c)| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(c);
-            (w ^ u64::from_le_bytes(b)).count_ones()
-        })
+        .map(|(w, c)| (w ^ word(c)).count_ones())
         .sum()
+}
+
+/// `sum_d v[d] * bit_d(code)` for a query whose 4-bit values `v[d] + 8` (`v` in `-8..=7`) are
+/// given as bit planes: `planes[j * words + w]` holds bit `j` of those values for components
+/// `64 * w ..`. Equals `sum_j 2^j * popcount(plane_j & code) - 8 * popcount(code)`.
+pub fn bits_dot(planes: &[u64], code: &[u8]) -> i32 {
+    let words = planes.len() / 4;
+    let mut sum = 0i32;
+    for (w, c) in code.chunks_exact(8).take(words).enumerate() {
+        let c = word(c);
+        for j in 0..4 {
+            sum += ((planes[j * words + w] & c).count_ones() as i32) << j;
+        }
+        sum -= 8 * c.count_ones() as i32;
+    }
+    sum
+}
+
+/// [`dot_i8`] of `q` with the first `q.len()` bytes of each `code_len`-byte code in `codes`.
+pub fn dot_i8_block(q: &[i8], codes: &[u8], code_len: usize, out: &mut [i32]) {
+    for (code, o) in codes.chunks_exact(code_len).zip(out.iter_mut()) {
+        *o = dot_i8(q, super::super::bytes_as_i8(code));
+    }
+}
+
+/// [`bits_dot`] of `planes` with each `code_len`-byte code in `codes`.
+pub fn bits_dot_block(planes: &[u64], codes: &[u8], code_len: usize, out: &mut [i32]) {
+    for (code, o) in codes.chunks_exact(code_len).zip(out.iter_mut()) {
+        *o = bits_dot(planes, code);
+    }
+}
+
+/// Eight code bytes as the little-endian word they store.
+#[inline(always)]
+pub(crate) fn word(c: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&c[..8]);
+    u64::from_le_bytes(b)
 }
