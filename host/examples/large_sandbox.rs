@@ -63,7 +63,10 @@ impl Shape {
     fn from_env() -> Result<Self, AnyError> {
         let dir = match std::env::var_os("LARGE_DIR") {
             Some(d) => PathBuf::from(d),
-            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/large-sandbox"),
+            None => Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("target/large-sandbox"),
         };
         let quantization = match std::env::var("LARGE_QUANTIZATION").as_deref() {
             Err(_) | Ok("int8") => Some(Quantization::Int8),

@@ -228,7 +228,7 @@ class Database:
         """The ``k`` best ``(id, score)`` pairs, best first (squared L2 distance: lowest first),
         among the records matching ``where`` / ``where_document``: exactly the ``k`` best of
         them, fewer only when fewer match. A malformed filter raises ``InvalidFilterError``.
-        With a compressed index: ``k * oversample`` candidates (default 4 for int8, 10 for
+        With a compressed index: ``k * oversample`` candidates (default 3 for int8, 10 for
         binary) rescored exactly; ``exact=True`` scans the f32 vectors instead."""
     @overload
     def search_batch(

@@ -11,8 +11,9 @@
 use super::codes::CodeTable;
 use super::{Codebook, PreparedQuery};
 use crate::index::flat::FlatIndex;
-use crate::index::topk::{Candidate, TopK};
+use crate::index::topk::Candidate;
 use crate::index::{Index, Queries, ScanSet};
+use std::cmp::Ordering;
 
 /// Target bytes of codes per block: with the group's scores beside them they stay in L2.
 const CODE_BLOCK_BYTES: usize = 64 << 10;
@@ -22,6 +23,9 @@ const QUERY_GROUP: usize = 32;
 /// than rows, so a scan this short costs about what handing it to the pool does.
 #[cfg(not(target_arch = "wasm32"))]
 const PARALLEL_MIN_ROWS: u64 = 16 * 1024;
+/// Runs of blocks per thread in a parallel code scan: enough to even out a slow thread.
+#[cfg(not(target_arch = "wasm32"))]
+const TASKS_PER_THREAD: usize = 4;
 
 /// What a query asks of a quantized index (`Query::oversample`, `Query::exact`). Coalesced
 /// searches share a scan only when these are equal.
@@ -41,6 +45,81 @@ pub struct QuantizedIndex<'a> {
     pub exact: FlatIndex,
     /// Candidates kept per hit.
     pub oversample: usize,
+}
+
+/// The best `keep` rows by code score, kept loosely: a row above the running threshold is
+/// appended, and when `2 * keep` are held a selection keeps the best `keep` and raises the
+/// threshold to the worst of them. Amortised O(1) per row that passes, where a heap pays a
+/// sift per row; a code scan passes many (codes are cheap to score, and `keep` is
+/// `k * oversample`). Ranks as [`crate::index::topk::TopK`] does: key, then the lower row.
+#[derive(Clone)]
+struct Shortlist {
+    keep: usize,
+    held: Vec<Candidate>,
+    /// `-inf` until `keep` rows were selected; then the key of the worst kept row.
+    threshold: f32,
+}
+
+/// Best first: higher key, then lower row.
+fn rank(a: &Candidate, b: &Candidate) -> Ordering {
+    b.key.total_cmp(&a.key).then(a.row.cmp(&b.row))
+}
+
+impl Shortlist {
+    fn new(keep: usize) -> Self {
+        Shortlist {
+            keep,
+            held: Vec::new(),
+            threshold: f32::NEG_INFINITY,
+        }
+    }
+
+    /// Offers a row. NaN keys rank below everything.
+    #[inline]
+    fn push(&mut self, key: f32, row: u64) {
+        let key = if key.is_nan() { f32::NEG_INFINITY } else { key };
+        self.held.push(Candidate { key, row });
+        if self.held.len() >= 2 * self.keep.max(1) {
+            self.select();
+        }
+    }
+
+    /// Keeps the best `keep` held rows (in no order) and raises the threshold.
+    fn select(&mut self) {
+        if self.held.len() <= self.keep {
+            return;
+        }
+        if self.keep == 0 {
+            self.held.clear();
+            return;
+        }
+        self.held.select_nth_unstable_by(self.keep - 1, rank);
+        self.held.truncate(self.keep);
+        self.threshold = self.held[self.keep - 1].key;
+    }
+
+    /// Adds the rows of a worker's shortlist (parallel scans only).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn merge(&mut self, other: Shortlist) {
+        self.held.extend(other.held);
+        self.select();
+    }
+
+    /// The kept rows, ascending.
+    fn into_rows(mut self) -> Vec<u64> {
+        self.select();
+        let mut rows: Vec<u64> = self.held.iter().map(|c| c.row).collect();
+        rows.sort_unstable();
+        rows
+    }
+}
+
+/// True when a row scanned after every row of a shortlist, with `key`, cannot enter it (its
+/// threshold is `threshold`): below it, or equal to a finite one (the shortlist is full and
+/// ties go to the lower row).
+#[inline]
+fn loses_to(key: f32, threshold: f32) -> bool {
+    key < threshold || (key == threshold && key != f32::NEG_INFINITY)
 }
 
 /// A block of codes: its first row, row count and codes.
@@ -98,7 +177,7 @@ impl QuantizedIndex<'_> {
         set: &ScanSet<'_>,
         block: CodeBlock<'_>,
         prepared: &[PreparedQuery],
-        tops: &mut [TopK],
+        tops: &mut [Shortlist],
         scores: &mut Vec<f32>,
     ) {
         let codebook: &Codebook = self.codes.codebook();
@@ -110,11 +189,13 @@ impl QuantizedIndex<'_> {
             codebook.score_block_many(prepared, block.codes, scores);
         }
         // Query-major against a running threshold: most rows lose one comparison and never
-        // reach the heap or the tombstone bitmap.
+        // reach the shortlist or the tombstone bitmap. A worker's blocks ascend, so every row
+        // comes after those its shortlist holds ([`loses_to`]); binary keys are small
+        // integers (times a step), so ties with the threshold are common.
         for (top, keys) in tops.iter_mut().zip(scores.chunks_exact(nr)) {
-            let mut threshold = top.threshold();
+            let mut threshold = top.threshold;
             for (i, &key) in keys.iter().enumerate() {
-                if key < threshold {
+                if loses_to(key, threshold) {
                     continue;
                 }
                 let row = block.first_row + i as u64;
@@ -122,7 +203,7 @@ impl QuantizedIndex<'_> {
                     continue;
                 }
                 top.push(key, row);
-                threshold = top.threshold();
+                threshold = top.threshold;
             }
         }
     }
@@ -134,23 +215,30 @@ impl QuantizedIndex<'_> {
         blocks: &[CodeBlock<'_>],
         prepared: &[PreparedQuery],
         keep: usize,
-    ) -> Vec<TopK> {
+    ) -> Vec<Shortlist> {
         let nq = prepared.len();
-        let fresh = || (vec![TopK::new(keep); nq], Vec::new());
+        let fresh = || (vec![Shortlist::new(keep); nq], Vec::new());
         #[cfg(not(target_arch = "wasm32"))]
         if Self::scan_uses_all_cores(self.codes.rows()) {
             use rayon::prelude::*;
+            // A few long runs of blocks per thread, not one task per block: each task fills
+            // its own `keep` candidates per query and they are merged at the end, and with
+            // codes this cheap to score that heap work would rival the scan.
+            let tasks = rayon::current_num_threads() * TASKS_PER_THREAD;
+            let run = blocks.len().div_ceil(tasks).max(1);
             return blocks
-                .par_iter()
-                .fold(fresh, |(mut tops, mut scores), b| {
-                    self.scan_block(set, *b, prepared, &mut tops, &mut scores);
+                .par_chunks(run)
+                .fold(fresh, |(mut tops, mut scores), run| {
+                    for b in run {
+                        self.scan_block(set, *b, prepared, &mut tops, &mut scores);
+                    }
                     (tops, scores)
                 })
                 .map(|(tops, _)| tops)
                 .reduce(
-                    || vec![TopK::new(keep); nq],
+                    || vec![Shortlist::new(keep); nq],
                     |mut a, b| {
-                        for (x, y) in a.iter_mut().zip(&b) {
+                        for (x, y) in a.iter_mut().zip(b) {
                             x.merge(y);
                         }
                         a
@@ -213,21 +301,19 @@ impl Index for QuantizedIndex<'_> {
         let uncoded: Vec<u64> = (uncoded_from..total)
             .filter(|&row| !set.is_deleted(row))
             .collect();
-        let mut candidates: Vec<Vec<u64>> = vec![Vec::new(); n];
-        if !all_rows {
-            let codebook = self.codes.codebook();
-            let prepared: Vec<PreparedQuery> = (0..n)
-                .map(|j| codebook.prepare(queries.get(j), queries.norms[j]))
-                .collect();
-            let blocks = self.blocks(coded);
-            for (g, group) in prepared.chunks(QUERY_GROUP).enumerate() {
-                let tops = self.candidates(set, &blocks, group, keep);
-                for (j, top) in tops.into_iter().enumerate() {
-                    let rows = &mut candidates[g * QUERY_GROUP + j];
-                    rows.extend(top.into_sorted().iter().map(|c| c.row));
-                    rows.sort_unstable();
-                }
-            }
+        if all_rows {
+            // The same candidates for every query: one gather-scan answers them all.
+            return self.exact.search_rows(set.rows, &uncoded, queries, k);
+        }
+        let codebook = self.codes.codebook();
+        let prepared: Vec<PreparedQuery> = (0..n)
+            .map(|j| codebook.prepare(queries.get(j), queries.norms[j]))
+            .collect();
+        let blocks = self.blocks(coded);
+        let mut candidates: Vec<Vec<u64>> = Vec::with_capacity(n);
+        for group in prepared.chunks(QUERY_GROUP) {
+            let tops = self.candidates(set, &blocks, group, keep);
+            candidates.extend(tops.into_iter().map(Shortlist::into_rows));
         }
         for rows in &mut candidates {
             // Uncoded rows all follow the coded ones, so the list stays ascending.
@@ -330,6 +416,37 @@ mod tests {
             .map(|q| q.iter().map(|x| x * x).sum::<f32>().sqrt())
             .collect();
         Queries { data, norms, dim }
+    }
+
+    #[test]
+    fn shortlist_keeps_the_best_with_ties_to_lower_rows_across_merges() {
+        let mut rng = Rng::new(21);
+        // Keys of few values: most rows tie with the threshold.
+        let keys: Vec<f32> = (0..1000).map(|_| rng.below(12) as f32).collect();
+        for keep in [0, 1, 7, 64, 999, 2000] {
+            let mut want: Vec<(f32, u64)> = keys.iter().zip(0u64..).map(|(&k, r)| (k, r)).collect();
+            want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut want: Vec<u64> = want.into_iter().take(keep).map(|(_, r)| r).collect();
+            want.sort_unstable();
+            // Three workers over ascending runs, as the parallel scan splits the rows.
+            let mut parts = Vec::new();
+            for run in [0..300u64, 300..310, 310..1000] {
+                let mut s = Shortlist::new(keep);
+                for row in run {
+                    let key = keys[row as usize];
+                    if loses_to(key, s.threshold) {
+                        continue;
+                    }
+                    s.push(key, row);
+                }
+                parts.push(s);
+            }
+            let mut all = Shortlist::new(keep);
+            for p in parts.into_iter().rev() {
+                all.merge(p);
+            }
+            assert_eq!(all.into_rows(), want, "keep {keep}");
+        }
     }
 
     #[test]

@@ -75,7 +75,7 @@ const request = {
     mode, ids: step.ids, vectors: flat(step.vectors), metadatas: step.metadatas ?? [], documents: step.documents ?? [],
   }),
   remove: (db, step) => db.remove({ ids: step.ids, skipMissing: step.skip_missing ?? false }),
-  query: (db, queries, batch, k) => db.query({ queries, batch, k }),
+  query: (db, queries, batch, k) => db.query({ queries, batch, k, exact: false }),
 };
 
 const hits = (found) => found.map((h) => [h.id, h.score]);

@@ -48,7 +48,7 @@ const want = bruteForce(data, N, DIM, query, 5);
 
 // One query through the WIT `query` operation (a single vector, not a batch).
 function search(db, q, k) {
-  const lists = db.query({ queries: q, batch: false, k });
+  const lists = db.query({ queries: q, batch: false, k, exact: false });
   assert.equal(lists.length, 1, 'one hit list for one query');
   return lists[0];
 }
@@ -89,7 +89,7 @@ function filteredChecks(store) {
   const sub = new Float32Array(expected.length * DIM);
   expected.forEach((i, j) => sub.set(fdata.subarray(i * DIM, (i + 1) * DIM), j * DIM));
   const best = bruteForce(sub, expected.length, DIM, query, 5);
-  const hits = fdb.query({ queries: query, batch: false, k: 5, filter })[0];
+  const hits = fdb.query({ queries: query, batch: false, k: 5, filter, exact: false })[0];
   assert.equal(hits.length, 5, 'filtered search: 5 hits');
   hits.forEach((h, r) => {
     assert.equal(h.id, `f${expected[best[r][0]]}`, `filtered search: rank ${r}`);

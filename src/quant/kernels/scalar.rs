@@ -9,15 +9,6 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
         .sum()
 }
 
-/// Number of differing bits between `a` (u64 words) and `code` (the same bits as
-/// little-endian bytes, `8 * a.len()` of them).
-pub fn hamming_bytes(a: &[u64], code: &[u8]) -> u32 {
-    a.iter()
-        .zip(code.chunks_exact(8))
-        .map(|(w, c)| (w ^ word(c)).count_ones())
-        .sum()
-}
-
 /// `sum_d v[d] * bit_d(code)` for a query whose 4-bit values `v[d] + 8` (`v` in `-8..=7`) are
 /// given as bit planes: `planes[j * words + w]` holds bit `j` of those values for components
 /// `64 * w ..`. Equals `sum_j 2^j * popcount(plane_j & code) - 8 * popcount(code)`.

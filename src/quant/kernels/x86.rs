@@ -79,8 +79,9 @@ fn hsum_256(v: __m256i) -> i32 {
 
 /// Int8 dot products, 64 components per step: `vpdpbusd` multiplies unsigned by signed
 /// bytes, so the code is biased to `c + 128` (`c ^ 0x80`, always in `0..=255`) and
-/// `128 * sum(q)` is subtracted at the end: exact, `vpdpbusd` does not saturate. The last
-/// partial step uses masked loads (masked-out bytes read as 0 in both operands).
+/// `128 * sum(q)` is subtracted at the end: exact, `vpdpbusd` does not saturate. The query
+/// is loaded once per block; rows go four at a time (one query vector feeds four products);
+/// the last partial step uses masked loads (masked-out bytes read as 0 in both operands).
 ///
 /// # Safety
 /// The CPU must have AVX-512 F, BW and VNNI; `codes.len() >= out.len() * code_len` and
@@ -95,30 +96,39 @@ pub unsafe fn dot_i8_block_avx512(q: &[i8], codes: &[u8], code_len: usize, out: 
         0 => !0,
         n => (1u64 << n) - 1,
     };
-    for (r, o) in out.iter_mut().enumerate() {
+    let mask_of = |s: usize| if s + 1 == steps { tail } else { !0 };
+    // SAFETY: the mask covers bytes 64s..min(64s + 64, dim) of q (dim bytes).
+    let qv: Vec<__m512i> = (0..steps)
+        .map(|s| unsafe { _mm512_maskz_loadu_epi8(mask_of(s), q.as_ptr().add(64 * s).cast()) })
+        .collect();
+    // Row `r`'s code bytes from step `s`, biased; masked-out bytes become 0 ^ 0x80 = 128,
+    // but their query bytes are 0.
+    let load = |r: usize, s: usize| {
         let code = &codes[r * code_len..r * code_len + dim];
-        let mut acc0 = _mm512_setzero_si512();
-        let mut acc1 = _mm512_setzero_si512();
-        for s in 0..steps {
-            let at = 64 * s;
-            let mask = if s + 1 == steps { tail } else { !0 };
-            // SAFETY: the mask covers bytes at..min(at + 64, dim), inside both slices
-            // (dim = q.len() = code.len()); masked-out bytes are not accessed.
-            let (c, qv) = unsafe {
-                (
-                    _mm512_maskz_loadu_epi8(mask, code.as_ptr().add(at).cast()),
-                    _mm512_maskz_loadu_epi8(mask, q.as_ptr().add(at).cast()),
-                )
-            };
-            // Masked-out code bytes became 0 ^ 0x80 = 128, but their query bytes are 0.
-            let c = _mm512_xor_si512(c, flip);
-            if s % 2 == 0 {
-                acc0 = _mm512_dpbusd_epi32(acc0, c, qv);
-            } else {
-                acc1 = _mm512_dpbusd_epi32(acc1, c, qv);
+        // SAFETY: the mask covers bytes 64s..min(64s + 64, dim) of `code` (dim bytes).
+        let c = unsafe { _mm512_maskz_loadu_epi8(mask_of(s), code.as_ptr().add(64 * s).cast()) };
+        _mm512_xor_si512(c, flip)
+    };
+    let rows = out.len();
+    let mut r = 0;
+    while r + 4 <= rows {
+        let mut acc = [_mm512_setzero_si512(); 4];
+        for (s, &q) in qv.iter().enumerate() {
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_dpbusd_epi32(*a, load(r + i, s), q);
             }
         }
-        *o = _mm512_reduce_add_epi32(_mm512_add_epi32(acc0, acc1)) - bias;
+        for (i, a) in acc.iter().enumerate() {
+            out[r + i] = _mm512_reduce_add_epi32(*a) - bias;
+        }
+        r += 4;
+    }
+    for (r, o) in out.iter_mut().enumerate().skip(r) {
+        let mut acc = _mm512_setzero_si512();
+        for (s, &q) in qv.iter().enumerate() {
+            acc = _mm512_dpbusd_epi32(acc, load(r, s), q);
+        }
+        *o = _mm512_reduce_add_epi32(acc) - bias;
     }
 }
 
