@@ -49,8 +49,8 @@ class SrvDB(Adapter):
         return f'create_field_index("{field}")'
 
     # The quantized test: the exact f32 scan (exact=True), then create_index with int8 and
-    # with binary codes (each replaces the last), searched at the quantization's default
-    # oversample (4 and 10), the candidates rescored exactly by the engine.
+    # with binary codes (each replaces the last), searched at oversample 4 and 10 (issue
+    # 16's limits, and FAISS's k_factor here), the candidates rescored exactly by the engine.
     quantized_modes = ("f32", "int8 x4", "binary x10")
 
     def prepare_quantized(self, mode, base):
