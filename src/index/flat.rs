@@ -70,29 +70,16 @@ impl FlatIndex {
 
     /// The rows in blocks of `per_block` rows (at least one).
     fn blocks<'a>(&self, set: &ScanSet<'a>, per_block: usize) -> Vec<Block<'a>> {
-        let layout = set.rows.layout();
-        let stride = layout.stride_f32;
-        let per_block = per_block.max(1);
-        let total = set.rows.rows();
-        let mut out = Vec::new();
-        for s in 0..set.rows.segment_count() {
-            let (first, data) = set.rows.segment(s);
-            if first >= total {
-                break;
-            }
-            let in_segment = ((data.len() / stride) as u64).min(total - first) as usize;
-            let mut at = 0;
-            while at < in_segment {
-                let n = per_block.min(in_segment - at);
-                out.push(Block {
-                    first_row: first + at as u64,
-                    rows: n,
-                    data: &data[at * stride..(at + n) * stride],
-                });
-                at += n;
-            }
-        }
-        out
+        let segments = (0..set.rows.segment_count()).map(|s| set.rows.segment(s));
+        let stride = set.rows.layout().stride_f32;
+        super::row_blocks(segments, stride, set.rows.rows(), per_block)
+            .into_iter()
+            .map(|(first_row, rows, data)| Block {
+                first_row,
+                rows,
+                data,
+            })
+            .collect()
     }
 
     /// Ranking key of a row against a query: higher is better.

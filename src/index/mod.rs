@@ -34,6 +34,32 @@ pub(crate) fn row_bit_set(bits: &[u64], row: u64) -> bool {
         .is_some_and(|w| (w >> (row & 63)) & 1 == 1)
 }
 
+/// Cuts rows laid out in segments (`(first row, data)` in row order, `stride` elements per
+/// row) into runs of at most `per_block` rows covering rows `0..total`, never straddling a
+/// segment: `(first row, rows, data)`. The one blocking of the exact scan and the code scan.
+pub(crate) fn row_blocks<'a, T>(
+    segments: impl Iterator<Item = (u64, &'a [T])>,
+    stride: usize,
+    total: u64,
+    per_block: usize,
+) -> Vec<(u64, usize, &'a [T])> {
+    let per_block = per_block.max(1);
+    let mut out = Vec::new();
+    for (first, data) in segments {
+        if first >= total {
+            break;
+        }
+        let in_segment = ((data.len() / stride) as u64).min(total - first) as usize;
+        let mut at = 0;
+        while at < in_segment {
+            let n = per_block.min(in_segment - at);
+            out.push((first + at as u64, n, &data[at * stride..(at + n) * stride]));
+            at += n;
+        }
+    }
+    out
+}
+
 /// Queries of one dimension, contiguous, with their norms computed once.
 #[derive(Debug, Clone)]
 pub struct Queries {

@@ -148,26 +148,15 @@ impl QuantizedIndex<'_> {
     /// The codes of rows `0..coded` in blocks of about [`CODE_BLOCK_BYTES`].
     fn blocks(&self, coded: u64) -> Vec<CodeBlock<'_>> {
         let code_len = self.codes.code_len();
-        let per_block = (CODE_BLOCK_BYTES / code_len).max(1);
-        let mut out = Vec::new();
-        for s in 0..self.codes.segment_count() {
-            let (first, data) = self.codes.segment(s);
-            if first >= coded {
-                break;
-            }
-            let in_segment = ((data.len() / code_len) as u64).min(coded - first) as usize;
-            let mut at = 0;
-            while at < in_segment {
-                let n = per_block.min(in_segment - at);
-                out.push(CodeBlock {
-                    first_row: first + at as u64,
-                    rows: n,
-                    codes: &data[at * code_len..(at + n) * code_len],
-                });
-                at += n;
-            }
-        }
-        out
+        let segments = (0..self.codes.segment_count()).map(|s| self.codes.segment(s));
+        crate::index::row_blocks(segments, code_len, coded, CODE_BLOCK_BYTES / code_len)
+            .into_iter()
+            .map(|(first_row, rows, codes)| CodeBlock {
+                first_row,
+                rows,
+                codes,
+            })
+            .collect()
     }
 
     /// Scores one block against a group of prepared queries (`tops[j]` is query `j`'s),

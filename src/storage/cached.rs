@@ -79,24 +79,11 @@ impl CachedRows {
         (self.data.len() / self.layout.stride_f32) as u64
     }
 
-    /// The file must still hold every row written so far: another process may have cut it
-    /// (reads come from memory, so nothing else would notice). Writing past a cut would leave
-    /// a zero-filled hole that the next commit makes durable. One `fstat` per slab or commit.
+    /// The file must still hold every row written so far (reads come from memory, so nothing
+    /// else would notice a cut). One `fstat` per slab or commit.
     fn check_not_truncated(&self, file: &dyn ByteFile, when: &str) -> Result<()> {
         let want = self.layout.row_offset(self.row_count());
-        let len = file.len().map_err(Error::io_ctx(format!(
-            "reading the length of {}",
-            self.path.display()
-        )))?;
-        if len < want {
-            return Err(Error::corrupt(
-                &self.path,
-                format!(
-                    "truncated by someone else ({len} bytes, {want} expected, found before {when})"
-                ),
-            ));
-        }
-        Ok(())
+        super::check_not_truncated(file, &self.path, want, when)
     }
 }
 

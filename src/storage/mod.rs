@@ -324,6 +324,31 @@ fn write_header(file: &dyn ByteFile, path: &std::path::Path, header: &Header) ->
         )))
 }
 
+/// [`crate::Error::Corrupt`] unless `file` still holds `want` bytes: another process may have
+/// cut it, and writing past a cut would leave a zero-filled hole that the next commit makes
+/// durable. `when` names the operation about to run. One `fstat`.
+pub(crate) fn check_not_truncated(
+    file: &dyn ByteFile,
+    path: &std::path::Path,
+    want: u64,
+    when: &str,
+) -> Result<()> {
+    use crate::error::Error;
+    let len = file.len().map_err(Error::io_ctx(format!(
+        "reading the length of {}",
+        path.display()
+    )))?;
+    if len < want {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "truncated by someone else ({len} bytes, {want} expected, found before {when})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads and validates the header of `file`, then cuts it to `committed_rows` rows.
 fn check_and_cut(
     file: &dyn ByteFile,

@@ -32,23 +32,11 @@ impl OnDemandRows {
         }
     }
 
-    /// The file must still hold every row written so far: another process may have cut it.
-    /// Writing past a cut would leave a zero-filled hole that the next commit makes durable.
+    /// The file must still hold every row written so far (see
+    /// [`super::check_not_truncated`]).
     fn check_not_truncated(&self, when: &str) -> Result<()> {
         let want = self.layout.file_len(self.rows);
-        let len = self.file.len().map_err(Error::io_ctx(format!(
-            "reading the length of {}",
-            self.path.display()
-        )))?;
-        if len < want {
-            return Err(Error::corrupt(
-                &self.path,
-                format!(
-                    "truncated by someone else ({len} bytes, {want} expected, found before {when})"
-                ),
-            ));
-        }
-        Ok(())
+        super::check_not_truncated(self.file.as_ref(), &self.path, want, when)
     }
 }
 
