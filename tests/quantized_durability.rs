@@ -734,53 +734,23 @@ fn sigkill_at_random_moments_keeps_codes_that_match_the_rows() {
         kill_child(&dir, start);
         return;
     }
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
     const KILLS: usize = 12;
     let dir = tempdir();
     let dir_str = dir.path().to_str().expect("utf-8 path").to_owned();
     let mut rng = Rng::new(seed());
-    let exe = std::env::current_exe().expect("test binary");
     let mut committed = 0usize;
     let mut with_index = 0;
     for kill in 0..KILLS {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "sigkill_at_random_moments_keeps_codes_that_match_the_rows",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("SRVDB_QUANT_CRASH_CHILD", &dir_str)
-            .env("SRVDB_QUANT_CRASH_START", committed.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some((_, n)) = line.split_once("committed ") {
-                    let _ = tx.send(n.trim().parse::<usize>().unwrap_or(0));
-                }
-            }
-        });
-        let wait_commits = rng.below(4) as usize;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut acked = committed;
-        while acked < committed + wait_commits && Instant::now() < deadline {
-            if let Ok(n) = rx.recv_timeout(Duration::from_millis(50)) {
-                acked = n;
-            }
-        }
-        std::thread::sleep(Duration::from_micros(rng.below(20_000)));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        while let Ok(n) = rx.try_recv() {
-            acked = n;
-        }
+        let acked = common::run_and_kill(
+            "sigkill_at_random_moments_keeps_codes_that_match_the_rows",
+            &[
+                ("SRVDB_QUANT_CRASH_CHILD", dir_str.clone()),
+                ("SRVDB_QUANT_CRASH_START", committed.to_string()),
+            ],
+            committed,
+            &mut rng,
+            20_000,
+        );
         let db = Database::open(dir.path(), options(Metric::Cosine))
             .unwrap_or_else(|e| panic!("kill {kill}: reopen failed: {e}"));
         if let Err(e) = check_live_codes(&db) {

@@ -221,3 +221,57 @@ pub fn write_documents<S: AsRef<str>, D: AsRef<str>>(
     let write = srvdb::Write::new(mode, &ids, vectors).metadatas(metadatas);
     db.write(&write.documents(&documents))
 }
+
+/// Runs test `test` of this test binary as a child process (with `env` set, stdout piped),
+/// lets it print a random number (0-3) of `committed N` lines after `committed`, kills it with
+/// SIGKILL after a further random delay of up to `max_delay_us`, and returns the last `N` it
+/// printed (or `committed`): the crash tests' way of stopping a writer at a random moment.
+#[allow(dead_code)] // used by the crash tests, not by every test binary
+pub fn run_and_kill(
+    test: &str,
+    env: &[(&str, String)],
+    committed: usize,
+    rng: &mut Rng,
+    max_delay_us: u64,
+) -> usize {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = Command::new(&exe);
+    child.args(["--exact", test, "--nocapture", "--test-threads=1"]);
+    for (name, value) in env {
+        child.env(name, value);
+    }
+    let mut child = child
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // The test harness prints "test <name> ... " without a newline before the
+            // child's first line, so the marker is searched for, not expected at the start.
+            if let Some((_, n)) = line.split_once("committed ") {
+                let _ = tx.send(n.trim().parse::<usize>().unwrap_or(0));
+            }
+        }
+    });
+    let wait_commits = rng.below(4) as usize;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut acked = committed;
+    while acked < committed + wait_commits && Instant::now() < deadline {
+        if let Ok(n) = rx.recv_timeout(Duration::from_millis(50)) {
+            acked = n;
+        }
+    }
+    std::thread::sleep(Duration::from_micros(rng.below(max_delay_us)));
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    while let Ok(n) = rx.try_recv() {
+        acked = n;
+    }
+    acked
+}
