@@ -1,6 +1,7 @@
 //! SrvDB: an embedded vector database. Vectors live in an append-only `vectors.bin`; ids,
 //! metadata, tombstones and the committed row count live in redb, whose commit is the commit
-//! point. Search is exact, SIMD, and runs at memory speed.
+//! point. Search is exact, SIMD, and runs at memory speed; a quantized index (`quant`) scans int8
+//! or 1-bit codes instead and rescores its candidates exactly.
 //!
 //! ```
 //! use srvdb::{Database, Metadata, OpenOptions, Store};
