@@ -16,7 +16,7 @@ use crate::index::{Index, Queries, ScanSet};
 use std::cmp::Ordering;
 
 /// Target bytes of codes per block: with the group's scores beside them they stay in L2.
-const CODE_BLOCK_BYTES: usize = 64 << 10;
+const CODE_BLOCK_BYTES: usize = 256 << 10;
 /// Queries scored together against one block of codes.
 const QUERY_GROUP: usize = 32;
 /// Below this many rows a code scan stays on the calling thread: codes are 4x to 32x smaller

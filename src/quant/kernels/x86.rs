@@ -112,6 +112,17 @@ pub unsafe fn dot_i8_block_avx512(q: &[i8], codes: &[u8], code_len: usize, out: 
     let rows = out.len();
     let mut r = 0;
     while r + 4 <= rows {
+        // Ask for the codes a few rows ahead while these are scored: the scan streams codes
+        // from memory, and the hardware prefetcher alone leaves the loads waiting.
+        let ahead = (r + PREFETCH_ROWS_AHEAD) * code_len;
+        let end = (ahead + 4 * code_len).min(codes.len());
+        let mut at = ahead;
+        while at < end {
+            // SAFETY: a prefetch is a hint that never faults and reads nothing into the
+            // program; `at < codes.len()`, so the address is inside the live slice.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(codes.as_ptr().add(at).cast::<i8>()) };
+            at += 64;
+        }
         let mut acc = [_mm512_setzero_si512(); 4];
         for (s, &q) in qv.iter().enumerate() {
             for (i, a) in acc.iter_mut().enumerate() {
@@ -131,6 +142,9 @@ pub unsafe fn dot_i8_block_avx512(q: &[i8], codes: &[u8], code_len: usize, out: 
         *o = _mm512_reduce_add_epi32(acc) - bias;
     }
 }
+
+/// Rows ahead of the current four whose codes the AVX-512 int8 kernel prefetches.
+const PREFETCH_ROWS_AHEAD: usize = 16;
 
 /// [`scalar::bits_dot_block`] with the POPCNT instruction.
 ///
