@@ -3,7 +3,7 @@
 //! embeddings (skipped when absent). Every test runs all three metrics.
 
 mod common;
-use common::{assert_topk, dataset, ids, seed, Rng};
+use common::{assert_topk, dataset, ids, reference_score, seed, Rng};
 use srvdb::distance::Kernels;
 use srvdb::format::RowLayout;
 use srvdb::index::flat::FlatIndex;
@@ -21,23 +21,11 @@ const QUANTIZATIONS: [Quantization; 2] = [Quantization::Int8, Quantization::Bina
 
 /// Exact scores in f64, computed without any engine code; higher is better.
 fn key_f64(metric: Metric, q: &[f32], v: &[f32]) -> f64 {
-    let dot: f64 = q
-        .iter()
-        .zip(v)
-        .map(|(a, b)| f64::from(*a) * f64::from(*b))
-        .sum();
-    match metric {
-        Metric::Dot => dot,
-        Metric::Cosine => {
-            let nq = q.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
-            let nv = v.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
-            dot / (nq * nv)
-        }
-        Metric::L2 => -q
-            .iter()
-            .zip(v)
-            .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
-            .sum::<f64>(),
+    let score = reference_score(metric, q, v);
+    if metric.higher_is_better() {
+        score
+    } else {
+        -score
     }
 }
 
