@@ -87,7 +87,8 @@ pub struct Header {
     pub metric: Metric,
 }
 
-fn fnv1a32(bytes: &[u8]) -> u32 {
+/// FNV-1a 32 of `bytes`: the header checksum of `vectors.bin` and `index.codes`.
+pub(crate) fn fnv1a32(bytes: &[u8]) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
     for &b in bytes {
         hash ^= u32::from(b);

@@ -16,6 +16,7 @@
 use super::codes::CodeTable;
 use super::{Codebook, Quantization};
 use crate::error::{Error, Result};
+use crate::format::fnv1a32;
 use crate::storage::{create_durably, ByteFile, Location};
 use crate::types::Metric;
 use std::path::PathBuf;
@@ -57,15 +58,6 @@ pub fn fingerprint(codebook: &Codebook) -> u64 {
     for b in codebook.to_bytes() {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
-fn fnv1a32(bytes: &[u8]) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for &b in bytes {
-        hash ^= u32::from(b);
-        hash = hash.wrapping_mul(0x0100_0193);
     }
     hash
 }
