@@ -20,17 +20,16 @@ impl Database {
         w.check()?;
         self.commit_locked(&mut w)?;
         let index = w.codes.as_ref().map(|c| c.codebook().quantization());
-        if w.tombstones.count() == 0 {
-            // Nothing to remove, but the index's codebook is still retrained on the rows
-            // there are now (one created on an empty database starts neutral).
-            return match index {
-                Some(quantization) => self.rebuild_vector_index(&mut w, quantization),
-                None => Ok(()),
-            };
-        }
-        let result = self.compact_locked(&mut w).and_then(|()| match index {
-            // The compaction's commit made the old codes stale (see `vector_index`); until
-            // they are remade here, searches run exact.
+        // With nothing deleted there is nothing to rewrite, but the index's codebook is still
+        // retrained on the rows there are now (one created on an empty database starts
+        // neutral). After a rewrite, the compaction's commit made the old codes stale (see
+        // `vector_index`); until they are remade here, searches run exact.
+        let rewritten = if w.tombstones.count() == 0 {
+            Ok(())
+        } else {
+            self.compact_locked(&mut w)
+        };
+        let result = rewritten.and_then(|()| match index {
             Some(quantization) => self.rebuild_vector_index(&mut w, quantization),
             None => Ok(()),
         });
