@@ -420,10 +420,8 @@ impl Store for Database {
             };
         }
         match request.queries {
-            store::Queries::One(query) => {
-                Ok(vec![self.search_one_with(query, request.k, options)?])
-            }
-            store::Queries::Batch(queries) => self.search_many_with(queries, request.k, options),
+            store::Queries::One(query) => Ok(vec![self.search_one(query, request.k, options)?]),
+            store::Queries::Batch(queries) => self.search_many(queries, request.k, options),
         }
     }
 
@@ -434,14 +432,14 @@ impl Store for Database {
     /// waits for it and is answered, with the others that arrived meanwhile, by one batch scan
     /// (see `OpenOptions::coalesce_searches`). A lone call starts its scan at once.
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<SearchHit>> {
-        self.search_one(query, k)
+        self.search_one(query, k, ScanOptions::default())
     }
 
     /// The `k` best matches for each of the queries in `queries` (back to back, each of the
     /// database's dimension). Much cheaper per query than separate searches: rows are read once
     /// per group of queries.
     fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>> {
-        self.search_many(queries, k)
+        self.search_many(queries, k, ScanOptions::default())
     }
 
     /// The record stored under `id`, or `None`.

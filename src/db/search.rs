@@ -27,13 +27,9 @@ impl Database {
     /// The `k` best matches for one query (see [`crate::Store::search`]). Concurrent calls on
     /// one handle are coalesced: a call that arrives while a scan is running waits for it and
     /// is answered, with the others that arrived meanwhile, by one batch scan (see
-    /// `OpenOptions::coalesce_searches`). A lone call starts its scan at once.
-    pub(super) fn search_one(&self, query: &[f32], k: usize) -> Result<Vec<SearchHit>> {
-        self.search_one_with(query, k, ScanOptions::default())
-    }
-
-    /// [`Database::search_one`] with `options` (codes or the exact scan, oversample).
-    pub(super) fn search_one_with(
+    /// `OpenOptions::coalesce_searches`). A lone call starts its scan at once. `options`:
+    /// codes or the exact scan, oversample.
+    pub(super) fn search_one(
         &self,
         query: &[f32],
         k: usize,
@@ -80,13 +76,8 @@ impl Database {
     }
 
     /// The `k` best matches for each query of `queries`, back to back: rows are read once per
-    /// group of queries.
-    pub(super) fn search_many(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<SearchHit>>> {
-        self.search_many_with(queries, k, ScanOptions::default())
-    }
-
-    /// [`Database::search_many`] with `options` (codes or the exact scan, oversample).
-    pub(super) fn search_many_with(
+    /// group of queries. `options`: codes or the exact scan, oversample.
+    pub(super) fn search_many(
         &self,
         queries: &[f32],
         k: usize,
