@@ -130,12 +130,14 @@ fn quantization_to_wit(q: Quantization) -> wit::Quantization {
 fn index_kind_from_wit(k: wit::IndexKind) -> IndexKind {
     match k {
         wit::IndexKind::Flat => IndexKind::Flat,
+        wit::IndexKind::Hnsw => IndexKind::Hnsw,
     }
 }
 
 fn index_kind_to_wit(k: IndexKind) -> wit::IndexKind {
     match k {
         IndexKind::Flat => wit::IndexKind::Flat,
+        IndexKind::Hnsw => wit::IndexKind::Hnsw,
     }
 }
 
@@ -300,6 +302,7 @@ impl GuestDatabase for GuestDb {
         let spec = IndexSpec {
             kind: index_kind_from_wit(spec.kind),
             quantization: spec.quantization.map(quantization_from_wit),
+            hnsw: None,
         };
         Store::create_index(&self.db, &spec)
             .map(index_info_to_wit)

@@ -37,6 +37,7 @@ pub mod embed;
 pub mod error;
 pub mod filter;
 pub mod format;
+pub mod hnsw;
 pub mod index;
 pub mod meta;
 pub mod npy;

@@ -242,8 +242,12 @@ pub struct Query<'a> {
     /// `1..=`[`crate::quant::MAX_OVERSAMPLE`] is an error either way, so a query that runs
     /// without an index still runs once one is created.
     pub oversample: Option<usize>,
-    /// Forces the exact f32 scan even when a quantized index exists.
+    /// Forces the exact f32 scan even when a quantized index or a graph exists.
     pub exact: bool,
+    /// With an HNSW index: candidates kept during the traversal (`None`:
+    /// [`crate::hnsw::DEFAULT_EF`]; raised to `k`). A value outside
+    /// `1..=`[`crate::hnsw::MAX_EF`] is an error with an index or without.
+    pub ef: Option<usize>,
 }
 
 impl<'a> Query<'a> {
@@ -255,6 +259,7 @@ impl<'a> Query<'a> {
             filter: None,
             oversample: None,
             exact: false,
+            ef: None,
         }
     }
 
@@ -266,6 +271,7 @@ impl<'a> Query<'a> {
             filter: None,
             oversample: None,
             exact: false,
+            ef: None,
         }
     }
 
@@ -284,6 +290,12 @@ impl<'a> Query<'a> {
     /// Forces (or not) the exact f32 scan.
     pub fn exact(mut self, exact: bool) -> Self {
         self.exact = exact;
+        self
+    }
+
+    /// Keeps `ef` candidates during an HNSW traversal (more: higher recall, slower).
+    pub fn ef(mut self, ef: usize) -> Self {
+        self.ef = Some(ef);
         self
     }
 }

@@ -345,6 +345,7 @@ fn create_validates_replaces_and_drops() {
     let exact = IndexSpec {
         kind: IndexKind::Flat,
         quantization: None,
+        hnsw: None,
     };
     match db.create_index(&exact) {
         Err(Error::InvalidInput { reason, .. }) => {

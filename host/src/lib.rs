@@ -338,6 +338,7 @@ fn quantization_from_wit(q: wit::Quantization) -> Quantization {
 fn index_kind_to_wit(k: IndexKind) -> wit::IndexKind {
     match k {
         IndexKind::Flat => wit::IndexKind::Flat,
+        IndexKind::Hnsw => wit::IndexKind::Hnsw,
     }
 }
 
@@ -345,10 +346,12 @@ fn index_info_from_wit(info: wit::IndexInfo) -> IndexInfo {
     IndexInfo {
         kind: match info.kind {
             wit::IndexKind::Flat => IndexKind::Flat,
+            wit::IndexKind::Hnsw => IndexKind::Hnsw,
         },
         quantization: info.quantization.map(quantization_from_wit),
         rows: info.rows,
         bytes: info.bytes,
+        hnsw: None,
     }
 }
 

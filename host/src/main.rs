@@ -544,6 +544,7 @@ fn run(cli: Cli) -> Result<(), AnyError> {
                 let info = db.create_index(&IndexSpec {
                     kind: IndexKind::Flat,
                     quantization: Some(quantization),
+                    hnsw: None,
                 })?;
                 let secs = started.elapsed().as_secs_f64();
                 println!(

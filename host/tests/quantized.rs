@@ -353,6 +353,7 @@ fn bad_requests_fail_as_natively() {
     let plain = IndexSpec {
         kind: IndexKind::Flat,
         quantization: None,
+        hnsw: None,
     };
     let n = native.create_index(&plain).expect_err("flat without codes");
     let s = sandboxed

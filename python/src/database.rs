@@ -365,9 +365,14 @@ impl Database {
             .map(str::parse::<Quantization>)
             .transpose()
             .map_err(|e| errors::engine(py, e))?;
-        let info = self
-            .handle
-            .create_index(py, &IndexSpec { kind, quantization })?;
+        let info = self.handle.create_index(
+            py,
+            &IndexSpec {
+                kind,
+                quantization,
+                hnsw: None,
+            },
+        )?;
         index_info_dict(py, &info)
     }
 

@@ -403,6 +403,7 @@ impl Store for Database {
         let options = ScanOptions {
             oversample: request.oversample,
             exact: request.exact,
+            ef: request.ef,
         };
         search::check_options(options)?;
         if let Some(filter) = request.filter.filter(|f| !f.is_empty()) {

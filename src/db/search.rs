@@ -267,7 +267,7 @@ impl Database {
     }
 }
 
-/// An `oversample` outside `1..=MAX_OVERSAMPLE` is an error, with an index or without (so a
+/// An `oversample` outside `1..=MAX_OVERSAMPLE` or an `ef` outside `1..=MAX_EF` is an error, with an index or without (so a
 /// query that runs today still runs once an index is created). Checked once, by `query`, the
 /// one entry that takes options.
 pub(super) fn check_options(options: ScanOptions) -> Result<()> {
@@ -276,7 +276,14 @@ pub(super) fn check_options(options: ScanOptions) -> Result<()> {
             "oversample {o} is out of range 1..={MAX_OVERSAMPLE} (candidates kept per hit \
              before exact rescoring; leave it unset for the index's default)"
         ))),
-        _ => Ok(()),
+        _ => match options.ef {
+            Some(ef) if ef == 0 || ef > crate::hnsw::MAX_EF => Err(Error::invalid(format!(
+                "ef {ef} is out of range 1..={} (candidates kept during an HNSW traversal; \
+                 leave it unset for the default)",
+                crate::hnsw::MAX_EF
+            ))),
+            _ => Ok(()),
+        },
     }
 }
 

@@ -42,6 +42,9 @@ impl Database {
     pub(super) fn create_vector_index(&self, spec: &IndexSpec) -> Result<IndexInfo> {
         let quantization = match (spec.kind, spec.quantization) {
             (IndexKind::Flat, Some(q)) => q,
+            (IndexKind::Hnsw, _) => {
+                return Err(Error::invalid("hnsw: not built yet (issue 17 in progress)"))
+            }
             (IndexKind::Flat, None) => {
                 return Err(Error::invalid(
                     "a flat index without quantization is the exact scan every search already runs: give quantization \"int8\" or \"binary\"",
@@ -197,6 +200,7 @@ fn info_of(codes: Option<&CodeTable>, pending: Option<Quantization>) -> IndexInf
         quantization: codes.map(|c| c.codebook().quantization()).or(pending),
         rows: codes.map_or(0, |c| c.rows()),
         bytes: codes.map_or(0, |c| c.bytes()),
+        hnsw: None,
     }
 }
 

@@ -33,8 +33,11 @@ const TASKS_PER_THREAD: usize = 4;
 pub struct ScanOptions {
     /// Candidates kept per hit before rescoring; `None` is the quantization's default.
     pub oversample: Option<usize>,
-    /// Scan the exact f32 rows even when codes exist.
+    /// Scan the exact f32 rows even when codes or a graph exist.
     pub exact: bool,
+    /// With an HNSW index: candidates kept during the graph traversal (`None`:
+    /// [`crate::hnsw::DEFAULT_EF`], raised to `k`).
+    pub ef: Option<usize>,
 }
 
 /// A search over one snapshot's codes.

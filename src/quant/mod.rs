@@ -30,6 +30,9 @@ pub use kernels::Kernel;
 pub enum IndexKind {
     /// Every matching row is scored (over codes when quantized).
     Flat,
+    /// A navigable small-world graph (`crate::hnsw`): a search visits a few thousand rows
+    /// (traversing on codes when quantized) and rescores the best exactly.
+    Hnsw,
 }
 
 impl IndexKind {
@@ -37,6 +40,7 @@ impl IndexKind {
     pub fn name(self) -> &'static str {
         match self {
             IndexKind::Flat => "flat",
+            IndexKind::Hnsw => "hnsw",
         }
     }
 }
@@ -46,8 +50,9 @@ impl std::str::FromStr for IndexKind {
     fn from_str(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "flat" => Ok(IndexKind::Flat),
+            "hnsw" => Ok(IndexKind::Hnsw),
             other => Err(Error::invalid(format!(
-                "unknown index kind {other:?}: use \"flat\""
+                "unknown index kind {other:?}: use \"flat\" or \"hnsw\""
             ))),
         }
     }
@@ -103,8 +108,12 @@ pub struct IndexSpec {
     /// The index's kind.
     pub kind: IndexKind,
     /// The codes the scan reads; `None` is the plain exact scan (for `Flat`, which needs no
-    /// index: creating it is an error that says so).
+    /// index: creating it is an error that says so). An HNSW graph traverses on them (int8
+    /// only) or, with `None`, on the f32 rows.
     pub quantization: Option<Quantization>,
+    /// The graph's parameters for `Hnsw` (`None`: [`HnswParams::default`]); an error with
+    /// `Flat`.
+    pub hnsw: Option<HnswParams>,
 }
 
 impl IndexSpec {
@@ -113,7 +122,62 @@ impl IndexSpec {
         IndexSpec {
             kind: IndexKind::Flat,
             quantization: Some(quantization),
+            hnsw: None,
         }
+    }
+
+    /// An HNSW graph with default parameters, traversing on `quantization` codes (int8) or
+    /// on the f32 rows (`None`); rescored exactly either way.
+    pub fn hnsw(quantization: Option<Quantization>) -> Self {
+        IndexSpec {
+            kind: IndexKind::Hnsw,
+            quantization,
+            hnsw: Some(HnswParams::default()),
+        }
+    }
+
+    /// The same spec with graph parameters `params`.
+    pub fn with_hnsw(mut self, params: HnswParams) -> Self {
+        self.hnsw = Some(params);
+        self
+    }
+}
+
+/// An HNSW graph's build parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HnswParams {
+    /// Links per node on the upper layers (twice this on the bottom layer).
+    pub m: usize,
+    /// Candidates kept while a node's links are chosen at insertion.
+    pub ef_construction: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams {
+            m: crate::hnsw::DEFAULT_M,
+            ef_construction: crate::hnsw::DEFAULT_EF_CONSTRUCTION,
+        }
+    }
+}
+
+impl HnswParams {
+    /// An error that says which parameter is out of its range.
+    pub fn validate(&self) -> Result<()> {
+        use crate::hnsw::{MAX_EF, MAX_M};
+        if !(2..=MAX_M).contains(&self.m) {
+            return Err(Error::invalid(format!(
+                "m {} is out of range 2..={MAX_M} (links per node; 16 suits most data)",
+                self.m
+            )));
+        }
+        if !(1..=MAX_EF).contains(&self.ef_construction) {
+            return Err(Error::invalid(format!(
+                "ef_construction {} is out of range 1..={MAX_EF} (candidates per insertion; 200 suits most data)",
+                self.ef_construction
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -127,8 +191,11 @@ pub struct IndexInfo {
     /// Rows the index covers (every row of `vectors.bin`, deleted ones included until
     /// compaction; 0 without an index).
     pub rows: u64,
-    /// Bytes the index holds besides the f32 rows (codes and codebook; 0 without an index).
+    /// Bytes the index holds besides the f32 rows (codes, codebook and graph links; 0
+    /// without an index).
     pub bytes: u64,
+    /// The graph's parameters, for an HNSW index.
+    pub hnsw: Option<HnswParams>,
 }
 
 /// Largest `oversample` accepted: more candidates than this per hit is a full rescoring.
