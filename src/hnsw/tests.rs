@@ -586,3 +586,67 @@ fn int8_traversal_with_exact_rescoring_recalls_well() {
     let r = recall(Metric::Cosine, &data, &qs, &[], &found, 10);
     assert!(r >= 0.95, "recall@10 {r}");
 }
+
+/// A view whose rows are only read on demand (as `StorageKind::OnDemand`'s are).
+struct OnDemand<'a>(&'a dyn RowView);
+
+impl RowView for OnDemand<'_> {
+    fn layout(&self) -> RowLayout {
+        self.0.layout()
+    }
+    fn rows(&self) -> u64 {
+        self.0.rows()
+    }
+    fn segment_count(&self) -> usize {
+        0
+    }
+    fn segment(&self, _: usize) -> (u64, &[f32]) {
+        (0, &[])
+    }
+    fn row(&self, _: u64) -> Option<&[f32]> {
+        None
+    }
+    fn resident(&self) -> bool {
+        false
+    }
+    fn read_rows(&self, first: u64, out: &mut [f32]) -> crate::Result<()> {
+        self.0.read_rows(first, out)
+    }
+}
+
+#[test]
+fn a_view_read_on_demand_builds_and_searches_the_same_graph() {
+    let data = clustered(2000, 16, 23);
+    let qs = queries(&data, 20, 24);
+    let rows = data.store.view();
+    let on_demand = OnDemand(rows.as_ref());
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let build_on = |view: &dyn RowView| {
+        let graph = Arc::new(Graph::new(params(), 5));
+        let mut dirty = BTreeSet::new();
+        one_thread
+            .install(|| graph.insert(view, space(Metric::Cosine), 2000, &mut dirty))
+            .unwrap();
+        graph
+    };
+    let (a, b) = (build_on(rows.as_ref()), build_on(&on_demand));
+    for n in 0..2000u32 {
+        assert_eq!(a.links_bytes(n), b.links_bytes(n), "node {n}");
+    }
+    let (va, vb) = (a.view(), b.view());
+    let resident_set = ScanSet {
+        rows: rows.as_ref(),
+        tombstones: &[],
+    };
+    let on_demand_set = ScanSet {
+        rows: &on_demand,
+        tombstones: &[],
+    };
+    assert_eq!(
+        index(&va, Metric::Cosine, 32).search(&resident_set, &qs, 10),
+        index(&vb, Metric::Cosine, 32).search(&on_demand_set, &qs, 10)
+    );
+}
