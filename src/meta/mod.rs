@@ -1296,6 +1296,102 @@ mod tests {
         MetaStore::open(&loc).expect("create")
     }
 
+    fn codebook() -> Codebook {
+        let rows = [[1.0f32, -2.0, 0.5, 3.0], [0.0, 1.0, -1.0, 2.0]];
+        Codebook::train(
+            Quantization::Int8,
+            Metric::Dot,
+            4,
+            rows.iter().map(|r| (&r[..], 1.0)),
+        )
+    }
+
+    /// A record as the release before graphs wrote it (format 1: the byte 1, the generation,
+    /// the codebook) still decodes, and a flat record is still written that way.
+    #[test]
+    fn a_flat_record_of_the_previous_release_decodes_and_is_written_the_same() {
+        let mut old = vec![1u8];
+        old.extend_from_slice(&7u64.to_le_bytes());
+        old.extend_from_slice(&codebook().to_bytes());
+        let record = IndexRecord::decode(&old).expect("format 1 decodes");
+        assert_eq!(record.generation, 7);
+        assert_eq!(record.codebook.as_ref(), Some(&codebook()));
+        assert_eq!(record.graph, None);
+        assert_eq!(record.encode(), old);
+    }
+
+    /// A graph's record round-trips with and without codes and an entry; cut or padded bytes
+    /// and impossible parameters do not decode.
+    #[test]
+    fn a_graph_record_round_trips_and_damage_does_not_decode() {
+        let graph = GraphRecord {
+            params: HnswParams {
+                m: 12,
+                ef_construction: 150,
+            },
+            seed: 0x0123_4567_89ab_cdef,
+            nodes: 1_000_001,
+            entry: Some(Entry {
+                node: 77_000,
+                level: 5,
+            }),
+        };
+        for codebook in [None, Some(codebook())] {
+            for entry in [None, graph.entry] {
+                let record = IndexRecord {
+                    codebook: codebook.clone(),
+                    generation: 3,
+                    graph: Some(GraphRecord { entry, ..graph }),
+                };
+                let bytes = record.encode();
+                assert_eq!(bytes[0], 2);
+                assert_eq!(IndexRecord::decode(&bytes).as_ref(), Some(&record));
+                for cut in 1..bytes.len() {
+                    assert_eq!(IndexRecord::decode(&bytes[..cut]), None, "cut at {cut}");
+                }
+                let mut padded = bytes.clone();
+                padded.push(0);
+                if codebook.is_none() {
+                    assert_eq!(IndexRecord::decode(&padded), None);
+                }
+            }
+        }
+        let bad = IndexRecord {
+            codebook: None,
+            generation: 1,
+            graph: Some(GraphRecord {
+                params: HnswParams {
+                    m: 1,
+                    ef_construction: 10,
+                },
+                ..graph
+            }),
+        };
+        assert_eq!(IndexRecord::decode(&bad.encode()), None, "m = 1 is invalid");
+        assert_eq!(IndexRecord::decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0]), None);
+    }
+
+    /// A pending index round-trips; the previous release's one-byte values still decode.
+    #[test]
+    fn a_pending_index_round_trips_and_the_old_values_decode() {
+        assert_eq!(decode_pending(&[1]), Some(IndexSpec::flat(Quantization::Int8)));
+        assert_eq!(decode_pending(&[2]), Some(IndexSpec::flat(Quantization::Binary)));
+        let params = HnswParams {
+            m: 24,
+            ef_construction: 300,
+        };
+        for spec in [
+            IndexSpec::flat(Quantization::Int8),
+            IndexSpec::flat(Quantization::Binary),
+            IndexSpec::hnsw(None).with_hnsw(params),
+            IndexSpec::hnsw(Some(Quantization::Int8)).with_hnsw(params),
+        ] {
+            assert_eq!(decode_pending(&encode_pending(&spec)), Some(spec));
+        }
+        assert_eq!(decode_pending(&[3, 0]), None);
+        assert_eq!(decode_pending(&[4]), None);
+    }
+
     /// A field index naming a row the store never committed is damage, found at load.
     #[test]
     fn an_index_entry_beyond_the_committed_rows_is_corrupt() {
