@@ -532,3 +532,132 @@ pub(super) fn open_codes(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::quant::{HnswParams, IndexKind, IndexSpec, Quantization};
+    use crate::store::{Delete, Store, Write};
+    use crate::types::OpenOptions;
+    use crate::Database;
+
+    const DIM: usize = 8;
+
+    /// `n` pseudo-random vectors (an LCG: the test needs variety, not quality).
+    fn vectors(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (0..n * DIM)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    fn ids(from: usize, to: usize) -> Vec<String> {
+        (from..to).map(|i| format!("v{i}")).collect()
+    }
+
+    fn add(db: &Database, from: usize, to: usize) {
+        let ids = ids(from, to);
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let v = vectors(to - from, from as u64);
+        db.write(&Write::add(&ids, &v)).expect("add");
+    }
+
+    /// A reopened database loads the graph exactly as committed (node count, entry, every
+    /// node's links), after a create over existing rows, after rows added to the graph, and
+    /// after a compaction renumbered it; `index_info` describes it.
+    #[test]
+    fn a_reopened_database_has_the_committed_graph() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let params = HnswParams {
+            m: 6,
+            ef_construction: 40,
+        };
+        let spec = IndexSpec::hnsw(Some(Quantization::Int8)).with_hnsw(params);
+        let reopen_same = |rows: u64| {
+            let db = Database::open(dir.path(), OpenOptions::default()).expect("open");
+            let (nodes, entry, links) = db.hnsw_links_for_test().expect("a graph");
+            assert_eq!(nodes, rows);
+            assert_eq!(links.len() as u64, rows);
+            let info = db.index_info().expect("info");
+            assert_eq!(info.kind, IndexKind::Hnsw);
+            assert_eq!(info.quantization, Some(Quantization::Int8));
+            assert_eq!(info.hnsw, Some(params));
+            assert_eq!(info.rows, rows);
+            (db, (nodes, entry, links))
+        };
+
+        let committed = {
+            let db = Database::open(dir.path(), OpenOptions::default()).expect("open");
+            add(&db, 0, 150);
+            db.create_index(&spec).expect("create");
+            add(&db, 150, 400);
+            db.persist().expect("persist");
+            let committed = db.hnsw_links_for_test().expect("a graph");
+            db.close().expect("close");
+            committed
+        };
+        let (db, reopened) = reopen_same(400);
+        assert_eq!(
+            reopened, committed,
+            "the reopened graph differs from the committed one"
+        );
+        // The same spec again is the index there is: nothing rebuilt.
+        db.create_index(&spec).expect("same spec");
+        assert_eq!(db.hnsw_links_for_test(), Some(committed));
+
+        let dead = ids(0, 120);
+        let dead: Vec<&str> = dead.iter().map(String::as_str).collect();
+        db.remove(&Delete::ids(&dead)).expect("delete");
+        db.compact().expect("compact");
+        let compacted = db.hnsw_links_for_test().expect("a graph");
+        assert_eq!(compacted.0, 280);
+        db.close().expect("close");
+        let (db, reopened) = reopen_same(280);
+        assert_eq!(reopened, compacted);
+
+        assert!(db.drop_index().expect("drop"));
+        assert_eq!(db.hnsw_links_for_test(), None);
+        db.close().expect("close");
+        let db = Database::open(dir.path(), OpenOptions::default()).expect("open");
+        assert_eq!(db.hnsw_links_for_test(), None);
+        assert_eq!(db.index_info().expect("info").kind, IndexKind::Flat);
+    }
+
+    /// An HNSW index asked for before the first rows is pending, survives a reopen as such,
+    /// and is built over the first committed rows.
+    #[test]
+    fn a_pending_graph_is_built_at_the_first_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = IndexSpec::hnsw(None);
+        {
+            let db = Database::open(dir.path(), OpenOptions::default()).expect("open");
+            let info = db.create_index(&spec).expect("pending");
+            assert_eq!((info.kind, info.rows), (IndexKind::Hnsw, 0));
+            db.close().expect("close");
+        }
+        let db = Database::open(dir.path(), OpenOptions::default()).expect("open");
+        assert_eq!(db.index_info().expect("info").kind, IndexKind::Hnsw);
+        add(&db, 0, 50);
+        db.persist().expect("persist");
+        let info = db.index_info().expect("info");
+        assert_eq!(
+            (info.kind, info.quantization, info.rows),
+            (IndexKind::Hnsw, None, 50)
+        );
+        assert_eq!(db.hnsw_links_for_test().map(|g| g.0), Some(50));
+    }
+
+    /// Binary codes cannot be traversed: the error names what can.
+    #[test]
+    fn a_binary_graph_is_refused() {
+        let db = Database::in_memory(OpenOptions::default()).expect("db");
+        let e = db
+            .create_index(&IndexSpec::hnsw(Some(Quantization::Binary)))
+            .expect_err("binary");
+        assert!(e.to_string().contains("int8"), "{e}");
+    }
+}

@@ -1374,8 +1374,14 @@ mod tests {
     /// A pending index round-trips; the previous release's one-byte values still decode.
     #[test]
     fn a_pending_index_round_trips_and_the_old_values_decode() {
-        assert_eq!(decode_pending(&[1]), Some(IndexSpec::flat(Quantization::Int8)));
-        assert_eq!(decode_pending(&[2]), Some(IndexSpec::flat(Quantization::Binary)));
+        assert_eq!(
+            decode_pending(&[1]),
+            Some(IndexSpec::flat(Quantization::Int8))
+        );
+        assert_eq!(
+            decode_pending(&[2]),
+            Some(IndexSpec::flat(Quantization::Binary))
+        );
         let params = HnswParams {
             m: 24,
             ef_construction: 300,
