@@ -24,6 +24,14 @@
 //! - drop: one redb transaction removes the record, then the file is removed.
 //!
 //! An in-memory database keeps its codes in memory only (`Database::codes_on_disk`).
+//!
+//! An HNSW index adds a graph (`crate::hnsw`), kept only in redb: every node's links in table
+//! `hnsw_links`, its parameters, seed, node count and entry in the index record. Create builds
+//! it over every row and writes it in one transaction; appended rows are inserted at once and
+//! the links they changed commit in the rows' own transaction; open loads it as committed
+//! ([`open_graph`] rebuilds only a stale or damaged one); compaction commits the graph of the
+//! new numbering with the rows' switch; drop removes it in one transaction. See
+//! docs/design.md, "The HNSW graph".
 
 use super::{lock_poison_free, Database, Writer};
 use crate::error::{Error, Result};
