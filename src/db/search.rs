@@ -4,6 +4,10 @@
 //! A snapshot with a quantized index's codes is searched over them ([`QuantizedIndex`]: the
 //! code scan keeps `k * oversample` candidates, rescored exactly) unless the query asks for
 //! the exact scan; a filter that leaves few rows is answered by the exact gather-scan either way.
+//! A snapshot with an HNSW graph is searched by traversing it ([`HnswIndex`], on its codes if
+//! it has them), single searches uncoalesced; a filter that leaves more rows traverses with the
+//! filter's skip bitmap and the count of matching rows (the traversal falls back to the exact
+//! scan when it visits more nodes than match).
 
 use super::validate::{batch_len, check_queries};
 use super::{Database, Snapshot};
