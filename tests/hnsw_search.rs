@@ -270,10 +270,9 @@ fn clustered_data_recall_rises_with_ef_for_every_metric() {
                 .expect("default");
             assert_eq!(at_default.1, r, "{ctx}: ef unset vs ef {DEFAULT_EF}");
 
-            for i in 0..8 {
-                let q = vector(&queries, dim, i);
+            for (i, (q, in_batch)) in queries.chunks_exact(dim).zip(&default).take(8).enumerate() {
                 let one = db.query(&Query::one(q, K)).expect("single").remove(0);
-                assert_eq!(one, default[i], "{ctx}: query {i} alone vs in a batch");
+                assert_eq!(one, *in_batch, "{ctx}: query {i} alone vs in a batch");
                 let exact = db.query(&Query::one(q, K).exact(true)).expect("exact");
                 assert_topk(
                     metric,
