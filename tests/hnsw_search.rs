@@ -594,19 +594,25 @@ fn bad_parameters_are_invalid_input_and_change_nothing() {
     let hnsw =
         |m, ef_construction| IndexSpec::hnsw(None).with_hnsw(HnswParams { m, ef_construction });
     let bad_specs = [
-        (IndexSpec::hnsw(Some(Quantization::Binary)), "binary"),
-        (hnsw(0, 200), "m"),
-        (hnsw(1, 200), "m"),
-        (hnsw(MAX_M + 1, 200), "m"),
-        (hnsw(16, 0), "ef_construction"),
-        (hnsw(16, MAX_EF + 1), "ef_construction"),
+        (
+            IndexSpec::hnsw(Some(Quantization::Binary)),
+            "int8".to_owned(),
+        ),
+        (hnsw(0, 200), "m 0".to_owned()),
+        (hnsw(1, 200), "m 1".to_owned()),
+        (hnsw(MAX_M + 1, 200), format!("m {}", MAX_M + 1)),
+        (hnsw(16, 0), "ef_construction 0".to_owned()),
+        (
+            hnsw(16, MAX_EF + 1),
+            format!("ef_construction {}", MAX_EF + 1),
+        ),
         (
             IndexSpec::flat(Quantization::Int8).with_hnsw(HnswParams::default()),
-            "hnsw",
+            "hnsw".to_owned(),
         ),
     ];
     for (spec, mentions) in bad_specs {
-        expect_invalid(db.create_index(&spec), mentions, &format!("{spec:?}"));
+        expect_invalid(db.create_index(&spec), &mentions, &format!("{spec:?}"));
         let info = db.index_info().expect("info");
         assert_eq!(
             (info.kind, info.rows),
@@ -632,7 +638,7 @@ fn bad_parameters_are_invalid_input_and_change_nothing() {
             for request in requests {
                 expect_invalid(
                     db.query(&request.ef(bad)),
-                    "ef",
+                    &format!("ef {bad}"),
                     &format!("ef {bad}, index {indexed}"),
                 );
             }
@@ -645,8 +651,8 @@ fn bad_parameters_are_invalid_input_and_change_nothing() {
     }
     // The bad specs leave the good index alone.
     for (spec, mentions) in [
-        (hnsw(1, 200), "m"),
-        (IndexSpec::hnsw(Some(Quantization::Binary)), "binary"),
+        (hnsw(1, 200), "m 1"),
+        (IndexSpec::hnsw(Some(Quantization::Binary)), "int8"),
     ] {
         expect_invalid(db.create_index(&spec), mentions, "with an index");
         assert_eq!(
