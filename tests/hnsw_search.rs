@@ -539,20 +539,31 @@ fn filtered_searches_keep_recall_at_every_selectivity() {
 }
 
 /// An index created before the first row is recorded (kind hnsw, no rows) and built by the
-/// rows that follow.
+/// rows of the first commit; the rows that follow join it.
 #[test]
 fn an_index_created_on_an_empty_database_takes_the_rows_that_follow() {
+    pending_index_then_rows(&[0..600, 600..601, 601..1_500]);
+}
+
+/// The same when the first commit holds a single row: the graph (and, traversing on int8,
+/// the codebook the first commit trains) must still serve the 1 499 rows that follow.
+#[test]
+fn an_index_created_on_an_empty_database_survives_a_first_commit_of_one_row() {
+    pending_index_then_rows(&[0..1, 1..2, 2..600, 600..1_500]);
+}
+
+fn pending_index_then_rows(commits: &[std::ops::Range<usize>]) {
     let dim = 16;
     let (data, queries) = clustered(seed() ^ 0xE11, 1_500, 30, dim);
     for quantization in TRAVERSALS {
-        let ctx = format!("{quantization:?}");
+        let ctx = format!("{quantization:?}, commits {commits:?}");
         let db = Database::in_memory(OpenOptions::default().with_metric(Metric::L2)).expect("db");
         let info = db
             .create_index(&IndexSpec::hnsw(quantization))
             .expect("create_index on an empty database");
         assert_eq!((info.kind, info.rows), (IndexKind::Hnsw, 0), "{ctx}");
         assert_eq!(info.quantization, quantization, "{ctx}");
-        for range in [0..1, 1..600, 600..601, 601..1_500] {
+        for range in commits {
             let ids: Vec<String> = range.clone().map(id).collect();
             db.add(&ids, &data[range.start * dim..range.end * dim], &[])
                 .expect("add");
@@ -567,6 +578,7 @@ fn an_index_created_on_an_empty_database_takes_the_rows_that_follow() {
         let found = batch(&db, &queries, |q| q);
         check_hits(Metric::L2, &queries, &data, dim, &found, |_| true, &ctx);
         let r = recall(&found, &want);
+        eprintln!("{ctx}: recall@10 {r:.4}");
         assert!(r >= TARGET, "{ctx}: recall@10 {r} < {TARGET}");
     }
 }
