@@ -7,7 +7,8 @@
 //!
 //! `cargo run --release --example hnsw_probe` (data from `SRVDB_DATA_DIR`, else
 //! `../shared/data`; absent data is a skip, not a failure). `HNSW_PROBE_THREADS` sets the
-//! build's threads (default 2).
+//! build's threads (default 2), `HNSW_PROBE_EFS` the efs (comma-separated),
+//! `HNSW_PROBE_REPEATS` the passes per setting (the fastest is reported; default 3).
 
 use srvdb::distance::Kernels;
 use srvdb::format::RowLayout;
@@ -27,8 +28,6 @@ use std::time::Instant;
 
 const K: usize = 10;
 const EFS: [usize; 5] = [16, 32, 64, 128, 256];
-/// Passes over the queries per setting; the fastest is reported.
-const REPEATS: usize = 3;
 
 /// Time spent on the CPU by the calling thread (`HNSW_PROBE_CLOCK=wall` for wall time): on a
 /// machine shared with other work, wall time counts the time the thread waited for a core.
@@ -54,6 +53,14 @@ impl Clock {
             self.wall.elapsed().as_secs_f64()
         }
     }
+}
+
+/// The number in environment variable `name`, or `default`.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(default)
 }
 
 fn thread_cpu_seconds() -> f64 {
@@ -93,10 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let kernels = Kernels::best();
     let metric = Metric::Cosine;
     let space = Space { metric, kernels };
-    let threads: usize = std::env::var("HNSW_PROBE_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(2);
+    let threads: usize = env_or("HNSW_PROBE_THREADS", 2);
     let build_pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
@@ -130,11 +134,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tombstones: &[],
     };
     let single = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    // Passes over the queries per setting; the fastest is reported.
+    let repeats: usize = env_or("HNSW_PROBE_REPEATS", 3);
+    let efs: Vec<usize> = std::env::var("HNSW_PROBE_EFS").map_or(EFS.to_vec(), |s| {
+        s.split(',').filter_map(|e| e.trim().parse().ok()).collect()
+    });
     let run = |index: &dyn Index| -> (f64, f64) {
         single.install(|| {
             let mut best = f64::INFINITY;
             let mut hits = 0usize;
-            for _ in 0..REPEATS {
+            for _ in 0..repeats {
                 hits = 0;
                 let started = Clock::now();
                 for (q, t) in one.iter().zip(&truth) {
@@ -164,7 +173,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for r in 0..rows.rows() {
         codes.push_rows(layout, rows.row(r).ok_or("row missing")?);
     }
-    for ef in EFS {
+    for ef in efs {
         let f32_index = HnswIndex {
             graph: &view,
             codes: None,

@@ -126,6 +126,14 @@ impl<'a> Links<'a> {
         }
     }
 
+    /// Asks the CPU for `node`'s list on `layer`.
+    #[inline]
+    pub(crate) fn prefetch(&self, node: u32, layer: u8) {
+        if let Some(list) = self.list(node, layer) {
+            super::rows::prefetch(list, 1);
+        }
+    }
+
     /// `node`'s links on `layer`, copied.
     fn get(&self, node: u32, layer: u8, out: &mut Vec<u32>) {
         out.clear();

@@ -119,6 +119,9 @@ pub(crate) fn search_layer(
         if c.key < lower && results.len() >= ef {
             break;
         }
+        if let Some(next) = candidates.peek() {
+            links.prefetch(next.node, p.layer);
+        }
         batch.clear();
         links.for_each(c.node, p.layer, |n| {
             if n < p.nodes && visited.insert(n) {

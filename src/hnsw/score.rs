@@ -8,6 +8,11 @@ use crate::error::Error;
 use crate::quant::codes::CodeTable;
 use crate::quant::{Codebook, PreparedQuery};
 use crate::storage::RowView;
+use crate::types::Metric;
+
+/// Cache lines of a row prefetched before it is scored: the first few; the hardware's
+/// stream prefetcher follows the kernel's sequential reads for the rest.
+const ROW_PREFETCH_LINES: usize = 2;
 
 /// Scores rows against a query with the exact scan's key.
 pub(crate) struct RowScorer<'a> {
@@ -43,7 +48,7 @@ impl<'a> RowScorer<'a> {
             dim,
             query: &query[..dim.min(query.len())],
             norm,
-            lines: (dim + 1).div_ceil(16),
+            lines: (dim + 1).div_ceil(16).min(ROW_PREFETCH_LINES),
             buf: Vec::new(),
             failed: None,
         }
@@ -73,6 +78,10 @@ impl Scorer for RowScorer<'_> {
     fn prefetch(&self, node: u32) {
         if let Some(r) = self.resident.and_then(|rows| rows.row(u64::from(node))) {
             prefetch(r, self.lines);
+            // The norm ends the row: a line of its own the kernel's stream reaches last.
+            if self.space.metric == Metric::Cosine {
+                prefetch(&r[self.dim..], 1);
+            }
         }
     }
 }
