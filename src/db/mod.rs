@@ -112,6 +112,10 @@ struct Writer {
     graph: Option<Arc<Graph>>,
     /// Nodes whose links changed since the last commit (see [`Writer::graph`]).
     graph_dirty: BTreeSet<u32>,
+    /// Live rows the codebook was trained on, as far as this handle knows (at open: the
+    /// live rows then). A graph's codes are retrained when the rows outgrow it (see
+    /// `vector_index::Database::retrain_outgrown_codes`).
+    codes_trained_on: u64,
 }
 
 impl Writer {

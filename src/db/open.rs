@@ -252,6 +252,7 @@ impl Database {
             index_pending,
             graph,
             graph_dirty: Default::default(),
+            codes_trained_on: live,
         };
         let coalesce = options.coalesce_searches;
         let db = Database {

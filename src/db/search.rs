@@ -198,7 +198,11 @@ impl Database {
         let count = matching.count();
         let k = k.min(usize::try_from(count).unwrap_or(usize::MAX));
         let total = rows.rows();
-        let one_in = if n == 1 {
+        // A graph answers each query of a batch by its own traversal, so a batch gains nothing
+        // over single queries from the blocked scan's shared reads: it switches where they do
+        // (and a query gets the same answer alone or in a batch).
+        let over_graph = snap.graph.is_some() && !options.exact;
+        let one_in = if n == 1 || over_graph {
             GATHER_BELOW_ONE_IN
         } else {
             GATHER_BELOW_ONE_IN_BATCH

@@ -183,6 +183,7 @@ impl Database {
         match result {
             Ok((table, file, graph)) => {
                 let stale_codes = table.is_none() && w.codes_file.is_some();
+                w.codes_trained_on = w.live.min(TRAIN_ROWS);
                 w.codes = table;
                 w.codes_file = file;
                 w.graph = graph;
@@ -219,6 +220,22 @@ impl Database {
     pub(super) fn retrain_codes(&self, w: &mut Writer, spec: Option<IndexSpec>) -> Result<()> {
         match spec {
             Some(spec) if spec.quantization.is_some() => self.rebuild_vector_index(w, spec, true),
+            _ => Ok(()),
+        }
+    }
+
+    /// Retrains a graph's codes once the live rows are more than twice those the codebook
+    /// was trained on (and it saw fewer than [`TRAIN_ROWS`]): an index created on an empty or
+    /// small database would otherwise traverse codes whose range fits its first rows only
+    /// (int8 clips the rest), and the traversal on them misses neighbours that the exact
+    /// rescoring never sees. Doubling makes the re-encoding O(rows) over the database's life.
+    /// The graph is kept (its links are of the f32 rows).
+    pub(super) fn retrain_outgrown_codes(&self, w: &mut Writer) -> Result<()> {
+        let outgrown = w.codes_trained_on < TRAIN_ROWS && w.live > 2 * w.codes_trained_on;
+        match current_spec(w) {
+            Some(spec) if outgrown && w.graph.is_some() && spec.quantization.is_some() => {
+                self.rebuild_vector_index(w, spec, true)
+            }
             _ => Ok(()),
         }
     }

@@ -361,7 +361,8 @@ impl Database {
                 w.committed_rows = committed_rows;
                 w.config_committed = true;
                 w.graph_dirty.clear();
-                self.build_pending_index(w)
+                self.build_pending_index(w)?;
+                self.retrain_outgrown_codes(w)
             }
             Err(e) => {
                 w.poisoned = Some(e.to_string());
