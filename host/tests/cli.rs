@@ -397,7 +397,7 @@ fn hnsw_index_commands_build_report_and_search() {
                 "--quantization",
                 "binary",
             ],
-            "binary",
+            "graph traverses on int8 codes",
         ),
     ] {
         let (code, stdout, stderr) = run(args);

@@ -182,7 +182,7 @@ def test_bad_ef_raises(open_db, ef):
         ({"kind": "hnsw", "ef_construction": 0}, "ef_construction 0 is out of range"),
         ({"kind": "hnsw", "ef_construction": 10_001}, "ef_construction 10001 is out of range"),
         ({"kind": "hnsw", "ef_construction": "200"}, "ef_construction must be a non-negative int"),
-        ({"kind": "hnsw", "quantization": "binary"}, "binary"),
+        ({"kind": "hnsw", "quantization": "binary"}, "graph traverses on int8 codes or on the f32 rows"),
         ({"kind": "flat", "m": 16}, "flat"),
         ({"kind": "flat", "quantization": "int8", "ef_construction": 100}, "flat"),
         ({"kind": "graph"}, "unknown index kind"),
