@@ -19,17 +19,7 @@ use std::sync::Arc;
 /// The graph as committed: node count, entry point, and every node's links as stored.
 type Links = (u64, Option<Entry>, Vec<Vec<u8>>);
 
-/// Stands in for `Database::hnsw_links_for_test` (the persistence hook) until it exists: an
-/// inherent method takes precedence over this trait's, so once the hook lands this one is
-/// never called. Until then every check that needs the links fails, saying why.
-#[allow(dead_code)]
-trait LinksHook {
-    fn hnsw_links_for_test(&self) -> Option<Links> {
-        panic!("Database::hnsw_links_for_test is not built yet: the graph's links cannot be read")
-    }
-}
-impl LinksHook for Database {}
-
+/// The graph the handle holds (as loaded on open or committed since).
 fn links(db: &Database) -> Option<Links> {
     db.hnsw_links_for_test()
 }
