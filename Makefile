@@ -159,10 +159,12 @@ bench-hnsw: component
 	$(BENCH) $(HNSW_BENCH_ARGS) --merge-into docs/benchmarks/results.json
 
 ## bench-hnsw-1m: the HNSW test on the 1,000,000 x 384 set made from MiniLM (bench_data's
-## minilm-perturbed), SrvDB and hnswlib only, one round (long: the builds), merged likewise.
+## minilm-perturbed), SrvDB's f32 graph and hnswlib only, one round (long: the builds), merged
+## likewise.
 bench-hnsw-1m: component
 	$(python_setup)
-	$(BENCH) --tests hnsw --libs srvdb,hnswlib --datasets minilm-perturbed \
+	$(BENCH) --tests hnsw --libs srvdb,hnswlib --datasets minilm-perturbed --timeout 14400 \
+		--hnsw-modes f32,hnsw \
 		--merge-into docs/benchmarks/results.json
 
 ## bench-hnsw-rust: benches/hnsw.rs (build, then single queries at ef 32/64/128 with f32 and

@@ -109,7 +109,9 @@ def run(adapter, base: np.ndarray, queries: np.ndarray, gt: np.ndarray, cfg: dic
     gt = gt[: len(queries)]
     out.update(efs=efs, queries=len(queries), rows=len(base), modes={})
     params = {"m": cfg["hnsw_m"], "ef_construction": cfg["hnsw_ef_construction"]}
-    for mode in adapter.hnsw_modes:
+    only = cfg.get("hnsw_only_modes")
+    modes = [m for m in adapter.hnsw_modes if not only or m in only]
+    for mode in modes:
         fig = out["modes"][mode] = {}
         try:
             before = rss_mb()
@@ -126,8 +128,8 @@ def run(adapter, base: np.ndarray, queries: np.ndarray, gt: np.ndarray, cfg: dic
         if extras and adapter.hnsw_filtered and "error" not in fig:
             fig["filtered"] = filtered(adapter, base, queries, mode, cfg)
             save()
-    if extras and adapter.hnsw_delete and adapter.hnsw_modes:
-        mode = adapter.hnsw_modes[-1]
+    if extras and adapter.hnsw_delete and modes:
+        mode = modes[-1]
         if "error" not in out["modes"][mode]:
             out["deleted"] = deleted(adapter, base, queries, mode, cfg)
             save()

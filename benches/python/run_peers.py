@@ -68,6 +68,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="result JSON (default: target/bench-results/...)")
     ap.add_argument("--tests", help="comma-separated subset of the tests: filtered (default: all)")
     ap.add_argument("--datasets", help="comma-separated subset of the data sets (default: all)")
+    ap.add_argument("--timeout", type=int,
+                    help="seconds one library's process may take (default: 1200; the 1M HNSW "
+                         "builds need more)")
+    ap.add_argument("--hnsw-modes",
+                    help="comma-separated subset of the HNSW test's modes (e.g. f32,hnsw: "
+                         "SrvDB's f32 graph and the peers'; default: all)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="run the libraries this many times in turn; the HNSW figures are the "
                          "median over the rounds (default 1)")
@@ -138,6 +144,10 @@ class Runner:
         self.cfg["dataset_tests"] = {"synthetic-big": ["ingest", "filtered"],
                                      "minilm-perturbed": ["ingest", "quantized", "hnsw"]}
         self.rounds = max(1, args.rounds)
+        if args.timeout:
+            self.cfg["timeout_s"] = args.timeout
+        if args.hnsw_modes:
+            self.cfg["hnsw_only_modes"] = args.hnsw_modes.split(",")
         self.cfg["rounds"] = self.rounds
         mode = "smoke" if args.smoke else "full"
         self.work = REPO / "target" / "bench-work" / mode
