@@ -8,14 +8,39 @@
 //!   encodes one node's links for redb; [`Graph::from_links`] rebuilds the graph from those
 //!   values exactly as they were written.
 
+//!
+//! Layout: the bottom layer in chunks of [`CHUNK_NODES`] nodes (growing adds a chunk and never
+//! moves a node), one `AtomicU32` count and `2m` link slots per node; a node's upper layers
+//! (about one node in `m` has any) are allocated once, when it is inserted. Searches read the
+//! slots lock-free: a list being rewritten may be seen half old, half new, which is harmless
+//! since every slot always holds a node that is inserted or being inserted (searches ignore
+//! nodes past their view). Writers linking concurrently take a striped per-node lock.
+
+use super::visited::{with_scratch, Scored, Scratch};
 use super::Entry;
 use crate::distance::Kernels;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::quant::HnswParams;
-use crate::storage::RowView;
+use crate::storage::{names, RowView};
 use crate::types::Metric;
+use arc_swap::ArcSwap;
+use std::borrow::Cow;
+use std::cmp::Reverse;
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+/// Nodes per chunk of the bottom layer.
+const CHUNK_NODES: usize = 4096;
+/// Highest layer a node can have.
+const MAX_LEVEL: u8 = 16;
+/// Locks writers take to change a node's lists (node `n` takes `n % LOCK_STRIPES`).
+const LOCK_STRIPES: usize = 1024;
+/// Version of [`Graph::links_bytes`]'s encoding.
+const LINKS_FORMAT: u8 = 1;
+/// Below this many new rows an insertion stays on the calling thread.
+#[cfg(not(target_arch = "wasm32"))]
+const PARALLEL_MIN_ROWS: u64 = 256;
 
 /// How two rows compare while building: the database's metric and kernels (higher is
 /// better, as in [`crate::index::topk::Candidate`]).
@@ -27,11 +52,134 @@ pub struct Space {
     pub kernels: Kernels,
 }
 
+impl Space {
+    /// The ranking key of a row (`dim` components, then its norm) against a query with
+    /// norm `query_norm`: the exact scan's key, computed the same way (so the same bits).
+    #[inline]
+    pub(crate) fn key(&self, query: &[f32], query_norm: f32, row: &[f32], dim: usize) -> f32 {
+        match self.metric {
+            Metric::Cosine => {
+                let denom = query_norm * row[dim];
+                if denom > 0.0 {
+                    self.kernels.dot(query, &row[..dim]) / denom
+                } else {
+                    0.0
+                }
+            }
+            Metric::Dot => self.kernels.dot(query, &row[..dim]),
+            Metric::L2 => -self.kernels.l2sq(query, &row[..dim]),
+        }
+    }
+}
+
+/// The nodes of one chunk: bottom-layer slots, and each node's upper layers once inserted.
+pub(crate) struct Chunk {
+    /// Per node: a count, then `2m` links.
+    bottom: Box<[AtomicU32]>,
+    /// Per node with a level above 0: per upper layer a count, then `m` links.
+    upper: Box<[OnceLock<Box<[AtomicU32]>>]>,
+}
+
+impl Chunk {
+    fn new(m0: usize) -> Self {
+        Chunk {
+            bottom: (0..CHUNK_NODES * (1 + m0))
+                .map(|_| AtomicU32::new(0))
+                .collect(),
+            upper: (0..CHUNK_NODES).map(|_| OnceLock::new()).collect(),
+        }
+    }
+}
+
+/// Read access to the lists of the chunks loaded at one moment.
+pub(crate) struct Links<'a> {
+    chunks: &'a [Arc<Chunk>],
+    m: usize,
+    m0: usize,
+}
+
+impl<'a> Links<'a> {
+    /// Node `node`'s list on `layer` (count slot first), if the node has that layer.
+    #[inline]
+    fn list(&self, node: u32, layer: u8) -> Option<&'a [AtomicU32]> {
+        let chunk = self.chunks.get(node as usize / CHUNK_NODES)?;
+        let i = node as usize % CHUNK_NODES;
+        if layer == 0 {
+            let w = 1 + self.m0;
+            return chunk.bottom.get(i * w..(i + 1) * w);
+        }
+        let w = 1 + self.m;
+        let at = (layer as usize - 1) * w;
+        chunk.upper.get(i)?.get()?.get(at..at + w)
+    }
+
+    /// Calls `f` on each of `node`'s links on `layer`.
+    #[inline]
+    pub(crate) fn for_each(&self, node: u32, layer: u8, mut f: impl FnMut(u32)) {
+        if let Some(list) = self.list(node, layer) {
+            let n = (list[0].load(Ordering::Acquire) as usize).min(list.len() - 1);
+            for slot in &list[1..1 + n] {
+                f(slot.load(Ordering::Relaxed));
+            }
+        }
+    }
+
+    /// `node`'s links on `layer`, copied.
+    fn get(&self, node: u32, layer: u8, out: &mut Vec<u32>) {
+        out.clear();
+        self.for_each(node, layer, |n| out.push(n));
+    }
+
+    /// Replaces `node`'s links on `layer` (the caller holds its lock).
+    fn set(&self, node: u32, layer: u8, links: &[u32]) {
+        if let Some(list) = self.list(node, layer) {
+            let n = links.len().min(list.len() - 1);
+            for (slot, &l) in list[1..].iter().zip(&links[..n]) {
+                slot.store(l, Ordering::Relaxed);
+            }
+            list[0].store(n as u32, Ordering::Release);
+        }
+    }
+
+    /// The highest layer `node` has links storage for.
+    fn level(&self, node: u32) -> u8 {
+        let Some(chunk) = self.chunks.get(node as usize / CHUNK_NODES) else {
+            return 0;
+        };
+        chunk.upper[node as usize % CHUNK_NODES]
+            .get()
+            .map_or(0, |u| (u.len() / (1 + self.m)) as u8)
+    }
+
+    /// Capacity of a list on `layer`.
+    fn capacity(&self, layer: u8) -> usize {
+        if layer == 0 {
+            self.m0
+        } else {
+            self.m
+        }
+    }
+}
+
 /// The links of every inserted node. `Send + Sync`: one writer inserts through `&self`
 /// while searches read.
 pub struct Graph {
     params: HnswParams,
     seed: u64,
+    /// Links per node on upper layers (`params.m`, clamped to a workable range).
+    m: usize,
+    /// Links per node on the bottom layer.
+    m0: usize,
+    chunks: ArcSwap<Vec<Arc<Chunk>>>,
+    /// Nodes a search may follow, and where it enters: published when an insertion ends.
+    published: Mutex<(u64, Option<Entry>)>,
+    /// The entry while an insertion runs.
+    entry: Mutex<Option<Entry>>,
+    /// Held by an insertion that raises the top layer, for its whole insertion.
+    top: Mutex<()>,
+    locks: Box<[Mutex<()>]>,
+    /// Bytes of the upper layers' lists.
+    upper_bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for Graph {
@@ -43,11 +191,43 @@ impl std::fmt::Debug for Graph {
     }
 }
 
+/// A lock that a panicking holder left poisoned still guards plain data: take it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// SplitMix64's finaliser: a well-mixed 64-bit hash of `x`.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The error for a damaged stored graph.
+fn corrupt(reason: String) -> Error {
+    Error::corrupt(
+        names::METADATA,
+        format!("{reason} (the HNSW index's links; drop and re-create the index to rebuild it)"),
+    )
+}
+
 impl Graph {
     /// An empty graph.
     pub fn new(params: HnswParams, seed: u64) -> Self {
-        let _ = (params, seed);
-        todo!("hnsw graph")
+        let m = params.m.clamp(2, super::MAX_M);
+        Graph {
+            params,
+            seed,
+            m,
+            m0: 2 * m,
+            chunks: ArcSwap::from_pointee(Vec::new()),
+            published: Mutex::new((0, None)),
+            entry: Mutex::new(None),
+            top: Mutex::new(()),
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            upper_bytes: AtomicU64::new(0),
+        }
     }
 
     /// The build parameters.
@@ -62,7 +242,7 @@ impl Graph {
 
     /// Nodes inserted: rows `0..len()`.
     pub fn len(&self) -> u64 {
-        todo!("hnsw graph")
+        lock(&self.published).0
     }
 
     /// True before the first insertion.
@@ -72,18 +252,72 @@ impl Graph {
 
     /// Where a traversal of the whole graph enters (`None` while empty).
     pub fn entry(&self) -> Option<Entry> {
-        todo!("hnsw graph")
+        lock(&self.published).1
     }
 
     /// Bytes the links take in memory.
     pub fn bytes(&self) -> u64 {
-        todo!("hnsw graph")
+        let chunk = CHUNK_NODES * ((1 + self.m0) * 4 + std::mem::size_of::<OnceLock<Box<[u32]>>>());
+        (self.chunks.load().len() * chunk) as u64 + self.upper_bytes.load(Ordering::Relaxed)
     }
 
-    /// The top layer of row `row` in a graph with this seed and `m`.
+    /// The top layer of row `row` in a graph with this seed and `m`: `floor(-ln(u) / ln(m))`
+    /// for `u` uniform in `(0, 1]` drawn from a hash of the seed and the row, so about one
+    /// node in `m` reaches each next layer (capped at 16).
     pub fn level_of(seed: u64, m: usize, row: u64) -> u8 {
-        let _ = (seed, m, row);
-        todo!("hnsw graph")
+        let h = mix(seed ^ mix(row));
+        let u = ((h >> 11) + 1) as f64 / (1u64 << 53) as f64;
+        let m = m.max(2) as f64;
+        let level = (-u.ln() / m.ln()).floor();
+        if level >= f64::from(MAX_LEVEL) {
+            MAX_LEVEL
+        } else {
+            level as u8
+        }
+    }
+
+    fn links<'a>(&self, chunks: &'a [Arc<Chunk>]) -> Links<'a> {
+        Links {
+            chunks,
+            m: self.m,
+            m0: self.m0,
+        }
+    }
+
+    /// The lists of the nodes inserted so far (for a search).
+    pub(crate) fn chunks(&self) -> Arc<Vec<Arc<Chunk>>> {
+        self.chunks.load_full()
+    }
+
+    /// Read access to `chunks` (from [`Graph::chunks`]).
+    pub(crate) fn reader<'a>(&self, chunks: &'a [Arc<Chunk>]) -> Links<'a> {
+        self.links(chunks)
+    }
+
+    /// Makes room for nodes `0..to`: chunks, and the upper layers of nodes `from..to`.
+    fn grow(&self, from: u64, to: u64) {
+        let have = self.chunks.load().len();
+        let need = (to as usize).div_ceil(CHUNK_NODES);
+        if need > have {
+            let mut chunks: Vec<Arc<Chunk>> = self.chunks.load().as_ref().clone();
+            chunks.extend((have..need).map(|_| Arc::new(Chunk::new(self.m0))));
+            self.chunks.store(Arc::new(chunks));
+        }
+        let chunks = self.chunks.load();
+        let mut added = 0u64;
+        for node in from..to {
+            let level = Self::level_of(self.seed, self.m, node);
+            if level == 0 {
+                continue;
+            }
+            let cell = &chunks[node as usize / CHUNK_NODES].upper[node as usize % CHUNK_NODES];
+            if cell.get().is_none() {
+                let slots = usize::from(level) * (1 + self.m);
+                let _ = cell.set((0..slots).map(|_| AtomicU32::new(0)).collect());
+                added += (slots * 4) as u64;
+            }
+        }
+        self.upper_bytes.fetch_add(added, Ordering::Relaxed);
     }
 
     /// Inserts rows `len()..to` of `rows` (on all cores natively when there are many), adding
@@ -97,14 +331,84 @@ impl Graph {
         to: u64,
         dirty: &mut BTreeSet<u32>,
     ) -> Result<()> {
-        let _ = (rows, space, to, dirty);
-        todo!("hnsw graph")
+        let from = self.len();
+        if to <= from {
+            return Ok(());
+        }
+        if to > rows.rows() {
+            return Err(Error::invalid(format!(
+                "cannot index rows {from}..{to}: the view has {} rows",
+                rows.rows()
+            )));
+        }
+        if to > u64::from(u32::MAX) {
+            return Err(Error::invalid(format!(
+                "an HNSW index holds at most {} rows; this database has {to}",
+                u32::MAX
+            )));
+        }
+        self.grow(from, to);
+        let chunks = self.chunks.load_full();
+        let links = self.links(&chunks);
+        let builder = Builder {
+            graph: self,
+            links: &links,
+            rows,
+            space,
+            dim: rows.layout().dim as usize,
+            nodes: to as u32,
+        };
+        let mut next = from;
+        // The first node enters alone: it becomes the entry the others descend from.
+        if lock(&self.entry).is_none() {
+            let mut changed = Vec::new();
+            with_scratch(|s| builder.insert(next as u32, s, &mut changed))?;
+            dirty.extend(changed);
+            next += 1;
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        if to - next >= PARALLEL_MIN_ROWS && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            let changed = (next as u32..to as u32)
+                .into_par_iter()
+                .try_fold(Vec::new, |mut changed, node| {
+                    with_scratch(|s| builder.insert(node, s, &mut changed))?;
+                    Ok::<_, Error>(changed)
+                })
+                .try_reduce(Vec::new, |mut a, b| {
+                    a.extend(b);
+                    Ok(a)
+                })?;
+            dirty.extend(changed);
+            next = to;
+        }
+        let mut changed = Vec::new();
+        for node in next..to {
+            with_scratch(|s| builder.insert(node as u32, s, &mut changed))?;
+        }
+        dirty.extend(changed);
+        let entry = *lock(&self.entry);
+        *lock(&self.published) = (to, entry);
+        Ok(())
     }
 
-    /// Node `node`'s links on every layer, encoded for storage.
+    /// Node `node`'s links on every layer, encoded for storage: a format byte, the node's
+    /// level, then per layer from the bottom a `u16` count and that many `u32` links (all
+    /// little-endian).
     pub fn links_bytes(&self, node: u32) -> Vec<u8> {
-        let _ = node;
-        todo!("hnsw graph")
+        let chunks = self.chunks.load();
+        let links = self.links(&chunks);
+        let level = links.level(node);
+        let mut out = vec![LINKS_FORMAT, level];
+        let mut list = Vec::new();
+        for layer in 0..=level {
+            links.get(node, layer, &mut list);
+            out.extend_from_slice(&(list.len() as u16).to_le_bytes());
+            for l in &list {
+                out.extend_from_slice(&l.to_le_bytes());
+            }
+        }
+        out
     }
 
     /// The graph of nodes `0..len` from every node's [`Graph::links_bytes`], as stored: an
@@ -116,15 +420,101 @@ impl Graph {
         entry: Option<Entry>,
         links: impl Iterator<Item = Result<(u32, Vec<u8>)>>,
     ) -> Result<Self> {
-        let _ = (params, seed, len, entry, links);
-        todo!("hnsw graph")
+        let graph = Graph::new(params, seed);
+        if len > u64::from(u32::MAX) {
+            return Err(corrupt(format!("the graph claims {len} nodes")));
+        }
+        match entry {
+            None if len > 0 => {
+                return Err(corrupt(format!("the graph has {len} nodes but no entry")));
+            }
+            Some(e) if u64::from(e.node) >= len => {
+                return Err(corrupt(format!(
+                    "the entry node {} is past the graph's {len} nodes",
+                    e.node
+                )));
+            }
+            Some(e) if e.level != Self::level_of(seed, graph.m, u64::from(e.node)) => {
+                return Err(corrupt(format!(
+                    "the entry node {} is recorded on layer {}, not its own",
+                    e.node, e.level
+                )));
+            }
+            _ => {}
+        }
+        graph.grow(0, len);
+        let chunks = graph.chunks.load_full();
+        let reader = graph.links(&chunks);
+        let mut seen = vec![false; len as usize];
+        let mut list = Vec::new();
+        for item in links {
+            let (node, bytes) = item?;
+            let bad = |what: &str| corrupt(format!("node {node}: {what}"));
+            if u64::from(node) >= len {
+                return Err(bad(&format!("stored past the graph's {len} nodes")));
+            }
+            if std::mem::replace(&mut seen[node as usize], true) {
+                return Err(bad("stored twice"));
+            }
+            let level = Self::level_of(seed, graph.m, u64::from(node));
+            match bytes.as_slice() {
+                [LINKS_FORMAT, l, ..] if *l == level => {}
+                [LINKS_FORMAT, l, ..] => {
+                    return Err(bad(&format!("level {l} where its layer is {level}")));
+                }
+                [f, ..] => return Err(bad(&format!("unknown links format {f}"))),
+                [] => return Err(bad("empty links")),
+            }
+            let mut at = 2;
+            for layer in 0..=level {
+                let count = bytes
+                    .get(at..at + 2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+                    .ok_or_else(|| bad(&format!("truncated at layer {layer}")))?;
+                at += 2;
+                if count > reader.capacity(layer) {
+                    return Err(bad(&format!(
+                        "{count} links on layer {layer}, more than its {}",
+                        reader.capacity(layer)
+                    )));
+                }
+                let raw = bytes
+                    .get(at..at + 4 * count)
+                    .ok_or_else(|| bad(&format!("truncated at layer {layer}")))?;
+                at += 4 * count;
+                list.clear();
+                for b in raw.chunks_exact(4) {
+                    let l = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    if u64::from(l) >= len {
+                        return Err(bad(&format!("links to node {l}, past the graph's {len}")));
+                    }
+                    if layer > 0 && Self::level_of(seed, graph.m, u64::from(l)) < layer {
+                        return Err(bad(&format!(
+                            "links on layer {layer} to node {l}, which is not on it"
+                        )));
+                    }
+                    list.push(l);
+                }
+                reader.set(node, layer, &list);
+            }
+            if at != bytes.len() {
+                return Err(bad("trailing bytes"));
+            }
+        }
+        if let Some(missing) = seen.iter().position(|s| !s) {
+            return Err(corrupt(format!("node {missing}: no links stored")));
+        }
+        *lock(&graph.entry) = entry;
+        *lock(&graph.published) = (len, entry);
+        Ok(graph)
     }
 
     /// What a search of the nodes inserted so far sees.
     pub fn view(self: &Arc<Self>) -> GraphView {
+        let (nodes, entry) = *lock(&self.published);
         GraphView {
-            nodes: self.len(),
-            entry: self.entry(),
+            nodes,
+            entry,
             graph: Arc::clone(self),
         }
     }
@@ -139,4 +529,270 @@ pub struct GraphView {
     pub nodes: u64,
     /// The entry as of this view.
     pub entry: Option<Entry>,
+}
+
+/// Greedy descent on one layer: moves to the best neighbour until none is better. Nodes at
+/// or past `nodes` are not followed.
+pub(crate) fn greedy(
+    links: &Links<'_>,
+    layer: u8,
+    mut at: Scored,
+    nodes: u32,
+    score: &mut impl FnMut(u32) -> f32,
+) -> Scored {
+    loop {
+        let mut best = at;
+        links.for_each(at.node, layer, |n| {
+            if n < nodes {
+                let s = Scored::new(score(n), n);
+                if s > best {
+                    best = s;
+                }
+            }
+        });
+        if best.node == at.node {
+            return at;
+        }
+        at = best;
+    }
+}
+
+/// What [`search_layer`] needs besides the links and the scores.
+pub(crate) struct LayerSearch<'s> {
+    /// The layer.
+    pub layer: u8,
+    /// Results kept.
+    pub ef: usize,
+    /// Nodes `0..nodes` are followed.
+    pub nodes: u32,
+    /// Nodes traversed but never returned (deleted, or outside a filter).
+    pub skip: &'s dyn Fn(u32) -> bool,
+    /// Gives up when more nodes than this were scored.
+    pub budget: Option<u64>,
+}
+
+/// The ef search of one layer from `entries` (scored already): the best `ef` nodes not
+/// skipped end up in `scratch.results`. Skipped nodes are expanded as any other. False when
+/// the search gave up (more nodes scored than the budget).
+pub(crate) fn search_layer(
+    links: &Links<'_>,
+    p: &LayerSearch<'_>,
+    entries: &[Scored],
+    score: &mut impl FnMut(u32) -> f32,
+    scratch: &mut Scratch,
+) -> bool {
+    let Scratch {
+        visited,
+        candidates,
+        results,
+    } = scratch;
+    visited.reset(p.nodes as usize);
+    candidates.clear();
+    results.clear();
+    let ef = p.ef.max(1);
+    let mut scored = 0u64;
+    for &e in entries {
+        if e.node < p.nodes && visited.insert(e.node) {
+            scored += 1;
+            candidates.push(e);
+            if !(p.skip)(e.node) {
+                results.push(Reverse(e));
+                if results.len() > ef {
+                    results.pop();
+                }
+            }
+        }
+    }
+    let mut lower = if results.len() >= ef {
+        results.peek().map_or(f32::NEG_INFINITY, |r| r.0.key)
+    } else {
+        f32::NEG_INFINITY
+    };
+    while let Some(c) = candidates.pop() {
+        if c.key < lower && results.len() >= ef {
+            break;
+        }
+        let mut gave_up = false;
+        links.for_each(c.node, p.layer, |n| {
+            if gave_up || n >= p.nodes || !visited.insert(n) {
+                return;
+            }
+            scored += 1;
+            if p.budget.is_some_and(|b| scored > b) {
+                gave_up = true;
+                return;
+            }
+            let s = Scored::new(score(n), n);
+            if results.len() < ef || s.key > lower {
+                candidates.push(s);
+                if !(p.skip)(n) {
+                    results.push(Reverse(s));
+                    if results.len() > ef {
+                        results.pop();
+                    }
+                    if results.len() >= ef {
+                        lower = results.peek().map_or(f32::NEG_INFINITY, |r| r.0.key);
+                    }
+                }
+            }
+        });
+        if gave_up {
+            return false;
+        }
+    }
+    true
+}
+
+/// One insertion's fixed inputs.
+struct Builder<'a> {
+    graph: &'a Graph,
+    links: &'a Links<'a>,
+    rows: &'a dyn RowView,
+    space: Space,
+    dim: usize,
+    /// Nodes that exist (inserted or being inserted): `0..nodes`.
+    nodes: u32,
+}
+
+impl Builder<'_> {
+    /// Row `node`'s data.
+    fn row(&self, node: u32) -> Result<Cow<'_, [f32]>> {
+        self.rows
+            .read_row(u64::from(node))?
+            .ok_or_else(|| Error::invalid(format!("row {node} is not in the view being indexed")))
+    }
+
+    /// The key of two rows.
+    fn pair(&self, a: &[f32], b: &[f32]) -> f32 {
+        self.space.key(&a[..self.dim], a[self.dim], b, self.dim)
+    }
+
+    /// Inserts `node`, adding to `changed` every node whose links changed.
+    fn insert(&self, node: u32, scratch: &mut Scratch, changed: &mut Vec<u32>) -> Result<()> {
+        let g = self.graph;
+        let level = Graph::level_of(g.seed, g.m, u64::from(node));
+        changed.push(node);
+        let mut entry = *lock(&g.entry);
+        let Some(first) = entry else {
+            *lock(&g.entry) = Some(Entry { node, level });
+            return Ok(());
+        };
+        let _top = if level > first.level {
+            let guard = lock(&g.top);
+            entry = *lock(&g.entry);
+            Some(guard)
+        } else {
+            None
+        };
+        let ep = entry.unwrap_or(first);
+        let q = self.row(node)?;
+        let (qv, qn) = (&q[..self.dim], q[self.dim]);
+        let mut failed = None;
+        let mut score = |n: u32| -> f32 {
+            match self.rows.read_row(u64::from(n)) {
+                Ok(Some(r)) => self.space.key(qv, qn, &r, self.dim),
+                Ok(None) => f32::NEG_INFINITY,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    f32::NEG_INFINITY
+                }
+            }
+        };
+        let mut at = Scored::new(score(ep.node), ep.node);
+        for layer in (level + 1..=ep.level).rev() {
+            at = greedy(self.links, layer, at, self.nodes, &mut score);
+        }
+        let no_skip = |_: u32| false;
+        let mut entries = vec![at];
+        let mut found: Vec<Scored> = Vec::new();
+        let mut chosen = Vec::new();
+        for layer in (0..=level.min(ep.level)).rev() {
+            let p = LayerSearch {
+                layer,
+                ef: g.params.ef_construction.max(1),
+                nodes: self.nodes,
+                skip: &no_skip,
+                budget: None,
+            };
+            search_layer(self.links, &p, &entries, &mut score, scratch);
+            found.clear();
+            found.extend(scratch.results.drain().map(|r| r.0));
+            found.retain(|s| s.node != node);
+            found.sort_unstable_by(|a, b| b.cmp(a));
+            self.select(&found, g.m, &mut chosen)?;
+            {
+                let _l = lock(&g.locks[node as usize % LOCK_STRIPES]);
+                self.links.set(node, layer, &chosen);
+            }
+            for &n in &chosen {
+                self.link_back(n, node, layer)?;
+                changed.push(n);
+            }
+            if !found.is_empty() {
+                std::mem::swap(&mut entries, &mut found);
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if level > ep.level {
+            *lock(&g.entry) = Some(Entry { node, level });
+        }
+        Ok(())
+    }
+
+    /// The neighbour-selection heuristic (HNSW paper, algorithm 4, as hnswlib applies it):
+    /// from `candidates` (best first, keyed against the node), keep a candidate only if it
+    /// is closer to the node than to every one already kept, up to `keep`.
+    fn select(&self, candidates: &[Scored], keep: usize, out: &mut Vec<u32>) -> Result<()> {
+        out.clear();
+        if candidates.len() <= keep {
+            out.extend(candidates.iter().map(|s| s.node));
+            return Ok(());
+        }
+        let mut kept: Vec<Cow<'_, [f32]>> = Vec::with_capacity(keep);
+        for c in candidates {
+            if out.len() >= keep {
+                break;
+            }
+            let row = self.row(c.node)?;
+            let diverse = kept.iter().all(|k| {
+                let key = self.pair(&row, k);
+                key.is_nan() || key <= c.key
+            });
+            if diverse {
+                out.push(c.node);
+                kept.push(row);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `node` to `to`'s list on `layer`, pruning the list by the heuristic when full.
+    fn link_back(&self, to: u32, node: u32, layer: u8) -> Result<()> {
+        let cap = self.links.capacity(layer);
+        let _l = lock(&self.graph.locks[to as usize % LOCK_STRIPES]);
+        let mut list = Vec::with_capacity(cap + 1);
+        self.links.get(to, layer, &mut list);
+        if list.contains(&node) {
+            return Ok(());
+        }
+        if list.len() < cap {
+            list.push(node);
+            self.links.set(to, layer, &list);
+            return Ok(());
+        }
+        list.push(node);
+        let base = self.row(to)?;
+        let mut scored = Vec::with_capacity(list.len());
+        for &n in &list {
+            let row = self.row(n)?;
+            scored.push(Scored::new(self.pair(&base, &row), n));
+        }
+        scored.sort_unstable_by(|a, b| b.cmp(a));
+        let mut chosen = Vec::with_capacity(cap);
+        self.select(&scored, cap, &mut chosen)?;
+        self.links.set(to, layer, &chosen);
+        Ok(())
+    }
 }

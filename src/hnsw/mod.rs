@@ -16,6 +16,9 @@
 
 pub mod graph;
 pub mod index;
+#[cfg(test)]
+mod tests;
+mod visited;
 
 /// Links per node on the upper layers by default (twice this on the bottom layer).
 pub const DEFAULT_M: usize = 16;

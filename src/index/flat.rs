@@ -54,6 +54,17 @@ impl FlatIndex {
         FlatIndex { metric, kernels }
     }
 
+    /// The metric keys are computed for (an approximate index scores the same way).
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// The kernels keys are computed with (an approximate index that scores with them gets
+    /// the same bits as this scan).
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
     /// True when a scan of `rows` rows runs on every core (so a second scan beside it would only
     /// compete for memory bandwidth).
     pub fn scan_uses_all_cores(rows: u64) -> bool {
