@@ -16,6 +16,9 @@
 //! since every slot always holds a node that is inserted or being inserted (searches ignore
 //! nodes past their view). Writers linking concurrently take a striped per-node lock.
 
+use super::layer::{greedy, search_layer, LayerSearch, Scorer};
+use super::rows::ResidentRows;
+use super::score::RowScorer;
 use super::visited::{with_scratch, Scored, Scratch};
 use super::Entry;
 use crate::distance::Kernels;
@@ -25,7 +28,6 @@ use crate::storage::{names, RowView};
 use crate::types::Metric;
 use arc_swap::ArcSwap;
 use std::borrow::Cow;
-use std::cmp::Reverse;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -350,10 +352,12 @@ impl Graph {
         self.grow(from, to);
         let chunks = self.chunks.load_full();
         let links = self.links(&chunks);
+        let resident = ResidentRows::new(rows);
         let builder = Builder {
             graph: self,
             links: &links,
-            rows,
+            view: rows,
+            resident: resident.as_ref(),
             space,
             dim: rows.layout().dim as usize,
             nodes: to as u32,
@@ -531,123 +535,12 @@ pub struct GraphView {
     pub entry: Option<Entry>,
 }
 
-/// Greedy descent on one layer: moves to the best neighbour until none is better. Nodes at
-/// or past `nodes` are not followed.
-pub(crate) fn greedy(
-    links: &Links<'_>,
-    layer: u8,
-    mut at: Scored,
-    nodes: u32,
-    score: &mut impl FnMut(u32) -> f32,
-) -> Scored {
-    loop {
-        let mut best = at;
-        links.for_each(at.node, layer, |n| {
-            if n < nodes {
-                let s = Scored::new(score(n), n);
-                if s > best {
-                    best = s;
-                }
-            }
-        });
-        if best.node == at.node {
-            return at;
-        }
-        at = best;
-    }
-}
-
-/// What [`search_layer`] needs besides the links and the scores.
-pub(crate) struct LayerSearch<'s> {
-    /// The layer.
-    pub layer: u8,
-    /// Results kept.
-    pub ef: usize,
-    /// Nodes `0..nodes` are followed.
-    pub nodes: u32,
-    /// Nodes traversed but never returned (deleted, or outside a filter).
-    pub skip: &'s dyn Fn(u32) -> bool,
-    /// Gives up when more nodes than this were scored.
-    pub budget: Option<u64>,
-}
-
-/// The ef search of one layer from `entries` (scored already): the best `ef` nodes not
-/// skipped end up in `scratch.results`. Skipped nodes are expanded as any other. False when
-/// the search gave up (more nodes scored than the budget).
-pub(crate) fn search_layer(
-    links: &Links<'_>,
-    p: &LayerSearch<'_>,
-    entries: &[Scored],
-    score: &mut impl FnMut(u32) -> f32,
-    scratch: &mut Scratch,
-) -> bool {
-    let Scratch {
-        visited,
-        candidates,
-        results,
-    } = scratch;
-    visited.reset(p.nodes as usize);
-    candidates.clear();
-    results.clear();
-    let ef = p.ef.max(1);
-    let mut scored = 0u64;
-    for &e in entries {
-        if e.node < p.nodes && visited.insert(e.node) {
-            scored += 1;
-            candidates.push(e);
-            if !(p.skip)(e.node) {
-                results.push(Reverse(e));
-                if results.len() > ef {
-                    results.pop();
-                }
-            }
-        }
-    }
-    let mut lower = if results.len() >= ef {
-        results.peek().map_or(f32::NEG_INFINITY, |r| r.0.key)
-    } else {
-        f32::NEG_INFINITY
-    };
-    while let Some(c) = candidates.pop() {
-        if c.key < lower && results.len() >= ef {
-            break;
-        }
-        let mut gave_up = false;
-        links.for_each(c.node, p.layer, |n| {
-            if gave_up || n >= p.nodes || !visited.insert(n) {
-                return;
-            }
-            scored += 1;
-            if p.budget.is_some_and(|b| scored > b) {
-                gave_up = true;
-                return;
-            }
-            let s = Scored::new(score(n), n);
-            if results.len() < ef || s.key > lower {
-                candidates.push(s);
-                if !(p.skip)(n) {
-                    results.push(Reverse(s));
-                    if results.len() > ef {
-                        results.pop();
-                    }
-                    if results.len() >= ef {
-                        lower = results.peek().map_or(f32::NEG_INFINITY, |r| r.0.key);
-                    }
-                }
-            }
-        });
-        if gave_up {
-            return false;
-        }
-    }
-    true
-}
-
 /// One insertion's fixed inputs.
 struct Builder<'a> {
     graph: &'a Graph,
     links: &'a Links<'a>,
-    rows: &'a dyn RowView,
+    view: &'a dyn RowView,
+    resident: Option<&'a ResidentRows<'a>>,
     space: Space,
     dim: usize,
     /// Nodes that exist (inserted or being inserted): `0..nodes`.
@@ -657,7 +550,10 @@ struct Builder<'a> {
 impl Builder<'_> {
     /// Row `node`'s data.
     fn row(&self, node: u32) -> Result<Cow<'_, [f32]>> {
-        self.rows
+        if let Some(r) = self.resident.and_then(|rows| rows.row(u64::from(node))) {
+            return Ok(Cow::Borrowed(r));
+        }
+        self.view
             .read_row(u64::from(node))?
             .ok_or_else(|| Error::invalid(format!("row {node} is not in the view being indexed")))
     }
@@ -686,23 +582,18 @@ impl Builder<'_> {
         };
         let ep = entry.unwrap_or(first);
         let q = self.row(node)?;
-        let (qv, qn) = (&q[..self.dim], q[self.dim]);
-        let mut failed = None;
-        let mut score = |n: u32| -> f32 {
-            match self.rows.read_row(u64::from(n)) {
-                Ok(Some(r)) => self.space.key(qv, qn, &r, self.dim),
-                Ok(None) => f32::NEG_INFINITY,
-                Err(e) => {
-                    failed.get_or_insert(e);
-                    f32::NEG_INFINITY
-                }
-            }
-        };
-        let mut at = Scored::new(score(ep.node), ep.node);
+        let mut scorer = RowScorer::new(self.view, self.resident, self.space, &q, q[self.dim]);
+        let mut at = Scored::new(scorer.score(ep.node), ep.node);
         for layer in (level + 1..=ep.level).rev() {
-            at = greedy(self.links, layer, at, self.nodes, &mut score);
+            at = greedy(
+                self.links,
+                layer,
+                at,
+                self.nodes,
+                &mut scorer,
+                &mut scratch.batch,
+            );
         }
-        let no_skip = |_: u32| false;
         let mut entries = vec![at];
         let mut found: Vec<Scored> = Vec::new();
         let mut chosen = Vec::new();
@@ -711,10 +602,10 @@ impl Builder<'_> {
                 layer,
                 ef: g.params.ef_construction.max(1),
                 nodes: self.nodes,
-                skip: &no_skip,
+                skip: None,
                 budget: None,
             };
-            search_layer(self.links, &p, &entries, &mut score, scratch);
+            search_layer(self.links, &p, &entries, &mut scorer, scratch);
             found.clear();
             found.extend(scratch.results.drain().map(|r| r.0));
             found.retain(|s| s.node != node);
@@ -732,7 +623,7 @@ impl Builder<'_> {
                 std::mem::swap(&mut entries, &mut found);
             }
         }
-        if let Some(e) = failed {
+        if let Some(e) = scorer.failed {
             return Err(e);
         }
         if level > ep.level {
@@ -740,7 +631,6 @@ impl Builder<'_> {
         }
         Ok(())
     }
-
     /// The neighbour-selection heuristic (HNSW paper, algorithm 4, as hnswlib applies it):
     /// from `candidates` (best first, keyed against the node), keep a candidate only if it
     /// is closer to the node than to every one already kept, up to `keep`.

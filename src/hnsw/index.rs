@@ -1,11 +1,15 @@
 //! A search over one snapshot's graph.
 
-use super::graph::{greedy, search_layer, GraphView, LayerSearch, Space};
+use super::graph::{Chunk, GraphView, Space};
+use super::layer::{greedy, search_layer, LayerSearch, Scorer};
+use super::rows::ResidentRows;
+use super::score::{CodeScorer, RowScorer};
 use super::visited::{with_scratch, Scored};
 use crate::index::flat::FlatIndex;
 use crate::index::topk::Candidate;
 use crate::index::{Index, Queries, ScanSet};
 use crate::quant::codes::CodeTable;
+use std::sync::Arc;
 
 /// Traverses the graph for each query and rescores the candidates exactly. Rows of the set
 /// past the graph's nodes are scored exactly.
@@ -33,6 +37,18 @@ enum Found {
     Scan,
 }
 
+/// What every query of one search shares.
+struct Context<'s> {
+    set: &'s ScanSet<'s>,
+    resident: Option<ResidentRows<'s>>,
+    space: Space,
+    chunks: Arc<Vec<Arc<Chunk>>>,
+    /// Nodes the traversal follows.
+    nodes: u32,
+    /// Rows past the graph (not skipped): scored exactly for every query.
+    tail: Vec<u64>,
+}
+
 impl HnswIndex<'_> {
     /// Nodes the traversal may follow: the view's, within the set's rows and the codes.
     fn nodes(&self, set: &ScanSet<'_>) -> u32 {
@@ -43,102 +59,89 @@ impl HnswIndex<'_> {
         u32::try_from(nodes).unwrap_or(u32::MAX)
     }
 
-    /// The candidates of query `q` (`nodes` > the entry node).
-    fn traverse(
-        &self,
-        set: &ScanSet<'_>,
-        queries: &Queries,
-        q: usize,
-        k: usize,
-        nodes: u32,
-    ) -> Found {
-        let Some(entry) = self.graph.entry.filter(|e| e.node < nodes) else {
+    /// The candidates of query `q`.
+    fn traverse(&self, ctx: &Context<'_>, queries: &Queries, q: usize, k: usize) -> Found {
+        let Some(entry) = self.graph.entry.filter(|e| e.node < ctx.nodes) else {
             return Found::Scan;
         };
-        let query = queries.get(q);
-        let qn = queries.norms[q];
-        let space = Space {
-            metric: self.exact.metric(),
-            kernels: self.exact.kernels(),
+        let (query, norm) = (queries.get(q), queries.norms[q]);
+        let keep = match self.codes {
+            Some(_) => self.ef.max(k.saturating_mul(self.oversample.max(1))),
+            None => k,
         };
-        let dim = queries.dim;
-        let chunks = self.graph.graph.chunks();
-        let links = self.graph.graph.reader(&chunks);
-        let skip = |n: u32| set.is_deleted(u64::from(n));
-        let (ef, keep) = match self.codes {
-            Some(_) => {
-                let keep = self.ef.max(k.saturating_mul(self.oversample.max(1)));
-                (keep, keep)
+        let ef = keep.max(self.ef).max(k);
+        match self.codes {
+            Some(codes) => {
+                let mut scorer = CodeScorer::new(codes, query, norm);
+                self.walk(ctx, entry, ef, keep, &mut scorer)
             }
-            None => (self.ef.max(k), k),
-        };
+            None => {
+                let mut scorer =
+                    RowScorer::new(ctx.set.rows, ctx.resident.as_ref(), ctx.space, query, norm);
+                self.walk(ctx, entry, ef, keep, &mut scorer)
+            }
+        }
+    }
+
+    /// Descends from `entry` to the bottom layer and searches it with `ef`: the best `keep`
+    /// rows found, ascending, or a scan when the traversal gave up.
+    fn walk(
+        &self,
+        ctx: &Context<'_>,
+        entry: super::Entry,
+        ef: usize,
+        keep: usize,
+        scorer: &mut impl Scorer,
+    ) -> Found {
+        let links = self.graph.graph.reader(&ctx.chunks);
+        let skip = |n: u32| ctx.set.is_deleted(u64::from(n));
         let p = LayerSearch {
             layer: 0,
             ef,
-            nodes,
-            skip: &skip,
+            nodes: ctx.nodes,
+            skip: if ctx.set.tombstones.is_empty() {
+                None
+            } else {
+                Some(&skip)
+            },
             budget: self.matching,
         };
-        let run = |score: &mut dyn FnMut(u32) -> f32| {
-            let mut score = |n: u32| score(n);
-            let mut at = Scored::new(score(entry.node), entry.node);
+        with_scratch(|s| {
+            let mut at = Scored::new(scorer.score(entry.node), entry.node);
             for layer in (1..=entry.level).rev() {
-                at = greedy(&links, layer, at, nodes, &mut score);
+                at = greedy(&links, layer, at, ctx.nodes, scorer, &mut s.batch);
             }
-            with_scratch(|s| {
-                if !search_layer(&links, &p, &[at], &mut score, s) {
-                    return Found::Scan;
-                }
-                let mut best: Vec<Scored> = s.results.drain().map(|r| r.0).collect();
-                best.sort_unstable_by(|a, b| b.cmp(a));
-                best.truncate(keep);
-                let mut rows: Vec<u64> = best.iter().map(|s| u64::from(s.node)).collect();
-                rows.sort_unstable();
-                Found::Rows(rows)
-            })
-        };
-        match self.codes {
-            Some(codes) => {
-                let codebook = codes.codebook();
-                let prepared = codebook.prepare(query, qn);
-                run(&mut |n| {
-                    codes
-                        .code(u64::from(n))
-                        .map_or(f32::NEG_INFINITY, |c| codebook.score(&prepared, c))
-                })
+            if !search_layer(&links, &p, &[at], scorer, s) {
+                return Found::Scan;
             }
-            None if set.rows.resident() => run(&mut |n| {
-                set.rows
-                    .row(u64::from(n))
-                    .map_or(f32::NEG_INFINITY, |r| space.key(query, qn, r, dim))
-            }),
-            None => run(&mut |n| match set.rows.read_row(u64::from(n)) {
-                Ok(Some(r)) => space.key(query, qn, &r, dim),
-                _ => f32::NEG_INFINITY,
-            }),
-        }
+            let mut best: Vec<Scored> = s.results.drain().map(|r| r.0).collect();
+            best.sort_unstable_by(|a, b| b.cmp(a));
+            best.truncate(keep);
+            let mut rows: Vec<u64> = best.iter().map(|s| u64::from(s.node)).collect();
+            rows.sort_unstable();
+            Found::Rows(rows)
+        })
     }
 
     /// Query `q`'s answer: its candidates and the rows past the graph, rescored exactly; or
     /// the exact scan when the traversal gave up.
     fn search_one(
         &self,
-        set: &ScanSet<'_>,
+        ctx: &Context<'_>,
         queries: &Queries,
         q: usize,
         k: usize,
-        nodes: u32,
-        tail: &[u64],
     ) -> Vec<Candidate> {
+        let set = ctx.set;
         let one = Queries {
             data: queries.get(q).to_vec(),
             norms: vec![queries.norms[q]],
             dim: queries.dim,
         };
-        match self.traverse(set, queries, q, k, nodes) {
+        match self.traverse(ctx, queries, q, k) {
             Found::Scan => self.exact.search(set, &one, k).pop().unwrap_or_default(),
             Found::Rows(mut rows) => {
-                rows.extend_from_slice(tail);
+                rows.extend_from_slice(&ctx.tail);
                 self.exact
                     .search_rows(set.rows, &rows, &one, k)
                     .pop()
@@ -167,7 +170,18 @@ impl Index for HnswIndex<'_> {
         let tail: Vec<u64> = (u64::from(nodes)..total)
             .filter(|&row| !set.is_deleted(row))
             .collect();
-        let one = |q: usize| self.search_one(set, queries, q, k, nodes, &tail);
+        let ctx = Context {
+            set,
+            resident: ResidentRows::new(set.rows),
+            space: Space {
+                metric: self.exact.metric(),
+                kernels: self.exact.kernels(),
+            },
+            chunks: self.graph.graph.chunks(),
+            nodes,
+            tail,
+        };
+        let one = |q: usize| self.search_one(&ctx, queries, q, k);
         #[cfg(not(target_arch = "wasm32"))]
         if n > 1 {
             use rayon::prelude::*;

@@ -16,6 +16,9 @@
 
 pub mod graph;
 pub mod index;
+mod layer;
+mod rows;
+mod score;
 #[cfg(test)]
 mod tests;
 mod visited;

@@ -90,6 +90,8 @@ pub(crate) struct Scratch {
     pub candidates: BinaryHeap<Scored>,
     /// The best nodes found, worst on top.
     pub results: BinaryHeap<Reverse<Scored>>,
+    /// The unvisited neighbours of the node being expanded.
+    pub batch: Vec<u32>,
 }
 
 thread_local! {
