@@ -841,7 +841,11 @@ def hnsw_section(results: dict) -> list[str]:
              f"m {cfg.get('hnsw_m')}, ef_construction {cfg.get('hnsw_ef_construction')} (Chroma: "
              "its defaults), then single-threaded single queries at ef "
              f"{', '.join(map(str, cfg.get('hnsw_efs', [])))}, filtered, and after deleting "
-             "30% of the rows.", ""]
+             "30% of the rows. Every search is one query on one thread, so a load average "
+             "above the core count (other processes on the machine) slows each library alike "
+             "only on average: the figures within one run compare the libraries (the rounds and "
+             "the interleaving are there for that); figures of different runs do not compare. "
+             "A noisy run shows as p99 far above p50.", ""]
     if "hnsw" in (cfg.get("tests") or ()) and not results.get("partial_runs"):
         load = results["machine"].get("loadavg_at_start") or [0]
         lines.append(f"- This run started {results['started_utc']}, "
