@@ -9,7 +9,7 @@ WASM_TARGET := wasm32-wasip2
 
 .PHONY: all demo test toolchain fmt-check clippy-native wasm-check wasm-clippy component \
         cargo-test node-test python-test python-dev python-bench bench bench-smoke bench-filtered bench-quantized \
-        bench-quantized-rust bench-rust \
+        bench-quantized-rust bench-hnsw bench-hnsw-1m bench-hnsw-rust bench-rust \
         fmt clippy clean
 
 all: test
@@ -123,11 +123,12 @@ python-bench: component
 BENCH := $(PYTHON) benches/python/run_peers.py
 
 ## bench: the full peer benchmark (50,000 x 1536 and the real sentence set; 29 minutes in one
-## run on the 2-core VM while it was busy), written to target/bench-results/*.json and
-## rendered as docs/benchmarks.md.
+## run on the 2-core VM while it was busy), written to target/bench-results/full.json, then
+## the HNSW rows (as `make bench-hnsw`) merged into it, rendered as docs/benchmarks.md.
 bench: component
 	$(python_setup)
-	$(BENCH)
+	$(BENCH) --out target/bench-results/full.json
+	$(BENCH) $(HNSW_BENCH_ARGS) --merge-into target/bench-results/full.json
 
 ## bench-filtered: only the filtered-search test (issue 15: 50/5/0.1% selectivity, recall
 ## against the exact filtered top 10, SrvDB on 1,000,000 x 384 too), merged into the last full
@@ -144,6 +145,34 @@ bench-quantized: component
 	$(python_setup)
 	$(BENCH) --tests quantized --libs srvdb,srvdb-wasm,faiss,usearch \
 		--datasets minilm,minilm-perturbed --merge-into docs/benchmarks/results.json
+
+## bench-hnsw: only the HNSW test (issue 17: each library's graph at m 16 / ef_construction
+## 200, single-threaded queries at ef 16-256, filtered at 1/10/50% and after deleting 30% of
+## the rows; SrvDB f32 and int8 beside hnswlib, FAISS, usearch and Chroma) on the MiniLM set,
+## HNSW_ROUNDS rounds with the libraries in turn (medians reported), merged into the last full
+## run's docs/benchmarks/results.json and rendered as docs/benchmarks.md.
+HNSW_ROUNDS ?= 3
+HNSW_BENCH_ARGS = --tests hnsw --libs srvdb,hnswlib,faiss,usearch,chroma --datasets minilm \
+	--rounds $(HNSW_ROUNDS)
+bench-hnsw: component
+	$(python_setup)
+	$(BENCH) $(HNSW_BENCH_ARGS) --merge-into docs/benchmarks/results.json
+
+## bench-hnsw-1m: the HNSW test on the 1,000,000 x 384 set made from MiniLM (bench_data's
+## minilm-perturbed), SrvDB's f32 graph and hnswlib only, one round (long: the builds), merged
+## likewise.
+bench-hnsw-1m: component
+	$(python_setup)
+	$(BENCH) --tests hnsw --libs srvdb,hnswlib --datasets minilm-perturbed --timeout 14400 \
+		--hnsw-modes f32,hnsw \
+		--merge-into docs/benchmarks/results.json
+
+## bench-hnsw-rust: benches/hnsw.rs (build, then single queries at ef 32/64/128 with f32 and
+## int8 traversal beside the exact scan of the same database; MiniLM, or SRVDB_HNSW_ROWS rows
+## made from it; `make bench-hnsw-rust HNSW_ARGS=nomatch` prints the summary only).
+HNSW_ARGS ?=
+bench-hnsw-rust:
+	$(CARGO) bench --bench hnsw -- $(HNSW_ARGS)
 
 ## bench-quantized-rust: benches/quantized.rs (int8 at oversample 1-4 and binary at 5, 10, 20
 ## against the exact scan, MiniLM and 1M x 384 made from it; SRVDB_QUANT_ROWS=100000 for a

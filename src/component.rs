@@ -4,7 +4,7 @@
 
 use crate::error::io_kind_name;
 use crate::filter::Filter;
-use crate::quant::{IndexInfo, IndexKind, IndexSpec, Quantization};
+use crate::quant::{HnswParams, IndexInfo, IndexKind, IndexSpec, Quantization};
 use crate::store::{str_refs, Delete, Missing, Query, Select, Store, Update, Write, WriteMode};
 use crate::types::{EmbedderSpec, Metadata, Metric, OpenOptions, StorageKind};
 use crate::Database;
@@ -147,6 +147,8 @@ fn index_info_to_wit(info: IndexInfo) -> wit::IndexInfo {
         quantization: info.quantization.map(quantization_to_wit),
         rows: info.rows,
         bytes: info.bytes,
+        m: info.hnsw.map(|p| to_u32(p.m)),
+        ef_construction: info.hnsw.map(|p| to_u32(p.ef_construction)),
     }
 }
 
@@ -302,7 +304,10 @@ impl GuestDatabase for GuestDb {
         let spec = IndexSpec {
             kind: index_kind_from_wit(spec.kind),
             quantization: spec.quantization.map(quantization_from_wit),
-            hnsw: None,
+            hnsw: HnswParams::given(
+                spec.m.map(|n| n as usize),
+                spec.ef_construction.map(|n| n as usize),
+            ),
         };
         Store::create_index(&self.db, &spec)
             .map(index_info_to_wit)
@@ -332,6 +337,9 @@ impl GuestDatabase for GuestDb {
         }
         if let Some(n) = request.oversample {
             query = query.oversample(n as usize);
+        }
+        if let Some(n) = request.ef {
+            query = query.ef(n as usize);
         }
         query = query.exact(request.exact);
         let found = Store::query(&self.db, &query).map_err(wit_error)?;

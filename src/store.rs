@@ -10,6 +10,7 @@
 use crate::coalesce::CoalesceStats;
 use crate::error::Result;
 use crate::filter::Filter;
+use crate::quant::index::ScanOptions;
 use crate::quant::{IndexInfo, IndexSpec};
 use crate::types::{EmbedderSpec, Metadata, Metric, Record, SearchHit};
 
@@ -296,6 +297,15 @@ impl<'a> Query<'a> {
     /// Keeps `ef` candidates during an HNSW traversal (more: higher recall, slower).
     pub fn ef(mut self, ef: usize) -> Self {
         self.ef = Some(ef);
+        self
+    }
+
+    /// Takes all of a search's index options at once (`oversample`, `exact`, `ef`), as the
+    /// bindings and the command line collect them.
+    pub fn options(mut self, options: ScanOptions) -> Self {
+        self.oversample = options.oversample;
+        self.exact = options.exact;
+        self.ef = options.ef;
         self
     }
 }

@@ -10,6 +10,7 @@
 use crate::embed::Embed;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
+use crate::quant::index::ScanOptions;
 use crate::store::{str_refs, Query, Store, Write, WriteMode};
 use crate::types::{Metadata, OpenOptions};
 use crate::Database;
@@ -184,30 +185,26 @@ impl<S: Store + ?Sized> TextDatabase<S> {
         k: usize,
         filter: Option<&Filter>,
     ) -> Result<Vec<Vec<TextHit>>> {
-        self.query_with(texts, k, filter, None, false)
+        self.query_with(texts, k, filter, ScanOptions::default())
     }
 
-    /// [`TextDatabase::query_where`] with the quantized index's search options: `oversample`
-    /// candidates per hit before exact rescoring (`None`: the quantization's default), or
+    /// [`TextDatabase::query_where`] with the vector index's search options: `oversample`
+    /// candidates per hit before exact rescoring, `ef` candidates during a graph traversal, or
     /// `exact` to force the f32 scan (see [`Query`]).
     pub fn query_with<T: AsRef<str>>(
         &self,
         texts: &[T],
         k: usize,
         filter: Option<&Filter>,
-        oversample: Option<usize>,
-        exact: bool,
+        options: ScanOptions,
     ) -> Result<Vec<Vec<TextHit>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let queries = self.embedder.embed(&str_refs(texts))?;
-        let mut request = Query::batch(&queries, k).exact(exact);
+        let mut request = Query::batch(&queries, k).options(options);
         if let Some(filter) = filter {
             request = request.filter(filter);
-        }
-        if let Some(n) = oversample {
-            request = request.oversample(n);
         }
         let mut found = self.db.query(&request)?;
         // One list per text from any Store: an empty engine of unknown dimension answers none.

@@ -70,6 +70,11 @@ FILTER_CASES = (("50%", 0, 0.5), ("5%", 1, 0.05), ("0.1%", 2, 0.001))
 #: The `source` strings, drawn uniformly per row.
 SOURCES = ("web", "pdf", "email", "chat", "wiki")
 
+#: The HNSW test's filter cases (issue 17: 1%, 10%, 50%): (name, the `hsel` value it selects,
+#: the share of rows that value gets); the remaining rows get 0. The column `hsel` is added to
+#: the metadata only when the HNSW test runs (`metadatas(..., hnsw=True)`).
+HNSW_FILTER_CASES = (("1%", 1, 0.01), ("10%", 10, 0.10), ("50%", 50, 0.50))
+
 
 def normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
@@ -119,13 +124,30 @@ def filter_columns(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return bucket, source
 
 
-def metadatas(directory: Path, rows: int | None = None) -> list[dict]:
+def metadatas(directory: Path, rows: int | None = None, hnsw: bool = False) -> list[dict]:
     """Each row's metadata as every library ingests it: its row number, `bucket` and `source`
-    (of the first `rows` rows; None: all)."""
+    (of the first `rows` rows; None: all), and with `hnsw` the HNSW test's `hsel`."""
     cols = np.load(Path(directory) / "filters.npz")
     bucket, source = cols["bucket"][:rows].tolist(), cols["source"][:rows].tolist()
-    return [{"doc": i, "bucket": b, "source": SOURCES[s]}
-            for i, (b, s) in enumerate(zip(bucket, source))]
+    out = [{"doc": i, "bucket": b, "source": SOURCES[s]}
+           for i, (b, s) in enumerate(zip(bucket, source))]
+    if hnsw:
+        for meta, value in zip(out, hnsw_filter_column(len(cols["bucket"]))[:rows].tolist()):
+            meta["hsel"] = value
+    return out
+
+
+def hnsw_filter_column(n: int, seed: int = 20261717) -> np.ndarray:
+    """The HNSW test's `hsel` per row: a seeded permutation gives each `HNSW_FILTER_CASES`
+    value to exactly round(share x n) rows (at least one), the rest 0."""
+    order = np.random.default_rng(seed).permutation(n)
+    column = np.zeros(n, dtype=np.int32)
+    start = 0
+    for _name, value, share in HNSW_FILTER_CASES:
+        count = max(1, round(share * n))
+        column[order[start:start + count]] = value
+        start += count
+    return column
 
 
 def ensure_filters(dest: Path, seed: int) -> None:

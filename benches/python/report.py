@@ -667,6 +667,242 @@ def quantized_section(results: dict) -> list[str]:
     return lines + tables
 
 
+# ---------------------------------------------------------------- HNSW index
+
+#: Issue 17's targets, judged at equal recall: SrvDB's QPS at recall@10 >= HNSW_RECALL over
+#: hnswlib's (f32 at least 1.0x, int8 at least 1.3x).
+HNSW_RECALL = 0.99
+HNSW_QPS_TARGETS = (("f32", 1.0), ("int8", 1.3))
+
+
+def hnsw_modes(entry: dict, ds: str) -> dict:
+    return figure(entry, ds, "hnsw", "modes") or {}
+
+
+def at_recall(sweep: dict, recall: float = HNSW_RECALL):
+    """(ef, figures) of the fastest ef reaching `recall`, or (None, None)."""
+    ok = [(ef, f) for ef, f in sweep.items() if ef != "exact" and f["recall"] >= recall]
+    return max(ok, key=lambda ef_f: ef_f[1]["qps"]) if ok else (None, None)
+
+
+def hnsw_targets(results: dict, ds: str) -> list[tuple[str, str, bool | None]]:
+    libs = results["libraries"]
+    ours = hnsw_modes(libs.get(SRVDB, {}), ds)
+    if not ours:
+        return []
+    out = []
+    peer_ef, peer = at_recall(hnsw_modes(libs.get("hnswlib", {}), ds).get("hnsw", {}).get("ef", {}))
+    chroma_ef, chroma = at_recall(hnsw_modes(libs.get("chroma", {}), ds).get("default", {})
+                                  .get("ef", {}))
+    for mode, want in HNSW_QPS_TARGETS:
+        m = ours.get(mode, {})
+        if "ef" not in m:
+            out.append((f"{ds}: SrvDB {mode}", m.get("error", "not measured")[:160], False))
+            continue
+        ef, f = at_recall(m["ef"])
+        if f is None:
+            best = max(v["recall"] for e, v in m["ef"].items() if e != "exact")
+            out.append((f"{ds}: SrvDB {mode} recall@10 ≥ {HNSW_RECALL} at some ef",
+                        f"best {best:.4f}", False))
+            continue
+        if peer is not None:
+            r = f["qps"] / peer["qps"]
+            out.append((f"{ds}: SrvDB {mode} QPS ≥ {want}× hnswlib's at recall ≥ {HNSW_RECALL}",
+                        f"{r:.2f}× ({f['qps']:,.0f} at ef {ef}, recall {f['recall']:.4f}; "
+                        f"hnswlib {peer['qps']:,.0f} at ef {peer_ef}, recall "
+                        f"{peer['recall']:.4f})", r >= want))
+        if chroma is not None:
+            out.append((f"{ds}: SrvDB {mode} p50 below Chroma's (each at recall ≥ {HNSW_RECALL})",
+                        f"{f['p50_ms']:.3f} vs {chroma['p50_ms']:.3f} ms (Chroma ef {chroma_ef})",
+                        f["p50_ms"] < chroma["p50_ms"]))
+        exact = m["ef"].get("exact")
+        if exact:
+            r = f["qps"] / exact["qps"]
+            out.append((f"{ds}: SrvDB {mode} QPS over the exact scan's at recall ≥ {HNSW_RECALL}"
+                        + (" (≥ 30× at 1M rows)" if (shape_of(results, ds) or [0])[0] >= 10**6
+                           else ""),
+                        f"{r:.1f}× ({exact['qps']:,.0f} QPS exact)",
+                        r >= 30 if (shape_of(results, ds) or [0])[0] >= 10**6 else None))
+    if "f32" in ours and "ef" in ours["f32"]:
+        hb = hnsw_modes(libs.get("hnswlib", {}), ds).get("hnsw", {}).get("build_seconds")
+        b = ours["f32"].get("build_seconds")
+        if hb and b:
+            out.append((f"{ds}: SrvDB f32 build time ≤ hnswlib's", f"{b:.1f} vs {hb:.1f} s",
+                        b <= hb))
+    fixed = str(results["config"].get("hnsw_fixed_ef", 128))
+    deleted = figure(libs.get(SRVDB, {}), ds, "hnsw", "deleted") or {}
+    if "ef" in deleted:
+        ef, f = at_recall(deleted["ef"])
+        best = max(v["recall"] for e, v in deleted["ef"].items() if e != "exact")
+        out.append((f"{ds}: SrvDB recall@10 ≥ {HNSW_RECALL} over the survivors after deleting "
+                    f"{deleted['deleted_rows']:,} rows (30%)",
+                    f"{f['recall']:.4f} at ef {ef}" if f else f"best {best:.4f}", f is not None))
+    elif deleted.get("error"):
+        out.append((f"{ds}: SrvDB after deleting 30%", deleted["error"][:160], False))
+    for mode, m in ours.items():
+        for case, by_mode in (m.get("filtered", {}).get("cases") or {}).items():
+            g, e = by_mode.get("planner"), by_mode.get("exact scan")
+            if not g or "recall" not in g:
+                continue
+            out.append((f"{ds}: SrvDB {mode} filtered {case}: recall ≥ {HNSW_RECALL}, QPS above "
+                        "the exact filtered scan's",
+                        f"recall {g['recall']:.4f}, {g['qps']:,.0f} vs {e['qps']:,.0f} QPS "
+                        f"(ef {fixed})" if e else f"recall {g['recall']:.4f}",
+                        g["recall"] >= HNSW_RECALL and (e is None or g["qps"] > e["qps"])))
+    return out
+
+
+def hnsw_table(results: dict, ds: str) -> list[str]:
+    libs = [(name, e, hnsw_modes(e, ds)) for name, e in results["libraries"].items()]
+    libs = [x for x in libs if x[2]]
+    if not libs:
+        return []
+    shape = shape_of(results, ds)
+    rounds = [figure(e, ds, "hnsw", "rounds") for _n, e, _m in libs]
+    rounds_note = (f" Each figure is the median over {max(r or 1 for r in rounds)} rounds "
+                   "(the libraries run in turn each round)." if any(rounds) else "")
+    lines = [f"### HNSW, {ds}" + (f" ({shape[0]:,} x {shape[1]})" if shape else ""), "",
+             "Build: the graph over the open collection's rows (on all cores where the library "
+             "allows), and the process's resident-set growth over it. Then single queries, one "
+             "thread, k = 10, at each search-time ef (interleaved query by query; Chroma ef by ef, "
+             "as it must reopen to change ef); recall@10 against the float64 ground truth. "
+             "`exact`: SrvDB's exact scan of the same database, interleaved with them."
+             + rounds_note, "",
+             "| library | mode | build s | RSS growth MB |", "| --- | --- | ---: | ---: |"]
+    errors = []
+    for name, _e, modes in libs:
+        for mode, m in modes.items():
+            if "error" in m:
+                errors.append(f"- {name} {mode}: " + m["error"].splitlines()[0][:200]
+                              .replace("|", "\\|"))
+                continue
+            lines.append(f"| {name} | {mode} | {num(m.get('build_seconds'))} | "
+                         f"{num(m.get('rss_delta_mb'))} |")
+    lines += ["", "| library | mode | ef | recall@10 | QPS (1 thread) | p50 ms | p99 ms |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, _e, modes in libs:
+        for mode, m in modes.items():
+            for ef, f in (m.get("ef") or {}).items():
+                lines.append(f"| {name} | {mode} | {ef} | {f['recall']:.4f} | {f['qps']:,.0f} | "
+                             f"{f['p50_ms']:.3f} | {f['p99_ms']:.3f} |")
+    lines += ["", f"![recall vs QPS]({PLOTS}/hnsw-{ds}.png)", ""]
+    flt = [(name, mode, m["filtered"]) for name, _e, modes in libs for mode, m in modes.items()
+           if m.get("filtered")]
+    if flt:
+        lines += [f"Filtered (`{{\"hsel\": v}}` matching 1%, 10%, 50% of the rows; ef "
+                  f"{flt[0][2].get('ef')}); recall@10 against the exact top 10 among the "
+                  "matching rows:", "",
+                  "| library | mode | filter | matching rows | how | recall@10 | QPS | p50 ms |",
+                  "| --- | --- | --- | ---: | --- | ---: | ---: | ---: |"]
+        for name, mode, f in flt:
+            for case, by_mode in f["cases"].items():
+                if "error" in by_mode:
+                    errors.append(f"- {name} {mode} filtered {case}: {by_mode['error'][:200]}")
+                    continue
+                for fm, v in by_mode.items():
+                    lines.append(f"| {name} | {mode} | {case} | {v['matching']:,} | {fm} | "
+                                 f"{v['recall']:.4f} | {v['qps']:,.0f} | {v['p50_ms']:.3f} |")
+        lines.append("")
+    dels = [(name, figure(e, ds, "hnsw", "deleted")) for name, e, _m in libs]
+    dels = [(n, d) for n, d in dels if d]
+    if dels:
+        lines += ["After deleting 30% of the rows (a seeded choice) with the library's own "
+                  "delete, no rebuild; recall@10 against the exact top 10 among the survivors:",
+                  "", "| library | mode | ef | recall@10 | QPS | p50 ms |",
+                  "| --- | --- | ---: | ---: | ---: | ---: |"]
+        for name, d in dels:
+            if "error" in d:
+                errors.append(f"- {name} deleted: {d['error'][:200]}")
+                continue
+            for ef, f in d["ef"].items():
+                lines.append(f"| {name} | {d['mode']} | {ef} | {f['recall']:.4f} | "
+                             f"{f['qps']:,.0f} | {f['p50_ms']:.3f} |")
+            if d.get("deleted_returned"):
+                errors.append(f"- {name}: returned {d['deleted_returned']} deleted rows")
+        lines.append("")
+    hows = [f"- {name} {mode}: {m['how']}" for name, _e, modes in libs
+            for mode, m in modes.items() if m.get("how")]
+    hows += [f"- {name} {mode} filtered: {f['how']}" for name, mode, f in flt if f.get("how")]
+    hows += [f"- {name} deletes: {d['how']}" for name, d in dels if d.get("how")]
+    if hows:
+        lines += ["How each library is called:", "", *hows, ""]
+    if errors:
+        lines += ["Failures:", "", *errors, ""]
+    return lines
+
+
+def hnsw_section(results: dict) -> list[str]:
+    tables = [line for ds in results["datasets"] for line in hnsw_table(results, ds)]
+    if not tables:
+        return []
+    cfg = results["config"]
+    lines = ["## HNSW index (issue 17)", "",
+             "`run_peers.py --tests hnsw` (`make bench-hnsw`): each library's HNSW graph, "
+             f"m {cfg.get('hnsw_m')}, ef_construction {cfg.get('hnsw_ef_construction')} (Chroma: "
+             "its defaults), then single-threaded single queries at ef "
+             f"{', '.join(map(str, cfg.get('hnsw_efs', [])))}, filtered, and after deleting "
+             "30% of the rows. Every search is one query on one thread, so a load average "
+             "above the core count (other processes on the machine) slows each library alike "
+             "only on average: the figures within one run compare the libraries (the rounds and "
+             "the interleaving are there for that); figures of different runs do not compare. "
+             "A noisy run shows as p99 far above p50.", ""]
+    if "hnsw" in (cfg.get("tests") or ()) and not results.get("partial_runs"):
+        load = results["machine"].get("loadavg_at_start") or [0]
+        lines.append(f"- This run started {results['started_utc']}, "
+                     f"{results.get('wall_seconds') or 0:.0f} s, 1-minute load average "
+                     f"{load[0]:.2f} at its start, {load_at_end(results)} at its end.")
+    for r in [r for r in results.get("partial_runs", []) if "hnsw" in r["tests"]]:
+        load = r["machine"].get("loadavg_at_start") or [0]
+        lines.append(f"- HNSW run started {r['started_utc']}, {r.get('wall_seconds') or 0:.0f} s, "
+                     f"1-minute load average {load[0]:.2f} at its start: "
+                     f"{', '.join(r['libraries'])} on {', '.join(r['datasets'])}.")
+    lines.append("")
+    targets_ = [t for ds in results["datasets"] for t in hnsw_targets(results, ds)]
+    if targets_:
+        lines += ["| target | measured | met |", "| --- | ---: | :---: |"]
+        for text, measured, met in targets_:
+            mark = "–" if met is None else ("yes" if met else "**no**")
+            measured = measured.replace("|", "\\|")
+            lines.append(f"| {text} | {measured} | {mark} |")
+        lines.append("")
+    return lines + tables
+
+
+def load_at_end(results: dict) -> str:
+    end = results["machine"].get("loadavg_at_end")
+    return f"{end[0]:.2f}" if end else "–"
+
+
+def hnsw_plot(results: dict, ds: str, out_dir: Path, label: str) -> Path | None:
+    """Recall@10 against QPS (log), one curve per library and mode over the ef sweep."""
+    import matplotlib.pyplot as plt
+
+    curves = [(f"{name} {mode}", m["ef"]) for name, e in results["libraries"].items()
+              for mode, m in hnsw_modes(e, ds).items() if m.get("ef")]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, (name, sweep) in enumerate(curves):
+        efs = [ef for ef in sweep if ef != "exact"]
+        ax.plot([sweep[ef]["recall"] for ef in efs], [sweep[ef]["qps"] for ef in efs],
+                marker="o", color=plt.cm.tab10(i % 10), label=name)
+        for ef in efs:
+            ax.annotate(ef, (sweep[ef]["recall"], sweep[ef]["qps"]), fontsize=6,
+                        textcoords="offset points", xytext=(3, 3))
+        if "exact" in sweep:
+            ax.scatter([sweep["exact"]["recall"]], [sweep["exact"]["qps"]], marker="x",
+                       color=plt.cm.tab10(i % 10), label=f"{name}: exact scan")
+    ax.axvline(HNSW_RECALL, color="k", linestyle=":", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("recall@10")
+    ax.set_ylabel("queries per second, 1 thread (log)")
+    shape = shape_of(results, ds)
+    ax.set_title(f"HNSW recall vs QPS (ef labelled): {ds}"
+                 + (f" {shape[0]:,} x {shape[1]}" if shape else "") + label, fontsize=9)
+    ax.legend(fontsize=7)
+    return save(fig, out_dir / f"hnsw-{ds}.png")
+
+
 # ---------------------------------------------------------------- plots
 
 
@@ -731,6 +967,9 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
         rows = filtered_rows(results, ds)
         if rows:
             written.append(filtered_plot(results, ds, rows, out_dir, label))
+        path = hnsw_plot(results, ds, out_dir, label)
+        if path:
+            written.append(path)
     return written
 
 
@@ -795,6 +1034,7 @@ def render(results: dict, json_name: str) -> str:
         lines += main_table(results, ds)
     lines += filtered_section(results)
     lines += quantized_section(results)
+    lines += hnsw_section(results)
     lines += limits_section(results)
     lines += datasets_section(results)
     lines += status_section(results)

@@ -1,8 +1,8 @@
 """SrvDB against its peers, side by side, in one run: `make bench` (full) and `make bench-smoke`.
 
     python3 benches/python/run_peers.py [--smoke] [--libs srvdb,faiss,...] [--out FILE.json]
-                                        [--report-dir DIR] [--tests filtered|quantized]
-                                        [--merge-into RESULTS.json]
+                                        [--report-dir DIR] [--tests filtered|quantized|hnsw]
+                                        [--merge-into RESULTS.json] [--rounds N]
 
 1. Makes the peers' virtualenv (peer_env.py; each requirement installed separately, a failure
    recorded) and re-runs itself with its interpreter, which has NumPy and matplotlib.
@@ -25,6 +25,14 @@ filtered-only run updates the filtered section and keeps the rest as measured be
 exactly, each library's exact f32 search beside them), on the real MiniLM set and a 1M x 384
 set made from it (`minilm-perturbed`, bench_data.py), for the libraries with compressed
 vectors (SrvDB, FAISS, usearch); a full run leaves it out.
+
+`--tests hnsw` runs only the HNSW test (issue 17, hnsw_test.py: each library's graph index
+built with m 16 / ef_construction 200, single-threaded queries at ef 16-256, filtered at 1%,
+10%, 50% and after deleting 30% of the rows) on the MiniLM set, and on `minilm-perturbed`
+(1M x 384) when `--datasets` names it; for the libraries with one (SrvDB native, hnswlib,
+FAISS, usearch, Chroma); a full run leaves it out. `--rounds N` runs every library N times,
+one after another in turn (so a noisy spell hits all of them), and reports the median of each
+figure over the rounds (each round's figures are kept in the JSON, `hnsw_rounds`).
 
 `--smoke` runs every test on tiny sizes and checks that each library produced every figure or
 was reported failed with a reason, and that SrvDB's answers are exact (recall 1.0 against
@@ -60,6 +68,15 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="result JSON (default: target/bench-results/...)")
     ap.add_argument("--tests", help="comma-separated subset of the tests: filtered (default: all)")
     ap.add_argument("--datasets", help="comma-separated subset of the data sets (default: all)")
+    ap.add_argument("--timeout", type=int,
+                    help="seconds one library's process may take (default: 1200; the 1M HNSW "
+                         "builds need more)")
+    ap.add_argument("--hnsw-modes",
+                    help="comma-separated subset of the HNSW test's modes (e.g. f32,hnsw: "
+                         "SrvDB's f32 graph and the peers'; default: all)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the libraries this many times in turn; the HNSW figures are the "
+                         "median over the rounds (default 1)")
     ap.add_argument("--merge-into", type=Path,
                     help="an earlier run's JSON to merge these figures into before the report")
     ap.add_argument("--merge-from", type=Path,
@@ -83,6 +100,13 @@ def bootstrap() -> dict:
     return packages
 
 
+# The HNSW test (hnsw_test.py): the graph's build parameters (issue 17's and the peers'
+# defaults), the search-time efs swept, the ef of the filtered part, the data sets that also
+# get the filtered and deletion parts (their ground truths are computed in the worker).
+HNSW_CONFIG = {"hnsw_m": 16, "hnsw_ef_construction": 200, "hnsw_efs": [16, 32, 64, 128, 256],
+               "hnsw_fixed_ef": 128, "hnsw_datasets": ["minilm", "minilm-perturbed"],
+               "hnsw_extras": ["minilm"], "hnsw_queries": None}
+
 # A library slower than the time caps answers fewer queries; the report says how many.
 CONFIG_FULL = {"k": 10, "warmup_queries": 5, "latency_queries": 200, "latency_min_queries": 100,
                "latency_max_seconds": 30, "batch_queries": 1000, "recall_max_seconds": 60,
@@ -90,14 +114,14 @@ CONFIG_FULL = {"k": 10, "warmup_queries": 5, "latency_queries": 200, "latency_mi
                "sweep_threads": [1, 2, 4, 8], "sweep_seconds": 2.0,
                "filtered_queries": 100, "filtered_min_queries": 20, "filtered_max_seconds": 20,
                "memory_rows": 10_000, "quantized_batch": 100, "quantized_batch_rounds": 3,
-               "timeout_s": 1200}
+               **HNSW_CONFIG, "timeout_s": 1200}
 CONFIG_SMOKE = {"k": 10, "warmup_queries": 2, "latency_queries": 20, "latency_min_queries": 20,
                 "latency_max_seconds": 5, "batch_queries": 50, "recall_max_seconds": 10,
                 "concurrent_threads": 16, "concurrent_queries": 64, "concurrent_max_seconds": 10,
                 "sweep_threads": [1, 2, 4, 8], "sweep_seconds": 0.1,
                 "filtered_queries": 10, "filtered_min_queries": 10, "filtered_max_seconds": 5,
                "memory_rows": 2_000, "quantized_batch": 10, "quantized_batch_rounds": 1,
-               "timeout_s": 120}
+               **HNSW_CONFIG, "timeout_s": 120}
 
 
 def tail(text: str, lines: int = 15) -> str:
@@ -118,7 +142,13 @@ class Runner:
             self.cfg["tests"] = ["ingest", *self.tests]
         # The big set is for the filtered test only.
         self.cfg["dataset_tests"] = {"synthetic-big": ["ingest", "filtered"],
-                                     "minilm-perturbed": ["ingest", "quantized"]}
+                                     "minilm-perturbed": ["ingest", "quantized", "hnsw"]}
+        self.rounds = max(1, args.rounds)
+        if args.timeout:
+            self.cfg["timeout_s"] = args.timeout
+        if args.hnsw_modes:
+            self.cfg["hnsw_only_modes"] = args.hnsw_modes.split(",")
+        self.cfg["rounds"] = self.rounds
         mode = "smoke" if args.smoke else "full"
         self.work = REPO / "target" / "bench-work" / mode
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -168,6 +198,9 @@ class Runner:
         big = any(lib.big for lib in libs) and (self.tests is None or "filtered" in self.tests)
         quantized = bool(self.tests and "quantized" in self.tests
                          and any(lib.quantized for lib in libs))
+        # The 1M set for the HNSW test only when asked for (`--datasets minilm-perturbed`).
+        quantized |= bool(self.tests and "hnsw" in self.tests and self.only_datasets
+                          and "minilm-perturbed" in self.only_datasets)
         data = prepare(REPO / "target" / "bench-data", SMOKE if self.smoke else FULL, big=big,
                        perturbed=quantized)
         usable = {k: str(v) for k, v in data.items() if isinstance(v, Path)
@@ -184,8 +217,11 @@ class Runner:
 
         print("==> machine limits", flush=True)
         self.limits()
-        for lib in libs:
-            self.library(lib, usable)
+        for round_ in range(self.rounds):
+            if self.rounds > 1:
+                print(f"==> round {round_ + 1} of {self.rounds}", flush=True)
+            for lib in libs:
+                self.library(lib, usable)
         self.results["wall_seconds"] = time.perf_counter() - t0
         self.results["machine"]["loadavg_at_end"] = os.getloadavg()
         self.save()
@@ -212,6 +248,7 @@ class Runner:
         self.save()
 
     def library(self, lib, datasets: dict) -> None:
+        earlier = self.results["libraries"].get(lib.name, {})
         entry = self.results["libraries"][lib.name] = {"interpreter": lib.interpreter}
         print(f"==> {lib.name}", flush=True)
         reason = self.missing_packages(lib)
@@ -224,7 +261,7 @@ class Runner:
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         datasets = {k: v for k, v in datasets.items() if (lib.big or k != "synthetic-big")
-                    and (lib.quantized or k != "minilm-perturbed")}
+                    and (lib.quantized or lib.hnsw or k != "minilm-perturbed")}
         config = dict(self.cfg, datasets=datasets, workdir=str(workdir / "db"))
         (workdir / "config.json").write_text(json.dumps(config))
         out = workdir / "result.json"
@@ -243,6 +280,8 @@ class Runner:
             entry["status"] = "ok"
             print(f"    ok in {entry['wall_seconds']:.1f} s: " + summary_line(result))
         shutil.rmtree(workdir / "db", ignore_errors=True)
+        if self.rounds > 1:
+            fold_rounds(entry, earlier)
         self.save()
         if lib.memory and "synthetic" in datasets and self.tests is None:
             entry["memory"] = self.memory(lib, Path(datasets["synthetic"]) / "base.npy", workdir)
@@ -285,6 +324,22 @@ class Runner:
         return figures
 
 
+def fold_rounds(entry: dict, earlier: dict) -> None:
+    """Adds this round's HNSW figures to the earlier rounds' (`hnsw_rounds`, per data set) and
+    makes each data set's `hnsw` their median (hnsw_test.combine_rounds)."""
+    from hnsw_test import combine_rounds
+
+    rounds = earlier.get("hnsw_rounds", {})
+    for ds, fig in entry.get("datasets", {}).items():
+        if "hnsw" in fig:
+            rounds.setdefault(ds, []).append(fig["hnsw"])
+    entry["hnsw_rounds"] = rounds
+    for ds, figs in rounds.items():
+        combined = combine_rounds(figs)
+        combined["rounds"] = len(figs)
+        entry.setdefault("datasets", {}).setdefault(ds, {})["hnsw"] = combined
+
+
 def summary_line(result: dict) -> str:
     parts = []
     for name, fig in result.get("datasets", {}).items():
@@ -302,6 +357,11 @@ def summary_line(result: dict) -> str:
         for mode, cases in flt.get("modes", {}).items():
             bits.append(f"filtered {mode} " + ", ".join(
                 f"{c} {v['p50_ms']:.2f} ms (recall {v['recall']:.3f})" for c, v in cases.items()))
+        for mode, m in fig.get("hnsw", {}).get("modes", {}).items():
+            at = m.get("ef", {}).get("128")
+            bits.append(f"hnsw {mode} " + (m["error"][:80] if "error" in m else
+                        f"build {m.get('build_seconds', 0):.1f} s" + (
+                            f", ef 128 recall {at['recall']:.3f} {at['qps']:,.0f} QPS" if at else "")))
         parts.append(" ".join(bits))
     return "; ".join(parts)
 
@@ -323,7 +383,7 @@ def machine_info() -> dict:
 # What a library must have produced, per data set, for the smoke check.
 REQUIRED = ("ingest", "latency", "batch", "recall", "concurrent", "sweep", "filtered")
 #: The tests --tests can pick.
-TESTS = ("latency", "filtered", "batch", "quantized")
+TESTS = ("latency", "filtered", "batch", "quantized", "hnsw")
 
 
 def filtered_problems(name: str, ds: str, fig: dict) -> list[str]:
@@ -376,6 +436,23 @@ def quantized_problems(name: str, ds: str, fig: dict, modes: tuple[str, ...]) ->
     return problems
 
 
+def hnsw_problems(name: str, ds: str, fig: dict, modes: tuple[str, ...]) -> list[str]:
+    """An HNSW test with a mode missing or without its ef sweep (a peer's mode may fail with
+    its error recorded; SrvDB's may not)."""
+    got = fig.get("hnsw", {}).get("modes", {})
+    problems = []
+    for mode in modes:
+        m = got.get(mode)
+        if m is None:
+            problems.append(f"{name}/{ds}: hnsw mode {mode!r} missing")
+        elif "error" in m:
+            if name.startswith("srvdb"):
+                problems.append(f"{name}/{ds}: hnsw {mode}: {m['error']}")
+        elif "ef" not in m:
+            problems.append(f"{name}/{ds}: hnsw {mode}: ef sweep missing")
+    return problems
+
+
 def smoke_check(results: dict) -> list[str]:
     """Problems that make `make bench-smoke` fail: a library with status ok but a figure
     missing, a failure without a reason, or SrvDB not ok or not exact."""
@@ -405,6 +482,8 @@ def smoke_check(results: dict) -> list[str]:
                 problems.append(f"{name}/{ds}: missing {missing}")
             if only and "quantized" in only and lib.quantized:
                 problems += quantized_problems(name, ds, fig, lib.make_class().quantized_modes)
+            if only and "hnsw" in only and lib.hnsw:
+                problems += hnsw_problems(name, ds, fig, lib.make_class().hnsw_modes)
             if "filtered" in fig:
                 problems += filtered_problems(name, ds, fig)
             if name.startswith("srvdb") and "latency" in fig:
@@ -440,7 +519,7 @@ def merge(earlier: dict, now: dict, tests: list[str]) -> dict:
     for ds, info in now["datasets"].items():
         out["datasets"].setdefault(ds, info)
     out["config"] = {**out["config"], **{k: v for k, v in now["config"].items()
-                                         if k.startswith(("filtered", "quantized"))}}
+                                         if k.startswith(("filtered", "quantized", "hnsw"))}}
     for name, entry in now["libraries"].items():
         old = out["libraries"].setdefault(name, {})
         if entry.get("status") != "ok":

@@ -32,7 +32,11 @@ besides the f32 rows), then single queries (p50/p95/p99 and recall@k) and batche
 `quantized_batch` queries (`quantized_batch_rounds` passes over the query set; per-query time
 of each call, and recall). A mode that fails records its error and the next one runs.
 
-The config's `tests` (None: all but `quantized`) limits the tests of a run (`run_peers.py --tests`), and
+`hnsw` (only when the run names it: `run_peers.py --tests hnsw`; for libraries with a graph
+index, `Adapter.hnsw_modes`): hnsw_test.py (build, the ef sweep, filtered and after deleting
+30% of the rows). The metadata then also holds its filter column `hsel`.
+
+The config's `tests` (None: all but `quantized` and `hnsw`) limits the tests of a run (`run_peers.py --tests`), and
 `dataset_tests` the tests of one data set (the big filtered-only set); `ingest` always runs.
 """
 
@@ -54,6 +58,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import hnsw_test  # noqa: E402
 from bench_data import FILTER_CASES, load, load_filters, metadatas, repo_relative  # noqa: E402
 from peers import LIBRARIES  # noqa: E402
 from peers.base import fsync_tree  # noqa: E402
@@ -122,7 +127,7 @@ class Run:
         tmp.replace(self.out)
 
     def wants(self, test: str, dataset: str | None = None) -> bool:
-        if test == "quantized" and "quantized" not in (self.cfg.get("tests") or ()):
+        if test in ("quantized", "hnsw") and test not in (self.cfg.get("tests") or ()):
             return False
         only = [self.lib.tests, self.cfg.get("tests"),
                 self.cfg.get("dataset_tests", {}).get(dataset) if dataset else None]
@@ -174,12 +179,17 @@ class Run:
         if adapter.quantized_modes and self.wants("quantized", name):
             fig["quantized"] = {"f32_bytes": int(base.nbytes), "modes": {}}
             self.quantized(adapter, base, queries, gt, fig["quantized"]["modes"])
+        if adapter.hnsw_modes and self.wants("hnsw", name) and name in self.cfg["hnsw_datasets"]:
+            fig["hnsw"] = {}
+            hnsw_test.run(adapter, base, queries, gt, self.cfg,
+                          name in self.cfg.get("hnsw_extras", ()), fig["hnsw"], self.save)
+            self.save()
         adapter.close()
 
     def ingest(self, adapter, path: Path, directory: Path, base: np.ndarray) -> dict:
         n = len(base)
         ids = [str(i) for i in range(n)]
-        metas = metadatas(directory)
+        metas = metadatas(directory, hnsw=self.wants("hnsw"))
         t0 = time.perf_counter()
         adapter.ingest(path, ids, base, metas)
         disk_bytes = fsync_tree(path)

@@ -18,7 +18,7 @@
 pub mod sandbox;
 
 use sandbox::{HostState, Runtime, SandboxConfig, GUEST_DB_DIR, GUEST_MODEL_DIR};
-use srvdb::quant::{IndexInfo, IndexKind, IndexSpec, Quantization};
+use srvdb::quant::{HnswParams, IndexInfo, IndexKind, IndexSpec, Quantization};
 use srvdb::storage::fs::DirLock;
 use srvdb::store::{Delete, Missing, Queries, Query, Select, Update, Write, WriteMode};
 use srvdb::Store as _;
@@ -351,8 +351,20 @@ fn index_info_from_wit(info: wit::IndexInfo) -> IndexInfo {
         quantization: info.quantization.map(quantization_from_wit),
         rows: info.rows,
         bytes: info.bytes,
-        hnsw: None,
+        hnsw: match (info.m, info.ef_construction) {
+            (Some(m), Some(ef_construction)) => Some(HnswParams {
+                m: m as usize,
+                ef_construction: ef_construction as usize,
+            }),
+            _ => None,
+        },
     }
+}
+
+/// A `usize` for the WIT, saturating: anything past `u32::MAX` is past the engine's limits
+/// anyway, so the guest rejects it with the engine's own message.
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn metric_from_wit(m: wit::Metric) -> Metric {
@@ -764,6 +776,8 @@ impl srvdb::Store for SandboxedDatabase {
         let spec = wit::IndexSpec {
             kind: index_kind_to_wit(spec.kind),
             quantization: spec.quantization.map(quantization_to_wit),
+            m: spec.hnsw.map(|p| saturating_u32(p.m)),
+            ef_construction: spec.hnsw.map(|p| saturating_u32(p.ef_construction)),
         };
         self.call(Touches::Files, |g, s, h| g.call_create_index(s, h, spec))
             .map(index_info_from_wit)
@@ -789,12 +803,9 @@ impl srvdb::Store for SandboxedDatabase {
             batch,
             k: u32::try_from(request.k).unwrap_or(u32::MAX),
             filter,
-            // Saturating: anything past u32::MAX is past the engine's MAX_OVERSAMPLE anyway,
-            // so the guest rejects it with the engine's own message.
-            oversample: request
-                .oversample
-                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            oversample: request.oversample.map(saturating_u32),
             exact: request.exact,
+            ef: request.ef.map(saturating_u32),
         };
         let found = self.call(Touches::Nothing, |g, s, h| g.call_query(s, h, request))?;
         Ok(found.into_iter().map(hits).collect())

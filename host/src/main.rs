@@ -5,17 +5,19 @@
 //! srvdb-host info DB
 //! srvdb-host ingest DB FILE [--dim D] [--batch N]    FILE: .npy (float32, 2-D) or raw f32 (needs --dim)
 //! srvdb-host search DB (--query 0.1,0.2,... | --query-file Q.npy [--row R]) [-k K]
-//!                       [--where JSON] [--where-document JSON] [--oversample N] [--exact]
+//!                       [--where JSON] [--where-document JSON] [--oversample N] [--ef N] [--exact]
 //! srvdb-host compact DB
-//! srvdb-host index create DB --quantization int8|binary
+//! srvdb-host index create DB [--kind flat|hnsw] [--quantization int8|binary] [--m N] [--ef-construction N]
 //! srvdb-host index drop DB
 //! srvdb-host index info DB
 //! srvdb-host add-text DB FILE [--model M] [--batch N]  FILE: UTF-8, one document per line
-//! srvdb-host query DB TEXT [-k K] [--model M] [--oversample N] [--exact]
+//! srvdb-host query DB TEXT [-k K] [--model M] [--oversample N] [--ef N] [--exact]
 //! ```
-//! `index create` keeps compressed codes of the vectors (int8: 4x smaller, binary: 32x) that
-//! searches scan before rescoring their best `k * oversample` candidates exactly; `--exact`
-//! scans the f32 vectors instead.
+//! `index create` (flat, the default kind) keeps compressed codes of the vectors (int8: 4x
+//! smaller, binary: 32x) that searches scan before rescoring their best `k * oversample`
+//! candidates exactly. `--kind hnsw` builds a graph that searches traverse (on int8 codes with
+//! `--quantization int8`, else on the f32 vectors), keeping `--ef` candidates, and rescore
+//! exactly. `--exact` scans the f32 vectors instead.
 //! `add-text` and `query` embed inside the sandbox too, so they need a component built with the
 //! embedder (`make component`). `--model` is a model name in the cache (`SRVDB_MODEL_DIR`,
 //! default `all-MiniLM-L6-v2`) or a sentence-transformers folder; the sandbox sees it read-only.
@@ -28,7 +30,8 @@ use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use srvdb::embed::{locate, Embed};
-use srvdb::quant::{IndexInfo, IndexKind, IndexSpec, Quantization};
+use srvdb::quant::index::ScanOptions;
+use srvdb::quant::{HnswParams, IndexInfo, IndexKind, IndexSpec, Quantization};
 use srvdb::text::TextDatabase;
 use srvdb::{npy, OpenOptions, Query, Store};
 use srvdb_host::sandbox::SandboxConfig;
@@ -142,7 +145,8 @@ enum Command {
         #[command(flatten)]
         model: ModelFlag,
     },
-    /// Creates, drops or describes the vector index (compressed codes, rescored exactly).
+    /// Creates, drops or describes the vector index (compressed codes or an HNSW graph,
+    /// rescored exactly).
     Index {
         #[command(subcommand)]
         action: IndexAction,
@@ -151,14 +155,24 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum IndexAction {
-    /// Builds a flat index over compressed codes of the vectors present, kept in step with
-    /// every later write (the same index again is a no-op; another replaces it).
+    /// Builds a vector index over the vectors present, committed durably and kept in step
+    /// with every later write (the same index again is a no-op; another replaces it).
     Create {
         /// The database directory.
         db: PathBuf,
-        /// int8 (one byte per component, 4x smaller) or binary (one bit, 32x smaller).
+        /// flat (scan compressed codes; needs --quantization) or hnsw (traverse a graph).
+        #[arg(long, value_name = "KIND", default_value = "flat", value_parser = parse_kind)]
+        kind: IndexKind,
+        /// int8 (one byte per component, 4x smaller) or binary (one bit, 32x smaller; flat
+        /// only). An hnsw graph without it traverses the f32 vectors.
         #[arg(long, value_name = "Q", value_parser = parse_quantization)]
-        quantization: Quantization,
+        quantization: Option<Quantization>,
+        /// hnsw: links per node on the upper layers, twice this on the bottom one (default 16).
+        #[arg(long, value_name = "N")]
+        m: Option<usize>,
+        /// hnsw: candidates kept while a node's links are chosen (default 200).
+        #[arg(long, value_name = "N")]
+        ef_construction: Option<usize>,
     },
     /// Drops the vector index: searches go back to the exact scan.
     Drop {
@@ -172,6 +186,11 @@ enum IndexAction {
     },
 }
 
+/// `--kind` with the engine's names and message.
+fn parse_kind(text: &str) -> Result<IndexKind, String> {
+    text.parse().map_err(|e: srvdb::Error| e.to_string())
+}
+
 /// `--quantization` with the engine's names and message.
 fn parse_quantization(text: &str) -> Result<Quantization, String> {
     text.parse().map_err(|e: srvdb::Error| e.to_string())
@@ -180,33 +199,50 @@ fn parse_quantization(text: &str) -> Result<Quantization, String> {
 /// How a search uses the vector index, if there is one.
 #[derive(Args, Debug)]
 struct ScanFlags {
-    /// Candidates kept per hit before exact rescoring (default: the index's, 4 for int8 and
+    /// Candidates kept per hit before exact rescoring (default: the index's, 3 for int8 and
     /// 10 for binary).
     #[arg(long, value_name = "N", conflicts_with = "exact")]
     oversample: Option<usize>,
+    /// With an hnsw index: candidates kept during the graph traversal (default 128, raised
+    /// to k); more is slower and finds more of the true neighbours.
+    #[arg(long, value_name = "N", conflicts_with = "exact")]
+    ef: Option<usize>,
     /// Scan the f32 vectors even when there is a vector index.
     #[arg(long)]
     exact: bool,
 }
 
 impl ScanFlags {
-    fn apply<'a>(&self, request: Query<'a>) -> Query<'a> {
-        let request = request.exact(self.exact);
-        match self.oversample {
-            Some(n) => request.oversample(n),
-            None => request,
+    fn options(&self) -> ScanOptions {
+        ScanOptions {
+            oversample: self.oversample,
+            exact: self.exact,
+            ef: self.ef,
         }
     }
 }
 
 /// One line on the vector index, as `info` and `index` print it.
 fn describe_index(info: &IndexInfo) -> String {
-    match info.quantization {
-        None => format!("{} (exact scan; no index)", info.kind.name()),
-        Some(q) => format!(
-            "{} over {} codes: {} rows, {} bytes",
+    let over = match info.quantization {
+        Some(q) => format!("{} codes", q.name()),
+        None => "f32 vectors".to_owned(),
+    };
+    match (info.kind, info.hnsw) {
+        (IndexKind::Flat, _) if info.quantization.is_none() => {
+            format!("{} (exact scan; no index)", info.kind.name())
+        }
+        (_, Some(p)) => format!(
+            "{} over {over} (m {}, ef_construction {}): {} rows, {} bytes",
             info.kind.name(),
-            q.name(),
+            p.m,
+            p.ef_construction,
+            info.rows,
+            info.bytes
+        ),
+        (_, None) => format!(
+            "{} over {over}: {} rows, {} bytes",
+            info.kind.name(),
             info.rows,
             info.bytes
         ),
@@ -451,7 +487,7 @@ fn run(cli: Cli) -> Result<(), AnyError> {
             };
             let db = sb.open(&db_path, OpenOptions::default())?;
             let started = Instant::now();
-            let mut request = scan.apply(Query::one(&query, k));
+            let mut request = Query::one(&query, k).options(scan.options());
             if let Some(filter) = &filter {
                 request = request.filter(filter);
             }
@@ -517,7 +553,7 @@ fn run(cli: Cli) -> Result<(), AnyError> {
             let text = text_database(&sb, &db_path, &model)?;
             let started = Instant::now();
             let hits = text
-                .query_with(&[question], k, filter.as_ref(), scan.oversample, scan.exact)?
+                .query_with(&[question], k, filter.as_ref(), scan.options())?
                 .pop()
                 .unwrap_or_default();
             let ms = started.elapsed().as_secs_f64() * 1e3;
@@ -537,14 +573,17 @@ fn run(cli: Cli) -> Result<(), AnyError> {
         Command::Index { action } => match action {
             IndexAction::Create {
                 db: db_path,
+                kind,
                 quantization,
+                m,
+                ef_construction,
             } => {
                 let db = sb.open(&db_path, OpenOptions::default())?;
                 let started = Instant::now();
                 let info = db.create_index(&IndexSpec {
-                    kind: IndexKind::Flat,
-                    quantization: Some(quantization),
-                    hnsw: None,
+                    kind,
+                    quantization,
+                    hnsw: HnswParams::given(m, ef_construction),
                 })?;
                 let secs = started.elapsed().as_secs_f64();
                 println!(

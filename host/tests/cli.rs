@@ -247,11 +247,31 @@ fn index_commands_build_report_and_drop_the_index() {
     let info = run(&["index", "info", db_arg]);
     assert!(info.contains("no index"), "{info}");
 
+    // A flat index without codes is refused by the engine (the one place that checks specs).
+    let out = srvdb_host(&["index", "create", db_arg, "--component", component_arg]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("quantization"), "{out:?}");
+
     for (args, says) in [
-        (&["index", "create", db_arg][..], "--quantization"),
         (
-            &["index", "create", db_arg, "--quantization", "int4"],
+            &["index", "create", db_arg, "--quantization", "int4"][..],
             "unknown quantization",
+        ),
+        (
+            &["index", "create", db_arg, "--kind", "tree"],
+            "unknown index kind",
+        ),
+        (
+            &["index", "create", db_arg, "--kind", "hnsw", "--m", "x"],
+            "invalid value 'x'",
+        ),
+        (
+            &["search", db_arg, "--query", "1", "--ef", "many"],
+            "invalid value 'many'",
+        ),
+        (
+            &["search", db_arg, "--query", "1", "--ef", "8", "--exact"],
+            "cannot be used with",
         ),
         (
             &["search", db_arg, "--query", "1", "--oversample", "x"],
@@ -266,4 +286,128 @@ fn index_commands_build_report_and_drop_the_index() {
             "{args:?}: want {says:?} in\n{stderr}"
         );
     }
+}
+
+/// `index create --kind hnsw [--m] [--ef-construction] [--quantization int8]`, `index info`
+/// and `search --ef`: the graph is reported with its parameters and searched through (hits
+/// equal brute force computed here: with 60 rows an ef of 60 reaches every row), and values
+/// the engine refuses fail with its message.
+#[test]
+fn hnsw_index_commands_build_report_and_search() {
+    use srvdb::{Database, OpenOptions, Store};
+    let component = common::component_config().component;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (n, dim) = (60, 4);
+    let vectors: Vec<f32> = (0..n * dim)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    {
+        let db = Database::open(dir.path(), OpenOptions::default()).expect("open");
+        db.add(&ids, &vectors, &[]).expect("add");
+        db.close().expect("close");
+    }
+    let query = [0.5f32, -0.3, 0.7, 0.1];
+    let cosine = |v: &[f32]| {
+        let dot: f64 = v.iter().zip(&query).map(|(a, b)| f64::from(a * b)).sum();
+        let norm = |x: &[f32]| x.iter().map(|a| f64::from(a * a)).sum::<f64>().sqrt();
+        dot / (norm(v) * norm(&query))
+    };
+    let mut want: Vec<(f64, String)> = (0..n)
+        .map(|i| (cosine(&vectors[i * dim..(i + 1) * dim]), ids[i].clone()))
+        .collect();
+    want.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let expected: Vec<&str> = want.iter().take(5).map(|(_, id)| id.as_str()).collect();
+    let db_arg = dir.path().to_str().expect("utf-8 path");
+    let component_arg = component.to_str().expect("utf-8 path");
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--component", component_arg, "--quiet"]);
+        let out = srvdb_host(&all);
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let ok = |args: &[&str]| {
+        let (code, stdout, stderr) = run(args);
+        assert_eq!(code, Some(0), "{args:?}: {stdout}{stderr}");
+        stdout
+    };
+    let created = ok(&["index", "create", db_arg, "--kind", "hnsw", "--m", "8"]);
+    assert!(
+        created.contains("hnsw over f32 vectors (m 8, ef_construction 200): 60 rows"),
+        "{created}"
+    );
+    let created = ok(&[
+        "index",
+        "create",
+        db_arg,
+        "--kind",
+        "hnsw",
+        "--quantization",
+        "int8",
+        "--ef-construction",
+        "50",
+    ]);
+    assert!(
+        created.contains("hnsw over int8 codes (m 16, ef_construction 50): 60 rows"),
+        "{created}"
+    );
+    let info = ok(&["index", "info", db_arg]);
+    assert!(
+        info.contains("hnsw over int8 codes (m 16, ef_construction 50): 60 rows"),
+        "{info}"
+    );
+    for scan in [&["--ef", "60"][..], &["--exact"], &[]] {
+        let mut args = vec!["search", db_arg, "--query", "0.5,-0.3,0.7,0.1", "-k", "5"];
+        args.extend_from_slice(scan);
+        let stdout = ok(&args);
+        let got: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .collect();
+        assert_eq!(got, expected, "{scan:?}: {stdout}");
+    }
+    for (args, says) in [
+        (
+            &["search", db_arg, "--query", "0.5,-0.3,0.7,0.1", "--ef", "0"][..],
+            "ef 0 is out of range",
+        ),
+        (
+            &["index", "create", db_arg, "--kind", "hnsw", "--m", "1"],
+            "m 1 is out of range",
+        ),
+        (
+            &[
+                "index",
+                "create",
+                db_arg,
+                "--quantization",
+                "int8",
+                "--m",
+                "8",
+            ],
+            "flat",
+        ),
+        (
+            &[
+                "index",
+                "create",
+                db_arg,
+                "--kind",
+                "hnsw",
+                "--quantization",
+                "binary",
+            ],
+            "graph traverses on int8 codes",
+        ),
+    ] {
+        let (code, stdout, stderr) = run(args);
+        assert_eq!(code, Some(1), "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(says),
+            "{args:?}: want {says:?} in\n{stderr}"
+        );
+    }
+    // The failures changed nothing.
+    let info = ok(&["index", "info", db_arg]);
+    assert!(info.contains("hnsw over int8 codes"), "{info}");
 }

@@ -1,7 +1,7 @@
 //! `srvdb.open` and `srvdb.Database`: the Pythonic API.
 
 use crate::backend::MEMORY_PATH;
-use crate::convert::{self, Oversample, K};
+use crate::convert::{self, Ef, Oversample, K};
 use crate::errors::{self, EngineResultExt};
 use crate::handle::{hit_tuples, Handle, ModelChoice, Scan, WriteArgs};
 use numpy::ndarray::Array2;
@@ -9,15 +9,50 @@ use numpy::{IntoPyArray, PyArray, PyArray1, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
-use srvdb::quant::{IndexInfo, IndexKind, IndexSpec, Quantization};
+use srvdb::quant::{HnswParams, IndexInfo, IndexKind, IndexSpec, Quantization};
 use srvdb::{Metadata, Metric, OpenOptions, WriteMode};
 use std::path::PathBuf;
 
-/// A search's use of the quantized index, from its Python keywords.
-fn scan(oversample: Option<Oversample>, exact: bool) -> Scan {
+/// A search's use of the vector index, from its Python keywords.
+fn scan(oversample: Option<Oversample>, ef: Option<Ef>, exact: bool) -> Scan {
     Scan {
         oversample: oversample.map(|o| o.0),
         exact,
+        ef: ef.map(|e| e.0),
+    }
+}
+
+/// `create_index`'s `quantization` as given: left out, or None or a name. Left out, it is the
+/// kind's default: int8 codes for `flat` (which is nothing without codes), the float32
+/// vectors for `hnsw`.
+enum QuantizationArg {
+    KindDefault,
+    Given(Option<String>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for QuantizationArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if obj.is_none() {
+            return Ok(QuantizationArg::Given(None));
+        }
+        Ok(QuantizationArg::Given(Some(obj.extract()?)))
+    }
+}
+
+impl QuantizationArg {
+    fn resolve(self, py: Python<'_>, kind: IndexKind) -> PyResult<Option<Quantization>> {
+        match self {
+            QuantizationArg::KindDefault => Ok(match kind {
+                IndexKind::Flat => Some(Quantization::Int8),
+                IndexKind::Hnsw => None,
+            }),
+            QuantizationArg::Given(name) => name
+                .map(|n| n.parse::<Quantization>())
+                .transpose()
+                .map_err(|e| errors::engine(py, e)),
+        }
     }
 }
 
@@ -28,6 +63,8 @@ fn index_info_dict(py: Python<'_>, info: &IndexInfo) -> PyResult<Py<PyAny>> {
     dict.set_item("quantization", info.quantization.map(Quantization::name))?;
     dict.set_item("rows", info.rows)?;
     dict.set_item("bytes", info.bytes)?;
+    dict.set_item("m", info.hnsw.map(|p| p.m))?;
+    dict.set_item("ef_construction", info.hnsw.map(|p| p.ef_construction))?;
     dict.into_py_any(py)
 }
 
@@ -170,11 +207,11 @@ impl Database {
     /// sequence of str (a list of lists). Needs ``srvdb.open(..., embedder=...)``.
     ///
     /// ``where`` / ``where_document``: only records matching them are candidates (see
-    /// ``search``); the hits are exactly the ``k`` best of those. ``oversample`` and
+    /// ``search``); the hits are exactly the ``k`` best of those. ``oversample``, ``ef`` and
     /// ``exact``: as for ``search``.
     #[pyo3(
-        signature = (texts, k = K(10), r#where = None, where_document = None, *, oversample = None, exact = false),
-        text_signature = "(self, texts, k=10, where=None, where_document=None, *, oversample=None, exact=False)"
+        signature = (texts, k = K(10), r#where = None, where_document = None, *, oversample = None, ef = None, exact = false),
+        text_signature = "(self, texts, k=10, where=None, where_document=None, *, oversample=None, ef=None, exact=False)"
     )]
     #[allow(clippy::too_many_arguments)] // the Python signature: each keyword is an argument
     fn query(
@@ -185,11 +222,12 @@ impl Database {
         r#where: Option<&Bound<'_, PyAny>>,
         where_document: Option<&Bound<'_, PyAny>>,
         oversample: Option<Oversample>,
+        ef: Option<Ef>,
         exact: bool,
     ) -> PyResult<Py<PyAny>> {
         let (texts, one) = convert::texts_or_one(texts, "texts")?;
         let filter = convert::filter(py, r#where, where_document)?;
-        let scan = scan(oversample, exact);
+        let scan = scan(oversample, ef, exact);
         let found = self.handle.query(py, &texts, k.0, filter.as_ref(), scan)?;
         let mut lists: Vec<Vec<(String, f64, Option<String>)>> = found
             .into_iter()
@@ -345,47 +383,65 @@ impl Database {
         self.handle.field_indexes(py)
     }
 
-    /// Builds a compressed copy of the vectors that searches scan before rescoring their best
-    /// candidates exactly: ``quantization="int8"`` (one byte per component, 4x smaller) or
-    /// ``"binary"`` (one bit, 32x smaller; coarser, so it needs more oversampling). ``kind``
-    /// is ``"flat"`` (every matching record is scored, over the codes). Trained on the records
-    /// present, committed at once, kept in step with every later write, delete and
-    /// ``compact`` (which retrains it). The same index again does nothing; another replaces
-    /// it. Returns ``index_info()``. Raises ``InvalidInputError`` for an unknown kind or
-    /// quantization.
-    #[pyo3(signature = (kind = "flat", quantization = "int8"))]
+    /// Builds a vector index that searches use before rescoring their best candidates
+    /// exactly, built from the records present, committed at once and kept in step with every
+    /// later write, delete and ``compact``. The same index again does nothing; another
+    /// replaces it. Returns ``index_info()``.
+    ///
+    /// ``kind="flat"``: a compressed copy of the vectors that every search scans:
+    /// ``quantization="int8"`` (the default; one byte per component, 4x smaller) or
+    /// ``"binary"`` (one bit, 32x smaller; coarser, so it needs more oversampling).
+    ///
+    /// ``kind="hnsw"``: a graph that a search traverses, visiting a few thousand records
+    /// instead of all of them: on the float32 vectors (``quantization=None``, the default
+    /// for ``"hnsw"``) or on int8 codes (``quantization="int8"``: 4x less memory read). ``m``: links per node (None: 16; more is more recall
+    /// and memory), ``ef_construction``: candidates per insertion (None: 200; more is a better
+    /// graph and slower inserts). The graph is committed with the records, so a crash leaves
+    /// the last committed one, and reopening does not rebuild it.
+    ///
+    /// Raises ``InvalidInputError`` for an unknown kind or quantization, ``"binary"`` with
+    /// ``"hnsw"``, ``m`` / ``ef_construction`` out of range or given with ``"flat"``.
+    #[pyo3(
+        signature = (kind = "flat", quantization = QuantizationArg::KindDefault, *, m = None, ef_construction = None),
+        text_signature = "(self, kind='flat', quantization=..., *, m=None, ef_construction=None)"
+    )]
     fn create_index(
         &self,
         py: Python<'_>,
         kind: &str,
-        quantization: Option<&str>,
+        quantization: QuantizationArg,
+        m: Option<&Bound<'_, PyAny>>,
+        ef_construction: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let kind: IndexKind = kind.parse().map_err(|e| errors::engine(py, e))?;
-        let quantization = quantization
-            .map(str::parse::<Quantization>)
-            .transpose()
-            .map_err(|e| errors::engine(py, e))?;
+        let quantization = quantization.resolve(py, kind)?;
         let info = self.handle.create_index(
             py,
             &IndexSpec {
                 kind,
                 quantization,
-                hnsw: None,
+                hnsw: HnswParams::given(
+                    m.map(|m| convert::non_negative(m, "m")).transpose()?,
+                    ef_construction
+                        .map(|e| convert::non_negative(e, "ef_construction"))
+                        .transpose()?,
+                ),
             },
         )?;
         index_info_dict(py, &info)
     }
 
-    /// Drops the compressed index (searches go back to the exact scan and its file is
-    /// removed); returns False if there was none.
+    /// Drops the vector index (searches go back to the exact scan and its data is removed);
+    /// returns False if there was none.
     fn drop_index(&self, py: Python<'_>) -> PyResult<bool> {
         self.handle.drop_index(py)
     }
 
-    /// The vector index as a dict: ``kind`` (``"flat"``), ``quantization`` (``"int8"``,
-    /// ``"binary"``, or None without an index), ``rows`` (records covered, deleted ones
-    /// included until ``compact``) and ``bytes`` (held besides the f32 vectors; 0 without an
-    /// index).
+    /// The vector index as a dict: ``kind`` (``"flat"`` or ``"hnsw"``), ``quantization``
+    /// (``"int8"``, ``"binary"``, or None: without an index, or a graph over the float32
+    /// vectors), ``rows`` (records covered, deleted ones included until ``compact``),
+    /// ``bytes`` (held besides the f32 vectors: codes and graph links; 0 without an index),
+    /// ``m`` and ``ef_construction`` (the graph's parameters; None unless ``"hnsw"``).
     fn index_info(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let info = self.handle.index_info(py)?;
         index_info_dict(py, &info)
@@ -443,12 +499,19 @@ impl Database {
     /// With a quantized index (``create_index``), the scan reads the codes, keeps
     /// ``k * oversample`` candidates and rescores them exactly: the hits carry exact scores,
     /// and are the exact top ``k`` unless a true neighbour fell outside the candidates.
-    /// ``oversample``: an int from 1 to 1000 (None: the quantization's default, 4 for int8 and
-    /// 10 for binary); ``exact=True`` scans the f32 rows instead. Both are ignored without an
-    /// index.
+    /// ``oversample``: an int from 1 to 1000 (None: the quantization's default, 3 for int8 and
+    /// 10 for binary).
+    ///
+    /// With an HNSW index (``create_index(kind="hnsw")``), the search traverses the graph
+    /// keeping ``ef`` candidates (an int from 1 to 10000; None: 128, raised to ``k``; more is
+    /// slower and finds more of the true neighbours) and rescores the best exactly. Deleted
+    /// records are never returned; a filter that matches few records is scanned exactly.
+    ///
+    /// ``exact=True`` scans the f32 rows instead. ``oversample``, ``ef`` and ``exact`` are
+    /// ignored without an index, but out of range they raise ``InvalidInputError`` either way.
     #[pyo3(
-        signature = (query, k = K(10), r#where = None, where_document = None, *, oversample = None, exact = false),
-        text_signature = "(self, query, k=10, where=None, where_document=None, *, oversample=None, exact=False)"
+        signature = (query, k = K(10), r#where = None, where_document = None, *, oversample = None, ef = None, exact = false),
+        text_signature = "(self, query, k=10, where=None, where_document=None, *, oversample=None, ef=None, exact=False)"
     )]
     #[allow(clippy::too_many_arguments)] // the Python signature: each keyword is an argument
     fn search(
@@ -459,10 +522,11 @@ impl Database {
         r#where: Option<&Bound<'_, PyAny>>,
         where_document: Option<&Bound<'_, PyAny>>,
         oversample: Option<Oversample>,
+        ef: Option<Ef>,
         exact: bool,
     ) -> PyResult<Vec<(String, f64)>> {
         let filter = convert::filter(py, r#where, where_document)?;
-        let scan = scan(oversample, exact);
+        let scan = scan(oversample, ef, exact);
         Ok(hit_tuples(self.handle.search(
             py,
             query,
@@ -474,15 +538,15 @@ impl Database {
 
     /// The ``k`` best matches for each query (a 2-D array or a sequence of vectors); much
     /// cheaper per query than separate searches. ``where`` / ``where_document``: one filter
-    /// for the whole batch; ``oversample`` / ``exact``: as for ``search``.
+    /// for the whole batch; ``oversample`` / ``ef`` / ``exact``: as for ``search``.
     ///
     /// Returns a list of ``[(id, score), ...]`` lists, or with ``numpy=True`` a pair of
     /// arrays ``(ids, scores)`` of shape ``(len(queries), width)``: ``ids`` of dtype object
     /// (str), ``scores`` float32, where ``width`` is the longest hit list
     /// (``min(k, len(db))`` without a filter); shorter lists are padded with None and NaN.
     #[pyo3(
-        signature = (queries, k = K(10), *, r#where = None, where_document = None, numpy = false, oversample = None, exact = false),
-        text_signature = "(self, queries, k=10, *, where=None, where_document=None, numpy=False, oversample=None, exact=False)"
+        signature = (queries, k = K(10), *, r#where = None, where_document = None, numpy = false, oversample = None, ef = None, exact = false),
+        text_signature = "(self, queries, k=10, *, where=None, where_document=None, numpy=False, oversample=None, ef=None, exact=False)"
     )]
     #[allow(clippy::too_many_arguments)] // the Python signature: each keyword is an argument
     fn search_batch(
@@ -494,10 +558,11 @@ impl Database {
         where_document: Option<&Bound<'_, PyAny>>,
         numpy: bool,
         oversample: Option<Oversample>,
+        ef: Option<Ef>,
         exact: bool,
     ) -> PyResult<Py<PyAny>> {
         let filter = convert::filter(py, r#where, where_document)?;
-        let scan = scan(oversample, exact);
+        let scan = scan(oversample, ef, exact);
         let found = self
             .handle
             .search_batch(py, queries, k.0, filter.as_ref(), scan)?;

@@ -50,23 +50,10 @@ pub(crate) struct WriteArgs<'a, 'py> {
     pub(crate) documents: Option<&'a Bound<'py, PyAny>>,
 }
 
-/// How a search uses a quantized index: `oversample` candidates per hit before exact rescoring
-/// (`None`: the quantization's default), or `exact` to force the f32 scan.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Scan {
-    pub(crate) oversample: Option<usize>,
-    pub(crate) exact: bool,
-}
-
-impl Scan {
-    fn apply<'a>(self, request: Query<'a>) -> Query<'a> {
-        let request = request.exact(self.exact);
-        match self.oversample {
-            Some(n) => request.oversample(n),
-            None => request,
-        }
-    }
-}
+/// How a search uses the vector index: `oversample` candidates per hit before exact
+/// rescoring, `ef` candidates during a graph traversal (`None`: the engine's defaults), or
+/// `exact` to force the f32 scan.
+pub(crate) type Scan = srvdb::quant::index::ScanOptions;
 
 /// A model to open a database with: its recorded name and its folder.
 pub(crate) struct ModelChoice {
@@ -191,7 +178,7 @@ impl Handle {
         scan: Scan,
     ) -> PyResult<Vec<Vec<TextHit>>> {
         let text = self.text(py, "query")?;
-        py.detach(|| text.query_with(texts, k, filter, scan.oversample, scan.exact))
+        py.detach(|| text.query_with(texts, k, filter, scan))
             .or_raise(py)
     }
 
@@ -525,7 +512,7 @@ impl Handle {
     ) -> PyResult<Vec<SearchHit>> {
         let store = self.store(py)?;
         let query = convert::vector(query, "query")?;
-        let mut request = scan.apply(Query::one(query.as_slice(), k));
+        let mut request = Query::one(query.as_slice(), k).options(scan);
         if let Some(filter) = filter {
             request = request.filter(filter);
         }
@@ -549,7 +536,7 @@ impl Handle {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let mut request = scan.apply(Query::batch(queries.as_slice(), k));
+        let mut request = Query::batch(queries.as_slice(), k).options(scan);
         if let Some(filter) = filter {
             request = request.filter(filter);
         }

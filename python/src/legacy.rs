@@ -1,12 +1,20 @@
 //! `srvdb.SvDBPython`: the original SrvDB Python API, kept call-for-call so existing programs
 //! run unchanged. New code should prefer `srvdb.open`.
 
-use crate::convert::K;
+use crate::convert::{Ef, K};
 use crate::database::options;
 use crate::handle::{hit_tuples, Handle, Scan, WriteArgs};
 use pyo3::prelude::*;
 use srvdb::{Metadata, WriteMode};
 use std::path::PathBuf;
+
+/// A search's options from the original API's one keyword, `ef`.
+fn scan(ef: Option<Ef>) -> Scan {
+    Scan {
+        ef: ef.map(|e| e.0),
+        ..Scan::default()
+    }
+}
 
 /// The original SrvDB API: ``SvDBPython(path)`` opens (or creates) the database in directory
 /// ``path``; its dimension is fixed by the first ``add``, its metric is cosine.
@@ -49,34 +57,41 @@ impl SvDBPython {
     }
 
     /// The ``k`` nearest records to ``query`` as ``[(id, score), ...]``, best first
-    /// (cosine similarity).
-    #[pyo3(signature = (query, k = K(10)), text_signature = "(self, query, k=10)")]
+    /// (cosine similarity). ``ef``: with an HNSW index (made through ``srvdb.open``), the
+    /// candidates kept during the graph traversal (1 to 10000; None: the default).
+    #[pyo3(
+        signature = (query, k = K(10), *, ef = None),
+        text_signature = "(self, query, k=10, *, ef=None)"
+    )]
     fn search(
         &self,
         py: Python<'_>,
         query: &Bound<'_, PyAny>,
         k: K,
+        ef: Option<Ef>,
     ) -> PyResult<Vec<(String, f64)>> {
         Ok(hit_tuples(self.handle.search(
             py,
             query,
             k.0,
             None,
-            Scan::default(),
+            scan(ef),
         )?))
     }
 
     /// ``search`` for many queries at once: a list of result lists, one per query.
-    #[pyo3(signature = (queries, k = K(10)), text_signature = "(self, queries, k=10)")]
+    #[pyo3(
+        signature = (queries, k = K(10), *, ef = None),
+        text_signature = "(self, queries, k=10, *, ef=None)"
+    )]
     fn search_batch(
         &self,
         py: Python<'_>,
         queries: &Bound<'_, PyAny>,
         k: K,
+        ef: Option<Ef>,
     ) -> PyResult<Vec<Vec<(String, f64)>>> {
-        let found = self
-            .handle
-            .search_batch(py, queries, k.0, None, Scan::default())?;
+        let found = self.handle.search_batch(py, queries, k.0, None, scan(ef))?;
         Ok(found.into_iter().map(hit_tuples).collect())
     }
 

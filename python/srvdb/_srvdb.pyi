@@ -32,10 +32,13 @@ _T = TypeVar("_T")
 class _IndexInfo(TypedDict):
     """What ``index_info`` reports."""
 
-    kind: Literal["flat"]
+    kind: Literal["flat", "hnsw"]
     quantization: Optional[Literal["int8", "binary"]]
     rows: int
     bytes: int
+    #: The graph's links per node and candidates per insertion (None unless ``"hnsw"``).
+    m: Optional[int]
+    ef_construction: Optional[int]
 
 def open(
     path: _Path,
@@ -136,6 +139,7 @@ class Database:
         where_document: Optional[_WhereDocument] = None,
         *,
         oversample: Optional[SupportsIndex] = None,
+        ef: Optional[SupportsIndex] = None,
         exact: bool = False,
     ) -> _TextHits:
         """The ``k`` best ``(id, score, document)`` hits for one text (needs ``embedder=``),
@@ -149,6 +153,7 @@ class Database:
         where_document: Optional[_WhereDocument] = None,
         *,
         oversample: Optional[SupportsIndex] = None,
+        ef: Optional[SupportsIndex] = None,
         exact: bool = False,
     ) -> list[_TextHits]: ...
     def embed(self, texts: Sequence[str], *, progress: Optional[bool] = None) -> npt.NDArray[np.float32]:
@@ -195,16 +200,32 @@ class Database:
         """Drops the index of ``field``; False if there was none."""
     def field_indexes(self) -> list[str]:
         """The indexed fields, sorted."""
+    @overload
     def create_index(
-        self, kind: Literal["flat"] = "flat", quantization: Optional[Literal["int8", "binary"]] = "int8"
+        self, kind: Literal["flat"] = "flat", quantization: Literal["int8", "binary"] = "int8"
     ) -> _IndexInfo:
         """Keeps compressed codes of the vectors (int8: 4x smaller, binary: 32x) that searches
         scan before rescoring their best ``k * oversample`` candidates exactly; kept in step with
         every write, delete and ``compact``. Returns ``index_info()``."""
+    @overload
+    def create_index(
+        self,
+        kind: Literal["hnsw"],
+        quantization: Optional[Literal["int8"]] = None,
+        *,
+        m: Optional[SupportsIndex] = None,
+        ef_construction: Optional[SupportsIndex] = None,
+    ) -> _IndexInfo:
+        """An HNSW graph that searches traverse (on the float32 vectors, or on int8 codes)
+        keeping ``ef`` candidates, then rescore exactly. ``m``: links per node (default 16,
+        2 to 128); ``ef_construction``: candidates per insertion (default 200, 1 to 10000).
+        Committed with the records (a crash leaves the last committed graph; reopening does
+        not rebuild it), kept in step with every write, delete and ``compact``."""
     def drop_index(self) -> bool:
-        """Drops the compressed index; False if there was none."""
+        """Drops the vector index; False if there was none."""
     def index_info(self) -> _IndexInfo:
-        """``kind``, ``quantization`` (None without an index), ``rows`` covered, ``bytes`` held."""
+        """``kind``, ``quantization`` (None without codes), ``rows`` covered, ``bytes`` held,
+        ``m`` / ``ef_construction`` (for ``"hnsw"``)."""
     @overload
     def get(self, id: str) -> Optional[Record]: ...
     @overload
@@ -223,13 +244,16 @@ class Database:
         where_document: Optional[_WhereDocument] = None,
         *,
         oversample: Optional[SupportsIndex] = None,
+        ef: Optional[SupportsIndex] = None,
         exact: bool = False,
     ) -> _Hits:
         """The ``k`` best ``(id, score)`` pairs, best first (squared L2 distance: lowest first),
         among the records matching ``where`` / ``where_document``: exactly the ``k`` best of
         them, fewer only when fewer match. A malformed filter raises ``InvalidFilterError``.
         With a compressed index: ``k * oversample`` candidates (default 3 for int8, 10 for
-        binary) rescored exactly; ``exact=True`` scans the f32 vectors instead."""
+        binary) rescored exactly; with an HNSW index: the graph traversal keeps ``ef``
+        candidates (1 to 10000; default 128, raised to ``k``) and rescores the best exactly;
+        ``exact=True`` scans the f32 vectors instead."""
     @overload
     def search_batch(
         self,
@@ -240,6 +264,7 @@ class Database:
         where_document: Optional[_WhereDocument] = None,
         numpy: Literal[False] = False,
         oversample: Optional[SupportsIndex] = None,
+        ef: Optional[SupportsIndex] = None,
         exact: bool = False,
     ) -> list[_Hits]: ...
     @overload
@@ -252,6 +277,7 @@ class Database:
         where_document: Optional[_WhereDocument] = None,
         numpy: Literal[True],
         oversample: Optional[SupportsIndex] = None,
+        ef: Optional[SupportsIndex] = None,
         exact: bool = False,
     ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.float32]]: ...
     def persist(self) -> None:
@@ -298,8 +324,10 @@ class SvDBPython:
         embeddings: _Vectors,
         metadatas: Optional[Sequence[Optional[str]]] = None,
     ) -> None: ...
-    def search(self, query: _Vector, k: SupportsIndex = 10) -> _Hits: ...
-    def search_batch(self, queries: _Vectors, k: SupportsIndex = 10) -> list[_Hits]: ...
+    def search(self, query: _Vector, k: SupportsIndex = 10, *, ef: Optional[SupportsIndex] = None) -> _Hits: ...
+    def search_batch(
+        self, queries: _Vectors, k: SupportsIndex = 10, *, ef: Optional[SupportsIndex] = None
+    ) -> list[_Hits]: ...
     def get(self, id: str) -> Optional[str]:
         """The metadata string exactly as stored, or None."""
     def count(self) -> int: ...

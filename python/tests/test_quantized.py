@@ -58,7 +58,14 @@ def fill(db, base: np.ndarray, metadatas=None) -> list[str]:
 
 def test_without_an_index_info_reports_the_exact_scan(open_db):
     db = open_db()
-    assert db.index_info() == {"kind": "flat", "quantization": None, "rows": 0, "bytes": 0}
+    assert db.index_info() == {
+        "kind": "flat",
+        "quantization": None,
+        "rows": 0,
+        "bytes": 0,
+        "m": None,
+        "ef_construction": None,
+    }
     assert db.drop_index() is False
 
 
@@ -202,7 +209,14 @@ def test_drop_index_goes_back_to_the_exact_scan(open_db):
     db.create_index(quantization="binary")
     assert db.drop_index() is True
     assert db.drop_index() is False
-    assert db.index_info() == {"kind": "flat", "quantization": None, "rows": 0, "bytes": 0}
+    assert db.index_info() == {
+        "kind": "flat",
+        "quantization": None,
+        "rows": 0,
+        "bytes": 0,
+        "m": None,
+        "ef_construction": None,
+    }
     ref = Reference(base, ids, "cosine")
     assert ref.check(db.search(base[3], K), base[3], K) == 1.0
     # Another quantization replaces an index; the same again changes nothing.
@@ -229,7 +243,7 @@ def test_recall_on_minilm(backend, tmp_path, real_data):
 @pytest.mark.parametrize(
     ("kwargs", "says"),
     [
-        ({"kind": "hnsw", "quantization": "int8"}, "unknown index kind"),
+        ({"kind": "tree", "quantization": "int8"}, "unknown index kind"),
         ({"quantization": "int4"}, "unknown quantization"),
     ],
 )

@@ -6,9 +6,10 @@ use super::{lock_poison_free, Database, Tombstones, Writer, ID_CHUNK};
 use crate::chunked::ChunkedVec;
 use crate::error::{Error, Result};
 use crate::format::Header;
+use crate::hnsw::graph::Graph;
 use crate::meta::CompactedRow;
 use crate::storage::names;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 impl Database {
@@ -19,7 +20,7 @@ impl Database {
         let mut w = lock_poison_free(&self.writer);
         w.check()?;
         self.commit_locked(&mut w)?;
-        let index = w.codes.as_ref().map(|c| c.codebook().quantization());
+        let index = super::vector_index::current_spec(&w);
         // With nothing deleted there is nothing to rewrite, but the index's codebook is still
         // retrained on the rows there are now (one created on an empty database starts
         // neutral). After a rewrite, the compaction's commit made the old codes stale (see
@@ -29,10 +30,9 @@ impl Database {
         } else {
             self.compact_locked(&mut w)
         };
-        let result = rewritten.and_then(|()| match index {
-            Some(quantization) => self.rebuild_vector_index(&mut w, quantization),
-            None => Ok(()),
-        });
+        // The graph needs nothing more: the rewrite's commit carried the graph of the new
+        // numbering, and without a rewrite the graph is unchanged.
+        let result = rewritten.and_then(|()| self.retrain_codes(&mut w, index));
         if let Err(e) = &result {
             w.poisoned = Some(e.to_string());
         }
@@ -137,7 +137,20 @@ impl Database {
         //    reader sees one numbering in memory and the other in redb. The rewrite is staged
         //    first, so readers wait only for the commit itself. From here the handle reads the
         //    new file (still named vectors.bin.compact; the rename does not touch the open file).
-        let staged = self.meta.stage_compacted(&survivors, dim, self.metric)?;
+        // The graph of the new numbering, built over the new file before the switch (readers
+        // keep the old snapshot meanwhile) and committed with it: no torn state between them.
+        let graph = match &w.graph {
+            Some(old) => {
+                let graph = Graph::new(old.params(), old.seed());
+                let mut dirty = BTreeSet::new();
+                graph.insert(&*new_store.view(), self.space(), n, &mut dirty)?;
+                Some(Arc::new(graph))
+            }
+            None => None,
+        };
+        let staged = self
+            .meta
+            .stage_compacted(&survivors, dim, self.metric, graph.as_deref())?;
         {
             let mut state = self.ids_write();
             staged.commit()?;
@@ -152,6 +165,8 @@ impl Database {
             // Codes of the old numbering: never published with the new rows.
             w.codes = None;
             w.codes_file = None;
+            w.graph = graph;
+            w.graph_dirty.clear();
             state.rows_by_id = rows_by_id;
             state.pending.clear();
             self.published.store(Arc::new(Self::snapshot_of(w)));

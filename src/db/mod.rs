@@ -35,18 +35,19 @@ use crate::distance::Kernels;
 use crate::error::{Error, Result};
 use crate::filter::columns::ColumnCache;
 use crate::filter::Filter;
+use crate::hnsw::graph::{Graph, GraphView};
 use crate::meta::MetaStore;
 use crate::quant::codes::CodeTable;
 use crate::quant::codes_file::CodesFile;
 use crate::quant::index::ScanOptions;
-use crate::quant::{IndexInfo, IndexSpec, Quantization};
+use crate::quant::{IndexInfo, IndexSpec};
 use crate::storage::fs::{DirLock, FsLocation};
 use crate::storage::memory::MemoryLocation;
 use crate::storage::{Location, RowStore, RowView};
 use crate::store::{self, Delete, Query, Select, Store, Update, Write};
 use crate::types::{EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit, MAX_ID_BYTES};
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -71,7 +72,9 @@ struct Snapshot {
     codes: Option<CodeTable>,
     /// An index asked for before the database had a dimension, built at the first commit of
     /// rows (see [`Writer::index_pending`]).
-    index_pending: Option<Quantization>,
+    index_pending: Option<IndexSpec>,
+    /// The HNSW graph as of this snapshot (nodes `0..graph.nodes`), if the index has one.
+    graph: Option<GraphView>,
 }
 
 /// State `get` needs besides the snapshot; changed together with it under one lock.
@@ -103,7 +106,16 @@ struct Writer {
     codes_file: Option<CodesFile>,
     /// An index asked for before the database had a dimension: recorded in `metadata.db` as
     /// pending, and built (trained on the rows) right after the first commit of rows.
-    index_pending: Option<Quantization>,
+    index_pending: Option<IndexSpec>,
+    /// The HNSW graph while the index has one: every appended row is inserted at once
+    /// (`write::append_rows`), and the next commit writes the links it changed.
+    graph: Option<Arc<Graph>>,
+    /// Nodes whose links changed since the last commit (see [`Writer::graph`]).
+    graph_dirty: BTreeSet<u32>,
+    /// Live rows the codebook was trained on, as far as this handle knows (at open: the
+    /// live rows then). A graph's codes are retrained when the rows outgrow it (see
+    /// `vector_index::Database::retrain_outgrown_codes`).
+    codes_trained_on: u64,
 }
 
 impl Writer {
@@ -197,6 +209,7 @@ impl Database {
             field_indexes: w.field_indexes.clone(),
             codes: w.codes.clone(),
             index_pending: w.index_pending,
+            graph: w.graph.as_ref().map(Graph::view),
         }
     }
 

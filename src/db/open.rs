@@ -179,25 +179,55 @@ impl Database {
         // never finished, and a codes file without a record belongs to no index.
         location.remove(codes_file::CODES_TEMP)?;
         let mut index_pending = None;
-        let (codes, codes_file) = match meta.vector_index()? {
+        let view = rows.as_ref().map(|r| r.view());
+        let (codes, codes_file, graph) = match meta.vector_index()? {
             Some(record) => {
-                let view = rows.as_ref().map(|r| r.view());
-                let (table, file) = vector_index::open_codes(
-                    location.as_ref(),
-                    record,
-                    loaded.dimension,
-                    metric,
-                    view.as_deref(),
-                    loaded.committed_rows,
-                )?;
-                (Some(table), Some(file))
+                let (table, file) = match record.codebook.clone() {
+                    Some(codebook) => {
+                        let (table, file) = vector_index::open_codes(
+                            location.as_ref(),
+                            codebook,
+                            record.generation,
+                            loaded.dimension,
+                            metric,
+                            view.as_deref(),
+                            loaded.committed_rows,
+                        )?;
+                        (Some(table), Some(file))
+                    }
+                    None => {
+                        location.remove(codes_file::CODES)?;
+                        (None, None)
+                    }
+                };
+                // The graph as committed; rebuilt only when stale or damaged (see
+                // `vector_index::open_graph`).
+                let graph = match record.graph {
+                    Some(_) => {
+                        let space = crate::hnsw::graph::Space {
+                            metric,
+                            kernels: Kernels::best(),
+                        };
+                        let (graph, _rebuilt) = vector_index::open_graph(
+                            &meta,
+                            record,
+                            view.as_deref(),
+                            loaded.committed_rows,
+                            space,
+                        )?;
+                        Some(Arc::new(graph))
+                    }
+                    None => None,
+                };
+                (table, file, graph)
             }
             None => {
                 location.remove(codes_file::CODES)?;
                 index_pending = meta.pending_vector_index()?;
-                (None, None)
+                (None, None, None)
             }
         };
+        drop(view);
 
         // The field indexes as of the last commit (after a finished compaction, its rewrite).
         let field_indexes =
@@ -220,6 +250,9 @@ impl Database {
             codes,
             codes_file,
             index_pending,
+            graph,
+            graph_dirty: Default::default(),
+            codes_trained_on: live,
         };
         let coalesce = options.coalesce_searches;
         let db = Database {
@@ -239,6 +272,7 @@ impl Database {
                 field_indexes: Default::default(),
                 codes: None,
                 index_pending: None,
+                graph: None,
             }),
             codes_on_disk: true,
             coalescer: Coalescer::default(),

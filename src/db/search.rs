@@ -4,6 +4,10 @@
 //! A snapshot with a quantized index's codes is searched over them ([`QuantizedIndex`]: the
 //! code scan keeps `k * oversample` candidates, rescored exactly) unless the query asks for
 //! the exact scan; a filter that leaves few rows is answered by the exact gather-scan either way.
+//! A snapshot with an HNSW graph is searched by traversing it ([`HnswIndex`], on its codes if
+//! it has them), single searches uncoalesced; a filter that leaves more rows traverses with the
+//! filter's skip bitmap and the count of matching rows (the traversal falls back to the exact
+//! scan when it visits more nodes than match).
 
 use super::validate::{batch_len, check_queries};
 use super::{Database, Snapshot};
@@ -11,9 +15,12 @@ use crate::coalesce::Request;
 use crate::error::{Error, Result};
 use crate::filter::bitmap::RowBits;
 use crate::filter::Filter;
+use crate::hnsw::index::HnswIndex;
+use crate::hnsw::DEFAULT_EF;
 use crate::index::flat::FlatIndex;
 use crate::index::topk::Candidate;
 use crate::index::{Index, Queries, ScanSet};
+use crate::quant::codes::CodeTable;
 use crate::quant::index::{QuantizedIndex, ScanOptions};
 use crate::quant::MAX_OVERSAMPLE;
 use crate::types::SearchHit;
@@ -42,6 +49,9 @@ impl Database {
         // A bad query fails alone, before it can join a group.
         check_queries(dim, query, 1)?;
         let rows = snap.rows.as_ref().map_or(0, |r| r.rows());
+        // A graph search touches a few thousand rows: sharing it with other queries saves
+        // nothing, so it is answered at once.
+        let over_graph = snap.graph.is_some() && !options.exact;
         // What the scan reads: the codes, or the rows.
         let codes = snap.codes.as_ref().filter(|_| !options.exact);
         let bytes = match codes {
@@ -57,7 +67,10 @@ impl Database {
         // the running leader's scan needs (a scan started from inside the pool runs part of its
         // work on the caller's thread, and rayon lets a waiting worker pick up other tasks, such
         // as another `search` that would then queue behind it).
-        if !self.coalesce.load(Ordering::Relaxed) || bytes < COALESCE_MIN_BYTES || on_rayon_worker()
+        if over_graph
+            || !self.coalesce.load(Ordering::Relaxed)
+            || bytes < COALESCE_MIN_BYTES
+            || on_rayon_worker()
         {
             let mut out = self.search_snapshot(&snap, query, 1, k, options)?;
             return Ok(out.pop().unwrap_or_default());
@@ -105,7 +118,8 @@ impl Database {
         let mut order: Vec<usize> = (0..group.len()).collect();
         let class_of = |i: usize| {
             let r = &group[i];
-            let over_codes = snap.codes.is_some() && !r.options.exact;
+            // Over codes or a graph, the candidates kept depend on `k`.
+            let over_codes = (snap.codes.is_some() || snap.graph.is_some()) && !r.options.exact;
             let k = if over_codes { r.k } else { k_class(r.k) };
             (k, r.options.exact, r.options.oversample)
         };
@@ -184,7 +198,11 @@ impl Database {
         let count = matching.count();
         let k = k.min(usize::try_from(count).unwrap_or(usize::MAX));
         let total = rows.rows();
-        let one_in = if n == 1 {
+        // A graph answers each query of a batch by its own traversal, so a batch gains nothing
+        // over single queries from the blocked scan's shared reads: it switches where they do
+        // (and a query gets the same answer alone or in a batch).
+        let over_graph = snap.graph.is_some() && !options.exact;
+        let one_in = if n == 1 || over_graph {
             GATHER_BELOW_ONE_IN
         } else {
             GATHER_BELOW_ONE_IN_BATCH
@@ -200,7 +218,8 @@ impl Database {
                 rows: rows.as_ref(),
                 tombstones: skip.words(),
             };
-            self.index_for(&snap, options).search(&set, &qs, k)
+            self.index_for(&snap, options, k, Some(count))
+                .search(&set, &qs, k)
         };
         if !rows.resident() {
             rows.check_backed()?; // a read on demand that failed during the scan
@@ -223,19 +242,41 @@ impl Database {
         }))
     }
 
-    /// The index a search of `snap` with `options` runs: the code scan when the snapshot has
-    /// codes and the query does not ask for the exact scan, else the exact scan.
-    fn index_for<'a>(&self, snap: &'a Snapshot, options: ScanOptions) -> Box<dyn Index + 'a> {
+    /// The index a search of `snap` with `options` runs: the graph when the snapshot has one
+    /// (traversing its codes, if any), else the code scan when it has codes, else the exact
+    /// scan; the exact scan whenever the query asks for it. `matching`: the rows a filter lets
+    /// through (a traversal that visits more gives up and scans them exactly).
+    fn index_for<'a>(
+        &self,
+        snap: &'a Snapshot,
+        options: ScanOptions,
+        k: usize,
+        matching: Option<u64>,
+    ) -> Box<dyn Index + 'a> {
         let exact = FlatIndex::new(self.metric, self.kernels);
-        match &snap.codes {
-            Some(codes) if !options.exact => Box::new(QuantizedIndex {
+        if options.exact {
+            return Box::new(exact);
+        }
+        let oversample = |codes: &CodeTable| {
+            options
+                .oversample
+                .unwrap_or_else(|| codes.codebook().quantization().default_oversample())
+        };
+        match (&snap.graph, &snap.codes) {
+            (Some(graph), codes) => Box::new(HnswIndex {
+                graph,
+                codes: codes.as_ref(),
+                exact,
+                ef: options.ef.unwrap_or(DEFAULT_EF).max(k),
+                oversample: codes.as_ref().map_or(1, oversample),
+                matching,
+            }),
+            (None, Some(codes)) => Box::new(QuantizedIndex {
                 codes,
                 exact,
-                oversample: options
-                    .oversample
-                    .unwrap_or_else(|| codes.codebook().quantization().default_oversample()),
+                oversample: oversample(codes),
             }),
-            _ => Box::new(exact),
+            (None, None) => Box::new(exact),
         }
     }
 
@@ -259,7 +300,7 @@ impl Database {
             tombstones: snap.tombstones.words(),
         };
         let k = k.min(usize::try_from(snap.live).unwrap_or(usize::MAX));
-        let found = self.index_for(snap, options).search(&set, &qs, k);
+        let found = self.index_for(snap, options, k, None).search(&set, &qs, k);
         if !rows.resident() {
             rows.check_backed()?; // a read on demand that failed during the scan
         }

@@ -8,6 +8,7 @@ use super::validate::{
 use super::{lock_poison_free, Database, Writer};
 use crate::error::{Error, Result};
 use crate::format::{Header, RowLayout};
+use crate::meta::GraphCommit;
 use crate::storage::names;
 use crate::store::{Delete, Missing, Write, WriteMode};
 use crate::types::Metadata;
@@ -227,6 +228,16 @@ impl Database {
             }
             done += take;
         }
+        // The graph takes the rows in at once (they are searchable now); the commit writes
+        // the links this changed.
+        if let Some(graph) = &w.graph {
+            graph.insert(
+                &*store.view(),
+                self.space(),
+                store.rows(),
+                &mut w.graph_dirty,
+            )?;
+        }
         Ok(())
     }
 
@@ -317,9 +328,15 @@ impl Database {
             let committed_rows = w.rows.as_ref().map_or(0, |store| store.rows());
             let state = self.ids_read();
             let config = w.dim.map(|d| (d, self.metric));
-            let batch = state
-                .pending
-                .batch(committed_rows, config, w.embedder_unrecorded.as_ref());
+            let mut batch =
+                state
+                    .pending
+                    .batch(committed_rows, config, w.embedder_unrecorded.as_ref());
+            // The graph's changed links and node count commit with the rows they index.
+            batch.graph = w.graph.as_deref().map(|graph| GraphCommit {
+                graph,
+                dirty: &w.graph_dirty,
+            });
             // The rows, and their codes if an index exists, are made durable before redb
             // commits the batch that names them.
             let rows = &mut w.rows;
@@ -343,7 +360,9 @@ impl Database {
                 w.embedder_unrecorded = None;
                 w.committed_rows = committed_rows;
                 w.config_committed = true;
-                self.build_pending_index(w)
+                w.graph_dirty.clear();
+                self.build_pending_index(w)?;
+                self.retrain_outgrown_codes(w)
             }
             Err(e) => {
                 w.poisoned = Some(e.to_string());

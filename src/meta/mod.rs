@@ -7,7 +7,9 @@ mod field_index;
 pub use self::field_index::{keys_at, metadata_object, IndexKey, IndexValues, LoadedIndex};
 
 use crate::error::{Error, Result};
-use crate::quant::{Codebook, Quantization};
+use crate::hnsw::graph::Graph;
+use crate::hnsw::Entry;
+use crate::quant::{Codebook, HnswParams, IndexKind, IndexSpec, Quantization};
 use crate::storage::{create_durably, names, ByteFile, Location};
 use crate::types::{EmbedderSpec, Metadata, Metric, MAX_DIMENSION};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -43,8 +45,10 @@ const INDEX_LAST_GENERATION: &str = "last_generation";
 /// An index asked for before the database had a dimension: the quantization's code (1 int8,
 /// 2 binary), until the first rows are committed and the index is built.
 const INDEX_PENDING: &str = "pending";
-/// The first byte of an index record: its format.
-const INDEX_RECORD_FORMAT: u8 = 1;
+/// node (u32) -> its links on every layer ([`Graph::links_bytes`]), for an HNSW index. Written
+/// in the same transaction as the rows whose insertion changed them, with the record's node
+/// count and entry, so the committed graph is always the committed rows' graph.
+const HNSW_LINKS: TableDefinition<u32, &[u8]> = TableDefinition::new("hnsw_links");
 
 const KEY_FORMAT: &str = "format_version";
 const KEY_DIMENSION: &str = "dimension";
@@ -235,6 +239,18 @@ pub struct CommitBatch<'a> {
     pub config: Option<(u32, Metric)>,
     /// The text embedder to record (set while none is recorded).
     pub embedder: Option<&'a EmbedderSpec>,
+    /// The HNSW graph's changes, when an index has one.
+    pub graph: Option<GraphCommit<'a>>,
+}
+
+/// The graph's part of a commit: the links of the nodes the committed rows' insertion changed,
+/// and the graph's node count and entry (into the index record).
+#[derive(Debug, Clone, Copy)]
+pub struct GraphCommit<'a> {
+    /// The graph (every node `0..len()` committed by this batch).
+    pub graph: &'a Graph,
+    /// Nodes whose links changed since the last commit.
+    pub dirty: &'a std::collections::BTreeSet<u32>,
 }
 
 /// An in-place change of a committed row: `None` leaves a value as it is, `Some(None)` removes
@@ -249,34 +265,154 @@ pub struct RowUpdate<'a> {
     pub document: Option<Option<&'a str>>,
 }
 
-/// The quantized index as recorded: its codebook and generation (the number its codes file
-/// must carry; see `crate::quant::codes_file`).
+/// The vector index as recorded: its codebook and generation (the number its codes file
+/// must carry; see `crate::quant::codes_file`), and for an HNSW index its graph's record (the
+/// links are in `hnsw_links`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexRecord {
-    /// The trained codebook (its quantization is the index's).
-    pub codebook: Codebook,
+    /// The trained codebook (its quantization is the index's); `None` for a graph that
+    /// traverses the f32 rows.
+    pub codebook: Option<Codebook>,
     /// The generation of the codes that match the committed rows.
     pub generation: u64,
+    /// The graph, for an HNSW index.
+    pub graph: Option<GraphRecord>,
 }
 
+/// What a graph is besides its links: enough to rebuild it from `hnsw_links` exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphRecord {
+    /// Its build parameters.
+    pub params: HnswParams,
+    /// The seed its layers are drawn from.
+    pub seed: u64,
+    /// Nodes committed (rows `0..nodes`; equal to the committed rows).
+    pub nodes: u64,
+    /// Where a traversal enters.
+    pub entry: Option<Entry>,
+}
+
+/// The format of a flat index's record (the codebook alone), written by every release that
+/// has an index: still written for flat indexes, so that release reads them.
+const INDEX_RECORD_FLAT: u8 = 1;
+/// The format of a record with an optional codebook and an optional graph (issue 17).
+const INDEX_RECORD_V2: u8 = 2;
+
 impl IndexRecord {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = vec![INDEX_RECORD_FORMAT];
+    /// The record's bytes: format 1 for a flat index, format 2 otherwise.
+    pub fn encode(&self) -> Vec<u8> {
+        if let (Some(codebook), None) = (&self.codebook, &self.graph) {
+            let mut out = vec![INDEX_RECORD_FLAT];
+            out.extend_from_slice(&self.generation.to_le_bytes());
+            out.extend_from_slice(&codebook.to_bytes());
+            return out;
+        }
+        let mut out = vec![INDEX_RECORD_V2];
         out.extend_from_slice(&self.generation.to_le_bytes());
-        out.extend_from_slice(&self.codebook.to_bytes());
+        match &self.graph {
+            None => out.push(0),
+            Some(g) => {
+                out.push(1);
+                out.extend_from_slice(&(g.params.m as u32).to_le_bytes());
+                out.extend_from_slice(&(g.params.ef_construction as u32).to_le_bytes());
+                out.extend_from_slice(&g.seed.to_le_bytes());
+                out.extend_from_slice(&g.nodes.to_le_bytes());
+                match g.entry {
+                    None => out.push(0),
+                    Some(e) => {
+                        out.push(1);
+                        out.extend_from_slice(&e.node.to_le_bytes());
+                        out.push(e.level);
+                    }
+                }
+            }
+        }
+        // The codebook last: its own encoding knows its length.
+        match &self.codebook {
+            None => out.push(0),
+            Some(codebook) => {
+                out.push(1);
+                out.extend_from_slice(&codebook.to_bytes());
+            }
+        }
         out
     }
 
-    fn decode(bytes: &[u8]) -> Option<IndexRecord> {
+    /// A record of either format; `None` for bytes no release writes.
+    pub fn decode(bytes: &[u8]) -> Option<IndexRecord> {
         let (&format, rest) = bytes.split_first()?;
-        if format != INDEX_RECORD_FORMAT || rest.len() < 8 {
-            return None;
+        let mut r = Reader(rest);
+        let generation = r.u64()?;
+        match format {
+            INDEX_RECORD_FLAT => Some(IndexRecord {
+                generation,
+                codebook: Some(Codebook::from_bytes(r.0)?),
+                graph: None,
+            }),
+            INDEX_RECORD_V2 => {
+                let graph = match r.u8()? {
+                    0 => None,
+                    1 => {
+                        let params = HnswParams {
+                            m: r.u32()? as usize,
+                            ef_construction: r.u32()? as usize,
+                        };
+                        params.validate().ok()?;
+                        let seed = r.u64()?;
+                        let nodes = r.u64()?;
+                        let entry = match r.u8()? {
+                            0 => None,
+                            1 => Some(Entry {
+                                node: r.u32()?,
+                                level: r.u8()?,
+                            }),
+                            _ => return None,
+                        };
+                        Some(GraphRecord {
+                            params,
+                            seed,
+                            nodes,
+                            entry,
+                        })
+                    }
+                    _ => return None,
+                };
+                let codebook = match r.u8()? {
+                    0 if r.0.is_empty() => None,
+                    1 => Some(Codebook::from_bytes(r.0)?),
+                    _ => return None,
+                };
+                if codebook.is_none() && graph.is_none() {
+                    return None;
+                }
+                Some(IndexRecord {
+                    codebook,
+                    generation,
+                    graph,
+                })
+            }
+            _ => None,
         }
-        let (generation, codebook) = rest.split_at(8);
-        Some(IndexRecord {
-            generation: u64::from_le_bytes(generation.try_into().ok()?),
-            codebook: Codebook::from_bytes(codebook)?,
-        })
+    }
+}
+
+/// Reads little-endian values off the front of a record.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take().map(u64::from_le_bytes)
     }
 }
 
@@ -286,8 +422,13 @@ fn u64_value(bytes: &[u8]) -> Option<u64> {
 
 /// Marks the index record (if any) stale inside a compaction's transaction: its codes are of
 /// the old numbering, so it takes a generation no codes file carries, and open rebuilds the
-/// codes unless the compaction's own rebuild records new ones first.
-fn invalidate_index_codes(txn: &redb::WriteTransaction) -> std::result::Result<(), redb::Error> {
+/// codes unless the compaction's own rebuild records new ones first. The graph of the old
+/// numbering is replaced by `graph` (built over the compacted rows) in the same transaction.
+fn invalidate_index_codes(
+    txn: &redb::WriteTransaction,
+    graph: Option<&Graph>,
+) -> std::result::Result<(), redb::Error> {
+    txn.delete_table(HNSW_LINKS)?;
     let mut table = txn.open_table(VECTOR_INDEX)?;
     let record = match table.get(INDEX_RECORD)? {
         Some(v) => IndexRecord::decode(v.value()),
@@ -303,12 +444,104 @@ fn invalidate_index_codes(txn: &redb::WriteTransaction) -> std::result::Result<(
         None => record.generation,
     };
     record.generation = last.max(record.generation) + 1;
+    if let (Some(recorded), Some(graph)) = (record.graph.as_mut(), graph) {
+        write_all_links(txn, graph)?;
+        recorded.nodes = graph.len();
+        recorded.entry = graph.entry();
+    } else if let Some(recorded) = record.graph.as_mut() {
+        // No graph given: the record says it has no nodes, so open rebuilds it.
+        recorded.nodes = 0;
+        recorded.entry = None;
+    }
     table.insert(INDEX_RECORD, record.encode().as_slice())?;
     table.insert(
         INDEX_LAST_GENERATION,
         record.generation.to_le_bytes().as_slice(),
     )?;
     Ok(())
+}
+
+/// Writes every node's links of `graph` into `hnsw_links` (emptied by the caller).
+fn write_all_links(
+    txn: &redb::WriteTransaction,
+    graph: &Graph,
+) -> std::result::Result<(), redb::Error> {
+    let mut links = txn.open_table(HNSW_LINKS)?;
+    for node in 0..graph.len() {
+        let node = u32::try_from(node)
+            .map_err(|_| redb::Error::Corrupted(format!("graph node {node} past u32")))?;
+        links.insert(node, graph.links_bytes(node).as_slice())?;
+    }
+    Ok(())
+}
+
+/// Stages a commit's graph changes: the dirty nodes' links, and the record's node count and
+/// entry.
+fn stage_graph(
+    txn: &redb::WriteTransaction,
+    commit: &GraphCommit<'_>,
+) -> std::result::Result<(), redb::Error> {
+    let mut table = txn.open_table(VECTOR_INDEX)?;
+    let record = table
+        .get(INDEX_RECORD)?
+        .and_then(|v| IndexRecord::decode(v.value()));
+    let Some(mut record) = record.filter(|r| r.graph.is_some()) else {
+        return Err(redb::Error::Corrupted(
+            "vector_index: a graph is kept in step but no graph is recorded".into(),
+        ));
+    };
+    if let Some(recorded) = record.graph.as_mut() {
+        recorded.nodes = commit.graph.len();
+        recorded.entry = commit.graph.entry();
+    }
+    table.insert(INDEX_RECORD, record.encode().as_slice())?;
+    let mut links = txn.open_table(HNSW_LINKS)?;
+    for &node in commit.dirty {
+        links.insert(node, commit.graph.links_bytes(node).as_slice())?;
+    }
+    Ok(())
+}
+
+/// An index waiting for the first rows, as stored under [`INDEX_PENDING`]: `[1]` int8 and
+/// `[2]` binary flat (the formats of the release before graphs), or `[3, q, m u32, ef u32]`
+/// an HNSW graph (q: 0 none, 1 int8).
+fn encode_pending(spec: &IndexSpec) -> Vec<u8> {
+    match (spec.kind, spec.quantization) {
+        (IndexKind::Flat, Some(Quantization::Binary)) => vec![2],
+        (IndexKind::Flat, _) => vec![1],
+        (IndexKind::Hnsw, q) => {
+            let params = spec.hnsw.unwrap_or_default();
+            let mut out = vec![3, u8::from(q.is_some())];
+            out.extend_from_slice(&(params.m as u32).to_le_bytes());
+            out.extend_from_slice(&(params.ef_construction as u32).to_le_bytes());
+            out
+        }
+    }
+}
+
+fn decode_pending(bytes: &[u8]) -> Option<IndexSpec> {
+    let (&tag, rest) = bytes.split_first()?;
+    match (tag, rest.is_empty()) {
+        (1, true) => Some(IndexSpec::flat(Quantization::Int8)),
+        (2, true) => Some(IndexSpec::flat(Quantization::Binary)),
+        (3, false) => {
+            let mut r = Reader(rest);
+            let quantization = match r.u8()? {
+                0 => None,
+                1 => Some(Quantization::Int8),
+                _ => return None,
+            };
+            let params = HnswParams {
+                m: r.u32()? as usize,
+                ef_construction: r.u32()? as usize,
+            };
+            if !r.0.is_empty() || params.validate().is_err() {
+                return None;
+            }
+            Some(IndexSpec::hnsw(quantization).with_hnsw(params))
+        }
+        _ => None,
+    }
 }
 
 /// One surviving row of a compaction, in its new position.
@@ -717,6 +950,9 @@ impl MetaStore {
             row_doc.remove(*row)?;
             tombstones.insert(*row, ())?;
         }
+        if let Some(graph) = &batch.graph {
+            stage_graph(txn, graph)?;
+        }
         Ok(())
     }
 
@@ -738,11 +974,15 @@ impl MetaStore {
     /// the compaction pending until `finish_compaction`. The embedder record (`config_text`) is
     /// kept as it is. Staging is the long part; readers keep reading the old tables meanwhile,
     /// and the caller commits when it is ready to switch its own state with it.
+    ///
+    /// `graph` is the HNSW graph built over the compacted rows: its links replace the old
+    /// numbering's in the same transaction.
     pub fn stage_compacted(
         &self,
         rows: &[CompactedRow],
         dim: u32,
         metric: Metric,
+        graph: Option<&Graph>,
     ) -> Result<StagedCompaction> {
         let ctx = format!("rewriting {} after compaction", self.path.display());
         let run = || -> std::result::Result<redb::WriteTransaction, redb::Error> {
@@ -777,7 +1017,7 @@ impl MetaStore {
                 }
             }
             field_index::rebuild_compacted(&txn, rows)?;
-            invalidate_index_codes(&txn)?;
+            invalidate_index_codes(&txn, graph)?;
             Ok(txn)
         };
         let txn = run().map_err(meta_err(&ctx))?;
@@ -899,7 +1139,7 @@ impl MetaStore {
     }
 
     /// The index waiting for the first rows (see [`MetaStore::set_pending_vector_index`]).
-    pub fn pending_vector_index(&self) -> Result<Option<Quantization>> {
+    pub fn pending_vector_index(&self) -> Result<Option<IndexSpec>> {
         let ctx = format!("reading the vector index record of {}", self.path.display());
         let run = || -> std::result::Result<Option<Vec<u8>>, redb::Error> {
             let txn = self.db.begin_read().map_err(to_redb)?;
@@ -908,30 +1148,27 @@ impl MetaStore {
             };
             Ok(table.get(INDEX_PENDING)?.map(|v| v.value().to_vec()))
         };
-        match run().map_err(meta_err(&ctx))?.as_deref() {
+        match run().map_err(meta_err(&ctx))? {
             None => Ok(None),
-            Some([1]) => Ok(Some(Quantization::Int8)),
-            Some([2]) => Ok(Some(Quantization::Binary)),
-            Some(_) => Err(Error::corrupt(
-                &self.path,
-                "vector_index: the pending index is not one this build writes: drop_index() and create it again",
-            )),
+            Some(bytes) => decode_pending(&bytes).map(Some).ok_or_else(|| {
+                Error::corrupt(
+                    &self.path,
+                    "vector_index: the pending index is not one this build writes: drop_index() and create it again",
+                )
+            }),
         }
     }
 
-    /// Records, durably, that an index of `quantization` is to be built once the first rows
-    /// are committed (the database has no dimension yet, so no codebook can exist).
-    pub fn set_pending_vector_index(&self, quantization: Quantization) -> Result<()> {
+    /// Records, durably, that the index `spec` is to be built once the first rows are
+    /// committed (the database has no dimension yet, so no codebook or graph can exist).
+    pub fn set_pending_vector_index(&self, spec: &IndexSpec) -> Result<()> {
         let ctx = format!("recording the vector index in {}", self.path.display());
-        let code: u8 = match quantization {
-            Quantization::Int8 => 1,
-            Quantization::Binary => 2,
-        };
+        let value = encode_pending(spec);
         let run = || -> std::result::Result<(), redb::Error> {
             let txn = self.db.begin_write().map_err(to_redb)?;
             {
                 let mut table = txn.open_table(VECTOR_INDEX)?;
-                table.insert(INDEX_PENDING, [code].as_slice())?;
+                table.insert(INDEX_PENDING, value.as_slice())?;
             }
             txn.commit()?;
             Ok(())
@@ -940,11 +1177,22 @@ impl MetaStore {
     }
 
     /// Records `record` as the index (replacing any), or removes the index with `None`, in one
-    /// durable transaction.
-    pub fn set_vector_index(&self, record: Option<&IndexRecord>) -> Result<()> {
+    /// durable transaction. With `links`, `hnsw_links` is replaced by every node's links of
+    /// that graph (the record's graph must be that graph's); a drop removes them.
+    pub fn set_vector_index(
+        &self,
+        record: Option<&IndexRecord>,
+        links: Option<&Graph>,
+    ) -> Result<()> {
         let ctx = format!("recording the vector index in {}", self.path.display());
         let run = || -> std::result::Result<(), redb::Error> {
             let txn = self.db.begin_write().map_err(to_redb)?;
+            if record.is_none() || record.is_some_and(|r| r.graph.is_none()) || links.is_some() {
+                txn.delete_table(HNSW_LINKS)?;
+            }
+            if let Some(graph) = links {
+                write_all_links(&txn, graph)?;
+            }
             {
                 let mut table = txn.open_table(VECTOR_INDEX)?;
                 match record {
@@ -968,6 +1216,30 @@ impl MetaStore {
             Ok(())
         };
         run().map_err(meta_err(&ctx))
+    }
+
+    /// Runs `load` over every stored node's links (`hnsw_links`, in node order), read in one
+    /// transaction; a redb failure mid-way reaches `load` as an error item.
+    pub fn with_hnsw_links<T>(
+        &self,
+        load: impl FnOnce(&mut dyn Iterator<Item = Result<(u32, Vec<u8>)>>) -> Result<T>,
+    ) -> Result<T> {
+        let ctx = format!("reading the graph's links from {}", self.path.display());
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| meta_err(&ctx)(to_redb(e)))?;
+        let table = open_or_none(&txn, HNSW_LINKS).map_err(meta_err(&ctx))?;
+        let Some(table) = table else {
+            return load(&mut std::iter::empty());
+        };
+        let iter = table.iter().map_err(|e| meta_err(&ctx)(to_redb(e)))?;
+        let mut items = iter.map(|entry| {
+            entry
+                .map(|(node, links)| (node.value(), links.value().to_vec()))
+                .map_err(|e| meta_err(&ctx)(to_redb(e)))
+        });
+        load(&mut items)
     }
 
     /// Documents of all committed rows (compaction).
@@ -1024,6 +1296,108 @@ mod tests {
         MetaStore::open(&loc).expect("create")
     }
 
+    fn codebook() -> Codebook {
+        let rows = [[1.0f32, -2.0, 0.5, 3.0], [0.0, 1.0, -1.0, 2.0]];
+        Codebook::train(
+            Quantization::Int8,
+            Metric::Dot,
+            4,
+            rows.iter().map(|r| (&r[..], 1.0)),
+        )
+    }
+
+    /// A record as the release before graphs wrote it (format 1: the byte 1, the generation,
+    /// the codebook) still decodes, and a flat record is still written that way.
+    #[test]
+    fn a_flat_record_of_the_previous_release_decodes_and_is_written_the_same() {
+        let mut old = vec![1u8];
+        old.extend_from_slice(&7u64.to_le_bytes());
+        old.extend_from_slice(&codebook().to_bytes());
+        let record = IndexRecord::decode(&old).expect("format 1 decodes");
+        assert_eq!(record.generation, 7);
+        assert_eq!(record.codebook.as_ref(), Some(&codebook()));
+        assert_eq!(record.graph, None);
+        assert_eq!(record.encode(), old);
+    }
+
+    /// A graph's record round-trips with and without codes and an entry; cut or padded bytes
+    /// and impossible parameters do not decode.
+    #[test]
+    fn a_graph_record_round_trips_and_damage_does_not_decode() {
+        let graph = GraphRecord {
+            params: HnswParams {
+                m: 12,
+                ef_construction: 150,
+            },
+            seed: 0x0123_4567_89ab_cdef,
+            nodes: 1_000_001,
+            entry: Some(Entry {
+                node: 77_000,
+                level: 5,
+            }),
+        };
+        for codebook in [None, Some(codebook())] {
+            for entry in [None, graph.entry] {
+                let record = IndexRecord {
+                    codebook: codebook.clone(),
+                    generation: 3,
+                    graph: Some(GraphRecord { entry, ..graph }),
+                };
+                let bytes = record.encode();
+                assert_eq!(bytes[0], 2);
+                assert_eq!(IndexRecord::decode(&bytes).as_ref(), Some(&record));
+                for cut in 1..bytes.len() {
+                    assert_eq!(IndexRecord::decode(&bytes[..cut]), None, "cut at {cut}");
+                }
+                let mut padded = bytes.clone();
+                padded.push(0);
+                if codebook.is_none() {
+                    assert_eq!(IndexRecord::decode(&padded), None);
+                }
+            }
+        }
+        let bad = IndexRecord {
+            codebook: None,
+            generation: 1,
+            graph: Some(GraphRecord {
+                params: HnswParams {
+                    m: 1,
+                    ef_construction: 10,
+                },
+                ..graph
+            }),
+        };
+        assert_eq!(IndexRecord::decode(&bad.encode()), None, "m = 1 is invalid");
+        assert_eq!(IndexRecord::decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0]), None);
+    }
+
+    /// A pending index round-trips; the previous release's one-byte values still decode.
+    #[test]
+    fn a_pending_index_round_trips_and_the_old_values_decode() {
+        assert_eq!(
+            decode_pending(&[1]),
+            Some(IndexSpec::flat(Quantization::Int8))
+        );
+        assert_eq!(
+            decode_pending(&[2]),
+            Some(IndexSpec::flat(Quantization::Binary))
+        );
+        let params = HnswParams {
+            m: 24,
+            ef_construction: 300,
+        };
+        for spec in [
+            IndexSpec::flat(Quantization::Int8),
+            IndexSpec::flat(Quantization::Binary),
+            IndexSpec::hnsw(None).with_hnsw(params),
+            IndexSpec::hnsw(Some(Quantization::Int8)).with_hnsw(params),
+        ] {
+            assert_eq!(decode_pending(&encode_pending(&spec)), Some(spec));
+        }
+        assert_eq!(decode_pending(&[3, 0]), None);
+        assert_eq!(decode_pending(&[4]), None);
+    }
+
     /// A field index naming a row the store never committed is damage, found at load.
     #[test]
     fn an_index_entry_beyond_the_committed_rows_is_corrupt() {
@@ -1071,6 +1445,7 @@ mod tests {
                 committed_rows: rows,
                 config: Some((4, Metric::Dot)),
                 embedder: None,
+                graph: None,
             };
             let synced = std::sync::atomic::AtomicBool::new(false);
             meta.commit(

@@ -162,6 +162,20 @@ impl Default for HnswParams {
 }
 
 impl HnswParams {
+    /// The parameters as an API takes them, each optional: `None` when neither is given (the
+    /// spec then takes the defaults), else the missing one at its default. Not validated
+    /// here: the engine checks them, and rejects them with a `Flat` spec.
+    pub fn given(m: Option<usize>, ef_construction: Option<usize>) -> Option<Self> {
+        if m.is_none() && ef_construction.is_none() {
+            return None;
+        }
+        let default = HnswParams::default();
+        Some(HnswParams {
+            m: m.unwrap_or(default.m),
+            ef_construction: ef_construction.unwrap_or(default.ef_construction),
+        })
+    }
+
     /// An error that says which parameter is out of its range.
     pub fn validate(&self) -> Result<()> {
         use crate::hnsw::{MAX_EF, MAX_M};

@@ -148,10 +148,19 @@ pub struct Dataset {
     pub nq: usize,
 }
 
+/// `SRVDB_DATA_DIR`, else `../shared/data` beside the workspace root (found from the manifest
+/// directory, which is `host/` when the host's tests include this file).
 fn data_dir() -> PathBuf {
     std::env::var("SRVDB_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
+        .unwrap_or_else(|_| {
+            let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            let root = manifest
+                .ancestors()
+                .find(|d| d.join("Cargo.lock").is_file())
+                .unwrap_or(manifest);
+            root.join("../shared/data")
+        })
 }
 
 /// The real embeddings, read with the workspace's one `.npy` reader (`srvdb::npy`). Absent

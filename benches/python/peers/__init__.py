@@ -31,6 +31,9 @@ class Library:
     #: Has quantized modes (`Adapter.quantized_modes`): runs the quantized test, also on
     #: bench_data's perturbed 1M MiniLM set.
     quantized: bool = False
+    #: Has a graph index (`Adapter.hnsw_modes`): runs the HNSW test (`--tests hnsw`), also on
+    #: the perturbed 1M MiniLM set when the run names it.
+    hnsw: bool = False
 
     def make_class(self):
         """The adapter's class, without making one (which imports the library)."""
@@ -47,18 +50,18 @@ NUMPY_ENV = {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None}
 
 LIBRARIES = {lib.name: lib for lib in [
     Library("srvdb", "srvdb", "srvdb_engine", "SrvDB", {"backend": "native"}, big=True,
-            quantized=True),
+            quantized=True, hnsw=True),
     Library("srvdb-wasm", "srvdb", "srvdb_engine", "SrvDB", {"backend": "wasm"},
             quantized=True),
     Library("srvdb-1thread", "srvdb", "srvdb_engine", "SrvDB", {"backend": "native"},
             env={"RAYON_NUM_THREADS": "1"}, tests=("ingest", "latency"), memory=False),
     Library("numpy", "peers", "numpy_bf", "NumpyBruteForce", packages=("numpy",), env=NUMPY_ENV),
     Library("faiss", "peers", "faiss_flat", "FaissFlat", packages=("faiss-cpu",),
-            quantized=True),
+            quantized=True, hnsw=True),
     Library("usearch", "peers", "usearch_exact", "UsearchExact", packages=("usearch",),
-            quantized=True),
-    Library("hnswlib", "peers", "hnswlib_bf", "HnswlibBF", packages=("hnswlib",)),
-    Library("chroma", "peers", "chroma", "Chroma", packages=("chromadb",)),
+            quantized=True, hnsw=True),
+    Library("hnswlib", "peers", "hnswlib_bf", "HnswlibBF", packages=("hnswlib",), hnsw=True),
+    Library("chroma", "peers", "chroma", "Chroma", packages=("chromadb",), hnsw=True),
     Library("lancedb", "peers", "lance", "Lance", packages=("lancedb", "pyarrow")),
     Library("qdrant-local", "peers", "qdrant_local", "QdrantLocal", packages=("qdrant-client",)),
     Library("qdrant-edge", "peers", "qdrant_edge", "QdrantEdge", packages=("qdrant-edge-py",)),

@@ -31,6 +31,22 @@ vectors leaves `quantized_modes` empty):
 - `search_quantized(query, k, mode)` / `search_batch_quantized(queries, k, mode)`: as
   `search` / `search_batch`, in that mode.
 
+For the HNSW test (`run_peers.py --tests hnsw`, hnsw_test.py; a library without a graph
+index leaves `hnsw_modes` empty):
+
+- `build_hnsw(mode, base, m, ef_construction)`: build the graph `mode` searches (one of
+  `hnsw_modes`) over the f32 rows `base` (row numbers as labels), on all cores where the
+  library allows, and set its searches to one thread; returns (how, build seconds or None:
+  None means the call's own wall time, else e.g. Chroma's, whose graph is built by ingest).
+- `search_hnsw(query, k, mode, ef)`: the row numbers of the `k` best, at search-time `ef`.
+- `search_hnsw_where(query, k, mode, ef, field, value, mask, filter_mode)`: the same among the
+  rows whose metadata `field` equals `value` (`mask`: those rows, for a library whose filter
+  is a callback or a bitmap), in one of `hnsw_filter_modes`; only where `hnsw_filtered` says how.
+- `set_hnsw_ef(mode, ef)`: for a library that must reopen its index to change ef
+  (`hnsw_ef_reopens`); the others take ef per search.
+- `delete_hnsw(mode, rows)`: delete those rows with the library's own delete (where
+  `hnsw_delete` says how); later searches must not return them.
+
 Vectors are L2-normalised float32, so inner product = cosine; every adapter uses the metric
 its library computes fastest of the two.
 """
@@ -87,6 +103,35 @@ class Adapter:
         raise NotImplementedError
 
     def search_batch_quantized(self, queries: np.ndarray, k: int, mode: str) -> np.ndarray:
+        raise NotImplementedError
+
+    #: The HNSW test's modes (see above); empty: no graph index.
+    hnsw_modes: tuple[str, ...] = ()
+    #: How the graph search filters (shown in the report); None: it cannot.
+    hnsw_filtered: str | None = None
+    hnsw_filter_modes: tuple[str, ...] = ("graph",)
+    #: How rows are deleted from the graph (shown in the report); None: they cannot be.
+    hnsw_delete: str | None = None
+    #: Also times `search_exact(query, k)` (the exact scan of the same collection) in the sweep.
+    hnsw_exact_baseline = False
+    #: Changing ef means reopening the index: the sweep then runs ef by ef, not interleaved.
+    hnsw_ef_reopens = False
+
+    def set_hnsw_ef(self, mode: str, ef: int) -> None:
+        pass
+
+    def build_hnsw(self, mode: str, base: np.ndarray, m: int,
+                   ef_construction: int) -> tuple[str, float | None]:
+        raise NotImplementedError
+
+    def search_hnsw(self, query: np.ndarray, k: int, mode: str, ef: int) -> list[int]:
+        raise NotImplementedError
+
+    def search_hnsw_where(self, query: np.ndarray, k: int, mode: str, ef: int, field: str,
+                          value: int, mask: np.ndarray, filter_mode: str) -> list[int]:
+        raise NotImplementedError
+
+    def delete_hnsw(self, mode: str, rows: np.ndarray) -> None:
         raise NotImplementedError
 
     def close(self) -> None:

@@ -82,3 +82,39 @@ class FaissFlat(Adapter):
 
     def search_quantized(self, query, k, mode):
         return self.search_batch_quantized(query[None, :], k, mode)[0].tolist()
+
+    # The HNSW test: IndexHNSWFlat(d, M, METRIC_INNER_PRODUCT), efConstruction as given, built
+    # on every core (OpenMP), searched with omp_set_num_threads(1); the filter is an
+    # IDSelectorBitmap in SearchParametersHNSW. FAISS's HNSW has no delete.
+    hnsw_modes = ("hnsw",)
+    hnsw_filtered = "search(q, k, params=SearchParametersHNSW(efSearch, sel=IDSelectorBitmap))"
+
+    def build_hnsw(self, mode, base, m, ef_construction):
+        import os
+
+        faiss = self.faiss
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        self.graph = faiss.IndexHNSWFlat(base.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+        self.graph.hnsw.efConstruction = ef_construction
+        self.graph.add(np.ascontiguousarray(base, dtype=np.float32))
+        faiss.omp_set_num_threads(1)
+        self._selectors = {}
+        return (f"IndexHNSWFlat(d, {m}, METRIC_INNER_PRODUCT), efConstruction "
+                f"{ef_construction}, add on {os.cpu_count()} threads; search with "
+                "SearchParametersHNSW(efSearch=ef), omp_set_num_threads(1)"), None
+
+    def search_hnsw(self, query, k, mode, ef):
+        params = self.faiss.SearchParametersHNSW(efSearch=ef)
+        _, rows = self.graph.search(query[None, :], k, params=params)
+        return [r for r in rows[0].tolist() if r >= 0]
+
+    def search_hnsw_where(self, query, k, mode, ef, field, value, mask, filter_mode):
+        key = (field, value)
+        if key not in self._selectors:
+            bits = np.packbits(mask, bitorder="little")
+            # The selector reads `bits` through a raw pointer: keep both alive together.
+            self._selectors[key] = (bits, self.faiss.IDSelectorBitmap(
+                len(mask), self.faiss.swig_ptr(bits)))
+        params = self.faiss.SearchParametersHNSW(efSearch=ef, sel=self._selectors[key][1])
+        _, rows = self.graph.search(query[None, :], k, params=params)
+        return [r for r in rows[0].tolist() if r >= 0]

@@ -43,3 +43,43 @@ class HnswlibBF(Adapter):
     def search_batch(self, queries, k):
         labels, _ = self.index.knn_query(queries, k)
         return labels
+
+    # The HNSW test: hnswlib.Index (its HNSW graph), space ip, M and ef_construction as given,
+    # built with add_items on every core, searched with one thread; the filter is hnswlib's
+    # Python callback on the label, deletes are mark_deleted.
+    hnsw_modes = ("hnsw",)
+    hnsw_filtered = "knn_query(q, k, filter=callback(label)) (a Python callback per visited node)"
+    hnsw_delete = "mark_deleted(label) per row"
+
+    def build_hnsw(self, mode, base, m, ef_construction):
+        import os
+
+        n, dim = base.shape
+        self.graph = self.hnswlib.Index(space="ip", dim=dim)
+        self.graph.init_index(max_elements=n, M=m, ef_construction=ef_construction,
+                              random_seed=100)
+        self.graph.set_num_threads(os.cpu_count() or 1)
+        self.graph.add_items(base, np.arange(n))
+        self.graph.set_num_threads(1)
+        return (f"Index(space='ip', M={m}, ef_construction={ef_construction}); add_items on "
+                f"{os.cpu_count()} threads; set_ef(ef); knn_query on 1 thread"), None
+
+    def _ef(self, ef):
+        if getattr(self, "_at_ef", None) != ef:
+            self.graph.set_ef(ef)
+            self._at_ef = ef
+
+    def search_hnsw(self, query, k, mode, ef):
+        self._ef(ef)
+        labels, _ = self.graph.knn_query(query, k, num_threads=1)
+        return labels[0].tolist()
+
+    def search_hnsw_where(self, query, k, mode, ef, field, value, mask, filter_mode):
+        self._ef(ef)
+        labels, _ = self.graph.knn_query(query, k, num_threads=1,
+                                         filter=lambda label: bool(mask[label]))
+        return labels[0].tolist()
+
+    def delete_hnsw(self, mode, rows):
+        for r in rows.tolist():
+            self.graph.mark_deleted(r)

@@ -73,5 +73,36 @@ class SrvDB(Adapter):
         ids, _ = self.db.search_batch(queries, k, numpy=True, **self._options(mode))
         return ids.astype(np.int64)
 
+    # The HNSW test: create_index(kind="hnsw", m, ef_construction) over the open collection,
+    # with int8 codes (traversal on the codes, the best rescored exactly) and with f32 (each
+    # replaces the last; f32 last, as the deletion part runs on the last mode); search(q, k,
+    # ef=ef). Filtered: the planner (search(..., where=..., ef=ef)) beside the exact filtered
+    # scan (exact=True). Deletes: delete(ids), then the same searches.
+    hnsw_modes = ("int8", "f32")
+    hnsw_filtered = 'search(q, k, where={"hsel": v}, ef=ef) (the planner); exact scan: exact=True'
+    hnsw_filter_modes = ("planner", "exact scan")
+    hnsw_delete = "delete(ids) (one call)"
+    hnsw_exact_baseline = True
+
+    def search_exact(self, query, k):
+        return [int(id_) for id_, _ in self.db.search(query, k, exact=True)]
+
+    def build_hnsw(self, mode, base, m, ef_construction):
+        quantization = None if mode == "f32" else mode
+        self.db.create_index(kind="hnsw", m=m, ef_construction=ef_construction,
+                             quantization=quantization)
+        return (f'create_index(kind="hnsw", m={m}, ef_construction={ef_construction}, '
+                f"quantization={quantization!r}); search(q, k, ef=ef)"), None
+
+    def search_hnsw(self, query, k, mode, ef):
+        return [int(id_) for id_, _ in self.db.search(query, k, ef=ef)]
+
+    def search_hnsw_where(self, query, k, mode, ef, field, value, mask, filter_mode):
+        options = {"exact": True} if filter_mode == "exact scan" else {"ef": ef}
+        return [int(id_) for id_, _ in self.db.search(query, k, where={field: value}, **options)]
+
+    def delete_hnsw(self, mode, rows):
+        self.db.delete([str(r) for r in rows.tolist()])
+
     def close(self):
         self.db.close()

@@ -87,3 +87,26 @@ class UsearchExact(Adapter):
 
     def search_quantized(self, query, k, mode):
         return np.ravel(self.search_batch_quantized(query, k, mode))[:k].tolist()
+
+    # The HNSW test: usearch.index.Index(ndim, metric=ip, dtype=f32, connectivity=M,
+    # expansion_add=ef_construction), add on every core (threads=0), searched with
+    # expansion_search = ef and threads=1. Its Python search has no filter here, and its
+    # remove() leaves tombstones (the point), so neither is measured.
+    hnsw_modes = ("hnsw",)
+
+    def build_hnsw(self, mode, base, m, ef_construction):
+        import os
+
+        self.graph = self.usearch.Index(ndim=base.shape[1], metric=self.usearch.MetricKind.IP,
+                                        dtype="f32", connectivity=m,
+                                        expansion_add=ef_construction)
+        self.graph.add(np.arange(len(base)), np.ascontiguousarray(base, dtype=np.float32),
+                       threads=0)
+        return (f"Index(metric=ip, dtype=f32, connectivity={m}, expansion_add="
+                f"{ef_construction}); add(threads=0: {os.cpu_count()} cores); "
+                "expansion_search = ef; search(threads=1, exact=False)"), None
+
+    def search_hnsw(self, query, k, mode, ef):
+        if self.graph.expansion_search != ef:
+            self.graph.expansion_search = ef
+        return self.graph.search(query, k, threads=1, exact=False).keys.tolist()

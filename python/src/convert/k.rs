@@ -1,5 +1,5 @@
 //! The `k` of a search, the other non-negative counts (`limit`, `offset`), and a quantized
-//! search's `oversample`.
+//! search's `oversample` and an HNSW search's `ef`.
 
 use super::type_name;
 use crate::errors::invalid;
@@ -60,5 +60,17 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Oversample {
                 None,
             )),
         }
+    }
+}
+
+/// An HNSW search's `ef`: a non-negative int (an `InvalidInputError` otherwise). Its range is
+/// the engine's to check, so the message is the same from every surface.
+pub(crate) struct Ef(pub(crate) usize);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Ef {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        non_negative(&obj, "ef").map(Ef)
     }
 }

@@ -16,7 +16,7 @@ mod vectors;
 
 pub(crate) use filter::filter;
 pub(crate) use ids::{ids, ids_or_one};
-pub(crate) use k::{non_negative, Oversample, K};
+pub(crate) use k::{non_negative, Ef, Oversample, K};
 pub(crate) use metadata::metadatas;
 pub(crate) use texts::{texts, texts_or_one};
 pub(crate) use vectors::{matrix, vector, Matrix};

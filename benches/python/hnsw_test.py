@@ -1,0 +1,194 @@
+"""The HNSW test (issue 17), run by worker.py for a library with graph modes
+(`Adapter.hnsw_modes`) when the run names it: `run_peers.py --tests hnsw`.
+
+For each mode, in the library's order: build the graph from the open collection's f32 rows
+(m 16, ef_construction 200 where the library takes them; on all cores where it allows; timed,
+with the process's resident-set growth over the build), then single queries, one thread, at
+each search-time ef of `hnsw_efs`: the efs interleaved query by query (query i at every ef
+before query i + 1), so drift on a shared machine hits every ef alike. Per ef: recall@10
+against the float64 ground truth, QPS (queries / their summed wall time) and p50/p99. SrvDB's
+exact scan of the same database (`exact=True`) is interleaved with them as the case `exact`,
+for the ratio QPS(graph) / QPS(scan).
+
+Then, on the data sets of `hnsw_extras` (the real MiniLM set: their ground truths are computed
+here with NumPy, in float64):
+- `filtered`: the filter `{"hsel": v}` matching 1%, 10% and 50% of the rows
+  (bench_data.HNSW_FILTER_CASES), at ef `hnsw_fixed_ef`, in each of the library's filtered
+  modes (SrvDB: its planner, and the exact filtered scan beside it); recall@10 against the
+  exact top 10 among the matching rows.
+- `deleted`: 30% of the rows (a seeded choice) deleted with the library's own delete, then
+  the ef sweep again; recall@10 against the exact top 10 among the survivors. Last, as it
+  changes the collection; on the library's last mode.
+
+Every part records its error and the next one runs.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from bench_data import HNSW_FILTER_CASES, exact_top, hnsw_filter_column
+
+#: Share of the rows the deletion part deletes.
+DELETED_SHARE = 0.3
+
+
+def rss_mb() -> float:
+    """This process's resident set (VmRSS), in MB."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    return float("nan")
+
+
+def recall_at_k(found: list[list[int]], gt: np.ndarray, k: int) -> float:
+    """Mean over queries of |found top k ∩ true top k| / |true top k| (short truths: fewer
+    than k rows qualify)."""
+    total = 0.0
+    for f, g in zip(found, gt):
+        want = [int(r) for r in g[:k] if r >= 0]
+        total += len(set(map(int, f[:k])) & set(want)) / max(1, len(want))
+    return total / max(1, len(gt))
+
+
+def summary(times: list[float], found: list[list[int]], gt: np.ndarray, k: int) -> dict:
+    ms = np.array(times) * 1e3
+    return {"n": len(times), "qps": len(times) / max(sum(times), 1e-12),
+            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "recall": recall_at_k(found, gt, k)}
+
+
+def sweep(cases: dict, queries: np.ndarray, gt: np.ndarray, k: int, warmup: int) -> dict:
+    """Single queries over `cases` (name -> query function), interleaved query by query."""
+    for i in range(warmup):
+        for ask in cases.values():
+            ask(queries[i % len(queries)])
+    times = {c: [] for c in cases}
+    found = {c: [] for c in cases}
+    for q in queries:
+        for c, ask in cases.items():
+            t0 = time.perf_counter()
+            hits = ask(q)
+            times[c].append(time.perf_counter() - t0)
+            found[c].append([int(h) for h in hits])
+    return {c: summary(times[c], found[c], gt, k) for c in cases}
+
+
+def ef_sweep(adapter, mode: str, efs: list[int], queries: np.ndarray, gt: np.ndarray, k: int,
+             warmup: int) -> dict:
+    """`sweep` over the search-time efs; interleaved, except for a library that must reopen
+    its index to change ef (Chroma: `hnsw_ef_reopens`), which is swept ef by ef."""
+    if not adapter.hnsw_ef_reopens:
+        cases = {str(ef): (lambda q, ef=ef: adapter.search_hnsw(q, k, mode, ef)) for ef in efs}
+        if adapter.hnsw_exact_baseline:
+            cases["exact"] = lambda q: adapter.search_exact(q, k)
+        return sweep(cases, queries, gt, k, warmup)
+    out = {}
+    for ef in efs:
+        adapter.set_hnsw_ef(mode, ef)
+        out.update(sweep({str(ef): lambda q, ef=ef: adapter.search_hnsw(q, k, mode, ef)},
+                         queries, gt, k, warmup))
+    return out
+
+
+def filtered_truth(base: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """The exact float64 top k among `rows` (row numbers of the whole set), -1 padded."""
+    top = rows[exact_top(base[rows], queries, k)]
+    if top.shape[1] < k:
+        top = np.pad(top, ((0, 0), (0, k - top.shape[1])), constant_values=-1)
+    return top
+
+
+def run(adapter, base: np.ndarray, queries: np.ndarray, gt: np.ndarray, cfg: dict,
+        extras: bool, out: dict, save) -> None:
+    """The HNSW test (see the module's doc); `out` is filled part by part, `save()` after each."""
+    k, efs, warmup = cfg["k"], cfg["hnsw_efs"], cfg["warmup_queries"]
+    queries = queries[: cfg.get("hnsw_queries") or len(queries)]
+    gt = gt[: len(queries)]
+    out.update(efs=efs, queries=len(queries), rows=len(base), modes={})
+    params = {"m": cfg["hnsw_m"], "ef_construction": cfg["hnsw_ef_construction"]}
+    only = cfg.get("hnsw_only_modes")
+    modes = [m for m in adapter.hnsw_modes if not only or m in only]
+    for mode in modes:
+        fig = out["modes"][mode] = {}
+        try:
+            before = rss_mb()
+            t0 = time.perf_counter()
+            fig["how"], seconds = adapter.build_hnsw(mode, base, **params)
+            fig["build_seconds"] = seconds if seconds is not None else time.perf_counter() - t0
+            fig["rss_delta_mb"] = rss_mb() - before
+            fig["rss_mb"] = rss_mb()
+            save()
+            fig["ef"] = ef_sweep(adapter, mode, efs, queries, gt, k, warmup)
+        except Exception as e:  # recorded; the next mode still runs
+            fig["error"] = f"{type(e).__name__}: {e}"
+        save()
+        if extras and adapter.hnsw_filtered and "error" not in fig:
+            fig["filtered"] = filtered(adapter, base, queries, mode, cfg)
+            save()
+    if extras and adapter.hnsw_delete and modes:
+        mode = modes[-1]
+        if "error" not in out["modes"][mode]:
+            out["deleted"] = deleted(adapter, base, queries, mode, cfg)
+            save()
+
+
+def filtered(adapter, base, queries, mode, cfg) -> dict:
+    k, ef = cfg["k"], cfg["hnsw_fixed_ef"]
+    column = hnsw_filter_column(len(base))
+    out = {"ef": ef, "how": adapter.hnsw_filtered, "cases": {}}
+    adapter.set_hnsw_ef(mode, ef)
+    for name, value, _share in HNSW_FILTER_CASES:
+        mask = column == value
+        try:
+            truth = filtered_truth(base, queries, np.flatnonzero(mask), k)
+            cases = {fm: (lambda q, fm=fm: adapter.search_hnsw_where(q, k, mode, ef, "hsel",
+                                                                      value, mask, fm))
+                     for fm in adapter.hnsw_filter_modes}
+            figures = sweep(cases, queries, truth, k, cfg["warmup_queries"])
+            for fm, f in figures.items():
+                f["matching"] = int(mask.sum())
+            out["cases"][name] = figures
+        except Exception as e:
+            out["cases"][name] = {"error": f"{type(e).__name__}: {e}"}
+    return out
+
+
+def deleted(adapter, base, queries, mode, cfg) -> dict:
+    k = cfg["k"]
+    rng = np.random.default_rng(20261730)
+    gone = np.sort(rng.choice(len(base), size=round(DELETED_SHARE * len(base)), replace=False))
+    out = {"deleted_rows": len(gone), "how": adapter.hnsw_delete, "mode": mode}
+    try:
+        t0 = time.perf_counter()
+        adapter.delete_hnsw(mode, gone)
+        out["delete_seconds"] = time.perf_counter() - t0
+        survivors = np.setdiff1d(np.arange(len(base)), gone)
+        truth = filtered_truth(base, queries, survivors, k)
+        out["ef"] = ef_sweep(adapter, mode, cfg["hnsw_efs"], queries, truth, k,
+                             cfg["warmup_queries"])
+        gone_set = set(gone.tolist())
+        out["deleted_returned"] = 0  # checked on a last pass at the largest ef
+        for q in queries:
+            hits = adapter.search_hnsw(q, k, mode, cfg["hnsw_efs"][-1])
+            out["deleted_returned"] += sum(int(h) in gone_set for h in hits)
+    except Exception as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def combine_rounds(rounds: list):
+    """One figure set from several rounds' identical structures: the median of each number,
+    the first round's text; a key missing from a round is taken from the rounds having it."""
+    first = rounds[0]
+    if isinstance(first, dict):
+        keys = list(dict.fromkeys(k for r in rounds if isinstance(r, dict) for k in r))
+        return {key: combine_rounds([r[key] for r in rounds if isinstance(r, dict) and key in r])
+                for key in keys}
+    if isinstance(first, bool) or not isinstance(first, (int, float)):
+        return first
+    values = [r for r in rounds if isinstance(r, (int, float))]
+    median = float(np.median(values))
+    return int(median) if all(isinstance(v, int) for v in values) else median
