@@ -778,3 +778,27 @@ fn index_info_reports_kind_params_and_rows() {
         }
     }
 }
+
+/// Adds large enough to insert on several threads, made from inside rayon's pool while the
+/// pool's workers all wait for the writer lock: every add completes (the graph's insertion
+/// does not wait on the pool its callers occupy) and every row is then its own top hit.
+#[test]
+fn adds_from_inside_rayon_complete_and_are_found() {
+    use rayon::prelude::*;
+    let dim = 16;
+    let (batches, per_batch) = (8, 300);
+    let (data, _) = clustered(seed() ^ 0x9A11, 100 + batches * per_batch, 1, dim);
+    let db = indexed(Metric::Cosine, None, &data[..100 * dim], dim, &[]);
+    (0..batches).into_par_iter().for_each(|b| {
+        let rows = 100 + b * per_batch..100 + (b + 1) * per_batch;
+        let ids: Vec<String> = rows.clone().map(id).collect();
+        db.add(&ids, &data[rows.start * dim..rows.end * dim], &[])
+            .expect("add");
+    });
+    let total = 100 + batches * per_batch;
+    assert_eq!(db.index_info().expect("info").rows, total as u64);
+    for r in (0..total).step_by(7) {
+        let hits = db.search(vector(&data, dim, r), 1).expect("search");
+        assert_eq!(hits[0].id, id(r), "row {r} is not its own top hit");
+    }
+}

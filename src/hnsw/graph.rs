@@ -44,6 +44,33 @@ const LINKS_FORMAT: u8 = 1;
 #[cfg(not(target_arch = "wasm32"))]
 const PARALLEL_MIN_ROWS: u64 = 256;
 
+/// The pool a large insertion runs on, or `None` where it must stay on the calling thread.
+///
+/// Insertions run under the database's writer lock. On rayon's global pool that could
+/// deadlock: the caller's own `par_iter` of `add` calls may hold every worker blocked on
+/// that lock while the insertion waits for a worker, and a caller that is itself a pool
+/// worker may, while it waits, pick up another task that takes the lock it holds. A private
+/// pool runs nothing but insertions, and a caller on any rayon worker inserts sequentially.
+#[cfg(not(target_arch = "wasm32"))]
+fn build_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    if rayon::current_thread_index().is_some() {
+        return None;
+    }
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads < 2 {
+            return None;
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("srvdb-hnsw-build-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
 /// How two rows compare while building: the database's metric and kernels (higher is
 /// better, as in [`crate::index::topk::Candidate`]).
 #[derive(Debug, Clone, Copy)]
@@ -379,20 +406,24 @@ impl Graph {
             next += 1;
         }
         #[cfg(not(target_arch = "wasm32"))]
-        if to - next >= PARALLEL_MIN_ROWS && rayon::current_num_threads() > 1 {
-            use rayon::prelude::*;
-            let changed = (next as u32..to as u32)
-                .into_par_iter()
-                .try_fold(Vec::new, |mut changed, node| {
-                    with_scratch(|s| builder.insert(node, s, &mut changed))?;
-                    Ok::<_, Error>(changed)
-                })
-                .try_reduce(Vec::new, |mut a, b| {
-                    a.extend(b);
-                    Ok(a)
+        if to - next >= PARALLEL_MIN_ROWS {
+            if let Some(pool) = build_pool() {
+                use rayon::prelude::*;
+                let changed = pool.install(|| {
+                    (next as u32..to as u32)
+                        .into_par_iter()
+                        .try_fold(Vec::new, |mut changed, node| {
+                            with_scratch(|s| builder.insert(node, s, &mut changed))?;
+                            Ok::<_, Error>(changed)
+                        })
+                        .try_reduce(Vec::new, |mut a, b| {
+                            a.extend(b);
+                            Ok(a)
+                        })
                 })?;
-            dirty.extend(changed);
-            next = to;
+                dirty.extend(changed);
+                next = to;
+            }
         }
         let mut changed = Vec::new();
         for node in next..to {
