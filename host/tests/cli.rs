@@ -254,7 +254,7 @@ fn index_commands_build_report_and_drop_the_index() {
 
     for (args, says) in [
         (
-            &["index", "create", db_arg, "--quantization", "int4"],
+            &["index", "create", db_arg, "--quantization", "int4"][..],
             "unknown quantization",
         ),
         (
