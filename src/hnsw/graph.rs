@@ -649,7 +649,7 @@ impl Builder<'_> {
             found.extend(scratch.results.drain().map(|r| r.0));
             found.retain(|s| s.node != node);
             found.sort_unstable_by(|a, b| b.cmp(a));
-            self.select(&found, g.m, &mut chosen)?;
+            self.select(&found, g.m, layer, &mut chosen)?;
             {
                 let _l = lock(&g.locks[node as usize % LOCK_STRIPES]);
                 self.links.set(node, layer, &chosen);
@@ -670,16 +670,26 @@ impl Builder<'_> {
         }
         Ok(())
     }
-    /// The neighbour-selection heuristic (HNSW paper, algorithm 4, as hnswlib applies it):
-    /// from `candidates` (best first, keyed against the node), keep a candidate only if it
-    /// is closer to the node than to every one already kept, up to `keep`.
-    fn select(&self, candidates: &[Scored], keep: usize, out: &mut Vec<u32>) -> Result<()> {
+    /// The neighbour-selection heuristic (HNSW paper, algorithm 4): from `candidates` (best
+    /// first, keyed against the node), keep a candidate only if it is closer to the node
+    /// than to every one already kept, up to `keep`. On the bottom layer the list is then
+    /// filled up to `keep` with the best candidates the heuristic pruned (the paper's
+    /// keepPrunedConnections): pruning alone, reapplied each time a full list takes a new
+    /// link, left some nodes with no in-links at all, unreachable from the entry.
+    fn select(
+        &self,
+        candidates: &[Scored],
+        keep: usize,
+        layer: u8,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
         out.clear();
         if candidates.len() <= keep {
             out.extend(candidates.iter().map(|s| s.node));
             return Ok(());
         }
         let mut kept: Vec<Cow<'_, [f32]>> = Vec::with_capacity(keep);
+        let mut pruned = Vec::new();
         for c in candidates {
             if out.len() >= keep {
                 break;
@@ -692,8 +702,12 @@ impl Builder<'_> {
             if diverse {
                 out.push(c.node);
                 kept.push(row);
+            } else if layer == 0 {
+                pruned.push(c.node);
             }
         }
+        let room = keep.saturating_sub(out.len());
+        out.extend(pruned.into_iter().take(room));
         Ok(())
     }
 
@@ -720,7 +734,7 @@ impl Builder<'_> {
         }
         scored.sort_unstable_by(|a, b| b.cmp(a));
         let mut chosen = Vec::with_capacity(cap);
-        self.select(&scored, cap, &mut chosen)?;
+        self.select(&scored, cap, layer, &mut chosen)?;
         self.links.set(to, layer, &chosen);
         Ok(())
     }
