@@ -652,7 +652,7 @@ impl Builder<'_> {
             self.select(&found, g.m, layer, &mut chosen)?;
             {
                 let _l = lock(&g.locks[node as usize % LOCK_STRIPES]);
-                self.links.set(node, layer, &chosen);
+                self.set_own(node, layer, &chosen)?;
             }
             for &n in &chosen {
                 self.link_back(n, node, layer)?;
@@ -708,6 +708,36 @@ impl Builder<'_> {
         }
         let room = keep.saturating_sub(out.len());
         out.extend(pruned.into_iter().take(room));
+        Ok(())
+    }
+
+    /// Sets a new node's list on `layer` to `chosen` (the caller holds its lock), keeping the
+    /// links that insertions running meanwhile already added to it: overwriting them would
+    /// take away those nodes' in-links, and with them their reachability.
+    fn set_own(&self, node: u32, layer: u8, chosen: &[u32]) -> Result<()> {
+        let mut list = Vec::new();
+        self.links.get(node, layer, &mut list);
+        if list.is_empty() {
+            self.links.set(node, layer, chosen);
+            return Ok(());
+        }
+        for &c in chosen {
+            if !list.contains(&c) {
+                list.push(c);
+            }
+        }
+        let cap = self.links.capacity(layer);
+        if list.len() > cap {
+            let base = self.row(node)?;
+            let mut scored = Vec::with_capacity(list.len());
+            for &n in &list {
+                let row = self.row(n)?;
+                scored.push(Scored::new(self.pair(&base, &row), n));
+            }
+            scored.sort_unstable_by(|a, b| b.cmp(a));
+            self.select(&scored, cap, layer, &mut list)?;
+        }
+        self.links.set(node, layer, &list);
         Ok(())
     }
 
