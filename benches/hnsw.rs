@@ -21,12 +21,12 @@ mod common;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
+    use super::common;
     use criterion::{BenchmarkId, Criterion, SamplingMode};
     use srvdb::quant::{HnswParams, IndexSpec, Quantization};
     use srvdb::testing::Rng;
-    use srvdb::{npy, Database, Metric, OpenOptions, Query, SearchHit, Store};
+    use srvdb::{Database, Metric, OpenOptions, Query, SearchHit, Store};
     use std::hint::black_box;
-    use std::path::PathBuf;
     use std::time::{Duration, Instant};
 
     const K: usize = 10;
@@ -88,55 +88,8 @@ mod native {
 
         /// Recall@K of `hits` for query `i` against the truth.
         fn recall(&self, i: usize, hits: &[SearchHit]) -> f64 {
-            let truth = &self.truth[i % self.query_count()];
-            let found = hits
-                .iter()
-                .filter(|h| h.id.parse::<usize>().is_ok_and(|r| truth.contains(&r)))
-                .count();
-            found as f64 / truth.len().max(1) as f64
+            common::recall_of(&self.truth[i % self.query_count()], hits)
         }
-    }
-
-    fn data_dir() -> PathBuf {
-        std::env::var("SRVDB_DATA_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
-    }
-
-    /// The shared MiniLM set: its rows, queries and the shipped top K of each query.
-    struct MiniLm {
-        base: Vec<f32>,
-        dim: usize,
-        queries: Vec<f32>,
-        truth: Vec<Vec<usize>>,
-    }
-
-    /// The shared MiniLM set, or None (saying so) when it is absent.
-    fn load_minilm() -> Option<MiniLm> {
-        let dir = data_dir();
-        let files = ["base.npy", "queries.npy", "gt_cosine.npy"].map(|f| dir.join(f));
-        if files.iter().any(|f| !f.is_file()) {
-            println!(
-                "no base.npy / queries.npy / gt_cosine.npy in {} (set SRVDB_DATA_DIR): \
-                 synthetic rows instead",
-                dir.display()
-            );
-            return None;
-        }
-        let base = npy::read::<f32>(&files[0]).expect("base.npy");
-        let queries = npy::read::<f32>(&files[1]).expect("queries.npy");
-        let gt = npy::read::<i32>(&files[2]).expect("gt_cosine.npy");
-        let truth = gt
-            .data
-            .chunks(gt.cols)
-            .map(|row| row[..K].iter().map(|&r| r as usize).collect())
-            .collect();
-        Some(MiniLm {
-            base: base.data,
-            dim: base.cols,
-            queries: queries.data,
-            truth,
-        })
     }
 
     /// Scales each `dim`-long row of `v` to unit length.
@@ -228,9 +181,13 @@ mod native {
         let asked: Option<usize> = std::env::var("SRVDB_HNSW_ROWS")
             .ok()
             .and_then(|v| v.parse().ok());
-        let minilm = if full { load_minilm() } else { None };
+        let minilm = if full {
+            common::load_minilm(K, "synthetic rows instead")
+        } else {
+            None
+        };
         let set = match minilm {
-            Some(MiniLm {
+            Some(common::MiniLm {
                 base,
                 dim,
                 queries,
@@ -436,7 +393,7 @@ mod native {
     }
 
     pub fn main() {
-        let full = super::common::bench_mode();
+        let full = common::bench_mode();
         let set = make_set(full);
         let (rss, anon, file) = rss_mb();
         println!("RSS before any index: {rss:.0} MB (anon {anon:.0}, file {file:.0})");

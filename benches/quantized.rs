@@ -27,12 +27,12 @@ mod common;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
+    use super::common;
     use criterion::{BenchmarkId, Criterion, SamplingMode};
     use srvdb::quant::{IndexSpec, Quantization};
     use srvdb::testing::Rng;
-    use srvdb::{npy, Database, Metric, OpenOptions, Query, SearchHit, Store};
+    use srvdb::{Database, Metric, OpenOptions, Query, SearchHit, Store};
     use std::hint::black_box;
-    use std::path::PathBuf;
     use std::time::{Duration, Instant};
 
     const K: usize = 10;
@@ -107,53 +107,8 @@ mod native {
 
         /// Recall@K of `hits` for query `i` against the truth.
         fn recall(&self, i: usize, hits: &[SearchHit]) -> f64 {
-            let truth = &self.truth[i % self.query_count()];
-            let found = hits
-                .iter()
-                .filter(|h| h.id.parse::<usize>().is_ok_and(|r| truth.contains(&r)))
-                .count();
-            found as f64 / truth.len().max(1) as f64
+            common::recall_of(&self.truth[i % self.query_count()], hits)
         }
-    }
-
-    fn data_dir() -> PathBuf {
-        std::env::var("SRVDB_DATA_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
-    }
-
-    struct MiniLm {
-        base: Vec<f32>,
-        dim: usize,
-        queries: Vec<f32>,
-        truth: Vec<Vec<usize>>,
-    }
-
-    fn load_minilm() -> Option<MiniLm> {
-        let dir = data_dir();
-        let files = ["base.npy", "queries.npy", "gt_cosine.npy"].map(|f| dir.join(f));
-        if files.iter().any(|f| !f.is_file()) {
-            println!(
-                "SKIP quantized: no base.npy / queries.npy / gt_cosine.npy in {} \
-                 (set SRVDB_DATA_DIR)",
-                dir.display()
-            );
-            return None;
-        }
-        let base = npy::read::<f32>(&files[0]).expect("base.npy");
-        let queries = npy::read::<f32>(&files[1]).expect("queries.npy");
-        let gt = npy::read::<i32>(&files[2]).expect("gt_cosine.npy");
-        let truth = gt
-            .data
-            .chunks(gt.cols)
-            .map(|row| row[..K].iter().map(|&r| r as usize).collect())
-            .collect();
-        Some(MiniLm {
-            base: base.data,
-            dim: base.cols,
-            queries: queries.data,
-            truth,
-        })
     }
 
     /// A cosine database holding `base` under ids "0", "1", ... (the row numbers).
@@ -176,7 +131,7 @@ mod native {
         (db, dir)
     }
 
-    fn real_set(m: &MiniLm) -> Set {
+    fn real_set(m: &common::MiniLm) -> Set {
         let start = Instant::now();
         let rows = m.base.len() / m.dim;
         let (db, dir) = database(&m.base, m.dim);
@@ -196,7 +151,7 @@ mod native {
 
     /// `rows` rows: row `r` is MiniLM row `r / VARIANTS` (cycling) plus Gaussian noise of
     /// expected norm `noise`, scaled back to unit length. Ground truth: the exact scan.
-    fn perturbed_set(m: &MiniLm, rows: usize, noise: f32, queries: usize) -> Set {
+    fn perturbed_set(m: &common::MiniLm, rows: usize, noise: f32, queries: usize) -> Set {
         let start = Instant::now();
         let dim = m.dim;
         let sources = m.base.len() / dim;
@@ -442,8 +397,8 @@ mod native {
     }
 
     pub fn main() {
-        let full = super::common::bench_mode();
-        let Some(minilm) = load_minilm() else {
+        let full = common::bench_mode();
+        let Some(minilm) = common::load_minilm(K, "SKIP quantized") else {
             return;
         };
         let rows = std::env::var("SRVDB_QUANT_ROWS")

@@ -113,3 +113,63 @@ pub fn scan_bytes(rows: usize, dim: usize) -> (f64, f64) {
     let stride = srvdb::format::RowLayout::new(dim as u32).stride_bytes();
     ((rows * dim * 4) as f64, (rows * stride) as f64)
 }
+
+/// The shared MiniLM set (`../shared/data` or `SRVDB_DATA_DIR`): its rows, held-out queries
+/// and the shipped cosine top `k` of each query.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct MiniLm {
+    pub base: Vec<f32>,
+    pub dim: usize,
+    pub queries: Vec<f32>,
+    pub truth: Vec<Vec<usize>>,
+}
+
+/// Where the shared data is: `SRVDB_DATA_DIR`, else `../shared/data` beside the checkout.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn data_dir() -> std::path::PathBuf {
+    std::env::var("SRVDB_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+        })
+}
+
+/// The shared MiniLM set with each query's true top `k`, or None (saying so, and that
+/// `instead` is used) when it is absent.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_minilm(k: usize, instead: &str) -> Option<MiniLm> {
+    use srvdb::npy;
+    let dir = data_dir();
+    let files = ["base.npy", "queries.npy", "gt_cosine.npy"].map(|f| dir.join(f));
+    if files.iter().any(|f| !f.is_file()) {
+        println!(
+            "no base.npy / queries.npy / gt_cosine.npy in {} (set SRVDB_DATA_DIR): {instead}",
+            dir.display()
+        );
+        return None;
+    }
+    let base = npy::read::<f32>(&files[0]).expect("base.npy");
+    let queries = npy::read::<f32>(&files[1]).expect("queries.npy");
+    let gt = npy::read::<i32>(&files[2]).expect("gt_cosine.npy");
+    let truth = gt
+        .data
+        .chunks(gt.cols)
+        .map(|row| row[..k].iter().map(|&r| r as usize).collect())
+        .collect();
+    Some(MiniLm {
+        base: base.data,
+        dim: base.cols,
+        queries: queries.data,
+        truth,
+    })
+}
+
+/// Recall of `hits` (ids are row numbers) against `truth`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn recall_of(truth: &[usize], hits: &[srvdb::SearchHit]) -> f64 {
+    let found = hits
+        .iter()
+        .filter(|h| h.id.parse::<usize>().is_ok_and(|r| truth.contains(&r)))
+        .count();
+    found as f64 / truth.len().max(1) as f64
+}
