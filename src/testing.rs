@@ -72,6 +72,30 @@ impl Rng {
     }
 }
 
+/// The ranking key of `v` for query `q` in f64 (higher is better: L2 is negated), the
+/// reference the unit tests check the engine's f32 kernels and indexes against.
+pub fn reference_key(metric: crate::types::Metric, q: &[f32], v: &[f32]) -> f64 {
+    use crate::types::Metric;
+    let dot: f64 = q
+        .iter()
+        .zip(v)
+        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+        .sum();
+    match metric {
+        Metric::Dot => dot,
+        Metric::Cosine => {
+            let nq = q.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
+            let nv = v.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
+            dot / (nq * nv)
+        }
+        Metric::L2 => -q
+            .iter()
+            .zip(v)
+            .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
+            .sum::<f64>(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

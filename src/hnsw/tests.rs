@@ -75,26 +75,7 @@ fn brute(metric: Metric, data: &Data, q: &[f32], skip: &[u64], k: usize) -> Vec<
         .iter()
         .zip(0u64..)
         .filter(|(_, r)| !crate::index::row_bit_set(skip, *r))
-        .map(|(v, r)| {
-            let dot: f64 = q
-                .iter()
-                .zip(v)
-                .map(|(a, b)| f64::from(*a) * f64::from(*b))
-                .sum();
-            let nq = q.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
-            let nv = v.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
-            let l2: f64 = q
-                .iter()
-                .zip(v)
-                .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
-                .sum();
-            let key = match metric {
-                Metric::Dot => dot,
-                Metric::Cosine => dot / (nq * nv),
-                Metric::L2 => -l2,
-            };
-            (key, r)
-        })
+        .map(|(v, r)| (crate::testing::reference_key(metric, q, v), r))
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.into_iter().take(k).map(|(_, r)| r).collect()
