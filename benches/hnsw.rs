@@ -337,13 +337,6 @@ mod native {
         g.finish();
     }
 
-    fn percentile(ms: &[f64], p: f64) -> f64 {
-        let mut ms = ms.to_vec();
-        ms.sort_by(f64::total_cmp);
-        let at = ((ms.len() as f64 - 1.0) * p).round() as usize;
-        ms.get(at).copied().unwrap_or(f64::NAN)
-    }
-
     /// The cases of one traversal on `set`, interleaved query by query, `passes` times over
     /// the query set.
     fn summary(set: &Set, q: Option<Quantization>, passes: usize) {
@@ -383,8 +376,8 @@ mod native {
             println!(
                 "{:>8} | {:>9.3} {:>9.3} {:>10.0} {:>10.2} {:>9.4}",
                 case.label(),
-                percentile(&times[c], 0.5),
-                percentile(&times[c], 0.99),
+                common::percentile(&times[c], 0.5),
+                common::percentile(&times[c], 0.99),
                 qps,
                 qps / exact_qps,
                 recall[c] / iters as f64,

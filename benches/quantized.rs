@@ -277,15 +277,8 @@ mod native {
         g.finish();
     }
 
-    fn percentile(ms: &[f64], p: f64) -> f64 {
-        let mut ms = ms.to_vec();
-        ms.sort_by(f64::total_cmp);
-        let at = ((ms.len() as f64 - 1.0) * p).round() as usize;
-        ms.get(at).copied().unwrap_or(f64::NAN)
-    }
-
     fn median(ms: &[f64]) -> f64 {
-        percentile(ms, 0.5)
+        common::percentile(ms, 0.5)
     }
 
     /// Creates the `q` index on `set` and prints its size and the resident set; false (with
@@ -385,7 +378,7 @@ mod native {
                 "{:>12} | {:>9.3} {:>9.3} {:>7.3} {:>7.3} {:>9.4} | {:>12.4} {:>7.3} {:>9.4}",
                 case.label(),
                 p50,
-                percentile(&times[c], 0.99),
+                common::percentile(&times[c], 0.99),
                 p50 / exact,
                 median(&paired),
                 recall[c] / iters as f64,

@@ -173,3 +173,11 @@ pub fn recall_of(truth: &[usize], hits: &[srvdb::SearchHit]) -> f64 {
         .count();
     found as f64 / truth.len().max(1) as f64
 }
+
+/// The `p` quantile (0..=1) of `ms`, nearest rank; NaN when empty.
+pub fn percentile(ms: &[f64], p: f64) -> f64 {
+    let mut ms = ms.to_vec();
+    ms.sort_by(f64::total_cmp);
+    let at = ((ms.len() as f64 - 1.0) * p).round() as usize;
+    ms.get(at).copied().unwrap_or(f64::NAN)
+}
