@@ -536,8 +536,15 @@ def merge(earlier: dict, now: dict, tests: list[str]) -> dict:
         for ds, fig in entry.get("datasets", {}).items():
             target = old.setdefault("datasets", {}).setdefault(ds, {})
             for test in tests:
-                if test in fig:
-                    target[test] = fig[test]
+                if test not in fig:
+                    continue
+                if test == "hnsw" and now["config"].get("hnsw_only_modes") and target.get(test):
+                    # A run limited by --hnsw-modes (e.g. SrvDB's int8 graph on its own, as
+                    # the 1M builds are long) adds its modes to the earlier run's instead of
+                    # dropping them.
+                    target[test].setdefault("modes", {}).update(fig[test].get("modes", {}))
+                    continue
+                target[test] = fig[test]
             target.setdefault("shape", fig.get("shape"))
     return out
 
