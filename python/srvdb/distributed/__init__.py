@@ -12,5 +12,6 @@ lives.
 """
 
 from ._manifest import Manifest, ManifestError, read_manifest, shard_of
+from ._ingest import ingest
 
-__all__ = ["Manifest", "ManifestError", "read_manifest", "shard_of"]
+__all__ = ["Manifest", "ManifestError", "read_manifest", "shard_of", "ingest"]
