@@ -116,7 +116,7 @@ def assert_complete(root: Path, shards: int, ids, vectors, metas=None, metric="c
 
 
 def test_every_row_lands_in_its_shard_with_its_vector_and_metadata(ray, tmp_path):
-    ids, vectors = rows(3000, 24)
+    ids, vectors = rows(2000, 24)
     vectors[7] = -0.0  # sign bits must survive too
     years = [int(y) for y in np.random.default_rng(1).integers(1990, 2030, len(ids))]
     tags = [f"t{n % 5}" for n in range(len(ids))]
@@ -172,7 +172,7 @@ def test_text_column_is_embedded_like_the_builtin_embedder_in_process(ray, tmp_p
     ds = ray.data.from_items([{"id": i, "text": t, "n": n} for n, (i, t) in enumerate(zip(ids, texts))],
                              override_num_blocks=4)
     manifest = sd.ingest(ds, tmp_path / "db", 2, text_column="text", metadata_columns=["n"],
-                         embedder=model, batch_size=8, concurrency=2)
+                         embedder=model, batch_size=8, concurrency=1)
     assert manifest.embedder == "all-MiniLM-L6-v2" and manifest.dim == reference["dimension"]
     with srvdb.open(":memory:", embedder=model) as local:
         expected = local.embed(texts).astype(np.float64)
