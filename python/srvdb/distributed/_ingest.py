@@ -1,13 +1,14 @@
 """Sharded ingest from Ray Data: :func:`ingest` writes one SrvDB database per shard from a
 ``ray.data.Dataset`` and records them in the manifest, written last.
 
-How it runs: the dataset flows through ``map_batches``. With a text column and no vectors, an
-actor pool embeds the texts with the built-in embedder (each actor loads the model once).
-A routing stage then splits every batch by :func:`shard_of` and sends each shard its part in
-one call to that shard's writer actor. A writer is the only handle on its shard's directory,
-adds what it receives (the database checks dimensions, NaN and duplicate ids) and commits once
-at the end. When every writer has committed, the manifest is written (atomically); a sharded
-database without a manifest is not one.
+How it runs: with a text column and no vectors, the dataset flows through ``map_batches`` with
+an actor pool that embeds the texts with the built-in embedder (each actor loads the model
+once), on any node. The batches then stream to this process (the driver, on the node that
+holds ``path``), which checks them (string ids, one dimension, finite values), splits each by
+:func:`shard_of` and hands every shard its part in one ``add``. Each shard has one writer: a
+database handle with its own thread, so the shards are written in parallel and each in batch
+order (the database itself refuses a duplicate id). Each shard commits once at the end; then
+the manifest is written (atomically). A sharded database without a manifest is not one.
 
 Crash safety: before creating anything, ingest writes ``.ingest-in-progress`` under ``path``
 naming the shard directories it will create. A re-run that finds that marker (and no
@@ -25,6 +26,8 @@ import os
 import pickle
 import re
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -51,7 +54,6 @@ DEFAULT_BATCH_SIZE = 1024
 _SHARD_DIR = re.compile(r"shard-\d{5}")
 # Column names the pipeline adds to a batch (chosen not to collide with a user's).
 _VECTORS = "__srvdb_vector"
-_ROWS = "__srvdb_rows"
 _ERROR = "__srvdb_error"
 _RAY_MISSING = 'srvdb.distributed.ingest needs Ray Data: pip install "ray[data]"'
 
@@ -96,8 +98,9 @@ def ingest(
     append: add rows to an existing sharded database with ``srvdb.distributed.open``.
 
     ``concurrency``: the most embedding actors (default: the cluster's CPU count); each loads
-    the model once. The shard writers run on this node (the one holding ``path``) and reserve
-    no CPU.
+    the model once. The shards are written by this process, one thread per shard, so ``path``
+    must be on this node's disk (or a shared file system). ``batch_size`` rows go to the
+    embedder, and are checked and split per shard, at a time.
 
     Raises :class:`srvdb.InvalidInputError` for a missing column, a non-string id, a NaN or
     infinite value or a bad argument, :class:`srvdb.DimensionMismatchError` for vectors of
@@ -123,18 +126,14 @@ def ingest(
 
     embed = vector_column is None
     model_name, model_folder = _resolve_embedder(embedder) if text_column is not None else (None, None)
-    dim = _first_dim(dataset, vector_column) if not embed else None
 
     root = Path(path)
     dirs = [shard_dir_name(s) for s in range(shards)]
     _prepare(root, dirs, if_exists)
 
-    writers: list = []
+    writers: list[_ShardWriter] = []
     try:
-        writer_cls = ray.remote(num_cpus=0, max_restarts=0)(_ShardWriter).options(
-            scheduling_strategy=_this_node(ray))
-        writers = [writer_cls.remote(str(root / d), dim, metric, model_folder or model_name)
-                   for d in dirs]
+        writers = [_ShardWriter(root / d, metric, model_folder or model_name) for d in dirs]
         pipeline = dataset
         vector_key = vector_column
         if embed:
@@ -145,34 +144,21 @@ def ingest(
                                        "text_column": text_column},
                 concurrency=(1, workers))
             vector_key = _VECTORS
-        routed = pipeline.map_batches(
-            _route, batch_size=batch_size, batch_format="numpy",
-            fn_kwargs={"writers": writers, "id_column": id_column, "vector_key": vector_key,
-                       "text_column": text_column, "metadata_columns": meta_cols, "dim": dim})
-        sent = 0
-        for batch in routed.iter_batches(batch_size=None, batch_format="numpy"):
-            error = next((e for e in batch[_ERROR] if e), None)
-            if error:
-                raise pickle.loads(error)
-            sent += int(batch[_ROWS].sum())
-        committed = ray.get([w.commit.remote() for w in writers])
+        columns = _Columns(id_column, vector_key, text_column, meta_cols)
+        dim = _write(pipeline, batch_size, columns, writers)
+        for w in writers:
+            w.commit()
     except BaseException as e:
-        _abort(ray, writers, root, dirs)
-        cause = _srvdb_cause(e)
-        if cause is not None:
-            raise _translated(cause, id_column) from None
-        raise
-    for w in writers:
-        ray.kill(w)
-
-    rows = sum(n for n, _ in committed)
-    dims = {d for _, d in committed if d is not None}
-    if rows != sent or len(dims) > 1:
+        for w in writers:
+            w.close()
         _remove(root, dirs)
-        raise Error(f"ingest lost track of rows: {sent} sent, {rows} committed, dims {sorted(dims)}"
-                    " (the shards were removed; please report this)")
-    manifest = Manifest(shards=shards, dim=dims.pop() if dims else dim, metric=metric,
-                        embedder=model_name)
+        cause = _srvdb_cause(e)
+        if cause is not None and cause is not e:
+            raise _translated(cause, id_column) from None
+        if isinstance(e, DuplicateIdError):
+            raise _translated(e, id_column) from None
+        raise
+    manifest = Manifest(shards=shards, dim=dim, metric=metric, embedder=model_name)
     write_manifest(root, manifest)
     (root / IN_PROGRESS_NAME).unlink()
     fsync_dir(root)
@@ -216,17 +202,6 @@ def _resolve_embedder(embedder: Optional[str]) -> tuple[str, Optional[str]]:
     name = embedder or text.DEFAULT_MODEL
     folder = str(text.model_dir(name))  # ModelError naming the install command if missing
     return text.model_name(name), folder
-
-
-def _first_dim(dataset, vector_column: str) -> Optional[int]:
-    rows = dataset.take(1)
-    if not rows:
-        return None
-    first = np.asarray(rows[0][vector_column])
-    if first.ndim != 1 or first.size == 0:
-        raise InvalidInputError(f"vector_column={vector_column!r} must hold one non-empty vector "
-                                f"per row; the first row has shape {first.shape}")
-    return int(first.size)
 
 
 def _prepare(root: Path, dirs: list[str], if_exists: str) -> None:
@@ -303,23 +278,6 @@ def _remove(root: Path, dirs: list[str]) -> None:
     fsync_dir(root)
 
 
-def _abort(ray, writers: list, root: Path, dirs: list[str]) -> None:
-    # Close each writer first (so no process still writes into a directory being removed);
-    # one that does not answer in time is killed, and its directory stays for the next run.
-    done, _ = ray.wait([w.close.remote() for w in writers], num_returns=len(writers), timeout=30)
-    for w in writers:
-        ray.kill(w)
-    if len(done) == len(writers):
-        _remove(root, dirs)
-
-
-def _this_node(ray):
-    """Pins an actor to the driver's node, the one whose disk holds ``path``."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-
-
 # ---------------------------------------------------------------- errors
 
 
@@ -376,81 +334,94 @@ class _Embedder:
                 raise InvalidInputError(f"text_column={self._text_column!r} must hold strings; "
                                         f"got {type(texts[bad[0]]).__name__} {texts[bad[0]]!r}")
             batch[_VECTORS] = self._db.embed(list(texts), progress=False)
-        except Error as e:  # handed to _route, which reports it (see there)
+        except Error as e:
+            # Reported by _write: raised here, Ray Data would replace it by a generic "UDF
+            # failed" error, losing its class and message.
             error = pickle.dumps(e)
             batch[_VECTORS] = np.zeros((rows, self._db.dim or 1), dtype=np.float32)
         batch[_ERROR] = np.array([error] * rows, dtype=object)
         return batch
 
 
-class _ShardWriter:
-    """Ray actor: the only handle on one shard's database while ingest writes it."""
+@dataclass(frozen=True)
+class _Columns:
+    """Where each part of a record is in the pipeline's batches."""
 
-    def __init__(self, directory: str, dim: Optional[int], metric: str, embedder: Optional[str]):
+    id: str
+    vector: str
+    text: Optional[str]
+    metadata: list[str]
+
+
+class _ShardWriter:
+    """The only handle on one shard's database while ingest writes it, with its own thread:
+    the shards are written in parallel (``add`` releases the GIL), each in batch order."""
+
+    def __init__(self, directory: Path, metric: str, embedder: Optional[str]):
         import srvdb
 
-        self._db = srvdb.open(directory, dim=dim, metric=metric, embedder=embedder)
+        self._db = srvdb.open(directory, metric=metric, embedder=embedder)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"srvdb-{directory.name}")
+        self._pending: Optional[Future] = None
 
-    def add(self, ids, vectors, metadatas, documents) -> int:
-        self._db.add(ids, vectors, metadatas, documents, progress=False)
-        return len(ids)
+    def add(self, ids, vectors, metadatas, documents) -> None:
+        """Queues one add, after waiting for the one before (so at most one batch per shard
+        waits in memory); raises that one's error, if any."""
+        self.wait()
+        self._pending = self._thread.submit(self._db.add, ids, vectors, metadatas, documents,
+                                            progress=False)
 
-    def commit(self) -> tuple[int, Optional[int]]:
-        """Commits once, closes, and returns the shard's row count and dimension."""
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def commit(self) -> None:
+        """Commits what was added, once, and closes."""
+        self.wait()
         self._db.persist()
-        rows, dim = len(self._db), self._db.dim
-        self._db.close()
-        return rows, dim
+        self.close()
 
     def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            try:
+                self._pending.result()
+            except BaseException:  # the error that stopped the ingest, already raised
+                pass
+        self._thread.shutdown(wait=True)
         if not self._db.closed:
             self._db.close()
 
 
-def _route(batch: dict, *, writers: list, id_column: str, vector_key: str,
-           text_column: Optional[str], metadata_columns: list[str], dim: Optional[int]) -> dict:
-    """Ray Data task: checks one batch, splits it by shard and sends each writer its part.
-    Returns the row count, or the SrvDB error that stopped it (pickled): Ray Data would
-    replace a raised one by a generic "UDF failed" error, losing its class and message."""
-    try:
-        if _ERROR in batch:  # the embedding stage failed on this batch
+def _write(pipeline, batch_size: int, columns: _Columns, writers: list[_ShardWriter]) -> Optional[int]:
+    """Streams ``pipeline``'s batches here, checks each and hands every shard its rows; returns
+    the vectors' dimension (None for an empty dataset)."""
+    dim: Optional[int] = None
+    for batch in pipeline.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        if _ERROR in batch:  # the embedding stage failed on this batch (see _Embedder)
             error = next((e for e in batch[_ERROR] if e), b"")
             if error:
-                return _result(0, error)
-        ids = _ids(batch[id_column], id_column)
-        vectors = _vectors(batch[vector_key], ids, vector_key, dim)
+                raise pickle.loads(error)
+        ids = _ids(batch[columns.id], columns.id)
+        if not ids:
+            continue
+        vectors = _vectors(batch[columns.vector], ids, columns.vector, dim)
+        dim = vectors.shape[1]
         metas = None
-        if metadata_columns:
-            columns = {c: _plain(batch[c]) for c in metadata_columns}
-            metas = [{c: columns[c][i] for c in metadata_columns} for i in range(len(ids))]
+        if columns.metadata:
+            values = {c: _plain(batch[c]) for c in columns.metadata}
+            metas = [{c: values[c][i] for c in columns.metadata} for i in range(len(ids))]
         docs = None
-        if text_column is not None:
-            docs = [t if isinstance(t, str) else None for t in batch[text_column]]
-        _send(writers, ids, vectors, metas, docs)
-    except Exception as e:
-        cause = _srvdb_cause(e)
-        if cause is None:
-            raise
-        return _result(0, pickle.dumps(cause))
-    return _result(len(ids), b"")
-
-
-def _send(writers: list, ids: list[str], vectors: np.ndarray, metas, docs) -> None:
-    """Sends each shard its rows of the batch, in one call per shard, and waits for all."""
-    import ray
-
-    refs = []
-    for shard, rows in enumerate(partition(ids, len(writers))):
-        if rows:
-            refs.append(writers[shard].add.remote(
-                [ids[i] for i in rows], vectors[rows],
-                [metas[i] for i in rows] if metas is not None else None,
-                [docs[i] for i in rows] if docs is not None else None))
-    ray.get(refs)
-
-
-def _result(rows: int, error: bytes) -> dict:
-    return {_ROWS: np.array([rows], dtype=np.int64), _ERROR: np.array([error], dtype=object)}
+        if columns.text is not None:
+            docs = [t if isinstance(t, str) else None for t in batch[columns.text]]
+        for shard, rows in enumerate(partition(ids, len(writers))):
+            if rows:
+                writers[shard].add(
+                    [ids[i] for i in rows], vectors[rows],
+                    [metas[i] for i in rows] if metas is not None else None,
+                    [docs[i] for i in rows] if docs is not None else None)
+    return dim
 
 
 def _ids(column, id_column: str) -> list[str]:
@@ -464,8 +435,8 @@ def _ids(column, id_column: str) -> list[str]:
 
 
 def _vectors(column, ids: list[str], vector_key: str, dim: Optional[int]) -> np.ndarray:
-    """The batch's vectors as one float32 (rows, dim) array, checked: equal lengths (``dim``
-    when known), finite values. Errors name the first offending id."""
+    """The batch's vectors as one float32 (rows, dim) array, checked: equal lengths (``dim``,
+    the earlier batches' length, when known), finite values. Errors name the offending id."""
     if isinstance(column, np.ndarray) and column.dtype != object and column.ndim == 2:
         rows = column
     else:
