@@ -87,7 +87,8 @@ def ingest(
     fixed-length list or tensor column) or a text (``text_column``) that the built-in embedder
     turns into one (``embedder``, default ``"all-MiniLM-L6-v2"``; a sentence-transformers
     folder works too, at the same path on every node). With both, the vectors are stored and
-    the texts kept as the records' documents. ``metadata_columns`` are stored as each record's
+    the texts kept as the records' documents; ``embedder`` with given vectors records that
+    they come from that model (so the shards answer text queries). ``metadata_columns`` are stored as each record's
     JSON metadata (none by default). Row ``id`` goes to shard ``shard_of(id, shards)``,
     directory ``path/shard-NNNNN``.
 
@@ -118,14 +119,12 @@ def ingest(
     if text_column is None and vector_column is None:
         raise InvalidInputError("ingest needs vector_column= (vectors given) or text_column= "
                                 "(texts embedded with the built-in embedder)")
-    if embedder is not None and vector_column is not None and text_column is None:
-        raise InvalidInputError("embedder= applies to text_column=; vector_column alone stores "
-                                "the given vectors")
     meta_cols = list(metadata_columns or ())
     _check_columns(dataset, id_column, text_column, vector_column, meta_cols)
 
     embed = vector_column is None
-    model_name, model_folder = _resolve_embedder(embedder) if text_column is not None else (None, None)
+    # Given vectors are recorded as the embedder's only when the caller names it.
+    model_name, model_folder = _resolve_embedder(embedder) if embed or embedder else (None, None)
 
     root = Path(path)
     dirs = [shard_dir_name(s) for s in range(shards)]
@@ -147,7 +146,9 @@ def ingest(
         columns = _Columns(id_column, vector_key, text_column, meta_cols)
         dim = _write(pipeline, batch_size, columns, writers)
         for w in writers:
-            w.commit()
+            w.start_commit()
+        for w in writers:
+            w.finish_commit()
     except BaseException as e:
         for w in writers:
             w.close()
@@ -185,7 +186,9 @@ def _check_args(shards, batch_size, metric, if_exists, concurrency) -> int:
 
 def _check_columns(dataset, id_column, text_column, vector_column, meta_cols) -> None:
     schema = dataset.schema()
-    names = list(schema.names) if schema is not None else []
+    if schema is None:  # an empty dataset: nothing to check, nothing to write
+        return
+    names = list(schema.names)
     wanted = [("id_column", id_column), ("text_column", text_column),
               ("vector_column", vector_column)] + [("metadata_columns", c) for c in meta_cols]
     for arg, col in wanted:
@@ -195,8 +198,8 @@ def _check_columns(dataset, id_column, text_column, vector_column, meta_cols) ->
 
 
 def _resolve_embedder(embedder: Optional[str]) -> tuple[str, Optional[str]]:
-    """The name the shards and manifest record, and the model folder found here (None if the
-    workers must resolve the name themselves, e.g. on another node)."""
+    """The name the shards and manifest record, and the model folder on this node (an
+    embedding actor on a node without that folder resolves the name itself)."""
     from .. import text
 
     name = embedder or text.DEFAULT_MODEL
@@ -208,7 +211,9 @@ def _prepare(root: Path, dirs: list[str], if_exists: str) -> None:
     """Makes ``root`` ready for a fresh ingest of ``dirs``: redoes an interrupted ingest's
     cleanup, applies ``if_exists`` to an existing database, refuses shard directories it did
     not make, then writes the in-progress marker (durably) before anything else."""
-    root.mkdir(parents=True, exist_ok=True)
+    if not root.is_dir():
+        root.mkdir(parents=True)
+        fsync_dir(root.parent)
     marker = root / IN_PROGRESS_NAME
     ours = set(_marker_dirs(marker))
     existing = read_manifest(root)
@@ -376,10 +381,14 @@ class _ShardWriter:
         if pending is not None:
             pending.result()
 
-    def commit(self) -> None:
-        """Commits what was added, once, and closes."""
+    def start_commit(self) -> None:
+        """Starts the shard's one commit (after its last add); the shards commit in parallel."""
         self.wait()
-        self._db.persist()
+        self._pending = self._thread.submit(self._db.persist)
+
+    def finish_commit(self) -> None:
+        """Waits for the commit (raising its error) and closes."""
+        self.wait()
         self.close()
 
     def close(self) -> None:
