@@ -211,6 +211,17 @@ def text_figures(ray, sd, srvdb, work: Path, cfg) -> dict:
             "ratio_to_in_process": local_s / ray_s}
 
 
+def source_name(md: Path, merged: str, added: str) -> str:
+    """The JSON names the report's header gives: those of the report being replaced (which
+    may name several merged runs), plus this run's once."""
+    import re
+
+    old = md.read_text(encoding="utf-8") if md.is_file() else ""
+    found = re.search(r"from `([^`]+)`", old)
+    names = found.group(1).split(" + ") if found else [merged]
+    return " + ".join([n for n in names if n != added] + [added])
+
+
 def main() -> None:
     args = parse_args()
     cfg = SMOKE if args.smoke else FULL
@@ -270,7 +281,7 @@ def main() -> None:
         import report
 
         md = args.report_dir / "benchmarks.md"
-        md.write_text(report.render(merged, f"{args.merge_into.name} + {args.out.name}"))
+        md.write_text(report.render(merged, source_name(md, args.merge_into.name, args.out.name)))
         print(f"==> report: {os.path.relpath(md, REPO)}")
 
 
