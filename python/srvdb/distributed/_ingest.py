@@ -3,10 +3,9 @@
 
 How it runs: with a text column and no vectors, the dataset flows through ``map_batches`` with
 an actor pool that embeds the texts with the built-in embedder (each actor loads the model
-once). A second ``map_batches`` stage checks each batch (string ids, vectors of one length,
-finite values) and computes each row's shard with :func:`shard_of`; both run on any node. The
-batches then stream to this process (the driver, on the node that holds ``path``), which
-hands every shard its rows of each batch in one ``add``. Each shard has one writer: a
+once), on any node. The batches then stream to this process (the driver, on the node that
+holds ``path``), which checks them (string ids, one dimension, finite values), splits each by
+:func:`shard_of` and hands every shard its part in one ``add``. Each shard has one writer: a
 database handle with its own thread, so the shards are written in parallel and each in batch
 order (the database itself refuses a duplicate id). Each shard commits once at the end; then
 the manifest is written (atomically). A sharded database without a manifest is not one.
@@ -40,9 +39,9 @@ from ._manifest import (
     MAX_SHARDS,
     Manifest,
     fsync_dir,
+    partition,
     read_manifest,
     shard_dir_name,
-    shard_of,
     write_manifest,
 )
 
@@ -56,7 +55,6 @@ _SHARD_DIR = re.compile(r"shard-\d{5}")
 # Column names the pipeline adds to a batch (chosen not to collide with a user's).
 _VECTORS = "__srvdb_vector"
 _ERROR = "__srvdb_error"
-_SHARD = "__srvdb_shard"
 _RAY_MISSING = 'srvdb.distributed.ingest needs Ray Data: pip install "ray[data]"'
 
 
@@ -146,9 +144,7 @@ def ingest(
                 concurrency=(1, workers))
             vector_key = _VECTORS
         columns = _Columns(id_column, vector_key, text_column, meta_cols)
-        pipeline = pipeline.map_batches(_check, batch_size=batch_size, batch_format="numpy",
-                                        fn_kwargs={"shards": shards, "columns": columns})
-        dim = _write(pipeline, columns, writers)
+        dim = _write(pipeline, batch_size, columns, writers)
         for w in writers:
             w.start_commit()
         for w in writers:
@@ -345,7 +341,7 @@ class _Embedder:
             batch[_VECTORS] = self._db.embed(list(texts), progress=False)
         except Error as e:
             # Reported by _write: raised here, Ray Data would replace it by a generic "UDF
-            # failed" error, losing its class and message. The batch keeps its columns.
+            # failed" error, losing its class and message.
             error = pickle.dumps(e)
             batch[_VECTORS] = np.zeros((rows, self._db.dim or 1), dtype=np.float32)
         batch[_ERROR] = np.array([error] * rows, dtype=object)
@@ -407,18 +403,19 @@ class _ShardWriter:
             self._db.close()
 
 
-def _write(pipeline, columns: _Columns, writers: list[_ShardWriter]) -> Optional[int]:
-    """Streams the checked batches (see :func:`_check`) here and hands every shard its rows;
-    returns the vectors' dimension (None for an empty dataset)."""
+def _write(pipeline, batch_size: int, columns: _Columns, writers: list[_ShardWriter]) -> Optional[int]:
+    """Streams ``pipeline``'s batches here, checks each and hands every shard its rows; returns
+    the vectors' dimension (None for an empty dataset)."""
     dim: Optional[int] = None
-    for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
-        error = next((e for e in batch[_ERROR] if e), b"")
-        if error:
-            raise pickle.loads(error)
-        ids = batch[columns.id].tolist()
+    for batch in pipeline.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        if _ERROR in batch:  # the embedding stage failed on this batch (see _Embedder)
+            error = next((e for e in batch[_ERROR] if e), b"")
+            if error:
+                raise pickle.loads(error)
+        ids = _ids(batch[columns.id], columns.id)
         if not ids:
             continue
-        vectors = _vectors(batch[columns.vector], ids, columns.vector, dim, finite=False)
+        vectors = _vectors(batch[columns.vector], ids, columns.vector, dim)
         dim = vectors.shape[1]
         metas = None
         if columns.metadata:
@@ -427,35 +424,13 @@ def _write(pipeline, columns: _Columns, writers: list[_ShardWriter]) -> Optional
         docs = None
         if columns.text is not None:
             docs = [t if isinstance(t, str) else None for t in batch[columns.text]]
-        shard = batch[_SHARD]
-        order = np.argsort(shard, kind="stable")
-        bounds = np.searchsorted(shard[order], np.arange(len(writers) + 1))
-        for s, writer in enumerate(writers):
-            rows = order[bounds[s]:bounds[s + 1]]
-            if len(rows):
-                writer.add([ids[i] for i in rows], vectors[rows],
-                           [metas[i] for i in rows] if metas is not None else None,
-                           [docs[i] for i in rows] if docs is not None else None)
+        for shard, rows in enumerate(partition(ids, len(writers))):
+            if rows:
+                writers[shard].add(
+                    [ids[i] for i in rows], vectors[rows],
+                    [metas[i] for i in rows] if metas is not None else None,
+                    [docs[i] for i in rows] if docs is not None else None)
     return dim
-
-
-def _check(batch: dict, *, shards: int, columns: _Columns) -> dict:
-    """Ray Data task: checks one batch (string ids, vectors of one length, finite values) and
-    adds each row's shard, so the driver only routes. An error travels in the batch, pickled
-    (see :class:`_Embedder`)."""
-    n = len(batch[columns.id])
-    error = next((e for e in batch.get(_ERROR, ()) if e), b"")
-    shard = np.zeros(n, dtype=np.int32)
-    if not error:
-        try:
-            ids = _ids(batch[columns.id], columns.id)
-            _vectors(batch[columns.vector], ids, columns.vector, None)
-            shard = np.fromiter((shard_of(i, shards) for i in ids), dtype=np.int32, count=n)
-        except Error as e:
-            error = pickle.dumps(e)
-    batch[_SHARD] = shard
-    batch[_ERROR] = np.array([error] * n, dtype=object)
-    return batch
 
 
 def _ids(column, id_column: str) -> list[str]:
@@ -468,11 +443,9 @@ def _ids(column, id_column: str) -> list[str]:
     return ids
 
 
-def _vectors(column, ids: list[str], vector_key: str, dim: Optional[int],
-             finite: bool = True) -> np.ndarray:
+def _vectors(column, ids: list[str], vector_key: str, dim: Optional[int]) -> np.ndarray:
     """The batch's vectors as one float32 (rows, dim) array, checked: equal lengths (``dim``,
-    the earlier batches' length, when known), finite values (if ``finite``). Errors name the
-    offending id."""
+    the earlier batches' length, when known), finite values. Errors name the offending id."""
     if isinstance(column, np.ndarray) and column.dtype != object and column.ndim == 2:
         rows = column
     else:
@@ -486,11 +459,9 @@ def _vectors(column, ids: list[str], vector_key: str, dim: Optional[int],
     if dim is not None and len(ids) and rows.shape[1] != dim:
         raise _dim_error(ids[0], vector_key, dim, rows.shape[1])
     out = np.ascontiguousarray(rows, dtype=np.float32)
-    if not finite or np.isfinite(out).all():
-        return out
-    good = np.isfinite(out).all(axis=1)
-    if not good.all():
-        bad = int(np.argmin(good))
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        bad = int(np.argmin(finite))
         raise InvalidInputError(f"the vector of id {ids[bad]!r} holds NaN or infinity "
                                 "(after conversion to float32)")
     return out
