@@ -904,6 +904,12 @@ def distributed_section(results: dict) -> list[str]:
             continue
         ing = fig["ingest"]
         lines += [f"### {ds} ({ing['rows']:,} x {ing['dim']})", "",
+                  "One process (the reference): "
+                  + (f"{ing['rows'] / ing['single_one_add_s']:,.0f} rows/s in one add, "
+                     f"{ing['rows'] / ing['single_batched_s']:,.0f} rows/s in adds of "
+                     f"{ing['batch_size']:,} (the ingest's batch size); the faster is the reference."
+                     if "single_one_add_s" in ing else
+                     f"{ing['single_rows_per_s']:,.0f} rows/s."), "",
                   "| shards | ingest through Ray Data (rows/s) | vs one process "
                   f"({ing['single_rows_per_s']:,.0f} rows/s) | sharded search_batch (ms/query) "
                   "| slowest shard alone (ms/query) | overhead (ms/query) |",
