@@ -56,7 +56,7 @@ class ShardActor:
     """Serves one shard directory: writes, reads and searches, with the ordering keys the
     driver merges on."""
 
-    def __init__(self, directory: str, shard: int):
+    def __init__(self, directory: str, shard: int, metric: str):
         import srvdb
 
         self._shard = shard
@@ -69,7 +69,8 @@ class ShardActor:
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         while True:
             try:
-                self._db = srvdb.open(path)
+                # The metric is given, as a shard with no rows yet has not stored it.
+                self._db = srvdb.open(path, metric=metric)
                 break
             except LockedError:
                 # A restart races the dead process's exit; its lock goes with it.

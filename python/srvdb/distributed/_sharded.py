@@ -255,7 +255,9 @@ class ShardedDatabase:
         self._write_lock = threading.Lock()
         remote = ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(ShardActor)
         self.actors = [
-            remote.options(scheduling_strategy=placement[s]).remote(str(manifest.shard_path(root, s)), s)
+            remote.options(scheduling_strategy=placement[s]).remote(
+                str(manifest.shard_path(root, s)), s, manifest.metric
+            )
             for s in range(manifest.shards)
         ]
         try:
