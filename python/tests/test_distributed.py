@@ -305,3 +305,23 @@ def test_import_and_open_without_ray(tmp_path):
     )
     assert 'pip install "ray[data]"' in out
     assert not (tmp_path / "db").exists()
+
+
+def test_text_query_equals_one_database(ray_cluster, tmp_path):
+    try:
+        single = srvdb.open(tmp_path / "single", embedder="all-MiniLM-L6-v2")
+    except srvdb.ModelError as e:
+        pytest.skip(f"the text model is not installed: {e}")
+    docs = [f"{w} note {i} about {WORDS[i % 4]}" for i, w in enumerate(WORDS * 6)]
+    ids = [f"t{i}" for i in range(len(docs))]
+    metas = [{"i": i} for i in range(len(docs))]
+    with sd.open(tmp_path / "db", 2, embedder="all-MiniLM-L6-v2") as db:
+        db.add(ids, documents=docs, metadatas=metas)
+        single.add(ids, documents=docs, metadatas=metas)
+        assert db.dim == 384 and db.embedder == "all-MiniLM-L6-v2"
+        for text in ["alpha notes", "something about delta"]:
+            assert db.query(text, 5) == single.query(text, 5)
+            assert db.query([text], 5, where={"i": {"$lt": 10}}) == single.query([text], 5, where={"i": {"$lt": 10}})
+        hits = db.query("beta", 3)
+        assert all(doc == docs[ids.index(id)] for id, _, doc in hits)
+    single.close()

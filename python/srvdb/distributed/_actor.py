@@ -59,7 +59,6 @@ class ShardActor:
     def __init__(self, directory: str, shard: int, metric: str):
         import srvdb
 
-        self._shard = shard
         path = Path(directory)
         if not path.is_dir() or not any(path.iterdir()):
             raise ShardMissingError(
@@ -90,9 +89,6 @@ class ShardActor:
             "max_seq": self._order.max_seq,
             "count": len(db),
         }
-
-    def ping(self) -> int:
-        return self._shard
 
     # -- writes ---------------------------------------------------------------------------
 

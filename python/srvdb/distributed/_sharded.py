@@ -38,6 +38,8 @@ __all__ = ["open", "ShardedDatabase", "ShardedRecord", "PartialResult", "Partial
 
 #: Seconds a call waits for a shard (a restarting actor included) before it is unavailable.
 DEFAULT_TIMEOUT = 60.0
+#: Query batches larger than this go to the object store once instead of into each call.
+_PUT_BYTES = 100_000
 _HIGHER_IS_BETTER = {"cosine": True, "dot": True, "l2": False}
 # Errors about the caller's input: every shard raises the same, so it is raised as-is.
 _INPUT_ERRORS = (InvalidInputError, DimensionMismatchError, DuplicateIdError, NotFoundError)
@@ -193,14 +195,21 @@ def _placement(ray, shards: int, node_ids: Optional[Sequence[str]]) -> list:
     return [NodeAffinitySchedulingStrategy(node_id=n, soft=False) for n in nodes]
 
 
-def _get_all(ray, refs: list, timeout: float, what: str, allow_partial: bool = False):
-    """Every shard's answer, in shard order; a shard that fails raises (naming it) or, with
-    ``allow_partial``, is None in the answers and listed in the second value."""
+def _get_all(ray, refs: list, timeout: float, what: str, allow_partial: bool = False, shards=None):
+    """The answers to ``refs`` (one per shard: ``shards[i]`` for ``refs[i]``, else shard
+    ``i``), in order; a shard that fails raises (naming it) or, with ``allow_partial``, is
+    None in the answers and listed in the second value."""
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    if len(ready) == len(refs):
+        try:
+            return ray.get(refs), []
+        except Exception:
+            pass  # find which shard failed, below
     done = set(ready)
     answers: list[Any] = []
     missing: list[int] = []
-    for shard, ref in enumerate(refs):
+    for i, ref in enumerate(refs):
+        shard = i if shards is None else shards[i]
         try:
             if ref not in done:
                 raise ShardUnavailableError(
@@ -327,8 +336,8 @@ class ShardedDatabase:
         if self._read_only:
             raise ReadOnlyError(f"{self._root} was opened with read_only=True")
 
-    def _all(self, refs: list, what: str, allow_partial: bool = False):
-        return _get_all(self._ray, refs, self._timeout, what, allow_partial)
+    def _all(self, refs: list, what: str, allow_partial: bool = False, shards=None):
+        return _get_all(self._ray, refs, self._timeout, what, allow_partial, shards)
 
     def _call_all(self, method: str, *args, **kwargs) -> list:
         """The database method ``method`` on every shard; the answers in shard order."""
@@ -386,9 +395,10 @@ class ShardedDatabase:
         with self._write_lock:
             seqs = list(range(self._next_seq, self._next_seq + n))
             self._next_seq += n
-            refs = []
+            refs, targets = [], []
             for shard, positions in enumerate(self._partition(ids)):
                 if positions:
+                    targets.append(shard)
                     refs.append(
                         self.actors[shard].write.remote(
                             mode,
@@ -399,9 +409,7 @@ class ShardedDatabase:
                             None if documents is None else [documents[i] for i in positions],
                         )
                     )
-                else:
-                    refs.append(self.actors[shard].ping.remote())
-        self._all(refs, mode)
+        self._all(refs, mode, shards=targets)
         if self._dim is None:
             self._dim = int(vectors.shape[1])
             write_manifest(self._root, _with_dim(self._manifest, self._dim))
@@ -503,7 +511,7 @@ class ShardedDatabase:
         if not isinstance(id, str):
             raise InvalidInputError(f"an id is a str, not {type(id).__name__}")
         shard = shard_of(id, self.shards)
-        (found,), _ = self._all([self.actors[shard].get.remote(id)], "get")
+        (found,), _ = self._all([self.actors[shard].get.remote(id)], "get", shards=[shard])
         return default if found is None else ShardedRecord(*found)
 
     def __getitem__(self, id: str) -> ShardedRecord:
@@ -518,8 +526,8 @@ class ShardedDatabase:
         if not isinstance(id, str):
             return False
         self._check_open()
-        actor = self.actors[shard_of(id, self.shards)]
-        (found,), _ = self._all([actor.existing.remote([id])], "contains")
+        shard = shard_of(id, self.shards)
+        (found,), _ = self._all([self.actors[shard].existing.remote([id])], "contains", shards=[shard])
         return bool(found)
 
     def count(self, where=None, where_document=None) -> int:
@@ -634,8 +642,9 @@ class ShardedDatabase:
     def _fan_out(self, queries, batch, k, where, where_document, scan, documents, allow_partial):
         """Every shard's answer to the search (None for a missing shard), the missing shards,
         and each shard's own engine seconds."""
-        queries_ref = self._ray.put(queries)
-        refs = [a.search.remote(queries_ref, batch, k, where, where_document, scan, documents) for a in self.actors]
+        if isinstance(queries, np.ndarray) and queries.nbytes > _PUT_BYTES:
+            queries = self._ray.put(queries)  # stored once, not copied into every call
+        refs = [a.search.remote(queries, batch, k, where, where_document, scan, documents) for a in self.actors]
         answers, missing = self._all(refs, "search", allow_partial)
         if len(missing) == len(self.actors):
             raise ShardUnavailableError(f"no shard answered the search (shards {missing})")
