@@ -321,7 +321,8 @@ def test_text_query_equals_one_database(ray_cluster, tmp_path):
         assert db.dim == 384 and db.embedder == "all-MiniLM-L6-v2"
         for text in ["alpha notes", "something about delta"]:
             assert db.query(text, 5) == single.query(text, 5)
-            assert db.query([text], 5, where={"i": {"$lt": 10}}) == single.query([text], 5, where={"i": {"$lt": 10}})
+            where = {"i": {"$lt": 10}}
+            assert db.query([text], 5, where=where) == single.query([text], 5, where=where)
         hits = db.query("beta", 3)
         assert all(doc == docs[ids.index(id)] for id, _, doc in hits)
     single.close()

@@ -120,7 +120,9 @@ def open(
     manifest = read_manifest(root)
     if manifest is None:
         if read_only:
-            raise NotFoundError(f"no sharded database at {root} (no manifest): nothing to open read-only")
+            raise NotFoundError(
+                f"no sharded database at {root} (no manifest): nothing to open read-only"
+            )
         if shards is None:
             raise InvalidInputError(
                 f"no sharded database at {root}: pass shards= to create one (or run ingest)"
@@ -191,7 +193,9 @@ def _placement(ray, shards: int, node_ids: Optional[Sequence[str]]) -> list:
     else:
         nodes = list(node_ids)
         if len(nodes) != shards:
-            raise InvalidInputError(f"node_ids names {len(nodes)} nodes for {shards} shards: give one per shard")
+            raise InvalidInputError(
+                f"node_ids names {len(nodes)} nodes for {shards} shards: give one per shard"
+            )
     return [NodeAffinitySchedulingStrategy(node_id=n, soft=False) for n in nodes]
 
 
@@ -254,7 +258,9 @@ class ShardedDatabase:
     record (ids, scores and order). Use :func:`open` to make one. ``actors`` are the shard
     actors' handles in shard order (for operators: ``ray.kill``, placement checks)."""
 
-    def __init__(self, ray, root: Path, manifest: Manifest, placement: list, read_only: bool, timeout: float):
+    def __init__(
+        self, ray, root: Path, manifest: Manifest, placement: list, read_only: bool, timeout: float
+    ):
         self._ray = ray
         self._root = root
         self._manifest = manifest
@@ -435,7 +441,9 @@ class ShardedDatabase:
         self._check_writable()
         if ids is None:
             if where is None and where_document is None:
-                _srvdb.open(":memory:").delete()  # raises one database's error
+                raise InvalidInputError(
+                    "delete needs ids, where or where_document; to delete every record pass where={}"
+                )
             with self._write_lock:
                 refs = [a.delete.remote(None, where, where_document) for a in self.actors]
                 counts, _ = self._all(refs, "delete")
@@ -626,17 +634,24 @@ class ShardedDatabase:
         embedded once, here, and searched on every shard."""
         self._check_open()
         if self._manifest.embedder is None:
-            _srvdb.open(":memory:").embed(["x"])  # raises one database's error
+            raise InvalidInputError(
+                "embedding text needs a text embedder: open the sharded database with "
+                'srvdb.distributed.open(path, shards, embedder="all-MiniLM-L6-v2")'
+            )
         one = isinstance(texts, str)
         vectors = self._embed([texts] if one else list(texts))
         scan = {"oversample": oversample, "ef": ef, "exact": exact}
-        hits, missing = self._search(vectors, True, k, where, where_document, scan, True, allow_partial)
+        hits, missing = self._search(
+            vectors, True, k, where, where_document, scan, True, allow_partial
+        )
         answer = hits[0] if one else hits
         return PartialResult(answer, missing) if allow_partial else answer
 
     def _search(self, queries, batch, k, where, where_document, scan, documents, allow_partial):
         self._check_open()
-        answers, missing, _ = self._fan_out(queries, batch, k, where, where_document, scan, documents, allow_partial)
+        answers, missing, _ = self._fan_out(
+            queries, batch, k, where, where_document, scan, documents, allow_partial
+        )
         return self._merge(answers, operator.index(k), documents), missing
 
     def _fan_out(self, queries, batch, k, where, where_document, scan, documents, allow_partial):
@@ -644,7 +659,10 @@ class ShardedDatabase:
         and each shard's own engine seconds."""
         if isinstance(queries, np.ndarray) and queries.nbytes > _PUT_BYTES:
             queries = self._ray.put(queries)  # stored once, not copied into every call
-        refs = [a.search.remote(queries, batch, k, where, where_document, scan, documents) for a in self.actors]
+        refs = [
+            a.search.remote(queries, batch, k, where, where_document, scan, documents)
+            for a in self.actors
+        ]
         answers, missing = self._all(refs, "search", allow_partial)
         if len(missing) == len(self.actors):
             raise ShardUnavailableError(f"no shard answered the search (shards {missing})")
@@ -673,9 +691,8 @@ class ShardedDatabase:
         import time
 
         start = time.perf_counter()
-        answers, _, seconds = self._fan_out(
-            queries, True, k, None, None, {"oversample": None, "ef": None, "exact": False, **scan}, False, False
-        )
+        scan = {"oversample": None, "ef": None, "exact": False, **scan}
+        answers, _, seconds = self._fan_out(queries, True, k, None, None, scan, False, False)
         self._merge(answers, operator.index(k), False)
         return time.perf_counter() - start, seconds
 
