@@ -241,11 +241,18 @@ def test_killed_actor_serves_again_with_every_persisted_write(ray_cluster, tmp_p
         db.upsert(["p3"], vecs[399:])
         db.persist()  # acknowledged: every write above must survive
         victim = 1
+        actor = db.actors[victim]
+        old_pid = ray.get(actor.info.remote())["pid"]
         start = time.perf_counter()
-        ray.kill(db.actors[victim], no_restart=False)
-        hits = db.search(vecs[10], 5)  # mid-stream: waits for the restart
+        ray.kill(actor, no_restart=False)
+        hits = db.search(vecs[10], 5)  # mid-stream: answered, by the old process or the new
+        # ray.kill is asynchronous: wait until the restarted process answers.
+        while ray.get(actor.info.remote())["pid"] == old_pid:
+            if time.perf_counter() - start > 120:  # a hang guard, not a speed check
+                pytest.fail("the killed shard actor did not restart")
+            time.sleep(0.01)
         elapsed = time.perf_counter() - start
-        print(f"\nshard {victim} killed: serving again after {elapsed:.2f} s")
+        print(f"\nshard {victim} killed: a restarted actor answered after {elapsed:.2f} s")
         model = {id: v for id, v in zip(ids, vecs)}
         model["p3"] = vecs[399]
         order = [i for i in ids if i != "p3"] + ["p3"]
@@ -259,6 +266,18 @@ def test_killed_actor_serves_again_with_every_persisted_write(ray_cluster, tmp_p
         assert db.count() == 401
 
 
+def wait_until_dead(ray, actor):
+    """ray.kill is asynchronous: returns once calls to `actor` fail."""
+    deadline = time.monotonic() + 120  # a hang guard, not a speed check
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.info.remote())
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.01)
+    pytest.fail("the killed actor kept answering")
+
+
 def test_a_shard_that_cannot_answer_is_named_or_flagged(ray_cluster, tmp_path):
     ray = ray_cluster
     vecs = np.random.default_rng(4).standard_normal((120, 4)).astype(np.float32)
@@ -267,6 +286,7 @@ def test_a_shard_that_cannot_answer_is_named_or_flagged(ray_cluster, tmp_path):
     db.add(ids, vecs)
     dead = 2
     ray.kill(db.actors[dead], no_restart=True)
+    wait_until_dead(ray, db.actors[dead])
     with pytest.raises(sd.ShardUnavailableError, match=f"shard {dead}") as err:
         db.search(vecs[0], 5)
     assert err.value.shard == dead and isinstance(err.value, srvdb.Error)

@@ -17,6 +17,7 @@ shard sees the driver's writes in the order it made them.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -40,6 +41,7 @@ def create_shard(directory: str, dim: Optional[int], metric: str, embedder: Opti
     import srvdb
 
     path = Path(directory)
+    path.parent.mkdir(parents=True, exist_ok=True)  # on another node, the root may be new
     db = srvdb.open(path, dim=dim, metric=metric, embedder=embedder)
     try:
         if len(db) > 0:
@@ -88,6 +90,7 @@ class ShardActor:
             "embedder": db.embedder,
             "max_seq": self._order.max_seq,
             "count": len(db),
+            "pid": os.getpid(),
         }
 
     # -- writes ---------------------------------------------------------------------------

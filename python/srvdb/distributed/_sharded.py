@@ -371,6 +371,8 @@ class ShardedDatabase:
 
     def _write(self, mode: str, ids, embeddings, metadatas, documents) -> None:
         self._check_writable()
+        # Generators are read once, here (the batch is split by position below).
+        ids, metadatas, documents = (_listed(x) for x in (ids, metadatas, documents))
         if embeddings is None and documents is not None and self._manifest.embedder is not None:
             embeddings = self._embed(documents)
         # One database's checks, in its order: the batch itself, then (for add) the ids
@@ -383,7 +385,6 @@ class ShardedDatabase:
             first_bad = e
         finally:
             scratch.close()
-        ids = list(ids)
         n = len(ids)
         if mode == "add":
             limit = n if first_bad is None or first_bad.index is None else first_bad.index
@@ -717,6 +718,11 @@ class ShardedDatabase:
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.close()
         return False
+
+
+def _listed(values: Any) -> Any:
+    """``values`` as a list, unless it is None or a str (which one database rejects)."""
+    return values if values is None or isinstance(values, (str, bytes)) else list(values)
 
 
 def _with_dim(m: Manifest, dim: int) -> Manifest:
