@@ -41,7 +41,10 @@ class OrderLog:
         for position, id in enumerate(live_ids):
             seq = logged.get(id)
             self.key[id] = UNLOGGED + position if seq is None else seq
+        new = not self._path.exists()
         self._file = open(self._path, "a", encoding="utf-8")
+        if new:
+            fsync_dir(self._path.parent)
 
     def record(self, pairs: Iterable[tuple[Optional[int], str]]) -> None:
         """Appends ``(seq, id)`` lines and fsyncs them (before the engine write they order)."""
