@@ -346,3 +346,45 @@ def test_text_query_equals_one_database(ray_cluster, tmp_path):
         hits = db.query("beta", 3)
         assert all(doc == docs[ids.index(id)] for id, _, doc in hits)
     single.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The shard actor's class and its order log, in this process (no Ray needed)
+
+
+def test_a_retried_write_is_applied_once_and_a_refused_one_leaves_the_order(tmp_path):
+    from srvdb.distributed._actor import ShardActor, create_shard
+
+    create_shard(str(tmp_path / "s"), 2, "l2", None)
+    actor = ShardActor(str(tmp_path / "s"), 0, "l2")
+    vecs = np.array([[0, 0], [1, 1]], np.float32)
+    actor.write("add", ["a", "b"], [10, 11], vecs, None, None)
+    actor.write("add", ["a", "b"], [10, 11], vecs, None, None)  # Ray's retry after a crash
+    assert actor.info()["count"] == 2
+    with pytest.raises(srvdb.DuplicateIdError):  # a new write (new numbers) is refused
+        actor.write("add", ["b"], [12], vecs[:1], None, None)
+    actor.persist()
+    actor.close()
+    # Reopened (as after a restart): the refused write's number is not b's.
+    actor = ShardActor(str(tmp_path / "s"), 0, "l2")
+    assert actor.ids() == [(10, "a"), (11, "b")] and actor.info()["max_seq"] == 12
+    actor.close()
+
+
+def test_records_without_order_lines_rank_first_by_position(tmp_path):
+    from srvdb.distributed._actor import ShardActor
+    from srvdb.distributed._order import LOG_NAME, UNLOGGED
+
+    with srvdb.open(tmp_path / "s", dim=2) as db:  # as ingest writes a shard: no order.log
+        db.add(["x", "y"], np.ones((2, 2), np.float32))
+    actor = ShardActor(str(tmp_path / "s"), 0, "cosine")
+    actor.write("upsert", ["x"], [0], np.ones((1, 2), np.float32), None, None)
+    actor.persist()
+    actor.close()
+    with open(tmp_path / "s" / LOG_NAME, "a", encoding="utf-8") as f:
+        f.write('[7, "y"')  # a line torn by a crash mid-append
+    actor = ShardActor(str(tmp_path / "s"), 0, "cosine")
+    assert actor.ids() == [(UNLOGGED, "y"), (0, "x")]
+    hits = actor.search(np.ones(2, np.float32), False, 2, None, None, {}, False)[0][0]
+    assert [(key, id) for _, key, id in hits] == [(UNLOGGED, "y"), (0, "x")]
+    actor.close()

@@ -35,8 +35,7 @@ class OrderLog:
 
     def __init__(self, directory: Path, live_ids: Sequence[str]):
         self._path = Path(directory) / LOG_NAME
-        logged, self._lines = _read(self._path)
-        self.max_seq = max((s for s in logged.values() if s is not None), default=-1)
+        logged, self._lines, self.max_seq = _read(self._path)
         self.key: dict[str, int] = {}
         for position, id in enumerate(live_ids):
             seq = logged.get(id)
@@ -77,15 +76,17 @@ class OrderLog:
         self._file.close()
 
 
-def _read(path: Path) -> tuple[dict[str, Optional[int]], int]:
-    """The last line per id, and the number of lines. A torn last line (a crash mid-append)
-    is skipped; its write was never handed to the engine."""
+def _read(path: Path) -> tuple[dict[str, Optional[int]], int, int]:
+    """The last line per id, the number of lines and the highest seq in any line (-1 for
+    none; the driver numbers new writes above it). A torn last line (a crash mid-append) is
+    skipped; its write was never handed to the engine."""
     logged: dict[str, Optional[int]] = {}
     lines = 0
+    highest = -1
     try:
         f = open(path, encoding="utf-8")
     except FileNotFoundError:
-        return logged, 0
+        return logged, 0, highest
     with f:
         for line in f:
             lines += 1
@@ -95,4 +96,6 @@ def _read(path: Path) -> tuple[dict[str, Optional[int]], int]:
                 continue
             if isinstance(id, str) and (seq is None or isinstance(seq, int)):
                 logged[id] = seq
-    return logged, lines
+                if seq is not None and seq > highest:
+                    highest = seq
+    return logged, lines, highest

@@ -350,11 +350,11 @@ class ShardedDatabase:
         answers, _ = self._all([a.call.remote(method, args, kwargs) for a in self.actors], method)
         return answers
 
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+    def _embed(self, texts: Sequence[str], progress: Optional[bool] = False) -> np.ndarray:
         """The embedder's vectors, computed once here rather than on every shard."""
         if self._embedder_db is None:
             self._embedder_db = _srvdb.open(":memory:", embedder=self._manifest.embedder)
-        return self._embedder_db.embed(texts, progress=False)
+        return self._embedder_db.embed(texts, progress=progress)
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -363,18 +363,18 @@ class ShardedDatabase:
         database rejects: ``DuplicateIdError`` for an id present or repeated,
         ``DimensionMismatchError``, ``InvalidInputError``. Each shard's part is then atomic; a
         shard failing meanwhile raises ``ShardError`` and the other parts may be applied."""
-        self._write("add", ids, embeddings, metadatas, documents)
+        self._write("add", ids, embeddings, metadatas, documents, progress)
 
     def upsert(self, ids, embeddings=None, metadatas=None, documents=None, *, progress=None) -> None:
         """Like ``add``, but an existing id is replaced."""
-        self._write("upsert", ids, embeddings, metadatas, documents)
+        self._write("upsert", ids, embeddings, metadatas, documents, progress)
 
-    def _write(self, mode: str, ids, embeddings, metadatas, documents) -> None:
+    def _write(self, mode: str, ids, embeddings, metadatas, documents, progress) -> None:
         self._check_writable()
         # Generators are read once, here (the batch is split by position below).
         ids, metadatas, documents = (_listed(x) for x in (ids, metadatas, documents))
         if embeddings is None and documents is not None and self._manifest.embedder is not None:
-            embeddings = self._embed(documents)
+            embeddings = self._embed(documents, progress)
         # One database's checks, in its order: the batch itself, then (for add) the ids
         # already stored, which it checks position by position with repeats in the batch.
         scratch = _srvdb.open(":memory:", dim=self._dim, metric=self.metric)
@@ -386,6 +386,8 @@ class ShardedDatabase:
         finally:
             scratch.close()
         n = len(ids)
+        if n == 0:
+            return  # an empty batch one database accepts
         if mode == "add":
             limit = n if first_bad is None or first_bad.index is None else first_bad.index
             present = self._existing(ids[:limit])
