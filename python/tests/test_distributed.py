@@ -220,6 +220,20 @@ def test_reopen_from_the_manifest(ray_cluster, tmp_path):
         sd.open(root, metric="cosine")
     with pytest.raises(srvdb.InvalidInputError, match="shards="):
         sd.open(tmp_path / "nothing")
+    with pytest.raises(srvdb.DimensionMismatchError):
+        sd.open(root, dim=5)
+    # A shard directory gone from its node: the actor refuses to serve an empty shard.
+    (root / "shard-00002").rename(tmp_path / "aside")
+    with pytest.raises(sd.ShardUnavailableError, match="shard 2") as err:
+        sd.open(root)
+    assert err.value.shard == 2
+    (tmp_path / "aside").rename(root / "shard-00002")
+    # Shard directories with records and no manifest (an interrupted ingest) are not adopted.
+    with srvdb.open(tmp_path / "orphan" / "shard-00001", dim=4) as stray:
+        stray.add(["s"], vecs[:1])
+    with pytest.raises(srvdb.InvalidInputError, match="interrupted ingest"):
+        sd.open(tmp_path / "orphan", 2)
+    assert sd.read_manifest(tmp_path / "orphan") is None
     with sd.open(root, read_only=True) as db:
         assert db.shards == 4 and db.metric == "l2" and db.dim == 4
         assert db.ids() == ids[1:]
