@@ -234,6 +234,10 @@ def test_reopen_from_the_manifest(ray_cluster, tmp_path):
     with pytest.raises(srvdb.InvalidInputError, match="interrupted ingest"):
         sd.open(tmp_path / "orphan", 2)
     assert sd.read_manifest(tmp_path / "orphan") is None
+    (tmp_path / "ingesting").mkdir()
+    (tmp_path / "ingesting" / ".ingest-in-progress").write_text("[]")
+    with pytest.raises(srvdb.InvalidInputError, match="interrupted ingest"):
+        sd.open(tmp_path / "ingesting", 2)
     with sd.open(root, read_only=True) as db:
         assert db.shards == 4 and db.metric == "l2" and db.dim == 4
         assert db.ids() == ids[1:]

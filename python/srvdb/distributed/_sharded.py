@@ -38,6 +38,8 @@ __all__ = ["open", "ShardedDatabase", "ShardedRecord", "PartialResult", "Partial
 
 #: Seconds a call waits for a shard (a restarting actor included) before it is unavailable.
 DEFAULT_TIMEOUT = 60.0
+#: The marker ``srvdb.distributed.ingest`` keeps under the root until its manifest is written.
+_INGEST_MARKER = ".ingest-in-progress"
 #: Query batches larger than this go to the object store once instead of into each call.
 _PUT_BYTES = 100_000
 _HIGHER_IS_BETTER = {"cosine": True, "dot": True, "l2": False}
@@ -126,6 +128,11 @@ def open(
         if shards is None:
             raise InvalidInputError(
                 f"no sharded database at {root}: pass shards= to create one (or run ingest)"
+            )
+        if (root / _INGEST_MARKER).exists():
+            raise InvalidInputError(
+                f"{root} holds an interrupted ingest ({_INGEST_MARKER}): re-run the ingest, or "
+                "remove the directory to start an empty database there"
             )
         shards = _check_shards(shards)
         if metric is None:
