@@ -213,6 +213,20 @@ def test_reopen_from_the_manifest(ray_cluster, tmp_path):
         assert db.dim is None
         db.add(ids, vecs)
         db.delete(["k0"])
+        # An index on every shard; the scan options reach every shard.
+        info = db.create_index(kind="hnsw", m=8)
+        single = srvdb.open(":memory:", dim=4, metric="l2")
+        single.add(ids, vecs)
+        single.delete(["k0"])
+        want = single.create_index(kind="hnsw", m=8)
+        assert (info["kind"], info["m"], info["rows"]) == ("hnsw", 8, want["rows"])
+        assert db.index_info() == info
+        ref = Reference(vecs[1:], ids[1:], "l2")
+        ref.check(db.search(vecs[7], 10, exact=True), vecs[7], 10)
+        ref.check(db.search_batch(vecs[7:8], 10, ef=64)[0], vecs[7], 10)
+        with pytest.raises(srvdb.InvalidInputError):
+            db.search(vecs[7], 10, ef=0)
+        assert db.drop_index() and db.index_info()["kind"] == "flat"
     assert sd.read_manifest(root).dim == 4
     with pytest.raises(srvdb.InvalidInputError, match="4 shards"):
         sd.open(root, 3)
