@@ -420,3 +420,27 @@ def test_records_without_order_lines_rank_first_by_position(tmp_path):
     hits = actor.search(np.ones(2, np.float32), False, 2, None, None, {}, False)[0][0]
     assert [(key, id) for _, key, id in hits] == [(UNLOGGED, "y"), (0, "x")]
     actor.close()
+
+
+def test_the_order_log_is_compacted_on_persist_and_keeps_the_order(tmp_path):
+    from srvdb.distributed._actor import ShardActor, create_shard
+    from srvdb.distributed._order import LOG_NAME
+
+    create_shard(str(tmp_path / "s"), 2, "cosine", None)
+    actor = ShardActor(str(tmp_path / "s"), 0, "cosine")
+    ids = [f"i{j}" for j in range(1100)]
+    vecs = np.ones((1100, 2), np.float32)
+    seq = 0
+    for mode in ["add", "upsert", "upsert", "upsert"]:
+        actor.write(mode, ids, list(range(seq, seq + 1100)), vecs, None, None)
+        seq += 1100
+    actor.write("upsert", ["i5"], [seq], vecs[:1], None, None)  # i5 moves to the end
+    want = [(3300 + j, id) for j, id in enumerate(ids) if id != "i5"] + [(seq, "i5")]
+    assert actor.ids() == want
+    actor.persist()
+    lines = (tmp_path / "s" / LOG_NAME).read_text().splitlines()
+    assert len(lines) == 1100  # one per live record, from 4401
+    actor.close()
+    actor = ShardActor(str(tmp_path / "s"), 0, "cosine")
+    assert actor.ids() == want and actor.info()["max_seq"] == seq
+    actor.close()
