@@ -8,20 +8,14 @@ actors (``pip install "ray[data]"``).
   merge is exact.
 
 Ids are partitioned by a stable hash (:func:`shard_of`), so any process agrees on where an id
-lives.
-
-Importing this package does not import Ray; ``open`` does.
+lives. Importing this package does not import Ray; opening a sharded database does.
 """
 
+from ._errors import ReadOnlyError, ShardError, ShardUnavailableError
 from ._manifest import Manifest, ManifestError, read_manifest, shard_of
+from ._sharded import PartialArrays, PartialResult, ShardedDatabase, ShardedRecord, open
 
-__all__ = ["Manifest", "ManifestError", "read_manifest", "shard_of"]
-
-# Sharded search on Ray actors (kept apart from the lines above, which ingest also extends).
-from ._errors import ReadOnlyError, ShardError, ShardUnavailableError  # noqa: E402
-from ._sharded import PartialArrays, PartialResult, ShardedDatabase, ShardedRecord, open  # noqa: E402
-
-__all__ += [
+__all__ = [
     "open",
     "ShardedDatabase",
     "ShardedRecord",
@@ -30,4 +24,8 @@ __all__ += [
     "ShardError",
     "ShardUnavailableError",
     "ReadOnlyError",
+    "Manifest",
+    "ManifestError",
+    "read_manifest",
+    "shard_of",
 ]
