@@ -8,10 +8,26 @@ actors (``pip install "ray[data]"``).
   merge is exact.
 
 Ids are partitioned by a stable hash (:func:`shard_of`), so any process agrees on where an id
-lives.
+lives. Importing this package does not import Ray; opening a sharded database does.
 """
 
+from ._errors import ReadOnlyError, ShardError, ShardUnavailableError
 from ._manifest import Manifest, ManifestError, read_manifest, shard_of
 from ._ingest import ingest
+from ._sharded import PartialArrays, PartialResult, ShardedDatabase, ShardedRecord, open
 
-__all__ = ["Manifest", "ManifestError", "read_manifest", "shard_of", "ingest"]
+__all__ = [
+    "ingest",
+    "open",
+    "ShardedDatabase",
+    "ShardedRecord",
+    "PartialResult",
+    "PartialArrays",
+    "ShardError",
+    "ShardUnavailableError",
+    "ReadOnlyError",
+    "Manifest",
+    "ManifestError",
+    "read_manifest",
+    "shard_of",
+]
