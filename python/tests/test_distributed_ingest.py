@@ -3,8 +3,8 @@
 The references are written here: the shard of an id is BLAKE2b computed with hashlib, search
 is NumPy brute force in float64 over the dataset, text vectors are the built-in embedder run in
 this process. Needs Ray Data (`make python-test` installs python/requirements-distributed.txt);
-without it the Ray tests skip, saying so. A small local cluster (4 logical CPUs) serves the
-whole module.
+without it the Ray tests skip, saying so. They run on the session's small local cluster
+(conftest's `ray_cluster`).
 """
 
 from __future__ import annotations
@@ -33,19 +33,12 @@ MARKER = ".ingest-in-progress"
 
 
 @pytest.fixture(scope="module")
-def ray():
-    """Ray, initialised once for the module (reused if a session already started it)."""
-    ray = pytest.importorskip(
-        "ray", reason='Ray is not installed (pip install -r python/requirements-distributed.txt, '
-                      'or pip install "ray[data]")')
-    pytest.importorskip("ray.data", reason='Ray Data is not installed (pip install "ray[data]")')
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield ray
-    if started:
-        ray.shutdown()
+def ray(ray_cluster):
+    """The session's local Ray cluster (conftest), with Ray Data's progress bars off."""
+    pytest.importorskip("ray.data", reason='Ray Data is not installed (pip install "ray[data]", '
+                                           "or -r python/requirements-distributed.txt)")
+    ray_cluster.data.DataContext.get_current().enable_progress_bars = False
+    return ray_cluster
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +156,24 @@ def test_search_over_the_shards_merged_equals_brute_force(ray, tmp_path, metric,
     finally:
         for db in dbs:
             db.close()
+
+
+@pytest.mark.parametrize("shards", [2, 4])
+def test_srvdb_distributed_open_serves_what_ingest_wrote(ray, tmp_path, shards):
+    ids, vectors = rows(1200, 16, seed=9)
+    years = [n % 4 for n in range(len(ids))]
+    sd.ingest(dataset(ray, ids, vectors, year=years), tmp_path / "db", shards,
+              vector_column="vec", metadata_columns=["year"])
+    queries = np.random.default_rng(10).standard_normal((8, 16)).astype(np.float32)
+    with sd.open(tmp_path / "db") as db:
+        assert (db.shards, db.dim, len(db)) == (shards, 16, len(ids))
+        assert np.array_equal(db["doc-17"].vector, vectors[17]) and db["doc-17"].metadata == {"year": 1}
+        for q, hits in zip(queries, db.search_batch(queries, 10)):
+            assert [h[0] for h in hits] == [ids[i] for i in reference_top(vectors, q, 10, "cosine")]
+        even = [i for i, y in enumerate(years) if y == 2]
+        hits = db.search(queries[0], 5, where={"year": 2})
+        top = reference_top(vectors[even], queries[0], 5, "cosine")
+        assert [h[0] for h in hits] == [ids[even[i]] for i in top]
 
 
 def test_text_column_is_embedded_like_the_builtin_embedder_in_process(ray, tmp_path, model):
