@@ -65,6 +65,9 @@ class DatabaseExistsError(Error, FileExistsError):
     path: Optional[str] = None
 
 
+DatabaseExistsError.__module__ = "srvdb.distributed"
+
+
 def ingest(
     dataset: Any,
     path: os.PathLike | str,
