@@ -369,6 +369,13 @@ def test_vectors_of_mixed_dimension_are_an_error_naming_the_id(ray, tmp_path):
     assert_untouched(tmp_path / "db")
 
 
+def test_a_number_where_a_vector_belongs_is_an_input_error(ray, tmp_path):
+    ds = ray.data.from_items([{"id": f"r{n}", "vec": float(n)} for n in range(20)])
+    with pytest.raises(srvdb.InvalidInputError, match="one vector .* per row; id 'r0'"):
+        sd.ingest(ds, tmp_path / "db", 2, vector_column="vec")
+    assert_untouched(tmp_path / "db")
+
+
 def test_integer_ids_are_an_input_error(ray, tmp_path):
     _, vectors = rows(20, 4)
     ds = ray.data.from_items([{"id": n, "vec": v} for n, v in enumerate(vectors)])

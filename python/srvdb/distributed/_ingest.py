@@ -454,7 +454,11 @@ def _vectors(column, ids: list[str], vector_key: str, dim: Optional[int]) -> np.
     else:
         items = [np.asarray(v) for v in column]
         for i, v in enumerate(items):
-            if v.ndim != 1 or (items and v.shape != items[0].shape):
+            if v.ndim != 1:
+                raise InvalidInputError(f"vector_column={vector_key!r} must hold one vector (a "
+                                        f"list or 1-D array) per row; id {ids[i]!r} has shape "
+                                        f"{v.shape}")
+            if v.shape != items[0].shape:
                 raise _dim_error(ids[i], vector_key, items[0].size, v.size)
         rows = np.stack(items) if items else np.zeros((0, dim or 0))
     if rows.dtype.kind not in "fiu":
@@ -462,6 +466,8 @@ def _vectors(column, ids: list[str], vector_key: str, dim: Optional[int]) -> np.
     if dim is not None and len(ids) and rows.shape[1] != dim:
         raise _dim_error(ids[0], vector_key, dim, rows.shape[1])
     out = np.ascontiguousarray(rows, dtype=np.float32)
+    if np.isfinite(out).all():
+        return out
     finite = np.isfinite(out).all(axis=1)
     if not finite.all():
         bad = int(np.argmin(finite))
