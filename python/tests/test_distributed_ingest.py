@@ -312,6 +312,41 @@ def test_shard_directories_it_did_not_make_are_left_alone(ray, tmp_path):
     assert not (root / MARKER).exists()
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="the ingest lock is flock (POSIX)")
+def test_a_second_ingest_into_the_same_path_is_refused_while_one_runs(ray, tmp_path):
+    """A running ingest holds flock on the directory; another must not take its marker for a
+    crashed run's and remove its shards."""
+    import fcntl
+
+    root = tmp_path / "db"
+    root.mkdir()
+    (root / MARKER).write_text(json.dumps({"dirs": ["shard-00000"]}))
+    (root / "shard-00000").mkdir()
+    (root / "shard-00000" / "busy").write_text("being written")
+    fd = os.open(root, os.O_RDONLY)  # stands for the running ingest
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        ids, vectors = rows(20, 4)
+        with pytest.raises(srvdb.LockedError, match="another ingest is writing"):
+            sd.ingest(dataset(ray, ids, vectors), root, 2, vector_column="vec")
+        assert (root / "shard-00000" / "busy").read_text() == "being written"
+    finally:
+        os.close(fd)
+
+
+def test_texts_with_given_vectors_are_stored_as_documents(ray, tmp_path):
+    ids, vectors = rows(60, 8, seed=11)
+    texts = [f"text {n}" for n in range(len(ids))]
+    sd.ingest(dataset(ray, ids, vectors, body=texts), tmp_path / "db", 2, vector_column="vec",
+              text_column="body")
+    assert_complete(tmp_path / "db", 2, ids, vectors)
+    assert sd.read_manifest(tmp_path / "db").embedder is None
+    for db in open_shards(tmp_path / "db", 2):
+        with db:
+            assert db.embedder is None
+            assert all(r.document == texts[ids.index(r.id)] for r in db.records())
+
+
 def assert_untouched(root: Path):
     assert sd.read_manifest(root) is None and not (root / MARKER).exists()
     assert not root.exists() or shard_dirs(root) == []

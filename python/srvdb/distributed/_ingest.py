@@ -21,6 +21,7 @@ Progress: Ray Data draws its own progress bars for the stages (``ray.data.DataCo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -29,11 +30,11 @@ import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from .._errors import DimensionMismatchError, DuplicateIdError, Error, InvalidInputError
+from .._errors import DimensionMismatchError, DuplicateIdError, Error, InvalidInputError, LockedError
 from ._manifest import (
     MANIFEST_NAME,
     MAX_SHARDS,
@@ -108,8 +109,9 @@ def ingest(
 
     Raises :class:`srvdb.InvalidInputError` for a missing column, a non-string id, a NaN or
     infinite value or a bad argument, :class:`srvdb.DimensionMismatchError` for vectors of
-    different lengths and :class:`srvdb.DuplicateIdError` naming an id found twice; on any
-    error the shard directories made so far are removed and no manifest is written.
+    different lengths, :class:`srvdb.DuplicateIdError` naming an id found twice and
+    :class:`srvdb.LockedError` while another ingest writes ``path``; on any error the shard
+    directories made so far are removed and no manifest is written.
     ImportError without Ray.
     """
     try:
@@ -130,43 +132,47 @@ def ingest(
     model_name, model_folder = _resolve_embedder(embedder) if embed or embedder else (None, None)
 
     root = Path(path)
-    dirs = [shard_dir_name(s) for s in range(shards)]
-    _prepare(root, dirs, if_exists)
+    if not root.is_dir():
+        root.mkdir(parents=True)
+        fsync_dir(root.parent)
+    with _exclusive(root):
+        dirs = [shard_dir_name(s) for s in range(shards)]
+        _prepare(root, dirs, if_exists)
 
-    writers: list[_ShardWriter] = []
-    try:
-        writers = [_ShardWriter(root / d, metric, model_folder or model_name) for d in dirs]
-        pipeline = dataset
-        vector_key = vector_column
-        if embed:
-            workers = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
-            pipeline = pipeline.map_batches(
-                _Embedder, batch_size=batch_size, batch_format="numpy",
-                fn_constructor_kwargs={"name": model_name, "folder": model_folder,
-                                       "text_column": text_column},
-                concurrency=(1, workers))
-            vector_key = _VECTORS
-        columns = _Columns(id_column, vector_key, text_column, meta_cols)
-        dim = _write(pipeline, batch_size, columns, writers)
-        for w in writers:
-            w.start_commit()
-        for w in writers:
-            w.finish_commit()
-    except BaseException as e:
-        for w in writers:
-            w.close()
-        _remove(root, dirs)
-        cause = _srvdb_cause(e)
-        if cause is not None and cause is not e:
-            raise _translated(cause, id_column) from None
-        if isinstance(e, DuplicateIdError):
-            raise _translated(e, id_column) from None
-        raise
-    manifest = Manifest(shards=shards, dim=dim, metric=metric, embedder=model_name)
-    write_manifest(root, manifest)
-    (root / IN_PROGRESS_NAME).unlink()
-    fsync_dir(root)
-    return manifest
+        writers: list[_ShardWriter] = []
+        try:
+            writers = [_ShardWriter(root / d, metric, model_folder or model_name) for d in dirs]
+            pipeline = dataset
+            vector_key = vector_column
+            if embed:
+                workers = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
+                pipeline = pipeline.map_batches(
+                    _Embedder, batch_size=batch_size, batch_format="numpy",
+                    fn_constructor_kwargs={"name": model_name, "folder": model_folder,
+                                           "text_column": text_column},
+                    concurrency=(1, workers))
+                vector_key = _VECTORS
+            columns = _Columns(id_column, vector_key, text_column, meta_cols)
+            dim = _write(pipeline, batch_size, columns, writers)
+            for w in writers:
+                w.start_commit()
+            for w in writers:
+                w.finish_commit()
+        except BaseException as e:
+            for w in writers:
+                w.close()
+            _remove(root, dirs)
+            cause = _srvdb_cause(e)
+            if cause is not None and cause is not e:
+                raise _translated(cause, id_column) from None
+            if isinstance(e, DuplicateIdError):
+                raise _translated(e, id_column) from None
+            raise
+        manifest = Manifest(shards=shards, dim=dim, metric=metric, embedder=model_name)
+        write_manifest(root, manifest)
+        (root / IN_PROGRESS_NAME).unlink()
+        fsync_dir(root)
+        return manifest
 
 
 # ---------------------------------------------------------------- arguments and directory
@@ -214,9 +220,6 @@ def _prepare(root: Path, dirs: list[str], if_exists: str) -> None:
     """Makes ``root`` ready for a fresh ingest of ``dirs``: redoes an interrupted ingest's
     cleanup, applies ``if_exists`` to an existing database, refuses shard directories it did
     not make, then writes the in-progress marker (durably) before anything else."""
-    if not root.is_dir():
-        root.mkdir(parents=True)
-        fsync_dir(root.parent)
     marker = root / IN_PROGRESS_NAME
     ours = set(_marker_dirs(marker))
     existing = read_manifest(root)
@@ -241,6 +244,31 @@ def _prepare(root: Path, dirs: list[str], if_exists: str) -> None:
         fsync_dir(root)
     _remove_dirs(root, sorted(ours))
     _write_marker(marker, dirs)
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """Holds an exclusive lock on ``root`` (``flock`` on the directory; released by the OS if
+    this process dies), so a second ingest into the same path fails instead of taking the
+    first one's in-progress marker for a crashed run's and removing its shards. Where
+    ``flock`` does not exist (Windows) there is no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            err = LockedError(f"another ingest is writing {root}: wait for it to finish (or end "
+                              "it), then run this one again")
+            err.path = str(root)
+            raise err from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _marker_dirs(marker: Path) -> list[str]:
