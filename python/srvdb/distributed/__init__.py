@@ -13,9 +13,12 @@ lives. Importing this package does not import Ray; opening a sharded database do
 
 from ._errors import ReadOnlyError, ShardError, ShardUnavailableError
 from ._manifest import Manifest, ManifestError, read_manifest, shard_of
+from ._ingest import DatabaseExistsError, ingest
 from ._sharded import PartialArrays, PartialResult, ShardedDatabase, ShardedRecord, open
 
 __all__ = [
+    "ingest",
+    "DatabaseExistsError",
     "open",
     "ShardedDatabase",
     "ShardedRecord",
