@@ -70,7 +70,7 @@ class ShardActor:
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         while True:
             try:
-                # The metric is given, as a shard with no rows yet has not stored it.
+                # The manifest's metric is given, so a shard that disagrees is refused.
                 self._db = srvdb.open(path, metric=metric)
                 break
             except LockedError:
