@@ -17,6 +17,7 @@
 pub mod graph;
 pub mod index;
 mod layer;
+mod repair;
 mod rows;
 mod score;
 #[cfg(test)]
