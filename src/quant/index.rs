@@ -24,9 +24,10 @@ const QUERY_GROUP: usize = 32;
 /// does.
 #[cfg(not(target_arch = "wasm32"))]
 const PARALLEL_MIN_ROWS_INT8: u64 = 16 * 1024;
-/// The same for binary codes, which score about twice as fast per row: on MiniLM 20k the
-/// scan on the calling thread answered in 0.19-0.20 ms where the pool's took 0.25-0.27 ms
-/// (p50, `examples`-style loop beside the exact scan, load average 9-11 on 2 cores).
+/// The same for binary codes, which are 8x smaller again: on MiniLM 20k the scan on the
+/// calling thread answered in 0.19-0.20 ms where the pool's took 0.25-0.27 ms (p50 of 1000
+/// queries interleaved with the exact scan, load average 9-11 on 2 cores; not re-measured on
+/// a quiet machine, where the pool's share of the work may pay for its hand-off).
 #[cfg(not(target_arch = "wasm32"))]
 const PARALLEL_MIN_ROWS_BINARY: u64 = 32 * 1024;
 /// Runs of blocks per thread in a parallel code scan: enough to even out a slow thread.
