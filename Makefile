@@ -9,7 +9,7 @@ WASM_TARGET := wasm32-wasip2
 
 .PHONY: all demo test toolchain fmt-check clippy-native wasm-check wasm-clippy component \
         cargo-test node-test python-test python-dev python-bench bench bench-smoke bench-filtered bench-quantized \
-        bench-quantized-rust bench-hnsw bench-hnsw-1m bench-hnsw-rust bench-rust \
+        bench-quantized-rust bench-hnsw bench-hnsw-1m bench-hnsw-rust bench-rust bench-distributed \
         fmt clippy clean
 
 all: test
@@ -102,6 +102,7 @@ python-test: component
 	@echo "==> [10/11] python: maturin develop --release into $(PYENV), then pytest python/tests"
 	$(python_setup)
 	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check -r python/requirements-integrations.txt
+	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check -r python/requirements-distributed.txt
 	@rc=0; $(PYENV_PY) -m pytest python/tests -q || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests in python/tests" >&2; exit 1; fi; \
 	exit $$rc
@@ -124,11 +125,26 @@ BENCH := $(PYTHON) benches/python/run_peers.py
 
 ## bench: the full peer benchmark (50,000 x 1536 and the real sentence set; 29 minutes in one
 ## run on the 2-core VM while it was busy), written to target/bench-results/full.json, then
-## the HNSW rows (as `make bench-hnsw`) merged into it, rendered as docs/benchmarks.md.
+## the HNSW rows (as `make bench-hnsw`) merged into it, rendered as docs/benchmarks.md, then
+## the sharded rows (as `make bench-distributed`) merged into docs/benchmarks/results.json.
 bench: component
 	$(python_setup)
 	$(BENCH) --out target/bench-results/full.json
 	$(BENCH) $(HNSW_BENCH_ARGS) --merge-into target/bench-results/full.json
+	@$(MAKE) --no-print-directory bench-distributed
+
+## bench-distributed: srvdb.distributed on a local Ray cluster (issue 18,
+## benches/python/distributed_bench.py): ingest through Ray Data against one process's add,
+## sharded search_batch overhead over the slowest shard, text ingest against the embedder in
+## process, a killed shard actor's restart; on a synthetic set and MiniLM 20k. Written to
+## target/bench-results/distributed.json, merged into docs/benchmarks/results.json ("distributed")
+## and rendered into docs/benchmarks.md.
+bench-distributed: component
+	$(python_setup)
+	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check -r python/requirements-distributed.txt
+	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check --no-deps -r python/requirements-text.txt
+	$(PYENV_PY) benches/python/distributed_bench.py --out target/bench-results/distributed.json \
+		--merge-into docs/benchmarks/results.json
 
 ## bench-filtered: only the filtered-search test (issue 15: 50/5/0.1% selectivity, recall
 ## against the exact filtered top 10, SrvDB on 1,000,000 x 384 too), merged into the last full

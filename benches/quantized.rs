@@ -13,6 +13,9 @@
 //!   0.25: 1.4 distinct sources, gap 0.013; 0.5: 1.9, 0.024; 1.0: 3.3, 0.037; the real set:
 //!   10 sentences, gap 0.121). `SRVDB_QUANT_ROWS` sizes it (default 1 000 000).
 //!
+//! `SRVDB_QUANT_SETS=minilm` or `=perturbed` runs one set, `SRVDB_QUANT_ONLY=int8` or
+//! `=binary` one quantization (both: everything, the default).
+//!
 //! For each set and each quantization (one index at a time: creating the other replaces it),
 //! a summary interleaves the cases query by query (the exact scan first, forced with
 //! `Query::exact(true)`), and prints per case: single-query p50 and p99, their ratio to the
@@ -402,18 +405,27 @@ mod native {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1.0);
+        // `SRVDB_QUANT_SETS` (`minilm`, `perturbed`, or both comma-separated) and
+        // `SRVDB_QUANT_ONLY` (`int8` or `binary`) narrow a run while iterating on one case.
+        let sets_wanted = std::env::var("SRVDB_QUANT_SETS").unwrap_or_default();
+        let wants = |set: &str| sets_wanted.is_empty() || sets_wanted.split(',').any(|s| s == set);
+        let only: Option<Quantization> = std::env::var("SRVDB_QUANT_ONLY")
+            .ok()
+            .and_then(|v| v.parse().ok());
         let (iters, rounds) = if full { (200, 6) } else { (5, 1) };
         let mut sets = Vec::new();
-        if full {
+        if full && wants("minilm") {
             sets.push(real_set(&minilm));
         }
         let queries = minilm.queries.len() / minilm.dim;
-        sets.push(perturbed_set(
-            &minilm,
-            if full { rows } else { 2_000 },
-            noise,
-            if full { queries } else { 5 },
-        ));
+        if !full || wants("perturbed") {
+            sets.push(perturbed_set(
+                &minilm,
+                if full { rows } else { 2_000 },
+                noise,
+                if full { queries } else { 5 },
+            ));
+        }
         drop(minilm);
         println!("\nexact neighbours (mean over the queries): top-1, top-{K} cosine and the gap");
         for set in &sets {
@@ -435,7 +447,7 @@ mod native {
         let mut c = Criterion::default().configure_from_args();
         for set in &sets {
             for q in [Quantization::Int8, Quantization::Binary] {
-                if !create(set, q) {
+                if only.is_some_and(|o| o != q) || !create(set, q) {
                     continue;
                 }
                 bench(&mut c, set, q);

@@ -230,6 +230,35 @@ fn configuration_is_fixed_and_enforced() {
     ));
 }
 
+/// A metric given at creation is durable before any row fixes the dimension: reopening
+/// without one used to fall back to cosine, and the first rows were then scored as cosine.
+#[test]
+fn metric_without_dimension_is_durable() {
+    for metric in [Metric::L2, Metric::Dot] {
+        let dir = tempdir();
+        drop(
+            Database::open(dir.path(), OpenOptions::default().with_metric(metric)).expect("create"),
+        );
+        let db = Database::open(dir.path(), OpenOptions::default()).expect("reopen");
+        assert_eq!(db.metric(), metric);
+        assert_eq!(db.dimension(), None);
+        // L2 and dot rank [1, 0] and [10, 0] differently from cosine for the query [1, 0].
+        db.add(&["near", "far"], &[1.0, 0.0, 10.0, 0.0], &[])
+            .expect("add");
+        let top = db.search(&[1.0, 0.0], 1).expect("search")[0].id.clone();
+        let want = if metric == Metric::L2 { "near" } else { "far" };
+        assert_eq!(top, want, "{metric}: the recorded metric ranks the rows");
+        drop(db);
+        assert!(matches!(
+            Database::open(
+                dir.path(),
+                OpenOptions::default().with_metric(Metric::Cosine)
+            ),
+            Err(Error::InvalidInput { .. })
+        ));
+    }
+}
+
 #[test]
 fn bad_batches_are_rejected_whole() {
     let db = Database::in_memory(OpenOptions::default()).expect("open");

@@ -80,12 +80,14 @@ fn bits_dot_every_path_matches_scalar() {
     for dim in dims() {
         let words = dim.div_ceil(64);
         for code_len in [8 * words, 8 * words + 8] {
-            let rows = 1 + rng.below(9) as usize;
+            // Up to several periods of the AVX-512 word stream (8 / gcd(words, 8) rows) and a
+            // partial one.
+            let rows = 1 + rng.below(20) as usize;
             let planes: Vec<u64> = (0..4 * words).map(|_| rng.next_u64()).collect();
             let mut codes: Vec<u8> = (0..rows * code_len).map(|_| rng.below(256) as u8).collect();
             codes[..8 * words].fill(0xff);
-            // The definition: v[d] = (bits of plane 0..4 at d) - 8, summed where the code
-            // has bit d.
+            // The definition: v[d] = the 4-bit two's complement value of the planes' bits at
+            // d (plane 3 the sign), summed where the code has bit d.
             let bit = |w: &[u64], d: usize| (w[d / 64] >> (d % 64)) & 1;
             let want: Vec<i32> = codes
                 .chunks_exact(code_len)
@@ -97,10 +99,14 @@ fn bits_dot_every_path_matches_scalar() {
                     (0..64 * words)
                         .filter(|&d| bit(&cw, d) == 1)
                         .map(|d| {
-                            (0..4)
+                            let nibble = (0..4)
                                 .map(|j| (bit(&planes[j * words..], d) as i32) << j)
-                                .sum::<i32>()
-                                - 8
+                                .sum::<i32>();
+                            if nibble >= 8 {
+                                nibble - 16
+                            } else {
+                                nibble
+                            }
                         })
                         .sum()
                 })

@@ -868,6 +868,106 @@ def hnsw_section(results: dict) -> list[str]:
     return lines + tables
 
 
+# ---------------------------------------------------------------- distributed (issue 18)
+
+DISTRIBUTED_TARGETS = {"ingest": 0.8, "search_ms": 1.0, "restart_s": 5.0}
+
+
+def distributed_section(results: dict) -> list[str]:
+    """`make bench-distributed` (benches/python/distributed_bench.py), kept under the key
+    "distributed": srvdb.distributed on a local Ray cluster, each figure against its
+    single-process reference measured in the same run."""
+    run = results.get("distributed")
+    if not run:
+        return []
+    load = run["machine"].get("loadavg_at_start") or [0]
+    end = run["machine"].get("loadavg_at_end") or [0]
+    lines = ["## Sharded on Ray (issue 18)", "",
+             "`make bench-distributed` (`benches/python/distributed_bench.py`): "
+             "`srvdb.distributed` on a local Ray cluster of this machine "
+             f"({run['machine']['cores']} CPUs, Ray {run['versions']['ray']}; `ray.init` took "
+             f"{run['ray_init_s']:.1f} s, not counted below). Run started {run['started_utc']}, "
+             f"{run.get('wall_seconds') or 0:.0f} s, 1-minute load average {load[0]:.2f} at its "
+             f"start and {end[0]:.2f} at its end. Each time is the best of "
+             f"{run['config']['repeats']}; each ratio is against a reference measured in the same run.",
+             ""]
+    if run["config"].get("smoke"):
+        lines += ["> **SMOKE RUN** (tiny sizes): not performance figures.", ""]
+    lines += ["| target | measured | met |", "| --- | ---: | :---: |"]
+    for text, measured, met in distributed_targets(run):
+        mark = "–" if met is None else ("yes" if met else "**no**")
+        lines.append(f"| {text} | {measured} | {mark} |")
+    lines.append("")
+    for ds, fig in run["datasets"].items():
+        if "skipped" in fig:
+            lines += [f"- {ds}: {fig['skipped']}", ""]
+            continue
+        ing = fig["ingest"]
+        lines += [f"### {ds} ({ing['rows']:,} x {ing['dim']})", "",
+                  "One process (the reference): "
+                  + (f"{ing['rows'] / ing['single_one_add_s']:,.0f} rows/s in one add, "
+                     f"{ing['rows'] / ing['single_batched_s']:,.0f} rows/s in adds of "
+                     f"{ing['batch_size']:,} (the ingest's batch size); the faster is the reference."
+                     if "single_one_add_s" in ing else
+                     f"{ing['single_rows_per_s']:,.0f} rows/s."), "",
+                  "| shards | ingest through Ray Data (rows/s) | vs one process "
+                  f"({ing['single_rows_per_s']:,.0f} rows/s) | sharded search_batch (ms/query) "
+                  "| slowest shard alone (ms/query) | overhead (ms/query) |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+        search = fig.get("search", {})
+        for n, f in ing["shards"].items():
+            s = search.get("shards", {}).get(n)
+            nq = search.get("queries") or 1
+            cells = ([f"{s['sharded_s'] / nq * 1e3:.3f}", f"{s['slowest_shard_s'] / nq * 1e3:.3f}",
+                      f"{s['overhead_ms_per_query']:.3f}"] if s else
+                     [search.get("skipped", search.get("error", "–"))] + ["–", "–"])
+            lines.append(f"| {n} | {f['rows_per_s']:,.0f} | {f['ratio_to_single']:.2f}× | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+        r = fig.get("restart", {})
+        if "seconds" in r:
+            lines += [f"A shard actor killed (`ray.kill(..., no_restart=False)`, {r['shards']} "
+                      f"shards) answered again after {r['seconds']:.2f} s with "
+                      f"{r['rows_after']:,} of {r['rows']:,} rows.", ""]
+        elif r:
+            lines += [f"Restart: {r.get('skipped') or r.get('error')}.", ""]
+    text = run.get("text", {})
+    if "texts" in text:
+        lines += [f"Text ingest ({text['texts']:,} MiniLM sentences, {text['shards']} shards, "
+                  f"an embedding actor pool): {text['texts_per_s']:,.0f} texts/s, "
+                  f"{text['ratio_to_in_process']:.2f}× the built-in embedder in one process "
+                  f"({text['in_process_texts_per_s']:,.0f} texts/s).", ""]
+    elif text:
+        lines += [f"Text ingest: {text.get('skipped') or text.get('error')}.", ""]
+    return lines
+
+
+def distributed_targets(run: dict) -> list[tuple[str, str, bool | None]]:
+    out = []
+    want = DISTRIBUTED_TARGETS
+    for ds, fig in run["datasets"].items():
+        if "skipped" in fig:
+            continue
+        worst = min(fig["ingest"]["shards"].items(), key=lambda kv: kv[1]["ratio_to_single"])
+        r = worst[1]["ratio_to_single"]
+        out.append((f"{ds}: ingest through Ray Data ≥ {want['ingest']}× one process (worst: "
+                    f"{worst[0]} shards)", f"{r:.2f}×", r >= want["ingest"]))
+        search = fig.get("search", {})
+        if search.get("shards"):
+            n, s = max(search["shards"].items(), key=lambda kv: kv[1]["overhead_ms_per_query"])
+            o = s["overhead_ms_per_query"]
+            out.append((f"{ds}: sharded search_batch ≤ {want['search_ms']} ms/query over the "
+                        f"slowest shard (worst: {n} shards)", f"{o:.3f} ms", o <= want["search_ms"]))
+        else:
+            out.append((f"{ds}: sharded search overhead", search.get("skipped", "not measured"), None))
+        restart = fig.get("restart", {})
+        if "seconds" in restart:
+            ok = restart["seconds"] <= want["restart_s"] and restart["rows_after"] == restart["rows"]
+            out.append((f"{ds}: a killed shard actor serves again ≤ {want['restart_s']:.0f} s, "
+                        "every row present", f"{restart['seconds']:.2f} s", ok))
+    return out
+
+
 def load_at_end(results: dict) -> str:
     end = results["machine"].get("loadavg_at_end")
     return f"{end[0]:.2f}" if end else "–"
@@ -1035,6 +1135,7 @@ def render(results: dict, json_name: str) -> str:
     lines += filtered_section(results)
     lines += quantized_section(results)
     lines += hnsw_section(results)
+    lines += distributed_section(results)
     lines += limits_section(results)
     lines += datasets_section(results)
     lines += status_section(results)

@@ -151,3 +151,19 @@ def fake_tqdm(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", package)
     monkeypatch.setitem(sys.modules, "tqdm.auto", auto)
     return made
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One small local Ray cluster for the session (4 CPUs of bookkeeping on 2 real cores:
+    shard actors ask for none); tests needing it skip when Ray cannot be imported."""
+    try:
+        import ray
+    except ImportError:
+        pytest.skip('Ray is not installed (pip install "ray[data]")')
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()

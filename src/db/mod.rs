@@ -96,6 +96,8 @@ struct Writer {
     poisoned: Option<String>,
     /// An embedder given at open that the next commit must record.
     embedder_unrecorded: Option<EmbedderSpec>,
+    /// A metric given at open, with no dimension yet, that the next commit must record.
+    metric_unrecorded: bool,
     /// See [`Snapshot::meta_version`].
     meta_version: u64,
     /// See [`Snapshot::field_indexes`].
@@ -130,7 +132,10 @@ impl Writer {
 
     /// True when a commit has something to record: `pending` writes or configuration.
     fn has_pending(&self, pending: &Pending) -> bool {
-        pending.ops() > 0 || !self.config_committed || self.embedder_unrecorded.is_some()
+        pending.ops() > 0
+            || !self.config_committed
+            || self.embedder_unrecorded.is_some()
+            || self.metric_unrecorded
     }
 }
 

@@ -97,6 +97,9 @@ impl Database {
             (Some(stored), _) => stored,
             (None, asked) => asked.unwrap_or_default(),
         };
+        // A metric asked for before any dimension is recorded now, or reopening without one
+        // would fall back to the default and the first rows would be scored with it.
+        let metric_unrecorded = loaded.metric.is_none() && options.metric.is_some();
         if let (Some(stored), Some(asked)) = (loaded.dimension, options.dimension) {
             if stored != asked {
                 return Err(Error::DimensionMismatch {
@@ -245,6 +248,7 @@ impl Database {
             live,
             poisoned: None,
             embedder_unrecorded,
+            metric_unrecorded,
             meta_version: 0,
             field_indexes: Arc::new(field_indexes),
             codes,
@@ -294,7 +298,7 @@ impl Database {
                     db.commit_locked(&mut w)?;
                 }
             }
-            if w.embedder_unrecorded.is_some() {
+            if w.embedder_unrecorded.is_some() || w.metric_unrecorded {
                 db.commit_locked(&mut w)?;
             }
             // An index waiting for rows whose first commit happened before a crash let it

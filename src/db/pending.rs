@@ -120,6 +120,7 @@ impl Pending {
             committed_rows,
             config,
             embedder,
+            metric: None,
             graph: None,
         }
     }

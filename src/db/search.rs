@@ -77,7 +77,9 @@ impl Database {
         }
         // One scan that already uses every core gains nothing from a second beside it.
         let all_cores = match codes {
-            Some(_) => QuantizedIndex::scan_uses_all_cores(rows),
+            Some(codes) => {
+                QuantizedIndex::scan_uses_all_cores(codes.codebook().quantization(), rows)
+            }
             None => FlatIndex::scan_uses_all_cores(rows),
         };
         let max_scans = if all_cores { 1 } else { parallelism() };

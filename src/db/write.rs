@@ -332,6 +332,9 @@ impl Database {
                 state
                     .pending
                     .batch(committed_rows, config, w.embedder_unrecorded.as_ref());
+            if w.metric_unrecorded {
+                batch.metric = Some(self.metric);
+            }
             // The graph's changed links and node count commit with the rows they index.
             batch.graph = w.graph.as_deref().map(|graph| GraphCommit {
                 graph,
@@ -358,6 +361,7 @@ impl Database {
             Ok(committed_rows) => {
                 self.ids_write().pending.clear();
                 w.embedder_unrecorded = None;
+                w.metric_unrecorded = false;
                 w.committed_rows = committed_rows;
                 w.config_committed = true;
                 w.graph_dirty.clear();

@@ -37,7 +37,7 @@ const CHUNK_NODES: usize = 4096;
 /// Highest layer a node can have.
 const MAX_LEVEL: u8 = 16;
 /// Locks writers take to change a node's lists (node `n` takes `n % LOCK_STRIPES`).
-const LOCK_STRIPES: usize = 1024;
+pub(super) const LOCK_STRIPES: usize = 1024;
 /// Version of [`Graph::links_bytes`]'s encoding.
 const LINKS_FORMAT: u8 = 1;
 /// Below this many new rows an insertion stays on the calling thread.
@@ -107,6 +107,9 @@ pub(crate) struct Chunk {
     bottom: Box<[AtomicU32]>,
     /// Per node with a level above 0: per upper layer a count, then `m` links.
     upper: Box<[OnceLock<Box<[AtomicU32]>>]>,
+    /// Per node: how many bottom-layer lists link to it (kept by [`Links::set`]), so an
+    /// insertion finds the nodes it left without an in-link without walking the graph.
+    indegree: Box<[AtomicU32]>,
 }
 
 impl Chunk {
@@ -116,6 +119,7 @@ impl Chunk {
                 .map(|_| AtomicU32::new(0))
                 .collect(),
             upper: (0..CHUNK_NODES).map(|_| OnceLock::new()).collect(),
+            indegree: (0..CHUNK_NODES).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 }
@@ -162,20 +166,58 @@ impl<'a> Links<'a> {
     }
 
     /// `node`'s links on `layer`, copied.
-    fn get(&self, node: u32, layer: u8, out: &mut Vec<u32>) {
+    pub(super) fn get(&self, node: u32, layer: u8, out: &mut Vec<u32>) {
         out.clear();
         self.for_each(node, layer, |n| out.push(n));
     }
 
-    /// Replaces `node`'s links on `layer` (the caller holds its lock).
-    fn set(&self, node: u32, layer: u8, links: &[u32]) {
+    /// Replaces `node`'s links on `layer` (the caller holds its lock), keeping the bottom
+    /// layer's in-degree counts.
+    pub(super) fn set(&self, node: u32, layer: u8, links: &[u32]) {
         if let Some(list) = self.list(node, layer) {
             let n = links.len().min(list.len() - 1);
+            if layer == 0 {
+                let old = (list[0].load(Ordering::Acquire) as usize).min(list.len() - 1);
+                // Slots that keep their link (an append keeps them all) change no count.
+                for (i, &l) in links[..n].iter().enumerate() {
+                    if i >= old || list[1 + i].load(Ordering::Relaxed) != l {
+                        self.count_in(l, true);
+                    }
+                }
+                for (i, slot) in list[1..1 + old].iter().enumerate() {
+                    let l = slot.load(Ordering::Relaxed);
+                    if i >= n || links[i] != l {
+                        self.count_in(l, false);
+                    }
+                }
+            }
             for (slot, &l) in list[1..].iter().zip(&links[..n]) {
                 slot.store(l, Ordering::Relaxed);
             }
             list[0].store(n as u32, Ordering::Release);
         }
+    }
+
+    /// Counts a bottom-layer link to `node` gained (`true`) or lost.
+    #[inline]
+    fn count_in(&self, node: u32, gained: bool) {
+        if let Some(chunk) = self.chunks.get(node as usize / CHUNK_NODES) {
+            let count = &chunk.indegree[node as usize % CHUNK_NODES];
+            if gained {
+                count.fetch_add(1, Ordering::Relaxed);
+            } else {
+                // Never below 0 (a lost link was counted when gained); saturate regardless.
+                let _ =
+                    count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+            }
+        }
+    }
+
+    /// How many bottom-layer lists link to `node`.
+    pub(super) fn in_degree(&self, node: u32) -> u32 {
+        self.chunks.get(node as usize / CHUNK_NODES).map_or(0, |c| {
+            c.indegree[node as usize % CHUNK_NODES].load(Ordering::Relaxed)
+        })
     }
 
     /// The highest layer `node` has links storage for.
@@ -189,7 +231,7 @@ impl<'a> Links<'a> {
     }
 
     /// Capacity of a list on `layer`.
-    fn capacity(&self, layer: u8) -> usize {
+    pub(super) fn capacity(&self, layer: u8) -> usize {
         if layer == 0 {
             self.m0
         } else {
@@ -211,12 +253,14 @@ pub struct Graph {
     /// Nodes a search may follow, and where it enters: published when an insertion ends.
     published: Mutex<(u64, Option<Entry>)>,
     /// The entry while an insertion runs.
-    entry: Mutex<Option<Entry>>,
+    pub(super) entry: Mutex<Option<Entry>>,
     /// Held by an insertion that raises the top layer, for its whole insertion.
     top: Mutex<()>,
-    locks: Box<[Mutex<()>]>,
+    pub(super) locks: Box<[Mutex<()>]>,
     /// Bytes of the upper layers' lists.
     upper_bytes: AtomicU64,
+    /// Up to this many nodes an insertion's repair walks the whole bottom layer.
+    pub(super) repair_walk_nodes: u32,
 }
 
 impl std::fmt::Debug for Graph {
@@ -229,7 +273,7 @@ impl std::fmt::Debug for Graph {
 }
 
 /// A lock that a panicking holder left poisoned still guards plain data: take it.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -264,7 +308,16 @@ impl Graph {
             top: Mutex::new(()),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             upper_bytes: AtomicU64::new(0),
+            repair_walk_nodes: super::repair::WALK_ALWAYS_NODES,
         }
+    }
+
+    /// This graph with the repair's whole-layer walk limited to graphs of `nodes` nodes (so
+    /// a test reaches the in-degree check with a small graph).
+    #[cfg(test)]
+    pub(crate) fn with_repair_walk_nodes(mut self, nodes: u32) -> Self {
+        self.repair_walk_nodes = nodes;
+        self
     }
 
     /// The build parameters.
@@ -294,7 +347,7 @@ impl Graph {
 
     /// Bytes the links take in memory.
     pub fn bytes(&self) -> u64 {
-        let chunk = CHUNK_NODES * ((1 + self.m0) * 4 + std::mem::size_of::<OnceLock<Box<[u32]>>>());
+        let chunk = CHUNK_NODES * ((2 + self.m0) * 4 + std::mem::size_of::<OnceLock<Box<[u32]>>>());
         (self.chunks.load().len() * chunk) as u64 + self.upper_bytes.load(Ordering::Relaxed)
     }
 
@@ -429,6 +482,7 @@ impl Graph {
         for node in next..to {
             with_scratch(|s| builder.insert(node as u32, s, &mut changed))?;
         }
+        with_scratch(|s| builder.repair(from, s, &mut changed))?;
         dirty.extend(changed);
         let entry = *lock(&self.entry);
         *lock(&self.published) = (to, entry);
@@ -575,20 +629,20 @@ pub struct GraphView {
 }
 
 /// One insertion's fixed inputs.
-struct Builder<'a> {
-    graph: &'a Graph,
-    links: &'a Links<'a>,
-    view: &'a dyn RowView,
-    resident: Option<&'a ResidentRows<'a>>,
-    space: Space,
-    dim: usize,
+pub(super) struct Builder<'a> {
+    pub(super) graph: &'a Graph,
+    pub(super) links: &'a Links<'a>,
+    pub(super) view: &'a dyn RowView,
+    pub(super) resident: Option<&'a ResidentRows<'a>>,
+    pub(super) space: Space,
+    pub(super) dim: usize,
     /// Nodes that exist (inserted or being inserted): `0..nodes`.
-    nodes: u32,
+    pub(super) nodes: u32,
 }
 
 impl Builder<'_> {
     /// Row `node`'s data.
-    fn row(&self, node: u32) -> Result<Cow<'_, [f32]>> {
+    pub(super) fn row(&self, node: u32) -> Result<Cow<'_, [f32]>> {
         if let Some(r) = self.resident.and_then(|rows| rows.row(u64::from(node))) {
             return Ok(Cow::Borrowed(r));
         }
@@ -598,7 +652,7 @@ impl Builder<'_> {
     }
 
     /// The key of two rows.
-    fn pair(&self, a: &[f32], b: &[f32]) -> f32 {
+    pub(super) fn pair(&self, a: &[f32], b: &[f32]) -> f32 {
         self.space.key(&a[..self.dim], a[self.dim], b, self.dim)
     }
 
@@ -622,7 +676,8 @@ impl Builder<'_> {
         let ep = entry.unwrap_or(first);
         let q = self.row(node)?;
         let mut scorer = RowScorer::new(self.view, self.resident, self.space, &q, q[self.dim]);
-        let mut at = Scored::new(scorer.score(ep.node), ep.node);
+        let from_entry = Scored::new(scorer.score(ep.node), ep.node);
+        let mut at = from_entry;
         for layer in (level + 1..=ep.level).rev() {
             at = greedy(
                 self.links,
@@ -648,6 +703,16 @@ impl Builder<'_> {
             found.clear();
             found.extend(scratch.results.drain().map(|r| r.0));
             found.retain(|s| s.node != node);
+            if found.len() < g.m && (found.len() as u32) + 2 < self.nodes {
+                // The walk met a node whose list on this layer is not written yet (one
+                // inserted concurrently): it leads nowhere, and the new node would get as
+                // few links. Walk again from the entry as well.
+                found.push(from_entry);
+                search_layer(self.links, &p, &found, &mut scorer, scratch);
+                found.clear();
+                found.extend(scratch.results.drain().map(|r| r.0));
+                found.retain(|s| s.node != node);
+            }
             found.sort_unstable_by(|a, b| b.cmp(a));
             self.select(&found, g.m, layer, &mut chosen)?;
             {

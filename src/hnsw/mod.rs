@@ -17,6 +17,7 @@
 pub mod graph;
 pub mod index;
 mod layer;
+mod repair;
 mod rows;
 mod score;
 #[cfg(test)]
@@ -53,7 +54,15 @@ pub const DEFAULT_EF_CONSTRUCTION: usize = 200;
 /// Re-run on the quiet machine after a new node's list began keeping the links concurrent
 /// insertions gave it (`HNSW_PROBE_REPEATS=3 HNSW_PROBE_EFS=64,128`): build 13.2 s on 2
 /// threads; ef 64 recall@10 0.9870 (f32 3,753 QPS, int8 3,232); ef 128 0.9965 (f32 1,894,
-/// int8 1,891); the exact scan 567 QPS.
+/// int8 1,891); the exact scan 567 QPS. (That probe built inside a rayon pool, where
+/// `Graph::insert` runs on the calling thread: those builds were sequential.)
+///
+/// After the reachability repair, beside hnswlib 0.8.0 in the same window (2 December 2026,
+/// 06:53-06:55 UTC, load average 6.5-8.4; `HNSW_PROBE_REPEATS=1 HNSW_PROBE_EFS=64,128`
+/// alternated twice with a Python script timing hnswlib the same way, thread CPU time,
+/// build on 2 threads): ef 64 recall@10 0.9900 (hnswlib 0.9820), ef 128 0.9970 / 0.9975
+/// (hnswlib 0.9965); ef 128 QPS f32 1,481 / 1,606 against hnswlib's 1,853 / 1,797 (0.80x,
+/// 0.89x), int8 1,650 / 1,884 (0.89x, 1.05x).
 pub const DEFAULT_EF: usize = 128;
 /// Largest `m` accepted.
 pub const MAX_M: usize = 128;

@@ -631,3 +631,252 @@ fn a_view_read_on_demand_builds_and_searches_the_same_graph() {
         index(&vb, Metric::Cosine, 32).search(&on_demand_set, &qs, 10)
     );
 }
+
+/// Node `node`'s bottom-layer links, decoded from [`Graph::links_bytes`] as the format
+/// documents it (format byte, level, then a `u16` count and the `u32` links).
+fn bottom_links(graph: &Graph, node: u32) -> Vec<u32> {
+    let bytes = graph.links_bytes(node);
+    let count = u16::from_le_bytes([bytes[2], bytes[3]]) as usize;
+    bytes[4..4 + 4 * count]
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// The nodes a breadth-first walk of the bottom layer from the entry does not reach.
+fn unreachable(graph: &Graph) -> Vec<u32> {
+    let n = graph.len() as usize;
+    let Some(entry) = graph.entry() else {
+        return Vec::new();
+    };
+    let lists: Vec<Vec<u32>> = (0..n as u32).map(|i| bottom_links(graph, i)).collect();
+    let mut seen = vec![false; n];
+    let mut queue = std::collections::VecDeque::from([entry.node]);
+    seen[entry.node as usize] = true;
+    while let Some(at) = queue.pop_front() {
+        for &l in &lists[at as usize] {
+            if !std::mem::replace(&mut seen[l as usize], true) {
+                queue.push_back(l);
+            }
+        }
+    }
+    (0..n as u32).filter(|&i| !seen[i as usize]).collect()
+}
+
+/// `n` rows of `dim` components where about `copies` in 10 are one of `distinct` vectors
+/// repeated (identical rows), the rest clustered: the data that leaves nodes without
+/// in-links (identical rows prune each other from lists).
+fn duplicate_heavy(n: usize, dim: usize, distinct: usize, copies: u64, seed: u64) -> Data {
+    let mut data = clustered(n, dim, seed);
+    let mut rng = Rng::new(seed ^ 0xD0B1E);
+    let originals: Vec<Vec<f32>> = data.vectors[..distinct].to_vec();
+    for v in data.vectors.iter_mut().skip(distinct) {
+        if rng.below(10) < copies {
+            *v = originals[rng.below(distinct as u64) as usize].clone();
+        }
+    }
+    let layout = RowLayout::new(dim as u32);
+    let mut store = CachedRows::open(None, Default::default(), layout, 0).unwrap();
+    let mut buf = vec![0f32; layout.stride_f32];
+    for v in &data.vectors {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        layout.encode_row(v, norm, &mut buf);
+        store.append(&buf).unwrap();
+    }
+    data.store = Box::new(store);
+    data
+}
+
+/// Inserts up to each of `ends` in turn (from this thread, so an insertion of 256 rows or
+/// more runs on the graph's own pool of all cores) and checks after each that the bottom
+/// layer reaches every node from the entry, and that every node the insertion changed is
+/// reported.
+fn insert_checking_reachability(
+    graph: &Graph,
+    data: &Data,
+    metric: Metric,
+    ends: &[u64],
+    ctx: &str,
+) {
+    let rows = data.store.view();
+    let mut before: Vec<Vec<u8>> = Vec::new();
+    for &to in ends {
+        let mut dirty = BTreeSet::new();
+        graph
+            .insert(rows.as_ref(), space(metric), to, &mut dirty)
+            .unwrap();
+        let missed = unreachable(graph);
+        assert!(
+            missed.is_empty(),
+            "{ctx}: after inserting up to {to}: {} nodes unreachable: {missed:?}",
+            missed.len()
+        );
+        for node in 0..to as u32 {
+            let now = graph.links_bytes(node);
+            if before.get(node as usize) != Some(&now) {
+                assert!(
+                    dirty.contains(&node),
+                    "{ctx}: node {node} changed, not reported"
+                );
+            }
+        }
+        before = (0..to as u32).map(|n| graph.links_bytes(n)).collect();
+    }
+}
+
+#[test]
+fn parallel_builds_of_clustered_and_duplicate_heavy_data_reach_every_node() {
+    for seed in [1u64, 2, 3] {
+        for (name, data) in [
+            ("clustered", clustered(3000, 16, seed)),
+            ("half copies of 40", duplicate_heavy(3000, 16, 40, 5, seed)),
+            (
+                "nearly all copies of 3",
+                duplicate_heavy(3000, 8, 3, 9, seed),
+            ),
+        ] {
+            for metric in [Metric::Cosine, Metric::L2] {
+                let graph = Graph::new(params(), seed);
+                let n = data.vectors.len() as u64;
+                let ctx = format!("{name} seed {seed} {metric:?}");
+                insert_checking_reachability(&graph, &data, metric, &[n], &ctx);
+            }
+        }
+    }
+}
+
+#[test]
+fn incremental_batches_of_every_size_keep_every_node_reachable() {
+    for seed in [5u64, 6] {
+        let data = duplicate_heavy(4000, 16, 25, 5, seed);
+        let graph = Graph::new(params(), seed);
+        let ends = [1, 2, 300, 301, 302, 1000, 1001, 1700, 1750, 1751, 4000];
+        insert_checking_reachability(
+            &graph,
+            &data,
+            Metric::Cosine,
+            &ends,
+            &format!("seed {seed}"),
+        );
+    }
+}
+
+/// Deleting a row only tombstones it (the graph keeps the node), and an upsert appends its
+/// new vector as a new row: rows that repeat earlier rows' vectors, which the graph must
+/// still reach.
+#[test]
+fn rows_repeating_earlier_vectors_as_upserts_do_stay_reachable() {
+    let mut data = clustered(3000, 16, 7);
+    let mut rng = Rng::new(8);
+    for r in 2000..3000 {
+        let from = rng.below(2000) as usize;
+        data.vectors[r] = data.vectors[from].clone();
+    }
+    let layout = RowLayout::new(16);
+    let mut store = CachedRows::open(None, Default::default(), layout, 0).unwrap();
+    let mut buf = vec![0f32; layout.stride_f32];
+    for v in &data.vectors {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        layout.encode_row(v, norm, &mut buf);
+        store.append(&buf).unwrap();
+    }
+    data.store = Box::new(store);
+    let graph = Graph::new(params(), 9);
+    let ends: Vec<u64> = [2000, 2001, 2100, 2400]
+        .into_iter()
+        .chain((2401..2420).step_by(3))
+        .chain([3000])
+        .collect();
+    insert_checking_reachability(&graph, &data, Metric::Dot, &ends, "upserts");
+}
+
+/// Above the size where the repair walks the whole layer, a small insertion checks only
+/// in-degrees: every node but the entry keeps an in-link, counted from the stored links.
+#[test]
+fn small_insertions_into_a_large_graph_leave_no_node_without_an_in_link() {
+    let data = duplicate_heavy(3000, 8, 10, 6, 10);
+    let graph = Graph::new(params(), 11).with_repair_walk_nodes(0);
+    let rows = data.store.view();
+    let mut dirty = BTreeSet::new();
+    for to in (2000..=2100).chain([2600, 3000]) {
+        graph
+            .insert(rows.as_ref(), space(Metric::Cosine), to, &mut dirty)
+            .unwrap();
+        let mut in_degree = vec![0u32; to as usize];
+        for node in 0..to as u32 {
+            for l in bottom_links(&graph, node) {
+                in_degree[l as usize] += 1;
+            }
+        }
+        let entry = graph.entry().unwrap().node;
+        let orphans: Vec<usize> = (0..to as usize)
+            .filter(|&n| n != entry as usize && in_degree[n] == 0)
+            .collect();
+        assert!(orphans.is_empty(), "up to {to}: no in-link to {orphans:?}");
+    }
+}
+
+/// Uniform random vectors (the hardest data for a graph) built in parallel then in small
+/// batches: no node is left with fewer links than `m` (a node whose walk met a node being
+/// inserted concurrently once got a single link), and every row is its own top hit.
+#[test]
+fn every_row_of_uniform_data_has_its_links_and_finds_itself() {
+    let (n, dim) = (3300usize, 32usize);
+    for seed in [3u64, 4, 5] {
+        let mut rng = Rng::new(seed);
+        let vectors: Vec<Vec<f32>> = (0..n)
+            .map(|_| (0..dim).map(|_| rng.f32() * 2.0 - 1.0).collect())
+            .collect();
+        let layout = RowLayout::new(dim as u32);
+        let mut store = CachedRows::open(None, Default::default(), layout, 0).unwrap();
+        let mut buf = vec![0f32; layout.stride_f32];
+        for v in &vectors {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            layout.encode_row(v, norm, &mut buf);
+            store.append(&buf).unwrap();
+        }
+        let data = Data {
+            store: Box::new(store),
+            vectors,
+            dim,
+        };
+        let params = HnswParams {
+            m: 10,
+            ef_construction: 64,
+        };
+        let graph = Arc::new(Graph::new(params, seed));
+        let ctx = format!("seed {seed}");
+        insert_checking_reachability(
+            &graph,
+            &data,
+            Metric::Cosine,
+            &[3000, 3001, 3200, 3300],
+            &ctx,
+        );
+        let few: Vec<u32> = (0..n as u32)
+            .filter(|&r| bottom_links(&graph, r).len() < params.m)
+            .collect();
+        assert!(few.is_empty(), "{ctx}: fewer than m links: {few:?}");
+        let rows = data.store.view();
+        let view = graph.view();
+        let set = ScanSet {
+            rows: rows.as_ref(),
+            tombstones: &[],
+        };
+        let missed: Vec<usize> = (0..n)
+            .filter(|&r| {
+                let v = &data.vectors[r];
+                let q = Queries {
+                    data: v.clone(),
+                    norms: vec![v.iter().map(|x| x * x).sum::<f32>().sqrt()],
+                    dim,
+                };
+                index(&view, Metric::Cosine, 128).search(&set, &q, 1)[0][0].row != r as u64
+            })
+            .collect();
+        assert!(
+            missed.is_empty(),
+            "{ctx}: not their own top hit: {missed:?}"
+        );
+    }
+}

@@ -239,6 +239,9 @@ pub struct CommitBatch<'a> {
     pub config: Option<(u32, Metric)>,
     /// The text embedder to record (set while none is recorded).
     pub embedder: Option<&'a EmbedderSpec>,
+    /// A metric to record on its own: one given when the database was created, before its
+    /// first rows fix the dimension (so reopening without a metric keeps it).
+    pub metric: Option<Metric>,
     /// The HNSW graph's changes, when an index has one.
     pub graph: Option<GraphCommit<'a>>,
 }
@@ -671,19 +674,12 @@ impl Config {
                     })?,
             ),
         };
-        // Both are recorded by the commit that stores the first rows, and never removed.
-        match (out.dimension, out.metric) {
-            (Some(_), None) => {
-                return Err(format!(
-                    "config key `{KEY_METRIC}` is missing but `{KEY_DIMENSION}` is set"
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(format!(
-                    "config key `{KEY_DIMENSION}` is missing but `{KEY_METRIC}` is set"
-                ))
-            }
-            _ => {}
+        // Both are recorded by the commit that stores the first rows, and never removed; a
+        // metric given at creation may be recorded before them.
+        if out.dimension.is_some() && out.metric.is_none() {
+            return Err(format!(
+                "config key `{KEY_METRIC}` is missing but `{KEY_DIMENSION}` is set"
+            ));
         }
         out.committed_rows = self.committed_rows.unwrap_or(0);
         if out.committed_rows > 0 && out.dimension.is_none() {
@@ -886,6 +882,9 @@ impl MetaStore {
         config.insert(KEY_FORMAT, META_FORMAT)?;
         if let Some((dim, metric)) = batch.config {
             config.insert(KEY_DIMENSION, u64::from(dim))?;
+            config.insert(KEY_METRIC, u64::from(metric.code()))?;
+        }
+        if let Some(metric) = batch.metric {
             config.insert(KEY_METRIC, u64::from(metric.code()))?;
         }
         config.insert(KEY_COMMITTED_ROWS, batch.committed_rows)?;
@@ -1445,6 +1444,7 @@ mod tests {
                 committed_rows: rows,
                 config: Some((4, Metric::Dot)),
                 embedder: None,
+                metric: None,
                 graph: None,
             };
             let synced = std::sync::atomic::AtomicBool::new(false);

@@ -230,7 +230,7 @@ pub enum Codebook {
     /// Bit `d` of a row is set when component `d` is above `mean[d]`. The query is not
     /// reduced to signs: it keeps 4 bits per component (see [`PreparedQuery::Binary`]),
     /// which on MiniLM embeddings lifts recall@10 at oversample 10 from 0.93 (sign against
-    /// sign, Hamming) to 0.99 for five popcounts per word instead of one.
+    /// sign, Hamming) to 0.99 for four popcounts per word instead of one.
     Binary {
         /// The metric the codes serve (cosine codes are of unit-length rows).
         metric: Metric,
@@ -254,12 +254,13 @@ pub enum PreparedQuery {
         norm_sq: f32,
     },
     /// `approx_dot = step * sum_d v[d] * bit_d(code)` (up to a per-query constant): the
-    /// query's components quantized to `v` in `-8..=7` (`q ~ step * v`), held as four bit
-    /// planes of `v + 8` so a code is scored with popcounts ([`kernels::scalar::bits_dot`]).
+    /// query's components quantized to `v` in `-8..=7` (`q ~ step * v`), held as the four bit
+    /// planes of `v` in 4-bit two's complement (`v = -8 b3 + 4 b2 + 2 b1 + b0`), so a code is
+    /// scored with four popcounts per word ([`kernels::scalar::bits_dot`]).
     /// A row's bits are the signs `s = 2 * bit - 1` of `row - mean`, and `row - mean ~ a * s`,
     /// so `dot(q, row)` ranks like `dot(q, s) = 2 * dot(q, bits) - sum(q)`.
     Binary {
-        /// Plane `j` (bit `j` of `v + 8`) is `planes[j * words..(j + 1) * words]`, `words =
+        /// Plane `j` (bit `j` of `v & 0xf`) is `planes[j * words..(j + 1) * words]`, `words =
         /// ceil(dim / 64)`; bits past `dim` are zero.
         planes: Vec<u64>,
         /// The f32 value of one unit of `v`.
@@ -407,8 +408,8 @@ impl Codebook {
             }
             Codebook::Binary { mean, .. } => {
                 let words = mean.len().div_ceil(64);
-                // The grid -8..=7 steps is centred on 0 so that `v + 8` needs no per-row
-                // correction beyond `8 * popcount(code)`.
+                // The grid -8..=7 steps is centred on 0; `v` is stored in two's complement,
+                // so the sign plane weighs -8 and no per-row correction is needed.
                 let (lo, hi) = query
                     .iter()
                     .take(mean.len())
@@ -421,7 +422,7 @@ impl Codebook {
                 };
                 let mut planes = vec![0u64; 4 * words];
                 for (d, q) in query.iter().take(mean.len()).enumerate() {
-                    let v = (q / step).round().clamp(-8.0, 7.0) as i32 + 8;
+                    let v = (q / step).round().clamp(-8.0, 7.0) as i32 & 0xf;
                     for (j, plane) in planes.chunks_exact_mut(words).enumerate() {
                         if v >> j & 1 == 1 {
                             plane[d / 64] |= 1 << (d % 64);

@@ -8,9 +8,27 @@ actors (``pip install "ray[data]"``).
   merge is exact.
 
 Ids are partitioned by a stable hash (:func:`shard_of`), so any process agrees on where an id
-lives.
+lives. Importing this package does not import Ray; opening a sharded database does.
 """
 
+from ._errors import ReadOnlyError, ShardError, ShardUnavailableError
 from ._manifest import Manifest, ManifestError, read_manifest, shard_of
+from ._ingest import DatabaseExistsError, ingest
+from ._sharded import PartialArrays, PartialResult, ShardedDatabase, ShardedRecord, open
 
-__all__ = ["Manifest", "ManifestError", "read_manifest", "shard_of"]
+__all__ = [
+    "ingest",
+    "DatabaseExistsError",
+    "open",
+    "ShardedDatabase",
+    "ShardedRecord",
+    "PartialResult",
+    "PartialArrays",
+    "ShardError",
+    "ShardUnavailableError",
+    "ReadOnlyError",
+    "Manifest",
+    "ManifestError",
+    "read_manifest",
+    "shard_of",
+]

@@ -9,18 +9,19 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
         .sum()
 }
 
-/// `sum_d v[d] * bit_d(code)` for a query whose 4-bit values `v[d] + 8` (`v` in `-8..=7`) are
-/// given as bit planes: `planes[j * words + w]` holds bit `j` of those values for components
-/// `64 * w ..`. Equals `sum_j 2^j * popcount(plane_j & code) - 8 * popcount(code)`.
+/// `sum_d v[d] * bit_d(code)` for a query whose 4-bit values `v[d]` (in `-8..=7`) are given
+/// as the bit planes of their two's complement: `planes[j * words + w]` holds bit `j` of
+/// `v & 0xf` for components `64 * w ..`. Equals `sum_{j<3} 2^j * popcount(plane_j & code) -
+/// 8 * popcount(plane_3 & code)`.
 pub fn bits_dot(planes: &[u64], code: &[u8]) -> i32 {
     let words = planes.len() / 4;
     let mut sum = 0i32;
     for (w, c) in code.chunks_exact(8).take(words).enumerate() {
         let c = word(c);
-        for j in 0..4 {
+        for j in 0..3 {
             sum += ((planes[j * words + w] & c).count_ones() as i32) << j;
         }
-        sum -= 8 * c.count_ones() as i32;
+        sum -= 8 * (planes[3 * words + w] & c).count_ones() as i32;
     }
     sum
 }

@@ -167,8 +167,7 @@ pub unsafe fn bits_dot_block_popcnt(
         let mut sum = 0i32;
         for (w, c) in code.chunks_exact(8).enumerate() {
             let c = scalar::word(c);
-            let t = (p3[w] & c).count_ones() as i32 - c.count_ones() as i32;
-            let t = 2 * t + (p2[w] & c).count_ones() as i32;
+            let t = (p2[w] & c).count_ones() as i32 - 2 * (p3[w] & c).count_ones() as i32;
             let t = 2 * t + (p1[w] & c).count_ones() as i32;
             sum += 2 * t + (p0[w] & c).count_ones() as i32;
         }
@@ -177,7 +176,9 @@ pub unsafe fn bits_dot_block_popcnt(
 }
 
 /// [`scalar::bits_dot_block`] eight words at a time with VPOPCNTDQ (masked loads for the
-/// last partial group of words), folded Horner-style: `((p3 - c) * 2 + p2) * 2 + ...`.
+/// last partial group of words). Rows go eight at a time: their eight accumulators are summed
+/// together by a transposing tree of shuffles ([`sum_lanes_of_8`]), which costs under two
+/// shuffles a row where a horizontal reduction per row costs three.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F and VPOPCNTDQ; shapes as [`bits_dot_block_popcnt`].
@@ -206,21 +207,61 @@ pub unsafe fn bits_dot_block_avx512(
             [plane(0), plane(1), plane(2), plane(3)]
         })
         .collect();
-    for (r, o) in out.iter_mut().enumerate() {
+    // Row `r`'s per-lane sums.
+    let lanes_of = |r: usize| {
         let code = &codes[r * code_len..r * code_len + 8 * words];
         let mut acc = _mm512_setzero_si512();
-        for (s, [q0, q1, q2, q3]) in plane_vectors.iter().enumerate() {
+        for (s, q) in plane_vectors.iter().enumerate() {
             // SAFETY: the mask covers words 8s..min(8s + 8, words), inside the code
             // (8 * words bytes).
             let c =
                 unsafe { _mm512_maskz_loadu_epi64(mask_of(s), code.as_ptr().add(64 * s).cast()) };
-            let count = |p: __m512i| _mm512_popcnt_epi64(_mm512_and_si512(p, c));
-            let t = _mm512_sub_epi64(count(*q3), _mm512_popcnt_epi64(c));
-            let t = _mm512_add_epi64(_mm512_slli_epi64(t, 1), count(*q2));
-            let t = _mm512_add_epi64(_mm512_slli_epi64(t, 1), count(*q1));
-            let t = _mm512_add_epi64(_mm512_slli_epi64(t, 1), count(*q0));
-            acc = _mm512_add_epi64(acc, t);
+            acc = _mm512_add_epi64(acc, bits_dot_lanes(q, c));
         }
-        *o = _mm512_reduce_add_epi64(acc) as i32;
+        acc
+    };
+    let rows = out.len();
+    let mut r = 0;
+    while r + 8 <= rows {
+        let sums = sum_lanes_of_8(std::array::from_fn(|i| lanes_of(r + i)));
+        // Each sum is at most 64 * words * 8 in magnitude: i32 holds it.
+        let sums = _mm512_cvtepi64_epi32(sums);
+        // SAFETY: out[r..r + 8] is 32 writable bytes (r + 8 <= out.len()).
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(r).cast(), sums) };
+        r += 8;
     }
+    for (r, o) in out.iter_mut().enumerate().skip(r) {
+        *o = _mm512_reduce_add_epi64(lanes_of(r)) as i32;
+    }
+}
+
+/// The four planes' contribution of eight code words `c` against eight plane words each
+/// (`q[j]`), per 64-bit lane, folded Horner-style: `((p2 - 2 p3) * 2 + p1) * 2 + p0`.
+#[target_feature(enable = "avx512f,avx512vpopcntdq")]
+fn bits_dot_lanes(q: &[__m512i; 4], c: __m512i) -> __m512i {
+    let count = |p: __m512i| _mm512_popcnt_epi64(_mm512_and_si512(p, c));
+    let t = _mm512_sub_epi64(count(q[2]), _mm512_slli_epi64(count(q[3]), 1));
+    let t = _mm512_add_epi64(_mm512_slli_epi64(t, 1), count(q[1]));
+    _mm512_add_epi64(_mm512_slli_epi64(t, 1), count(q[0]))
+}
+
+/// Lane `i` of the result is the sum of the eight i64 lanes of `v[i]`: pairs of vectors are
+/// interleaved and added three times (64-bit lanes, then 128-bit lanes twice), 14 shuffles
+/// and 7 adds for the eight sums.
+#[target_feature(enable = "avx512f")]
+fn sum_lanes_of_8(v: [__m512i; 8]) -> __m512i {
+    // Lane k (128 bits) of the result: (a's, b's) pair sums from their lane k.
+    let pairs = |a, b| _mm512_add_epi64(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+    // 128-bit lanes: (a0 + a1, a2 + a3, b0 + b1, b2 + b3).
+    let halves = |a, b| {
+        _mm512_add_epi64(
+            _mm512_shuffle_i64x2::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_i64x2::<0b11_01_11_01>(a, b),
+        )
+    };
+    let p01 = pairs(v[0], v[1]);
+    let p23 = pairs(v[2], v[3]);
+    let p45 = pairs(v[4], v[5]);
+    let p67 = pairs(v[6], v[7]);
+    halves(halves(p01, p23), halves(p45, p67))
 }
