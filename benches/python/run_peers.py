@@ -83,6 +83,10 @@ def parse_args() -> argparse.Namespace:
                     help="with --merge-into and --tests: merge this earlier run's JSON instead "
                          "of running anything (e.g. runs of different libraries at different "
                          "times)")
+    ap.add_argument("--work-dir", type=Path,
+                    help="scratch directory of the libraries' databases (default: "
+                         "target/bench-work/full or smoke); a second run at the same time needs "
+                         "its own")
     ap.add_argument("--report-dir", type=Path,
                     help="where benchmarks.md and its PNGs go (default: docs/ for a full run, "
                          "target/bench-smoke/ for --smoke)")
@@ -150,7 +154,8 @@ class Runner:
             self.cfg["hnsw_only_modes"] = args.hnsw_modes.split(",")
         self.cfg["rounds"] = self.rounds
         mode = "smoke" if args.smoke else "full"
-        self.work = REPO / "target" / "bench-work" / mode
+        self.work = (args.work_dir.resolve() if args.work_dir
+                     else REPO / "target" / "bench-work" / mode)
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         self.out = args.out or REPO / "target" / "bench-results" / f"peers-{mode}-{stamp}.json"
         self.packages = packages
@@ -536,8 +541,15 @@ def merge(earlier: dict, now: dict, tests: list[str]) -> dict:
         for ds, fig in entry.get("datasets", {}).items():
             target = old.setdefault("datasets", {}).setdefault(ds, {})
             for test in tests:
-                if test in fig:
-                    target[test] = fig[test]
+                if test not in fig:
+                    continue
+                if test == "hnsw" and now["config"].get("hnsw_only_modes") and target.get(test):
+                    # A run limited by --hnsw-modes (e.g. SrvDB's int8 graph on its own, as
+                    # the 1M builds are long) adds its modes to the earlier run's instead of
+                    # dropping them.
+                    target[test].setdefault("modes", {}).update(fig[test].get("modes", {}))
+                    continue
+                target[test] = fig[test]
             target.setdefault("shape", fig.get("shape"))
     return out
 
