@@ -20,8 +20,8 @@ use super::visited::{Scored, Scratch};
 use super::Entry;
 use crate::error::Result;
 
-/// Up to this many nodes the whole bottom layer is walked after every insertion (a few
-/// milliseconds).
+/// Up to this many nodes the whole bottom layer is walked after every insertion (a walk
+/// reads every node's list once; its cost is not measured yet).
 pub(super) const WALK_ALWAYS_NODES: u32 = 65_536;
 /// Above that, it is walked when an insertion adds at least one node in this many.
 const WALK_SHARE: u64 = 16;
