@@ -656,6 +656,23 @@ impl Builder<'_> {
         self.space.key(&a[..self.dim], a[self.dim], b, self.dim)
     }
 
+    /// The greedy descent from `entry` to layer `down_to`: the entry scored, and the node
+    /// the search of layer `down_to` starts from.
+    pub(super) fn descend(
+        &self,
+        entry: Entry,
+        down_to: u8,
+        scorer: &mut impl Scorer,
+        batch: &mut Vec<u32>,
+    ) -> (Scored, Scored) {
+        let from_entry = Scored::new(scorer.score(entry.node), entry.node);
+        let mut at = from_entry;
+        for layer in (down_to + 1..=entry.level).rev() {
+            at = greedy(self.links, layer, at, self.nodes, scorer, batch);
+        }
+        (from_entry, at)
+    }
+
     /// Inserts `node`, adding to `changed` every node whose links changed.
     fn insert(&self, node: u32, scratch: &mut Scratch, changed: &mut Vec<u32>) -> Result<()> {
         let g = self.graph;
@@ -676,18 +693,7 @@ impl Builder<'_> {
         let ep = entry.unwrap_or(first);
         let q = self.row(node)?;
         let mut scorer = RowScorer::new(self.view, self.resident, self.space, &q, q[self.dim]);
-        let from_entry = Scored::new(scorer.score(ep.node), ep.node);
-        let mut at = from_entry;
-        for layer in (level + 1..=ep.level).rev() {
-            at = greedy(
-                self.links,
-                layer,
-                at,
-                self.nodes,
-                &mut scorer,
-                &mut scratch.batch,
-            );
-        }
+        let (from_entry, at) = self.descend(ep, level, &mut scorer, &mut scratch.batch);
         let mut entries = vec![at];
         let mut found: Vec<Scored> = Vec::new();
         let mut chosen = Vec::new();

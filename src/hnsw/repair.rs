@@ -14,7 +14,7 @@
 //! [`Links::set`]: super::graph::Links
 
 use super::graph::{lock, Builder, LOCK_STRIPES};
-use super::layer::{greedy, search_layer, LayerSearch, Scorer};
+use super::layer::{search_layer, LayerSearch};
 use super::score::RowScorer;
 use super::visited::{Scored, Scratch};
 use super::Entry;
@@ -107,18 +107,7 @@ impl Builder<'_> {
         let mut scorer = RowScorer::new(self.view, self.resident, self.space, &q, q[self.dim]);
         let usable =
             |n: u32| n != node && reached.is_none_or(|r| r.get(n as usize).copied() == Some(true));
-        let from_entry = Scored::new(scorer.score(entry.node), entry.node);
-        let mut at = from_entry;
-        for layer in (1..=entry.level).rev() {
-            at = greedy(
-                self.links,
-                layer,
-                at,
-                self.nodes,
-                &mut scorer,
-                &mut scratch.batch,
-            );
-        }
+        let (from_entry, at) = self.descend(entry, 0, &mut scorer, &mut scratch.batch);
         let p = LayerSearch {
             layer: 0,
             ef: self.graph.params().ef_construction.max(1),

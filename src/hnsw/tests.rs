@@ -23,6 +23,25 @@ struct Data {
     dim: usize,
 }
 
+impl Data {
+    /// `vectors` as rows in memory.
+    fn of(vectors: Vec<Vec<f32>>, dim: usize) -> Self {
+        let layout = RowLayout::new(dim as u32);
+        let mut store = CachedRows::open(None, Default::default(), layout, 0).unwrap();
+        let mut buf = vec![0f32; layout.stride_f32];
+        for v in &vectors {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            layout.encode_row(v, norm, &mut buf);
+            store.append(&buf).unwrap();
+        }
+        Data {
+            store: Box::new(store),
+            vectors,
+            dim,
+        }
+    }
+}
+
 /// `n` vectors of `dim` components around `n / 50` random centres.
 fn clustered(n: usize, dim: usize, seed: u64) -> Data {
     let mut rng = Rng::new(seed);
@@ -35,19 +54,7 @@ fn clustered(n: usize, dim: usize, seed: u64) -> Data {
             c.iter().map(|x| x + 0.15 * rng.normal()).collect()
         })
         .collect();
-    let layout = RowLayout::new(dim as u32);
-    let mut store = CachedRows::open(None, Default::default(), layout, 0).unwrap();
-    let mut buf = vec![0f32; layout.stride_f32];
-    for v in &vectors {
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        layout.encode_row(v, norm, &mut buf);
-        store.append(&buf).unwrap();
-    }
-    Data {
-        store: Box::new(store),
-        vectors,
-        dim,
-    }
+    Data::of(vectors, dim)
 }
 
 fn queries(data: &Data, n: usize, seed: u64) -> Queries {
@@ -675,16 +682,7 @@ fn duplicate_heavy(n: usize, dim: usize, distinct: usize, copies: u64, seed: u64
             *v = originals[rng.below(distinct as u64) as usize].clone();
         }
     }
-    let layout = RowLayout::new(dim as u32);
-    let mut store = CachedRows::open(None, Default::default(), layout, 0).unwrap();
-    let mut buf = vec![0f32; layout.stride_f32];
-    for v in &data.vectors {
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        layout.encode_row(v, norm, &mut buf);
-        store.append(&buf).unwrap();
-    }
-    data.store = Box::new(store);
-    data
+    Data::of(data.vectors, dim)
 }
 
 /// Inserts up to each of `ends` in turn (from this thread, so an insertion of 256 rows or
@@ -772,15 +770,7 @@ fn rows_repeating_earlier_vectors_as_upserts_do_stay_reachable() {
         let from = rng.below(2000) as usize;
         data.vectors[r] = data.vectors[from].clone();
     }
-    let layout = RowLayout::new(16);
-    let mut store = CachedRows::open(None, Default::default(), layout, 0).unwrap();
-    let mut buf = vec![0f32; layout.stride_f32];
-    for v in &data.vectors {
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        layout.encode_row(v, norm, &mut buf);
-        store.append(&buf).unwrap();
-    }
-    data.store = Box::new(store);
+    let data = Data::of(data.vectors, 16);
     let graph = Graph::new(params(), 9);
     let ends: Vec<u64> = [2000, 2001, 2100, 2400]
         .into_iter()
@@ -827,19 +817,7 @@ fn every_row_of_uniform_data_has_its_links_and_finds_itself() {
         let vectors: Vec<Vec<f32>> = (0..n)
             .map(|_| (0..dim).map(|_| rng.f32() * 2.0 - 1.0).collect())
             .collect();
-        let layout = RowLayout::new(dim as u32);
-        let mut store = CachedRows::open(None, Default::default(), layout, 0).unwrap();
-        let mut buf = vec![0f32; layout.stride_f32];
-        for v in &vectors {
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            layout.encode_row(v, norm, &mut buf);
-            store.append(&buf).unwrap();
-        }
-        let data = Data {
-            store: Box::new(store),
-            vectors,
-            dim,
-        };
+        let data = Data::of(vectors, dim);
         let params = HnswParams {
             m: 10,
             ef_construction: 64,
