@@ -213,13 +213,7 @@ fn configuration_is_fixed_and_enforced() {
         })
     ));
     drop(db);
-    assert!(matches!(
-        Database::open(
-            dir.path(),
-            OpenOptions::default().with_metric(Metric::Cosine)
-        ),
-        Err(Error::InvalidInput { .. })
-    ));
+    assert_other_metric_refused(dir.path(), Metric::Cosine);
     assert!(matches!(
         Database::open(dir.path(), OpenOptions::default().with_dimension(4)),
         Err(Error::DimensionMismatch {
@@ -227,6 +221,14 @@ fn configuration_is_fixed_and_enforced() {
             got: 4,
             ..
         })
+    ));
+}
+
+/// Opening with a metric other than the recorded one is refused.
+fn assert_other_metric_refused(path: &std::path::Path, other: Metric) {
+    assert!(matches!(
+        Database::open(path, OpenOptions::default().with_metric(other)),
+        Err(Error::InvalidInput { .. })
     ));
 }
 
@@ -242,20 +244,15 @@ fn metric_without_dimension_is_durable() {
         let db = Database::open(dir.path(), OpenOptions::default()).expect("reopen");
         assert_eq!(db.metric(), metric);
         assert_eq!(db.dimension(), None);
-        // L2 and dot rank [1, 0] and [10, 0] differently from cosine for the query [1, 0].
+        // For the query [1, 0], cosine ties [1, 0] and [10, 0] (the earlier row wins), dot
+        // ranks [10, 0] first, L2 [1, 0]; `metric()` above tells L2 from cosine.
         db.add(&["near", "far"], &[1.0, 0.0, 10.0, 0.0], &[])
             .expect("add");
         let top = db.search(&[1.0, 0.0], 1).expect("search")[0].id.clone();
         let want = if metric == Metric::L2 { "near" } else { "far" };
         assert_eq!(top, want, "{metric}: the recorded metric ranks the rows");
         drop(db);
-        assert!(matches!(
-            Database::open(
-                dir.path(),
-                OpenOptions::default().with_metric(Metric::Cosine)
-            ),
-            Err(Error::InvalidInput { .. })
-        ));
+        assert_other_metric_refused(dir.path(), Metric::Cosine);
     }
 }
 
