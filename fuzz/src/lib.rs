@@ -496,8 +496,9 @@ fn expected(w: &Written) -> Result<(BTreeMap<String, u64>, Option<u32>), String>
         Some(d) => return Err(format!("dimension {d}")),
     };
     let metric = get("metric");
-    if dim.is_some() != metric.is_some() {
-        return Err("dimension and metric not both recorded".into());
+    // A metric may be recorded before the first rows fix the dimension, never the reverse.
+    if dim.is_some() && metric.is_none() {
+        return Err("dimension recorded without a metric".into());
     }
     if let Some(m) = metric {
         if !(1..=3).contains(&m) {
@@ -593,7 +594,7 @@ pub fn open_metadata(data: &[u8]) {
                 Some(3) => Metric::L2,
                 _ => Metric::Dot,
             };
-            if dim.is_some() {
+            if w.config.contains_key("metric") {
                 assert_eq!(db.metric(), metric, "metric");
             }
             check_db(&db, metric, &vectors);
