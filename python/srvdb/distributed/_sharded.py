@@ -573,15 +573,15 @@ class ShardedDatabase:
         offset = operator.index(offset)
         if offset < 0 or (limit is not None and operator.index(limit) < 0):
             raise InvalidInputError("limit and offset must be non-negative")
-        each = None if limit is None else offset + operator.index(limit)
+        # Each shard's first offset + limit in write order cover the merged page.
+        end = None if limit is None else offset + operator.index(limit)
         answers, _ = self._all(
-            [a.records.remote(where, where_document, each) for a in self.actors], "records"
+            [a.records.remote(where, where_document, end) for a in self.actors], "records"
         )
         merged = sorted(
             ((row[0], shard) + row[1:] for shard, rows in enumerate(answers) for row in rows),
             key=lambda r: (r[0], r[1]),
         )
-        end = None if limit is None else offset + operator.index(limit)
         return [ShardedRecord(*r[2:]) for r in merged[offset:end]]
 
     def search(
