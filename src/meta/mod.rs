@@ -187,6 +187,22 @@ fn redb_panicked(panic: &(dyn std::any::Any + Send)) -> String {
     format!("not a readable metadata store (redb panicked reading it: {message})")
 }
 
+impl MetaStore {
+    /// Runs one redb transaction, reporting a panic inside redb on damaged pages as
+    /// [`Error::Corrupt`] (see [`open_guarded`]): pages are read lazily, so a damaged page a
+    /// load did not touch can still be met by a later read or write.
+    fn guarded<T>(
+        &self,
+        ctx: &str,
+        run: impl FnOnce() -> std::result::Result<T, redb::Error>,
+    ) -> Result<T> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+            Ok(ran) => ran.map_err(meta_err(ctx)),
+            Err(panic) => Err(Error::corrupt(&self.path, redb_panicked(&*panic))),
+        }
+    }
+}
+
 fn meta_err(context: &str) -> impl FnOnce(redb::Error) -> Error + '_ {
     move |e| match e {
         redb::Error::Io(io) => Error::io(context.to_owned(), io),
@@ -728,15 +744,29 @@ impl Config {
 /// The redb-backed metadata store.
 #[derive(Debug)]
 pub struct MetaStore {
-    db: redb::Database,
+    /// Dropped by hand in `Drop`: closing runs a redb commit that can panic on damaged pages.
+    db: std::mem::ManuallyDrop<redb::Database>,
     path: std::path::PathBuf,
+}
+
+impl Drop for MetaStore {
+    /// Closes redb, swallowing a panic inside it (see [`open_guarded`]): redb 4.6 commits on
+    /// close and panics (`assertion failed: bit < self.len` in its allocator bitmap) on some
+    /// damaged files the fuzzer found, and a panic in a destructor would abort a process that
+    /// only opened a corrupt database. The file is left as it was; the next open reports it.
+    fn drop(&mut self) {
+        // SAFETY: `db` is taken exactly once, here, and `self` is not used after `drop`; no
+        // other thread can hold a reference to it while `&mut self` exists.
+        let db = unsafe { std::mem::ManuallyDrop::take(&mut self.db) };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+    }
 }
 
 impl MetaStore {
     /// Opens (or creates) the metadata store of `loc` (see [`open_redb`]).
     pub fn open(loc: &dyn Location) -> Result<Self> {
         Ok(MetaStore {
-            db: open_redb(loc)?,
+            db: std::mem::ManuallyDrop::new(open_redb(loc)?),
             path: loc.path_of(names::METADATA),
         })
     }
@@ -812,7 +842,7 @@ impl MetaStore {
             };
             Ok(table.get(row)?.map(|v| v.value().to_vec()))
         };
-        match run().map_err(meta_err(&ctx))? {
+        match self.guarded(&ctx, run)? {
             None => Ok(None),
             Some(bytes) => Metadata::decode(&bytes).map(Some).ok_or_else(|| {
                 Error::corrupt(&self.path, format!("undecodable metadata for row {row}"))
@@ -832,7 +862,7 @@ impl MetaStore {
                 .map(|&row| Ok(table.get(row)?.map(|v| v.value().to_owned())))
                 .collect()
         };
-        run().map_err(meta_err(&ctx))
+        self.guarded(&ctx, run)
     }
 
     /// Applies one commit in one redb write transaction, and commits it durably, but only once
@@ -1019,7 +1049,7 @@ impl MetaStore {
             invalidate_index_codes(&txn, graph)?;
             Ok(txn)
         };
-        let txn = run().map_err(meta_err(&ctx))?;
+        let txn = self.guarded(&ctx, run)?;
         Ok(StagedCompaction { txn, ctx })
     }
 
@@ -1049,7 +1079,7 @@ impl MetaStore {
             }
             Ok(built)
         };
-        run().map_err(meta_err(&ctx))
+        self.guarded(&ctx, run)
     }
 
     /// Stops indexing `field`, durably; false if it was not indexed.
@@ -1061,7 +1091,7 @@ impl MetaStore {
             txn.commit()?;
             Ok(existed)
         };
-        run().map_err(meta_err(&ctx))
+        self.guarded(&ctx, run)
     }
 
     /// Every field index, value -> rows; a row at or past `committed_rows` (or a value this
@@ -1091,7 +1121,7 @@ impl MetaStore {
             txn.commit()?;
             Ok(())
         };
-        run().map_err(meta_err(&ctx))
+        self.guarded(&ctx, run)
     }
 
     /// The quantized index's record, if one exists; a record this build cannot read is
@@ -1105,7 +1135,7 @@ impl MetaStore {
             };
             Ok(table.get(INDEX_RECORD)?.map(|v| v.value().to_vec()))
         };
-        match run().map_err(meta_err(&ctx))? {
+        match self.guarded(&ctx, run)? {
             None => Ok(None),
             Some(bytes) => IndexRecord::decode(&bytes).map(Some).ok_or_else(|| {
                 Error::corrupt(
@@ -1134,7 +1164,7 @@ impl MetaStore {
                 .map_or(0, |r| r.generation);
             Ok(last.max(current) + 1)
         };
-        run().map_err(meta_err(&ctx))
+        self.guarded(&ctx, run)
     }
 
     /// The index waiting for the first rows (see [`MetaStore::set_pending_vector_index`]).
@@ -1147,7 +1177,7 @@ impl MetaStore {
             };
             Ok(table.get(INDEX_PENDING)?.map(|v| v.value().to_vec()))
         };
-        match run().map_err(meta_err(&ctx))? {
+        match self.guarded(&ctx, run)? {
             None => Ok(None),
             Some(bytes) => decode_pending(&bytes).map(Some).ok_or_else(|| {
                 Error::corrupt(
@@ -1172,7 +1202,7 @@ impl MetaStore {
             txn.commit()?;
             Ok(())
         };
-        run().map_err(meta_err(&ctx))
+        self.guarded(&ctx, run)
     }
 
     /// Records `record` as the index (replacing any), or removes the index with `None`, in one
@@ -1214,7 +1244,7 @@ impl MetaStore {
             txn.commit()?;
             Ok(())
         };
-        run().map_err(meta_err(&ctx))
+        self.guarded(&ctx, run)
     }
 
     /// Runs `load` over every stored node's links (`hnsw_links`, in node order), read in one
@@ -1224,21 +1254,26 @@ impl MetaStore {
         load: impl FnOnce(&mut dyn Iterator<Item = Result<(u32, Vec<u8>)>>) -> Result<T>,
     ) -> Result<T> {
         let ctx = format!("reading the graph's links from {}", self.path.display());
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| meta_err(&ctx)(to_redb(e)))?;
-        let table = open_or_none(&txn, HNSW_LINKS).map_err(meta_err(&ctx))?;
-        let Some(table) = table else {
-            return load(&mut std::iter::empty());
+        let run = || -> Result<T> {
+            let txn = self
+                .db
+                .begin_read()
+                .map_err(|e| meta_err(&ctx)(to_redb(e)))?;
+            let table = open_or_none(&txn, HNSW_LINKS).map_err(meta_err(&ctx))?;
+            let Some(table) = table else {
+                return load(&mut std::iter::empty());
+            };
+            let iter = table.iter().map_err(|e| meta_err(&ctx)(to_redb(e)))?;
+            let mut items = iter.map(|entry| {
+                entry
+                    .map(|(node, links)| (node.value(), links.value().to_vec()))
+                    .map_err(|e| meta_err(&ctx)(to_redb(e)))
+            });
+            load(&mut items)
         };
-        let iter = table.iter().map_err(|e| meta_err(&ctx)(to_redb(e)))?;
-        let mut items = iter.map(|entry| {
-            entry
-                .map(|(node, links)| (node.value(), links.value().to_vec()))
-                .map_err(|e| meta_err(&ctx)(to_redb(e)))
-        });
-        load(&mut items)
+        // A panic inside redb on damaged pages is reported as damage (see `open_guarded`).
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+            .unwrap_or_else(|panic| Err(Error::corrupt(&self.path, redb_panicked(&*panic))))
     }
 
     /// Documents of all committed rows (compaction).
@@ -1256,7 +1291,7 @@ impl MetaStore {
             }
             Ok(out)
         };
-        run().map_err(meta_err(&ctx))
+        self.guarded(&ctx, run)
     }
 
     /// Metadata of many committed rows (compaction).
@@ -1274,7 +1309,7 @@ impl MetaStore {
             }
             Ok(out)
         };
-        let raw = run().map_err(meta_err(&ctx))?;
+        let raw = self.guarded(&ctx, run)?;
         raw.into_iter()
             .map(|(row, bytes)| {
                 Metadata::decode(&bytes).map(|m| (row, m)).ok_or_else(|| {

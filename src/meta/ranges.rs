@@ -1,7 +1,7 @@
 //! Range reads of rows' metadata and documents, in one read transaction each: what the filter
 //! column caches are built from and what `records` returns.
 
-use super::{meta_err, open_or_none, to_redb, MetaStore, ROW_DOC, ROW_META};
+use super::{open_or_none, to_redb, MetaStore, ROW_DOC, ROW_META};
 use crate::error::{Error, Result};
 use crate::types::Metadata;
 use redb::ReadableDatabase;
@@ -26,7 +26,7 @@ impl MetaStore {
             Ok(out)
         };
         let mut out = vec![None; len];
-        for (row, bytes) in run().map_err(meta_err(&ctx))? {
+        for (row, bytes) in self.guarded(&ctx, run)? {
             let meta = Metadata::decode(&bytes).ok_or_else(|| {
                 Error::corrupt(&self.path, format!("undecodable metadata for row {row}"))
             })?;
@@ -55,7 +55,7 @@ impl MetaStore {
             }
             Ok(out)
         };
-        run().map_err(meta_err(&ctx))
+        self.guarded(&ctx, run)
     }
 
     /// The metadata and document of each of `rows` (committed rows), in order, from one read
@@ -92,8 +92,7 @@ impl MetaStore {
             }
             Ok(out)
         };
-        run()
-            .map_err(meta_err(&ctx))?
+        self.guarded(&ctx, run)?
             .into_iter()
             .zip(rows)
             .map(|((m, d), row)| {
