@@ -579,6 +579,7 @@ pub struct CompactedRow {
 pub struct StagedCompaction {
     txn: redb::WriteTransaction,
     ctx: String,
+    path: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for StagedCompaction {
@@ -590,10 +591,18 @@ impl std::fmt::Debug for StagedCompaction {
 impl StagedCompaction {
     /// Commits the rewrite durably: the compaction's commit point.
     pub fn commit(self) -> Result<()> {
-        let ctx = self.ctx;
-        self.txn
-            .commit()
-            .map_err(|e| meta_err(&ctx)(redb::Error::from(e)))
+        let (txn, ctx, path) = (self.txn, self.ctx, self.path);
+        // A panic inside redb on damaged pages is reported as damage (see `open_guarded`).
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || txn.commit()))
+            .unwrap_or_else(|panic| {
+                Err(redb::CommitError::Storage(redb::StorageError::Corrupted(
+                    redb_panicked(&*panic),
+                )))
+            })
+            .map_err(|e| match redb::Error::from(e) {
+                redb::Error::Corrupted(msg) => Error::corrupt(&path, msg),
+                other => meta_err(&ctx)(other),
+            })
     }
 }
 
@@ -884,7 +893,7 @@ impl MetaStore {
         let (durable, staged) = if overlap {
             std::thread::scope(|scope| {
                 let flushing = scope.spawn(rows_durable);
-                let staged = stage();
+                let staged = self.guarded(&ctx, stage);
                 let durable = flushing.join().unwrap_or_else(|_| {
                     Err(Error::Poisoned {
                         reason: "the thread syncing vectors.bin panicked".into(),
@@ -894,13 +903,12 @@ impl MetaStore {
             })
         } else {
             rows_durable()?;
-            (Ok(()), stage())
+            (Ok(()), self.guarded(&ctx, stage))
         };
         // A failed fsync drops the staged transaction uncommitted: the batch is not recorded.
         durable?;
-        let txn = staged.map_err(meta_err(&ctx))?;
-        txn.commit()
-            .map_err(|e| meta_err(&ctx)(redb::Error::from(e)))
+        let txn = staged?;
+        self.guarded(&ctx, move || txn.commit().map_err(redb::Error::from))
     }
 
     /// Writes one batch's records into `txn` (not committed).
@@ -1050,7 +1058,11 @@ impl MetaStore {
             Ok(txn)
         };
         let txn = self.guarded(&ctx, run)?;
-        Ok(StagedCompaction { txn, ctx })
+        Ok(StagedCompaction {
+            txn,
+            ctx,
+            path: self.path.clone(),
+        })
     }
 
     /// Indexes metadata field `field` (see [`field_index`]) from every committed row, in one
