@@ -1,0 +1,207 @@
+"""Which 1-bit estimator could lift binary recall@10 on minilm-perturbed (issue 16)?
+
+A NumPy simulation of the binary code scan's candidate selection: each row gets a key from its
+sign bits and a prepared query, the `k * oversample` best keys are the candidates, and since the
+engine rescores the candidates exactly, recall@10 is the share of the true top 10 among them.
+Recall is deterministic, so this answers "which estimator?" without timing anything, in minutes,
+before any code format changes.
+
+Variants (each over the same rows and queries):
+
+- `today`: what `src/quant/mod.rs` scores: signs of `row - mean`, the query in 4-bit steps
+  (`-8..=7` times a per-query step, rounded half away from zero), ties to the lower row. It
+  should reproduce the engine's recall (benches/quantized.rs, run_peers.py);
+- `float-query`: the same signs, the query unquantized (the bound for more query bits);
+- `factor`: a per-row correction stored beside the code (RaBitQ's estimator):
+  `<q, x - c> ~ |x - c|^2 / |x - c|_1 * <q, sign(x - c)>`;
+- `hadamard+factor`: random sign flips and two orthonormal Walsh-Hadamard transforms over
+  overlapping 256-wide blocks (0..256, then 128..384: an orthogonal transform of all 384
+  dimensions without padding) before the signs, then the factor; also with a float query;
+- `dense-rotation+factor`: a random orthogonal matrix (QR of a Gaussian) instead;
+- `kmeans256+factor`: signs around the nearest of 256 centroids (k-means on a 50k sample)
+  instead of one mean, `<q, centroid>` added per row;
+- `oracle+factor` (perturbed set only): signs around each row's own group mean (the 50 noisy
+  copies of one sentence): the centring no index could learn, an upper bound for centroids.
+
+    python benches/python/binary_estimators.py [--set perturbed|minilm] [--rows 1000000]
+
+Needs NumPy and the MiniLM data (`SRVDB_DATA_DIR` or `../shared/data`). The perturbed set is
+built as `bench_data.py` builds it (same seed), its float64 ground truth computed here. At 1M
+rows it needs about 8 GB and 15-25 minutes on 2 busy cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+K = 10
+VARIANTS = 50  # bench_data.PERTURBED_VARIANTS
+SEED = 20261125 + 4  # bench_data.FULL.seed + 4: the perturbed set's noise
+DIM_BLOCK = 256
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("SRVDB_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def load(name: str, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(base, queries, true top 10 by float64 inner product, ties to the lower row)."""
+    real = data_dir()
+    source = normalise(np.load(real / "base.npy"))
+    queries = normalise(np.load(real / "queries.npy"))
+    if name == "minilm":
+        base = source
+    else:
+        rng = np.random.default_rng(SEED)
+        dim = source.shape[1]
+        base = np.empty((rows, dim), dtype=np.float32)
+        for start in range(0, rows, 50_000):
+            r = np.arange(start, min(start + 50_000, rows))
+            noise = rng.standard_normal((len(r), dim), dtype=np.float32)
+            base[r] = source[(r // VARIANTS) % len(source)] + noise * np.float32(1 / np.sqrt(dim))
+        base = normalise(base)
+    scores = np.empty((len(queries), len(base)), dtype=np.float64)
+    q64 = queries.astype(np.float64)
+    for start in range(0, len(base), 100_000):
+        scores[:, start:start + 100_000] = q64 @ base[start:start + 100_000].astype(np.float64).T
+    truth = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+    return base, queries, truth
+
+
+def quantize_query(q: np.ndarray) -> np.ndarray:
+    """The query as `Codebook::prepare` holds it: 4-bit steps, half away from zero."""
+    lo = np.minimum(q.min(axis=1, keepdims=True), 0)
+    hi = np.maximum(q.max(axis=1, keepdims=True), 0)
+    step = np.maximum(-lo / 8, hi / 7)
+    v = np.sign(q / step) * np.floor(np.abs(q / step) + 0.5)
+    return np.clip(v, -8, 7) * step
+
+
+def fwht(a: np.ndarray) -> np.ndarray:
+    """Orthonormal Walsh-Hadamard transform of each row (length a power of two)."""
+    n = a.shape[1]
+    a = a.copy()
+    h = 1
+    while h < n:
+        a = a.reshape(len(a), -1, 2, h)
+        x, y = a[:, :, 0, :].copy(), a[:, :, 1, :].copy()
+        a[:, :, 0, :], a[:, :, 1, :] = x + y, x - y
+        a = a.reshape(len(a), n)
+        h *= 2
+    return a / np.float32(np.sqrt(n))
+
+
+def hadamard(dim: int, seed: int = 7):
+    """Sign flips, WHT over 0..256, sign flips, WHT over dim-256..dim: orthogonal."""
+    rng = np.random.default_rng(seed)
+    s1 = rng.choice([-1, 1], dim).astype(np.float32)
+    s2 = rng.choice([-1, 1], dim).astype(np.float32)
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        out = np.empty_like(x)
+        for start in range(0, len(x), 100_000):
+            y = x[start:start + 100_000] * s1
+            y[:, :DIM_BLOCK] = fwht(y[:, :DIM_BLOCK])
+            y = y * s2
+            y[:, dim - DIM_BLOCK:] = fwht(y[:, dim - DIM_BLOCK:])
+            out[start:start + 100_000] = y
+        return out
+
+    return apply
+
+
+def best_rows(keys: np.ndarray, keep: int) -> np.ndarray:
+    """The `keep` highest keys, ties to the lower row (as the engine's shortlist ranks)."""
+    t = np.partition(keys, len(keys) - keep)[len(keys) - keep]
+    above = np.flatnonzero(keys > t)
+    tied = np.flatnonzero(keys == t)[: keep - len(above)]
+    return np.concatenate([above, tied])
+
+
+def recall(residual, queries, truth, oversamples, factor=False, offset=None, quantized=True):
+    """Recall@10 per oversample of keys `f * <q, sign(residual)> (+ offset)`."""
+    signs = np.where(residual > 0, 1, -1).astype(np.float32)
+    f = None
+    if factor:
+        f = (np.square(residual).sum(1) / np.abs(residual).sum(1)).astype(np.float32)
+    q = quantize_query(queries) if quantized else queries
+    hits = dict.fromkeys(oversamples, 0)
+    for start in range(0, len(q), 50):
+        keys = (signs @ q[start:start + 50].T).T
+        if f is not None:
+            keys *= f
+        if offset is not None:
+            keys += offset(start, start + 50)
+        for j, row_keys in enumerate(keys):
+            for os_ in oversamples:
+                rows = best_rows(row_keys, K * os_)
+                hits[os_] += len(np.intersect1d(rows, truth[start + j]))
+    return {os_: hits[os_] / (len(q) * K) for os_ in oversamples}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--set", choices=["perturbed", "minilm"], default="perturbed")
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--oversample", type=int, nargs="+", default=[5, 10, 20])
+    a = p.parse_args()
+    t0 = time.time()
+    base, queries, truth = load(a.set, a.rows)
+    n, dim = base.shape
+    print(f"{a.set}: {n} x {dim}, {len(queries)} queries, built in {time.time() - t0:.0f} s")
+    mean = base.mean(axis=0)
+    centred = base - mean
+
+    def report(name, r):
+        cells = "  ".join(f"x{o}: {v:.4f}" for o, v in r.items())
+        print(f"{name:28s} {cells}   ({time.time() - t0:.0f} s)", flush=True)
+
+    report("today", recall(centred, queries, truth, a.oversample))
+    report("float-query", recall(centred, queries, truth, a.oversample, quantized=False))
+    report("factor", recall(centred, queries, truth, a.oversample, factor=True))
+    h = hadamard(dim)
+    rotated, hq = h(centred), h(queries)
+    report("hadamard+factor", recall(rotated, hq, truth, a.oversample, factor=True))
+    report("hadamard+factor+float-query",
+           recall(rotated, hq, truth, a.oversample, factor=True, quantized=False))
+    del rotated
+    r, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((dim, dim)))
+    r = r.astype(np.float32)
+    report("dense-rotation+factor",
+           recall(centred @ r, queries @ r, truth, a.oversample, factor=True))
+    del centred
+    rng = np.random.default_rng(3)
+    sample = base[rng.choice(n, min(n, 50_000), replace=False)]
+    cent = sample[rng.choice(len(sample), 256, replace=False)].copy()
+    for _ in range(8):
+        near = np.argmax(sample @ cent.T - 0.5 * (cent * cent).sum(1), axis=1)
+        for j in range(len(cent)):
+            members = sample[near == j]
+            if len(members):
+                cent[j] = members.mean(axis=0)
+    near = np.concatenate([
+        np.argmax(base[s:s + 100_000] @ cent.T - 0.5 * (cent * cent).sum(1), axis=1)
+        for s in range(0, n, 100_000)])
+    report("kmeans256+factor",
+           recall(base - cent[near], queries, truth, a.oversample, factor=True,
+                  offset=lambda s, e: (queries[s:e] @ cent.T)[:, near]))
+    if a.set == "perturbed" and n % VARIANTS == 0:
+        group = np.arange(n) // VARIANTS
+        means = base.reshape(-1, VARIANTS, dim).mean(axis=1)
+        report("oracle+factor",
+               recall(base - means[group], queries, truth, a.oversample, factor=True,
+                      offset=lambda s, e: (queries[s:e] @ means.T)[:, group]))
+
+
+if __name__ == "__main__":
+    main()
