@@ -18,12 +18,14 @@ Variants (each over the same rows and queries):
   overlapping 256-wide blocks (0..256, then 128..384: an orthogonal transform of all 384
   dimensions without padding) before the signs, then the factor; also with a float query;
 - `dense-rotation+factor`: a random orthogonal matrix (QR of a Gaussian) instead;
-- `kmeans256+factor`: signs around the nearest of 256 centroids (k-means on a 50k sample)
-  instead of one mean, `<q, centroid>` added per row;
+- `kmeans{N}+factor`: signs around the nearest of N centroids (k-means on a 50k sample;
+  `--centroids`, default 256) instead of one mean, `<q, centroid>` added per row; and
+  `kmeans{N}+hadamard+factor+float-query`, the same residual rotated, the query unquantized;
 - `oracle+factor` (perturbed set only): signs around each row's own group mean (the 50 noisy
   copies of one sentence): the centring no index could learn, an upper bound for centroids.
 
     python benches/python/binary_estimators.py [--set perturbed|minilm] [--rows 1000000]
+        [--oversample 5 10 20] [--centroids 256 1024] [--only VARIANT ...]
 
 Needs NumPy and the MiniLM data (`SRVDB_DATA_DIR` or `../shared/data`). The perturbed set is
 built as `bench_data.py` builds it (same seed), its float64 ground truth computed here. At 1M
@@ -133,7 +135,10 @@ def recall(residual, queries, truth, oversamples, factor=False, offset=None, qua
     signs = np.where(residual > 0, 1, -1).astype(np.float32)
     f = None
     if factor:
-        f = (np.square(residual).sum(1) / np.abs(residual).sum(1)).astype(np.float32)
+        # A row equal to its centre (a one-row cluster) has no residual: factor 0.
+        l1 = np.abs(residual).sum(1)
+        sq = np.square(residual).sum(1)
+        f = np.divide(sq, l1, out=np.zeros_like(sq), where=l1 > 0).astype(np.float32)
     q = quantize_query(queries) if quantized else queries
     hits = dict.fromkeys(oversamples, 0)
     for start in range(0, len(q), 50):
@@ -149,12 +154,36 @@ def recall(residual, queries, truth, oversamples, factor=False, offset=None, qua
     return {os_: hits[os_] / (len(q) * K) for os_ in oversamples}
 
 
+def kmeans(base: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` centroids (8 Lloyd steps on a 50k-row sample, seeded) and each row's nearest."""
+    rng = np.random.default_rng(3)
+    sample = base[rng.choice(len(base), min(len(base), 50_000), replace=False)]
+    cent = sample[rng.choice(len(sample), count, replace=False)].copy()
+    for _ in range(8):
+        near = np.argmax(sample @ cent.T - 0.5 * (cent * cent).sum(1), axis=1)
+        for j in range(count):
+            members = sample[near == j]
+            if len(members):
+                cent[j] = members.mean(axis=0)
+    half_sq = 0.5 * (cent * cent).sum(1)
+    near = np.concatenate([np.argmax(base[s:s + 100_000] @ cent.T - half_sq, axis=1)
+                           for s in range(0, len(base), 100_000)])
+    return cent, near
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--set", choices=["perturbed", "minilm"], default="perturbed")
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--oversample", type=int, nargs="+", default=[5, 10, 20])
+    p.add_argument("--centroids", type=int, nargs="+", default=[256],
+                   help="k-means centroid counts to try")
+    p.add_argument("--only", nargs="+", default=None, help="run only these variants")
     a = p.parse_args()
+
+    def wants(name: str) -> bool:
+        return a.only is None or name in a.only
+
     t0 = time.time()
     base, queries, truth = load(a.set, a.rows)
     n, dim = base.shape
@@ -164,38 +193,45 @@ def main() -> None:
 
     def report(name, r):
         cells = "  ".join(f"x{o}: {v:.4f}" for o, v in r.items())
-        print(f"{name:28s} {cells}   ({time.time() - t0:.0f} s)", flush=True)
+        print(f"{name:44s} {cells}   ({time.time() - t0:.0f} s)", flush=True)
 
-    report("today", recall(centred, queries, truth, a.oversample))
-    report("float-query", recall(centred, queries, truth, a.oversample, quantized=False))
-    report("factor", recall(centred, queries, truth, a.oversample, factor=True))
+    if wants("today"):
+        report("today", recall(centred, queries, truth, a.oversample))
+    if wants("float-query"):
+        report("float-query", recall(centred, queries, truth, a.oversample, quantized=False))
+    if wants("factor"):
+        report("factor", recall(centred, queries, truth, a.oversample, factor=True))
     h = hadamard(dim)
-    rotated, hq = h(centred), h(queries)
-    report("hadamard+factor", recall(rotated, hq, truth, a.oversample, factor=True))
-    report("hadamard+factor+float-query",
-           recall(rotated, hq, truth, a.oversample, factor=True, quantized=False))
-    del rotated
-    r, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((dim, dim)))
-    r = r.astype(np.float32)
-    report("dense-rotation+factor",
-           recall(centred @ r, queries @ r, truth, a.oversample, factor=True))
+    hq = h(queries)
+    if wants("hadamard+factor") or wants("hadamard+factor+float-query"):
+        rotated = h(centred)
+        if wants("hadamard+factor"):
+            report("hadamard+factor", recall(rotated, hq, truth, a.oversample, factor=True))
+        if wants("hadamard+factor+float-query"):
+            report("hadamard+factor+float-query",
+                   recall(rotated, hq, truth, a.oversample, factor=True, quantized=False))
+        del rotated
+    if wants("dense-rotation+factor"):
+        r, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((dim, dim)))
+        r = r.astype(np.float32)
+        report("dense-rotation+factor",
+               recall(centred @ r, queries @ r, truth, a.oversample, factor=True))
     del centred
-    rng = np.random.default_rng(3)
-    sample = base[rng.choice(n, min(n, 50_000), replace=False)]
-    cent = sample[rng.choice(len(sample), 256, replace=False)].copy()
-    for _ in range(8):
-        near = np.argmax(sample @ cent.T - 0.5 * (cent * cent).sum(1), axis=1)
-        for j in range(len(cent)):
-            members = sample[near == j]
-            if len(members):
-                cent[j] = members.mean(axis=0)
-    near = np.concatenate([
-        np.argmax(base[s:s + 100_000] @ cent.T - 0.5 * (cent * cent).sum(1), axis=1)
-        for s in range(0, n, 100_000)])
-    report("kmeans256+factor",
-           recall(base - cent[near], queries, truth, a.oversample, factor=True,
-                  offset=lambda s, e: (queries[s:e] @ cent.T)[:, near]))
-    if a.set == "perturbed" and n % VARIANTS == 0:
+    for count in a.centroids:
+        names = (f"kmeans{count}+factor", f"kmeans{count}+hadamard+factor+float-query")
+        if not any(wants(name) for name in names):
+            continue
+        cent, near = kmeans(base, count)
+        offset = lambda s, e, c=cent, nr=near: (queries[s:e] @ c.T)[:, nr]  # noqa: E731
+        if wants(f"kmeans{count}+factor"):
+            report(f"kmeans{count}+factor",
+                   recall(base - cent[near], queries, truth, a.oversample, factor=True,
+                          offset=offset))
+        if wants(f"kmeans{count}+hadamard+factor+float-query"):
+            report(f"kmeans{count}+hadamard+factor+float-query",
+                   recall(h(base - cent[near]), hq, truth, a.oversample, factor=True,
+                          offset=offset, quantized=False))
+    if a.set == "perturbed" and n % VARIANTS == 0 and wants("oracle+factor"):
         group = np.arange(n) // VARIANTS
         means = base.reshape(-1, VARIANTS, dim).mean(axis=1)
         report("oracle+factor",
