@@ -104,6 +104,35 @@ def test_one_shard_holds_everything(ray, tmp_path):
     assert_complete(tmp_path / "db", 1, ids, vectors)
 
 
+def test_shard_numbers_agree_with_hashlib_blake2b_for_every_id():
+    """ingest hashes a batch at a time (shard_numbers); each answer must be the manifest's
+    BLAKE2b-64 of that one id, or rows would land where open() never looks."""
+    from srvdb.distributed._manifest import shard_numbers
+
+    rng = np.random.default_rng(18)
+    ids = ["", "é", "日本語", "a" * 1000, "\x00"] + [
+        "".join(chr(int(c)) for c in rng.integers(32, 0x2FFF, int(n)))
+        for n in rng.integers(1, 24, 3000)]
+    for shards in (1, 2, 3, 4, 7, 4096):
+        got = shard_numbers(ids, shards)
+        assert got.shape == (len(ids),)
+        assert got.tolist() == [blake_shard(i, shards) for i in ids], shards
+    assert shard_numbers([], 3).tolist() == []
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_each_shard_holds_its_rows_in_dataset_order(ray, tmp_path, shards):
+    """Batches are split by sorting on the shard; the sort must keep each shard's rows in the
+    dataset's order (ties among ingested records rank by row within a shard)."""
+    ids, vectors = rows(1000, 8, seed=4)
+    ds = ray.data.from_items([{"id": i, "vec": v} for i, v in zip(ids, vectors)],
+                             override_num_blocks=1)  # one block: the dataset's order is fixed
+    sd.ingest(ds, tmp_path / "db", shards, vector_column="vec", batch_size=128)
+    for s, db in enumerate(open_shards(tmp_path / "db", shards)):
+        with db:
+            assert [r.id for r in db.records()] == [i for i in ids if blake_shard(i, shards) == s]
+
+
 def reference_top(vectors: np.ndarray, q: np.ndarray, k: int, metric: str) -> list[int]:
     v, q = vectors.astype(np.float64), q.astype(np.float64)
     if metric == "cosine":

@@ -40,9 +40,9 @@ from ._manifest import (
     MAX_SHARDS,
     Manifest,
     fsync_dir,
-    partition,
     read_manifest,
     shard_dir_name,
+    shard_numbers,
     write_manifest,
 )
 
@@ -242,8 +242,9 @@ def _prepare(root: Path, dirs: list[str], if_exists: str) -> None:
     if existing is not None:
         (root / MANIFEST_NAME).unlink()
         fsync_dir(root)
-    _remove_dirs(root, sorted(ours))
-    _write_marker(marker, dirs)
+    if ours:  # a fresh path has nothing to remove and its marker already lists just `dirs`
+        _remove_dirs(root, sorted(ours))
+        _write_marker(marker, dirs)
 
 
 @contextlib.contextmanager
@@ -391,14 +392,20 @@ class _Columns:
 
 class _ShardWriter:
     """The only handle on one shard's database while ingest writes it, with its own thread:
-    the shards are written in parallel (``add`` releases the GIL), each in batch order."""
+    the shards are opened, written and committed in parallel (``open``, ``add`` and
+    ``persist`` release the GIL), each in batch order."""
 
     def __init__(self, directory: Path, metric: str, embedder: Optional[str]):
+        self._db: Any = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"srvdb-{directory.name}")
+        # Opening creates and fsyncs the shard's files: queued, so the shards open together
+        # and while the dataset's first batches arrive. Its error comes with the first wait.
+        self._pending: Optional[Future] = self._thread.submit(self._open, directory, metric, embedder)
+
+    def _open(self, directory: Path, metric: str, embedder: Optional[str]) -> None:
         import srvdb
 
         self._db = srvdb.open(directory, metric=metric, embedder=embedder)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"srvdb-{directory.name}")
-        self._pending: Optional[Future] = None
 
     def add(self, ids, vectors, metadatas, documents) -> None:
         """Queues one add, after waiting for the one before (so at most one batch per shard
@@ -413,12 +420,17 @@ class _ShardWriter:
             pending.result()
 
     def start_commit(self) -> None:
-        """Starts the shard's one commit (after its last add); the shards commit in parallel."""
+        """Starts the shard's one commit and its close (after its last add); the shards commit
+        in parallel."""
         self.wait()
-        self._pending = self._thread.submit(self._db.persist)
+        self._pending = self._thread.submit(self._commit)
+
+    def _commit(self) -> None:
+        self._db.persist()
+        self._db.close()
 
     def finish_commit(self) -> None:
-        """Waits for the commit (raising its error) and closes."""
+        """Waits for the commit and close (raising their error)."""
         self.wait()
         self.close()
 
@@ -430,14 +442,19 @@ class _ShardWriter:
             except BaseException:  # the error that stopped the ingest, already raised
                 pass
         self._thread.shutdown(wait=True)
-        if not self._db.closed:
+        if self._db is not None and not self._db.closed:
             self._db.close()
 
 
 def _write(pipeline, batch_size: int, columns: _Columns, writers: list[_ShardWriter]) -> Optional[int]:
     """Streams ``pipeline``'s batches here, checks each and hands every shard its rows; returns
-    the vectors' dimension (None for an empty dataset)."""
+    the vectors' dimension (None for an empty dataset).
+
+    Per batch the work here is one hash per id and NumPy over the whole batch: the rows are
+    reordered by shard once (a stable sort, so each shard keeps batch order), and each shard
+    gets a contiguous slice of that, in one ``add`` on its writer thread."""
     dim: Optional[int] = None
+    shards = len(writers)
     for batch in pipeline.iter_batches(batch_size=batch_size, batch_format="numpy"):
         if _ERROR in batch:  # the embedding stage failed on this batch (see _Embedder)
             error = next((e for e in batch[_ERROR] if e), b"")
@@ -455,12 +472,24 @@ def _write(pipeline, batch_size: int, columns: _Columns, writers: list[_ShardWri
         docs = None
         if columns.text is not None:
             docs = [t if isinstance(t, str) else None for t in batch[columns.text]]
-        for shard, rows in enumerate(partition(ids, len(writers))):
-            if rows:
-                writers[shard].add(
-                    [ids[i] for i in rows], vectors[rows],
-                    [metas[i] for i in rows] if metas is not None else None,
-                    [docs[i] for i in rows] if docs is not None else None)
+        if shards == 1:
+            writers[0].add(ids, vectors, metas, docs)
+            continue
+        owner = shard_numbers(ids, shards)
+        order = np.argsort(owner, kind="stable")
+        ends = np.cumsum(np.bincount(owner, minlength=shards)).tolist()
+        positions = order.tolist()
+        ids = [ids[i] for i in positions]
+        vectors = vectors[order]
+        metas = [metas[i] for i in positions] if metas is not None else None
+        docs = [docs[i] for i in positions] if docs is not None else None
+        start = 0
+        for shard, end in enumerate(ends):
+            if end > start:
+                writers[shard].add(ids[start:end], vectors[start:end],
+                                   metas[start:end] if metas is not None else None,
+                                   docs[start:end] if docs is not None else None)
+            start = end
     return dim
 
 
