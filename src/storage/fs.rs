@@ -110,9 +110,8 @@ impl ByteFile for StdFile {
 /// On Windows this does nothing. There is no directory fsync there: `File::open` cannot open a
 /// directory (that needs `FILE_FLAG_BACKUP_SEMANTICS`), and `FlushFileBuffers` on a directory
 /// handle needs write access and is not documented to make a create or rename durable. NTFS
-/// writes namespace changes to its own journal, which a later `FlushFileBuffers` of a file on
-/// the volume (every commit's fsync of `metadata.db`) commits too; RocksDB and PostgreSQL skip
-/// the directory sync on Windows the same way. docs/platforms.md states the gap.
+/// journals namespace changes on its own schedule; RocksDB and PostgreSQL skip the directory
+/// sync on Windows the same way. docs/platforms.md states the gap this leaves.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     if cfg!(windows) {
         return Ok(());
