@@ -7,7 +7,7 @@ CARGO ?= cargo
 RUSTUP ?= rustup
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all demo test toolchain fmt-check clippy-native wasm-check wasm-clippy component \
+.PHONY: all demo test toolchain fmt-check clippy-native wasm-check wasm-clippy check-platforms component \
         cargo-test node-test python-test python-dev python-bench bench bench-smoke bench-filtered bench-quantized \
         bench-quantized-rust bench-hnsw bench-hnsw-1m bench-hnsw-rust bench-rust bench-distributed \
         fmt clippy clean
@@ -29,8 +29,8 @@ demo: component
 		$(if $(QUERY),--query "$(QUERY)")
 
 ## test: every check CI runs, in order; stops at the first failure.
-test: toolchain fmt-check clippy-native wasm-check wasm-clippy component cargo-test fuzz-ci \
-      node-test python-test bench-smoke
+test: toolchain fmt-check clippy-native wasm-check wasm-clippy check-platforms component cargo-test \
+      fuzz-ci node-test python-test bench-smoke
 	@echo "==> make test: all steps passed"
 
 # Installs what the checks need, only if it is missing.
@@ -56,6 +56,25 @@ wasm-check: toolchain
 wasm-clippy: toolchain
 	@echo "==> [5/11] cargo clippy -p srvdb --target $(WASM_TARGET) --features text -- -D warnings"
 	$(CARGO) clippy -p srvdb --target $(WASM_TARGET) --features text -- -D warnings
+
+## check-platforms: the engine (with and without `text`) and the Python extension must build
+## for Windows and macOS (docs/platforms.md): clippy, as `cargo check` plus lints, for each target,
+## warnings as errors; installs the rustup targets if missing. No linker or C cross compiler is
+## needed: nothing is linked, and simsimd's build script leaves out its C kernels when it finds
+## no compiler for the target (a real build there needs one). pyo3 is told the Python version
+## it checks for, as it cannot run the target's interpreter.
+PLATFORM_TARGETS := x86_64-pc-windows-gnu aarch64-apple-darwin
+check-platforms: toolchain
+	@echo "==> check-platforms: cargo clippy -p srvdb, -p srvdb-python for $(PLATFORM_TARGETS)"
+	@for t in $(PLATFORM_TARGETS); do \
+		$(RUSTUP) target list --installed | grep -qx $$t || $(RUSTUP) target add $$t || exit 1; \
+	done
+	@for t in $(PLATFORM_TARGETS); do \
+		for p in "-p srvdb" "-p srvdb --features text" "-p srvdb-python"; do \
+			echo "cargo clippy $$p --target $$t -- -D warnings"; \
+			PYO3_CROSS_PYTHON_VERSION=3.11 $(CARGO) clippy $$p --target $$t -- -D warnings || exit 1; \
+		done; \
+	done
 
 ## component: the WASI component target/wasm32-wasip2/component/srvdb.wasm, with the text
 ## embedder inside (cargo feature `text`; without it the component is vector-only and smaller).

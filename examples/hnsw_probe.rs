@@ -64,16 +64,30 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+#[cfg(unix)]
 fn thread_cpu_seconds() -> f64 {
     cpu_seconds(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// CPU time of the whole process (every build thread): on a shared machine a fairer measure
 /// of a parallel build's work than wall time.
+#[cfg(unix)]
 fn process_cpu_seconds() -> f64 {
     cpu_seconds(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 
+/// Without POSIX CPU clocks (Windows) CPU times print as NaN; wall times are still measured.
+#[cfg(not(unix))]
+fn thread_cpu_seconds() -> f64 {
+    f64::NAN
+}
+
+#[cfg(not(unix))]
+fn process_cpu_seconds() -> f64 {
+    f64::NAN
+}
+
+#[cfg(unix)]
 fn cpu_seconds(clock: libc::clockid_t) -> f64 {
     let mut t = libc::timespec {
         tv_sec: 0,

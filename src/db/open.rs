@@ -67,6 +67,10 @@ impl Database {
         } else if location.exists(names::VECTORS_COMPACT)? {
             location.remove(names::VECTORS_COMPACT)?;
         }
+        // The rows a finished compaction replaced, if it could not remove them (still mapped,
+        // on Windows) or crashed first. Still mapped now (by a closed handle's last reader in
+        // this process): the next compaction retries.
+        super::compact::remove_replaced_rows(location.as_ref())?;
 
         // A database records the embedder it was created for; vectors of two models must
         // never share one, since their scores would be meaningless.

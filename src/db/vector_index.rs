@@ -124,6 +124,10 @@ impl Database {
         keep_graph: bool,
     ) -> Result<()> {
         let space = self.space();
+        // Closed before a new codes file is renamed over it: Windows refuses to replace an
+        // open file without POSIX rename semantics (Wine 8 has none). Whatever happens below
+        // replaces it (a failure poisons the handle).
+        let had_codes_file = w.codes_file.take().is_some();
         let result = (|| -> Result<Built> {
             let dim = w
                 .dim
@@ -182,7 +186,7 @@ impl Database {
         })();
         match result {
             Ok((table, file, graph)) => {
-                let stale_codes = table.is_none() && w.codes_file.is_some();
+                let stale_codes = table.is_none() && had_codes_file;
                 w.codes_trained_on = w.live.min(TRAIN_ROWS);
                 w.codes = table;
                 w.codes_file = file;

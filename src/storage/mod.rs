@@ -198,6 +198,11 @@ pub mod names {
     pub const METADATA: &str = "metadata.db";
     /// The rows being written by a compaction.
     pub const VECTORS_COMPACT: &str = "vectors.bin.compact";
+    /// The rows a compaction replaced, moved aside before the new file takes their name and
+    /// removed right after. Windows refuses to replace or remove a file that readers of an
+    /// older snapshot still map, but lets it be renamed; there the file stays under this name
+    /// until no reader maps it (the next compaction or open removes it).
+    pub const VECTORS_REPLACED: &str = "vectors.bin.old";
     /// The metadata store while redb initialises it, before it is renamed into place.
     pub const METADATA_NEW: &str = "metadata.db.new";
     /// The lock file held by the writing process.

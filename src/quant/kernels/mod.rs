@@ -123,6 +123,8 @@ impl Kernel {
                 x86::bits_dot_block_avx512(planes, codes, code_len, out)
             },
             // A named x86 path on a CPU without it; wasm32 (`i64.popcnt` in the scalar code).
+            // Unreachable where `Scalar` is the only kernel (aarch64).
+            #[allow(unreachable_patterns)]
             _ => scalar::bits_dot_block(planes, codes, code_len, out),
         }
     }
