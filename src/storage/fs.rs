@@ -2,7 +2,9 @@
 //! guest sees): positioned `std::fs` I/O, directory fsyncs, and the writer's lock file.
 
 use super::{cached::CachedRows, ByteFile, Location, RowStore};
-use crate::error::{Error, LockHolder, ReadOnlyRefusal, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::error::LockHolder;
+use crate::error::{Error, ReadOnlyRefusal, Result};
 use crate::format::RowLayout;
 use crate::types::StorageKind;
 use std::fs::{File, OpenOptions};
