@@ -57,7 +57,8 @@ fn wit_error(e: crate::Error) -> wit::Error {
             file: file.display().to_string(),
             reason,
         }),
-        E::Locked { path } => wit::Error::Locked(path.display().to_string()),
+        E::Locked { path, .. } => wit::Error::Locked(path.display().to_string()),
+        E::ReadOnly { reason } => wit::Error::ReadOnly(reason),
         E::Io { context, source } => wit::Error::Io(IoError {
             context,
             kind: io_kind_name(source.kind()).to_owned(),
@@ -218,6 +219,7 @@ impl GuestDatabase for GuestDb {
         if options.rows_in_memory == Some(false) {
             opts.storage = StorageKind::OnDemand;
         }
+        opts.read_only = options.read_only == Some(true);
         let db = Database::open(path, opts).map_err(wit_error)?;
         Ok(wit::Database::new(GuestDb { db }))
     }

@@ -61,11 +61,21 @@ pub enum Error {
         /// What was found.
         reason: String,
     },
-    /// Another process (or another handle in this process) has the database open for writing.
-    #[error("database {} is locked by another writer: close the other handle or process first", path.display())]
+    /// Another process (or another handle in this process) holds the database's lock: a
+    /// writer, which keeps everyone else out, or readers, which keep writers out.
+    #[error("{}", locked_message(path, *.holder))]
     Locked {
         /// The database directory.
         path: PathBuf,
+        /// Who holds the lock, as far as the refused open can tell.
+        holder: LockHolder,
+    },
+    /// A write on a handle opened read-only, or a read-only open of a database that would
+    /// have to be changed first (missing, or left by a writer that did not close cleanly).
+    #[error("read-only: {reason}")]
+    ReadOnly {
+        /// What was refused and what to do instead.
+        reason: String,
     },
     /// An operating-system I/O error.
     #[error("I/O error while {context}: {source}")]
@@ -118,6 +128,44 @@ pub enum Error {
     },
 }
 
+/// Who holds a database's lock when an open is refused with [`Error::Locked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockHolder {
+    /// A handle opened for writing (the lock is exclusive).
+    Writer,
+    /// One or more handles opened read-only (the lock is shared among them).
+    Readers,
+}
+
+impl LockHolder {
+    /// A short lowercase name (`writer`, `readers`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LockHolder::Writer => "writer",
+            LockHolder::Readers => "readers",
+        }
+    }
+}
+
+fn locked_message(path: &std::path::Path, holder: LockHolder) -> String {
+    let path = path.display();
+    match holder {
+        LockHolder::Writer => format!(
+            "database {path} is locked by a writer (another handle or process has it open for \
+             writing): close that handle first; read-only opens are refused while it is open"
+        ),
+        LockHolder::Readers => format!(
+            "database {path} is locked by readers (handles opened with read_only, in this or \
+             other processes): a writer can open it once every reader has closed"
+        ),
+    }
+}
+
+/// The [`Error::ReadOnly`] reason for a write on a read-only handle.
+pub(crate) const WRITE_ON_READER: &str = "this handle was opened read-only and cannot change \
+     the database: close it and every other reader, then open the database without read_only";
+
 /// Why a sandboxed call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -158,8 +206,41 @@ fn at_index(index: Option<usize>) -> String {
     index.map(|i| format!(" at index {i}")).unwrap_or_default()
 }
 
+/// The payload of the I/O error a read-only handle's files return for a write, a resize or a
+/// sync: [`Error::io`] turns it into [`Error::ReadOnly`], so a change that slipped past the
+/// checks at the API (at open: a recovery the last writer left to do) is reported as such.
+#[derive(Debug)]
+pub(crate) struct ReadOnlyRefusal;
+
+impl std::fmt::Display for ReadOnlyRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "a read-only handle cannot change the database's files; at open this means the \
+             last writer did not close cleanly and left recovery to do: open the database once \
+             for writing (and close it), then open the readers",
+        )
+    }
+}
+
+impl std::error::Error for ReadOnlyRefusal {}
+
+impl ReadOnlyRefusal {
+    /// The I/O error carrying the refusal.
+    pub(crate) fn io() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ReadOnlyFilesystem, ReadOnlyRefusal)
+    }
+}
+
 impl Error {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        if source
+            .get_ref()
+            .is_some_and(|inner| inner.is::<ReadOnlyRefusal>())
+        {
+            return Error::ReadOnly {
+                reason: format!("{}: {ReadOnlyRefusal}", context.into()),
+            };
+        }
         Error::Io {
             context: context.into(),
             source,
@@ -183,7 +264,7 @@ impl Error {
     /// Helper for `map_err` on an I/O result.
     pub(crate) fn io_ctx(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let context = context.into();
-        move |source| Error::Io { context, source }
+        move |source| Error::io(context, source)
     }
 }
 

@@ -51,7 +51,7 @@ pub mod types;
 
 pub use coalesce::CoalesceStats;
 pub use db::Database;
-pub use error::{Error, Result, SandboxFailure};
+pub use error::{Error, LockHolder, Result, SandboxFailure};
 pub use filter::Filter;
 pub use store::{Delete, Missing, Queries, Query, Select, Store, Update, Write, WriteMode};
 pub use types::{EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit, StorageKind};

@@ -119,6 +119,12 @@ pub struct OpenOptions {
     /// an existing one must have been created with the same name and dimension
     /// ([`crate::Error::EmbedderMismatch`] otherwise), so vectors of two models never mix.
     pub embedder: Option<EmbedderSpec>,
+    /// Open an existing database for reading only, under a shared lock that any number of
+    /// readers (in any processes) hold together and that keeps writers out (and is refused
+    /// while a writer holds the directory). Nothing on disk is created or changed: a missing
+    /// database, or one whose last writer did not close cleanly, is refused with an error
+    /// that says to open it once for writing. Every write returns [`crate::Error::ReadOnly`].
+    pub read_only: bool,
 }
 
 /// The identity of a text embedder as the database records it: vectors from models with
@@ -150,6 +156,7 @@ impl Default for OpenOptions {
                 .unwrap_or(DEFAULT_AUTO_COMMIT_ROWS),
             coalesce_searches: true,
             embedder: None,
+            read_only: false,
         }
     }
 }
@@ -177,6 +184,12 @@ impl OpenOptions {
     /// Options with a storage backend.
     pub fn with_storage(mut self, storage: StorageKind) -> Self {
         self.storage = storage;
+        self
+    }
+
+    /// Options for a read-only open (see [`OpenOptions::read_only`]).
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
         self
     }
 }

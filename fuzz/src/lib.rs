@@ -97,6 +97,7 @@ fn options(metric: Metric) -> OpenOptions {
         auto_commit_rows: 0,
         coalesce_searches: false,
         embedder: None,
+        read_only: false,
     }
 }
 

@@ -74,9 +74,14 @@ impl Sandbox {
     }
 
     /// Opens (or creates) the database in `dir` inside a new sandbox. The host takes the
-    /// directory's lock first: WASI has no file locks.
+    /// directory's lock first: WASI has no file locks. With [`OpenOptions::read_only`] the
+    /// lock is the readers' shared one, the directory is neither created nor writable by the
+    /// guest (preopened read-only), and the guest opens the database read-only.
     pub fn open(&self, dir: impl AsRef<Path>, options: OpenOptions) -> Result<SandboxedDatabase> {
         let dir = dir.as_ref();
+        if options.read_only {
+            return self.start(dir, GUEST_DB_DIR, options);
+        }
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             context: format!("creating {}", dir.display()),
             source,
@@ -91,7 +96,13 @@ impl Sandbox {
         guest_path: &str,
         options: OpenOptions,
     ) -> Result<SandboxedDatabase> {
-        let lock = DirLock::acquire(dir)?;
+        let lock = if options.read_only {
+            // The same refusals as natively, before a sandbox starts: no directory, no LOCK.
+            srvdb::storage::fs::FsLocation::read_only(dir, options.storage)?;
+            DirLock::acquire_shared(dir)?
+        } else {
+            DirLock::acquire(dir)?
+        };
         let live = Live::start(&self.runtime, dir, guest_path, &options)?;
         Ok(SandboxedDatabase {
             runtime: self.runtime.clone(),
@@ -232,7 +243,9 @@ impl Live {
         guest_path: &str,
         options: &OpenOptions,
     ) -> Result<Self> {
-        let mut store = runtime.store_for(dir).map_err(setup_error)?;
+        let mut store = runtime
+            .store_for(dir, options.read_only)
+            .map_err(setup_error)?;
         let bindings = Srvdb::instantiate(&mut store, &runtime.component, &runtime.linker)
             .map_err(|e| classify_instantiation(e, runtime, &mut store))?;
         runtime.arm(&mut store);
@@ -245,6 +258,7 @@ impl Live {
             // Mmap has no meaning in the guest (WASI cannot map files): it keeps the guest's
             // default, rows in memory, as File does; only OnDemand changes where rows live.
             rows_in_memory: Some(options.storage != StorageKind::OnDemand),
+            read_only: Some(options.read_only),
         };
         let opened = bindings
             .srvdb_engine_store()
@@ -452,8 +466,14 @@ fn engine_error(e: wit::Error, paths: &PathMap) -> Error {
             file: paths.path(&d.file),
             reason: paths.text(&d.reason),
         },
+        // Only a writer's lock is ever reported from inside: the guest takes no locks (the
+        // host takes them, and reports who holds them itself).
         wit::Error::Locked(path) => Error::Locked {
             path: paths.path(&path),
+            holder: srvdb::LockHolder::Writer,
+        },
+        wit::Error::ReadOnly(reason) => Error::ReadOnly {
+            reason: paths.text(&reason),
         },
         wit::Error::Io(d) => Error::Io {
             context: paths.text(&d.context),

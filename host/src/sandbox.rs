@@ -218,9 +218,19 @@ impl Runtime {
         Some(u64::try_from(ticks).unwrap_or(u64::MAX - 1).max(1) + 1)
     }
 
-    /// A fresh store whose guest sees `host_dir` as `/db` and nothing else.
-    pub(crate) fn store_for(&self, host_dir: &Path) -> wasmtime::Result<Store<HostState>> {
-        self.store_seeing(host_dir, GUEST_DB_DIR, FsPerms::ReadWrite)
+    /// A fresh store whose guest sees `host_dir` as `/db` and nothing else: read-only for a
+    /// read-only open, so the guest cannot change a byte of a database that readers share.
+    pub(crate) fn store_for(
+        &self,
+        host_dir: &Path,
+        read_only: bool,
+    ) -> wasmtime::Result<Store<HostState>> {
+        let perms = if read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        self.store_seeing(host_dir, GUEST_DB_DIR, perms)
     }
 
     /// A fresh store for an embedder: the guest sees `model_dir` read-only as `/model` and

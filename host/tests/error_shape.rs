@@ -161,7 +161,7 @@ fn a_locked_database_names_the_host_directory() {
         .open(dir.path(), OpenOptions::default())
         .expect_err("sandboxed");
     match &sandboxed {
-        Error::Locked { path } => assert_eq!(path, dir.path()),
+        Error::Locked { path, .. } => assert_eq!(path, dir.path()),
         other => panic!("expected Locked, got {other:?}"),
     }
     assert_same(&native, &sandboxed);

@@ -127,7 +127,7 @@ pub(crate) struct Database {
 impl Database {
     /// Opens (creating if needed) the database in directory ``path``. Same as ``srvdb.open``.
     #[new]
-    #[pyo3(signature = (path, dim = None, metric = None, backend = "native", embedder = None))]
+    #[pyo3(signature = (path, dim = None, metric = None, backend = "native", embedder = None, *, read_only = false))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -135,8 +135,10 @@ impl Database {
         metric: Option<&str>,
         backend: &str,
         embedder: Option<&str>,
+        read_only: bool,
     ) -> PyResult<Self> {
-        let options = options(py, dim, metric)?;
+        let mut options = options(py, dim, metric)?;
+        options.read_only = read_only;
         let model = model_choice(py, embedder)?;
         let in_memory = path.as_os_str() == MEMORY_PATH;
         Ok(Database {
@@ -660,6 +662,21 @@ impl Database {
         self.handle.is_closed()
     }
 
+    /// True when opened with ``read_only=True``.
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.handle.is_read_only()
+    }
+
+    /// Read-only handles only: opens the database at ``path`` again and continues on it, so
+    /// the handle sees the newest commit there. While any reader is open no writer can open
+    /// the directory, so a newer commit appears only if the directory was replaced (a writer
+    /// built the next version elsewhere and renamed it over ``path``); otherwise the handle
+    /// goes on with the same commit. A writer's handle raises ``InvalidInputError``.
+    fn refresh(&self, py: Python<'_>) -> PyResult<()> {
+        self.handle.refresh(py)
+    }
+
     fn __repr__(&self, py: Python<'_>) -> String {
         let path = self.handle.path().display().to_string();
         match self.handle.store(py) {
@@ -786,10 +803,17 @@ impl Record {
 /// sandbox itself raises ``SandboxError``); a build or machine without it raises
 /// ``BackendUnavailableError``.
 ///
-/// Raises ``LockedError`` if another handle or process has the database open,
-/// ``CorruptError`` if its files are damaged.
+/// ``read_only=True`` opens an existing database for reading only, under a lock that any
+/// number of read-only handles, in any processes, share: writes raise ``ReadOnlyError``,
+/// nothing on disk is created or changed, and ``refresh()`` reopens it. A database that is
+/// missing, or whose last writer did not close cleanly, raises ``ReadOnlyError`` saying to open
+/// it once for writing.
+///
+/// Raises ``LockedError`` if the lock is taken: by a writer (another handle or process has the
+/// database open for writing), or, for a writer, by readers (``LockedError.holder`` is
+/// ``"writer"`` or ``"readers"``); ``CorruptError`` if its files are damaged.
 #[pyfunction]
-#[pyo3(signature = (path, dim = None, metric = None, backend = "native", embedder = None))]
+#[pyo3(signature = (path, dim = None, metric = None, backend = "native", embedder = None, *, read_only = false))]
 pub(crate) fn open(
     py: Python<'_>,
     path: PathBuf,
@@ -797,8 +821,9 @@ pub(crate) fn open(
     metric: Option<&str>,
     backend: &str,
     embedder: Option<&str>,
+    read_only: bool,
 ) -> PyResult<Database> {
-    Database::new(py, path, dim, metric, backend, embedder)
+    Database::new(py, path, dim, metric, backend, embedder, read_only)
 }
 
 /// Always False: ``add`` no longer reads any array in place. Every array is copied into the

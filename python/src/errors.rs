@@ -20,6 +20,7 @@ pub(crate) enum Kind {
     InvalidInput,
     Corrupt,
     Locked,
+    ReadOnly,
     Io,
     Poisoned,
     BackendUnavailable,
@@ -29,7 +30,7 @@ pub(crate) enum Kind {
     InvalidFilter,
 }
 
-const KINDS: usize = 14;
+const KINDS: usize = 15;
 
 impl Kind {
     fn class_name(self) -> &'static str {
@@ -41,6 +42,7 @@ impl Kind {
             Kind::InvalidInput => "InvalidInputError",
             Kind::Corrupt => "CorruptError",
             Kind::Locked => "LockedError",
+            Kind::ReadOnly => "ReadOnlyError",
             Kind::Io => "IoError",
             Kind::Poisoned => "PoisonedError",
             Kind::BackendUnavailable => "BackendUnavailableError",
@@ -152,10 +154,12 @@ pub(crate) fn engine(py: Python<'_>, err: srvdb::Error) -> PyErr {
             attrs.push(("path", Attr::Str(file.display().to_string())));
             Kind::Corrupt
         }
-        srvdb::Error::Locked { path } => {
+        srvdb::Error::Locked { path, holder } => {
             attrs.push(("path", Attr::Str(path.display().to_string())));
+            attrs.push(("holder", Attr::Str(holder.name().to_owned())));
             Kind::Locked
         }
+        srvdb::Error::ReadOnly { .. } => Kind::ReadOnly,
         srvdb::Error::Io { source, .. } => {
             if let Some(code) = source.raw_os_error() {
                 attrs.push(("errno", Attr::Int(i64::from(code))));

@@ -40,6 +40,8 @@ pub(crate) struct Handle {
     slot: RwLock<Option<Engine>>,
     path: PathBuf,
     kind: BackendKind,
+    /// What it was opened with: `refresh` opens the database again with the same.
+    options: OpenOptions,
 }
 
 /// The Python arguments of a write (`add`, `upsert`), as given.
@@ -116,7 +118,7 @@ impl Handle {
             } else {
                 Place::Directory(&path)
             };
-            let store = backend::open(kind, place, options)?;
+            let store = backend::open(kind, place, options.clone())?;
             Ok(match encoder {
                 Some(encoder) => Engine::Text(Arc::new(TextDatabase::new(store, encoder)?)),
                 None => Engine::Vectors(Arc::from(store)),
@@ -127,6 +129,7 @@ impl Handle {
                 slot: RwLock::new(Some(engine)),
                 path,
                 kind,
+                options,
             }),
             Err(e) => Err(open_error(py, e)),
         }
@@ -188,6 +191,45 @@ impl Handle {
 
     pub(crate) fn kind(&self) -> BackendKind {
         self.kind
+    }
+
+    pub(crate) fn is_read_only(&self) -> bool {
+        self.options.read_only
+    }
+
+    /// A read-only handle's `refresh`: opens the database at its path again (the new engine
+    /// joins the readers' shared lock before the old one leaves it) and swaps it in; calls
+    /// already running finish on the old engine. Text databases keep their loaded model.
+    pub(crate) fn refresh(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.options.read_only {
+            return Err(errors::invalid(
+                py,
+                "refresh() is for handles opened with read_only=True: a writer already sees \
+                 every commit"
+                    .to_owned(),
+                None,
+            ));
+        }
+        let old = self.store(py)?;
+        let (kind, path, options) = (self.kind, self.path.clone(), self.options.clone());
+        let fresh = py
+            .detach(|| -> Result<Engine, OpenError> {
+                let store = backend::open(kind, Place::Directory(&path), options)?;
+                Ok(match &old {
+                    Engine::Text(text) => {
+                        Engine::Text(Arc::new(TextDatabase::new(store, text.embedder().clone())?))
+                    }
+                    Engine::Vectors(_) => Engine::Vectors(Arc::from(store)),
+                })
+            })
+            .map_err(|e| open_error(py, e))?;
+        let mut slot = self.slot.write().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            // Closed meanwhile: the fresh engine is dropped, releasing its lock.
+            return Err(errors::closed(py, &self.path));
+        }
+        *slot = Some(fresh);
+        Ok(())
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -37,6 +37,7 @@ from ._errors import (
     ModelError,
     NotFoundError,
     PoisonedError,
+    ReadOnlyError,
     SandboxError,
 )
 from ._srvdb import Database, Record, SvDBPython, __version__, open, reads_in_place
@@ -59,6 +60,7 @@ __all__ = [
     "InvalidFilterError",
     "CorruptError",
     "LockedError",
+    "ReadOnlyError",
     "IoError",
     "PoisonedError",
     "BackendUnavailableError",

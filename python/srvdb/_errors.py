@@ -20,6 +20,7 @@ __all__ = [
     "InvalidFilterError",
     "CorruptError",
     "LockedError",
+    "ReadOnlyError",
     "IoError",
     "PoisonedError",
     "BackendUnavailableError",
@@ -89,10 +90,20 @@ class CorruptError(Error):
 
 
 class LockedError(Error):
-    """Another handle (in this process or another) has the database open."""
+    """Another handle (in this process or another) holds the database's lock: a writer, which
+    keeps every other handle out, or readers (``read_only=True``), which keep writers out."""
 
     #: The database directory.
     path: Optional[str] = None
+    #: Who holds the lock: ``"writer"`` or ``"readers"``.
+    holder: Optional[str] = None
+
+
+class ReadOnlyError(Error, PermissionError):
+    """A write on a handle opened with ``read_only=True``, or a read-only open of a database
+    that would first have to be created or recovered: the message says what to do (close the
+    readers and open for writing; or open it once for writing). A ``PermissionError``, as
+    ``srvdb.distributed.ReadOnlyError`` is."""
 
 
 class IoError(Error, OSError):
@@ -150,6 +161,7 @@ for _cls in (
     InvalidFilterError,
     CorruptError,
     LockedError,
+    ReadOnlyError,
     IoError,
     PoisonedError,
     BackendUnavailableError,

@@ -46,8 +46,15 @@ def open(
     metric: Optional[Literal["cosine", "dot", "l2"]] = None,
     backend: Literal["native", "wasm"] = "native",
     embedder: Optional[str] = None,
+    *,
+    read_only: bool = False,
 ) -> Database:
     """Opens (creating if needed) the SrvDB database in directory ``path``.
+
+    ``read_only=True`` opens an existing database for reading only, under a lock any number of
+    read-only handles in any processes share: writes raise ``ReadOnlyError``, nothing on disk
+    is created or changed. Writers are refused while readers hold it, and readers while a
+    writer does (``LockedError``, whose ``holder`` is ``"writer"`` or ``"readers"``).
 
     ``embedder`` (``"all-MiniLM-L6-v2"`` or a sentence-transformers folder path) makes it a
     text database: ``add(ids, documents=...)`` and ``query(texts)``. A new database records the
@@ -103,6 +110,8 @@ class Database:
         metric: Optional[Literal["cosine", "dot", "l2"]] = None,
         backend: Literal["native", "wasm"] = "native",
         embedder: Optional[str] = None,
+        *,
+        read_only: bool = False,
     ) -> Database: ...
     def add(
         self,
@@ -308,6 +317,13 @@ class Database:
     def backend(self) -> Literal["native", "wasm"]: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def read_only(self) -> bool:
+        """True when opened with ``read_only=True``."""
+    def refresh(self) -> None:
+        """Read-only handles: opens the database at ``path`` again and continues on it (a
+        writer's handle raises ``InvalidInputError``). No writer can open the directory while
+        readers hold it, so a newer commit appears only if the directory was replaced."""
     def _search_timings(self, query: _Vector, k: SupportsIndex = 10, iterations: int = 100) -> list[float]: ...
     def _coalesce_stats(self) -> Optional[tuple[int, int]]: ...
     @staticmethod

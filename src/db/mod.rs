@@ -94,6 +94,8 @@ struct Writer {
     tombstones: Tombstones,
     live: u64,
     poisoned: Option<String>,
+    /// Opened with `OpenOptions::read_only`: every write is refused.
+    read_only: bool,
     /// An embedder given at open that the next commit must record.
     embedder_unrecorded: Option<EmbedderSpec>,
     /// A metric given at open, with no dimension yet, that the next commit must record.
@@ -121,7 +123,13 @@ struct Writer {
 }
 
 impl Writer {
+    /// Whether this handle may write now: not read-only, not poisoned.
     fn check(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                reason: crate::error::WRITE_ON_READER.to_owned(),
+            });
+        }
         match &self.poisoned {
             Some(reason) => Err(Error::Poisoned {
                 reason: reason.clone(),
@@ -181,16 +189,54 @@ fn lock_poison_free<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Database {
-    /// Opens the database in directory `path`, creating it if needed.
+    /// Opens the database in directory `path`, creating it if needed, under the directory's
+    /// writer lock; with [`OpenOptions::read_only`], opens an existing one under a shared
+    /// lock and changes nothing on disk.
     pub fn open(path: impl AsRef<Path>, options: OpenOptions) -> Result<Self> {
         let dir = path.as_ref();
+        if options.read_only {
+            let location = FsLocation::read_only(dir, options.storage)?;
+            let lock = DirLock::acquire_shared(dir)?;
+            return Self::open_in(Arc::new(location), options, Some(lock));
+        }
         let location = FsLocation::new(dir, options.storage)?;
         let lock = DirLock::acquire(dir)?;
         Self::open_in(Arc::new(location), options, Some(lock))
     }
 
+    /// Whether this handle was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.options.read_only
+    }
+
+    /// A read-only handle on the database at `path` as it is now: opens it again (beside
+    /// this handle, whose shared lock it joins) with this handle's options. Replace this
+    /// handle with the result to follow the newest commit.
+    ///
+    /// While any reader is open no writer can open the directory, so a commit newer than this
+    /// handle's can only be found at `path` if the directory was replaced (a writer built the
+    /// new version elsewhere and renamed it over `path`); otherwise the new handle holds the
+    /// same commit as this one. Only for read-only handles: a writer has nothing newer to
+    /// read, and is [`Error::InvalidInput`].
+    pub fn reopened(&self) -> Result<Self> {
+        if !self.options.read_only {
+            return Err(Error::invalid(
+                "refresh is for read-only handles: a writer already sees every commit",
+            ));
+        }
+        // `path_of("")` ends in a separator; the components drop it.
+        let dir: std::path::PathBuf = self.location.path_of("").components().collect();
+        Self::open(dir, self.options.clone())
+    }
+
     /// An ephemeral database in memory: same engine, nothing written to disk.
     pub fn in_memory(options: OpenOptions) -> Result<Self> {
+        if options.read_only {
+            return Err(Error::invalid(
+                "an in-memory database cannot be opened read-only: it exists only in the handle \
+                 that created it",
+            ));
+        }
         let mut db = Self::open_in(Arc::new(MemoryLocation::new()), options, None)?;
         db.codes_on_disk = false;
         Ok(db)
@@ -270,6 +316,9 @@ impl Database {
     /// poisoned by an earlier failed write returns [`Error::Poisoned`]: the writes it
     /// acknowledged since its last commit are lost, and the caller must hear it.
     pub fn close(self) -> Result<()> {
+        if self.options.read_only {
+            return Ok(());
+        }
         self.persist_all()
     }
 
@@ -539,6 +588,10 @@ impl Store for Database {
     /// Makes every change so far durable: fsync `vectors.bin`, then commit redb.
     fn persist(&self) -> Result<()> {
         let mut w = lock_poison_free(&self.writer);
+        // A reader has nothing to make durable.
+        if w.read_only {
+            return Ok(());
+        }
         w.check()?;
         self.commit_locked(&mut w)
     }

@@ -1,6 +1,7 @@
 //! Opening: check the stored configuration against the caller's, finish or discard an
 //! interrupted compaction, cut the torn tail of the rows, and rebuild the in-memory tables from
-//! the last commit.
+//! the last commit. A read-only open does none of the repairs: it refuses a database that
+//! needs one (see [`OpenOptions::read_only`]).
 
 use super::field_index::FieldIndexes;
 use super::validate::check_dimension;
@@ -48,8 +49,18 @@ impl Database {
                 "missing, but vectors.bin exists: the ids and the commit record are gone",
             ));
         }
-        let meta = MetaStore::open(location.as_ref())?;
+        let read_only = options.read_only;
+        let meta = if read_only {
+            MetaStore::open_read_only(location.as_ref())?
+        } else {
+            MetaStore::open(location.as_ref())?
+        };
         let mut loaded = meta.load()?;
+        if read_only && (loaded.compaction_pending || location.exists(names::VECTORS_COMPACT)?) {
+            return Err(needs_writer(
+                "a compaction was interrupted (its last writer did not close cleanly)",
+            ));
+        }
 
         // Finish or discard a compaction that a crash interrupted.
         if loaded.compaction_pending {
@@ -69,8 +80,10 @@ impl Database {
         }
         // The rows a finished compaction replaced, if it could not remove them (still mapped,
         // on Windows) or crashed first. Still mapped now (by a closed handle's last reader in
-        // this process): the next compaction retries.
-        super::compact::remove_replaced_rows(location.as_ref())?;
+        // this process): the next compaction retries. A reader leaves them to the next writer.
+        if !read_only {
+            super::compact::remove_replaced_rows(location.as_ref())?;
+        }
 
         // A database records the embedder it was created for; vectors of two models must
         // never share one, since their scores would be meaningless.
@@ -251,6 +264,7 @@ impl Database {
             tombstones,
             live,
             poisoned: None,
+            read_only,
             embedder_unrecorded,
             metric_unrecorded,
             meta_version: 0,
@@ -295,6 +309,22 @@ impl Database {
         };
         {
             let mut w = lock_poison_free(&db.writer);
+            if w.read_only {
+                if w.embedder_unrecorded.is_some()
+                    || w.metric_unrecorded
+                    || (w.dim.is_none() && db.options.dimension.is_some())
+                {
+                    return Err(Error::ReadOnly {
+                        reason: "the database has not recorded its dimension, metric or embedder \
+                                 yet, and a read-only open cannot record the ones given: open it \
+                                 without them, or once for writing"
+                            .into(),
+                    });
+                }
+                if w.index_pending.is_some() && w.committed_rows > 0 {
+                    return Err(needs_writer("a vector index is waiting to be built"));
+                }
+            }
             if w.dim.is_none() {
                 if let Some(dim) = db.options.dimension {
                     // A dimension given up front is fixed now, durably.
@@ -312,5 +342,15 @@ impl Database {
             db.published.store(Arc::new(snapshot));
         }
         Ok(db)
+    }
+}
+
+/// The refusal of a read-only open of a database that needs a writer's repair first.
+fn needs_writer(what: &str) -> Error {
+    Error::ReadOnly {
+        reason: format!(
+            "{what}, and a read-only open changes nothing: open the database once for writing \
+             (and close it), then open the readers"
+        ),
     }
 }

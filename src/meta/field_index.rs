@@ -284,7 +284,7 @@ pub type LoadedIndex = (String, IndexValues);
 /// Reads every index; a value that is not an encoded key, or a row at or past
 /// `committed_rows`, is damage, reported as the message of an error.
 pub(super) fn load(
-    db: &redb::Database,
+    db: &impl ReadableDatabase,
     committed_rows: u64,
 ) -> Result<Result<Vec<LoadedIndex>, String>, redb::Error> {
     let txn = db.begin_read()?;

@@ -144,12 +144,46 @@ fn check_not_blank(file: &dyn ByteFile, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Opens the existing `metadata.db` of `loc` with redb's read-only open, which writes nothing
+/// and refuses a store that needs repair (its last writer did not close cleanly): that is
+/// [`Error::ReadOnly`], saying to open the database once for writing. Missing is the same.
+pub fn open_redb_read_only(loc: &dyn Location) -> Result<redb::ReadOnlyDatabase> {
+    let path = loc.path_of(names::METADATA);
+    let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+    let Some(file) = loc.open(names::METADATA)? else {
+        return Err(Error::ReadOnly {
+            reason: format!(
+                "there is no database at {} ({} is missing; a read-only open creates nothing): \
+                 open it for writing once to create it",
+                dir.display(),
+                names::METADATA
+            ),
+        });
+    };
+    check_not_blank(file.as_ref(), &path)?;
+    let open = || redb::Database::builder().open_read_only_with_backend(RedbFile(file));
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::RepairAborted)) => Err(Error::ReadOnly {
+            reason: format!(
+                "{} needs recovery (its last writer did not close cleanly), which a read-only \
+                 open does not do: open the database once for writing (and close it), then \
+                 open the readers",
+                path.display()
+            ),
+        }),
+        Ok(Err(e)) => Err(map_db_error(e, &path, &dir)),
+        Err(panic) => Err(Error::corrupt(&path, redb_panicked(&*panic))),
+    }
+}
+
 /// Maps redb's open errors onto ours: a second writer is `Locked`, anything about the bytes
 /// is `Corrupt`.
 pub(crate) fn map_db_error(e: redb::DatabaseError, path: &Path, dir: &Path) -> Error {
     match e {
         redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
             path: dir.to_path_buf(),
+            holder: crate::error::LockHolder::Writer,
         },
         redb::DatabaseError::Storage(redb::StorageError::Io(io))
             if io.kind() != std::io::ErrorKind::InvalidData =>
@@ -750,11 +784,45 @@ impl Config {
     }
 }
 
+/// redb opened for writing, or read-only (a reader's handle).
+enum Redb {
+    Writable(redb::Database),
+    ReadOnly(redb::ReadOnlyDatabase),
+}
+
+impl std::fmt::Debug for Redb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Redb::Writable(db) => db.fmt(f),
+            Redb::ReadOnly(_) => f.write_str("ReadOnlyDatabase"),
+        }
+    }
+}
+
+impl Redb {
+    fn begin_read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
+        match self {
+            Redb::Writable(db) => db.begin_read(),
+            Redb::ReadOnly(db) => db.begin_read(),
+        }
+    }
+
+    /// A write transaction; on a read-only store the refusal that [`Error::io`] reports as
+    /// [`Error::ReadOnly`] (the engine refuses writes before they get here; this is the
+    /// backstop).
+    fn begin_write(&self) -> std::result::Result<redb::WriteTransaction, redb::Error> {
+        match self {
+            Redb::Writable(db) => db.begin_write().map_err(to_redb),
+            Redb::ReadOnly(_) => Err(redb::Error::Io(crate::error::ReadOnlyRefusal::io())),
+        }
+    }
+}
+
 /// The redb-backed metadata store.
 #[derive(Debug)]
 pub struct MetaStore {
     /// Dropped by hand in `Drop`: closing runs a redb commit that can panic on damaged pages.
-    db: std::mem::ManuallyDrop<redb::Database>,
+    db: std::mem::ManuallyDrop<Redb>,
     path: std::path::PathBuf,
 }
 
@@ -775,7 +843,16 @@ impl MetaStore {
     /// Opens (or creates) the metadata store of `loc` (see [`open_redb`]).
     pub fn open(loc: &dyn Location) -> Result<Self> {
         Ok(MetaStore {
-            db: std::mem::ManuallyDrop::new(open_redb(loc)?),
+            db: std::mem::ManuallyDrop::new(Redb::Writable(open_redb(loc)?)),
+            path: loc.path_of(names::METADATA),
+        })
+    }
+
+    /// Opens the existing metadata store of `loc` for reading only (see
+    /// [`open_redb_read_only`]).
+    pub fn open_read_only(loc: &dyn Location) -> Result<Self> {
+        Ok(MetaStore {
+            db: std::mem::ManuallyDrop::new(Redb::ReadOnly(open_redb_read_only(loc)?)),
             path: loc.path_of(names::METADATA),
         })
     }
@@ -1110,7 +1187,10 @@ impl MetaStore {
     /// code never writes) is [`Error::Corrupt`].
     pub fn load_field_indexes(&self, committed_rows: u64) -> Result<Vec<LoadedIndex>> {
         let ctx = format!("reading the field indexes of {}", self.path.display());
-        let run = || field_index::load(&self.db, committed_rows);
+        let run = || match &*self.db {
+            Redb::Writable(db) => field_index::load(db, committed_rows),
+            Redb::ReadOnly(db) => field_index::load(db, committed_rows),
+        };
         // A panic inside redb on damaged pages is reported as damage (see `open_guarded`).
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
             Ok(Ok(Ok(loaded))) => Ok(loaded),

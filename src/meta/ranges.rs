@@ -4,7 +4,6 @@
 use super::{open_or_none, to_redb, MetaStore, ROW_DOC, ROW_META};
 use crate::error::{Error, Result};
 use crate::types::Metadata;
-use redb::ReadableDatabase;
 use std::ops::Range;
 
 impl MetaStore {

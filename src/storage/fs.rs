@@ -2,7 +2,9 @@
 //! guest sees): positioned `std::fs` I/O, directory fsyncs, and the writer's lock file.
 
 use super::{cached::CachedRows, ByteFile, Location, RowStore};
-use crate::error::{Error, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::error::LockHolder;
+use crate::error::{Error, ReadOnlyRefusal, Result};
 use crate::format::RowLayout;
 use crate::types::StorageKind;
 use std::fs::{File, OpenOptions};
@@ -22,21 +24,36 @@ pub struct StdFile {
     // WASI's positioned-I/O extension trait is unstable; seek + read under a lock instead.
     #[cfg(not(unix))]
     file: std::sync::Mutex<File>,
+    /// Opened by a read-only location: writes, resizes and syncs are refused (see
+    /// [`ReadOnlyRefusal`]) before they reach the OS.
+    read_only: bool,
 }
 
 impl StdFile {
     /// Wraps an open file.
     pub fn new(file: File) -> Self {
+        Self::wrap(file, false)
+    }
+
+    fn wrap(file: File, read_only: bool) -> Self {
         #[cfg(unix)]
         {
-            StdFile { file }
+            StdFile { file, read_only }
         }
         #[cfg(not(unix))]
         {
             StdFile {
                 file: std::sync::Mutex::new(file),
+                read_only,
             }
         }
+    }
+
+    fn refuse_if_read_only(&self) -> io::Result<()> {
+        if self.read_only {
+            return Err(ReadOnlyRefusal::io());
+        }
+        Ok(())
     }
 
     /// Runs `f` on the underlying file.
@@ -73,6 +90,7 @@ impl ByteFile for StdFile {
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.refuse_if_read_only()?;
         #[cfg(unix)]
         {
             std::os::unix::fs::FileExt::write_all_at(&self.file, data, offset)
@@ -87,10 +105,12 @@ impl ByteFile for StdFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.refuse_if_read_only()?;
         self.with_file(|f| f.set_len(len))
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.refuse_if_read_only()?;
         self.with_file(|f| f.sync_data())
     }
 }
@@ -147,9 +167,12 @@ pub fn still_mapped(e: &io::Error) -> bool {
             || e.raw_os_error() == Some(ERROR_USER_MAPPED_FILE))
 }
 
-/// The lock that keeps a second writer (another process or handle) out of a database.
-/// Released when dropped. On wasm32 there are no file locks: the host locks the directory
-/// before it preopens it to the guest.
+/// The directory's lock: exclusive for a writer, which keeps every other handle out, or shared
+/// among read-only handles, which keep writers out. Held on the `LOCK` file with `flock`-style
+/// locks (std's `File::try_lock` / `try_lock_shared`), which belong to one open file, so two
+/// handles in one process exclude each other as two processes do. Released when dropped. On
+/// wasm32 there are no file locks: the host locks the directory before it preopens it to the
+/// guest.
 ///
 /// The `LOCK` file is opened without following a symbolic link: a link planted in the
 /// database directory would otherwise make the host create or lock a file outside it (and the
@@ -161,38 +184,44 @@ pub struct DirLock {
 }
 
 impl DirLock {
-    /// Takes the lock on `dir`, or reports [`Error::Locked`].
+    /// Takes the writer's (exclusive) lock on `dir`, creating `LOCK` if needed, or reports
+    /// [`Error::Locked`] saying whether a writer or readers hold it.
     pub fn acquire(dir: &Path) -> Result<Self> {
         #[cfg(not(target_arch = "wasm32"))]
         {
             let path = dir.join(super::names::LOCK);
-            let mut options = OpenOptions::new();
-            options.create(true).truncate(false).write(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
-            let file = match options.open(&path) {
-                Ok(file) => file,
-                // O_NOFOLLOW fails with ELOOP on a link (some BSDs say EMLINK).
-                Err(_) if is_symlink(&path) => {
-                    return Err(Error::Corrupt {
-                        file: path,
-                        reason: "is a symbolic link, which SrvDB never creates and will not \
-                                 follow (it could point outside the database directory): \
-                                 remove it and open again"
-                            .into(),
-                    });
-                }
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("opening lock file {}", path.display()),
-                        e,
-                    ))
-                }
-            };
+            let file = open_lock_file(&path, true)?;
             match file.try_lock() {
                 Ok(()) => Ok(DirLock { _file: Some(file) }),
                 Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
                     path: dir.to_path_buf(),
+                    holder: holder_of(&path),
+                }),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    Err(Error::io(format!("locking {}", path.display()), e))
+                }
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = dir;
+            Ok(DirLock { _file: None })
+        }
+    }
+
+    /// Takes a reader's (shared) lock on `dir`, or reports [`Error::Locked`] while a writer
+    /// holds it. Creates nothing: a directory without `LOCK` was never opened for writing,
+    /// so it holds no database, and that is [`Error::ReadOnly`].
+    pub fn acquire_shared(dir: &Path) -> Result<Self> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let path = dir.join(super::names::LOCK);
+            let file = open_lock_file(&path, false)?;
+            match file.try_lock_shared() {
+                Ok(()) => Ok(DirLock { _file: Some(file) }),
+                Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+                    path: dir.to_path_buf(),
+                    holder: LockHolder::Writer,
                 }),
                 Err(std::fs::TryLockError::Error(e)) => {
                     Err(Error::io(format!("locking {}", path.display()), e))
@@ -207,6 +236,53 @@ impl DirLock {
     }
 }
 
+/// Opens `LOCK` at `path` without following a link: for a writer created if missing and
+/// writable; for a reader read-only and required.
+#[cfg(not(target_arch = "wasm32"))]
+fn open_lock_file(path: &Path, writer: bool) -> Result<File> {
+    let mut options = OpenOptions::new();
+    if writer {
+        options.create(true).truncate(false).write(true);
+    } else {
+        options.read(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    match options.open(path) {
+        Ok(file) => Ok(file),
+        // O_NOFOLLOW fails with ELOOP on a link (some BSDs say EMLINK).
+        Err(_) if is_symlink(path) => Err(Error::Corrupt {
+            file: path.to_path_buf(),
+            reason: "is a symbolic link, which SrvDB never creates and will not follow (it \
+                     could point outside the database directory): remove it and open again"
+                .into(),
+        }),
+        Err(e) if !writer && e.kind() == io::ErrorKind::NotFound => Err(Error::ReadOnly {
+            reason: format!(
+                "{} has no database ({} is missing: it was never opened for writing): open \
+                 it for writing once to create it",
+                path.parent().unwrap_or(path).display(),
+                super::names::LOCK
+            ),
+        }),
+        Err(e) => Err(Error::io(
+            format!("opening lock file {}", path.display()),
+            e,
+        )),
+    }
+}
+
+/// Who holds the lock a writer was refused: readers if a shared lock can be taken beside
+/// them (it is released at once), else a writer. A guess at one instant, for the message.
+#[cfg(not(target_arch = "wasm32"))]
+fn holder_of(path: &Path) -> LockHolder {
+    let probe = File::open(path).and_then(|f| f.try_lock_shared().map_err(io::Error::from));
+    match probe {
+        Ok(()) => LockHolder::Readers,
+        Err(_) => LockHolder::Writer,
+    }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 fn is_symlink(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
@@ -217,6 +293,9 @@ fn is_symlink(path: &Path) -> bool {
 pub struct FsLocation {
     dir: PathBuf,
     storage: StorageKind,
+    /// Files are opened read-only, and creating, renaming or removing one is refused with
+    /// [`Error::ReadOnly`] (removing a file that is not there is nothing to refuse).
+    read_only: bool,
 }
 
 impl FsLocation {
@@ -244,7 +323,39 @@ impl FsLocation {
         Ok(FsLocation {
             dir: dir.to_path_buf(),
             storage,
+            read_only: false,
         })
+    }
+
+    /// A read-only location for the existing directory `dir`: nothing is created, and every
+    /// change is refused (see [`ReadOnlyRefusal`]).
+    pub fn read_only(dir: &Path, storage: StorageKind) -> Result<Self> {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => Ok(FsLocation {
+                dir: dir.to_path_buf(),
+                storage,
+                read_only: true,
+            }),
+            Ok(_) => Err(Error::invalid(format!(
+                "{} exists and is not a directory: a database is a directory",
+                dir.display()
+            ))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::ReadOnly {
+                reason: format!(
+                    "there is no database at {} (a read-only open creates nothing): open it \
+                     for writing once to create it",
+                    dir.display()
+                ),
+            }),
+            Err(e) => Err(Error::io(format!("inspecting {}", dir.display()), e)),
+        }
+    }
+
+    fn refuse_if_read_only(&self, doing: impl FnOnce() -> String) -> Result<()> {
+        if self.read_only {
+            return Err(Error::io(doing(), ReadOnlyRefusal::io()));
+        }
+        Ok(())
     }
 
     /// The directory.
@@ -255,7 +366,7 @@ impl FsLocation {
     fn open_file(&self, name: &str, create: bool) -> io::Result<File> {
         OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(!self.read_only)
             .create(create)
             .truncate(create)
             .open(self.dir.join(name))
@@ -279,7 +390,7 @@ impl Location for FsLocation {
 
     fn open(&self, name: &str) -> Result<Option<Arc<dyn ByteFile>>> {
         match self.open_file(name, false) {
-            Ok(file) => Ok(Some(Arc::new(StdFile::new(file)))),
+            Ok(file) => Ok(Some(Arc::new(StdFile::wrap(file, self.read_only)))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(
                 format!("opening {}", self.dir.join(name).display()),
@@ -289,6 +400,7 @@ impl Location for FsLocation {
     }
 
     fn create(&self, name: &str) -> Result<Arc<dyn ByteFile>> {
+        self.refuse_if_read_only(|| format!("creating {}", self.dir.join(name).display()))?;
         let file = self.open_file(name, true).map_err(Error::io_ctx(format!(
             "creating {}",
             self.dir.join(name).display()
@@ -333,6 +445,7 @@ impl Location for FsLocation {
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {
         let (a, b) = (self.dir.join(from), self.dir.join(to));
+        self.refuse_if_read_only(|| format!("renaming {} to {}", a.display(), b.display()))?;
         std::fs::rename(&a, &b).map_err(Error::io_ctx(format!(
             "renaming {} to {}",
             a.display(),
@@ -343,6 +456,12 @@ impl Location for FsLocation {
 
     fn remove(&self, name: &str) -> Result<()> {
         let path = self.dir.join(name);
+        if self.read_only {
+            return match self.exists(name)? {
+                true => self.refuse_if_read_only(|| format!("removing {}", path.display())),
+                false => Ok(()),
+            };
+        }
         match std::fs::remove_file(&path) {
             Ok(()) => sync_dir(&self.dir),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -350,7 +469,11 @@ impl Location for FsLocation {
         }
     }
 
+    /// Nothing to make durable for a read-only location: it changed nothing.
     fn sync_dir(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
         sync_dir(&self.dir)
     }
 }
