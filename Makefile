@@ -110,9 +110,13 @@ endef
 ## CPython >= 3.9; manylinux x86_64; backend="wasm" included, with the component srvdb.wasm
 ## inside the package) and srvdb-minilm (the text model's files, python/model-package/).
 ## `pip install --find-links target/wheels "$(ls target/wheels/srvdb-*.whl)[text]"`.
-# The manylinux tag: maturin links against this machine's glibc and its audit gives the lowest
-# tag the symbols allow. WHEEL_FLAGS is added to `maturin build`; see the wheel target's comment
-# in the README install section for the tag it gives on Debian 12.
+# The manylinux tag: a plain `maturin build` on the build machine, whose audit gives the lowest
+# tag the binary's glibc symbols allow: manylinux_2_34 on Debian 12 (glibc 2.36; Rust's std
+# binds pthread symbols at their 2.34 versions), installable on glibc >= 2.34. Chosen because it
+# needs nothing beyond what CI has (Rust, gcc, Python). `--compatibility manylinux_2_28` cannot
+# pass that audit from a glibc 2.34+ build; `--zig` (pip ziglang) targets glibc 2.17, but is
+# a second full build of candle and wasmtime with another C compiler, not tried through to the
+# end here (the build was stopped for time). WHEEL_FLAGS adds options to `maturin build`.
 WHEEL_FLAGS ?=
 wheel: component $(MODEL_WHEEL)
 	@echo "==> maturin build --release --features wasm (abi3 wheel with srvdb.wasm inside)"
