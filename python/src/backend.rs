@@ -111,12 +111,35 @@ pub(crate) mod wasm {
     //! The process's sandbox, shared by every `backend="wasm"` database and embedder.
 
     use super::OpenError;
+    use pyo3::prelude::*;
     use srvdb_host::sandbox::SandboxConfig;
     use srvdb_host::Sandbox;
+    use std::path::PathBuf;
     use std::sync::{Mutex, OnceLock};
 
     static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
     static LOADING: Mutex<()> = Mutex::new(());
+    /// `srvdb.wasm` beside the extension module, where a wheel built by `make wheel` has it;
+    /// `None` when it is not there (an in-tree build).
+    static PACKAGED: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+    /// Notes the packaged component for [`sandbox`], which runs without the GIL. Called with
+    /// the GIL before every `backend="wasm"` open; only the first call looks.
+    pub(crate) fn find_packaged(py: Python<'_>) {
+        if PACKAGED.get().is_some() {
+            return;
+        }
+        // Computed before `set`, not inside `get_or_init`: the import may release the GIL, and
+        // another thread blocked in `get_or_init` while holding it would deadlock with us.
+        let found = py
+            .import("srvdb._srvdb")
+            .ok()
+            .and_then(|module| module.getattr("__file__").ok())
+            .and_then(|file| file.extract::<PathBuf>().ok())
+            .and_then(|file| file.parent().map(|dir| dir.join("srvdb.wasm")))
+            .filter(|path| path.is_file());
+        let _ = PACKAGED.set(found);
+    }
 
     /// The component is loaded and compiled once, on the first `backend="wasm"` open, and
     /// shared by every later one. A failed load is not cached, so building the component
@@ -129,13 +152,20 @@ pub(crate) mod wasm {
         if let Some(sandbox) = SANDBOX.get() {
             return Ok(sandbox);
         }
-        // SRVDB_COMPONENT, else the workspace's `make component` output.
-        let config = SandboxConfig::new();
+        // SRVDB_COMPONENT, else the one inside the installed package, else the workspace's
+        // `make component` output.
+        let mut config = SandboxConfig::new();
+        if std::env::var_os("SRVDB_COMPONENT").is_none() {
+            if let Some(Some(packaged)) = PACKAGED.get() {
+                config.component = packaged.clone();
+            }
+        }
         if !config.component.is_file() {
             return Err(OpenError::Unavailable(format!(
-                "backend=\"wasm\" needs the SrvDB WASI component, which is not at {}: run \
-                 `make component` in the SrvDB repository, or set SRVDB_COMPONENT to the path \
-                 of srvdb.wasm",
+                "backend=\"wasm\" needs the SrvDB WASI component, which is not at {}: install \
+                 a wheel built by `make wheel` (it has the component inside), run `make \
+                 component` in the SrvDB repository, or set SRVDB_COMPONENT to the path of \
+                 srvdb.wasm",
                 config.component.display()
             )));
         }

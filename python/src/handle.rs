@@ -94,6 +94,10 @@ impl Handle {
             // Before the model is loaded, which takes a while.
             return Err(errors::engine(py, backend::wasm_in_memory()));
         }
+        #[cfg(feature = "wasm")]
+        if kind == BackendKind::Wasm {
+            backend::wasm::find_packaged(py);
+        }
         let encoder = match model {
             Some(m) => Some(
                 py.detach(|| crate::text::load(kind, &m.dir, &m.name))
@@ -361,10 +365,10 @@ impl Handle {
     }
 
     pub(crate) fn contains(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let Ok(id) = id.extract::<&str>() else {
+        let Ok(id) = id.extract::<String>() else {
             return Ok(false);
         };
-        self.store(py)?.contains(id).or_raise(py)
+        self.store(py)?.contains(&id).or_raise(py)
     }
 
     pub(crate) fn ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {

