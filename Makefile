@@ -39,26 +39,26 @@ test: toolchain fmt-check clippy-native wasm-check wasm-clippy check-platforms c
 
 # Installs what the checks need, only if it is missing.
 toolchain:
-	@echo "==> [1/11] toolchain: rustfmt, clippy, $(WASM_TARGET) target"
+	@echo "==> [1/12] toolchain: rustfmt, clippy, $(WASM_TARGET) target"
 	@$(RUSTUP) component list --installed | grep -q '^rustfmt' || $(RUSTUP) component add rustfmt
 	@$(RUSTUP) component list --installed | grep -q '^clippy' || $(RUSTUP) component add clippy
 	@$(RUSTUP) target list --installed | grep -qx '$(WASM_TARGET)' || $(RUSTUP) target add $(WASM_TARGET)
 
 fmt-check: toolchain
-	@echo "==> [2/11] cargo fmt --all -- --check"
+	@echo "==> [2/12] cargo fmt --all -- --check"
 	$(CARGO) fmt --all -- --check
 
 clippy-native: toolchain
-	@echo "==> [3/11] cargo clippy --workspace --all-targets -- -D warnings"
+	@echo "==> [3/12] cargo clippy --workspace --all-targets -- -D warnings"
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 wasm-check: toolchain
-	@echo "==> [4/11] cargo check -p srvdb --target $(WASM_TARGET)"
+	@echo "==> [4/12] cargo check -p srvdb --target $(WASM_TARGET)"
 	$(CARGO) check -p srvdb --target $(WASM_TARGET)
 
 # Step 4 checks the guest without the embedder (a vector-only component), step 5 lints it with.
 wasm-clippy: toolchain
-	@echo "==> [5/11] cargo clippy -p srvdb --target $(WASM_TARGET) --features text -- -D warnings"
+	@echo "==> [5/12] cargo clippy -p srvdb --target $(WASM_TARGET) --features text -- -D warnings"
 	$(CARGO) clippy -p srvdb --target $(WASM_TARGET) --features text -- -D warnings
 
 ## check-platforms: the engine (with and without `text`) and the Python extension must build
@@ -69,7 +69,7 @@ wasm-clippy: toolchain
 ## it checks for, as it cannot run the target's interpreter.
 PLATFORM_TARGETS := x86_64-pc-windows-gnu aarch64-apple-darwin
 check-platforms: toolchain
-	@echo "==> check-platforms: cargo clippy -p srvdb, -p srvdb-python for $(PLATFORM_TARGETS)"
+	@echo "==> [6/12] check-platforms: cargo clippy -p srvdb, -p srvdb-python for $(PLATFORM_TARGETS)"
 	@for t in $(PLATFORM_TARGETS); do \
 		$(RUSTUP) target list --installed | grep -qx $$t || $(RUSTUP) target add $$t || exit 1; \
 	done
@@ -83,7 +83,7 @@ check-platforms: toolchain
 ## component: the WASI component target/wasm32-wasip2/component/srvdb.wasm, with the text
 ## embedder inside (cargo feature `text`; without it the component is vector-only and smaller).
 component: toolchain
-	@echo "==> [6/11] cargo build -p srvdb --target $(WASM_TARGET) --profile component --features text"
+	@echo "==> [7/12] cargo build -p srvdb --target $(WASM_TARGET) --profile component --features text"
 	$(CARGO) build -p srvdb --target $(WASM_TARGET) --profile component --features text
 	@ls -l target/$(WASM_TARGET)/component/srvdb.wasm
 
@@ -91,13 +91,13 @@ component: toolchain
 # sandbox tests take 42 s in debug against 3 s in release.
 # `srvdb/text` adds the embedder's tests (tests/text.rs installs the model with pip if needed).
 cargo-test: toolchain component
-	@echo "==> [7/11] cargo test --release -p srvdb -p srvdb-host --features srvdb/text"
+	@echo "==> [8/12] cargo test --release -p srvdb -p srvdb-host --features srvdb/text"
 	$(CARGO) test --release -p srvdb -p srvdb-host --features srvdb/text
 
 # The same component under Node.js through jco (a second WASI runtime): run.mjs, then the
 # conformance scenario (tests/conformance/scenario.json). Skipped without node.
 node-test: component
-	@echo "==> [9/11] node tests/node/run.mjs and conformance.mjs (jco)"
+	@echo "==> [10/12] node tests/node/run.mjs and conformance.mjs (jco)"
 	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
 		cd tests/node && npm install --no-audit --no-fund --loglevel=error && rm -rf out && \
 		node run.mjs && node conformance.mjs; \
@@ -167,7 +167,7 @@ TEST_VENV := target/wheel-venv
 TEST_ENV = env -u PYTHONPATH -u VIRTUAL_ENV PATH=$(abspath $(TEST_VENV))/bin:/usr/bin:/bin \
 	SRVDB_TEST_INSTALLED=1
 python-test: wheel
-	@echo "==> [10/11] python: the wheel installed into a fresh $(TEST_VENV), then pytest python/tests"
+	@echo "==> [11/12] python: the wheel installed into a fresh $(TEST_VENV), then pytest python/tests"
 	rm -rf $(TEST_VENV)
 	$(PYTHON) -m venv $(TEST_VENV)
 	@if $(TEST_ENV) sh -c 'command -v cargo || command -v rustc'; then \
@@ -276,7 +276,7 @@ bench-quantized-rust:
 ## minutes once the virtualenvs exist); fails if a library neither produced every figure nor
 ## was reported failed with a reason, or if SrvDB's answers are not exact. Report in target/bench-smoke.
 bench-smoke: component
-	@echo "==> [11/11] bench-smoke: benches/python/run_peers.py --smoke"
+	@echo "==> [12/12] bench-smoke: benches/python/run_peers.py --smoke"
 	$(python_setup)
 	$(BENCH) --smoke
 
@@ -314,7 +314,7 @@ CARGO_FUZZ_VERSION := 0.13.2
 .PHONY: fuzz fuzz-ci
 # The step of `make test`: every target for FUZZ_SECONDS (about a minute each).
 fuzz-ci:
-	@echo "==> [8/11] make fuzz (each target $(FUZZ_SECONDS) s, from its committed seeds)"
+	@echo "==> [9/12] make fuzz (each target $(FUZZ_SECONDS) s, from its committed seeds)"
 	@$(MAKE) --no-print-directory fuzz
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || \
