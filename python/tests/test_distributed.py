@@ -259,6 +259,9 @@ def test_reopen_from_the_manifest(ray_cluster, tmp_path):
         ref.check(db.search(vecs[5], 10), vecs[5], 10)
         with pytest.raises(sd.ReadOnlyError):
             db.add(["z"], vecs[:1])
+        # One except clause catches a write on a reader, sharded or not.
+        with pytest.raises(srvdb.ReadOnlyError):
+            db.delete(ids[1:2])
 
 
 def test_killed_actor_serves_again_with_every_persisted_write(ray_cluster, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .._errors import Error
+from .._errors import ReadOnlyError as _ReadOnlyError
 
 __all__ = ["ShardError", "ShardUnavailableError", "ReadOnlyError"]
 
@@ -29,8 +30,9 @@ class ShardUnavailableError(ShardError):
     crash are automatic: this is raised only when the shard is not back in time."""
 
 
-class ReadOnlyError(Error, PermissionError):
-    """A write through a sharded database opened with ``read_only=True``."""
+class ReadOnlyError(_ReadOnlyError):
+    """A write through a sharded database opened with ``read_only=True``: a
+    ``srvdb.ReadOnlyError`` (and so a ``PermissionError``), as on one database."""
 
 
 for _cls in (ShardError, ShardUnavailableError, ReadOnlyError):
