@@ -175,28 +175,10 @@ fn writer_and_readers_exclude_each_other_in_one_process() {
 
     let writer = Database::open(dir.path(), writer_options()).expect("writer once readers left");
     let err = Database::open(dir.path(), reader_options()).expect_err("reader beside a writer");
-    assert!(
-        matches!(
-            err,
-            Error::Locked {
-                holder: LockHolder::Writer,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_locked_by(&err, LockHolder::Writer);
     assert!(err.to_string().contains("locked by a writer"), "{err}");
     let err = Database::open(dir.path(), writer_options()).expect_err("second writer");
-    assert!(
-        matches!(
-            err,
-            Error::Locked {
-                holder: LockHolder::Writer,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_locked_by(&err, LockHolder::Writer);
     drop(writer);
     Database::open(dir.path(), reader_options()).expect("reader once the writer left");
 }
@@ -271,6 +253,14 @@ fn child_main(dir: &str, mode: &str) {
     }
 }
 
+/// `err` is `Locked`, held by `holder`.
+fn assert_locked_by(err: &Error, holder: LockHolder) {
+    match err {
+        Error::Locked { holder: got, .. } => assert_eq!(*got, holder, "{err:?}"),
+        other => panic!("expected Locked by {holder:?}, got {other:?}"),
+    }
+}
+
 #[test]
 fn readers_in_many_processes_and_a_writer_exclude_each_other() {
     if let (Ok(dir), Ok(mode)) = (
@@ -296,16 +286,7 @@ fn readers_in_many_processes_and_a_writer_exclude_each_other() {
     }
     // A writer in this process, and in another, is refused while they read.
     let err = Database::open(dir.path(), writer_options()).expect_err("writer beside readers");
-    assert!(
-        matches!(
-            err,
-            Error::Locked {
-                holder: LockHolder::Readers,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_locked_by(&err, LockHolder::Readers);
     let refused = Peer::start(dir.path(), "write");
     assert_eq!(refused.line, "error readers locked");
     refused.stop();
@@ -321,16 +302,7 @@ fn readers_in_many_processes_and_a_writer_exclude_each_other() {
     let writer = Peer::start(dir.path(), "write");
     assert_eq!(writer.line, want_line, "writer process");
     let err = Database::open(dir.path(), reader_options()).expect_err("reader beside a writer");
-    assert!(
-        matches!(
-            err,
-            Error::Locked {
-                holder: LockHolder::Writer,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_locked_by(&err, LockHolder::Writer);
     let refused = Peer::start(dir.path(), "read");
     assert_eq!(refused.line, "error writer locked");
     refused.stop();
