@@ -690,3 +690,36 @@ fn known_failure_redb_panics_on_a_damaged_metadata_db() {
         "metadata.db on which redb panics",
     );
 }
+
+/// `vectors.bin` gone while `metadata.db` committed rows, with a compaction's files beside it
+/// (a rename lost to a power cut where directories are not synced, or an outside tool): open
+/// reports the damage and removes neither copy, so the user can still restore from them.
+#[test]
+fn missing_vectors_bin_is_reported_and_the_copies_beside_it_kept() {
+    let dir = tempdir();
+    make_db(dir.path());
+    let old = dir.path().join("vectors.bin.old");
+    let compact = dir.path().join("vectors.bin.compact");
+    std::fs::rename(dir.path().join("vectors.bin"), &old).expect("move vectors.bin aside");
+    let old_bytes = std::fs::read(&old).expect("read vectors.bin.old");
+    std::fs::write(&compact, &old_bytes).expect("write vectors.bin.compact");
+    expect_corrupt(
+        dir.path(),
+        "vectors.bin",
+        "vectors.bin missing, vectors.bin.old and .compact beside it",
+    );
+    assert_eq!(
+        std::fs::read(&old).ok(),
+        Some(old_bytes.clone()),
+        "vectors.bin.old"
+    );
+    assert_eq!(
+        std::fs::read(&compact).ok(),
+        Some(old_bytes),
+        "vectors.bin.compact"
+    );
+    assert!(
+        !dir.path().join("vectors.bin").exists(),
+        "vectors.bin made up"
+    );
+}

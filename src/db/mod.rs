@@ -378,7 +378,7 @@ fn check_field_name(field: &str) -> Result<()> {
 impl Drop for Database {
     fn drop(&mut self) {
         let mut w = lock_poison_free(&self.writer);
-        if w.poisoned.is_none() {
+        if w.poisoned.is_none() && !w.read_only {
             // Best effort: `close` reports errors; a drop cannot.
             let _ = self.commit_locked(&mut w);
         }

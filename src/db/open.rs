@@ -62,6 +62,23 @@ impl Database {
             ));
         }
 
+        // Committed rows with no file to hold them (and no compacted file about to become it):
+        // damage. Refuse before the repairs below remove anything, so every copy left in the
+        // directory (`vectors.bin.old`, `vectors.bin.compact`) is still there to restore from.
+        if loaded.committed_rows > 0
+            && !location.exists(names::VECTORS)?
+            && !(loaded.compaction_pending && location.exists(names::VECTORS_COMPACT)?)
+        {
+            return Err(Error::corrupt(
+                location.path_of(names::VECTORS),
+                format!(
+                    "missing, but metadata.db committed {} rows (nothing else in the directory \
+                     was changed)",
+                    loaded.committed_rows
+                ),
+            ));
+        }
+
         // Finish or discard a compaction that a crash interrupted.
         if loaded.compaction_pending {
             if location.exists(names::VECTORS_COMPACT)? {
