@@ -793,7 +793,7 @@ impl Record {
 /// an error.
 /// ``embedder``: a text embedder, ``"all-MiniLM-L6-v2"`` or the path of a sentence-transformers
 /// folder; then ``add(ids, documents=[...])`` and ``query(texts)`` take text. The model comes
-/// from the ``srvdb-minilm`` package (``pip install --find-links target/wheels srvdb-minilm``
+/// from the ``srvdb-minilm`` package (``pip install --no-index --find-links target/wheels srvdb-minilm``
 /// after ``make wheel``), read in place (see ``srvdb.text.model_dir``); ``ModelError`` says how
 /// to install it if it is missing. A new database records the embedder; reopening with another
 /// raises ``EmbedderMismatchError``.

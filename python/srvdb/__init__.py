@@ -10,7 +10,7 @@ Two APIs over the same Rust engine:
   metadata as dicts or strings.
 - ``srvdb.open(path, embedder="all-MiniLM-L6-v2")``: text in, text out.
   ``db.add(ids, documents=[...])`` embeds and stores the texts, ``db.query(texts, k)`` returns
-  ``(id, score, document)`` hits (``pip install --find-links target/wheels srvdb-minilm``
+  ``(id, score, document)`` hits (``pip install --no-index --find-links target/wheels srvdb-minilm``
   after ``make wheel`` for the model; see :mod:`srvdb.text`).
 - Filters in Chroma's dialect: ``db.search(q, k, where={"year": {"$gt": 2000}},
   where_document={"$contains": "rust"})`` is exact at every selectivity; ``records``,

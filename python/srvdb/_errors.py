@@ -145,7 +145,7 @@ class EmbedderMismatchError(Error, ValueError):
 
 class ModelError(Error, OSError):
     """The text model is missing or unusable. The message names the command that installs it
-    (``pip install --find-links target/wheels srvdb-minilm``), or what is wrong with the
+    (``pip install --no-index --find-links target/wheels srvdb-minilm``), or what is wrong with the
     folder."""
 
     #: The model folder (or file) at fault.

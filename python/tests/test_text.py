@@ -92,7 +92,7 @@ def test_reopen_with_another_embedder_is_an_error(model, tmp_path):
 def test_a_missing_model_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setenv("SRVDB_MODEL_DIR", str(tmp_path / "empty-cache"))
     with pytest.raises(srvdb.ModelError, match=re.escape(
-            'pip install --find-links target/wheels srvdb-minilm')):
+            'pip install --no-index --find-links target/wheels srvdb-minilm')):
         srvdb.open(tmp_path / "db", embedder="some-model-that-is-not-there")
     # A folder without the files is an engine ModelError with the Rust hint.
     (tmp_path / "hollow").mkdir()

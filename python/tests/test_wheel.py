@@ -20,7 +20,7 @@ import srvdb.text
 
 from conftest import INSTALLED, run_python
 
-INSTALL = 'pip install --find-links target/wheels srvdb-minilm'
+INSTALL = 'pip install --no-index --find-links target/wheels srvdb-minilm'
 installed_only = pytest.mark.skipif(
     not INSTALLED, reason="checks the installed wheel (make python-test sets SRVDB_TEST_INSTALLED=1)"
 )
