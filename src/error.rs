@@ -229,14 +229,17 @@ impl ReadOnlyRefusal {
     pub(crate) fn io() -> std::io::Error {
         std::io::Error::new(std::io::ErrorKind::ReadOnlyFilesystem, ReadOnlyRefusal)
     }
+
+    /// True when `e` is the refusal [`ReadOnlyRefusal::io`] made.
+    pub(crate) fn is(e: &std::io::Error) -> bool {
+        e.get_ref()
+            .is_some_and(|inner| inner.is::<ReadOnlyRefusal>())
+    }
 }
 
 impl Error {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        if source
-            .get_ref()
-            .is_some_and(|inner| inner.is::<ReadOnlyRefusal>())
-        {
+        if ReadOnlyRefusal::is(&source) {
             return Error::ReadOnly {
                 reason: format!("{}: {ReadOnlyRefusal}", context.into()),
             };

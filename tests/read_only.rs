@@ -490,3 +490,36 @@ fn a_crashed_writer_is_recovered_by_a_writer_not_a_reader() {
     let data = Rng::new(seed()).vectors(2 * ROWS, DIM);
     assert_sees(&reader, &data[..ROWS * DIM], "after recovery");
 }
+
+/// Rows appended after the last commit (a writer poisoned mid-batch, or a power cut before its
+/// close cut them) are a tail only a writer may cut: readers open beside it, read exactly the
+/// committed rows, and leave every byte as it was. Both storage kinds.
+#[test]
+fn readers_ignore_an_uncommitted_tail_and_leave_it() {
+    let dir = tempdir();
+    let data = write_committed(dir.path());
+    let vectors = dir.path().join("vectors.bin");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&vectors)
+        .expect("open vectors.bin");
+    // Two whole rows' worth of bytes past the committed ones, and a torn half row.
+    file.write_all(&vec![0x5au8; 4096 * 2 + 100])
+        .expect("append a tail");
+    drop(file);
+    let before = listing(dir.path());
+    for kind in [StorageKind::Mmap, StorageKind::File] {
+        let db = Database::open(dir.path(), reader_options().with_storage(kind))
+            .expect("reader beside an uncommitted tail");
+        assert_sees(&db, &data, &format!("uncommitted tail, {kind:?}"));
+        drop(db);
+        assert_eq!(
+            listing(dir.path()),
+            before,
+            "a reader changed the directory"
+        );
+    }
+    // The next writer cuts it and sees the same rows.
+    let db = Database::open(dir.path(), writer_options()).expect("writer");
+    assert_eq!(db.count(), ROWS as u64);
+}

@@ -389,10 +389,15 @@ fn check_and_cut(
         ));
     }
     if len > want {
-        file.set_len(want).map_err(Error::io_ctx(format!(
-            "cutting the torn tail of {}",
-            path.display()
-        )))?;
+        match file.set_len(want) {
+            // A read-only handle reads only the committed rows and leaves the tail (rows a
+            // writer appended but never committed) for the next writer to cut.
+            Err(e) if crate::error::ReadOnlyRefusal::is(&e) => return Ok(header),
+            cut => cut.map_err(Error::io_ctx(format!(
+                "cutting the torn tail of {}",
+                path.display()
+            )))?,
+        }
         file.sync_data()
             .map_err(Error::io_ctx(format!("syncing {}", path.display())))?;
     }
