@@ -187,41 +187,37 @@ impl DirLock {
     /// Takes the writer's (exclusive) lock on `dir`, creating `LOCK` if needed, or reports
     /// [`Error::Locked`] saying whether a writer or readers hold it.
     pub fn acquire(dir: &Path) -> Result<Self> {
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            let path = dir.join(super::names::LOCK);
-            let file = open_lock_file(&path, true)?;
-            match file.try_lock() {
-                Ok(()) => Ok(DirLock { _file: Some(file) }),
-                Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
-                    path: dir.to_path_buf(),
-                    holder: holder_of(&path),
-                }),
-                Err(std::fs::TryLockError::Error(e)) => {
-                    Err(Error::io(format!("locking {}", path.display()), e))
-                }
-            }
-        }
-        #[cfg(target_arch = "wasm32")]
-        {
-            let _ = dir;
-            Ok(DirLock { _file: None })
-        }
+        Self::take(dir, true)
     }
 
     /// Takes a reader's (shared) lock on `dir`, or reports [`Error::Locked`] while a writer
     /// holds it. Creates nothing: a directory without `LOCK` was never opened for writing,
     /// so it holds no database, and that is [`Error::ReadOnly`].
     pub fn acquire_shared(dir: &Path) -> Result<Self> {
+        Self::take(dir, false)
+    }
+
+    /// The writer's lock (`writer`) or a reader's.
+    fn take(dir: &Path, writer: bool) -> Result<Self> {
         #[cfg(not(target_arch = "wasm32"))]
         {
             let path = dir.join(super::names::LOCK);
-            let file = open_lock_file(&path, false)?;
-            match file.try_lock_shared() {
+            let file = open_lock_file(&path, writer)?;
+            let taken = if writer {
+                file.try_lock()
+            } else {
+                file.try_lock_shared()
+            };
+            match taken {
                 Ok(()) => Ok(DirLock { _file: Some(file) }),
                 Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
                     path: dir.to_path_buf(),
-                    holder: LockHolder::Writer,
+                    // A reader is refused only by a writer.
+                    holder: if writer {
+                        holder_of(&path)
+                    } else {
+                        LockHolder::Writer
+                    },
                 }),
                 Err(std::fs::TryLockError::Error(e)) => {
                     Err(Error::io(format!("locking {}", path.display()), e))
@@ -230,7 +226,7 @@ impl DirLock {
         }
         #[cfg(target_arch = "wasm32")]
         {
-            let _ = dir;
+            let _ = (dir, writer);
             Ok(DirLock { _file: None })
         }
     }
@@ -276,10 +272,11 @@ fn open_lock_file(path: &Path, writer: bool) -> Result<File> {
 /// them (it is released at once), else a writer. A guess at one instant, for the message.
 #[cfg(not(target_arch = "wasm32"))]
 fn holder_of(path: &Path) -> LockHolder {
-    let probe = File::open(path).and_then(|f| f.try_lock_shared().map_err(io::Error::from));
+    // Opened as a reader opens it: read-only, never through a link.
+    let probe = open_lock_file(path, false).map(|f| f.try_lock_shared());
     match probe {
-        Ok(()) => LockHolder::Readers,
-        Err(_) => LockHolder::Writer,
+        Ok(Ok(())) => LockHolder::Readers,
+        _ => LockHolder::Writer,
     }
 }
 
