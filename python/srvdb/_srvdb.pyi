@@ -48,6 +48,7 @@ def open(
     embedder: Optional[str] = None,
     *,
     read_only: bool = False,
+    auto_commit_rows: Optional[int] = None,
 ) -> Database:
     """Opens (creating if needed) the SrvDB database in directory ``path``.
 
@@ -59,8 +60,12 @@ def open(
     ``embedder`` (``"all-MiniLM-L6-v2"`` or a sentence-transformers folder path) makes it a
     text database: ``add(ids, documents=...)`` and ``query(texts)``. A new database records the
     embedder; another one on reopen raises ``EmbedderMismatchError``; a missing model raises
-    ``ModelError`` naming the install command (``pip install --find-links target/wheels
-    srvdb-minilm``).
+    ``ModelError`` naming the install command (``pip install --no-index
+    --find-links target/wheels srvdb-minilm``).
+
+    ``auto_commit_rows``: a write commits by itself once this many inserts and deletes are
+    uncommitted (default 1000, or ``SRVDB_AUTO_FLUSH_THRESHOLD``); ``0`` commits only on
+    ``persist()`` and ``close()`` (cheaper bulk loads; a crash before the commit loses them).
 
     ``path=":memory:"`` gives an ephemeral database in memory (``backend="native"`` only),
     gone when it is closed.
@@ -113,6 +118,7 @@ class Database:
         embedder: Optional[str] = None,
         *,
         read_only: bool = False,
+        auto_commit_rows: Optional[int] = None,
     ) -> Database: ...
     def add(
         self,
