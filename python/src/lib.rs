@@ -10,7 +10,8 @@
 //!   cargo feature the same engine as a WASI component in a wasmtime sandbox;
 //! - `errors`: `srvdb::Error` to the Python exception tree;
 //! - `text`: the text embedder behind `srvdb.open(..., embedder=...)`;
-//! - `progress`: the optional progress bar of long embedding jobs.
+//! - `progress`: the optional progress bar of long embedding jobs;
+//! - `sharding`: the shard numbers of a batch of ids, for `srvdb.distributed`.
 
 #![deny(clippy::unwrap_used, clippy::undocumented_unsafe_blocks)]
 
@@ -21,6 +22,7 @@ mod errors;
 mod handle;
 mod legacy;
 mod progress;
+mod sharding;
 mod text;
 
 use pyo3::prelude::*;
@@ -33,5 +35,6 @@ fn _srvdb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<legacy::SvDBPython>()?;
     m.add_function(wrap_pyfunction!(database::open, m)?)?;
     m.add_function(wrap_pyfunction!(database::reads_in_place, m)?)?;
+    m.add_function(wrap_pyfunction!(sharding::shard_numbers, m)?)?;
     Ok(())
 }

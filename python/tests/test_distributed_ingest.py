@@ -395,8 +395,9 @@ def test_a_duplicate_id_anywhere_in_the_dataset_is_named(ray, tmp_path):
 def test_nan_is_an_input_error_naming_the_id(ray, tmp_path):
     ids, vectors = rows(500, 8)
     vectors[321, 5] = np.nan
-    with pytest.raises(srvdb.InvalidInputError, match="'doc-321' holds NaN"):
+    with pytest.raises(srvdb.InvalidInputError, match="id 'doc-321' was refused: .*is NaN") as err:
         sd.ingest(dataset(ray, ids, vectors), tmp_path / "db", 2, vector_column="vec")
+    assert err.value.id == "doc-321"
     assert_untouched(tmp_path / "db")
 
 

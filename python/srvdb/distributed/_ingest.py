@@ -27,6 +27,7 @@ import os
 import pickle
 import re
 import shutil
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,9 @@ __all__ = ["ingest", "DatabaseExistsError", "IN_PROGRESS_NAME"]
 IN_PROGRESS_NAME = ".ingest-in-progress"
 #: Rows per batch through ``map_batches`` unless the caller says otherwise.
 DEFAULT_BATCH_SIZE = 1024
+# Adds each shard may have queued: two, so a shard starts its next batch at once when it
+# finishes one, instead of idling until the driver has split the next.
+_QUEUED_ADDS = 2
 _SHARD_DIR = re.compile(r"shard-\d{5}")
 # Column names the pipeline adds to a batch (chosen not to collide with a user's).
 _VECTORS = "__srvdb_vector"
@@ -242,9 +246,8 @@ def _prepare(root: Path, dirs: list[str], if_exists: str) -> None:
     if existing is not None:
         (root / MANIFEST_NAME).unlink()
         fsync_dir(root)
-    if ours:  # a fresh path has nothing to remove and its marker already lists just `dirs`
+    if ours:  # the marker keeps naming them: a re-run skips the ones already gone
         _remove_dirs(root, sorted(ours))
-        _write_marker(marker, dirs)
 
 
 @contextlib.contextmanager
@@ -400,30 +403,45 @@ class _ShardWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"srvdb-{directory.name}")
         # Opening creates and fsyncs the shard's files: queued, so the shards open together
         # and while the dataset's first batches arrive. Its error comes with the first wait.
-        self._pending: Optional[Future] = self._thread.submit(self._open, directory, metric, embedder)
+        self._queued: deque[Future] = deque([self._thread.submit(self._open, directory, metric,
+                                                                 embedder)])
 
     def _open(self, directory: Path, metric: str, embedder: Optional[str]) -> None:
         import srvdb
 
-        self._db = srvdb.open(directory, metric=metric, embedder=embedder)
+        # No auto-commit: the shard commits once, at the end (a commit per add would rewrite
+        # redb's id tables about once per batch; it made the ingest about twice as slow).
+        self._db = srvdb.open(directory, metric=metric, embedder=embedder, auto_commit_rows=0)
 
     def add(self, ids, vectors, metadatas, documents) -> None:
-        """Queues one add, after waiting for the one before (so at most one batch per shard
-        waits in memory); raises that one's error, if any."""
-        self.wait()
-        self._pending = self._thread.submit(self._db.add, ids, vectors, metadatas, documents,
-                                            progress=False)
+        """Queues one add, after waiting for all but the last one queued before (so at most
+        two batches per shard wait in memory, and the shard has the next one ready when it
+        finishes one); raises the error of the one waited for, if any."""
+        while len(self._queued) >= _QUEUED_ADDS:
+            self._queued.popleft().result()
+        self._queued.append(self._thread.submit(self._add, ids, vectors, metadatas, documents))
+
+    def _add(self, ids, vectors, metadatas, documents) -> None:
+        try:
+            self._db.add(ids, vectors, metadatas, documents, progress=False)
+        except InvalidInputError as e:
+            # The engine names the row of the batch; the caller knows its records by id.
+            if e.index is None or not 0 <= e.index < len(ids):
+                raise
+            err = InvalidInputError(f"the record with id {ids[e.index]!r} was refused: {e}")
+            err.index, err.id = e.index, ids[e.index]
+            raise err from None
 
     def wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+        """Waits for everything queued (the shard's open and adds); raises the first error."""
+        while self._queued:
+            self._queued.popleft().result()
 
     def start_commit(self) -> None:
         """Starts the shard's one commit and its close (after its last add); the shards commit
         in parallel."""
         self.wait()
-        self._pending = self._thread.submit(self._commit)
+        self._queued.append(self._thread.submit(self._commit))
 
     def _commit(self) -> None:
         self._db.persist()
@@ -435,10 +453,11 @@ class _ShardWriter:
         self.close()
 
     def close(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
+        for pending in self._queued:
+            pending.cancel()
+        while self._queued:
             try:
-                self._pending.result()
+                self._queued.popleft().result()
             except BaseException:  # the error that stopped the ingest, already raised
                 pass
         self._thread.shutdown(wait=True)
@@ -455,7 +474,7 @@ def _write(pipeline, batch_size: int, columns: _Columns, writers: list[_ShardWri
     gets a contiguous slice of that, in one ``add`` on its writer thread."""
     dim: Optional[int] = None
     shards = len(writers)
-    for batch in pipeline.iter_batches(batch_size=batch_size, batch_format="numpy"):
+    for batch in _batches(pipeline, batch_size, columns.id):
         if _ERROR in batch:  # the embedding stage failed on this batch (see _Embedder)
             error = next((e for e in batch[_ERROR] if e), b"")
             if error:
@@ -493,6 +512,16 @@ def _write(pipeline, batch_size: int, columns: _Columns, writers: list[_ShardWri
     return dim
 
 
+def _batches(pipeline, batch_size: int, id_column: str) -> Iterator[dict]:
+    """``pipeline``'s rows in batches of at most ``batch_size``: Ray's blocks as they come
+    (``batch_size=None``: no re-batching into new arrays, which took half the driver's time
+    on a dataset of vectors), each cut into NumPy views of ``batch_size`` rows."""
+    for block in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
+        rows = len(block[id_column]) if id_column in block else 0
+        for start in range(0, rows, batch_size):
+            yield {name: column[start:start + batch_size] for name, column in block.items()}
+
+
 def _ids(column, id_column: str) -> list[str]:
     ids = column.tolist()
     for i in ids:
@@ -504,8 +533,8 @@ def _ids(column, id_column: str) -> list[str]:
 
 
 def _vectors(column, ids: list[str], vector_key: str, dim: Optional[int]) -> np.ndarray:
-    """The batch's vectors as one float32 (rows, dim) array, checked: equal lengths (``dim``,
-    the earlier batches' length, when known), finite values. Errors name the offending id."""
+    """The batch's vectors as one float32 (rows, dim) array, checked for equal lengths
+    (``dim``, the earlier batches' length, when known). Errors name the offending id."""
     if isinstance(column, np.ndarray) and column.dtype != object and column.ndim == 2:
         rows = column
     else:
@@ -522,15 +551,9 @@ def _vectors(column, ids: list[str], vector_key: str, dim: Optional[int]) -> np.
         raise InvalidInputError(f"vector_column={vector_key!r} must hold numbers, got {rows.dtype}")
     if dim is not None and len(ids) and rows.shape[1] != dim:
         raise _dim_error(ids[0], vector_key, dim, rows.shape[1])
-    out = np.ascontiguousarray(rows, dtype=np.float32)
-    if np.isfinite(out).all():
-        return out
-    finite = np.isfinite(out).all(axis=1)
-    if not finite.all():
-        bad = int(np.argmin(finite))
-        raise InvalidInputError(f"the vector of id {ids[bad]!r} holds NaN or infinity "
-                                "(after conversion to float32)")
-    return out
+    # NaN and infinity are the engine's to find (on every core, in the shard's add): the
+    # shard writer names the id it reports (_ShardWriter._add).
+    return np.ascontiguousarray(rows, dtype=np.float32)
 
 
 def _dim_error(id: str, vector_key: str, expected: int, got: int) -> DimensionMismatchError:

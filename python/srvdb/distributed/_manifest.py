@@ -43,12 +43,11 @@ def shard_of(id: str, shards: int) -> int:
 
 def shard_numbers(ids: Sequence[str], shards: int) -> np.ndarray:
     """:func:`shard_of` of every id in ``ids``, as an ``intp`` array: the same answers, for a
-    batch at a time. The hashing stays one ``hashlib`` call per id (no vectorised BLAKE2b
-    exists in NumPy); the byte conversion and the modulo run once over the whole batch."""
-    blake2b = hashlib.blake2b
-    digests = b"".join([blake2b(id.encode("utf-8"), digest_size=8).digest() for id in ids])
-    words = np.frombuffer(digests, dtype="<u8")
-    return (words % np.uint64(shards)).astype(np.intp)
+    batch at a time, hashed in the extension (``srvdb._srvdb.shard_numbers``): one
+    ``hashlib`` call per id here was the largest cost of a sharded ingest's driver."""
+    from .._srvdb import shard_numbers as hashed
+
+    return hashed(ids, shards).astype(np.intp, copy=False)
 
 
 @dataclass(frozen=True)
