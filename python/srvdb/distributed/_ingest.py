@@ -4,11 +4,12 @@
 How it runs: with a text column and no vectors, the dataset flows through ``map_batches`` with
 an actor pool that embeds the texts with the built-in embedder (each actor loads the model
 once), on any node. The batches then stream to this process (the driver, on the node that
-holds ``path``), which checks them (string ids, one dimension, finite values), splits each by
-:func:`shard_of` and hands every shard its part in one ``add``. Each shard has one writer: a
-database handle with its own thread, so the shards are written in parallel and each in batch
-order (the database itself refuses a duplicate id). Each shard commits once at the end; then
-the manifest is written (atomically). A sharded database without a manifest is not one.
+holds ``path``), which checks them (string ids, one dimension; the engine finds NaN and
+infinity), splits each by :func:`shard_of` and hands every shard its part in one ``add``.
+Each shard has one writer: a database handle with its own thread, so the shards are written
+in parallel and each in batch order (the database itself refuses a duplicate id). Each shard
+commits once at the end (no auto-commit); then the manifest is written (atomically). A sharded
+database without a manifest is not one.
 
 Crash safety: before creating anything, ingest writes ``.ingest-in-progress`` under ``path``
 naming the shard directories it will create. A re-run that finds that marker (and no
