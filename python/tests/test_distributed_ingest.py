@@ -437,3 +437,31 @@ def test_without_ray_import_works_and_ingest_says_how_to_install(tmp_path):
     """, cwd=tmp_path)
     assert 'pip install "ray[data]"' in out
     assert not (tmp_path / "db").exists()
+
+
+def test_blocks_are_cut_into_batches_of_at_most_batch_size_in_order():
+    """ingest takes Ray's blocks as they come (no re-batching) and cuts them itself: every row
+    once, in order, no batch over batch_size; a block without the id column is an error."""
+    from srvdb.distributed._ingest import _batches
+
+    class Blocks:
+        def __init__(self, blocks):
+            self.blocks = blocks
+
+        def iter_batches(self, batch_size, batch_format):
+            assert batch_size is None and batch_format == "numpy"
+            return iter(self.blocks)
+
+    sizes = [5000, 0, 2500, 1, 2048]
+    start, blocks = 0, []
+    for n in sizes:
+        blocks.append({"id": np.array([f"r{i}" for i in range(start, start + n)], dtype=object),
+                       "vec": np.arange(start, start + n, dtype=np.float32)[:, None]})
+        start += n
+    blocks.insert(1, {})  # an empty block without columns
+    got = list(_batches(Blocks(blocks), 2048, "id"))
+    assert [len(b["id"]) for b in got] == [2048, 2048, 904, 2048, 452, 1, 2048]
+    assert [i for b in got for i in b["id"]] == [f"r{i}" for i in range(start)]
+    assert np.array_equal(np.concatenate([b["vec"][:, 0] for b in got]), np.arange(start))
+    with pytest.raises(srvdb.InvalidInputError, match="id_column='id' is not a column"):
+        list(_batches(Blocks([{"key": np.array(["a"], dtype=object)}]), 10, "id"))

@@ -518,8 +518,12 @@ def _batches(pipeline, batch_size: int, id_column: str) -> Iterator[dict]:
     (``batch_size=None``: no re-batching into new arrays, which took half the driver's time
     on a dataset of vectors), each cut into NumPy views of ``batch_size`` rows."""
     for block in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
-        rows = len(block[id_column]) if id_column in block else 0
-        for start in range(0, rows, batch_size):
+        if id_column not in block:
+            if not any(len(column) for column in block.values()):
+                continue  # an empty block may come without the columns
+            raise InvalidInputError(f"id_column={id_column!r} is not a column of the dataset's "
+                                    f"batches; their columns are {sorted(block)}")
+        for start in range(0, len(block[id_column]), batch_size):
             yield {name: column[start:start + batch_size] for name, column in block.items()}
 
 
