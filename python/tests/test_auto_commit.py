@@ -42,6 +42,6 @@ def test_a_write_commits_once_the_threshold_is_reached(tmp_path, backend, option
 
 @pytest.mark.parametrize("bad", [-1, True, 1.5, "10", 2**70])
 def test_a_bad_threshold_is_refused(tmp_path, bad):
-    with pytest.raises(srvdb.InvalidInputError, match="auto_commit_rows must be an int >= 0"):
+    with pytest.raises(srvdb.InvalidInputError, match="auto_commit_rows must be a non-negative int"):
         srvdb.open(tmp_path / "db", auto_commit_rows=bad)
     assert not (tmp_path / "db").exists()
