@@ -32,7 +32,8 @@ from .._errors import (
 )
 from ._actor import ShardActor, create_shard
 from ._errors import ReadOnlyError, ShardError, ShardUnavailableError
-from ._manifest import MAX_SHARDS, Manifest, read_manifest, shard_of, write_manifest
+from ._manifest import (MAX_SHARDS, Manifest, read_manifest, shard_numbers, shard_of,
+                        write_manifest)
 
 __all__ = ["open", "ShardedDatabase", "ShardedRecord", "PartialResult", "PartialArrays"]
 
@@ -431,9 +432,11 @@ class ShardedDatabase:
             write_manifest(self._root, _with_dim(self._manifest, self._dim))
 
     def _partition(self, ids: Sequence[str]) -> list[list[int]]:
+        """The positions in ``ids`` of each shard's ids, in order (one hash per id, in the
+        extension: :func:`shard_numbers`)."""
         out: list[list[int]] = [[] for _ in range(self.shards)]
-        for i, id in enumerate(ids):
-            out[shard_of(id, self.shards)].append(i)
+        for i, shard in enumerate(shard_numbers(ids, self.shards).tolist()):
+            out[shard].append(i)
         return out
 
     def _existing(self, ids: list[str]) -> list[int]:
