@@ -359,7 +359,16 @@ class _Embedder:
     """Ray Data actor: loads the embedder once, then adds the vectors of each batch's texts."""
 
     def __init__(self, name: str, folder: Optional[str], text_column: str):
+        import ray
         import srvdb
+
+        # The embedder's matrix products run on as many threads as RAYON_NUM_THREADS says, or
+        # one per core: give it the CPUs Ray assigned this actor, so the pool's actors do not
+        # each start a thread per core and slow each other down (Ray sets OMP_NUM_THREADS
+        # the same way; a value the user set wins).
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        if cpus and "RAYON_NUM_THREADS" not in os.environ:
+            os.environ["RAYON_NUM_THREADS"] = str(max(1, int(cpus)))
 
         source = folder if folder is not None and Path(folder).is_dir() else name
         self._db = srvdb.open(":memory:", embedder=source)
