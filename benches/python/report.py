@@ -933,8 +933,9 @@ def distributed_section(results: dict) -> list[str]:
             lines += [f"Restart: {r.get('skipped') or r.get('error')}.", ""]
     text = run.get("text", {})
     if "texts" in text:
+        batches = f", batches of {text['batch_size']:,}" if "batch_size" in text else ""
         lines += [f"Text ingest ({text['texts']:,} MiniLM sentences, {text['shards']} shards, "
-                  f"an embedding actor pool): {text['texts_per_s']:,.0f} texts/s, "
+                  f"an embedding actor pool{batches}): {text['texts_per_s']:,.0f} texts/s, "
                   f"{text['ratio_to_in_process']:.2f}× the built-in embedder in one process "
                   f"({text['in_process_texts_per_s']:,.0f} texts/s).", ""]
     elif text:
