@@ -128,4 +128,26 @@ impl Kernel {
             _ => scalar::bits_dot_block(planes, codes, code_len, out),
         }
     }
+
+    /// Bit `i % 32` of `masks[i / 32]` is set when `keys[i]` is above `threshold` or NaN,
+    /// for the first `min(keys.len(), 32 * masks.len())` keys; bits past them are clear. A
+    /// NaN `threshold` sets unspecified bits (a shortlist's threshold never is NaN). The code scan compares every key with its shortlist's
+    /// threshold this way, and only looks at the rows whose bit is set.
+    pub fn above_masks(self, keys: &[f32], threshold: f32, masks: &mut [u32]) {
+        let keys = &keys[..keys.len().min(32 * masks.len())];
+        match self {
+            // SAFETY: the CPU has AVX-512 F (the guard); any lengths are handled.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if x86::has_avx512() => unsafe {
+                x86::above_masks_avx512(keys, threshold, masks)
+            },
+            // SAFETY: the CPU has AVX2 (the guard); any lengths are handled.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 if x86::has_avx2() => unsafe {
+                x86::above_masks_avx2(keys, threshold, masks)
+            },
+            #[allow(unreachable_patterns)]
+            _ => scalar::above_masks(keys, threshold, masks),
+        }
+    }
 }
