@@ -350,3 +350,100 @@ fn recall_on_real_embeddings_after_rescoring() {
         );
     }
 }
+
+/// The definition of the binary code score: `v[d]` is the 4-bit two's complement value of the
+/// planes' bits at `d` (plane 3 the sign), summed where the code has bit `d`.
+fn bits_dot_reference(planes: &[u64], code: &[u8]) -> i32 {
+    let words = planes.len() / 4;
+    let bit = |w: &[u64], d: usize| (w[d / 64] >> (d % 64)) & 1;
+    let cw: Vec<u64> = code[..8 * words]
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    (0..64 * words)
+        .filter(|&d| bit(&cw, d) == 1)
+        .map(|d| {
+            let nibble = (0..4)
+                .map(|j| (bit(&planes[j * words..], d) as i32) << j)
+                .sum::<i32>();
+            if nibble >= 8 {
+                nibble - 16
+            } else {
+                nibble
+            }
+        })
+        .sum()
+}
+
+/// Six-word codes back to back (384-d binary codes, which the AVX-512 path scores eight rows
+/// per six vectors) on every path: row counts around multiples of 8, extreme planes (every
+/// value -8, or 7) and all-ones codes for the largest sums of either sign.
+#[test]
+fn bits_dot_of_six_word_codes_matches_the_definition_on_every_path() {
+    let mut rng = Rng::new(common::seed() ^ 0x6b17);
+    let words = 6;
+    for rows in [0, 1, 7, 8, 9, 15, 16, 17, 31, 40, 41] {
+        for case in 0..4 {
+            let planes: Vec<u64> = match case {
+                // v = -8 everywhere: only the sign plane.
+                0 => (0..4 * words)
+                    .map(|i| if i >= 3 * words { !0 } else { 0 })
+                    .collect(),
+                // v = 7 everywhere.
+                1 => (0..4 * words)
+                    .map(|i| if i < 3 * words { !0 } else { 0 })
+                    .collect(),
+                _ => (0..4 * words).map(|_| rng.next_u64()).collect(),
+            };
+            let mut codes: Vec<u8> = (0..rows * 8 * words)
+                .map(|_| rng.below(256) as u8)
+                .collect();
+            if case < 3 {
+                for code in codes.chunks_exact_mut(8 * words).step_by(3) {
+                    code.fill(0xff);
+                }
+            }
+            let want: Vec<i32> = codes
+                .chunks_exact(8 * words)
+                .map(|c| bits_dot_reference(&planes, c))
+                .collect();
+            for k in Kernel::available() {
+                let mut got = vec![i32::MIN; rows];
+                k.bits_dot_block(&planes, &codes, 8 * words, &mut got);
+                assert_eq!(got, want, "{k:?} rows {rows} case {case}");
+            }
+        }
+    }
+}
+
+/// `above_masks` on every path against a comparison written here, with NaN keys, infinities,
+/// signed zeros and keys equal to the threshold, at lengths around the vector widths and
+/// with more mask words than keys.
+#[test]
+fn above_masks_match_the_comparison_on_every_path() {
+    let mut rng = Rng::new(common::seed() ^ 0xab0e);
+    let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1.0];
+    for len in (0..=70usize).chain([255, 256]) {
+        for _ in 0..20 {
+            let mut pick = || match rng.below(4) {
+                0 => special[rng.below(special.len() as u64) as usize],
+                _ => rng.below(5) as f32 - 2.0,
+            };
+            let keys: Vec<f32> = (0..len).map(|_| pick()).collect();
+            let threshold = pick();
+            if threshold.is_nan() {
+                continue; // unspecified
+            }
+            let words = len.div_ceil(32) + 1;
+            for k in Kernel::available() {
+                let mut masks = vec![u32::MAX; words];
+                k.above_masks(&keys, threshold, &mut masks);
+                for i in 0..32 * words {
+                    let got = masks[i / 32] >> (i % 32) & 1 == 1;
+                    let want = keys.get(i).is_some_and(|&x| x.is_nan() || x > threshold);
+                    assert_eq!(got, want, "{k:?} key {i} of {len}, threshold {threshold}");
+                }
+            }
+        }
+    }
+}

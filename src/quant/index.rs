@@ -9,7 +9,7 @@
 //! end, as the exact scan does.
 
 use super::codes::CodeTable;
-use super::{Codebook, PreparedQuery, Quantization};
+use super::{Codebook, Kernel, PreparedQuery, Quantization};
 use crate::index::flat::FlatIndex;
 use crate::index::topk::Candidate;
 use crate::index::{Index, Queries, ScanSet};
@@ -132,23 +132,28 @@ fn loses_to(key: f32, threshold: f32) -> bool {
     key < threshold || (key == threshold && key != f32::NEG_INFINITY)
 }
 
-/// Keys compared with a shortlist's threshold at once: one bit each in [`may_enter`]'s mask.
-const PASS_RUN: usize = 32;
+/// Keys compared with a shortlist's threshold at once (one bit each in [`pass_masks`]'s
+/// masks). Rows found passing are offered one by one, each checked again against the
+/// threshold, which may have risen since the masks were taken.
+const PASS_RUN: usize = 256;
 
-/// Bit `i` set when `keys[i]` (at most [`PASS_RUN`] keys) does not lose to `threshold`
-/// ([`loses_to`]; NaN keys pass, the shortlist ranks them last). Written branch-free so it
-/// compiles to vector compares: most keys of a scan lose.
+/// Bit `i % 32` of `masks[i / 32]` set when `keys[i]` (at most [`PASS_RUN`] keys) does not
+/// lose to `threshold` ([`loses_to`]; NaN keys pass, the shortlist ranks them last), by the
+/// vector compares of `kernel`: most keys of a scan lose.
 #[inline]
-fn may_enter(keys: &[f32], threshold: f32) -> u32 {
+fn pass_masks(kernel: Kernel, keys: &[f32], threshold: f32, masks: &mut [u32; PASS_RUN / 32]) {
     debug_assert!(keys.len() <= PASS_RUN);
     if threshold == f32::NEG_INFINITY {
-        return u32::MAX
-            .checked_shr((PASS_RUN - keys.len()) as u32)
-            .unwrap_or(0);
+        // Nothing loses to an empty shortlist, not even -inf.
+        for (i, m) in masks.iter_mut().enumerate() {
+            let n = keys.len().saturating_sub(32 * i).min(32) as u32;
+            *m = u32::MAX.checked_shr(32 - n).unwrap_or(0);
+        }
+        return;
     }
-    keys.iter().enumerate().fold(0u32, |mask, (i, &key)| {
-        mask | u32::from(key > threshold || key.is_nan()) << i
-    })
+    // Above a finite threshold or NaN is exactly not losing (a threshold is a kept key,
+    // never NaN; +inf loses nothing to it either way).
+    kernel.above_masks(keys, threshold, masks);
 }
 
 /// A block of codes: its first row, row count and codes.
@@ -213,43 +218,52 @@ impl QuantizedIndex<'_> {
         // reach the shortlist or the tombstone bitmap. A worker's blocks ascend, so every row
         // comes after those its shortlist holds ([`loses_to`]); binary keys are small
         // integers (times a step), so ties with the threshold are common.
-        // The comparison runs branch-free over runs of `PASS_RUN` keys, and only the rows of
-        // a run that pass are looked at one by one.
+        // The comparison runs over runs of `PASS_RUN` keys with vector compares, and only
+        // the rows of a run that pass are looked at one by one.
+        let kernel = Kernel::best();
+        let mut masks = [0u32; PASS_RUN / 32];
         for (top, keys) in tops.iter_mut().zip(scores.chunks_exact(nr)) {
             let mut threshold = top.threshold;
             for (run, chunk) in keys.chunks(PASS_RUN).enumerate() {
-                let mut passing = may_enter(chunk, threshold);
-                while passing != 0 {
-                    let i = passing.trailing_zeros() as usize;
-                    passing &= passing - 1;
-                    let key = chunk[i];
-                    // The threshold may have risen since the run's mask was taken.
-                    if loses_to(key, threshold) {
-                        continue;
+                pass_masks(kernel, chunk, threshold, &mut masks);
+                for (word, &mask) in masks.iter().enumerate() {
+                    let mut passing = mask;
+                    while passing != 0 {
+                        let i = 32 * word + passing.trailing_zeros() as usize;
+                        passing &= passing - 1;
+                        let key = chunk[i];
+                        // The threshold may have risen since the masks were taken.
+                        if loses_to(key, threshold) {
+                            continue;
+                        }
+                        let row = block.first_row + (run * PASS_RUN + i) as u64;
+                        if set.is_deleted(row) {
+                            continue;
+                        }
+                        top.push(key, row);
+                        threshold = top.threshold;
                     }
-                    let row = block.first_row + (run * PASS_RUN + i) as u64;
-                    if set.is_deleted(row) {
-                        continue;
-                    }
-                    top.push(key, row);
-                    threshold = top.threshold;
                 }
             }
         }
     }
 
-    /// The best `keep` rows by code score for each query of `prepared`: one pass over `blocks`.
+    /// The best `keep` rows by code score for each query of `prepared`: one pass over `blocks`,
+    /// on rayon when `parallel` (natively; wasm32 scans in order either way).
     fn candidates(
         &self,
         set: &ScanSet<'_>,
         blocks: &[CodeBlock<'_>],
         prepared: &[PreparedQuery],
         keep: usize,
+        parallel: bool,
     ) -> Vec<Shortlist> {
         let nq = prepared.len();
         let fresh = || (vec![Shortlist::new(keep); nq], Vec::new());
+        #[cfg(target_arch = "wasm32")]
+        let _ = parallel;
         #[cfg(not(target_arch = "wasm32"))]
-        if Self::scan_uses_all_cores(self.codes.codebook().quantization(), self.codes.rows()) {
+        if parallel {
             use rayon::prelude::*;
             // A few long runs of blocks per thread, not one task per block: each task fills
             // its own `keep` candidates per query and they are merged at the end, and with
@@ -340,9 +354,10 @@ impl Index for QuantizedIndex<'_> {
             .map(|j| codebook.prepare(queries.get(j), queries.norms[j]))
             .collect();
         let blocks = self.blocks(coded);
+        let parallel = Self::scan_uses_all_cores(codebook.quantization(), self.codes.rows());
         let mut candidates: Vec<Vec<u64>> = Vec::with_capacity(n);
         for group in prepared.chunks(QUERY_GROUP) {
-            let tops = self.candidates(set, &blocks, group, keep);
+            let tops = self.candidates(set, &blocks, group, keep, parallel);
             candidates.extend(tops.into_iter().map(Shortlist::into_rows));
         }
         for rows in &mut candidates {
@@ -464,27 +479,107 @@ mod tests {
     fn run_masks_agree_with_the_row_by_row_comparison() {
         let mut rng = Rng::new(34);
         let special = [f32::NAN, f32::NEG_INFINITY, f32::INFINITY, 0.0, -0.0];
-        for len in [1, 5, PASS_RUN - 1, PASS_RUN] {
-            for _ in 0..200 {
-                let mut pick = || match rng.below(8) {
-                    0 => special[rng.below(special.len() as u64) as usize],
-                    _ => rng.below(6) as f32,
-                };
-                let keys: Vec<f32> = (0..len).map(|_| pick()).collect();
-                let threshold = pick();
-                if threshold.is_nan() {
-                    continue; // a shortlist's threshold is a kept key: never NaN
+        for kernel in Kernel::available() {
+            for len in [0, 1, 5, 31, 32, 33, 47, 200, PASS_RUN - 1, PASS_RUN] {
+                for _ in 0..100 {
+                    let mut pick = || match rng.below(8) {
+                        0 => special[rng.below(special.len() as u64) as usize],
+                        _ => rng.below(6) as f32,
+                    };
+                    let keys: Vec<f32> = (0..len).map(|_| pick()).collect();
+                    let threshold = pick();
+                    if threshold.is_nan() {
+                        continue; // a shortlist's threshold is a kept key: never NaN
+                    }
+                    let mut masks = [u32::MAX; PASS_RUN / 32];
+                    pass_masks(kernel, &keys, threshold, &mut masks);
+                    for i in 0..PASS_RUN {
+                        let passes = masks[i / 32] >> (i % 32) & 1 == 1;
+                        let want = keys.get(i).is_some_and(|&key| !loses_to(key, threshold));
+                        assert_eq!(passes, want, "{kernel:?} key {i} of {len} vs {threshold}");
+                    }
                 }
-                let mask = may_enter(&keys, threshold);
-                for (i, &key) in keys.iter().enumerate() {
-                    let passes = mask >> i & 1 == 1;
-                    assert_eq!(passes, !loses_to(key, threshold), "{key} vs {threshold}");
+            }
+        }
+    }
+
+    /// The serial and the parallel code scan each keep exactly the best `keep` live rows by
+    /// code score (scored here one row at a time by the scalar [`Codebook::score`], ties to
+    /// the lower row), at row counts either side of the thresholds that choose between them.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn serial_and_parallel_scans_keep_the_brute_force_candidates() {
+        let dim = 70;
+        let sizes = [
+            PARALLEL_MIN_ROWS_INT8 - 1,
+            PARALLEL_MIN_ROWS_INT8 + 1,
+            PARALLEL_MIN_ROWS_BINARY - 1,
+            PARALLEL_MIN_ROWS_BINARY + 1,
+        ];
+        let mut rng = Rng::new(77);
+        for (i, &n) in sizes.iter().enumerate() {
+            let n = n as usize;
+            let f = fixture(n, dim, 90 + i as u64);
+            let mut skip = vec![0u64; n.div_ceil(64)];
+            for r in (0..n).filter(|r| r % 7 == 3) {
+                skip[r / 64] |= 1 << (r % 64);
+            }
+            let view = f.rows.view();
+            let set = ScanSet {
+                rows: view.as_ref(),
+                tombstones: &skip,
+            };
+            for metric in [Metric::Cosine, Metric::L2] {
+                for q in [Quantization::Int8, Quantization::Binary] {
+                    let codes = codes_of(&f, q, metric, n);
+                    let codebook = codes.codebook().clone();
+                    let index = QuantizedIndex {
+                        codes: &codes,
+                        exact: FlatIndex::new(metric, Kernels::best()),
+                        oversample: 1,
+                    };
+                    let qs = queries_of(&mut rng, 3, dim);
+                    let prepared: Vec<PreparedQuery> = (0..qs.count())
+                        .map(|j| codebook.prepare(qs.get(j), qs.norms[j]))
+                        .collect();
+                    let blocks = index.blocks(n as u64);
+                    for keep in [1, 100, 1000] {
+                        let want: Vec<Vec<u64>> = prepared
+                            .iter()
+                            .map(|p| {
+                                let mut scored: Vec<(f32, u64)> = (0..n as u64)
+                                    .filter(|&r| !set.is_deleted(r))
+                                    .map(|r| {
+                                        let key = codebook.score(p, codes.code(r).unwrap());
+                                        (if key.is_nan() { f32::NEG_INFINITY } else { key }, r)
+                                    })
+                                    .collect();
+                                scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                                let mut rows: Vec<u64> =
+                                    scored.into_iter().take(keep).map(|(_, r)| r).collect();
+                                rows.sort_unstable();
+                                rows
+                            })
+                            .collect();
+                        for parallel in [false, true] {
+                            let got: Vec<Vec<u64>> = index
+                                .candidates(&set, &blocks, &prepared, keep, parallel)
+                                .into_iter()
+                                .map(Shortlist::into_rows)
+                                .collect();
+                            assert_eq!(
+                                got, want,
+                                "{n} rows {metric:?} {q:?} keep {keep} parallel {parallel}"
+                            );
+                            // One query alone takes the single-query kernel path.
+                            let alone = index
+                                .candidates(&set, &blocks, &prepared[..1], keep, parallel)
+                                .remove(0)
+                                .into_rows();
+                            assert_eq!(alone, want[0], "{n} rows {q:?} alone, parallel {parallel}");
+                        }
+                    }
                 }
-                assert_eq!(
-                    mask.checked_shr(len as u32).unwrap_or(0),
-                    0,
-                    "bits past the run"
-                );
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Code-scoring kernels: the integer dot product of int8 codes and the popcount dot product
-//! of bit codes with a 4-bit query. [`scalar`] is the reference every SIMD path is tested
-//! against; [`Kernel::best`] picks the best path for the CPU once (AVX-512 VNNI + VPOPCNTDQ,
-//! AVX2 + POPCNT, SIMD128 on wasm32).
+//! of bit codes with a 4-bit query, and the comparison of scores with a threshold.
+//! [`scalar`] is the reference every SIMD path is tested against; [`Kernel::best`] picks the
+//! best path for the CPU once (AVX-512 VNNI + VPOPCNTDQ + IFMA, AVX2 + POPCNT, SIMD128 on
+//! wasm32).
 //!
 //! Every block kernel scores the codes of consecutive rows (`code_len` bytes each) against
 //! one prepared query: the shapes are checked once per block, and a block whose shapes do not
@@ -24,7 +25,8 @@ pub enum Kernel {
     /// AVX2 (`vpmaddubsw` on |code| x sign-adjusted query, exact) and POPCNT.
     #[cfg(target_arch = "x86_64")]
     Avx2,
-    /// AVX-512 VNNI (`vpdpbusd` on code + 128 x query, minus 128 * sum(query)) and VPOPCNTDQ.
+    /// AVX-512 VNNI (`vpdpbusd` on code + 128 x query, minus 128 * sum(query)), VPOPCNTDQ
+    /// and IFMA (the weights of the binary query's bit planes).
     #[cfg(target_arch = "x86_64")]
     Avx512,
     /// WebAssembly SIMD128 (`i32x4.dot_i16x8_s`) and `i64.popcnt`.
@@ -88,7 +90,7 @@ impl Kernel {
             Kernel::Avx2 if x86::has_avx2() => unsafe {
                 x86::dot_i8_block_avx2(q, codes, code_len, out)
             },
-            // SAFETY: the CPU has AVX-512 F/BW/VNNI/VPOPCNTDQ (the guard); shapes checked.
+            // SAFETY: the CPU has AVX-512 F/BW/VNNI/VPOPCNTDQ/IFMA (the guard); shapes checked.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 if x86::has_avx512() => unsafe {
                 x86::dot_i8_block_avx512(q, codes, code_len, out)
@@ -117,7 +119,7 @@ impl Kernel {
             Kernel::Avx2 if x86::has_avx2() => unsafe {
                 x86::bits_dot_block_popcnt(planes, codes, code_len, out)
             },
-            // SAFETY: the CPU has AVX-512 F/BW/VNNI/VPOPCNTDQ (the guard); shapes checked.
+            // SAFETY: the CPU has AVX-512 F/BW/VNNI/VPOPCNTDQ/IFMA (the guard); shapes checked.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 if x86::has_avx512() => unsafe {
                 x86::bits_dot_block_avx512(planes, codes, code_len, out)
@@ -126,6 +128,28 @@ impl Kernel {
             // Unreachable where `Scalar` is the only kernel (aarch64).
             #[allow(unreachable_patterns)]
             _ => scalar::bits_dot_block(planes, codes, code_len, out),
+        }
+    }
+
+    /// Bit `i % 32` of `masks[i / 32]` is set when `keys[i]` is above `threshold` or NaN,
+    /// for the first `min(keys.len(), 32 * masks.len())` keys; bits past them are clear. A
+    /// NaN `threshold` sets unspecified bits (a shortlist's threshold never is NaN). The code scan compares every key with its shortlist's
+    /// threshold this way, and only looks at the rows whose bit is set.
+    pub fn above_masks(self, keys: &[f32], threshold: f32, masks: &mut [u32]) {
+        let keys = &keys[..keys.len().min(32 * masks.len())];
+        match self {
+            // SAFETY: the CPU has AVX-512 F (the guard); any lengths are handled.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if x86::has_avx512() => unsafe {
+                x86::above_masks_avx512(keys, threshold, masks)
+            },
+            // SAFETY: the CPU has AVX2 (the guard); any lengths are handled.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 if x86::has_avx2() => unsafe {
+                x86::above_masks_avx2(keys, threshold, masks)
+            },
+            #[allow(unreachable_patterns)]
+            _ => scalar::above_masks(keys, threshold, masks),
         }
     }
 }

@@ -40,6 +40,14 @@ pub fn bits_dot_block(planes: &[u64], codes: &[u8], code_len: usize, out: &mut [
     }
 }
 
+/// [`super::Kernel::above_masks`] for `keys.len() <= 32 * masks.len()`.
+pub fn above_masks(keys: &[f32], threshold: f32, masks: &mut [u32]) {
+    masks.fill(0);
+    for (i, &key) in keys.iter().enumerate() {
+        masks[i / 32] |= u32::from(key > threshold || key.is_nan()) << (i % 32);
+    }
+}
+
 /// Eight code bytes as the little-endian word they store.
 #[inline(always)]
 pub(crate) fn word(c: &[u8]) -> u64 {

@@ -16,6 +16,7 @@ pub fn has_avx512() -> bool {
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vnni")
         && is_x86_feature_detected!("avx512vpopcntdq")
+        && is_x86_feature_detected!("avx512ifma")
 }
 
 /// Int8 dot products, 32 components per step: `vpmaddubsw(|c|, sign(q, c))` is `q * c`
@@ -178,11 +179,13 @@ pub unsafe fn bits_dot_block_popcnt(
 /// [`scalar::bits_dot_block`] eight words at a time with VPOPCNTDQ (masked loads for the
 /// last partial group of words). Rows go eight at a time: their eight accumulators are summed
 /// together by a transposing tree of shuffles ([`sum_lanes_of_8`]), which costs under two
-/// shuffles a row where a horizontal reduction per row costs three.
+/// shuffles a row where a horizontal reduction per row costs three. Codes of six words
+/// (dimensions 321 to 384) with nothing between them go through [`bits_dot_rows_of_6`]
+/// instead, which fills every lane.
 ///
 /// # Safety
-/// The CPU must have AVX-512 F and VPOPCNTDQ; shapes as [`bits_dot_block_popcnt`].
-#[target_feature(enable = "avx512f,avx512vpopcntdq")]
+/// The CPU must have AVX-512 F, VPOPCNTDQ and IFMA; shapes as [`bits_dot_block_popcnt`].
+#[target_feature(enable = "avx512f,avx512vpopcntdq,avx512ifma")]
 pub unsafe fn bits_dot_block_avx512(
     planes: &[u64],
     codes: &[u8],
@@ -190,6 +193,11 @@ pub unsafe fn bits_dot_block_avx512(
     out: &mut [i32],
 ) {
     let words = planes.len() / 4;
+    let mut r = 0;
+    if words == 6 && code_len == 48 {
+        // SAFETY: the caller's shapes, with code_len == 8 * words == 48.
+        r = unsafe { bits_dot_rows_of_6(planes, codes, out) };
+    }
     let steps = words.div_ceil(8);
     let tail: __mmask8 = match words % 8 {
         0 => !0,
@@ -216,15 +224,14 @@ pub unsafe fn bits_dot_block_avx512(
             // (8 * words bytes).
             let c =
                 unsafe { _mm512_maskz_loadu_epi64(mask_of(s), code.as_ptr().add(64 * s).cast()) };
-            acc = _mm512_add_epi64(acc, bits_dot_lanes(q, c));
+            acc = bits_dot_lanes_ifma(acc, q, c);
         }
         acc
     };
     let rows = out.len();
-    let mut r = 0;
     while r + 8 <= rows {
         let sums = sum_lanes_of_8(std::array::from_fn(|i| lanes_of(r + i)));
-        // Each sum is at most 64 * words * 8 in magnitude: i32 holds it.
+        // The low 32 bits of each sum are the row's value (see `bits_dot_lanes_ifma`).
         let sums = _mm512_cvtepi64_epi32(sums);
         // SAFETY: out[r..r + 8] is 32 writable bytes (r + 8 <= out.len()).
         unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(r).cast(), sums) };
@@ -236,13 +243,84 @@ pub unsafe fn bits_dot_block_avx512(
 }
 
 /// The four planes' contribution of eight code words `c` against eight plane words each
-/// (`q[j]`), per 64-bit lane, folded Horner-style: `((p2 - 2 p3) * 2 + p1) * 2 + p0`.
-#[target_feature(enable = "avx512f,avx512vpopcntdq")]
-fn bits_dot_lanes(q: &[__m512i; 4], c: __m512i) -> __m512i {
+/// (`q[j]`), per 64-bit lane, added to `acc`: `p0 + 2 p1 + 4 p2 - 8 p3` (`pj` the popcount of
+/// `q[j] & c`) by three 52-bit multiply-adds. `-8` is `2^52 - 8` to the multiply-add (its
+/// operands are unsigned 52-bit), so a lane with `p3 > 0` gains `2^52` beside the value: lane
+/// sums stay far below 2^63, and the low 32 bits of any sum of lanes are the true sum, which
+/// fits in i32 (at most `8 * 64 * words` in magnitude).
+#[target_feature(enable = "avx512f,avx512vpopcntdq,avx512ifma")]
+fn bits_dot_lanes_ifma(acc: __m512i, q: &[__m512i; 4], c: __m512i) -> __m512i {
     let count = |p: __m512i| _mm512_popcnt_epi64(_mm512_and_si512(p, c));
-    let t = _mm512_sub_epi64(count(q[2]), _mm512_slli_epi64(count(q[3]), 1));
-    let t = _mm512_add_epi64(_mm512_slli_epi64(t, 1), count(q[1]));
-    _mm512_add_epi64(_mm512_slli_epi64(t, 1), count(q[0]))
+    let acc = _mm512_add_epi64(acc, count(q[0]));
+    let acc = _mm512_madd52lo_epu64(acc, count(q[1]), _mm512_set1_epi64(2));
+    let acc = _mm512_madd52lo_epu64(acc, count(q[2]), _mm512_set1_epi64(4));
+    _mm512_madd52lo_epu64(acc, count(q[3]), _mm512_set1_epi64((1 << 52) - 8))
+}
+
+/// Rows of six-word codes (`code_len` 48: 384-d binary codes), eight at a time: eight rows
+/// are six full vectors of words, so every lane does work (the generic path leaves two of
+/// eight lanes empty). Lane `l` of vector `v` holds word `(8v + l) % 6` of its row, so it is
+/// scored against the planes in that order (the pattern repeats every three vectors); the
+/// per-word sums are then added in pairs of words (unpack) and the pairs in threes (two
+/// two-source permutes per operand) into one lane per row. Returns the rows scored (a multiple
+/// of 8); the caller scores the rest.
+///
+/// # Safety
+/// As [`bits_dot_block_avx512`], with `planes.len() == 24` and `code_len == 48`.
+#[target_feature(enable = "avx512f,avx512vpopcntdq,avx512ifma")]
+unsafe fn bits_dot_rows_of_6(planes: &[u64], codes: &[u8], out: &mut [i32]) -> usize {
+    const WORDS: usize = 6;
+    // Plane j's words in the order vector v (v % 3) meets them.
+    let pattern: [[__m512i; 4]; 3] = std::array::from_fn(|v| {
+        std::array::from_fn(|j| {
+            let words: [u64; 8] = std::array::from_fn(|l| planes[j * WORDS + (8 * v + l) % WORDS]);
+            // SAFETY: `words` is 64 readable bytes.
+            unsafe { _mm512_loadu_si512(words.as_ptr().cast()) }
+        })
+    });
+    // After the pair sums, pair p (words 2p, 2p + 1 of the eight rows' 48) is in vector
+    // p / 8 at lane 2 (p % 4) + (p % 8) / 4 (`unpack` interleaves the two vectors' pairs).
+    // Row r is pairs 3r, 3r + 1, 3r + 2; `gather(i)` takes pair 3r + i into lane r from the
+    // three pair vectors: first from the two vectors A, B (indices 0..16), then keeping
+    // that lane or taking from C (indices 8..16 of the second permute).
+    let index = |i: usize, second: bool| -> __m512i {
+        let lanes: [i64; 8] = std::array::from_fn(|r| {
+            let p = 3 * r + i;
+            let (vector, lane) = (p / 8, 2 * (p % 4) + (p % 8) / 4);
+            match (second, vector) {
+                (false, 0) => lane as i64,
+                (false, 1) => 8 + lane as i64,
+                (false, _) => 0,
+                (true, 2) => 8 + lane as i64,
+                (true, _) => r as i64,
+            }
+        });
+        // SAFETY: `lanes` is 64 readable bytes.
+        unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
+    };
+    let first = [index(0, false), index(1, false), index(2, false)];
+    let second = [index(0, true), index(1, true), index(2, true)];
+    let pairs = |a, b| _mm512_add_epi64(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+    let rows = out.len().min(codes.len() / (8 * WORDS));
+    let mut r = 0;
+    while r + 8 <= rows {
+        let base = codes[r * 8 * WORDS..(r + 8) * 8 * WORDS].as_ptr();
+        let t: [__m512i; 6] = std::array::from_fn(|v| {
+            // SAFETY: vector v is bytes 64v..64v + 64 of the eight rows' 384 bytes.
+            let c = unsafe { _mm512_loadu_si512(base.add(64 * v).cast()) };
+            bits_dot_lanes_ifma(_mm512_setzero_si512(), &pattern[v % 3], c)
+        });
+        let (a, b, c) = (pairs(t[0], t[1]), pairs(t[2], t[3]), pairs(t[4], t[5]));
+        let take = |i: usize| {
+            _mm512_permutex2var_epi64(_mm512_permutex2var_epi64(a, first[i], b), second[i], c)
+        };
+        let sums = _mm512_add_epi64(_mm512_add_epi64(take(0), take(1)), take(2));
+        let sums = _mm512_cvtepi64_epi32(sums);
+        // SAFETY: out[r..r + 8] is 32 writable bytes (r + 8 <= rows <= out.len()).
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(r).cast(), sums) };
+        r += 8;
+    }
+    r
 }
 
 /// Lane `i` of the result is the sum of the eight i64 lanes of `v[i]`: pairs of vectors are
@@ -264,4 +342,50 @@ fn sum_lanes_of_8(v: [__m512i; 8]) -> __m512i {
     let p45 = pairs(v[4], v[5]);
     let p67 = pairs(v[6], v[7]);
     halves(halves(p01, p23), halves(p45, p67))
+}
+
+/// [`scalar::above_masks`], sixteen keys per compare (`vcmpps` into a mask register; the
+/// last partial group with a masked load).
+///
+/// # Safety
+/// The CPU must have AVX-512 F; `keys.len() <= 32 * masks.len()`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn above_masks_avx512(keys: &[f32], threshold: f32, masks: &mut [u32]) {
+    let t = _mm512_set1_ps(threshold);
+    for (m, mask) in masks.iter_mut().enumerate() {
+        let mut word = 0u32;
+        for half in 0..2 {
+            let at = 32 * m + 16 * half;
+            let n = keys.len().saturating_sub(at).min(16);
+            if n == 0 {
+                break;
+            }
+            let lanes: __mmask16 = if n == 16 { !0 } else { (1u16 << n) - 1 };
+            // SAFETY: the mask covers keys at..at + n, all inside `keys`.
+            let v = unsafe { _mm512_maskz_loadu_ps(lanes, keys.as_ptr().add(at)) };
+            let above = _mm512_mask_cmp_ps_mask::<_CMP_NLE_UQ>(lanes, v, t);
+            word |= u32::from(above) << (16 * half);
+        }
+        *mask = word;
+    }
+}
+
+/// [`scalar::above_masks`], eight keys per compare; the last partial group in scalar.
+///
+/// # Safety
+/// The CPU must have AVX2; `keys.len() <= 32 * masks.len()`.
+#[target_feature(enable = "avx2")]
+pub unsafe fn above_masks_avx2(keys: &[f32], threshold: f32, masks: &mut [u32]) {
+    let t = _mm256_set1_ps(threshold);
+    let body = keys.len() - keys.len() % 8;
+    masks.fill(0);
+    for at in (0..body).step_by(8) {
+        // SAFETY: at + 8 <= body <= keys.len().
+        let v = unsafe { _mm256_loadu_ps(keys.as_ptr().add(at)) };
+        let above = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NLE_UQ>(v, t)) as u32;
+        masks[at / 32] |= above << (at % 32);
+    }
+    for (i, &key) in keys.iter().enumerate().skip(body) {
+        masks[i / 32] |= u32::from(key > threshold || key.is_nan()) << (i % 32);
+    }
 }
