@@ -735,8 +735,9 @@ impl Builder<'_> {
     /// pruned (the paper's keepPrunedConnections): pruning alone, reapplied each time a full
     /// list takes a new link, left some nodes with a single link or none in. Filling up to
     /// `keep` (2m) instead made every bottom-layer list full, so each later link to the node
-    /// re-ran the heuristic on 2m + 1 rows: build CPU 7.28 s against 6.54 s filling to m (same
-    /// run, MiniLM 20k), for the same recall@10 (0.9985 / 0.9980 at ef 128).
+    /// re-ran the heuristic on 2m + 1 rows: on MiniLM 20k, build CPU 9.60 and 7.28 s against
+    /// 6.82 and 6.54 s filling to m (two runs), recall@10 at ef 128 0.9980 and 0.9985 against
+    /// 0.9965 and 0.9980 (docs/performance.md, "HNSW index").
     fn select(
         &self,
         candidates: &[Scored],
