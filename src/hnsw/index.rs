@@ -65,9 +65,12 @@ impl HnswIndex<'_> {
             return Found::Scan;
         };
         let (query, norm) = (queries.get(q), queries.norms[q]);
+        // f32: the traversal ranks on its own kernels, whose keys differ from the exact
+        // scan's in the last bits, so a row tied with the k-th to within rounding may rank
+        // either side of it: twice k (at most ef) are rescored exactly.
         let keep = match self.codes {
             Some(_) => self.ef.max(k.saturating_mul(self.oversample.max(1))),
-            None => k,
+            None => k.saturating_mul(2).min(self.ef).max(k),
         };
         let ef = keep.max(self.ef).max(k);
         match self.codes {

@@ -16,6 +16,7 @@
 
 pub mod graph;
 pub mod index;
+mod kernel;
 mod layer;
 mod repair;
 mod rows;

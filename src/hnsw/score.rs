@@ -2,6 +2,7 @@
 //! per row, or a view read on demand), or int8 codes.
 
 use super::graph::Space;
+use super::kernel::{Fast, Int8Dot};
 use super::layer::Scorer;
 use super::rows::{prefetch, ResidentRows};
 use crate::error::Error;
@@ -14,11 +15,14 @@ use crate::types::Metric;
 /// stream prefetcher follows the kernel's sequential reads for the rest.
 const ROW_PREFETCH_LINES: usize = 2;
 
-/// Scores rows against a query with the exact scan's key.
+/// Scores rows against a query with the exact scan's formula on the traversal's kernels
+/// ([`Fast`]: the same order as the exact scan's keys up to rounding; a search rescores what
+/// it returns).
 pub(crate) struct RowScorer<'a> {
     resident: Option<&'a ResidentRows<'a>>,
     view: &'a dyn RowView,
     space: Space,
+    fast: Fast,
     dim: usize,
     query: &'a [f32],
     norm: f32,
@@ -45,6 +49,7 @@ impl<'a> RowScorer<'a> {
             resident,
             view,
             space,
+            fast: Fast::new(space.kernels),
             dim,
             query: &query[..dim.min(query.len())],
             norm,
@@ -61,12 +66,19 @@ impl Scorer for RowScorer<'_> {
         let row = u64::from(node);
         if let Some(rows) = self.resident {
             return rows.row(row).map_or(f32::NEG_INFINITY, |r| {
-                self.space.key(self.query, self.norm, r, self.dim)
+                self.fast
+                    .key(self.space.metric, self.query, self.norm, r, self.dim)
             });
         }
         self.buf.resize(self.view.layout().stride_f32, 0.0);
         match self.view.read_rows(row, &mut self.buf) {
-            Ok(()) => self.space.key(self.query, self.norm, &self.buf, self.dim),
+            Ok(()) => self.fast.key(
+                self.space.metric,
+                self.query,
+                self.norm,
+                &self.buf,
+                self.dim,
+            ),
             Err(e) => {
                 self.failed.get_or_insert(e);
                 f32::NEG_INFINITY
@@ -86,22 +98,59 @@ impl Scorer for RowScorer<'_> {
     }
 }
 
-/// Scores int8 codes against a prepared query ([`Codebook::score_block`]'s keys).
+/// Scores int8 codes against a prepared query: [`Codebook::score_block`]'s keys, computed
+/// one code at a time with the query made ready once ([`Int8Dot`]) for int8 codes.
 pub(crate) struct CodeScorer<'a> {
     codes: &'a CodeTable,
     codebook: &'a Codebook,
     prepared: PreparedQuery,
+    /// Int8 codes: the query's integers ready for one code at a time, and what turns their
+    /// dot product into a key.
+    int8: Option<Int8Key>,
     lines: usize,
+}
+
+/// `key = bias + step * dot` (cosine, dot), or `2 key - |row|^2 - |query|^2` (L2), as
+/// [`Codebook::score_block`] computes it.
+struct Int8Key {
+    dot: Int8Dot,
+    step: f32,
+    bias: f32,
+    norm_sq: f32,
+    metric: Metric,
+    /// Where a code's f32 squared norm starts.
+    norm_at: usize,
 }
 
 impl<'a> CodeScorer<'a> {
     /// Scores `codes` against `query` with norm `norm`.
     pub fn new(codes: &'a CodeTable, query: &[f32], norm: f32) -> Self {
         let codebook = codes.codebook().as_ref();
+        let prepared = codebook.prepare(query, norm);
+        let int8 = match (codebook, &prepared) {
+            (
+                Codebook::Int8 { metric, .. },
+                PreparedQuery::Int8 {
+                    q,
+                    step,
+                    bias,
+                    norm_sq,
+                },
+            ) if q.len() == codebook.dim() && codes.code_len() >= q.len() => Some(Int8Key {
+                dot: Int8Dot::new(q),
+                step: *step,
+                bias: *bias,
+                norm_sq: *norm_sq,
+                metric: *metric,
+                norm_at: q.len().next_multiple_of(4),
+            }),
+            _ => None,
+        };
         CodeScorer {
             codes,
             codebook,
-            prepared: codebook.prepare(query, norm),
+            prepared,
+            int8,
             lines: codes.code_len().div_ceil(64),
         }
     }
@@ -110,10 +159,21 @@ impl<'a> CodeScorer<'a> {
 impl Scorer for CodeScorer<'_> {
     #[inline]
     fn score(&mut self, node: u32) -> f32 {
-        let mut out = [f32::NEG_INFINITY];
-        if let Some(code) = self.codes.code(u64::from(node)) {
-            self.codebook.score_block(&self.prepared, code, &mut out);
+        let Some(code) = self.codes.code(u64::from(node)) else {
+            return f32::NEG_INFINITY;
+        };
+        if let Some(k) = &self.int8 {
+            let dot = k.bias + k.step * k.dot.dot(code) as f32;
+            return match k.metric {
+                Metric::Cosine | Metric::Dot => dot,
+                Metric::L2 => match code.get(k.norm_at..k.norm_at + 4) {
+                    Some(t) => 2.0 * dot - f32::from_le_bytes([t[0], t[1], t[2], t[3]]) - k.norm_sq,
+                    None => f32::NEG_INFINITY,
+                },
+            };
         }
+        let mut out = [f32::NEG_INFINITY];
+        self.codebook.score_block(&self.prepared, code, &mut out);
         out[0]
     }
 
@@ -121,6 +181,66 @@ impl Scorer for CodeScorer<'_> {
     fn prefetch(&self, node: u32) {
         if let Some(code) = self.codes.code(u64::from(node)) {
             prefetch(code, self.lines);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::RowLayout;
+    use crate::quant::kernels::Kernel;
+    use crate::quant::Quantization;
+    use crate::testing::Rng;
+    use std::sync::Arc;
+
+    fn norm(v: &[f32]) -> f32 {
+        v.iter().map(|x| x * x).sum::<f32>().sqrt()
+    }
+
+    /// Each code's key equals the scalar block kernel's ([`Kernel::Scalar`], the reference),
+    /// bit for bit, at lengths on both sides of the SIMD steps and for every metric.
+    #[test]
+    fn int8_keys_are_the_scalar_block_kernels_bit_for_bit() {
+        let mut rng = Rng::new(11);
+        for dim in [1usize, 5, 31, 32, 33, 63, 64, 65, 100, 384, 385] {
+            let layout = RowLayout::new(dim as u32);
+            let stride = layout.stride_f32;
+            let vectors: Vec<Vec<f32>> = (0..40)
+                .map(|_| (0..dim).map(|_| rng.f32()).collect())
+                .collect();
+            let mut rows = vec![0f32; stride * vectors.len()];
+            for (v, out) in vectors.iter().zip(rows.chunks_exact_mut(stride)) {
+                layout.encode_row(v, norm(v), out);
+            }
+            let q: Vec<f32> = (0..dim).map(|_| rng.f32()).collect();
+            for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+                let train = vectors.iter().map(|v| (v.as_slice(), norm(v)));
+                let codebook = Codebook::train(Quantization::Int8, metric, dim, train);
+                let mut codes = CodeTable::new(Arc::new(codebook));
+                codes.push_rows(layout, &rows);
+                let mut scorer = CodeScorer::new(&codes, &q, norm(&q));
+                assert!(
+                    scorer.int8.is_some(),
+                    "dim {dim}: int8 codes take the int8 path"
+                );
+                let prepared = codes.codebook().prepare(&q, norm(&q));
+                for r in 0..vectors.len() {
+                    let mut want = [0f32];
+                    let code = codes.code(r as u64).unwrap();
+                    codes
+                        .codebook()
+                        .score_block_with(Kernel::Scalar, &prepared, code, &mut want);
+                    let got = scorer.score(r as u32);
+                    assert_eq!(
+                        got.to_bits(),
+                        want[0].to_bits(),
+                        "dim {dim} {metric:?} row {r}: {got} vs {}",
+                        want[0]
+                    );
+                }
+                assert_eq!(scorer.score(vectors.len() as u32), f32::NEG_INFINITY);
+            }
         }
     }
 }
