@@ -68,23 +68,39 @@ const META_FORMAT: u64 = 1;
 /// syncs as it does the rows'. (redb's own `FileBackend` would make the same positioned calls,
 /// plus a file lock that the directory's lock makes unnecessary.)
 #[derive(Debug)]
-struct RedbFile(Arc<dyn ByteFile>);
+struct RedbFile {
+    file: Arc<dyn ByteFile>,
+    /// False only while redb initialises `metadata.db.new`: its syncs (eight on a new store)
+    /// buy nothing there, since the file is synced once before it is renamed into place and
+    /// is removed if a crash comes first ([`create_durably`]).
+    syncs: bool,
+}
+
+impl RedbFile {
+    fn new(file: Arc<dyn ByteFile>) -> Self {
+        RedbFile { file, syncs: true }
+    }
+}
 
 impl redb::StorageBackend for RedbFile {
     fn len(&self) -> io::Result<u64> {
-        self.0.len()
+        self.file.len()
     }
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        self.0.read_at(offset, out)
+        self.file.read_at(offset, out)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.file.set_len(len)
     }
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        if self.syncs {
+            self.file.sync_data()
+        } else {
+            Ok(())
+        }
     }
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.0.write_at(offset, data)
+        self.file.write_at(offset, data)
     }
 }
 
@@ -97,8 +113,7 @@ impl redb::StorageBackend for RedbFile {
 pub fn open_redb(loc: &dyn Location) -> Result<redb::Database> {
     let path = loc.path_of(names::METADATA);
     let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
-    let create =
-        |file: Arc<dyn ByteFile>| redb::Database::builder().create_with_backend(RedbFile(file));
+    let create = |backend: RedbFile| redb::Database::builder().create_with_backend(backend);
     loc.remove(names::METADATA_NEW)?;
     let file = match loc.open(names::METADATA)? {
         Some(file) => {
@@ -107,7 +122,11 @@ pub fn open_redb(loc: &dyn Location) -> Result<redb::Database> {
         }
         None => {
             create_durably(loc, names::METADATA, names::METADATA_NEW, |file| {
-                let db = create(file.clone())
+                let unsynced = RedbFile {
+                    file: file.clone(),
+                    syncs: false,
+                };
+                let db = create(unsynced)
                     .map_err(|e| map_db_error(e, &loc.path_of(names::METADATA_NEW), &dir))?;
                 drop(db);
                 Ok(())
@@ -121,7 +140,7 @@ pub fn open_redb(loc: &dyn Location) -> Result<redb::Database> {
         }
     };
     // redb 4.6 can panic on a damaged file (an unreachable page type): that is `Corrupt`.
-    open_guarded(&path, &dir, || create(file))
+    open_guarded(&path, &dir, || create(RedbFile::new(file)))
 }
 
 /// A `metadata.db` that is empty or all zeros where redb's header goes is damage: the store is
@@ -161,7 +180,7 @@ pub fn open_redb_read_only(loc: &dyn Location) -> Result<redb::ReadOnlyDatabase>
         });
     };
     check_not_blank(file.as_ref(), &path)?;
-    let open = || redb::Database::builder().open_read_only_with_backend(RedbFile(file));
+    let open = || redb::Database::builder().open_read_only_with_backend(RedbFile::new(file));
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(redb::DatabaseError::RepairAborted)) => Err(Error::ReadOnly {
