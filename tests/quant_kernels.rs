@@ -86,30 +86,9 @@ fn bits_dot_every_path_matches_scalar() {
             let planes: Vec<u64> = (0..4 * words).map(|_| rng.next_u64()).collect();
             let mut codes: Vec<u8> = (0..rows * code_len).map(|_| rng.below(256) as u8).collect();
             codes[..8 * words].fill(0xff);
-            // The definition: v[d] = the 4-bit two's complement value of the planes' bits at
-            // d (plane 3 the sign), summed where the code has bit d.
-            let bit = |w: &[u64], d: usize| (w[d / 64] >> (d % 64)) & 1;
             let want: Vec<i32> = codes
                 .chunks_exact(code_len)
-                .map(|c| {
-                    let cw: Vec<u64> = c[..8 * words]
-                        .chunks_exact(8)
-                        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-                        .collect();
-                    (0..64 * words)
-                        .filter(|&d| bit(&cw, d) == 1)
-                        .map(|d| {
-                            let nibble = (0..4)
-                                .map(|j| (bit(&planes[j * words..], d) as i32) << j)
-                                .sum::<i32>();
-                            if nibble >= 8 {
-                                nibble - 16
-                            } else {
-                                nibble
-                            }
-                        })
-                        .sum()
-                })
+                .map(|c| bits_dot_reference(&planes, c))
                 .collect();
             for &k in &kernels {
                 let mut got = vec![i32::MIN; rows];
