@@ -199,102 +199,85 @@ impl Int8Dot {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// Lanes of `16 * j + lane` for `j < 4` per step, four independent sums.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F; `a.len() == b.len()`.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 64 <= n {
-            for (j, s) in acc.iter_mut().enumerate() {
-                // SAFETY: i + 16 j + 16 <= i + 64 <= n: both 16-lane loads are inside the
-                // slices (which the caller borrows for the call; nothing frees them).
-                let (x, y) = unsafe {
-                    (
-                        _mm512_loadu_ps(pa.add(i + 16 * j)),
-                        _mm512_loadu_ps(pb.add(i + 16 * j)),
-                    )
-                };
-                *s = _mm512_fmadd_ps(x, y, *s);
+    /// Generates an AVX-512 sum over `a` and `b` of `$step` (how `$acc` takes in one pair of
+    /// 16-lane vectors `$x`, `$y`): lanes `16 * j + lane` for `j < 4` per step of 64, four
+    /// independent sums, the last partial vector under a mask (its other lanes read as 0 in
+    /// both, which adds nothing to either sum made here). `dot` and `l2sq` differ only in
+    /// `$step`.
+    macro_rules! avx512_sum {
+        ($(#[$doc:meta])* $name:ident, |$x:ident, $y:ident, $acc:ident| $step:expr) => {
+            $(#[$doc])*
+            #[target_feature(enable = "avx512f")]
+            pub unsafe fn $name(a: &[f32], b: &[f32]) -> f32 {
+                let n = a.len().min(b.len());
+                let (pa, pb) = (a.as_ptr(), b.as_ptr());
+                let mut acc = [_mm512_setzero_ps(); 4];
+                let mut i = 0;
+                while i + 64 <= n {
+                    for (j, s) in acc.iter_mut().enumerate() {
+                        // SAFETY: i + 16 j + 16 <= i + 64 <= n: both 16-lane loads are inside
+                        // the slices (which the caller borrows for the call; nothing frees
+                        // them).
+                        let ($x, $y) = unsafe {
+                            (
+                                _mm512_loadu_ps(pa.add(i + 16 * j)),
+                                _mm512_loadu_ps(pb.add(i + 16 * j)),
+                            )
+                        };
+                        let $acc = *s;
+                        *s = $step;
+                    }
+                    i += 64;
+                }
+                let mut j = 0;
+                while i + 16 <= n {
+                    let ($x, $y) =
+                        // SAFETY: i + 16 <= n: in bounds.
+                        unsafe { (_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i))) };
+                    let $acc = acc[j];
+                    acc[j] = $step;
+                    j = (j + 1) % 4;
+                    i += 16;
+                }
+                if i < n {
+                    let mask: __mmask16 = ((1u32 << (n - i)) - 1) as u16;
+                    // SAFETY: the mask covers lanes i..n only; masked-off lanes are not read (a
+                    // masked load does not fault on them).
+                    let ($x, $y) = unsafe {
+                        (
+                            _mm512_maskz_loadu_ps(mask, pa.add(i)),
+                            _mm512_maskz_loadu_ps(mask, pb.add(i)),
+                        )
+                    };
+                    let $acc = acc[j];
+                    acc[j] = $step;
+                }
+                let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+                _mm512_reduce_add_ps(s)
             }
-            i += 64;
-        }
-        let mut j = 0;
-        while i + 16 <= n {
-            // SAFETY: i + 16 <= n: in bounds.
-            let (x, y) = unsafe { (_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i))) };
-            acc[j] = _mm512_fmadd_ps(x, y, acc[j]);
-            j = (j + 1) % 4;
-            i += 16;
-        }
-        if i < n {
-            let mask: __mmask16 = ((1u32 << (n - i)) - 1) as u16;
-            // SAFETY: the mask covers lanes i..n only; masked-off lanes are not read (a
-            // masked load does not fault on them).
-            let (x, y) = unsafe {
-                (
-                    _mm512_maskz_loadu_ps(mask, pa.add(i)),
-                    _mm512_maskz_loadu_ps(mask, pb.add(i)),
-                )
-            };
-            acc[j] = _mm512_fmadd_ps(x, y, acc[j]);
-        }
-        let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-        _mm512_reduce_add_ps(s)
+        };
     }
 
-    /// [`dot_avx512`] of the difference with itself.
-    ///
-    /// # Safety
-    /// As [`dot_avx512`].
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn l2sq_avx512(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 64 <= n {
-            for (j, s) in acc.iter_mut().enumerate() {
-                // SAFETY: i + 16 j + 16 <= n: in bounds.
-                let (x, y) = unsafe {
-                    (
-                        _mm512_loadu_ps(pa.add(i + 16 * j)),
-                        _mm512_loadu_ps(pb.add(i + 16 * j)),
-                    )
-                };
-                let d = _mm512_sub_ps(x, y);
-                *s = _mm512_fmadd_ps(d, d, *s);
-            }
-            i += 64;
-        }
-        let mut j = 0;
-        while i + 16 <= n {
-            // SAFETY: i + 16 <= n: in bounds.
-            let (x, y) = unsafe { (_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i))) };
+    avx512_sum!(
+        /// The inner product.
+        ///
+        /// # Safety
+        /// The CPU must have AVX-512F; `a.len() == b.len()`.
+        dot_avx512,
+        |x, y, acc| _mm512_fmadd_ps(x, y, acc)
+    );
+
+    avx512_sum!(
+        /// The squared Euclidean distance.
+        ///
+        /// # Safety
+        /// As [`dot_avx512`].
+        l2sq_avx512,
+        |x, y, acc| {
             let d = _mm512_sub_ps(x, y);
-            acc[j] = _mm512_fmadd_ps(d, d, acc[j]);
-            j = (j + 1) % 4;
-            i += 16;
+            _mm512_fmadd_ps(d, d, acc)
         }
-        if i < n {
-            let mask: __mmask16 = ((1u32 << (n - i)) - 1) as u16;
-            // SAFETY: the mask covers lanes i..n only; masked-off lanes are not read.
-            let (x, y) = unsafe {
-                (
-                    _mm512_maskz_loadu_ps(mask, pa.add(i)),
-                    _mm512_maskz_loadu_ps(mask, pb.add(i)),
-                )
-            };
-            let d = _mm512_sub_ps(x, y);
-            acc[j] = _mm512_fmadd_ps(d, d, acc[j]);
-        }
-        let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-        _mm512_reduce_add_ps(s)
-    }
+    );
 
     /// The sum of the 8 lanes.
     #[target_feature(enable = "avx2")]
@@ -305,87 +288,78 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
-    /// Four 8-lane sums per step of 32, then the components past the last multiple of 8 in
-    /// scalar.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2 and FMA; `a.len() == b.len()`.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 32 <= n {
-            for (j, s) in acc.iter_mut().enumerate() {
-                // SAFETY: i + 8 j + 8 <= i + 32 <= n: in bounds.
-                let (x, y) = unsafe {
-                    (
-                        _mm256_loadu_ps(pa.add(i + 8 * j)),
-                        _mm256_loadu_ps(pb.add(i + 8 * j)),
-                    )
-                };
-                *s = _mm256_fmadd_ps(x, y, *s);
+    /// Generates an AVX2 + FMA sum over `a` and `b`: four 8-lane sums of `$step` per step of
+    /// 32 (as `avx512_sum`), then the components past the last multiple of 8 in scalar,
+    /// each pair `$sx`, `$sy` adding `$tail`.
+    macro_rules! avx2_sum {
+        (
+            $(#[$doc:meta])* $name:ident,
+            |$x:ident, $y:ident, $acc:ident| $step:expr,
+            |$sx:ident, $sy:ident| $tail:expr
+        ) => {
+            $(#[$doc])*
+            #[target_feature(enable = "avx2,fma")]
+            pub unsafe fn $name(a: &[f32], b: &[f32]) -> f32 {
+                let n = a.len().min(b.len());
+                let (pa, pb) = (a.as_ptr(), b.as_ptr());
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut i = 0;
+                while i + 32 <= n {
+                    for (j, s) in acc.iter_mut().enumerate() {
+                        // SAFETY: i + 8 j + 8 <= i + 32 <= n: in bounds.
+                        let ($x, $y) = unsafe {
+                            (
+                                _mm256_loadu_ps(pa.add(i + 8 * j)),
+                                _mm256_loadu_ps(pb.add(i + 8 * j)),
+                            )
+                        };
+                        let $acc = *s;
+                        *s = $step;
+                    }
+                    i += 32;
+                }
+                let mut j = 0;
+                while i + 8 <= n {
+                    let ($x, $y) =
+                        // SAFETY: i + 8 <= n: in bounds.
+                        unsafe { (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
+                    let $acc = acc[j];
+                    acc[j] = $step;
+                    j = (j + 1) % 4;
+                    i += 8;
+                }
+                let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+                let mut sum = sum8(s);
+                for (&$sx, &$sy) in a[i..n].iter().zip(&b[i..n]) {
+                    sum += $tail;
+                }
+                sum
             }
-            i += 32;
-        }
-        let mut j = 0;
-        while i + 8 <= n {
-            // SAFETY: i + 8 <= n: in bounds.
-            let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
-            acc[j] = _mm256_fmadd_ps(x, y, acc[j]);
-            j = (j + 1) % 4;
-            i += 8;
-        }
-        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let mut sum = sum8(s);
-        for (x, y) in a[i..n].iter().zip(&b[i..n]) {
-            sum += x * y;
-        }
-        sum
+        };
     }
 
-    /// [`dot_avx2`] of the difference with itself.
-    ///
-    /// # Safety
-    /// As [`dot_avx2`].
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn l2sq_avx2(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 32 <= n {
-            for (j, s) in acc.iter_mut().enumerate() {
-                // SAFETY: i + 8 j + 8 <= n: in bounds.
-                let (x, y) = unsafe {
-                    (
-                        _mm256_loadu_ps(pa.add(i + 8 * j)),
-                        _mm256_loadu_ps(pb.add(i + 8 * j)),
-                    )
-                };
-                let d = _mm256_sub_ps(x, y);
-                *s = _mm256_fmadd_ps(d, d, *s);
-            }
-            i += 32;
-        }
-        let mut j = 0;
-        while i + 8 <= n {
-            // SAFETY: i + 8 <= n: in bounds.
-            let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
+    avx2_sum!(
+        /// The inner product.
+        ///
+        /// # Safety
+        /// The CPU must have AVX2 and FMA; `a.len() == b.len()`.
+        dot_avx2,
+        |x, y, acc| _mm256_fmadd_ps(x, y, acc),
+        |x, y| x * y
+    );
+
+    avx2_sum!(
+        /// The squared Euclidean distance.
+        ///
+        /// # Safety
+        /// As [`dot_avx2`].
+        l2sq_avx2,
+        |x, y, acc| {
             let d = _mm256_sub_ps(x, y);
-            acc[j] = _mm256_fmadd_ps(d, d, acc[j]);
-            j = (j + 1) % 4;
-            i += 8;
-        }
-        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let mut sum = sum8(s);
-        for (x, y) in a[i..n].iter().zip(&b[i..n]) {
-            let d = x - y;
-            sum += d * d;
-        }
-        sum
-    }
+            _mm256_fmadd_ps(d, d, acc)
+        },
+        |x, y| (x - y) * (x - y)
+    );
 
     /// `sum(q[d] * code[d])`, 64 components per step: `vpdpbusd` multiplies unsigned by
     /// signed bytes, so the code is biased to `c + 128` (`c ^ 0x80`) and `bias = 128 *
