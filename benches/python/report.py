@@ -889,7 +889,10 @@ def distributed_section(results: dict) -> list[str]:
              f"{run['ray_init_s']:.1f} s, not counted below). Run started {run['started_utc']}, "
              f"{run.get('wall_seconds') or 0:.0f} s, 1-minute load average {load[0]:.2f} at its "
              f"start and {end[0]:.2f} at its end. Each time is the best of "
-             f"{run['config']['repeats']}; each ratio is against a reference measured in the same run.",
+             f"{run['config']['repeats']} runs"
+             + (f" (of ingest: of as many as fill {run['config']['min_seconds']:g} s, at most 15)"
+                if run["config"].get("min_seconds") else "")
+             + "; each ratio is against a reference measured in the same run.",
              ""]
     if run["config"].get("smoke"):
         lines += ["> **SMOKE RUN** (tiny sizes): not performance figures.", ""]

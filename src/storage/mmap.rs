@@ -29,7 +29,7 @@ use std::sync::Arc;
 const MIN_GROWTH_BYTES: u64 = 64 << 20;
 /// After this many appended bytes, a background `fdatasync` starts flushing them (see
 /// `MmapRows::early_flush`).
-const EARLY_FLUSH_BYTES: u64 = 4 << 20;
+const EARLY_FLUSH_BYTES: u64 = 1 << 20;
 
 /// The writer's side of a mapped `vectors.bin`.
 #[derive(Debug)]
