@@ -156,8 +156,9 @@ fn locked_message(path: &std::path::Path, holder: LockHolder) -> String {
              writing): close that handle first; read-only opens are refused while it is open"
         ),
         LockHolder::Readers => format!(
-            "database {path} is locked by readers (handles opened with read_only, in this or \
-             other processes): a writer can open it once every reader has closed"
+            "database {path} is locked by readers (a read-only handle, in this or another \
+             process, is opening or refreshing it; readers hold the lock only for that): try \
+             again in a moment"
         ),
     }
 }

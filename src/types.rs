@@ -119,11 +119,14 @@ pub struct OpenOptions {
     /// an existing one must have been created with the same name and dimension
     /// ([`crate::Error::EmbedderMismatch`] otherwise), so vectors of two models never mix.
     pub embedder: Option<EmbedderSpec>,
-    /// Open an existing database for reading only, under a shared lock that any number of
-    /// readers (in any processes) hold together and that keeps writers out (and is refused
-    /// while a writer holds the directory). Nothing on disk is created or changed: a missing
-    /// database, or one whose last writer did not close cleanly, is refused with an error
-    /// that says to open it once for writing. Every write returns [`crate::Error::ReadOnly`].
+    /// Open an existing database for reading only: any number of readers, in any processes,
+    /// each serving the last commit as of its open. The open is refused while a writer holds
+    /// the directory, and takes a shared lock that keeps writers out only while it reads; the
+    /// reader then holds a private copy of `metadata.db` in memory, and its rows mapped, so a
+    /// writer may open, commit and close beside it (`Database::reopened` reads the newer
+    /// commit). Nothing on disk is created or changed: a missing database, or one whose last
+    /// writer did not close cleanly, is refused with an error that says to open it once for
+    /// writing. Every write returns [`crate::Error::ReadOnly`].
     pub read_only: bool,
 }
 

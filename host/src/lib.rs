@@ -75,8 +75,9 @@ impl Sandbox {
 
     /// Opens (or creates) the database in `dir` inside a new sandbox. The host takes the
     /// directory's lock first: WASI has no file locks. With [`OpenOptions::read_only`] the
-    /// lock is the readers' shared one, the directory is neither created nor writable by the
-    /// guest (preopened read-only), and the guest opens the database read-only.
+    /// lock is the readers' shared one, held only while the guest opens (as natively), the
+    /// directory is neither created nor writable by the guest (preopened read-only), and the
+    /// guest opens the database read-only.
     pub fn open(&self, dir: impl AsRef<Path>, options: OpenOptions) -> Result<SandboxedDatabase> {
         let dir = dir.as_ref();
         if options.read_only {
@@ -96,14 +97,18 @@ impl Sandbox {
         guest_path: &str,
         options: OpenOptions,
     ) -> Result<SandboxedDatabase> {
-        let lock = if options.read_only {
+        let (live, lock) = if options.read_only {
             // The same refusals as natively, before a sandbox starts: no directory, no LOCK.
             srvdb::storage::fs::FsLocation::read_only(dir, options.storage)?;
-            DirLock::acquire_shared(dir)?
+            (
+                Self::start_reader(&self.runtime, dir, guest_path, &options)?,
+                None,
+            )
         } else {
-            DirLock::acquire(dir)?
+            let lock = DirLock::acquire(dir)?;
+            let live = Live::start(&self.runtime, dir, guest_path, &options)?;
+            (live, Some(lock))
         };
-        let live = Live::start(&self.runtime, dir, guest_path, &options)?;
         Ok(SandboxedDatabase {
             runtime: self.runtime.clone(),
             dir: dir.to_path_buf(),
@@ -113,6 +118,19 @@ impl Sandbox {
             directory_syncs: AtomicU64::new(1),
             _lock: lock,
         })
+    }
+
+    /// Opens a read-only guest under the readers' shared lock, released once the guest has
+    /// opened: as natively, the reader then serves its own copy of the commit it found, and
+    /// a writer may open beside it.
+    fn start_reader(
+        runtime: &Runtime,
+        dir: &Path,
+        guest_path: &str,
+        options: &OpenOptions,
+    ) -> Result<Live> {
+        let _opening = DirLock::acquire_shared(dir)?;
+        Live::start(runtime, dir, guest_path, options)
     }
 
     /// Loads the sentence-transformers model in `model_dir` inside a sandbox of its own, which
@@ -583,7 +601,8 @@ pub struct SandboxedDatabase {
     options: OpenOptions,
     slot: Mutex<Slot>,
     directory_syncs: AtomicU64,
-    _lock: DirLock,
+    /// The writer's lock, held while the handle lives; a reader holds none once open.
+    _lock: Option<DirLock>,
 }
 
 impl SandboxedDatabase {
@@ -649,7 +668,12 @@ impl SandboxedDatabase {
     /// A fresh instance with the database reopened at its last commit (`Live::start` syncs the
     /// directory after opening).
     fn restart(&self) -> Result<Slot> {
-        let live = Live::start(&self.runtime, &self.dir, GUEST_DB_DIR, &self.options)?;
+        let live = if self.options.read_only {
+            // At the newest commit, under the shared lock (refused while a writer is open).
+            Sandbox::start_reader(&self.runtime, &self.dir, GUEST_DB_DIR, &self.options)?
+        } else {
+            Live::start(&self.runtime, &self.dir, GUEST_DB_DIR, &self.options)?
+        };
         self.directory_syncs.fetch_add(1, Ordering::Relaxed);
         Ok(Slot::Running(Box::new(live)))
     }

@@ -1,10 +1,13 @@
-//! A read-only open through the sandbox: the host takes the directory's shared lock (WASI has
-//! no file locks) and preopens the directory read-only, so sandboxed readers sit beside native
-//! ones, exclude writers of either kind, answer as the native engine does, refuse writes with
-//! the same `ReadOnly` error, and change no byte of the directory.
+//! A read-only open through the sandbox: the host takes the directory's shared lock while the
+//! guest opens (WASI has no file locks) and preopens the directory read-only, so sandboxed
+//! readers sit beside native ones, keep answering from their commit while a writer commits
+//! beside them, refuse writers of either kind only while they open, answer as the native
+//! engine does, refuse writes with the same `ReadOnly` error, and change no byte of the
+//! directory.
 
 mod common;
 use common::component_config;
+use srvdb::storage::fs::DirLock;
 use srvdb::{Database, Error, LockHolder, OpenOptions, Store, Write};
 use srvdb_host::Sandbox;
 use std::collections::BTreeMap;
@@ -73,7 +76,42 @@ fn a_sandboxed_reader_shares_the_lock_and_writes_nothing() {
     assert_eq!(sandboxed_err.to_string(), native_err.to_string());
     assert!(matches!(sandboxed.compact(), Err(Error::ReadOnly { .. })));
 
-    // Writers of either kind are refused while they read, and name the readers.
+    assert_eq!(
+        listing(dir.path()),
+        before,
+        "a reader changed the directory"
+    );
+
+    // Readers hold the lock only while they open: a writer opens beside them, commits a row
+    // that would lead their query, and compacts; both readers still answer from their commit.
+    {
+        let writer = Database::open(dir.path(), OpenOptions::default()).expect("writer beside");
+        Store::add(&writer, &["d"], &[0.9, 0.1], &[]).expect("add");
+        writer.persist().expect("commit");
+        writer.compact().expect("compact");
+        for (name, db) in [("sandboxed", &sandboxed as &dyn Store), ("native", &native)] {
+            let hits = db.search(&q, 4).expect("search beside the writer");
+            let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+            assert_eq!(ids, ["a", "c", "b"], "{name} beside the writer");
+        }
+        writer.close().expect("close writer");
+    }
+    sandboxed.close().expect("close sandboxed reader");
+    drop(native);
+    let fresh = sandbox
+        .open(dir.path(), ro.clone())
+        .expect("sandboxed reader after the writer");
+    let ids: Vec<String> = fresh
+        .search(&q, 4)
+        .expect("search")
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(ids, ["d", "a", "c", "b"], "the new commit");
+
+    // While a reader opens it holds the shared lock: writers of either kind are refused then,
+    // and name the readers.
+    let opening = DirLock::acquire_shared(dir.path()).expect("shared lock");
     for err in [
         Database::open(dir.path(), OpenOptions::default()).expect_err("native writer"),
         sandbox
@@ -91,13 +129,8 @@ fn a_sandboxed_reader_shares_the_lock_and_writes_nothing() {
             "{err:?}"
         );
     }
-    sandboxed.close().expect("close sandboxed reader");
-    drop(native);
-    assert_eq!(
-        listing(dir.path()),
-        before,
-        "a reader changed the directory"
-    );
+    drop(opening);
+    fresh.close().expect("close");
 
     // A writer holds it: a sandboxed reader is refused, naming the writer.
     let writer = Database::open(dir.path(), OpenOptions::default()).expect("writer");

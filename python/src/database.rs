@@ -674,10 +674,10 @@ impl Database {
     }
 
     /// Read-only handles only: opens the database at ``path`` again and continues on it, so
-    /// the handle sees the newest commit there. While any reader is open no writer can open
-    /// the directory, so a newer commit appears only if the directory was replaced (a writer
-    /// built the next version elsewhere and renamed it over ``path``); otherwise the handle
-    /// goes on with the same commit. A writer's handle raises ``InvalidInputError``.
+    /// the handle sees the newest commit there (calls already running finish on the commit
+    /// they started on). Raises ``LockedError`` while a writer has the database open: a
+    /// writer's commits are read once it has closed. A writer's handle raises
+    /// ``InvalidInputError``.
     fn refresh(&self, py: Python<'_>) -> PyResult<()> {
         self.handle.refresh(py)
     }
@@ -807,9 +807,12 @@ impl Record {
 /// sandbox itself raises ``SandboxError``); a build or machine without it raises
 /// ``BackendUnavailableError``.
 ///
-/// ``read_only=True`` opens an existing database for reading only, under a lock that any
-/// number of read-only handles, in any processes, share: writes raise ``ReadOnlyError``,
-/// nothing on disk is created or changed, and ``refresh()`` reopens it. A database that is
+/// ``read_only=True`` opens an existing database for reading only: any number of read-only
+/// handles, in any processes, each serve the commit they opened (from a copy of its metadata
+/// in memory), while a writer may open, commit and close beside them; ``refresh()`` moves the
+/// handle to the newest commit. Writes raise ``ReadOnlyError`` and nothing on disk is
+/// created or changed. The open takes a shared lock only while it reads, and is refused
+/// while a writer is open. A database that is
 /// missing, or whose last writer did not close cleanly, raises ``ReadOnlyError`` saying to open
 /// it once for writing.
 ///

@@ -328,9 +328,9 @@ class Database:
     def read_only(self) -> bool:
         """True when opened with ``read_only=True``."""
     def refresh(self) -> None:
-        """Read-only handles: opens the database at ``path`` again and continues on it (a
-        writer's handle raises ``InvalidInputError``). No writer can open the directory while
-        readers hold it, so a newer commit appears only if the directory was replaced."""
+        """Read-only handles: opens the database at ``path`` again and continues on it, at the
+        newest commit (a writer's handle raises ``InvalidInputError``). Raises ``LockedError``
+        while a writer has the database open: refresh once it has closed."""
     def _search_timings(self, query: _Vector, k: SupportsIndex = 10, iterations: int = 100) -> list[float]: ...
     def _coalesce_stats(self) -> Optional[tuple[int, int]]: ...
     @staticmethod

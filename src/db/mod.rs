@@ -196,8 +196,12 @@ impl Database {
         let dir = path.as_ref();
         if options.read_only {
             let location = FsLocation::read_only(dir, options.storage)?;
-            let lock = DirLock::acquire_shared(dir)?;
-            return Self::open_in(Arc::new(location), options, Some(lock));
+            // Held only while the reader opens: it then serves the commit it found from
+            // memory (ids, and its copy of `metadata.db`) and from rows no writer rewrites
+            // (`vectors.bin` is append-only below its committed rows; a compaction writes a
+            // new file), so a writer may open, commit and close while it serves.
+            let _opening = DirLock::acquire_shared(dir)?;
+            return Self::open_in(Arc::new(location), options, None);
         }
         let location = FsLocation::new(dir, options.storage)?;
         let lock = DirLock::acquire(dir)?;
@@ -209,15 +213,13 @@ impl Database {
         self.options.read_only
     }
 
-    /// A read-only handle on the database at `path` as it is now: opens it again (beside
-    /// this handle, whose shared lock it joins) with this handle's options. Replace this
-    /// handle with the result to follow the newest commit.
+    /// A read-only handle on the database at `path` as it is now: opens it again with this
+    /// handle's options, so it holds the newest commit (this handle keeps serving its own).
+    /// Replace this handle with the result to follow the writer.
     ///
-    /// While any reader is open no writer can open the directory, so a commit newer than this
-    /// handle's can only be found at `path` if the directory was replaced (a writer built the
-    /// new version elsewhere and renamed it over `path`); otherwise the new handle holds the
-    /// same commit as this one. Only for read-only handles: a writer has nothing newer to
-    /// read, and is [`Error::InvalidInput`].
+    /// A writer that is open now is [`Error::Locked`] (`holder` writer), as for any read-only
+    /// open: its commits are read once it has closed. Only for read-only handles: a writer
+    /// has nothing newer to read, and is [`Error::InvalidInput`].
     pub fn reopened(&self) -> Result<Self> {
         if !self.options.read_only {
             return Err(Error::invalid(

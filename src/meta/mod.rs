@@ -163,9 +163,80 @@ fn check_not_blank(file: &dyn ByteFile, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A reader's private copy of `metadata.db`, read whole while the reader holds the directory's
+/// shared lock. A reader keeps no lock once open (so a writer may come, commit and go while
+/// it serves), and redb's writer rewrites freed pages in place: reading the live file later
+/// could mix two commits. The copy stays the commit the reader opened until `refresh`.
+#[derive(Debug)]
+struct FrozenFile {
+    bytes: Vec<u8>,
+}
+
+impl FrozenFile {
+    /// Reads all of `file` (`path` for errors).
+    fn read_whole(file: &dyn ByteFile, path: &Path) -> Result<Self> {
+        let ctx = || Error::io_ctx(format!("reading {}", path.display()));
+        let len = file.len().map_err(ctx())?;
+        let len = usize::try_from(len).map_err(|_| {
+            Error::corrupt(
+                path,
+                format!("{len} bytes: larger than this platform can hold"),
+            )
+        })?;
+        let mut bytes = vec![0u8; len];
+        file.read_at(0, &mut bytes).map_err(ctx())?;
+        Ok(FrozenFile { bytes })
+    }
+
+    fn refused() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "a read-only handle's copy of metadata.db is never written",
+        )
+    }
+}
+
+impl ByteFile for FrozenFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.bytes.len() as u64)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        match start
+            .checked_add(buf.len())
+            .and_then(|end| self.bytes.get(start..end))
+        {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "read of {} bytes at {offset} past the end of metadata.db ({} bytes)",
+                    buf.len(),
+                    self.bytes.len()
+                ),
+            )),
+        }
+    }
+    fn write_at(&self, _offset: u64, _data: &[u8]) -> io::Result<()> {
+        Err(Self::refused())
+    }
+    fn set_len(&self, _len: u64) -> io::Result<()> {
+        Err(Self::refused())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        Err(Self::refused())
+    }
+}
+
 /// Opens the existing `metadata.db` of `loc` with redb's read-only open, which writes nothing
 /// and refuses a store that needs repair (its last writer did not close cleanly): that is
 /// [`Error::ReadOnly`], saying to open the database once for writing. Missing is the same.
+///
+/// redb reads a private copy of the file made now ([`FrozenFile`]): the caller holds the
+/// directory's shared lock while this runs, and none once the handle is open.
 pub fn open_redb_read_only(loc: &dyn Location) -> Result<redb::ReadOnlyDatabase> {
     let path = loc.path_of(names::METADATA);
     let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
@@ -180,7 +251,9 @@ pub fn open_redb_read_only(loc: &dyn Location) -> Result<redb::ReadOnlyDatabase>
         });
     };
     check_not_blank(file.as_ref(), &path)?;
-    let open = || redb::Database::builder().open_read_only_with_backend(RedbFile::new(file));
+    let frozen: Arc<dyn ByteFile> = Arc::new(FrozenFile::read_whole(file.as_ref(), &path)?);
+    drop(file);
+    let open = || redb::Database::builder().open_read_only_with_backend(RedbFile::new(frozen));
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(redb::DatabaseError::RepairAborted)) => Err(Error::ReadOnly {

@@ -11,6 +11,8 @@
 //! maps, appends, syncs or closes: after mapping (open, and every remap as the file grows),
 //! before each append, before each `sync` (so a commit never records rows that are gone), and
 //! at close, where it only ever shrinks the file (never re-extends a truncated one with zeros).
+//! A SrvDB writer beside a read-only handle (in another process) is not such a case: it only
+//! grows the file, or cuts it back to its own committed rows, which include the reader's.
 //! A shorter file is [`Error::Corrupt`], which poisons the handle; reopening reports the lost
 //! committed rows. Readers check too: `search`, `search_batch` and `get` call
 //! [`RowView::check_backed`] (one `fstat`) before they read a view. **The limit:** a truncation
@@ -103,8 +105,10 @@ impl MmapRows {
             .map_err(|_| Error::invalid("vectors.bin is larger than this platform can map"))?;
         // SAFETY: the mapping is read-only and covers bytes this process only appends past:
         // rows below `self.rows` are never rewritten (append-only), this process never
-        // truncates the file while it is mapped (see module docs), and other SrvDB writers are
-        // kept out by the directory lock. A foreign process writing or truncating the file is
+        // truncates the file while it is mapped (see module docs), and a SrvDB writer in
+        // another process (beside a read-only handle, which holds no lock once open) only
+        // appends past its committed rows and cuts only past them, never below this handle's
+        // committed rows; a compaction renames a new file in. A foreign process writing or truncating the file is
         // outside what any mmap can defend against: `check_len` below catches a truncation
         // that happened before it runs; one after it is the documented limit (module docs).
         let map = self
