@@ -294,3 +294,34 @@ def test_read_only_open_creates_nothing(backend, tmp_path):
     assert _listing(empty) == {}
     with pytest.raises(srvdb.InvalidInputError):
         srvdb.open(":memory:", read_only=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_keep_the_lock(tmp_path):
+    """A child forked while a writer is open (multiprocessing's fork start method, servers
+    that fork workers) does not keep the directory locked once the parent closes it."""
+    import warnings
+
+    path = tmp_path / "db"
+    _write(path)
+    db = srvdb.open(path)
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads running
+        pid = os.fork()
+    if pid == 0:  # the child: wait until the parent says so, touching nothing
+        os.close(write_end)
+        os.read(read_end, 1)
+        os._exit(0)
+    os.close(read_end)
+    try:
+        db.close()
+        with srvdb.open(path) as again:  # the child still lives
+            assert len(again) == ROWS
+        with srvdb.open(path, read_only=True) as reader:
+            assert len(reader) == ROWS
+    finally:
+        os.write(write_end, b"x")
+        os.close(write_end)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

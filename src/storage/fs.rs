@@ -178,9 +178,84 @@ pub fn still_mapped(e: &io::Error) -> bool {
 /// database directory would otherwise make the host create or lock a file outside it (and the
 /// sandboxed host runs with more rights than its guest). Such a link is reported as
 /// [`Error::Corrupt`] naming it.
+///
+/// A child made by `fork` (Python's `multiprocessing` and `os.fork`, servers that fork
+/// workers) would share the lock through its copy of the descriptor, and keep it held after
+/// this process closes the database; the child's copy is replaced by `/dev/null` right after
+/// the fork ([`fork_guard`]), so the lock stays this process's alone.
 #[derive(Debug)]
 pub struct DirLock {
+    // Dropped first: a descriptor is unlisted before it is closed, so a fork in between never
+    // redirects a number the parent has reused for another file.
+    #[cfg(unix)]
+    _fork_guard: Option<fork_guard::Registered>,
     _file: Option<File>,
+}
+
+/// Keeps `fork` children from holding this process's directory locks: each held `LOCK`
+/// descriptor is listed in a fixed table of atomics, and a `pthread_atfork` child handler
+/// points every listed descriptor of the child at `/dev/null` (`dup2`, which drops the child's
+/// reference to the locked file and leaves the number valid for the child's later `close`).
+/// Only async-signal-safe calls run in the child, and no lock is taken there. More than
+/// [`SLOTS`](fork_guard) locks held at once leave the rest unguarded (each still works).
+#[cfg(unix)]
+mod fork_guard {
+    use std::os::fd::RawFd;
+    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::sync::Once;
+
+    const SLOTS: usize = 256;
+    const FREE: RawFd = -1;
+    static HELD: [AtomicI32; SLOTS] = [const { AtomicI32::new(FREE) }; SLOTS];
+    static INSTALL: Once = Once::new();
+
+    extern "C" fn in_child() {
+        // SAFETY: runs in the child right after fork, on its only thread; `open`, `dup2` and
+        // `close` are async-signal-safe, the path is a NUL-terminated literal, and each listed
+        // descriptor was open in the parent at the fork, so it is open in the child too.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            for slot in &HELD {
+                let fd = slot.load(Ordering::Relaxed);
+                if fd != FREE {
+                    if null >= 0 {
+                        libc::dup2(null, fd);
+                    }
+                    slot.store(FREE, Ordering::Relaxed);
+                }
+            }
+            if null >= 0 {
+                libc::close(null);
+            }
+        }
+    }
+
+    /// A descriptor listed until this is dropped (before the descriptor is closed).
+    #[derive(Debug)]
+    pub(super) struct Registered(usize);
+
+    impl Drop for Registered {
+        fn drop(&mut self) {
+            HELD[self.0].store(FREE, Ordering::Release);
+        }
+    }
+
+    /// Lists `fd`; `None` when the table is full.
+    pub(super) fn register(fd: RawFd) -> Option<Registered> {
+        INSTALL.call_once(|| {
+            // SAFETY: registers a plain function with no captured state; it runs only in
+            // children (see `in_child`). A failure leaves children unguarded, as before.
+            unsafe {
+                libc::pthread_atfork(None, None, Some(in_child));
+            }
+        });
+        (0..SLOTS).find_map(|i| {
+            HELD[i]
+                .compare_exchange(FREE, fd, Ordering::AcqRel, Ordering::Relaxed)
+                .ok()
+                .map(|_| Registered(i))
+        })
+    }
 }
 
 impl DirLock {
@@ -209,7 +284,11 @@ impl DirLock {
                 file.try_lock_shared()
             };
             match taken {
-                Ok(()) => Ok(DirLock { _file: Some(file) }),
+                Ok(()) => Ok(DirLock {
+                    #[cfg(unix)]
+                    _fork_guard: fork_guard::register(std::os::fd::AsRawFd::as_raw_fd(&file)),
+                    _file: Some(file),
+                }),
                 Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
                     path: dir.to_path_buf(),
                     // A reader is refused only by a writer.
@@ -227,7 +306,11 @@ impl DirLock {
         #[cfg(target_arch = "wasm32")]
         {
             let _ = (dir, writer);
-            Ok(DirLock { _file: None })
+            Ok(DirLock {
+                _file: None,
+                #[cfg(unix)]
+                _fork_guard: None,
+            })
         }
     }
 }
