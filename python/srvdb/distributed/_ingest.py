@@ -431,6 +431,19 @@ class _ShardWriter:
             self._queued.popleft().result()
         self._queued.append(self._thread.submit(self._add, ids, vectors, metadatas, documents))
 
+    def add_rows(self, rows: np.ndarray, ids, vectors, metadatas, documents) -> None:
+        """As :meth:`add`, for rows ``rows`` (positions, in order) of the batch given."""
+        while len(self._queued) >= _QUEUED_ADDS:
+            self._queued.popleft().result()
+        self._queued.append(self._thread.submit(self._add_rows, rows, ids, vectors, metadatas,
+                                                documents))
+
+    def _add_rows(self, rows, ids, vectors, metadatas, documents) -> None:
+        positions = rows.tolist()
+        self._add([ids[i] for i in positions], vectors[rows],
+                  [metadatas[i] for i in positions] if metadatas is not None else None,
+                  [documents[i] for i in positions] if documents is not None else None)
+
     def _add(self, ids, vectors, metadatas, documents) -> None:
         try:
             self._db.add(ids, vectors, metadatas, documents, progress=False)
@@ -479,9 +492,10 @@ def _write(pipeline, batch_size: int, columns: _Columns, writers: list[_ShardWri
     """Streams ``pipeline``'s batches here, checks each and hands every shard its rows; returns
     the vectors' dimension (None for an empty dataset).
 
-    Per batch the work here is one hash per id and NumPy over the whole batch: the rows are
-    reordered by shard once (a stable sort, so each shard keeps batch order), and each shard
-    gets a contiguous slice of that, in one ``add`` on its writer thread."""
+    Per batch the work here is one hash per id and one stable sort of the shard numbers (so
+    each shard keeps batch order); each shard's writer thread gathers its rows from the batch
+    (NumPy copies them without the GIL, beside the driver's next batch) and adds them in one
+    ``add``."""
     dim: Optional[int] = None
     shards = len(writers)
     for batch in _batches(pipeline, batch_size, columns.id):
@@ -507,17 +521,12 @@ def _write(pipeline, batch_size: int, columns: _Columns, writers: list[_ShardWri
         owner = shard_numbers(ids, shards)
         order = np.argsort(owner, kind="stable")
         ends = np.cumsum(np.bincount(owner, minlength=shards)).tolist()
-        positions = order.tolist()
-        ids = [ids[i] for i in positions]
-        vectors = vectors[order]
-        metas = [metas[i] for i in positions] if metas is not None else None
-        docs = [docs[i] for i in positions] if docs is not None else None
         start = 0
         for shard, end in enumerate(ends):
             if end > start:
-                writers[shard].add(ids[start:end], vectors[start:end],
-                                   metas[start:end] if metas is not None else None,
-                                   docs[start:end] if docs is not None else None)
+                # The shard's rows are gathered on its writer thread (NumPy copies without the
+                # GIL), not here: the driver only routes.
+                writers[shard].add_rows(order[start:end], ids, vectors, metas, docs)
             start = end
     return dim
 
