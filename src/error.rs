@@ -62,7 +62,8 @@ pub enum Error {
         reason: String,
     },
     /// Another process (or another handle in this process) holds the database's lock: a
-    /// writer, which keeps everyone else out, or readers, which keep writers out.
+    /// writer, which keeps everyone else out, or a reader that is opening it, which keeps
+    /// writers out for that moment.
     #[error("{}", locked_message(path, *.holder))]
     Locked {
         /// The database directory.

@@ -201,8 +201,8 @@ impl Handle {
         self.options.read_only
     }
 
-    /// A read-only handle's `refresh`: opens the database at its path again (the new engine
-    /// joins the readers' shared lock before the old one leaves it) and swaps it in; calls
+    /// A read-only handle's `refresh`: opens the database at its path again (at its newest
+    /// commit; refused while a writer is open) and swaps it in; calls
     /// already running finish on the old engine. Text databases keep their loaded model.
     pub(crate) fn refresh(&self, py: Python<'_>) -> PyResult<()> {
         if !self.options.read_only {

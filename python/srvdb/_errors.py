@@ -91,7 +91,8 @@ class CorruptError(Error):
 
 class LockedError(Error):
     """Another handle (in this process or another) holds the database's lock: a writer, which
-    keeps every other handle out, or readers (``read_only=True``), which keep writers out."""
+    keeps every other handle out, or a reader (``read_only=True``) that is opening it, which
+    keeps writers out for that moment."""
 
     #: The database directory.
     path: Optional[str] = None

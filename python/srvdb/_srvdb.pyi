@@ -52,10 +52,12 @@ def open(
 ) -> Database:
     """Opens (creating if needed) the SrvDB database in directory ``path``.
 
-    ``read_only=True`` opens an existing database for reading only, under a lock any number of
-    read-only handles in any processes share: writes raise ``ReadOnlyError``, nothing on disk
-    is created or changed. Writers are refused while readers hold it, and readers while a
-    writer does (``LockedError``, whose ``holder`` is ``"writer"`` or ``"readers"``).
+    ``read_only=True`` opens an existing database for reading only: any number of read-only
+    handles, in any processes, each serve the commit they opened while one writer may open,
+    commit and close beside them (``refresh()`` moves to the newest commit); writes raise
+    ``ReadOnlyError``, nothing on disk is created or changed. Readers are refused while a
+    writer is open, and writers while a reader opens (``LockedError``, whose ``holder`` is
+    ``"writer"`` or ``"readers"``).
 
     ``embedder`` (``"all-MiniLM-L6-v2"`` or a sentence-transformers folder path) makes it a
     text database: ``add(ids, documents=...)`` and ``query(texts)``. A new database records the

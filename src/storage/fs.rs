@@ -168,7 +168,7 @@ pub fn still_mapped(e: &io::Error) -> bool {
 }
 
 /// The directory's lock: exclusive for a writer, which keeps every other handle out, or shared
-/// among read-only handles, which keep writers out. Held on the `LOCK` file with `flock`-style
+/// among read-only handles while they open, which keeps writers out meanwhile. Held on the `LOCK` file with `flock`-style
 /// locks (std's `File::try_lock` / `try_lock_shared`), which belong to one open file, so two
 /// handles in one process exclude each other as two processes do. Released when dropped. On
 /// wasm32 there are no file locks: the host locks the directory before it preopens it to the
