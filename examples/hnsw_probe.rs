@@ -14,6 +14,9 @@
 //! `HNSW_PROBE_REPEATS` the passes (default 9; each pass runs every setting once, and the
 //! median pass is reported, the fastest in brackets),
 //! `HNSW_PROBE_EXACT=0` skips the exact scan, `HNSW_PROBE_DUMP=<file>` writes the links.
+//! `HNSW_PROBE_ROWS=huge` (Linux) makes the searches read a copy of the rows in memory aligned
+//! to 2 MiB and advised for transparent huge pages (`madvise(MADV_HUGEPAGE)`), to measure what
+//! the row store's pages cost a traversal: each scored row is a TLB miss on 4 KiB pages.
 
 use srvdb::distance::Kernels;
 use srvdb::format::RowLayout;
@@ -24,7 +27,7 @@ use srvdb::index::{Index, Queries, ScanSet};
 use srvdb::quant::codes::CodeTable;
 use srvdb::quant::{Codebook, HnswParams, Quantization};
 use srvdb::storage::cached::CachedRows;
-use srvdb::storage::RowStore;
+use srvdb::storage::{RowStore, RowView};
 use srvdb::Metric;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -159,8 +162,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let truth: Vec<&[i32]> = gt.data.chunks_exact(gt.cols).map(|g| &g[..K]).collect();
+    // `HNSW_PROBE_ROWS=huge`: the searches read a copy of the rows in 2 MiB pages.
+    let huge = match std::env::var("HNSW_PROBE_ROWS").as_deref() {
+        Ok("huge") => Some(HugePageRows::copy(rows.as_ref())?),
+        _ => None,
+    };
+    let searched: &dyn RowView = match &huge {
+        Some(h) => h,
+        None => rows.as_ref(),
+    };
+    println!(
+        "searches read {} (row 0 at {} mod 64 bytes)",
+        if huge.is_some() {
+            "a copy of the rows in transparent huge pages"
+        } else {
+            "the store's rows"
+        },
+        searched.row(0).map_or(0, |r| r.as_ptr() as usize % 64)
+    );
     let set = ScanSet {
-        rows: rows.as_ref(),
+        rows: searched,
         tombstones: &[],
     };
     let single = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
@@ -272,4 +293,93 @@ fn median(passes: &mut [(f64, f64)]) -> (f64, f64) {
         .get(passes.len() / 2)
         .copied()
         .unwrap_or((f64::NAN, f64::NAN))
+}
+
+/// A copy of a view's rows in one allocation aligned to 2 MiB and, on Linux, advised for
+/// transparent huge pages before it is written (so the kernel backs it with 2 MiB pages
+/// where it can).
+struct HugePageRows {
+    layout: RowLayout,
+    rows: u64,
+    data: *mut f32,
+    alloc: std::alloc::Layout,
+}
+
+// SAFETY: the copy is written once, in `copy`, before the value is shared; afterwards it is
+// only read, through `&self`, so sharing it between threads is as safe as sharing a `&[f32]`.
+unsafe impl Send for HugePageRows {}
+// SAFETY: as for `Send`: no interior mutability after construction.
+unsafe impl Sync for HugePageRows {}
+
+impl HugePageRows {
+    const ALIGN: usize = 2 << 20;
+
+    fn copy(view: &dyn RowView) -> Result<Self, Box<dyn std::error::Error>> {
+        let layout = view.layout();
+        let rows = view.rows();
+        let floats = rows as usize * layout.stride_f32;
+        let size = (floats * 4).next_multiple_of(Self::ALIGN).max(Self::ALIGN);
+        let alloc = std::alloc::Layout::from_size_align(size, Self::ALIGN)?;
+        // SAFETY: `alloc` has a non-zero size.
+        let data = unsafe { std::alloc::alloc(alloc) }.cast::<f32>();
+        if data.is_null() {
+            return Err("could not allocate the copy of the rows".into());
+        }
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: `data..data + size` is the allocation just made, which nothing else
+            // uses yet; the advice changes how it is backed, not its contents.
+            let advised = unsafe { libc::madvise(data.cast(), size, libc::MADV_HUGEPAGE) };
+            if advised != 0 {
+                eprintln!("madvise(MADV_HUGEPAGE) failed: the copy may be in 4 KiB pages");
+            }
+        }
+        // SAFETY: `data` holds `size >= floats * 4` bytes, aligned for f32, owned here; every
+        // float is written below before any is read.
+        let out = unsafe { std::slice::from_raw_parts_mut(data, floats) };
+        for (r, dst) in out.chunks_exact_mut(layout.stride_f32).enumerate() {
+            dst.copy_from_slice(view.row(r as u64).ok_or("row missing")?);
+        }
+        Ok(HugePageRows {
+            layout,
+            rows,
+            data,
+            alloc,
+        })
+    }
+
+    fn all(&self) -> &[f32] {
+        // SAFETY: `copy` wrote all `rows * stride_f32` floats, and the allocation lives as
+        // long as `self`; nothing writes it after `copy`.
+        unsafe {
+            std::slice::from_raw_parts(self.data, self.rows as usize * self.layout.stride_f32)
+        }
+    }
+}
+
+impl Drop for HugePageRows {
+    fn drop(&mut self) {
+        // SAFETY: `data` was allocated in `copy` with `alloc`, and is freed once, here.
+        unsafe { std::alloc::dealloc(self.data.cast(), self.alloc) };
+    }
+}
+
+impl RowView for HugePageRows {
+    fn layout(&self) -> RowLayout {
+        self.layout
+    }
+    fn rows(&self) -> u64 {
+        self.rows
+    }
+    fn segment_count(&self) -> usize {
+        1
+    }
+    fn segment(&self, _i: usize) -> (u64, &[f32]) {
+        (0, self.all())
+    }
+    fn row(&self, row: u64) -> Option<&[f32]> {
+        let stride = self.layout.stride_f32;
+        let at = usize::try_from(row).ok()?.checked_mul(stride)?;
+        self.all().get(at..at + stride)
+    }
 }
