@@ -135,19 +135,29 @@ impl Builder<'_> {
             return Err(e);
         }
         near.sort_unstable_by(|a, b| b.cmp(a));
-        for n in near {
-            if self.link_to(n.node, node)? {
-                changed.push(n.node);
-                return Ok(());
+        // First into the nearest list with room: an appended link cuts nothing off. Only
+        // when every list found is full is a link replaced, which can cut off a node whose
+        // other in-links come from nodes only it leads to; the next walk then re-links that
+        // one. Replacing first (the nearest list, full or not) made walks cut off and
+        // re-link the same groups in turn: on 3,000 rows, nine in ten copies of 3 vectors,
+        // the walks missed 8, 11, 8, 11 ... nodes until they gave up, in about one build in
+        // ten.
+        for replace in [false, true] {
+            for n in &near {
+                if self.link_to(n.node, node, replace)? {
+                    changed.push(n.node);
+                    return Ok(());
+                }
             }
         }
         Ok(())
     }
 
-    /// Adds `node` to `to`'s bottom-layer list: appended when there is room, else in place
-    /// of the link farthest from `to` among those to nodes with another in-link (so no node
-    /// loses its only one). False when every link is some node's only in-link.
-    fn link_to(&self, to: u32, node: u32) -> Result<bool> {
+    /// Adds `node` to `to`'s bottom-layer list: appended when there is room, else (when
+    /// `replace`) in place of the link farthest from `to` among those to nodes with another
+    /// in-link (so no node loses its only one). False when the list is full and `replace`
+    /// is not set, or every link is some node's only in-link.
+    fn link_to(&self, to: u32, node: u32, replace: bool) -> Result<bool> {
         let _l = lock(&self.graph.locks[to as usize % LOCK_STRIPES]);
         let mut list = Vec::new();
         self.links.get(to, 0, &mut list);
@@ -158,6 +168,9 @@ impl Builder<'_> {
             list.push(node);
             self.links.set(to, 0, &list);
             return Ok(true);
+        }
+        if !replace {
+            return Ok(false);
         }
         let base = self.row(to)?;
         let mut farthest: Option<(f32, usize)> = None;

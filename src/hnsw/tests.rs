@@ -858,3 +858,18 @@ fn every_row_of_uniform_data_has_its_links_and_finds_itself() {
         );
     }
 }
+
+/// Twenty parallel builds of rows that are nearly all copies of 3 vectors (ties everywhere:
+/// the build leaves all but a few dozen nodes without an in-link, and the repair re-links
+/// them): every node reachable after each. A repair that replaced links before using free
+/// slots cut off and re-linked the same groups in turn until it gave up, in one of the
+/// first ten builds in each of three runs of this loop.
+#[test]
+fn repeated_parallel_builds_of_near_copies_reach_every_node() {
+    let data = duplicate_heavy(3000, 8, 3, 9, 3);
+    for round in 0..20 {
+        let graph = Graph::new(params(), 3);
+        let ctx = format!("build {round}");
+        insert_checking_reachability(&graph, &data, Metric::L2, &[3000], &ctx);
+    }
+}
