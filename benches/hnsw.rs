@@ -15,6 +15,9 @@
 //! other would put the drift into the ratios) and prints per case: p50 and p99, QPS on one
 //! thread of queries, its ratio to the exact scan's, and recall@10. Criterion then runs the
 //! exact scan and each ef; `cargo bench --bench hnsw -- nomatch` prints the summary only.
+//! Then, at the default ef, filtered searches (1%, 10% and 50% of the rows match) against the
+//! exact filtered scan, and last, after deleting 30% of the rows from a fresh f32 graph, the
+//! search over the survivors against the exact scan (recall against the exact scan's answer).
 //! Under `cargo test` the set shrinks to 2 000 synthetic rows and a few queries.
 
 mod common;
@@ -25,7 +28,7 @@ mod native {
     use criterion::{BenchmarkId, Criterion, SamplingMode};
     use srvdb::quant::{HnswParams, IndexSpec, Quantization};
     use srvdb::testing::Rng;
-    use srvdb::{Database, Metric, OpenOptions, Query, SearchHit, Store};
+    use srvdb::{Database, Delete, Filter, Metadata, Metric, OpenOptions, Query, SearchHit, Store};
     use std::hint::black_box;
     use std::time::{Duration, Instant};
 
@@ -143,7 +146,8 @@ mod native {
         out
     }
 
-    /// A cosine database holding `base` under ids "0", "1", ... (the row numbers).
+    /// A cosine database holding `base` under ids "0", "1", ... (the row numbers), each with
+    /// metadata `{"b": row % 100}`.
     fn database(base: &[f32], dim: usize) -> (Database, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Database::open(
@@ -156,7 +160,11 @@ mod native {
         for at in (0..rows).step_by(step) {
             let n = step.min(rows - at);
             let ids: Vec<String> = (at..at + n).map(|i| i.to_string()).collect();
-            db.add(&ids, &base[at * dim..(at + n) * dim], &[])
+            // `b`: the row number modulo 100, for filters of 1%, 10% and 50% selectivity.
+            let metas: Vec<Option<Metadata>> = (at..at + n)
+                .map(|i| Some(Metadata::from_text(format!("{{\"b\": {}}}", i % 100))))
+                .collect();
+            db.add(&ids, &base[at * dim..(at + n) * dim], &metas)
                 .expect("add");
         }
         db.persist().expect("persist");
@@ -385,6 +393,78 @@ mod native {
         }
     }
 
+    /// The graph against the exact scan on one request shape, interleaved query by query over
+    /// `passes` passes, optionally filtered: (graph QPS / exact QPS, the graph's recall@K
+    /// against the exact scan's answer to the same request).
+    fn against_exact(set: &Set, passes: usize, filter: Option<&Filter>) -> (f64, f64) {
+        fn request<'a>(q: &'a [f32], filter: Option<&'a Filter>) -> Query<'a> {
+            match filter {
+                Some(f) => Query::one(q, K).filter(f),
+                None => Query::one(q, K),
+            }
+        }
+        let iters = set.query_count() * passes;
+        let (mut graph_s, mut exact_s, mut recall) = (0.0, 0.0, 0.0);
+        for i in 0..iters {
+            let q = black_box(set.query(i));
+            let start = Instant::now();
+            let exact = set
+                .db
+                .query(&request(q, filter).exact(true))
+                .expect("exact search");
+            exact_s += start.elapsed().as_secs_f64();
+            let start = Instant::now();
+            let graph = set.db.query(&request(q, filter)).expect("graph search");
+            graph_s += start.elapsed().as_secs_f64();
+            let truth: Vec<usize> = exact[0]
+                .iter()
+                .map(|h| h.id.parse().expect("row-number id"))
+                .collect();
+            recall += common::recall_of(&truth, &graph[0]);
+        }
+        (exact_s / graph_s, recall / iters as f64)
+    }
+
+    /// Issue 17's filtered and deleted-rows targets at the default ef: filters matching 1%,
+    /// 10% and 50% of the rows, then (changing the set: run last) 30% of the rows deleted.
+    fn filtered_and_deleted(set: &Set, q: Option<Quantization>, passes: usize, delete: bool) {
+        println!(
+            "\n{} ({} rows), hnsw {} traversal at the default ef, against the exact scan of \
+             the same request (interleaved, {} queries x {passes}):",
+            set.name,
+            set.rows,
+            traversal_name(q),
+            set.query_count()
+        );
+        println!("{:>24} | {:>10} {:>9}", "request", "x exact", "recall");
+        for pct in [1, 10, 50] {
+            let filter = Filter::parse(Some(&format!("{{\"b\": {{\"$lt\": {pct}}}}}")), None)
+                .expect("filter");
+            let (speed, recall) = against_exact(set, passes, Some(&filter));
+            println!(
+                "{:>24} | {speed:>10.2} {recall:>9.4}",
+                format!("filter {pct}% of rows")
+            );
+        }
+        if delete {
+            let gone: Vec<String> = (0..set.rows)
+                .filter(|i| i % 10 < 3)
+                .map(|i| i.to_string())
+                .collect();
+            let start = Instant::now();
+            set.db
+                .remove(&Delete::ids(&srvdb::store::str_refs(&gone)))
+                .expect("delete");
+            set.db.persist().expect("commit the deletes");
+            let secs = start.elapsed().as_secs_f64();
+            let (speed, recall) = against_exact(set, passes, None);
+            println!(
+                "{:>24} | {speed:>10.2} {recall:>9.4}   (deleted and committed in {secs:.2} s)",
+                format!("{} rows deleted (30%)", gone.len())
+            );
+        }
+    }
+
     pub fn main() {
         let full = common::bench_mode();
         let set = make_set(full);
@@ -397,6 +477,11 @@ mod native {
             }
             bench(&mut c, &set, q);
             summary(&set, q, if full { 3 } else { 1 });
+            filtered_and_deleted(&set, q, if full { 3 } else { 1 }, false);
+        }
+        // Deleting changes the set, so last, on the f32 graph built again.
+        if create(&set, None) {
+            filtered_and_deleted(&set, None, if full { 3 } else { 1 }, true);
         }
         c.final_summary();
     }
