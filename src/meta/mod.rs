@@ -163,6 +163,9 @@ fn check_not_blank(file: &dyn ByteFile, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// redb's page cache for a read-only handle, whose store is a copy in memory.
+const READER_CACHE_BYTES: usize = 4 << 20;
+
 /// A reader's private copy of `metadata.db`, read whole while the reader holds the directory's
 /// shared lock. A reader keeps no lock once open (so a writer may come, commit and go while
 /// it serves), and redb's writer rewrites freed pages in place: reading the live file later
@@ -253,7 +256,13 @@ pub fn open_redb_read_only(loc: &dyn Location) -> Result<redb::ReadOnlyDatabase>
     check_not_blank(file.as_ref(), &path)?;
     let frozen: Arc<dyn ByteFile> = Arc::new(FrozenFile::read_whole(file.as_ref(), &path)?);
     drop(file);
-    let open = || redb::Database::builder().open_read_only_with_backend(RedbFile::new(frozen));
+    // The copy is in memory already: redb's page cache (1 GiB by default) would only copy
+    // the pages read a second time.
+    let open = || {
+        redb::Database::builder()
+            .set_cache_size(READER_CACHE_BYTES)
+            .open_read_only_with_backend(RedbFile::new(frozen))
+    };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(redb::DatabaseError::RepairAborted)) => Err(Error::ReadOnly {
