@@ -92,14 +92,22 @@ fn assert_sees(db: &Database, data: &[f32], context: &str) {
         let meta = record.metadata.expect("metadata");
         assert_eq!(meta.as_str(), format!("{{\"n\": {i}}}"), "{context}: {id}");
     }
-    let mut rng = Rng::new(seed() ^ 0x5eed);
+    assert_top10(db, &reference, &mut Rng::new(seed() ^ 0x5eed), context);
+}
+
+/// The top 10 of five random queries (from `rng`) by the exact scan, against brute force over
+/// `reference`.
+fn assert_top10(db: &Database, reference: &[(String, Vec<f32>)], rng: &mut Rng, context: &str) {
     for q in 0..5 {
         let query = rng.vectors(1, DIM);
-        let hits = db.search(&query, 10).expect("search");
+        let hits = db
+            .query(&srvdb::Query::one(&query, 10).exact(true))
+            .expect("search")
+            .remove(0);
         assert_topk(
             Metric::Cosine,
             &query,
-            &reference,
+            reference,
             &hits,
             10,
             1e-4,
@@ -340,22 +348,7 @@ fn readers_keep_their_commit_while_a_writer_commits_and_compacts_then_refresh() 
             .iter()
             .map(|(id, (v, _))| (id.clone(), v.clone()))
             .collect();
-        for q in 0..5 {
-            let query = rng.vectors(1, DIM);
-            let hits = fresh
-                .query(&srvdb::Query::one(&query, 10).exact(true))
-                .expect("search")
-                .remove(0);
-            assert_topk(
-                Metric::Cosine,
-                &query,
-                &reference,
-                &hits,
-                10,
-                1e-4,
-                &format!("{ctx}: refreshed, query {q}"),
-            );
-        }
+        assert_top10(&fresh, &reference, &mut rng, &format!("{ctx}: refreshed"));
     }
 }
 
