@@ -204,24 +204,7 @@ impl ByteFile for FrozenFile {
         Ok(self.bytes.len() as u64)
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        match start
-            .checked_add(buf.len())
-            .and_then(|end| self.bytes.get(start..end))
-        {
-            Some(src) => {
-                buf.copy_from_slice(src);
-                Ok(())
-            }
-            None => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "read of {} bytes at {offset} past the end of metadata.db ({} bytes)",
-                    buf.len(),
-                    self.bytes.len()
-                ),
-            )),
-        }
+        crate::storage::memory::read_bytes_at(&self.bytes, offset, buf)
     }
     fn write_at(&self, _offset: u64, _data: &[u8]) -> io::Result<()> {
         Err(Self::refused())
@@ -253,9 +236,10 @@ pub fn open_redb_read_only(loc: &dyn Location) -> Result<redb::ReadOnlyDatabase>
             ),
         });
     };
-    check_not_blank(file.as_ref(), &path)?;
+    // Read once: the blank check and redb both read the copy.
     let frozen: Arc<dyn ByteFile> = Arc::new(FrozenFile::read_whole(file.as_ref(), &path)?);
     drop(file);
+    check_not_blank(frozen.as_ref(), &path)?;
     // The copy is in memory already: redb's page cache (1 GiB by default) would only copy
     // the pages read a second time.
     let open = || {

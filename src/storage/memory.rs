@@ -43,20 +43,34 @@ fn too_large(n: u64) -> io::Error {
     )
 }
 
+/// Fills `buf` from `bytes` at `offset`, as [`ByteFile::read_at`] does: reading past the end
+/// is an `UnexpectedEof` error. For files held in memory.
+pub(crate) fn read_bytes_at(bytes: &[u8], offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    let start = usize::try_from(offset).map_err(|_| too_large(offset))?;
+    let src = start
+        .checked_add(buf.len())
+        .and_then(|end| bytes.get(start..end))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "read of {} bytes at {offset} past the end ({} bytes)",
+                    buf.len(),
+                    bytes.len()
+                ),
+            )
+        })?;
+    buf.copy_from_slice(src);
+    Ok(())
+}
+
 impl ByteFile for MemoryFile {
     fn len(&self) -> io::Result<u64> {
         Ok(lock(&self.bytes).len() as u64)
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let bytes = lock(&self.bytes);
-        let start = usize::try_from(offset).map_err(|_| too_large(offset))?;
-        let src = start
-            .checked_add(buf.len())
-            .and_then(|end| bytes.get(start..end))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))?;
-        buf.copy_from_slice(src);
-        Ok(())
+        read_bytes_at(&lock(&self.bytes), offset, buf)
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
