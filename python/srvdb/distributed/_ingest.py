@@ -424,19 +424,20 @@ class _ShardWriter:
         self._db = srvdb.open(directory, metric=metric, embedder=embedder, auto_commit_rows=0)
 
     def add(self, ids, vectors, metadatas, documents) -> None:
-        """Queues one add, after waiting for all but the last one queued before (so at most
-        two batches per shard wait in memory, and the shard has the next one ready when it
-        finishes one); raises the error of the one waited for, if any."""
-        while len(self._queued) >= _QUEUED_ADDS:
-            self._queued.popleft().result()
-        self._queued.append(self._thread.submit(self._add, ids, vectors, metadatas, documents))
+        """Queues one add (see :meth:`_queue`)."""
+        self._queue(self._add, ids, vectors, metadatas, documents)
 
     def add_rows(self, rows: np.ndarray, ids, vectors, metadatas, documents) -> None:
         """As :meth:`add`, for rows ``rows`` (positions, in order) of the batch given."""
+        self._queue(self._add_rows, rows, ids, vectors, metadatas, documents)
+
+    def _queue(self, fn, *args) -> None:
+        """Queues ``fn(*args)`` on the writer thread, after waiting for all but the last one
+        queued before (so at most two batches per shard wait in memory, and the shard has the
+        next one ready when it finishes one); raises the error of the one waited for, if any."""
         while len(self._queued) >= _QUEUED_ADDS:
             self._queued.popleft().result()
-        self._queued.append(self._thread.submit(self._add_rows, rows, ids, vectors, metadatas,
-                                                documents))
+        self._queued.append(self._thread.submit(fn, *args))
 
     def _add_rows(self, rows, ids, vectors, metadatas, documents) -> None:
         positions = rows.tolist()
