@@ -54,6 +54,10 @@ pub(crate) enum Place<'a> {
     Directory(&'a Path),
     /// Memory only (`srvdb.open(":memory:")`): gone when the handle closes. Native only.
     Memory,
+    /// A directory written with its syncs deferred (`srvdb::Database::open_deferring_syncs`),
+    /// made durable by `_sync_directory` once closed: `srvdb.distributed.ingest`'s shards.
+    /// Native only.
+    DirectoryDeferringSyncs(&'a Path),
 }
 
 /// The path that names an in-memory database, as in SQLite and Chroma.
@@ -78,6 +82,17 @@ pub(crate) fn open(
 ) -> Result<Box<dyn Store>, OpenError> {
     let path = match place {
         Place::Directory(path) => path,
+        Place::DirectoryDeferringSyncs(path) => {
+            return match kind {
+                BackendKind::Native => Ok(Box::new(srvdb::Database::open_deferring_syncs(
+                    path, options,
+                )?)),
+                BackendKind::Wasm => Err(OpenError::Engine(srvdb::Error::InvalidInput {
+                    reason: "deferred syncs are for the native backend only".to_owned(),
+                    index: None,
+                })),
+            };
+        }
         Place::Memory => {
             return match kind {
                 BackendKind::Native => Ok(Box::new(srvdb::Database::in_memory(options)?)),

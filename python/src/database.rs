@@ -128,7 +128,7 @@ impl Database {
     /// Opens (creating if needed) the database in directory ``path``. Same as ``srvdb.open``.
     #[new]
     #[allow(clippy::too_many_arguments)] // the Python signature: each keyword is an argument
-    #[pyo3(signature = (path, dim = None, metric = None, backend = "native", embedder = None, *, read_only = false, auto_commit_rows = None))]
+    #[pyo3(signature = (path, dim = None, metric = None, backend = "native", embedder = None, *, read_only = false, auto_commit_rows = None, _defer_syncs = false))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -138,6 +138,7 @@ impl Database {
         embedder: Option<&str>,
         read_only: bool,
         auto_commit_rows: Option<&Bound<'_, PyAny>>,
+        _defer_syncs: bool,
     ) -> PyResult<Self> {
         let mut options = options(py, dim, metric)?;
         options.read_only = read_only;
@@ -147,7 +148,7 @@ impl Database {
         let model = model_choice(py, embedder)?;
         let in_memory = path.as_os_str() == MEMORY_PATH;
         Ok(Database {
-            handle: Handle::open(py, path, in_memory, options, backend, model)?,
+            handle: Handle::open(py, path, in_memory, options, backend, model, _defer_syncs)?,
         })
     }
 
@@ -821,12 +822,15 @@ impl Record {
 /// ``0`` commits only on ``persist()`` and ``close()``, which makes many small adds of a bulk
 /// load cheaper, and a crash before the commit loses all of them.
 ///
+/// ``_defer_syncs`` is private (``srvdb.distributed.ingest``'s shards): nothing is fsynced
+/// until ``_sync_directory(path)`` runs over the closed database.
+///
 /// Raises ``LockedError`` if the lock is taken: by a writer (another handle or process has the
 /// database open for writing), or, for a writer, by readers (``LockedError.holder`` is
 /// ``"writer"`` or ``"readers"``); ``CorruptError`` if its files are damaged.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)] // the Python signature: each keyword is an argument
-#[pyo3(signature = (path, dim = None, metric = None, backend = "native", embedder = None, *, read_only = false, auto_commit_rows = None))]
+#[pyo3(signature = (path, dim = None, metric = None, backend = "native", embedder = None, *, read_only = false, auto_commit_rows = None, _defer_syncs = false))]
 pub(crate) fn open(
     py: Python<'_>,
     path: PathBuf,
@@ -836,6 +840,7 @@ pub(crate) fn open(
     embedder: Option<&str>,
     read_only: bool,
     auto_commit_rows: Option<&Bound<'_, PyAny>>,
+    _defer_syncs: bool,
 ) -> PyResult<Database> {
     Database::new(
         py,
@@ -846,7 +851,18 @@ pub(crate) fn open(
         embedder,
         read_only,
         auto_commit_rows,
+        _defer_syncs,
     )
+}
+
+/// Private (``srvdb.distributed.ingest``): makes the closed database in directory ``path``
+/// durable, every file in it, the directory and its parent (``srvdb::storage::fs::
+/// sync_directory``): the sync pass after ``open(..., _defer_syncs=True)``, whose handle
+/// fsyncs nothing. Runs without the GIL. Raises ``LockedError`` while the database is open.
+#[pyfunction]
+pub(crate) fn _sync_directory(py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    py.detach(|| srvdb::storage::fs::sync_directory(&path))
+        .map_err(|e| errors::engine(py, e))
 }
 
 /// Always False: ``add`` no longer reads any array in place. Every array is copied into the

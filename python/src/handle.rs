@@ -74,7 +74,9 @@ fn open_error(py: Python<'_>, e: OpenError) -> PyErr {
 
 impl Handle {
     /// Opens the database in directory `path`, or in memory when `in_memory` (then `path` is
-    /// only its name in messages).
+    /// only its name in messages); with `defer_syncs`, a directory opened with its syncs
+    /// deferred (native, for writing; see `Place::DirectoryDeferringSyncs`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn open(
         py: Python<'_>,
         path: PathBuf,
@@ -82,6 +84,7 @@ impl Handle {
         mut options: OpenOptions,
         backend: &str,
         model: Option<ModelChoice>,
+        defer_syncs: bool,
     ) -> PyResult<Self> {
         let Some(kind) = BackendKind::parse(backend) else {
             return Err(errors::invalid(
@@ -90,6 +93,14 @@ impl Handle {
                 None,
             ));
         };
+        if defer_syncs && (in_memory || options.read_only || kind != BackendKind::Native) {
+            return Err(errors::invalid(
+                py,
+                "_defer_syncs is for a directory opened for writing with the native backend"
+                    .to_owned(),
+                None,
+            ));
+        }
         if in_memory && kind == BackendKind::Wasm {
             // Before the model is loaded, which takes a while.
             return Err(errors::engine(py, backend::wasm_in_memory()));
@@ -119,6 +130,8 @@ impl Handle {
         let opened = py.detach(|| {
             let place = if in_memory {
                 Place::Memory
+            } else if defer_syncs {
+                Place::DirectoryDeferringSyncs(&path)
             } else {
                 Place::Directory(&path)
             };

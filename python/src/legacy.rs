@@ -32,7 +32,7 @@ impl SvDBPython {
     fn new(py: Python<'_>, path: PathBuf, backend: &str) -> PyResult<Self> {
         let options = options(py, None, None)?;
         Ok(SvDBPython {
-            handle: Handle::open(py, path, false, options, backend, None)?,
+            handle: Handle::open(py, path, false, options, backend, None, false)?,
         })
     }
 

@@ -35,6 +35,7 @@ fn _srvdb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<legacy::SvDBPython>()?;
     m.add_function(wrap_pyfunction!(database::open, m)?)?;
     m.add_function(wrap_pyfunction!(database::reads_in_place, m)?)?;
+    m.add_function(wrap_pyfunction!(database::_sync_directory, m)?)?;
     m.add_function(wrap_pyfunction!(sharding::shard_numbers, m)?)?;
     Ok(())
 }

@@ -41,6 +41,7 @@ use crate::quant::codes::CodeTable;
 use crate::quant::codes_file::CodesFile;
 use crate::quant::index::ScanOptions;
 use crate::quant::{IndexInfo, IndexSpec};
+use crate::storage::deferred_sync::DeferredSyncLocation;
 use crate::storage::fs::{DirLock, FsLocation};
 use crate::storage::memory::MemoryLocation;
 use crate::storage::{Location, RowStore, RowView};
@@ -206,6 +207,36 @@ impl Database {
         let location = FsLocation::new(dir, options.storage)?;
         let lock = DirLock::acquire(dir)?;
         Self::open_in(Arc::new(location), options, Some(lock))
+    }
+
+    /// Opens (creating if needed) the database in directory `path` for writing, as
+    /// [`Database::open`] does, but with its syncs deferred: no commit, create, rename or close
+    /// fsyncs anything (the mmap rows' background early flush aside, see
+    /// [`crate::storage::deferred_sync`]). For a bulk load into a fresh
+    /// directory that the caller makes durable as a whole: close the database, then run
+    /// [`crate::storage::fs::sync_directory`] on `path` before anything depends on it. A power
+    /// loss (or an OS crash) before that sync pass may leave the database missing commits,
+    /// unreadable, or missing; nothing else changes (reads, checks and what a killed process
+    /// leaves behind are as with [`Database::open`]). [`Error::InvalidInput`] for read-only
+    /// options, which have nothing to defer.
+    pub fn open_deferring_syncs(path: impl AsRef<Path>, options: OpenOptions) -> Result<Self> {
+        let dir = path.as_ref();
+        if options.read_only {
+            return Err(Error::invalid(
+                "a read-only open syncs nothing: open it without deferred syncs",
+            ));
+        }
+        // Created here, so that FsLocation::new does not sync the parent: the sync pass does.
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(crate::error::Error::io_ctx(format!(
+                "creating directory {}",
+                dir.display()
+            )))?;
+        }
+        let location = FsLocation::new(dir, options.storage)?;
+        let lock = DirLock::acquire(dir)?;
+        let deferred = DeferredSyncLocation::new(Arc::new(location));
+        Self::open_in(Arc::new(deferred), options, Some(lock))
     }
 
     /// Whether this handle was opened read-only.

@@ -145,6 +145,52 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// Makes the closed database in directory `dir` durable: `sync_data` of every regular file in
+/// it, then the directory ([`sync_dir`], so on Windows the directory itself is not synced),
+/// then its parent (so the directory's own name survives too). The sync pass after a load
+/// opened with [`crate::Database::open_deferring_syncs`]. Takes the directory's writer lock
+/// while it runs, so a database that is still open is refused with [`Error::Locked`].
+pub fn sync_directory(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::invalid(format!(
+                "{} is not a directory: a database is a directory",
+                dir.display()
+            )))
+        }
+        Err(e) => return Err(Error::io(format!("inspecting {}", dir.display()), e)),
+    }
+    let _lock = DirLock::acquire(dir)?;
+    let mut names = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).map_err(Error::io_ctx(format!("listing {}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(Error::io_ctx(format!("listing {}", dir.display())))?;
+        // Regular files only, links not followed (SrvDB makes neither links nor directories).
+        let kind = entry.file_type().map_err(Error::io_ctx(format!(
+            "inspecting {}",
+            entry.path().display()
+        )))?;
+        if kind.is_file() {
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    names.sort();
+    let loc = FsLocation {
+        dir: dir.to_path_buf(),
+        storage: StorageKind::File,
+        read_only: false,
+    };
+    super::deferred_sync::sync_files(&loc, &names)?;
+    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
 /// Whether `e` says the WASI runtime cannot give the guest a syncable directory handle (as
 /// opposed to a sync that was tried and failed, which is an error).
 #[cfg(target_arch = "wasm32")]
@@ -489,7 +535,7 @@ impl Location for FsLocation {
     }
 
     /// Memory-mapped rows (natively, with [`StorageKind::Mmap`]) need the real file this
-    /// location handed out; [`StorageKind::OnDemand`] reads rows from the file when asked;
+    /// location handed out (directly, or inside a [`super::deferred_sync::DeferredFile`]); [`StorageKind::OnDemand`] reads rows from the file when asked;
     /// otherwise the default cached rows.
     fn rows_over(
         &self,
@@ -501,6 +547,9 @@ impl Location for FsLocation {
         match self.storage {
             #[cfg(not(target_arch = "wasm32"))]
             StorageKind::Mmap => {
+                // The mapping needs the real file; a deferred-sync location's file is unwrapped,
+                // and the rows told to skip their syncs as its file would.
+                let (file, defer_syncs) = super::deferred_sync::unwrap_file(file);
                 let any: Arc<dyn std::any::Any + Send + Sync> = file;
                 let file = any.downcast::<StdFile>().map_err(|_| {
                     Error::invalid(format!(
@@ -509,7 +558,11 @@ impl Location for FsLocation {
                     ))
                 })?;
                 Ok(Box::new(super::mmap::MmapRows::open(
-                    file, path, layout, rows,
+                    file,
+                    path,
+                    layout,
+                    rows,
+                    defer_syncs,
                 )?))
             }
             #[cfg(target_arch = "wasm32")]
@@ -523,28 +576,31 @@ impl Location for FsLocation {
         }
     }
 
-    fn rename(&self, from: &str, to: &str) -> Result<()> {
+    /// `rename(2)`; [`Location::rename`] then syncs the directory.
+    fn rename_unsynced(&self, from: &str, to: &str) -> Result<()> {
         let (a, b) = (self.dir.join(from), self.dir.join(to));
         self.refuse_if_read_only(|| format!("renaming {} to {}", a.display(), b.display()))?;
         std::fs::rename(&a, &b).map_err(Error::io_ctx(format!(
             "renaming {} to {}",
             a.display(),
             b.display()
-        )))?;
-        sync_dir(&self.dir)
+        )))
     }
 
-    fn remove(&self, name: &str) -> Result<()> {
+    /// `unlink(2)`; [`Location::remove`] then syncs the directory if a file was removed.
+    fn remove_unsynced(&self, name: &str) -> Result<bool> {
         let path = self.dir.join(name);
         if self.read_only {
             return match self.exists(name)? {
-                true => self.refuse_if_read_only(|| format!("removing {}", path.display())),
-                false => Ok(()),
+                true => self
+                    .refuse_if_read_only(|| format!("removing {}", path.display()))
+                    .map(|()| false),
+                false => Ok(false),
             };
         }
         match std::fs::remove_file(&path) {
-            Ok(()) => sync_dir(&self.dir),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
         }
     }

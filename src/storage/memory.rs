@@ -178,7 +178,7 @@ impl Location for MemoryLocation {
         Ok(Box::new(MemoryRows { rows: store, slot }))
     }
 
-    fn rename(&self, from: &str, to: &str) -> Result<()> {
+    fn rename_unsynced(&self, from: &str, to: &str) -> Result<()> {
         let mut files = lock(&self.files);
         let Some(contents) = files.remove(from) else {
             return Err(Error::io(
@@ -190,9 +190,8 @@ impl Location for MemoryLocation {
         Ok(())
     }
 
-    fn remove(&self, name: &str) -> Result<()> {
-        lock(&self.files).remove(name);
-        Ok(())
+    fn remove_unsynced(&self, name: &str) -> Result<bool> {
+        Ok(lock(&self.files).remove(name).is_some())
     }
 
     fn sync_dir(&self) -> Result<()> {

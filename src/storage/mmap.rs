@@ -48,12 +48,26 @@ pub struct MmapRows {
     unflushed_bytes: u64,
     /// The background flush in flight, if any.
     early_flush: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    /// The file belongs to a deferred-sync location (`super::deferred_sync`): `sync` checks
+    /// the file's length but does not fsync. The early flush still runs: it only starts the
+    /// write-back sooner, so the caller's sync pass has less left to write (a 2-shard load of
+    /// 200,000 x 384 rows took 0.84-1.13 s with it against 0.99-1.09 s without, best of 3 in
+    /// three interleaved rounds on the shared 2-core machine; no difference at 20,000 rows).
+    defer_syncs: bool,
 }
 
 impl MmapRows {
     /// Maps `file`, which holds a checked header and exactly `rows` rows. A file that is
-    /// shorter than that once mapped is [`Error::Corrupt`].
-    pub fn open(file: Arc<StdFile>, path: PathBuf, layout: RowLayout, rows: u64) -> Result<Self> {
+    /// shorter than that once mapped is [`Error::Corrupt`]. With `defer_syncs`, a commit's
+    /// `sync` does not fsync (the file belongs to a
+    /// [`super::deferred_sync::DeferredSyncLocation`]); only the early flush does.
+    pub fn open(
+        file: Arc<StdFile>,
+        path: PathBuf,
+        layout: RowLayout,
+        rows: u64,
+        defer_syncs: bool,
+    ) -> Result<Self> {
         let len = layout.file_len(rows);
         let mut store = MmapRows {
             file,
@@ -64,6 +78,7 @@ impl MmapRows {
             map: None,
             unflushed_bytes: 0,
             early_flush: None,
+            defer_syncs,
         };
         store.remap(len)?;
         Ok(store)
@@ -211,6 +226,9 @@ impl RowStore for MmapRows {
         self.check_len(self.layout.file_len(self.rows), "before a commit")?;
         self.wait_for_early_flush()?;
         self.unflushed_bytes = 0;
+        if self.defer_syncs {
+            return Ok(());
+        }
         self.file
             .sync_data()
             .map_err(Error::io_ctx(format!("syncing {}", self.path.display())))

@@ -21,6 +21,7 @@
 //! steps separately, so the crash tests hold every backend to this contract.
 
 pub mod cached;
+pub mod deferred_sync;
 pub mod fs;
 pub mod memory;
 #[cfg(not(target_arch = "wasm32"))]
@@ -225,9 +226,23 @@ pub trait Location: Send + Sync {
     /// Atomically renames `from` to `to` (replacing it), then syncs the directory so the
     /// rename survives a power cut. An error may come after the rename took effect (from the
     /// directory sync): the caller must then treat either name as possible.
-    fn rename(&self, from: &str, to: &str) -> Result<()>;
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.rename_unsynced(from, to)?;
+        self.sync_dir()
+    }
+    /// The first step of [`Location::rename`]: the rename alone, durable only after
+    /// [`Location::sync_dir`].
+    fn rename_unsynced(&self, from: &str, to: &str) -> Result<()>;
     /// Removes file `name` if it exists, then syncs the directory.
-    fn remove(&self, name: &str) -> Result<()>;
+    fn remove(&self, name: &str) -> Result<()> {
+        if self.remove_unsynced(name)? {
+            self.sync_dir()?;
+        }
+        Ok(())
+    }
+    /// The first step of [`Location::remove`]: removes file `name` if it exists (`Ok(true)`),
+    /// durable only after [`Location::sync_dir`]; `Ok(false)` if there was no such file.
+    fn remove_unsynced(&self, name: &str) -> Result<bool>;
     /// Syncs the directory: every create, rename and remove made in it so far survives a power
     /// cut. Recovery needs it on its own when it relies on a rename that a crash may have left
     /// in the page cache only (a process killed between `rename(2)` and the directory sync).

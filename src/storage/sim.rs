@@ -55,6 +55,8 @@ pub struct FaultPlan {
     countdown: AtomicI64,
     failed: AtomicBool,
     ops: AtomicI64,
+    /// File and directory syncs seen so far (counted in `ops` too).
+    syncs: AtomicI64,
     failed_op: Mutex<Option<&'static str>>,
     failed_file: Mutex<Option<String>>,
 }
@@ -77,6 +79,7 @@ impl FaultPlan {
             countdown: AtomicI64::new(-1),
             failed: AtomicBool::new(false),
             ops: AtomicI64::new(0),
+            syncs: AtomicI64::new(0),
             failed_op: Mutex::new(None),
             failed_file: Mutex::new(None),
         }
@@ -97,6 +100,11 @@ impl FaultPlan {
         self.ops.load(Ordering::SeqCst)
     }
 
+    /// File syncs (`sync_data`) and directory syncs seen so far, failed ones included.
+    pub fn syncs(&self) -> i64 {
+        self.syncs.load(Ordering::SeqCst)
+    }
+
     /// The kind of operation the fault fired on ("write", "sync", "rename", "dir sync", ...).
     pub fn failed_op(&self) -> Option<&'static str> {
         *self.failed_op.lock().unwrap_or_else(|p| p.into_inner())
@@ -114,6 +122,9 @@ impl FaultPlan {
     /// Counts operation `what` (on the file created as `file`, if a file operation).
     fn decide(&self, what: &'static str, file: Option<&str>) -> Tick {
         self.ops.fetch_add(1, Ordering::SeqCst);
+        if what == "sync" || what == "dir sync" {
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+        }
         if self.failed.load(Ordering::SeqCst) {
             return Tick::Gone;
         }
@@ -686,8 +697,15 @@ impl Location for SimLocation {
         Ok(Box::new(CachedRows::open(Some(file), path, layout, rows)?))
     }
 
-    /// As `FsLocation::rename`: `rename(2)`, then a directory sync, as two fallible steps.
+    /// As `FsLocation::rename`: `rename(2)`, then a directory sync, as two fallible steps
+    /// (the sync honours [`Defects::rename_sync_ignored`]).
     fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.rename_unsynced(from, to)?;
+        self.fsync_dir(self.defects.rename_sync_ignored)
+    }
+
+    /// `rename(2)`: the live namespace changes, the durable one at the next directory sync.
+    fn rename_unsynced(&self, from: &str, to: &str) -> Result<()> {
         let ctx = || format!("renaming {} to {}", self.path_of(from).display(), to);
         self.faults.tick("rename").map_err(Error::io_ctx(ctx()))?;
         {
@@ -702,14 +720,14 @@ impl Location for SimLocation {
             apply_dir_op(&mut ns.live, &op);
             ns.unsynced.push(op);
         }
-        self.fsync_dir(self.defects.rename_sync_ignored)
+        Ok(())
     }
 
-    /// As `FsLocation::remove`: nothing to do for a missing file; else `unlink(2)`, then a
-    /// directory sync.
-    fn remove(&self, name: &str) -> Result<()> {
+    /// As `FsLocation::remove_unsynced`: nothing to do for a missing file; else `unlink(2)`
+    /// ([`Location::remove`] then syncs the directory).
+    fn remove_unsynced(&self, name: &str) -> Result<bool> {
         if !self.ns().live.contains_key(name) {
-            return Ok(());
+            return Ok(false);
         }
         self.faults.tick("remove").map_err(Error::io_ctx(format!(
             "removing {}",
@@ -721,7 +739,7 @@ impl Location for SimLocation {
             apply_dir_op(&mut ns.live, &op);
             ns.unsynced.push(op);
         }
-        self.fsync_dir(false)
+        Ok(true)
     }
 
     fn sync_dir(&self) -> Result<()> {

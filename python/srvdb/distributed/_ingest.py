@@ -8,8 +8,16 @@ holds ``path``), which checks them (string ids, one dimension; the engine finds 
 infinity), splits each by :func:`shard_of` and hands every shard its part in one ``add``.
 Each shard has one writer: a database handle with its own thread, so the shards are written
 in parallel and each in batch order (the database itself refuses a duplicate id). Each shard
-commits once at the end (no auto-commit); then the manifest is written (atomically). A sharded
-database without a manifest is not one.
+commits once at the end (no auto-commit) and closes; then the manifest is written (atomically).
+A sharded database without a manifest is not one.
+
+Durability: the shards are opened with their syncs deferred (the extension's private
+``_defer_syncs``): their creation, commit and close fsync nothing (the engine's background
+flush of the rows after every 1 MiB of appends aside, which only starts the write-back early). Nothing depends on a shard
+before the manifest, and a crash before it makes the next run remove the shards and start
+again, so each shard is made durable once, as a whole, after it is closed (``_sync_directory``:
+every file, the directory, its parent), on its writer's thread so the shards sync in parallel.
+The order is: marker durable, shards written, shards durable, manifest, marker removed.
 
 Crash safety: before creating anything, ingest writes ``.ingest-in-progress`` under ``path``
 naming the shard directories it will create. A re-run that finds that marker (and no
@@ -410,6 +418,7 @@ class _ShardWriter:
 
     def __init__(self, directory: Path, metric: str, embedder: Optional[str]):
         self._db: Any = None
+        self._directory = directory
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"srvdb-{directory.name}")
         # Opening creates and fsyncs the shard's files: queued, so the shards open together
         # and while the dataset's first batches arrive. Its error comes with the first wait.
@@ -417,11 +426,13 @@ class _ShardWriter:
                                                                  embedder)])
 
     def _open(self, directory: Path, metric: str, embedder: Optional[str]) -> None:
-        import srvdb
+        from .. import _srvdb
 
         # No auto-commit: the shard commits once, at the end (a commit per add would rewrite
         # redb's id tables about once per batch; it made the ingest about twice as slow).
-        self._db = srvdb.open(directory, metric=metric, embedder=embedder, auto_commit_rows=0)
+        # Syncs deferred: _commit makes the closed shard durable in one pass (module docs).
+        self._db = _srvdb.open(directory, metric=metric, embedder=embedder, auto_commit_rows=0,
+                               _defer_syncs=True)
 
     def add(self, ids, vectors, metadatas, documents) -> None:
         """Queues one add (see :meth:`_queue`)."""
@@ -462,17 +473,22 @@ class _ShardWriter:
             self._queued.popleft().result()
 
     def start_commit(self) -> None:
-        """Starts the shard's one commit and its close (after its last add); the shards commit
-        in parallel."""
+        """Starts the shard's one commit, its close and its sync pass (after its last add); the
+        shards commit and sync in parallel."""
         self.wait()
         self._queued.append(self._thread.submit(self._commit))
 
     def _commit(self) -> None:
+        from .. import _srvdb
+
         self._db.persist()
         self._db.close()
+        # The shard was written with its syncs deferred: now every file, the directory and
+        # its parent are made durable, before ingest writes the manifest.
+        _srvdb._sync_directory(self._directory)
 
     def finish_commit(self) -> None:
-        """Waits for the commit and close (raising their error)."""
+        """Waits for the commit, close and sync pass (raising their error)."""
         self.wait()
         self.close()
 
