@@ -25,9 +25,10 @@ const DIM: usize = 12;
 const ROWS: usize = 300;
 
 /// Held (shared) by every test of this binary while it opens databases, and exclusively while
-/// a child process is spawned: a forked child holds copies of this process's descriptors,
-/// `LOCK`'s included, until it execs, so a lock closed by another test in that moment would
-/// stay held and fail that test's next open.
+/// a child process is spawned: a spawned child holds copies of this process's descriptors,
+/// `LOCK`'s included, until it execs. A dropped lock is released all the same (it unlocks
+/// before it closes, `storage::fs::DirLock`); this keeps the children's moment away from the
+/// other tests' opens regardless.
 static SPAWNING: RwLock<()> = RwLock::new(());
 
 fn no_spawn_meanwhile() -> RwLockReadGuard<'static, ()> {

@@ -361,6 +361,20 @@ impl DirLock {
     }
 }
 
+impl Drop for DirLock {
+    /// Unlocks before the descriptor is closed. The lock belongs to the open file, which a
+    /// child process also holds from its `fork` or `posix_spawn` until its `exec` (std's
+    /// `Command` spawns that way, and the fork guard does not run for `posix_spawn`): closing
+    /// alone would leave the directory locked while a thread of this process spawns one, and
+    /// a reopen in that moment would fail with `Locked`.
+    fn drop(&mut self) {
+        if let Some(file) = &self._file {
+            // An error leaves the lock to the close that follows, as before.
+            let _ = file.unlock();
+        }
+    }
+}
+
 /// Opens `LOCK` at `path` without following a link: for a writer created if missing and
 /// writable; for a reader read-only and required.
 #[cfg(not(target_arch = "wasm32"))]
@@ -611,5 +625,29 @@ impl Location for FsLocation {
             return Ok(());
         }
         sync_dir(&self.dir)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// A copy of the `LOCK` descriptor, as a spawned child holds until it execs, must not keep
+    /// the directory locked once the lock is dropped.
+    #[test]
+    fn a_dropped_lock_is_released_while_a_copy_of_its_descriptor_lives() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for writer in [true, false] {
+            let lock = DirLock::take(dir.path(), true).expect("first lock");
+            let fd = std::os::fd::AsRawFd::as_raw_fd(lock._file.as_ref().expect("lock file"));
+            // SAFETY: `fd` is open (the lock holds it); the copy is closed below.
+            let copy = unsafe { libc::dup(fd) };
+            assert!(copy >= 0, "dup failed");
+            drop(lock);
+            let again = DirLock::take(dir.path(), writer);
+            // SAFETY: `copy` is the descriptor made above, closed once.
+            unsafe { libc::close(copy) };
+            assert!(again.is_ok(), "writer {writer}: {:?}", again.err());
+        }
     }
 }
