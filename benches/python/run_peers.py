@@ -1,7 +1,8 @@
 """SrvDB against its peers, side by side, in one run: `make bench` (full) and `make bench-smoke`.
 
     python3 benches/python/run_peers.py [--smoke] [--libs srvdb,faiss,...] [--out FILE.json]
-                                        [--report-dir DIR] [--tests filtered|quantized|hnsw]
+                                        [--report-dir DIR]
+                                        [--tests filtered|quantized|hnsw|concurrent]
                                         [--merge-into RESULTS.json] [--rounds N]
 
 1. Makes the peers' virtualenv (peer_env.py; each requirement installed separately, a failure
@@ -33,6 +34,11 @@ built with m 16 / ef_construction 200, single-threaded queries at ef 16-256, fil
 FAISS, usearch, Chroma); a full run leaves it out. `--rounds N` runs every library N times,
 one after another in turn (so a noisy spell hits all of them), and reports the median of each
 figure over the rounds (each round's figures are kept in the JSON, `hnsw_rounds`).
+
+`--tests concurrent` runs only the 16-thread test (without the batch test and the sweep that
+come with it in a full run); with `--libs srvdb,hnswlib,faiss,usearch,numpy --datasets
+synthetic` it gives issue 20's two ratios (16-thread QPS against the best exact peer's and the
+GEMM ceiling of the same run's limits) in a few minutes.
 
 `--smoke` runs every test on tiny sizes and checks that each library produced every figure or
 was reported failed with a reason, and that SrvDB's answers are exact (recall 1.0 against
@@ -388,7 +394,7 @@ def machine_info() -> dict:
 # What a library must have produced, per data set, for the smoke check.
 REQUIRED = ("ingest", "latency", "batch", "recall", "concurrent", "sweep", "filtered")
 #: The tests --tests can pick.
-TESTS = ("latency", "filtered", "batch", "quantized", "hnsw")
+TESTS = ("latency", "filtered", "batch", "quantized", "hnsw", "concurrent")
 
 
 def filtered_problems(name: str, ds: str, fig: dict) -> list[str]:

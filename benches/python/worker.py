@@ -176,6 +176,10 @@ class Run:
             self.save()
             fig["sweep"] = self.sweep(adapter, queries, fig["concurrent"])
             self.save()
+        elif self.wants("concurrent", name):
+            # `--tests concurrent`: the 16-thread test alone (issue 20's two ratios).
+            fig["concurrent"] = self.concurrent(adapter, queries, gt)
+            self.save()
         if adapter.quantized_modes and self.wants("quantized", name):
             fig["quantized"] = {"f32_bytes": int(base.nbytes), "modes": {}}
             self.quantized(adapter, base, queries, gt, fig["quantized"]["modes"])
