@@ -14,7 +14,7 @@
 //! ```
 //!
 //! With the cargo feature `text`, `embed::Embedder` turns text into vectors with a
-//! sentence-transformers model (all-MiniLM-L6-v2) on candle; [`text::TextDatabase`] adds and
+//! sentence-transformers model (all-MiniLM-L6-v2) on the CPU; [`text::TextDatabase`] adds and
 //! queries documents as text over any [`Store`] and any [`embed::Embed`].
 //!
 //! The same engine runs natively (mmap storage, rayon, SimSIMD) and as a WASI component

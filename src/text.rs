@@ -1,6 +1,6 @@
 //! Text in, text out: a [`Store`] paired with an [`Embed`], so a caller adds documents and
 //! queries with text and never sees a vector. Written once for every engine and embedder: the
-//! native [`Database`] with candle's embedder, or the sandboxed database and embedder of
+//! native [`Database`] with the built-in embedder, or the sandboxed database and embedder of
 //! `srvdb-host`.
 //!
 //! The database records the embedder's name and dimension when it is created, and refuses

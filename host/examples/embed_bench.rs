@@ -46,7 +46,7 @@ fn main() -> Result<(), AnyError> {
     let (secs, native_rate) = throughput(&sentences, |s| Ok(native.embed(s)?))?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "srvdb native (candle, {threads} threads available): {n} sentences in {secs:.2} s = {native_rate:.1} sentences/s (best of 3, batch {})",
+        "srvdb native ({threads} threads available): {n} sentences in {secs:.2} s = {native_rate:.1} sentences/s (best of 3, batch {})",
         srvdb::embed::BATCH_SIZE
     );
     drop(native);

@@ -1,4 +1,4 @@
-//! The text embedder behind `srvdb.open(..., embedder=...)`: the native one (candle, in this
+//! The text embedder behind `srvdb.open(..., embedder=...)`: the native one (in this
 //! process, on every core) or, for `backend="wasm"`, the same code inside the WASI component
 //! (a component built with the `text` feature). Both are `srvdb::embed::Embed`, which the
 //! handle's `srvdb::text::TextDatabase` embeds with. Loaded models are cached per process,

@@ -1,10 +1,9 @@
 //! [`Embedder`]: a loaded model, from token ids to unit vectors.
 
+use super::bert::Bert;
 use super::{locate, model, pooling};
 use crate::error::{Error, Result};
 use crate::types::EmbedderSpec;
-use candle_core::{Device, Tensor};
-use candle_transformers::models::bert::BertModel;
 use std::path::{Path, PathBuf};
 
 /// Sentences embedded in one forward pass. Sorting by length first keeps padding low; 32 is
@@ -17,10 +16,9 @@ pub struct Embedder {
     name: String,
     path: PathBuf,
     tokenizer: tokenizers::Tokenizer,
-    model: BertModel,
+    model: Bert,
     settings: model::Settings,
     dimension: u32,
-    device: Device,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -46,8 +44,7 @@ impl Embedder {
     /// Loads the model in folder `dir` under an explicit `name`.
     pub fn from_dir_named(dir: impl AsRef<Path>, name: impl Into<String>) -> Result<Self> {
         let files = model::ModelFiles::find(dir.as_ref())?;
-        let device = Device::Cpu;
-        let loaded = files.load(&device)?;
+        let loaded = files.load()?;
         Ok(Embedder {
             name: name.into(),
             path: files.dir,
@@ -55,7 +52,6 @@ impl Embedder {
             model: loaded.model,
             dimension: loaded.dimension,
             settings: loaded.settings,
-            device,
         })
     }
 
@@ -131,34 +127,26 @@ impl Embedder {
         Ok(out)
     }
 
-    /// One forward pass over token id sequences, padded to the longest.
+    /// One forward pass over token id sequences (no padding: each sentence attends to its own
+    /// tokens only), then pooling and normalisation.
     fn embed_tokens(&self, ids: &[&[u32]]) -> Result<Vec<f32>> {
-        let batch = ids.len();
-        let seq = ids.iter().map(|t| t.len()).max().unwrap_or(0).max(1);
-        let mut input = vec![self.settings.pad_id; batch * seq];
-        let mut mask = vec![0u32; batch * seq];
-        for (b, tokens) in ids.iter().enumerate() {
-            input[b * seq..b * seq + tokens.len()].copy_from_slice(tokens);
-            mask[b * seq..b * seq + tokens.len()].fill(1);
-        }
-        let tensors = || -> candle_core::Result<Vec<f32>> {
-            let input = Tensor::from_vec(input, (batch, seq), &self.device)?;
-            let mask_t = Tensor::from_vec(mask.clone(), (batch, seq), &self.device)?;
-            let types = input.zeros_like()?;
-            let hidden = self.model.forward(&input, &types, Some(&mask_t))?;
-            hidden.flatten_all()?.to_vec1::<f32>()
-        };
-        let hidden = tensors().map_err(|e| self.model_error(format!("inference failed: {e}")))?;
+        let hidden = self
+            .model
+            .forward(ids)
+            .map_err(|e| self.model_error(format!("inference failed: {e}")))?;
         let dim = self.dimension as usize;
-        let mut out = vec![0.0f32; batch * dim];
-        for b in 0..batch {
-            let rows = &hidden[b * seq * dim..(b + 1) * seq * dim];
-            let target = &mut out[b * dim..(b + 1) * dim];
+        let mut out = vec![0.0f32; ids.len() * dim];
+        let mut start = 0;
+        for (tokens, target) in ids.iter().zip(out.chunks_exact_mut(dim)) {
+            let rows = &hidden[start * dim..(start + tokens.len()) * dim];
+            start += tokens.len();
             match self.settings.pooling {
-                pooling::Pooling::Mean => {
-                    pooling::mean_pool(rows, &mask[b * seq..(b + 1) * seq], target)
+                pooling::Pooling::Mean => pooling::mean_pool(rows, &vec![1; tokens.len()], target),
+                pooling::Pooling::Cls => {
+                    if let Some(first) = rows.get(..dim) {
+                        target.copy_from_slice(first);
+                    }
                 }
-                pooling::Pooling::Cls => target.copy_from_slice(&rows[..dim]),
             }
             if self.settings.normalize {
                 pooling::l2_normalize(target);

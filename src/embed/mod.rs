@@ -2,13 +2,14 @@
 //! server, no network and no PyTorch.
 //!
 //! [`Embedder`] runs a BERT-family sentence-transformers model (all-MiniLM-L6-v2 by default)
-//! on the CPU with candle, the way sentence-transformers does: WordPiece token ids
-//! ([`model::ModelFiles`]), the transformer, mean pooling over the attention mask and L2
-//! normalisation ([`pooling`]). The same code runs natively (candle's matrix products use every
-//! core) and inside the WASI component (one thread). Where the model folder comes from is
+//! on the CPU, the way sentence-transformers does: WordPiece token ids
+//! ([`model::ModelFiles`]), the transformer (a forward pass of our own, `bert.rs`, on weights
+//! read with candle), mean pooling over each sentence's tokens and L2 normalisation
+//! ([`pooling`]). The same code runs natively (the matrix products, GELU, softmax and layer
+//! norm use every core) and inside the WASI component (one thread). Where the model folder comes from is
 //! [`locate`]'s business; it needs no feature, so the wasmtime host can find and check a model
 //! folder for the component without compiling candle. [`Embed`] is what every embedder
-//! offers, wherever it runs (candle natively, or the component in the wasmtime host), so the
+//! offers, wherever it runs (natively, or the component in the wasmtime host), so the
 //! text layer ([`crate::text::TextDatabase`]) is written once for all of them.
 
 use crate::error::Result;
@@ -22,6 +23,8 @@ pub trait Embed: Send + Sync {
     fn embed(&self, texts: &[&str]) -> Result<Vec<f32>>;
 }
 
+#[cfg(feature = "text")]
+mod bert;
 #[cfg(feature = "text")]
 mod embedder;
 pub mod locate;

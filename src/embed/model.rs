@@ -1,13 +1,14 @@
 //! A sentence-transformers model folder: which files it must hold, and how they become a
-//! tokenizer, a candle BERT model and the pooling settings. Every problem is an
-//! [`Error::Model`] naming the folder and the fix.
+//! tokenizer, a BERT encoder ([`super::bert`], its weights read with candle's safetensors
+//! reader) and the pooling settings. Every problem is an [`Error::Model`] naming the folder
+//! and the fix.
 
+use super::bert::{Activation, Bert, Shape};
 use super::locate;
 use super::pooling::Pooling;
 use crate::error::{Error, Result};
-use candle_core::Device;
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config, DTYPE};
+use candle_core::{DType, Device};
+use candle_transformers::models::bert::{Config, HiddenAct};
 use std::path::{Path, PathBuf};
 
 /// sentence-transformers' `max_seq_length` for all-MiniLM-L6-v2, used when the folder has no
@@ -39,7 +40,7 @@ pub struct ModelFiles {
 /// What [`ModelFiles::load`] returns.
 pub struct Loaded {
     pub(crate) tokenizer: tokenizers::Tokenizer,
-    pub(crate) model: BertModel,
+    pub(crate) model: Bert,
     pub(crate) dimension: u32,
     pub(crate) settings: Settings,
 }
@@ -78,7 +79,7 @@ impl ModelFiles {
 
     /// Loads the tokenizer, the weights (into memory: safe, and ~0.14 s for 90 MB) and the
     /// settings.
-    pub fn load(&self, device: &Device) -> Result<Loaded> {
+    pub fn load(&self) -> Result<Loaded> {
         let config: Config = serde_json::from_slice(&self.read("config.json")?).map_err(|e| {
             self.error(format!(
                 "config.json is not a BERT configuration ({e}): only BERT-family models are supported"
@@ -105,9 +106,54 @@ impl ModelFiles {
             .map_err(|e| self.error(format!("setting truncation: {e}")))?;
 
         let weights = self.read("model.safetensors")?;
-        let vb = VarBuilder::from_buffered_safetensors(weights, DTYPE, device)
+        let tensors = candle_core::safetensors::load_buffer(&weights, &Device::Cpu)
             .map_err(|e| self.error(format!("model.safetensors cannot be read: {e}")))?;
-        let model = BertModel::load(vb, &config).map_err(|e| {
+        drop(weights);
+        // The tensor names may carry a prefix ("bert.", or the model type's).
+        let prefixes = [
+            String::new(),
+            "bert.".to_string(),
+            config
+                .model_type
+                .as_deref()
+                .map_or_else(String::new, |t| format!("{t}.")),
+        ];
+        let prefix = prefixes
+            .iter()
+            .find(|p| tensors.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
+            .cloned()
+            .unwrap_or_default();
+        let mut fetch = |name: &str, shape: &[usize]| -> std::result::Result<Vec<f32>, String> {
+            let t = tensors
+                .get(&format!("{prefix}{name}"))
+                .ok_or_else(|| format!("no tensor {prefix}{name}"))?;
+            if t.dims() != shape {
+                return Err(format!(
+                    "tensor {prefix}{name} has shape {:?}, not {shape:?}",
+                    t.dims()
+                ));
+            }
+            t.to_dtype(DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(|e| format!("tensor {prefix}{name}: {e}"))
+        };
+        let shape = Shape {
+            hidden: config.hidden_size,
+            heads: config.num_attention_heads,
+            intermediate: config.intermediate_size,
+            layers: config.num_hidden_layers,
+            vocab: config.vocab_size,
+            max_positions: config.max_position_embeddings,
+            type_vocab: config.type_vocab_size,
+            eps: config.layer_norm_eps as f32,
+            activation: match config.hidden_act {
+                HiddenAct::Gelu => Activation::Gelu,
+                HiddenAct::GeluApproximate => Activation::GeluTanh,
+                HiddenAct::Relu => Activation::Relu,
+            },
+        };
+        let model = Bert::load(shape, &mut fetch).map_err(|e| {
             self.error(format!(
                 "model.safetensors does not match config.json ({e}): is this a BERT sentence-transformers model?"
             ))
