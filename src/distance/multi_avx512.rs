@@ -3,7 +3,8 @@
 //! every query of the tile once and does one FMA per (row, query) pair, so a 4 x 4 tile does
 //! sixteen FMAs for eight loads. The loop runs over row tiles outside and query tiles inside:
 //! the few rows of a tile stay in L1 while every query of the group passes over them, so each
-//! row is read from L2 or memory once per group instead of once per query tile. Components
+//! row is read from L2 or memory once per group instead of once per query tile. The first query
+//! tile of each row tile prefetches the next row tile. Components
 //! past the last multiple of 16 are read with masked loads, so there is no scalar tail.
 
 use std::arch::x86_64::*;
@@ -125,6 +126,8 @@ unsafe fn tile<const R: usize, const Q: usize>(shape: &Shape, r: usize, q: usize
     // dim - full_end, so every read is inside the row or query (masked-off lanes are not
     // accessed). Writes go to `out[(q + j) * nrows + r + i]`, inside the checked output, which
     // the caller's `&mut` borrow keeps exclusive to this call: no other thread touches it.
+    // The prefetch address is formed with `wrapping_add` and may lie past the rows; a prefetch
+    // is a hint that neither faults nor reads into any Rust value.
     unsafe {
         let rows: [*const f32; R] =
             std::array::from_fn(|i| shape.rp.add((r + i) * shape.row_stride));
@@ -137,6 +140,14 @@ unsafe fn tile<const R: usize, const Q: usize>(shape: &Shape, r: usize, q: usize
                 let v = _mm512_loadu_ps(rows[i].add(k));
                 for j in 0..Q {
                     acc[i][j] = _mm512_fmadd_ps(v, x[j], acc[i][j]);
+                }
+                // While the first query tile runs, ask for the next row tile (the rows
+                // that follow in memory): it then arrives while the other query tiles run
+                // from L1, instead of each tile waiting for its rows from memory.
+                if q == 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        rows[i].wrapping_add(R * shape.row_stride + k) as *const i8
+                    );
                 }
             }
             k += 16;
