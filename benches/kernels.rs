@@ -11,7 +11,7 @@ mod common;
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use criterion::{BenchmarkId, Criterion, Throughput};
-    use srvdb::distance::{KernelKind, Kernels};
+    use srvdb::distance::{KernelKind, Kernels, MultiQuery};
     use srvdb::format::RowLayout;
     use srvdb::testing::Rng;
     use std::hint::black_box;
@@ -81,26 +81,38 @@ mod native {
             let rows = Aligned::random(&mut rng, nrows * stride);
             let (queries, rows) = (queries.get(), rows.get());
             let mut out = vec![0.0f32; QUERIES * nrows];
-            let pairs = (QUERIES * nrows) as u64;
             let mut g = c.benchmark_group(format!("dot_many/d{dim}"));
-            g.throughput(Throughput::ElementsAndBytes {
-                elements: pairs,
-                bytes: pairs * (2 * dim * 4) as u64,
-            });
-            g.bench_function(format!("best/{QUERIES}q_x_{nrows}rows"), |bch| {
-                bch.iter(|| {
-                    best.dot_many(
-                        black_box(queries),
-                        QUERIES,
-                        black_box(rows),
-                        nrows,
-                        stride,
-                        dim,
-                        &mut out,
-                    );
-                    black_box(&out);
-                })
-            });
+            // The default set, then each multi-query kernel this CPU has, at 64 queries (the
+            // flat index's group) and 16 (the coalesced group of 16 callers).
+            let mut sets = vec![("best".to_string(), best)];
+            for m in MultiQuery::available() {
+                if let Some(k) = best.without_gemm().with_multi_query(m) {
+                    sets.push((m.name().to_string(), k));
+                }
+            }
+            for nq in [QUERIES, 16] {
+                let pairs = (nq * nrows) as u64;
+                g.throughput(Throughput::ElementsAndBytes {
+                    elements: pairs,
+                    bytes: pairs * (2 * dim * 4) as u64,
+                });
+                for (name, k) in &sets {
+                    g.bench_function(format!("{name}/{nq}q_x_{nrows}rows"), |bch| {
+                        bch.iter(|| {
+                            k.dot_many(
+                                black_box(queries),
+                                nq,
+                                black_box(rows),
+                                nrows,
+                                stride,
+                                dim,
+                                &mut out,
+                            );
+                            black_box(&out);
+                        })
+                    });
+                }
+            }
             g.finish();
         }
     }
@@ -110,7 +122,16 @@ mod native {
     fn gemm_vs_multi(c: &mut Criterion) {
         const ROWS: usize = 1024;
         let gemm = Kernels::best();
-        let multi = Kernels::best().without_gemm();
+        // `multi` is the dispatched multi-query kernel; then each one this CPU has.
+        let mut sets = vec![
+            ("gemm".to_string(), gemm),
+            ("multi".to_string(), Kernels::best().without_gemm()),
+        ];
+        for m in MultiQuery::available() {
+            if let Some(k) = Kernels::best().without_gemm().with_multi_query(m) {
+                sets.push((m.name().to_string(), k));
+            }
+        }
         for dim in DIMS {
             let stride = RowLayout::new(dim as u32).stride_f32;
             let mut rng = Rng::new(0x6e33 + dim as u64);
@@ -121,7 +142,7 @@ mod native {
             let mut g = c.benchmark_group(format!("gemm_vs_multi/d{dim}"));
             for nq in [4usize, 8, 16, 64, 256] {
                 g.throughput(Throughput::Elements((nq * ROWS) as u64));
-                for (name, k) in [("gemm", gemm), ("multi", multi)] {
+                for (name, k) in &sets {
                     g.bench_function(format!("{name}/{nq}q"), |bch| {
                         bch.iter(|| {
                             k.dot_many_preferring_gemm(

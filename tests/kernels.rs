@@ -4,7 +4,7 @@
 mod common;
 use common::{seed, Rng};
 use proptest::prelude::*;
-use srvdb::distance::{scalar, KernelKind, Kernels};
+use srvdb::distance::{scalar, KernelKind, Kernels, MultiQuery};
 
 fn kinds() -> Vec<KernelKind> {
     let mut k = vec![KernelKind::Simd128];
@@ -70,6 +70,11 @@ fn multi_query_dot_matches_scalar() {
         (1100, 4, 2),
         (33, 64, 13),
         (1536, 3, 5),
+        // Tiles of the AVX-512 kernel: dims off a multiple of 16, 16 queries (the coalesced
+        // group), row and query counts that leave every remainder.
+        (31, 9, 7),
+        (1537, 16, 5),
+        (385, 6, 11),
         // From 64 queries up a group is one GEMM: its edges and a group wider than a tile.
         (384, 8, 9),
         (100, 300, 37),
@@ -77,19 +82,27 @@ fn multi_query_dot_matches_scalar() {
         let stride = dim + 16 - dim % 16;
         let queries = rng.vectors(nq, dim);
         let rows = rng.vectors(nrows, stride);
-        let mut out = vec![f32::NAN; nq * nrows];
-        Kernels::best().dot_many(&queries, nq, &rows, nrows, stride, dim, &mut out);
-        for q in 0..nq {
-            for r in 0..nrows {
-                let a = &queries[q * dim..(q + 1) * dim];
-                let b = &rows[r * stride..r * stride + dim];
-                let want = scalar::dot_f32_scalar(a, b) as f64;
-                let got = out[q * nrows + r] as f64;
-                assert!(
-                    (got - want).abs() <= tolerance(a, b),
-                    "dim {dim} q {q} r {r}: {got} vs {want} (seed {})",
-                    seed()
-                );
+        // The dispatched set, then every multi-query kernel this CPU has, without the GEMM.
+        let mut sets = vec![Kernels::best()];
+        for m in MultiQuery::available() {
+            sets.extend(Kernels::best().without_gemm().with_multi_query(m));
+        }
+        for k in sets {
+            let mut out = vec![f32::NAN; nq * nrows];
+            k.dot_many(&queries, nq, &rows, nrows, stride, dim, &mut out);
+            for q in 0..nq {
+                for r in 0..nrows {
+                    let a = &queries[q * dim..(q + 1) * dim];
+                    let b = &rows[r * stride..r * stride + dim];
+                    let want = scalar::dot_f32_scalar(a, b) as f64;
+                    let got = out[q * nrows + r] as f64;
+                    assert!(
+                        (got - want).abs() <= tolerance(a, b),
+                        "{:?} dim {dim} q {q} r {r}: {got} vs {want} (seed {})",
+                        k.multi_query(),
+                        seed()
+                    );
+                }
             }
         }
     }

@@ -4,6 +4,8 @@
 mod gemm_block;
 #[cfg(target_arch = "x86_64")]
 mod multi_avx2;
+#[cfg(target_arch = "x86_64")]
+mod multi_avx512;
 pub mod scalar;
 pub mod simd128;
 #[cfg(not(target_arch = "wasm32"))]
@@ -23,6 +25,55 @@ pub enum KernelKind {
 
 type PairFn = fn(&[f32], &[f32]) -> f32;
 
+/// Which multi-query kernel scores small groups of queries (x86_64 only; elsewhere none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MultiQuery {
+    /// `multi_avx2.rs`: AVX2+FMA, 4 queries x 3 rows of 8-lane accumulators.
+    Avx2,
+    /// `multi_avx512.rs`: AVX-512F, 4 rows x 4 queries of 16-lane accumulators.
+    Avx512,
+}
+
+impl MultiQuery {
+    /// Every multi-query kernel this CPU can run (tests and benches compare them all).
+    pub fn available() -> Vec<MultiQuery> {
+        [MultiQuery::Avx2, MultiQuery::Avx512]
+            .into_iter()
+            .filter(|m| m.function().is_some())
+            .collect()
+    }
+
+    /// The kernel, when this CPU has the instructions it needs.
+    fn function(self) -> Option<MultiDotFn> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                MultiQuery::Avx2 => {
+                    if std::arch::is_x86_feature_detected!("avx2")
+                        && std::arch::is_x86_feature_detected!("fma")
+                    {
+                        return Some(multi_avx2::dot_many_checked);
+                    }
+                }
+                MultiQuery::Avx512 => {
+                    if std::arch::is_x86_feature_detected!("avx512f") {
+                        return Some(multi_avx512::dot_many_checked);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// A short name for reports and bench ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            MultiQuery::Avx2 => "avx2",
+            MultiQuery::Avx512 => "avx512",
+        }
+    }
+}
+
 /// A chosen set of kernels. `Copy`, so each search carries it by value.
 #[derive(Debug, Clone, Copy)]
 pub struct Kernels {
@@ -30,7 +81,7 @@ pub struct Kernels {
     dot: PairFn,
     l2sq: PairFn,
     /// Multi-query dot product for batches, when the CPU has one.
-    multi_dot: Option<MultiDotFn>,
+    multi_dot: Option<(MultiQuery, MultiDotFn)>,
     /// Matrix-product dot products for groups of at least `GEMM_MIN_QUERIES` queries.
     gemm_dot: Option<MultiDotFn>,
 }
@@ -102,10 +153,9 @@ impl Kernels {
             KernelKind::SimSimd => format!(
                 "simsimd ({}){}{}",
                 simsimd::isa_name(),
-                if self.multi_dot.is_some() {
-                    " + avx2 multi-query"
-                } else {
-                    ""
+                match self.multi_dot {
+                    Some((m, _)) => format!(" + {} multi-query", m.name()),
+                    None => String::new(),
                 },
                 if self.gemm_dot.is_some() {
                     " + gemm batches"
@@ -119,6 +169,21 @@ impl Kernels {
     /// True when batches (and single dot-product queries) use the multi-query kernel.
     pub fn has_multi_dot(&self) -> bool {
         self.multi_dot.is_some()
+    }
+
+    /// Which multi-query kernel this set uses, if any.
+    pub fn multi_query(&self) -> Option<MultiQuery> {
+        self.multi_dot.map(|(m, _)| m)
+    }
+
+    /// The same kernels with the multi-query kernel `m`, or `None` when this CPU cannot run
+    /// it or the set is the scalar reference (benches and tests compare them).
+    pub fn with_multi_query(mut self, m: MultiQuery) -> Option<Self> {
+        if self.kind == KernelKind::Scalar {
+            return None;
+        }
+        self.multi_dot = Some((m, m.function()?));
+        Some(self)
     }
 
     /// The same kernels without the GEMM path, so benches and tests can compare the two.
@@ -192,7 +257,7 @@ impl Kernels {
                 return;
             }
         }
-        if let Some(multi) = self.multi_dot {
+        if let Some((_, multi)) = self.multi_dot {
             if dim >= MIN_SIMD_DIM {
                 multi(queries, nq, rows, nrows, row_stride, dim, out);
                 return;
@@ -225,13 +290,9 @@ pub(crate) fn dot_many_shapes_ok(
     queries.len() >= nq * dim && rows_ok && out.len() >= nq * nrows && row_stride >= dim
 }
 
-fn multi_dot_for_cpu() -> Option<MultiDotFn> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return Some(multi_avx2::dot_many_checked);
-        }
-    }
-    None
+/// The fastest multi-query kernel this CPU runs: AVX-512 where present, else AVX2.
+fn multi_dot_for_cpu() -> Option<(MultiQuery, MultiDotFn)> {
+    [MultiQuery::Avx512, MultiQuery::Avx2]
+        .into_iter()
+        .find_map(|m| Some((m, m.function()?)))
 }
