@@ -339,6 +339,21 @@ impl Dense {
     }
 }
 
+/// Both `matmul_acc`s read exactly these lengths.
+fn check_product_shapes(
+    out: &[f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<(), String> {
+    if out.len() != m * n || a.len() != m * k || b.len() != k * n {
+        return Err("matrix product of mismatched shapes".into());
+    }
+    Ok(())
+}
+
 /// `out (m x n) += a (m x k) · b (k x n)`, all row-major and contiguous, on every core.
 #[cfg(not(target_arch = "wasm32"))]
 fn matmul_acc(
@@ -349,9 +364,7 @@ fn matmul_acc(
     k: usize,
     n: usize,
 ) -> Result<(), String> {
-    if out.len() != m * n || a.len() != m * k || b.len() != k * n {
-        return Err("matrix product of mismatched shapes".into());
-    }
+    check_product_shapes(out, a, b, m, k, n)?;
     if m == 0 || n == 0 || k == 0 {
         return Ok(());
     }
@@ -406,9 +419,7 @@ fn matmul_acc(
     n: usize,
 ) -> Result<(), String> {
     use candle_core::{Device, Tensor};
-    if out.len() != m * n || a.len() != m * k || b.len() != k * n {
-        return Err("matrix product of mismatched shapes".into());
-    }
+    check_product_shapes(out, a, b, m, k, n)?;
     let product = || -> candle_core::Result<Vec<f32>> {
         let a = Tensor::from_slice(a, (m, k), &Device::Cpu)?;
         let b = Tensor::from_slice(b, (k, n), &Device::Cpu)?;
