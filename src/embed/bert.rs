@@ -46,12 +46,21 @@ struct Norm {
     bias: Vec<f32>,
 }
 
-/// A dense layer, its weight stored transposed (`input x output`, row-major).
+/// A dense layer.
 struct Dense {
-    weight_t: Vec<f32>,
+    weight: Weight,
     bias: Vec<f32>,
     input: usize,
     output: usize,
+}
+
+/// A dense layer's weight, in the form its matrix product reads.
+enum Weight {
+    /// Transposed (`input x output`, row-major), for `matmul_acc`.
+    Plain(Vec<f32>),
+    /// Packed for the AVX-512 kernel, on CPUs that have AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    Packed(super::matmul_avx512::Packed),
 }
 
 struct Layer {
@@ -289,6 +298,20 @@ impl Bert {
 
 impl Dense {
     fn new(weight: &[f32], bias: Vec<f32>, input: usize) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(packed) = super::matmul_avx512::Packed::new(weight, bias.len(), input) {
+            return Dense {
+                weight: Weight::Packed(packed),
+                output: bias.len(),
+                bias,
+                input,
+            };
+        }
+        Self::plain(weight, bias, input)
+    }
+
+    /// The portable form, whatever the CPU.
+    fn plain(weight: &[f32], bias: Vec<f32>, input: usize) -> Self {
         let output = bias.len();
         let mut weight_t = vec![0.0f32; input * output];
         for (o, row) in weight.chunks_exact(input).enumerate() {
@@ -297,7 +320,7 @@ impl Dense {
             }
         }
         Dense {
-            weight_t,
+            weight: Weight::Plain(weight_t),
             bias,
             input,
             output,
@@ -328,14 +351,14 @@ impl Dense {
                 }
             }
         }
-        matmul_acc(
-            out,
-            &x[..rows * self.input],
-            &self.weight_t,
-            rows,
-            self.input,
-            self.output,
-        )
+        let x = x
+            .get(..rows * self.input)
+            .ok_or("matrix product of mismatched shapes")?;
+        match &self.weight {
+            Weight::Plain(weight_t) => matmul_acc(out, x, weight_t, rows, self.input, self.output),
+            #[cfg(target_arch = "x86_64")]
+            Weight::Packed(packed) => packed.matmul_acc(out, x, rows),
+        }
     }
 }
 
@@ -744,17 +767,22 @@ mod tests {
             .map(|i| ((i * 13) % 11) as f32 * 0.2 - 1.0)
             .collect();
         let residual: Vec<f32> = (0..rows * output).map(|i| (i % 5) as f32).collect();
-        let dense = Dense::new(&weight, bias.clone(), input);
-        let mut out = Vec::new();
-        dense.apply(&x, rows, &mut out, Some(&residual)).unwrap();
-        for r in 0..rows {
-            for o in 0..output {
-                let mut want = f64::from(bias[o]) + f64::from(residual[r * output + o]);
-                for i in 0..input {
-                    want += f64::from(x[r * input + i]) * f64::from(weight[o * input + i]);
+        // The CPU's form (packed for AVX-512 where it has it) and the portable one.
+        for dense in [
+            Dense::new(&weight, bias.clone(), input),
+            Dense::plain(&weight, bias.clone(), input),
+        ] {
+            let mut out = Vec::new();
+            dense.apply(&x, rows, &mut out, Some(&residual)).unwrap();
+            for r in 0..rows {
+                for o in 0..output {
+                    let mut want = f64::from(bias[o]) + f64::from(residual[r * output + o]);
+                    for i in 0..input {
+                        want += f64::from(x[r * input + i]) * f64::from(weight[o * input + i]);
+                    }
+                    let got = f64::from(out[r * output + o]);
+                    assert!((got - want).abs() <= 1e-4, "({r}, {o}): {got} vs {want}");
                 }
-                let got = f64::from(out[r * output + o]);
-                assert!((got - want).abs() <= 1e-4, "({r}, {o}): {got} vs {want}");
             }
         }
     }
