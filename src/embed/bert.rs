@@ -249,8 +249,6 @@ impl Bert {
     fn attention(&self, qkv: &[f32], starts: &[usize], ctx: &mut [f32]) {
         let h = self.shape.hidden;
         let heads = self.shape.heads;
-        let d = h / heads;
-        let scale = 1.0 / (d as f32).sqrt();
         // One disjoint piece of `ctx` per sequence.
         let mut pieces = Vec::with_capacity(starts.len().saturating_sub(1));
         let mut rest = ctx;
@@ -264,27 +262,7 @@ impl Bert {
                 return;
             }
             let seq = &qkv[start * 3 * h..(start + len) * 3 * h];
-            let mut scores = vec![0.0f32; len];
-            for head in 0..heads {
-                let qo = head * d;
-                let ko = h + head * d;
-                let vo = 2 * h + head * d;
-                for i in 0..len {
-                    let q = &seq[i * 3 * h + qo..i * 3 * h + qo + d];
-                    for (j, s) in scores.iter_mut().enumerate() {
-                        *s = dot(q, &seq[j * 3 * h + ko..j * 3 * h + ko + d]) * scale;
-                    }
-                    softmax(&mut scores);
-                    let c = &mut out[i * h + qo..i * h + qo + d];
-                    c.fill(0.0);
-                    for (j, &p) in scores.iter().enumerate() {
-                        let v = &seq[j * 3 * h + vo..j * 3 * h + vo + d];
-                        for (o, x) in c.iter_mut().zip(v) {
-                            *o += p * x;
-                        }
-                    }
-                }
-            }
+            attend(seq, len, h, heads, out);
         };
         #[cfg(not(target_arch = "wasm32"))]
         {
@@ -455,6 +433,77 @@ fn matmul_acc(
     Ok(())
 }
 
+/// Self-attention of one sequence of `len` tokens: `out` (len x h) from `seq` (len x 3·h: the
+/// queries, keys and values of every head side by side). Per head, the keys are first laid
+/// out component by component (`d x len`), so that a query's scores against every key are
+/// `d` steps of `scores += q[c] · keys[c]`, vector-wide across the keys; the context is the
+/// softmax-weighted sum of the value rows, vector-wide across the components.
+#[inline(always)]
+fn attend_portable(seq: &[f32], len: usize, h: usize, heads: usize, out: &mut [f32]) {
+    let d = h / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut keys = vec![0.0f32; d * len];
+    let mut scores = vec![0.0f32; len];
+    for head in 0..heads {
+        let (qo, ko, vo) = (head * d, h + head * d, 2 * h + head * d);
+        for (j, token) in seq.chunks_exact(3 * h).enumerate() {
+            for (c, &k) in token[ko..ko + d].iter().enumerate() {
+                keys[c * len + j] = k;
+            }
+        }
+        for (i, token) in seq.chunks_exact(3 * h).enumerate() {
+            scores.fill(0.0);
+            for (&q, column) in token[qo..qo + d].iter().zip(keys.chunks_exact(len)) {
+                for (s, &k) in scores.iter_mut().zip(column) {
+                    *s += q * k;
+                }
+            }
+            for s in scores.iter_mut() {
+                *s *= scale;
+            }
+            softmax(&mut scores);
+            let c = &mut out[i * h + qo..i * h + qo + d];
+            c.fill(0.0);
+            for (&p, value) in scores.iter().zip(seq.chunks_exact(3 * h)) {
+                for (o, &x) in c.iter_mut().zip(&value[vo..vo + d]) {
+                    *o += p * x;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn attend_avx512(seq: &[f32], len: usize, h: usize, heads: usize, out: &mut [f32]) {
+    attend_portable(seq, len, h, heads, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn attend_avx2(seq: &[f32], len: usize, h: usize, heads: usize, out: &mut [f32]) {
+    attend_portable(seq, len, h, heads, out)
+}
+
+/// [`attend_portable`], compiled for the widest vector unit the CPU has.
+fn attend(seq: &[f32], len: usize, h: usize, heads: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above), the only feature the
+            // function is compiled for; it reads `seq` and writes only `out`.
+            return unsafe { attend_avx512(seq, len, h, heads, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above), the only features the
+            // function is compiled for; it reads `seq` and writes only `out`.
+            return unsafe { attend_avx2(seq, len, h, heads, out) };
+        }
+    }
+    attend_portable(seq, len, h, heads, out)
+}
+
 /// Calls `f(row index, row)` on every `width`-long row of `data`, spread over every core.
 fn par_rows(data: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     if width == 0 {
@@ -479,24 +528,7 @@ fn par_rows(data: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync
     }
 }
 
-/// A dot product with eight partial sums, so that it vectorises.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ac, ar) = a.split_at(a.len() - a.len() % 8);
-    let (bc, br) = b.split_at(ac.len().min(b.len()));
-    for (x, y) in ac.chunks_exact(8).zip(bc.chunks_exact(8)) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for (x, y) in ar.iter().zip(br) {
-        sum += x * y;
-    }
-    sum
-}
-
+#[inline(always)]
 fn sum(v: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (chunks, rest) = v.split_at(v.len() - v.len() % 8);
@@ -530,6 +562,7 @@ fn layer_norm(row: &mut [f32], norm: &Norm, eps: f32) {
 }
 
 /// Softmax of one row in place.
+#[inline(always)]
 fn softmax(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     for x in row.iter_mut() {
@@ -753,6 +786,50 @@ mod tests {
             let want = (f64::from(x) - mean) / (var + 1e-12).sqrt() * f64::from(norm.weight[i])
                 + f64::from(norm.bias[i]);
             assert!((f64::from(y) - want).abs() <= 1e-5, "{y} vs {want}");
+        }
+    }
+
+    /// Attention of one sequence against softmax(q·kᵀ/√d)·v in f64, on odd lengths and head
+    /// sizes.
+    #[test]
+    fn attention_matches_an_f64_reference() {
+        for &(len, h, heads) in &[
+            (1usize, 12usize, 3usize),
+            (7, 12, 4),
+            (33, 384, 12),
+            (5, 40, 2),
+        ] {
+            let d = h / heads;
+            let seq: Vec<f32> = (0..len * 3 * h)
+                .map(|i| ((i * 7919) % 211) as f32 * 0.02 - 2.1)
+                .collect();
+            let mut out = vec![f32::NAN; len * h];
+            attend(&seq, len, h, heads, &mut out);
+            let at = |t: usize, c: usize| f64::from(seq[t * 3 * h + c]);
+            for head in 0..heads {
+                for i in 0..len {
+                    let scores: Vec<f64> = (0..len)
+                        .map(|j| {
+                            (0..d)
+                                .map(|c| at(i, head * d + c) * at(j, h + head * d + c))
+                                .sum::<f64>()
+                                / (d as f64).sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().fold(f64::MIN, |m, &x| m.max(x));
+                    let total: f64 = scores.iter().map(|&x| (x - max).exp()).sum();
+                    for c in 0..d {
+                        let want: f64 = (0..len)
+                            .map(|j| (scores[j] - max).exp() / total * at(j, 2 * h + head * d + c))
+                            .sum();
+                        let got = f64::from(out[i * h + head * d + c]);
+                        assert!(
+                            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                            "len {len} h {h} heads {heads} ({i}, {head}, {c}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
         }
     }
 
