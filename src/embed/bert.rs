@@ -473,10 +473,77 @@ fn attend_portable(seq: &[f32], len: usize, h: usize, heads: usize, out: &mut [f
     }
 }
 
+/// [`attend_portable`] written with AVX-512F intrinsics, the sums in registers: a query's
+/// scores 16 keys at a time (`d` FMAs of the broadcast query component into the keys laid
+/// out per component), the context 16 components at a time (one FMA per key).
+///
+/// # Safety
+/// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn attend_avx512(seq: &[f32], len: usize, h: usize, heads: usize, out: &mut [f32]) {
-    attend_portable(seq, len, h, heads, out)
+unsafe fn attend_avx512(seq: &[f32], len: usize, h: usize, heads: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    if heads == 0
+        || !h.is_multiple_of(heads)
+        || len.checked_mul(3 * h) != Some(seq.len())
+        || len.checked_mul(h) != Some(out.len())
+    {
+        return attend_portable(seq, len, h, heads, out);
+    }
+    let d = h / heads;
+    let stride = 3 * h;
+    // Keys per component, each run of `padded` (a multiple of 16) zero past `len`.
+    let padded = len.div_ceil(16) * 16;
+    let scale = _mm512_set1_ps(1.0 / (d as f32).sqrt());
+    let mut keys = vec![0.0f32; d * padded];
+    let mut scores = vec![0.0f32; padded];
+    for head in 0..heads {
+        let (qo, ko, vo) = (head * d, h + head * d, 2 * h + head * d);
+        for (j, token) in seq.chunks_exact(stride).enumerate() {
+            for (c, &k) in token[ko..ko + d].iter().enumerate() {
+                keys[c * padded + j] = k;
+            }
+        }
+        for (i, token) in seq.chunks_exact(stride).enumerate() {
+            let q = &token[qo..qo + d];
+            for block in (0..padded).step_by(16) {
+                let mut acc = _mm512_setzero_ps();
+                for (c, &qc) in q.iter().enumerate() {
+                    // SAFETY: c < d and block + 16 <= padded, so the 16 floats read are
+                    // inside `keys` (d x padded).
+                    let k = unsafe { _mm512_loadu_ps(keys.as_ptr().add(c * padded + block)) };
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(qc), k, acc);
+                }
+                // SAFETY: block + 16 <= padded = scores.len().
+                unsafe {
+                    _mm512_storeu_ps(scores.as_mut_ptr().add(block), _mm512_mul_ps(acc, scale))
+                };
+            }
+            // The padding lanes (scores of zero keys) are left out.
+            softmax(&mut scores[..len]);
+            let row = &mut out[i * h + qo..i * h + qo + d];
+            for c0 in (0..d).step_by(16) {
+                let lanes = (d - c0).min(16);
+                let mask: __mmask16 = if lanes == 16 {
+                    0xFFFF
+                } else {
+                    ((1u32 << lanes) - 1) as __mmask16
+                };
+                let mut acc = _mm512_setzero_ps();
+                for (&p, value) in scores[..len].iter().zip(seq.chunks_exact(stride)) {
+                    let v = &value[vo + c0..vo + c0 + lanes];
+                    // SAFETY: the masked load reads only the first `lanes` floats, which
+                    // are `v`, a live slice.
+                    let v = unsafe { _mm512_maskz_loadu_ps(mask, v.as_ptr()) };
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(p), v, acc);
+                }
+                let dst = &mut row[c0..c0 + lanes];
+                // SAFETY: the masked store writes only the first `lanes` floats, which are
+                // `dst`, a slice of `out` this call borrows mutably (no other thread has it).
+                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, acc) };
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -485,13 +552,13 @@ fn attend_avx2(seq: &[f32], len: usize, h: usize, heads: usize, out: &mut [f32])
     attend_portable(seq, len, h, heads, out)
 }
 
-/// [`attend_portable`], compiled for the widest vector unit the CPU has.
+/// [`attend_portable`] on the widest vector unit the CPU has.
 fn attend(seq: &[f32], len: usize, h: usize, heads: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above), the only feature the
-            // function is compiled for; it reads `seq` and writes only `out`.
+            // SAFETY: the CPU has AVX-512F (checked just above), all the function asks;
+            // it reads `seq` and writes only `out`, checking their shapes first.
             return unsafe { attend_avx512(seq, len, h, heads, out) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -803,8 +870,14 @@ mod tests {
             let seq: Vec<f32> = (0..len * 3 * h)
                 .map(|i| ((i * 7919) % 211) as f32 * 0.02 - 2.1)
                 .collect();
+            // The CPU's path (AVX-512 intrinsics where it has them) and the portable one.
             let mut out = vec![f32::NAN; len * h];
             attend(&seq, len, h, heads, &mut out);
+            let mut portable = vec![f32::NAN; len * h];
+            attend_portable(&seq, len, h, heads, &mut portable);
+            for (a, b) in out.iter().zip(&portable) {
+                assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
+            }
             let at = |t: usize, c: usize| f64::from(seq[t * 3 * h + c]);
             for head in 0..heads {
                 for i in 0..len {
