@@ -227,14 +227,18 @@ impl Bert {
             par_rows(&mut x, h, |_, row| {
                 layer_norm(row, &layer.attn_norm, self.shape.eps)
             });
-            layer.up.apply(&x, rows, &mut up, None)?;
-            par_rows(&mut up, self.shape.intermediate, |_, row| {
-                match self.shape.activation {
-                    Activation::Gelu => gelu(row),
-                    Activation::GeluTanh => row.iter_mut().for_each(|x| *x = gelu_tanh_one(*x)),
-                    Activation::Relu => row.iter_mut().for_each(|x| *x = x.max(0.0)),
-                }
-            });
+            let fused = layer
+                .up
+                .apply_gelu(&x, rows, &mut up, self.shape.activation)?;
+            if !fused {
+                par_rows(&mut up, self.shape.intermediate, |_, row| {
+                    match self.shape.activation {
+                        Activation::Gelu => gelu(row),
+                        Activation::GeluTanh => row.iter_mut().for_each(|x| *x = gelu_tanh_one(*x)),
+                        Activation::Relu => row.iter_mut().for_each(|x| *x = x.max(0.0)),
+                    }
+                });
+            }
             let residual = std::mem::take(&mut x);
             layer.down.apply(&up, rows, &mut x, Some(&residual))?;
             par_rows(&mut x, h, |_, row| {
@@ -305,14 +309,32 @@ impl Dense {
         }
     }
 
-    /// `out = x · Wᵀ + b (+ residual)`, for `rows` rows of `x`; `out` is resized to fit.
-    fn apply(
+    /// `out = x · Wᵀ + b`, and the activation too when it can be fused into the product
+    /// (the erf GELU in the AVX-512 kernel): `Ok(true)` if it was applied, `Ok(false)` if it
+    /// is left to the caller.
+    fn apply_gelu(
         &self,
         x: &[f32],
         rows: usize,
         out: &mut Vec<f32>,
-        residual: Option<&[f32]>,
-    ) -> Result<(), String> {
+        activation: Activation,
+    ) -> Result<bool, String> {
+        #[cfg(target_arch = "x86_64")]
+        if let (Weight::Packed(packed), Activation::Gelu) = (&self.weight, activation) {
+            self.start(rows, out, None);
+            let x = x
+                .get(..rows * self.input)
+                .ok_or("matrix product of mismatched shapes")?;
+            packed.matmul_acc(out, x, rows, true)?;
+            return Ok(true);
+        }
+        let _ = activation;
+        self.apply(x, rows, out, None)?;
+        Ok(false)
+    }
+
+    /// `out = b (+ residual)`, `rows` rows: what the product accumulates onto.
+    fn start(&self, rows: usize, out: &mut Vec<f32>, residual: Option<&[f32]>) {
         out.clear();
         match residual {
             Some(r) => {
@@ -329,13 +351,24 @@ impl Dense {
                 }
             }
         }
+    }
+
+    /// `out = x · Wᵀ + b (+ residual)`, for `rows` rows of `x`; `out` is resized to fit.
+    fn apply(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: &mut Vec<f32>,
+        residual: Option<&[f32]>,
+    ) -> Result<(), String> {
+        self.start(rows, out, residual);
         let x = x
             .get(..rows * self.input)
             .ok_or("matrix product of mismatched shapes")?;
         match &self.weight {
             Weight::Plain(weight_t) => matmul_acc(out, x, weight_t, rows, self.input, self.output),
             #[cfg(target_arch = "x86_64")]
-            Weight::Packed(packed) => packed.matmul_acc(out, x, rows),
+            Weight::Packed(packed) => packed.matmul_acc(out, x, rows, false),
         }
     }
 }
@@ -682,7 +715,7 @@ fn exp_neg_portable(v: &mut [f32]) {
 /// The exact (erf) GELU of one value: `x/2 · (1 + erf(x/√2))`, with erf from Abramowitz and
 /// Stegun's formula 7.1.26 (absolute error below 1.5e-7).
 #[inline(always)]
-fn gelu_one(x: f32) -> f32 {
+pub(super) fn gelu_one(x: f32) -> f32 {
     const P: f32 = 0.327_591_1;
     const A1: f32 = 0.254_829_6;
     const A2: f32 = -0.284_496_74;

@@ -60,8 +60,15 @@ impl Packed {
         &self.buf[self.start..self.start + len]
     }
 
-    /// `out (m x n) += a (m x k) · W`, row-major, on every core.
-    pub(crate) fn matmul_acc(&self, out: &mut [f32], a: &[f32], m: usize) -> Result<(), String> {
+    /// `out (m x n) += a (m x k) · W`, row-major, on every core; with `gelu`, then
+    /// `out = gelu(out)` (the erf GELU), applied to each tile as it leaves the registers.
+    pub(crate) fn matmul_acc(
+        &self,
+        out: &mut [f32],
+        a: &[f32],
+        m: usize,
+        gelu: bool,
+    ) -> Result<(), String> {
         let (k, n) = (self.k, self.n);
         if m.checked_mul(n) != Some(out.len()) || m.checked_mul(k) != Some(a.len()) {
             return Err("matrix product of mismatched shapes".into());
@@ -90,7 +97,7 @@ impl Packed {
             // what `block` requires.
             // `out` is this task's own `&mut` chunk, so no other thread reads or writes it;
             // `a` and `b` are shared and only read.
-            unsafe { block(out, a, b, rows, k, n) }
+            unsafe { block(out, a, b, rows, k, n, gelu) }
         };
         if tiles * MR > per_block {
             use rayon::prelude::*;
@@ -119,7 +126,15 @@ fn masks(cols: usize) -> (__mmask16, __mmask16) {
 /// AVX-512F available; `out.len() >= rows * n`, `a.len() >= rows * k`, and
 /// `b.len() >= n.div_ceil(NR) * k * NR`, `b` starting on a 64-byte boundary.
 #[target_feature(enable = "avx512f")]
-unsafe fn block(out: &mut [f32], a: &[f32], b: &[f32], rows: usize, k: usize, n: usize) {
+unsafe fn block(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    rows: usize,
+    k: usize,
+    n: usize,
+    gelu: bool,
+) {
     let panels = n.div_ceil(NR);
     let mut k0 = 0;
     while k0 < k {
@@ -145,6 +160,8 @@ unsafe fn block(out: &mut [f32], a: &[f32], b: &[f32], rows: usize, k: usize, n:
                         ldc: n,
                         m0,
                         m1,
+                        // The sums are complete after the last slice of k.
+                        gelu: gelu && k0 + kc == k,
                     };
                     match rr {
                         1 => tile::<1>(&t),
@@ -182,6 +199,8 @@ struct Tile {
     /// Valid lanes of the first and second 16 columns.
     m0: __mmask16,
     m1: __mmask16,
+    /// Store `gelu(sum)` instead of the sum.
+    gelu: bool,
 }
 
 /// `R` rows of the tile: `c[i][..] += Σ_kk a[i][kk] · b[kk][..]`, lanes outside the masks
@@ -213,11 +232,80 @@ unsafe fn tile<const R: usize>(t: &Tile) {
             }
             b = b.add(NR);
         }
+        if t.gelu {
+            for i in 0..R {
+                lo[i] = gelu16(lo[i]);
+                hi[i] = gelu16(hi[i]);
+            }
+        }
         for i in 0..R {
             _mm512_mask_storeu_ps(t.c.add(i * t.ldc), t.m0, lo[i]);
             _mm512_mask_storeu_ps(t.c.add(i * t.ldc + 16), t.m1, hi[i]);
         }
     }
+}
+
+/// `e^x` of 16 lanes for `x <= 0`: `bert::exp_neg_one` with FMAs (the same reduction
+/// `x = n·ln 2 + r`, the same degree-7 Taylor polynomial, 0 below -87).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn exp_neg16(x: __m512) -> __m512 {
+    let underflow = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-87.0));
+    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0)), _mm512_setzero_ps());
+    let round = _mm512_set1_ps(12_582_912.0);
+    let n = _mm512_sub_ps(
+        _mm512_fmadd_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E), round),
+        round,
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm512_set1_ps(1.0 / 5040.0);
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    // n is an integer in [-126, 0]: 2^n has exponent bits n + 127.
+    let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+        _mm512_cvtps_epi32(n),
+        _mm512_set1_epi32(127),
+    ));
+    _mm512_maskz_mul_ps(!underflow, p, _mm512_castsi512_ps(bits))
+}
+
+/// The erf GELU of 16 lanes: `bert::gelu_one` (Abramowitz and Stegun 7.1.26) with FMAs.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn gelu16(x: __m512) -> __m512 {
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let z = _mm512_abs_ps(_mm512_mul_ps(
+        x,
+        _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2),
+    ));
+    let one = _mm512_set1_ps(1.0);
+    let t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.327_591_1), z, one));
+    let mut poly = _mm512_set1_ps(1.061_405_4);
+    for c in [-1.453_152_1, 1.421_413_8, -0.284_496_74, 0.254_829_6] {
+        poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(c));
+    }
+    poly = _mm512_mul_ps(poly, t);
+    let e = exp_neg16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(z, z)));
+    let erf_abs = _mm512_fnmadd_ps(poly, e, one);
+    // erf takes the sign of x.
+    let erf = _mm512_castsi512_ps(_mm512_or_si512(
+        _mm512_castps_si512(erf_abs),
+        _mm512_and_si512(_mm512_castps_si512(x), sign),
+    ));
+    _mm512_mul_ps(
+        _mm512_mul_ps(_mm512_set1_ps(0.5), x),
+        _mm512_add_ps(one, erf),
+    )
 }
 
 #[cfg(test)]
@@ -253,7 +341,9 @@ mod tests {
             let start: Vec<f32> = (0..m * n).map(|_| next()).collect();
             let packed = Packed::new(&weight, n, k).unwrap();
             let mut out = start.clone();
-            packed.matmul_acc(&mut out, &a, m).unwrap();
+            packed.matmul_acc(&mut out, &a, m, false).unwrap();
+            let mut activated = start.clone();
+            packed.matmul_acc(&mut activated, &a, m, true).unwrap();
             for r in 0..m {
                 for j in 0..n {
                     let mut want = f64::from(start[r * n + j]);
@@ -268,9 +358,16 @@ mod tests {
                         (got - want).abs() <= 1e-6 * mag.max(1.0),
                         "m {m} k {k} n {n} ({r}, {j}): {got} vs {want}"
                     );
+                    // The scalar GELU (itself tested against erf's series) of the f64 sum.
+                    let gelu = f64::from(super::super::bert::gelu_one(want as f32));
+                    let got = f64::from(activated[r * n + j]);
+                    assert!(
+                        (got - gelu).abs() <= 2e-6 * mag.max(1.0),
+                        "gelu, m {m} k {k} n {n} ({r}, {j}): {got} vs {gelu}"
+                    );
                 }
             }
-            assert!(packed.matmul_acc(&mut out, &a[1..], m).is_err());
+            assert!(packed.matmul_acc(&mut out, &a[1..], m, false).is_err());
         }
     }
 }
