@@ -508,7 +508,8 @@ fn attend_portable(seq: &[f32], len: usize, h: usize, heads: usize, out: &mut [f
 
 /// [`attend_portable`] written with AVX-512F intrinsics, the sums in registers: a query's
 /// scores 16 keys at a time (`d` FMAs of the broadcast query component into the keys laid
-/// out per component), the context 16 components at a time (one FMA per key).
+/// out per component), their softmax 16 at a time, the context 16 components at a time (one
+/// FMA per key, divided by the softmax's sum at the end).
 ///
 /// # Safety
 /// The CPU has AVX-512F.
@@ -522,6 +523,14 @@ unsafe fn attend_avx512(seq: &[f32], len: usize, h: usize, heads: usize, out: &m
         || len.checked_mul(h) != Some(out.len())
     {
         return attend_portable(seq, len, h, heads, out);
+    }
+    /// The first `n` of 16 lanes (all 16 for n >= 16).
+    fn lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
     }
     let d = h / heads;
     let stride = 3 * h;
@@ -552,28 +561,43 @@ unsafe fn attend_avx512(seq: &[f32], len: usize, h: usize, heads: usize, out: &m
                     _mm512_storeu_ps(scores.as_mut_ptr().add(block), _mm512_mul_ps(acc, scale))
                 };
             }
-            // The padding lanes (scores of zero keys) are left out.
-            softmax(&mut scores[..len]);
+            // Softmax over the first `len` scores (the padding lanes, scores of zero keys,
+            // are left out of the maximum and the sum); the division by the sum is left to
+            // the context.
+            let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+            for block in (0..padded).step_by(16) {
+                // SAFETY: block + 16 <= padded = scores.len().
+                let v = unsafe { _mm512_loadu_ps(scores.as_ptr().add(block)) };
+                max = _mm512_mask_max_ps(max, lanes(len - block), max, v);
+            }
+            let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+            let mut total = _mm512_setzero_ps();
+            for block in (0..padded).step_by(16) {
+                // SAFETY: block + 16 <= padded = scores.len().
+                unsafe {
+                    let v = _mm512_loadu_ps(scores.as_ptr().add(block));
+                    let e = super::matmul_avx512::exp_neg16(_mm512_sub_ps(v, max));
+                    _mm512_storeu_ps(scores.as_mut_ptr().add(block), e);
+                    total = _mm512_mask_add_ps(total, lanes(len - block), total, e);
+                }
+            }
+            let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(total));
             let row = &mut out[i * h + qo..i * h + qo + d];
             for c0 in (0..d).step_by(16) {
-                let lanes = (d - c0).min(16);
-                let mask: __mmask16 = if lanes == 16 {
-                    0xFFFF
-                } else {
-                    ((1u32 << lanes) - 1) as __mmask16
-                };
+                let width = (d - c0).min(16);
+                let mask = lanes(d - c0);
                 let mut acc = _mm512_setzero_ps();
                 for (&p, value) in scores[..len].iter().zip(seq.chunks_exact(stride)) {
-                    let v = &value[vo + c0..vo + c0 + lanes];
-                    // SAFETY: the masked load reads only the first `lanes` floats, which
+                    let v = &value[vo + c0..vo + c0 + width];
+                    // SAFETY: the masked load reads only the first `width` floats, which
                     // are `v`, a live slice.
                     let v = unsafe { _mm512_maskz_loadu_ps(mask, v.as_ptr()) };
                     acc = _mm512_fmadd_ps(_mm512_set1_ps(p), v, acc);
                 }
-                let dst = &mut row[c0..c0 + lanes];
-                // SAFETY: the masked store writes only the first `lanes` floats, which are
+                let dst = &mut row[c0..c0 + width];
+                // SAFETY: the masked store writes only the first `width` floats, which are
                 // `dst`, a slice of `out` this call borrows mutably (no other thread has it).
-                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, acc) };
+                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, _mm512_mul_ps(acc, inv)) };
             }
         }
     }

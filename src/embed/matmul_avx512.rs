@@ -249,7 +249,7 @@ unsafe fn tile<const R: usize>(t: &Tile) {
 /// `x = n·ln 2 + r`, the same degree-7 Taylor polynomial, 0 below -87).
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn exp_neg16(x: __m512) -> __m512 {
+pub(super) fn exp_neg16(x: __m512) -> __m512 {
     let underflow = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-87.0));
     let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0)), _mm512_setzero_ps());
     let round = _mm512_set1_ps(12_582_912.0);
