@@ -13,8 +13,12 @@
 //!   vectorise, accurate to about float rounding (relative error of `exp` below 1e-7, absolute
 //!   error of `erf` below 1.5e-7).
 //!
-//! The matrix products go to the `gemm` crate natively (every core) and to candle's CPU
-//! backend in the WASI component (one thread), which has no `gemm` dependency of its own.
+//! The dense layers' matrix products run natively on every core: on CPUs with AVX-512F
+//! through a kernel of our own (`matmul_avx512.rs`: weights packed at load, the GELU applied
+//! to each tile in registers), elsewhere through the `gemm` crate. The attention runs per
+//! sequence with AVX-512F intrinsics where the CPU has them, else the portable loops compiled
+//! for AVX2 or the base target. In the WASI component (one thread) the products go to
+//! candle's CPU backend, which has no `gemm` dependency of its own.
 
 /// The shape of a BERT encoder (`config.json`).
 #[derive(Debug, Clone, Copy)]
