@@ -145,7 +145,7 @@ unsafe fn block(
             let mut r = 0;
             while r < rows {
                 let rr = (rows - r).min(MR);
-                // SAFETY: rows r..r + rr < rows, columns p·NR..p·NR + cols <= n and k
+                // SAFETY: rows r..r + rr within 0..rows, columns p·NR..p·NR + cols <= n and k
                 // values k0..k0 + kc <= k, so every offset below is inside the slices the
                 // caller vouched for; `tile` reads and writes only that rectangle. `b` starts
                 // on a 64-byte boundary (`Packed::new`) and every offset into it is a
