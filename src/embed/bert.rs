@@ -13,8 +13,12 @@
 //!   vectorise, accurate to about float rounding (relative error of `exp` below 1e-7, absolute
 //!   error of `erf` below 1.5e-7).
 //!
-//! The matrix products go to the `gemm` crate natively (every core) and to candle's CPU
-//! backend in the WASI component (one thread), which has no `gemm` dependency of its own.
+//! The dense layers' matrix products run natively on every core: on CPUs with AVX-512F
+//! through a kernel of our own (`matmul_avx512.rs`: weights packed at load, the GELU applied
+//! to each tile in registers), elsewhere through the `gemm` crate. The attention runs per
+//! sequence with AVX-512F intrinsics where the CPU has them, else the portable loops compiled
+//! for AVX2 or the base target. In the WASI component (one thread) the products go to
+//! candle's CPU backend, which has no `gemm` dependency of its own.
 
 /// The shape of a BERT encoder (`config.json`).
 #[derive(Debug, Clone, Copy)]
@@ -46,12 +50,21 @@ struct Norm {
     bias: Vec<f32>,
 }
 
-/// A dense layer, its weight stored transposed (`input x output`, row-major).
+/// A dense layer.
 struct Dense {
-    weight_t: Vec<f32>,
+    weight: Weight,
     bias: Vec<f32>,
     input: usize,
     output: usize,
+}
+
+/// A dense layer's weight, in the form its matrix product reads.
+enum Weight {
+    /// Transposed (`input x output`, row-major), for `matmul_acc`.
+    Plain(Vec<f32>),
+    /// Packed for the AVX-512 kernel, on CPUs that have AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    Packed(super::matmul_avx512::Packed),
 }
 
 struct Layer {
@@ -218,14 +231,18 @@ impl Bert {
             par_rows(&mut x, h, |_, row| {
                 layer_norm(row, &layer.attn_norm, self.shape.eps)
             });
-            layer.up.apply(&x, rows, &mut up, None)?;
-            par_rows(&mut up, self.shape.intermediate, |_, row| {
-                match self.shape.activation {
-                    Activation::Gelu => gelu(row),
-                    Activation::GeluTanh => row.iter_mut().for_each(|x| *x = gelu_tanh_one(*x)),
-                    Activation::Relu => row.iter_mut().for_each(|x| *x = x.max(0.0)),
-                }
-            });
+            let fused = layer
+                .up
+                .apply_gelu(&x, rows, &mut up, self.shape.activation)?;
+            if !fused {
+                par_rows(&mut up, self.shape.intermediate, |_, row| {
+                    match self.shape.activation {
+                        Activation::Gelu => gelu(row),
+                        Activation::GeluTanh => row.iter_mut().for_each(|x| *x = gelu_tanh_one(*x)),
+                        Activation::Relu => row.iter_mut().for_each(|x| *x = x.max(0.0)),
+                    }
+                });
+            }
             let residual = std::mem::take(&mut x);
             layer.down.apply(&up, rows, &mut x, Some(&residual))?;
             par_rows(&mut x, h, |_, row| {
@@ -240,8 +257,6 @@ impl Bert {
     fn attention(&self, qkv: &[f32], starts: &[usize], ctx: &mut [f32]) {
         let h = self.shape.hidden;
         let heads = self.shape.heads;
-        let d = h / heads;
-        let scale = 1.0 / (d as f32).sqrt();
         // One disjoint piece of `ctx` per sequence.
         let mut pieces = Vec::with_capacity(starts.len().saturating_sub(1));
         let mut rest = ctx;
@@ -255,27 +270,7 @@ impl Bert {
                 return;
             }
             let seq = &qkv[start * 3 * h..(start + len) * 3 * h];
-            let mut scores = vec![0.0f32; len];
-            for head in 0..heads {
-                let qo = head * d;
-                let ko = h + head * d;
-                let vo = 2 * h + head * d;
-                for i in 0..len {
-                    let q = &seq[i * 3 * h + qo..i * 3 * h + qo + d];
-                    for (j, s) in scores.iter_mut().enumerate() {
-                        *s = dot(q, &seq[j * 3 * h + ko..j * 3 * h + ko + d]) * scale;
-                    }
-                    softmax(&mut scores);
-                    let c = &mut out[i * h + qo..i * h + qo + d];
-                    c.fill(0.0);
-                    for (j, &p) in scores.iter().enumerate() {
-                        let v = &seq[j * 3 * h + vo..j * 3 * h + vo + d];
-                        for (o, x) in c.iter_mut().zip(v) {
-                            *o += p * x;
-                        }
-                    }
-                }
-            }
+            attend(seq, len, h, heads, out);
         };
         #[cfg(not(target_arch = "wasm32"))]
         {
@@ -289,6 +284,20 @@ impl Bert {
 
 impl Dense {
     fn new(weight: &[f32], bias: Vec<f32>, input: usize) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(packed) = super::matmul_avx512::Packed::new(weight, bias.len(), input) {
+            return Dense {
+                weight: Weight::Packed(packed),
+                output: bias.len(),
+                bias,
+                input,
+            };
+        }
+        Self::plain(weight, bias, input)
+    }
+
+    /// The portable form, whatever the CPU.
+    fn plain(weight: &[f32], bias: Vec<f32>, input: usize) -> Self {
         let output = bias.len();
         let mut weight_t = vec![0.0f32; input * output];
         for (o, row) in weight.chunks_exact(input).enumerate() {
@@ -297,21 +306,39 @@ impl Dense {
             }
         }
         Dense {
-            weight_t,
+            weight: Weight::Plain(weight_t),
             bias,
             input,
             output,
         }
     }
 
-    /// `out = x · Wᵀ + b (+ residual)`, for `rows` rows of `x`; `out` is resized to fit.
-    fn apply(
+    /// `out = x · Wᵀ + b`, and the activation too when it can be fused into the product
+    /// (the erf GELU in the AVX-512 kernel): `Ok(true)` if it was applied, `Ok(false)` if it
+    /// is left to the caller.
+    fn apply_gelu(
         &self,
         x: &[f32],
         rows: usize,
         out: &mut Vec<f32>,
-        residual: Option<&[f32]>,
-    ) -> Result<(), String> {
+        activation: Activation,
+    ) -> Result<bool, String> {
+        #[cfg(target_arch = "x86_64")]
+        if let (Weight::Packed(packed), Activation::Gelu) = (&self.weight, activation) {
+            self.start(rows, out, None);
+            let x = x
+                .get(..rows * self.input)
+                .ok_or("matrix product of mismatched shapes")?;
+            packed.matmul_acc(out, x, rows, true)?;
+            return Ok(true);
+        }
+        let _ = activation;
+        self.apply(x, rows, out, None)?;
+        Ok(false)
+    }
+
+    /// `out = b (+ residual)`, `rows` rows: what the product accumulates onto.
+    fn start(&self, rows: usize, out: &mut Vec<f32>, residual: Option<&[f32]>) {
         out.clear();
         match residual {
             Some(r) => {
@@ -328,14 +355,25 @@ impl Dense {
                 }
             }
         }
-        matmul_acc(
-            out,
-            &x[..rows * self.input],
-            &self.weight_t,
-            rows,
-            self.input,
-            self.output,
-        )
+    }
+
+    /// `out = x · Wᵀ + b (+ residual)`, for `rows` rows of `x`; `out` is resized to fit.
+    fn apply(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: &mut Vec<f32>,
+        residual: Option<&[f32]>,
+    ) -> Result<(), String> {
+        self.start(rows, out, residual);
+        let x = x
+            .get(..rows * self.input)
+            .ok_or("matrix product of mismatched shapes")?;
+        match &self.weight {
+            Weight::Plain(weight_t) => matmul_acc(out, x, weight_t, rows, self.input, self.output),
+            #[cfg(target_arch = "x86_64")]
+            Weight::Packed(packed) => packed.matmul_acc(out, x, rows, false),
+        }
     }
 }
 
@@ -432,6 +470,168 @@ fn matmul_acc(
     Ok(())
 }
 
+/// Self-attention of one sequence of `len` tokens: `out` (len x h) from `seq` (len x 3·h: the
+/// queries, keys and values of every head side by side). Per head, the keys are first laid
+/// out component by component (`d x len`), so that a query's scores against every key are
+/// `d` steps of `scores += q[c] · keys[c]`, vector-wide across the keys; the context is the
+/// softmax-weighted sum of the value rows, vector-wide across the components.
+#[inline(always)]
+fn attend_portable(seq: &[f32], len: usize, h: usize, heads: usize, out: &mut [f32]) {
+    let d = h / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut keys = vec![0.0f32; d * len];
+    let mut scores = vec![0.0f32; len];
+    for head in 0..heads {
+        let (qo, ko, vo) = (head * d, h + head * d, 2 * h + head * d);
+        for (j, token) in seq.chunks_exact(3 * h).enumerate() {
+            for (c, &k) in token[ko..ko + d].iter().enumerate() {
+                keys[c * len + j] = k;
+            }
+        }
+        for (i, token) in seq.chunks_exact(3 * h).enumerate() {
+            scores.fill(0.0);
+            for (&q, column) in token[qo..qo + d].iter().zip(keys.chunks_exact(len)) {
+                for (s, &k) in scores.iter_mut().zip(column) {
+                    *s += q * k;
+                }
+            }
+            for s in scores.iter_mut() {
+                *s *= scale;
+            }
+            softmax(&mut scores);
+            let c = &mut out[i * h + qo..i * h + qo + d];
+            c.fill(0.0);
+            for (&p, value) in scores.iter().zip(seq.chunks_exact(3 * h)) {
+                for (o, &x) in c.iter_mut().zip(&value[vo..vo + d]) {
+                    *o += p * x;
+                }
+            }
+        }
+    }
+}
+
+/// [`attend_portable`] written with AVX-512F intrinsics, the sums in registers: a query's
+/// scores 16 keys at a time (`d` FMAs of the broadcast query component into the keys laid
+/// out per component), their softmax 16 at a time, the context 16 components at a time (one
+/// FMA per key, divided by the softmax's sum at the end).
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn attend_avx512(seq: &[f32], len: usize, h: usize, heads: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    if heads == 0
+        || !h.is_multiple_of(heads)
+        || len.checked_mul(3 * h) != Some(seq.len())
+        || len.checked_mul(h) != Some(out.len())
+    {
+        return attend_portable(seq, len, h, heads, out);
+    }
+    /// The first `n` of 16 lanes (all 16 for n >= 16).
+    fn lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+    let d = h / heads;
+    let stride = 3 * h;
+    // Keys per component, each run of `padded` (a multiple of 16) zero past `len`.
+    let padded = len.div_ceil(16) * 16;
+    let scale = _mm512_set1_ps(1.0 / (d as f32).sqrt());
+    let mut keys = vec![0.0f32; d * padded];
+    let mut scores = vec![0.0f32; padded];
+    for head in 0..heads {
+        let (qo, ko, vo) = (head * d, h + head * d, 2 * h + head * d);
+        for (j, token) in seq.chunks_exact(stride).enumerate() {
+            for (c, &k) in token[ko..ko + d].iter().enumerate() {
+                keys[c * padded + j] = k;
+            }
+        }
+        for (i, token) in seq.chunks_exact(stride).enumerate() {
+            let q = &token[qo..qo + d];
+            for block in (0..padded).step_by(16) {
+                let mut acc = _mm512_setzero_ps();
+                for (c, &qc) in q.iter().enumerate() {
+                    // SAFETY: c < d and block + 16 <= padded, so the 16 floats read are
+                    // inside `keys` (d x padded).
+                    let k = unsafe { _mm512_loadu_ps(keys.as_ptr().add(c * padded + block)) };
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(qc), k, acc);
+                }
+                // SAFETY: block + 16 <= padded = scores.len().
+                unsafe {
+                    _mm512_storeu_ps(scores.as_mut_ptr().add(block), _mm512_mul_ps(acc, scale))
+                };
+            }
+            // Softmax over the first `len` scores (the padding lanes, scores of zero keys,
+            // are left out of the maximum and the sum); the division by the sum is left to
+            // the context.
+            let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+            for block in (0..padded).step_by(16) {
+                // SAFETY: block + 16 <= padded = scores.len().
+                let v = unsafe { _mm512_loadu_ps(scores.as_ptr().add(block)) };
+                max = _mm512_mask_max_ps(max, lanes(len - block), max, v);
+            }
+            let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+            let mut total = _mm512_setzero_ps();
+            for block in (0..padded).step_by(16) {
+                // SAFETY: block + 16 <= padded = scores.len().
+                unsafe {
+                    let v = _mm512_loadu_ps(scores.as_ptr().add(block));
+                    let e = super::matmul_avx512::exp_neg16(_mm512_sub_ps(v, max));
+                    _mm512_storeu_ps(scores.as_mut_ptr().add(block), e);
+                    total = _mm512_mask_add_ps(total, lanes(len - block), total, e);
+                }
+            }
+            let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(total));
+            let row = &mut out[i * h + qo..i * h + qo + d];
+            for c0 in (0..d).step_by(16) {
+                let width = (d - c0).min(16);
+                let mask = lanes(d - c0);
+                let mut acc = _mm512_setzero_ps();
+                for (&p, value) in scores[..len].iter().zip(seq.chunks_exact(stride)) {
+                    let v = &value[vo + c0..vo + c0 + width];
+                    // SAFETY: the masked load reads only the first `width` floats, which
+                    // are `v`, a live slice.
+                    let v = unsafe { _mm512_maskz_loadu_ps(mask, v.as_ptr()) };
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(p), v, acc);
+                }
+                let dst = &mut row[c0..c0 + width];
+                // SAFETY: the masked store writes only the first `width` floats, which are
+                // `dst`, a slice of `out` this call borrows mutably (no other thread has it).
+                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, _mm512_mul_ps(acc, inv)) };
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn attend_avx2(seq: &[f32], len: usize, h: usize, heads: usize, out: &mut [f32]) {
+    attend_portable(seq, len, h, heads, out)
+}
+
+/// [`attend_portable`] on the widest vector unit the CPU has.
+fn attend(seq: &[f32], len: usize, h: usize, heads: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above), all the function asks;
+            // it reads `seq` and writes only `out`, checking their shapes first.
+            return unsafe { attend_avx512(seq, len, h, heads, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above), the only features the
+            // function is compiled for; it reads `seq` and writes only `out`.
+            return unsafe { attend_avx2(seq, len, h, heads, out) };
+        }
+    }
+    attend_portable(seq, len, h, heads, out)
+}
+
 /// Calls `f(row index, row)` on every `width`-long row of `data`, spread over every core.
 fn par_rows(data: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     if width == 0 {
@@ -456,24 +656,7 @@ fn par_rows(data: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync
     }
 }
 
-/// A dot product with eight partial sums, so that it vectorises.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ac, ar) = a.split_at(a.len() - a.len() % 8);
-    let (bc, br) = b.split_at(ac.len().min(b.len()));
-    for (x, y) in ac.chunks_exact(8).zip(bc.chunks_exact(8)) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for (x, y) in ar.iter().zip(br) {
-        sum += x * y;
-    }
-    sum
-}
-
+#[inline(always)]
 fn sum(v: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (chunks, rest) = v.split_at(v.len() - v.len() % 8);
@@ -507,6 +690,7 @@ fn layer_norm(row: &mut [f32], norm: &Norm, eps: f32) {
 }
 
 /// Softmax of one row in place.
+#[inline(always)]
 fn softmax(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     for x in row.iter_mut() {
@@ -559,7 +743,7 @@ fn exp_neg_portable(v: &mut [f32]) {
 /// The exact (erf) GELU of one value: `x/2 · (1 + erf(x/√2))`, with erf from Abramowitz and
 /// Stegun's formula 7.1.26 (absolute error below 1.5e-7).
 #[inline(always)]
-fn gelu_one(x: f32) -> f32 {
+pub(super) fn gelu_one(x: f32) -> f32 {
     const P: f32 = 0.327_591_1;
     const A1: f32 = 0.254_829_6;
     const A2: f32 = -0.284_496_74;
@@ -733,6 +917,56 @@ mod tests {
         }
     }
 
+    /// Attention of one sequence against softmax(q·kᵀ/√d)·v in f64, on odd lengths and head
+    /// sizes.
+    #[test]
+    fn attention_matches_an_f64_reference() {
+        for &(len, h, heads) in &[
+            (1usize, 12usize, 3usize),
+            (7, 12, 4),
+            (33, 384, 12),
+            (5, 40, 2),
+        ] {
+            let d = h / heads;
+            let seq: Vec<f32> = (0..len * 3 * h)
+                .map(|i| ((i * 7919) % 211) as f32 * 0.02 - 2.1)
+                .collect();
+            // The CPU's path (AVX-512 intrinsics where it has them) and the portable one.
+            let mut out = vec![f32::NAN; len * h];
+            attend(&seq, len, h, heads, &mut out);
+            let mut portable = vec![f32::NAN; len * h];
+            attend_portable(&seq, len, h, heads, &mut portable);
+            for (a, b) in out.iter().zip(&portable) {
+                assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
+            }
+            let at = |t: usize, c: usize| f64::from(seq[t * 3 * h + c]);
+            for head in 0..heads {
+                for i in 0..len {
+                    let scores: Vec<f64> = (0..len)
+                        .map(|j| {
+                            (0..d)
+                                .map(|c| at(i, head * d + c) * at(j, h + head * d + c))
+                                .sum::<f64>()
+                                / (d as f64).sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().fold(f64::MIN, |m, &x| m.max(x));
+                    let total: f64 = scores.iter().map(|&x| (x - max).exp()).sum();
+                    for c in 0..d {
+                        let want: f64 = (0..len)
+                            .map(|j| (scores[j] - max).exp() / total * at(j, 2 * h + head * d + c))
+                            .sum();
+                        let got = f64::from(out[i * h + head * d + c]);
+                        assert!(
+                            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                            "len {len} h {h} heads {heads} ({i}, {head}, {c}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn dense_layer_matches_a_plain_loop() {
         let (input, output, rows) = (19, 23, 45);
@@ -744,17 +978,22 @@ mod tests {
             .map(|i| ((i * 13) % 11) as f32 * 0.2 - 1.0)
             .collect();
         let residual: Vec<f32> = (0..rows * output).map(|i| (i % 5) as f32).collect();
-        let dense = Dense::new(&weight, bias.clone(), input);
-        let mut out = Vec::new();
-        dense.apply(&x, rows, &mut out, Some(&residual)).unwrap();
-        for r in 0..rows {
-            for o in 0..output {
-                let mut want = f64::from(bias[o]) + f64::from(residual[r * output + o]);
-                for i in 0..input {
-                    want += f64::from(x[r * input + i]) * f64::from(weight[o * input + i]);
+        // The CPU's form (packed for AVX-512 where it has it) and the portable one.
+        for dense in [
+            Dense::new(&weight, bias.clone(), input),
+            Dense::plain(&weight, bias.clone(), input),
+        ] {
+            let mut out = Vec::new();
+            dense.apply(&x, rows, &mut out, Some(&residual)).unwrap();
+            for r in 0..rows {
+                for o in 0..output {
+                    let mut want = f64::from(bias[o]) + f64::from(residual[r * output + o]);
+                    for i in 0..input {
+                        want += f64::from(x[r * input + i]) * f64::from(weight[o * input + i]);
+                    }
+                    let got = f64::from(out[r * output + o]);
+                    assert!((got - want).abs() <= 1e-4, "({r}, {o}): {got} vs {want}");
                 }
-                let got = f64::from(out[r * output + o]);
-                assert!((got - want).abs() <= 1e-4, "({r}, {o}): {got} vs {want}");
             }
         }
     }

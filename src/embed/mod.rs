@@ -28,6 +28,8 @@ mod bert;
 #[cfg(feature = "text")]
 mod embedder;
 pub mod locate;
+#[cfg(all(feature = "text", target_arch = "x86_64"))]
+mod matmul_avx512;
 #[cfg(feature = "text")]
 pub mod model;
 #[cfg(feature = "text")]
