@@ -35,7 +35,7 @@ pub enum MultiQuery {
     Avx2,
     /// `multi_avx512.rs`: AVX-512F, 4 rows x 4 queries of 16-lane accumulators.
     Avx512,
-    /// `multi_simd128.rs`: `wide` 128-bit lanes, 4 queries x 2 rows (1 x 4 for leftover
+    /// `multi_simd128.rs`: `wide` 128-bit lanes, 4 queries x 6 rows (1 x 4 for leftover
     /// queries); the wasm32 guest's kernel.
     Simd128,
 }
