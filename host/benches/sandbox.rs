@@ -1,6 +1,8 @@
 //! The sandbox's price, measured against the native engine in the same run:
 //! - single-query exact search, one thread each (the guest is single-threaded; native runs in a
 //!   one-thread rayon pool), on 50,000 x 1536 and 100,000 x 384;
+//! - a batch of 16 queries (`search_batch`, cosine, k = 10) on the same two datasets: the
+//!   guest (one thread) against native on the default rayon pool (all cores), as queries/s;
 //! - the call overhead of a k = 10 search on a ten-vector database (where the scan is nothing).
 //!
 //! `cargo bench -p srvdb-host --bench sandbox` (needs `make component` first).
@@ -64,6 +66,7 @@ fn main() {
         .build()
         .expect("pool");
     println!("      dataset | native 1t ms   sandbox ms     ratio | sandbox kernel");
+    let mut batch_rows = Vec::new();
     for (n, dim) in [(50_000usize, 1536usize), (100_000, 384)] {
         let n = ((n as f64 * scale) as usize).max(100);
         let dir = tempfile::tempdir().expect("tmp");
@@ -79,16 +82,21 @@ fn main() {
             db.close().expect("close");
         }
         let queries = vectors(16, dim, 5);
-        let native_ms = {
+        let (native_ms, native_batch_ms) = {
             let db = Database::open(dir.path(), OpenOptions::default()).expect("reopen");
             let mut i = 0;
-            one_thread.install(|| {
+            let single = one_thread.install(|| {
                 time_ms(15, || {
                     let q = &queries[(i % 16) * dim..(i % 16 + 1) * dim];
                     i += 1;
                     std::hint::black_box(db.search(q, 10).expect("search"));
                 })
-            })
+            });
+            // The batch natively on every core (the default pool); the guest has one thread.
+            let batch = time_ms(7, || {
+                std::hint::black_box(db.search_batch(&queries, 10).expect("batch"));
+            });
+            (single, batch)
         };
         let db = sandbox
             .open(dir.path(), OpenOptions::default())
@@ -100,11 +108,28 @@ fn main() {
             std::hint::black_box(db.search(q, 10).expect("sandbox search"));
         });
         let kernel = db.kernel().unwrap_or_default();
+        let sandbox_batch_ms = time_ms(7, || {
+            std::hint::black_box(db.search_batch(&queries, 10).expect("sandbox batch"));
+        });
+        batch_rows.push((format!("{n}x{dim}"), native_batch_ms, sandbox_batch_ms));
         println!(
             "{:>13} | {native_ms:>12.2} {sandbox_ms:>12.2} {:>8.2}x | {kernel}  (sandbox throughput = {:.0}% of native)",
             format!("{n}x{dim}"),
             sandbox_ms / native_ms,
             100.0 * native_ms / sandbox_ms
+        );
+    }
+
+    println!(
+        "batch of 16 | native ({} threads) QPS  sandbox QPS   sandbox/native",
+        rayon::current_num_threads()
+    );
+    for (name, native_ms, sandbox_ms) in batch_rows {
+        println!(
+            "{name:>11} | {:>22.0} {:>12.0} {:>15.2}x",
+            16e3 / native_ms,
+            16e3 / sandbox_ms,
+            native_ms / sandbox_ms
         );
     }
 

@@ -6,6 +6,7 @@ mod gemm_block;
 mod multi_avx2;
 #[cfg(target_arch = "x86_64")]
 mod multi_avx512;
+mod multi_simd128;
 pub mod scalar;
 pub mod simd128;
 #[cfg(not(target_arch = "wasm32"))]
@@ -25,19 +26,24 @@ pub enum KernelKind {
 
 type PairFn = fn(&[f32], &[f32]) -> f32;
 
-/// Which multi-query kernel scores small groups of queries (x86_64 only; elsewhere none).
+/// Which multi-query kernel scores small groups of queries. The dispatch picks AVX-512 or
+/// AVX2 on x86_64 and SIMD128 on wasm32; elsewhere none. SIMD128 also runs natively (on SSE)
+/// when asked for by name, so tests and benches compare it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MultiQuery {
     /// `multi_avx2.rs`: AVX2+FMA, 4 queries x 3 rows of 8-lane accumulators.
     Avx2,
     /// `multi_avx512.rs`: AVX-512F, 4 rows x 4 queries of 16-lane accumulators.
     Avx512,
+    /// `multi_simd128.rs`: `wide` 128-bit lanes, 4 queries x 6 rows (1 x 4 for leftover
+    /// queries); the wasm32 guest's kernel.
+    Simd128,
 }
 
 impl MultiQuery {
     /// Every multi-query kernel this CPU can run (tests and benches compare them all).
     pub fn available() -> Vec<MultiQuery> {
-        [MultiQuery::Avx2, MultiQuery::Avx512]
+        [MultiQuery::Avx2, MultiQuery::Avx512, MultiQuery::Simd128]
             .into_iter()
             .filter(|m| m.function().is_some())
             .collect()
@@ -45,6 +51,9 @@ impl MultiQuery {
 
     /// The kernel, when this CPU has the instructions it needs.
     fn function(self) -> Option<MultiDotFn> {
+        if self == MultiQuery::Simd128 {
+            return Some(multi_simd128::dot_many_simd128);
+        }
         #[cfg(target_arch = "x86_64")]
         {
             match self {
@@ -60,6 +69,7 @@ impl MultiQuery {
                         return Some(multi_avx512::dot_many_checked);
                     }
                 }
+                MultiQuery::Simd128 => {}
             }
         }
         None
@@ -70,6 +80,7 @@ impl MultiQuery {
         match self {
             MultiQuery::Avx2 => "avx2",
             MultiQuery::Avx512 => "avx512",
+            MultiQuery::Simd128 => "simd128",
         }
     }
 }
@@ -148,7 +159,13 @@ impl Kernels {
     pub fn describe(&self) -> String {
         match self.kind {
             KernelKind::Scalar => "scalar".into(),
-            KernelKind::Simd128 => "simd128 (wide)".into(),
+            KernelKind::Simd128 => format!(
+                "simd128 (wide){}",
+                match self.multi_dot {
+                    Some((m, _)) => format!(" + {} multi-query", m.name()),
+                    None => String::new(),
+                }
+            ),
             #[cfg(not(target_arch = "wasm32"))]
             KernelKind::SimSimd => format!(
                 "simsimd ({}){}{}",
@@ -274,8 +291,7 @@ impl Kernels {
 }
 
 /// The [`MultiDotFn`] contract on these slices: every query, row and output the call would
-/// touch is in bounds. The unchecked kernels test it once, up front.
-#[cfg(not(target_arch = "wasm32"))]
+/// touch is in bounds. The kernels test it once, up front.
 #[allow(clippy::too_many_arguments)] // the shape description of `MultiDotFn`
 pub(crate) fn dot_many_shapes_ok(
     queries: &[f32],
@@ -290,9 +306,13 @@ pub(crate) fn dot_many_shapes_ok(
     queries.len() >= nq * dim && rows_ok && out.len() >= nq * nrows && row_stride >= dim
 }
 
-/// The fastest multi-query kernel this CPU runs: AVX-512 where present, else AVX2.
+/// The fastest multi-query kernel this CPU runs: AVX-512 where present, else AVX2; on wasm32,
+/// SIMD128. Natively SIMD128 is never picked (tests and benches ask for it by name): off
+/// x86_64 the pairwise kernels score batches, as before it existed.
 fn multi_dot_for_cpu() -> Option<(MultiQuery, MultiDotFn)> {
-    [MultiQuery::Avx512, MultiQuery::Avx2]
-        .into_iter()
-        .find_map(|m| Some((m, m.function()?)))
+    #[cfg(target_arch = "wasm32")]
+    let order = [MultiQuery::Simd128];
+    #[cfg(not(target_arch = "wasm32"))]
+    let order = [MultiQuery::Avx512, MultiQuery::Avx2];
+    order.into_iter().find_map(|m| Some((m, m.function()?)))
 }

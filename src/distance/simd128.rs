@@ -7,6 +7,8 @@ use wide::f32x4;
 const LANES: usize = 4;
 const UNROLL: usize = 4;
 
+/// Four lanes from the front of `s`. On wasm32 this compiles to one `v128.load` (checked in
+/// the component profile's `--emit asm`), not four scalar loads.
 #[inline]
 fn load(s: &[f32]) -> f32x4 {
     f32x4::new([s[0], s[1], s[2], s[3]])
