@@ -16,11 +16,12 @@
 //! cannot sync a directory for the guest.
 
 pub mod sandbox;
+mod search;
 
 use sandbox::{HostState, Runtime, SandboxConfig, GUEST_DB_DIR, GUEST_MODEL_DIR};
 use srvdb::quant::{HnswParams, IndexInfo, IndexKind, IndexSpec, Quantization};
 use srvdb::storage::fs::DirLock;
-use srvdb::store::{Delete, Missing, Queries, Query, Select, Update, Write, WriteMode};
+use srvdb::store::{Delete, Missing, Query, Select, Update, Write, WriteMode};
 use srvdb::Store as _;
 use srvdb::{
     EmbedderSpec, Error, Metadata, Metric, OpenOptions, Record, SandboxFailure, SearchHit,
@@ -116,6 +117,7 @@ impl Sandbox {
             slot: Mutex::new(Slot::Running(Box::new(live))),
             // `Live::start` synced the directory after the guest opened the database.
             directory_syncs: AtomicU64::new(1),
+            coalescer: Default::default(),
             _lock: lock,
         })
     }
@@ -601,6 +603,8 @@ pub struct SandboxedDatabase {
     options: OpenOptions,
     slot: Mutex<Slot>,
     directory_syncs: AtomicU64,
+    /// Concurrent single searches answered together (see `search.rs`).
+    coalescer: srvdb::coalesce::Coalescer<search::Single>,
     /// The writer's lock, held while the handle lives; a reader holds none once open.
     _lock: Option<DirLock>,
 }
@@ -837,22 +841,11 @@ impl srvdb::Store for SandboxedDatabase {
     }
 
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
-        let filter = request.filter.map(filter_to_wit);
-        let (queries, batch) = match request.queries {
-            Queries::One(query) => (query, false),
-            Queries::Batch(queries) => (queries, true),
-        };
-        let request = wit::QueryRequest {
-            queries,
-            batch,
-            k: u32::try_from(request.k).unwrap_or(u32::MAX),
-            filter,
-            oversample: request.oversample.map(saturating_u32),
-            exact: request.exact,
-            ef: request.ef.map(saturating_u32),
-        };
-        let found = self.call(Touches::Nothing, |g, s, h| g.call_query(s, h, request))?;
-        Ok(found.into_iter().map(hits).collect())
+        self.search(request)
+    }
+
+    fn coalesce_stats(&self) -> Option<srvdb::CoalesceStats> {
+        Some(self.coalescer.stats())
     }
 
     fn get(&self, id: &str) -> Result<Option<Record>> {

@@ -164,7 +164,7 @@ pub struct Database {
     /// database, where a second copy of the codes would only double their memory).
     codes_on_disk: bool,
     /// Gathers concurrent single searches into batch scans.
-    coalescer: Coalescer,
+    coalescer: Coalescer<search::Single>,
     /// Whether `search` coalesces (from `OpenOptions::coalesce_searches`; settable).
     coalesce: AtomicBool,
     writer: Mutex<Writer>,
