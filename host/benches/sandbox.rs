@@ -6,7 +6,10 @@
 //! `cargo bench -p srvdb-host --bench sandbox` (needs `make component` first).
 //! `SRVDB_BENCH_SCALE=0.1` shrinks the datasets; `SRVDB_COMPONENT` picks another component (the
 //! vector-only one, say) and an empty `SRVDB_CACHE_DIR` times its compilation.
+//! - parallel sandboxed search (issue 20): 16 concurrent callers and batches of 16 on
+//!   50,000 x 1536, natively and sandboxed with partitions on and off (see `parallel_search`).
 
+use srvdb::store::Query;
 use srvdb::{Database, OpenOptions, Store};
 use srvdb_host::sandbox::SandboxConfig;
 use srvdb_host::Sandbox;
@@ -133,4 +136,120 @@ fn main() {
         "k=10 search on 10 x 16: native {native_us:.2} us, sandboxed {sandbox_us:.2} us: call overhead {:.2} us",
         sandbox_us - native_us
     );
+
+    parallel_search(scale);
+}
+
+/// The machine's load averages, printed beside each figure (the machine may be shared).
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Queries per second of 16 threads each asking `per_caller` single queries (k = 10).
+fn callers_qps(db: &impl Store, queries: &[f32], dim: usize, per_caller: usize) -> f64 {
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..16 {
+            s.spawn(move || {
+                for j in 0..per_caller {
+                    let i = (c * per_caller + j) % (queries.len() / dim);
+                    let q = &queries[i * dim..(i + 1) * dim];
+                    std::hint::black_box(db.query(&Query::one(q, 10)).expect("search"));
+                }
+            });
+        }
+    });
+    (16 * per_caller) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Queries per second of `rounds` batches of 16 (k = 10), one after another.
+fn batch_qps(db: &impl Store, queries: &[f32], dim: usize, rounds: usize) -> f64 {
+    let batch = &queries[..16 * dim];
+    std::hint::black_box(db.query(&Query::batch(batch, 10)).expect("warm"));
+    let t = Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(db.query(&Query::batch(batch, 10)).expect("batch"));
+    }
+    (16 * rounds) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Median single-query latency in ms, one caller.
+fn single_ms(db: &impl Store, queries: &[f32], dim: usize) -> f64 {
+    let mut i = 0;
+    time_ms(15, || {
+        let q = &queries[(i % 16) * dim..(i % 16 + 1) * dim];
+        i += 1;
+        std::hint::black_box(db.query(&Query::one(q, 10)).expect("search"));
+    })
+}
+
+/// Issue 20, parallel sandboxed search, on 50,000 x 1536 cosine in one run: native (the
+/// default rayon pool) 16 concurrent callers and batches of 16; sandboxed the same with
+/// partitions off (`partitions: 1`) and on (the default: one instance per core); the
+/// single-query p50 sandboxed off and on; each instance's linear memory against the rows'
+/// bytes. Ratios are against native in this run.
+fn parallel_search(scale: f64) {
+    let (n, dim) = (((50_000f64 * scale) as usize).max(100), 1536usize);
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = vectors(n, dim, 11);
+    let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    {
+        let db = Database::open(dir.path(), OpenOptions::default()).expect("open");
+        for start in (0..n).step_by(5000) {
+            let end = (start + 5000).min(n);
+            db.add(&ids[start..end], &data[start * dim..end * dim], &[])
+                .expect("add");
+        }
+        db.close().expect("close");
+    }
+    drop(data);
+    let queries = vectors(64, dim, 5);
+    let rows_mib = (n * dim * 4) as f64 / (1 << 20) as f64;
+    println!(
+        "parallel search on {n}x{dim} cosine ({rows_mib:.0} MiB of rows), {} cores, load {}",
+        std::thread::available_parallelism().map_or(1, |c| c.get()),
+        load()
+    );
+    let (native_callers, native_batch) = {
+        let db = Database::open(dir.path(), OpenOptions::default()).expect("reopen");
+        let callers = callers_qps(&db, &queries, dim, 8);
+        let batch = batch_qps(&db, &queries, dim, 8);
+        (callers, batch)
+    };
+    println!(
+        "  native: 16 callers {native_callers:.1} QPS, batch of 16 {native_batch:.1} QPS (load {})",
+        load()
+    );
+    let mut single_off = None;
+    for partitions in [1, SandboxConfig::new().partitions] {
+        let config = SandboxConfig {
+            partitions,
+            ..SandboxConfig::new()
+        };
+        let sandbox = Sandbox::new(config).expect("sandbox");
+        let db = sandbox
+            .open(dir.path(), OpenOptions::default())
+            .expect("sandbox open");
+        let single = single_ms(&db, &queries, dim);
+        let single_ratio = single / *single_off.get_or_insert(single);
+        let batch = batch_qps(&db, &queries, dim, 3);
+        let callers = callers_qps(&db, &queries, dim, 4);
+        let memory: Vec<String> = db
+            .instance_memory()
+            .iter()
+            .map(|m| format!("{:.0} MiB", *m as f64 / (1 << 20) as f64))
+            .collect();
+        println!(
+            "  sandboxed, {partitions} partition(s): 16 callers {callers:.1} QPS ({:.2}x native), \
+             batch of 16 {batch:.1} QPS ({:.2}x native), single p50 {single:.1} ms \
+             ({single_ratio:.2}x partitions off); \
+             instance memory [{}] (load {})",
+            callers / native_callers,
+            batch / native_batch,
+            memory.join(", "),
+            load()
+        );
+    }
 }

@@ -7,12 +7,83 @@
 //! next guest call. A lone call runs at once, as before. Queries share a guest call only with
 //! queries of the same `k`, filter and options (then the call is the batch those queries make;
 //! a batch answers each query as a single query does).
+//!
+//! Partitions: a batch (a `search_batch`, a coalesced group, or a single query the coalescer
+//! answers alone) over the exact scan is split by
+//! row range across [`SandboxConfig::partitions`] guest instances, one host thread each: the
+//! writer's instance scans the first range, and read-only instances opened on the same
+//! directory with rows read on demand (`rows-in-memory = false`: they hold ids, tombstones and
+//! their metadata copy, not the f32 rows, which they read from the file, in practice from the
+//! OS page cache) scan the others. The host merges the per-range top-k lists: lists of
+//! consecutive ranges, each best first with ties to the lower row, merge by a stable sort on
+//! the score into exactly the whole scan's order. Rules:
+//! - readers serve the last commit, so a batch is split only while the writer has no
+//!   uncommitted change (asked of the writer: `scan-state`); after a commit (any call that may
+//!   change the database) each reader is reopened before it next serves. The host holds the
+//!   directory's exclusive lock, so a reader opens without the shared one;
+//! - only the exact scan is split: with a quantized index or a graph, a batch that is not
+//!   `exact` runs on the writer alone, as does a batch over fewer than
+//!   [`SandboxConfig::partition_min_bytes`] of rows;
+//! - a reader that traps, passes its deadline or fails is dropped (reopened at its next use)
+//!   and the batch is answered by the writer alone: never a partial answer.
 
-use super::{hits, saturating_u32, wit, SandboxedDatabase, Touches};
+use super::sandbox::{SandboxConfig, GUEST_DB_DIR};
+use super::{hits, saturating_u32, wit, Live, SandboxedDatabase, Slot, Touches};
 use srvdb::coalesce::Request;
 use srvdb::store::{Queries, Query};
-use srvdb::{Result, SearchHit};
-use std::sync::Arc;
+use srvdb::{OpenOptions, Result, SearchHit, StorageKind};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A read-only instance serving one range of a split scan, and the generation of the writer's
+/// database it opened at.
+struct Reader {
+    live: Live,
+    generation: u64,
+}
+
+/// The read-only instances of one handle (none when partitions are off or the handle is
+/// itself read-only), and what the writer last said about its scan.
+pub(crate) struct Partitions {
+    readers: Vec<Mutex<Option<Box<Reader>>>>,
+    min_bytes: u64,
+    /// The writer's scan state and metric's direction, at a generation.
+    state: Mutex<Option<(u64, wit::ScanState, bool)>>,
+}
+
+impl Partitions {
+    pub(crate) fn new(config: &SandboxConfig, options: &OpenOptions) -> Self {
+        let readers = if options.read_only {
+            0
+        } else {
+            config.partitions.saturating_sub(1)
+        };
+        Partitions {
+            readers: (0..readers).map(|_| Mutex::new(None)).collect(),
+            min_bytes: config.partition_min_bytes,
+            state: Mutex::new(None),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Merges the lists of consecutive row ranges (each best first, ties to the lower row) into
+/// the `k` best, in the whole scan's order: a stable sort on the ranking key keeps, among equal
+/// scores, the earlier range's (lower) rows first.
+fn merge(parts: Vec<Vec<SearchHit>>, k: usize, higher: bool) -> Vec<SearchHit> {
+    let mut all: Vec<SearchHit> = parts.into_iter().flatten().collect();
+    let key = |h: &SearchHit| if higher { h.score } else { -h.score };
+    all.sort_by(|a, b| {
+        key(b)
+            .partial_cmp(&key(a))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    all.truncate(k);
+    all
+}
 
 /// What a query asks besides its vector: queries share a guest call only when these are equal.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +164,18 @@ impl SandboxedDatabase {
         }
     }
 
+    /// A query answered alone: split across the partitions when it may be (a lone scan then
+    /// uses every core), else the guest's single-query call.
+    fn query_lone(&self, shape: &Shape, query: &[f32]) -> Result<Vec<SearchHit>> {
+        if !self.partitions.readers.is_empty() {
+            let mut guard = lock(&self.slot);
+            if let Some(answer) = self.query_split(&mut guard, shape, query) {
+                return answer.map(|lists| lists.into_iter().next().unwrap_or_default());
+            }
+        }
+        self.query_single(shape, query)
+    }
+
     /// One single query, as its own guest call.
     fn query_single(&self, shape: &Shape, query: &[f32]) -> Result<Vec<SearchHit>> {
         let request = shape.request(query, false);
@@ -100,15 +183,177 @@ impl SandboxedDatabase {
         Ok(found.into_iter().next().map(hits).unwrap_or_default())
     }
 
-    /// A batch of queries of one shape, as one guest call.
+    /// A batch of queries of one shape: split across the partitions when it may be (see the
+    /// module's rules), else one guest call.
     pub(crate) fn query_batch(
         &self,
         shape: &Shape,
         queries: &[f32],
     ) -> Result<Vec<Vec<SearchHit>>> {
+        if !self.partitions.readers.is_empty() {
+            let mut guard = lock(&self.slot);
+            if let Some(answer) = self.query_split(&mut guard, shape, queries) {
+                return answer;
+            }
+        }
         let request = shape.request(queries, true);
         let found = self.call(Touches::Nothing, |g, s, h| g.call_query(s, h, request))?;
         Ok(found.into_iter().map(hits).collect())
+    }
+
+    /// The batch split by row range, or `None` when it must not be split (or a reader could
+    /// not answer): then the caller asks the writer alone.
+    fn query_split(
+        &self,
+        guard: &mut MutexGuard<'_, Slot>,
+        shape: &Shape,
+        queries: &[f32],
+    ) -> Option<Result<Vec<Vec<SearchHit>>>> {
+        let generation = self.generation.load(Ordering::Relaxed);
+        let (state, higher) = self.scan_state(guard, generation)?;
+        if state.uncommitted || (state.indexed && !shape.exact) || state.rows == 0 {
+            return None;
+        }
+        let n = u64::try_from(self.partitions.readers.len() + 1).ok()?;
+        if state.bytes < self.partitions.min_bytes || state.rows < n {
+            return None;
+        }
+        let bounds: Vec<u64> = (0..=n).map(|i| state.rows * i / n).collect();
+        let (writer_part, reader_parts) = std::thread::scope(|s| {
+            let readers: Vec<_> = (1..n as usize)
+                .map(|i| {
+                    let (first, end) = (bounds[i], bounds[i + 1]);
+                    s.spawn(move || self.reader_scan(i - 1, generation, shape, queries, first, end))
+                })
+                .collect();
+            let request = shape.request(queries, true);
+            let (first, end) = (bounds[0], bounds[1]);
+            let mine = self.call_locked(guard, Touches::Nothing, |g, st, h| {
+                g.call_query_rows(st, h, request, first, end)
+            });
+            let theirs: Vec<_> = readers
+                .into_iter()
+                .map(|t| t.join().ok().flatten())
+                .collect();
+            (mine, theirs)
+        });
+        // The writer's own error (a bad filter, a query of the wrong dimension) is the answer
+        // the whole scan would give.
+        let mine = match writer_part {
+            Ok(found) => found,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut parts: Vec<Vec<Vec<SearchHit>>> = vec![mine.into_iter().map(hits).collect()];
+        for part in reader_parts {
+            parts.push(part?);
+        }
+        let count = parts[0].len();
+        if parts.iter().any(|p| p.len() != count) {
+            return None;
+        }
+        let mut lists: Vec<Vec<Vec<SearchHit>>> = (0..count).map(|_| Vec::new()).collect();
+        for part in parts {
+            for (q, list) in part.into_iter().enumerate() {
+                lists[q].push(list);
+            }
+        }
+        Some(Ok(lists
+            .into_iter()
+            .map(|l| merge(l, shape.k, higher))
+            .collect()))
+    }
+
+    /// The writer's scan state (and whether higher scores are better) at `generation`: asked
+    /// of the writer once per generation. `None` when it cannot be asked.
+    fn scan_state(
+        &self,
+        guard: &mut MutexGuard<'_, Slot>,
+        generation: u64,
+    ) -> Option<(wit::ScanState, bool)> {
+        let mut cached = lock(&self.partitions.state);
+        if let Some((at, state, higher)) = *cached {
+            if at == generation {
+                return Some((state, higher));
+            }
+        }
+        let state = self
+            .call_locked(guard, Touches::Nothing, |g, s, h| g.call_scan_state(s, h))
+            .ok()?;
+        let metric = self
+            .call_locked(guard, Touches::Nothing, |g, s, h| g.call_metric(s, h))
+            .ok()?;
+        // A trap while asking restarted the writer: the generation moved on.
+        if self.generation.load(Ordering::Relaxed) != generation {
+            return None;
+        }
+        let higher = !matches!(metric, wit::Metric::L2);
+        *cached = Some((generation, state, higher));
+        Some((state, higher))
+    }
+
+    /// Reader `i`'s lists for rows `first..end`, reopening it first if it serves another
+    /// generation; `None` (and the reader dropped, after a trap) if it cannot answer.
+    fn reader_scan(
+        &self,
+        i: usize,
+        generation: u64,
+        shape: &Shape,
+        queries: &[f32],
+        first: u64,
+        end: u64,
+    ) -> Option<Vec<Vec<SearchHit>>> {
+        let mut slot = lock(self.partitions.readers.get(i)?);
+        if slot.as_ref().is_none_or(|r| r.generation != generation) {
+            // Frees the old instance's memory before the new one grows.
+            *slot = None;
+            let options = OpenOptions {
+                read_only: true,
+                storage: StorageKind::OnDemand,
+                ..self.options.clone()
+            };
+            // No shared lock: this host holds the directory's exclusive one, and the writer
+            // cannot commit while this batch holds its instance. The writer holds metadata.db
+            // open (so redb marks it as needing recovery), idle, its last commit complete:
+            // the guest's partition-reader open recovers its own in-memory copy.
+            let live =
+                Live::start_as(&self.runtime, &self.dir, GUEST_DB_DIR, &options, true).ok()?;
+            *slot = Some(Box::new(Reader { live, generation }));
+        }
+        let reader = slot.as_mut()?;
+        let live = &mut reader.live;
+        self.runtime.arm(&mut live.store);
+        let request = shape.request(queries, true);
+        let outcome = live
+            .bindings
+            .srvdb_engine_store()
+            .database()
+            .call_query_rows(&mut live.store, live.handle, request, first, end);
+        match outcome {
+            Ok(Ok(found)) => Some(found.into_iter().map(hits).collect()),
+            Ok(Err(_)) => None,
+            Err(_trap) => {
+                *slot = None;
+                None
+            }
+        }
+    }
+
+    /// Each instance's linear memory in bytes: the writer's, then each reader's (0 for a
+    /// reader not started). For reports.
+    #[doc(hidden)]
+    pub fn instance_memory(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        if let Slot::Running(live) = &*lock(&self.slot) {
+            out.push(live.store.data().memory_bytes());
+        }
+        for r in &self.partitions.readers {
+            out.push(
+                lock(r)
+                    .as_ref()
+                    .map_or(0, |r| r.live.store.data().memory_bytes()),
+            );
+        }
+        out
     }
 
     /// The answers of a coalesced group, one per request in order: a guest batch call per
@@ -145,7 +390,7 @@ impl SandboxedDatabase {
             }
             for &i in &members {
                 let r = &group[i].query;
-                answers[i] = Some(self.query_single(&r.shape, &r.vector));
+                answers[i] = Some(self.query_lone(&r.shape, &r.vector));
             }
         }
         answers
