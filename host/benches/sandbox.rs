@@ -245,10 +245,14 @@ fn parallel_search(scale: f64) {
             "  sandboxed, {partitions} partition(s): 16 callers {callers:.1} QPS ({:.2}x native), \
              batch of 16 {batch:.1} QPS ({:.2}x native), single p50 {single:.1} ms \
              ({single_ratio:.2}x partitions off); \
-             instance memory [{}] (load {})",
+             instance memory [{}], row shares {:?} (load {})",
             callers / native_callers,
             batch / native_batch,
             memory.join(", "),
+            db.partition_shares()
+                .iter()
+                .map(|s| format!("{s:.2}"))
+                .collect::<Vec<_>>(),
             load()
         );
     }

@@ -122,7 +122,7 @@ fn concurrent_single_queries_are_coalesced_and_exact() {
 #[test]
 fn a_bad_query_fails_alone() {
     a_bad_query_fails_alone_with(common::component_config());
-    // Lone queries split across partitions too.
+    // Groups split across partitions too.
     a_bad_query_fails_alone_with(split_config(2));
 }
 
@@ -329,4 +329,25 @@ fn an_index_keeps_approximate_batches_on_the_writer() {
         check("exact over an index", hits, &data, q, 10, |_| true);
     }
     assert_eq!(readers_started(&db), 1);
+}
+
+/// A reader that traps mid-batch is dropped and the writer answers alone (the right answer,
+/// never a partial one); the reader is reopened at the next batch.
+#[test]
+fn a_reader_trap_falls_back_to_the_writer() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let n = 1000;
+    let data = srvdb::testing::Rng::new(srvdb::testing::seed() ^ 6).vectors(n, DIM);
+    let db = open(split_config(2), dir.path());
+    fill(&db, &data);
+    let live = delete_some(&db, n);
+    db.persist().expect("persist");
+    let queries = srvdb::testing::Rng::new(8).vectors(4, DIM);
+    check_batch("before", &db, &data, &queries, 10, &live, false);
+    assert_eq!(readers_started(&db), 1);
+    db.stop_next_reader_call();
+    check_batch("reader trapped", &db, &data, &queries, 10, &live, true);
+    assert_eq!(readers_started(&db), 0, "the trapped reader is dropped");
+    check_batch("after", &db, &data, &queries, 10, &live, false);
+    assert_eq!(readers_started(&db), 1, "and reopened at the next batch");
 }
