@@ -212,42 +212,92 @@ fn parallel_search(scale: f64) {
         std::thread::available_parallelism().map_or(1, |c| c.get()),
         load()
     );
-    let (native_callers, native_batch) = {
-        let db = Database::open(dir.path(), OpenOptions::default()).expect("reopen");
-        let callers = callers_qps(&db, &queries, dim, 8);
-        let batch = batch_qps(&db, &queries, dim, 8);
-        (callers, batch)
+    // Three copies of the database (each handle holds its directory's writer lock), so the
+    // native handle and the two sandboxed ones are measured in alternating rounds: noise from
+    // other work on the machine falls on all three alike.
+    let copy = |name: &str| {
+        let to = dir.path().with_file_name(format!(
+            "{}-{name}",
+            dir.path()
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("db")
+        ));
+        std::fs::create_dir_all(&to).expect("copy dir");
+        for entry in std::fs::read_dir(dir.path()).expect("list") {
+            let entry = entry.expect("entry");
+            if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+            }
+        }
+        to
     };
-    println!(
-        "  native: 16 callers {native_callers:.1} QPS, batch of 16 {native_batch:.1} QPS (load {})",
-        load()
-    );
-    let mut single_off = None;
-    for partitions in [1, SandboxConfig::new().partitions] {
+    let (off_dir, on_dir) = (copy("off"), copy("on"));
+    let native = Database::open(dir.path(), OpenOptions::default()).expect("reopen");
+    let on_partitions = SandboxConfig::new().partitions;
+    let sandboxed = |partitions: usize, at: &std::path::Path| {
         let config = SandboxConfig {
             partitions,
             ..SandboxConfig::new()
         };
-        let sandbox = Sandbox::new(config).expect("sandbox");
-        let db = sandbox
-            .open(dir.path(), OpenOptions::default())
-            .expect("sandbox open");
-        let single = single_ms(&db, &queries, dim);
-        let single_ratio = single / *single_off.get_or_insert(single);
-        let batch = batch_qps(&db, &queries, dim, 3);
-        let callers = callers_qps(&db, &queries, dim, 4);
+        Sandbox::new(config)
+            .expect("sandbox")
+            .open(at, OpenOptions::default())
+            .expect("sandbox open")
+    };
+    let off = sandboxed(1, &off_dir);
+    let on = sandboxed(on_partitions, &on_dir);
+    let (mut n_callers, mut n_batch) = (Vec::new(), Vec::new());
+    let (mut off_callers, mut off_batch, mut off_single) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut on_callers, mut on_batch, mut on_single) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..3 {
+        n_callers.push(callers_qps(&native, &queries, dim, 8));
+        n_batch.push(batch_qps(&native, &queries, dim, 8));
+        off_single.push(single_ms(&off, &queries, dim));
+        on_single.push(single_ms(&on, &queries, dim));
+        off_batch.push(batch_qps(&off, &queries, dim, 3));
+        on_batch.push(batch_qps(&on, &queries, dim, 3));
+        off_callers.push(callers_qps(&off, &queries, dim, 8));
+        on_callers.push(callers_qps(&on, &queries, dim, 8));
+        println!(
+            "  round {round}: native {:.1} / {:.1} QPS, off {:.1} / {:.1} QPS {:.1} ms, \
+             on {:.1} / {:.1} QPS {:.1} ms (16 callers / batch of 16 / single p50; load {})",
+            n_callers[round],
+            n_batch[round],
+            off_callers[round],
+            off_batch[round],
+            off_single[round],
+            on_callers[round],
+            on_batch[round],
+            on_single[round],
+            load()
+        );
+    }
+    let (nc, nb) = (median(n_callers), median(n_batch));
+    println!("  native (default pool), medians: 16 callers {nc:.1} QPS, batch of 16 {nb:.1} QPS");
+    for (label, db, callers, batch, single) in [
+        (
+            "off (1 partition)",
+            &off,
+            off_callers,
+            off_batch,
+            off_single.clone(),
+        ),
+        ("on", &on, on_callers, on_batch, on_single.clone()),
+    ] {
+        let (c, b, s1) = (median(callers), median(batch), median(single));
         let memory: Vec<String> = db
             .instance_memory()
             .iter()
             .map(|m| format!("{:.0} MiB", *m as f64 / (1 << 20) as f64))
             .collect();
         println!(
-            "  sandboxed, {partitions} partition(s): 16 callers {callers:.1} QPS ({:.2}x native), \
-             batch of 16 {batch:.1} QPS ({:.2}x native), single p50 {single:.1} ms \
-             ({single_ratio:.2}x partitions off); \
+            "  sandboxed, partitions {label}: 16 callers {c:.1} QPS ({:.2}x native), batch of 16 \
+             {b:.1} QPS ({:.2}x native), single p50 {s1:.1} ms ({:.2}x partitions off); \
              instance memory [{}], row shares {:?} (load {})",
-            callers / native_callers,
-            batch / native_batch,
+            c / nc,
+            b / nb,
+            s1 / median(off_single.clone()),
             memory.join(", "),
             db.partition_shares()
                 .iter()
@@ -255,5 +305,9 @@ fn parallel_search(scale: f64) {
                 .collect::<Vec<_>>(),
             load()
         );
+    }
+    drop((off, on));
+    for d in [off_dir, on_dir] {
+        let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -16,8 +16,9 @@
 //! OS page cache) scan the others. The host merges the per-range top-k lists: lists of
 //! consecutive ranges, each best first with ties to the lower row, merge by a stable sort on
 //! the score into exactly the whole scan's order. Each instance's share of the rows follows its
-//! measured speed (a reader, reading its rows through WASI file reads, measured 0.3 of the
-//! rows to the writer's 0.7 on 50,000 x 1536). A query the coalescer answers alone is not
+//! measured speed (a reader, reading its rows through WASI file reads, settled at 0.31 to 0.45
+//! of the rows against the writer's 0.69 to 0.55 on 50,000 x 1536, in runs on a loaded
+//! machine). A query the coalescer answers alone is not
 //! split: measured on a loaded 2-core machine, splitting it made its latency 1.3-1.4x the
 //! writer's alone. Rules:
 //! - readers serve the last commit, so a batch is split only while the writer has no
