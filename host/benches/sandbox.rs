@@ -147,6 +147,29 @@ fn load() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// How many cores this process gets now: a fixed CPU-bound loop timed on one thread, then on
+/// two threads at once (2.0 on two free cores; near 1.0 when other work holds one). Printed
+/// beside the partition figures, which cannot beat it.
+fn parallel_speedup() -> f64 {
+    let spin = || {
+        let mut x = 1u64;
+        for i in 0..200_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+        x
+    };
+    let t = Instant::now();
+    std::hint::black_box(spin());
+    let one = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let a = s.spawn(spin);
+        let b = s.spawn(spin);
+        std::hint::black_box((a.join().ok(), b.join().ok()));
+    });
+    2.0 * one / t.elapsed().as_secs_f64()
+}
+
 /// Queries per second of 16 threads each asking `per_caller` single queries (k = 10).
 fn callers_qps(db: &impl Store, queries: &[f32], dim: usize, per_caller: usize) -> f64 {
     let t = Instant::now();
@@ -251,6 +274,11 @@ fn parallel_search(scale: f64) {
     let (mut off_callers, mut off_batch, mut off_single) = (Vec::new(), Vec::new(), Vec::new());
     let (mut on_callers, mut on_batch, mut on_single) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..3 {
+        println!(
+            "  round {round}: two threads run {:.2}x one thread's work (load {})",
+            parallel_speedup(),
+            load()
+        );
         n_callers.push(callers_qps(&native, &queries, dim, 8));
         n_batch.push(batch_qps(&native, &queries, dim, 8));
         off_single.push(single_ms(&off, &queries, dim));
