@@ -15,9 +15,13 @@
 //! that have not called again yet, and takes them into its group: at most a fraction
 //! ([`WINDOW_DIVISOR`]) of the last scan's time, and not at all when none is expected (a lone
 //! query after a quiet spell starts at once).
+//!
+//! The coalescer is generic over what a caller asks (`Q`): the native engine queues a vector,
+//! its `k` and its scan options; `srvdb-host` queues a sandboxed request (vector, `k`, filter,
+//! options) and answers a group with one guest batch call. The scan function groups the
+//! requests it is given as it needs.
 
 use crate::error::{Error, Result};
-use crate::quant::index::ScanOptions;
 use crate::types::SearchHit;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -27,40 +31,45 @@ use std::time::Instant;
 /// A leader waits for the callers it expects back at most the last scan's time divided by
 /// this.
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-pub(crate) const WINDOW_DIVISOR: u32 = 8;
+pub const WINDOW_DIVISOR: u32 = 8;
 
 /// One caller's query and the place its answer is left.
-pub(crate) struct Request {
-    /// The query's components.
-    pub query: Vec<f32>,
-    /// Hits wanted.
-    pub k: usize,
-    /// How the scan may answer it (codes or exact, oversample): only requests with equal
-    /// options share a scan.
-    pub options: ScanOptions,
-    slot: Mutex<Slot>,
+pub struct Request<Q> {
+    /// What the caller asked.
+    pub query: Q,
+    slot: Mutex<Slot<Q>>,
     ready: Condvar,
 }
 
-enum Slot {
+enum Slot<Q> {
     Waiting,
     /// This caller leads the next scan, over these requests (its own among them).
-    Lead(Vec<Arc<Request>>),
+    Lead(Vec<Arc<Request<Q>>>),
     Done(Result<Vec<SearchHit>>),
 }
 
-#[derive(Default)]
-struct State {
+struct State<Q> {
     /// Scans running now.
     running: usize,
     /// Requests waiting for the next scan.
-    queue: Vec<Arc<Request>>,
+    queue: Vec<Arc<Request<Q>>>,
     /// Callers answered by the last scans that have not called again yet (an estimate: a
     /// caller that never comes back is forgotten when a leader's wait for it times out).
     expected: usize,
     /// How long the last scan took (not measured on wasm32, which never waits).
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     last_scan: Duration,
+}
+
+impl<Q> Default for State<Q> {
+    fn default() -> Self {
+        State {
+            running: 0,
+            queue: Vec::new(),
+            expected: 0,
+            last_scan: Duration::ZERO,
+        }
+    }
 }
 
 /// Counts, for tests and reports.
@@ -72,35 +81,40 @@ pub struct CoalesceStats {
     pub scans: u64,
 }
 
-/// The coalescer of one database handle.
-#[derive(Default)]
-pub(crate) struct Coalescer {
-    state: Mutex<State>,
+/// The coalescer of one database handle, over requests `Q`.
+pub struct Coalescer<Q> {
+    state: Mutex<State<Q>>,
     /// Signalled when a request queues, for a leader waiting for the callers it expects.
     arrived: Condvar,
     stats: Mutex<CoalesceStats>,
+}
+
+impl<Q> Default for Coalescer<Q> {
+    fn default() -> Self {
+        Coalescer {
+            state: Mutex::new(State::default()),
+            arrived: Condvar::new(),
+            stats: Mutex::new(CoalesceStats::default()),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Coalescer {
+impl<Q> Coalescer<Q> {
     /// Answers `query` with `scan`, alone or in a group. `scan` gets the group's requests and
     /// returns one answer per request, in order; it must not call back into this coalescer.
     /// `max_scans` is how many scans may run at once (1 when one scan already uses every core).
     pub fn search(
         &self,
-        query: &[f32],
-        k: usize,
-        options: ScanOptions,
+        query: Q,
         max_scans: usize,
-        scan: impl Fn(&[Arc<Request>]) -> Vec<Result<Vec<SearchHit>>>,
+        scan: impl Fn(&[Arc<Request<Q>>]) -> Vec<Result<Vec<SearchHit>>>,
     ) -> Result<Vec<SearchHit>> {
         let me = Arc::new(Request {
-            query: query.to_vec(),
-            k,
-            options,
+            query,
             slot: Mutex::new(Slot::Waiting),
             ready: Condvar::new(),
         });
@@ -182,7 +196,10 @@ impl Coalescer {
     /// or the window (the last scan's time / [`WINDOW_DIVISOR`]) has passed; a timeout forgets
     /// the callers still expected.
     #[cfg(not(target_arch = "wasm32"))]
-    fn wait_for_expected<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    fn wait_for_expected<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State<Q>>,
+    ) -> MutexGuard<'a, State<Q>> {
         let deadline = Instant::now() + st.last_scan / WINDOW_DIVISOR;
         while st.expected > 0 {
             let now = Instant::now();
@@ -201,7 +218,7 @@ impl Coalescer {
 
     /// On wasm32 there is one thread: nobody else can arrive while it waits.
     #[cfg(target_arch = "wasm32")]
-    fn wait_for_expected<'a>(&'a self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    fn wait_for_expected<'a>(&'a self, st: MutexGuard<'a, State<Q>>) -> MutexGuard<'a, State<Q>> {
         st
     }
 
@@ -239,18 +256,18 @@ mod tests {
     }
 
     /// A scan under test: the group's requests in, one answer each out.
-    type Scan = fn(&[Arc<Request>]) -> Vec<Result<Vec<SearchHit>>>;
+    type Scan = fn(&[Arc<Request<Vec<f32>>>]) -> Vec<Result<Vec<SearchHit>>>;
 
     /// Runs one blocking leader and `waiters` callers queued behind it (max_scans = 1), all with
     /// `scan` as the second scan; returns every caller's answer.
     fn group_answers(waiters: usize, scan: Scan) -> Vec<Result<Vec<SearchHit>>> {
-        let c = Arc::new(Coalescer::default());
+        let c = Arc::new(Coalescer::<Vec<f32>>::default());
         let release = Arc::new(Barrier::new(2));
         let scans = Arc::new(AtomicUsize::new(0));
         let leader = {
             let (c, release, scans) = (c.clone(), release.clone(), scans.clone());
             std::thread::spawn(move || {
-                c.search(&[0.0], 1, ScanOptions::default(), 1, |g| {
+                c.search(vec![0.0], 1, |g| {
                     scans.fetch_add(1, Ordering::SeqCst);
                     release.wait(); // hold the only scan slot until the others queued
                     g.iter().map(|_| Ok(vec![hit(0.0)])).collect()
@@ -264,9 +281,7 @@ mod tests {
         let callers: Vec<_> = (0..waiters)
             .map(|i| {
                 let c = c.clone();
-                std::thread::spawn(move || {
-                    c.search(&[i as f32], 1, ScanOptions::default(), 1, scan)
-                })
+                std::thread::spawn(move || c.search(vec![i as f32], 1, scan))
             })
             .collect();
         while lock(&c.state).queue.len() < waiters {
@@ -279,7 +294,7 @@ mod tests {
             .map(|t| t.join().expect("caller"))
             .collect();
         // The slot is free again: a lone search runs its own scan at once.
-        let after = c.search(&[9.0], 1, ScanOptions::default(), 1, |g| {
+        let after = c.search(vec![9.0], 1, |g| {
             g.iter().map(|_| Ok(vec![hit(9.0)])).collect()
         });
         assert_eq!(after.expect("search after the failed group")[0].score, 9.0);
@@ -345,7 +360,7 @@ mod tests {
     /// other two, so one scan answers all three (without the wait it would scan alone).
     #[test]
     fn a_leader_takes_the_callers_the_last_scan_answered() {
-        let c = Arc::new(Coalescer::default());
+        let c = Arc::new(Coalescer::<Vec<f32>>::default());
         {
             let mut st = lock(&c.state);
             st.expected = 3;
@@ -357,7 +372,7 @@ mod tests {
             .map(|i| {
                 let (c, sizes) = (c.clone(), sizes.clone());
                 std::thread::spawn(move || {
-                    c.search(&[i as f32], 1, ScanOptions::default(), 1, |g| {
+                    c.search(vec![i as f32], 1, |g| {
                         lock(&sizes).push(g.len());
                         g.iter().map(|r| Ok(vec![hit(r.query[0])])).collect()
                     })
@@ -377,13 +392,13 @@ mod tests {
     /// leader scans alone.
     #[test]
     fn a_caller_that_does_not_come_back_is_forgotten() {
-        let c = Coalescer::default();
+        let c = Coalescer::<Vec<f32>>::default();
         {
             let mut st = lock(&c.state);
             st.expected = 5;
             st.last_scan = Duration::from_millis(1) * WINDOW_DIVISOR;
         }
-        let answer = c.search(&[4.0], 1, ScanOptions::default(), 1, |g| {
+        let answer = c.search(vec![4.0], 1, |g| {
             assert_eq!(g.len(), 1);
             g.iter().map(|_| Ok(vec![hit(4.0)])).collect()
         });

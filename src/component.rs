@@ -224,6 +224,26 @@ impl GuestDatabase for GuestDb {
         Ok(wit::Database::new(GuestDb { db }))
     }
 
+    fn open_partition_reader(
+        path: String,
+        options: wit::OpenOptions,
+    ) -> Result<wit::Database, wit::Error> {
+        let mut opts = OpenOptions {
+            dimension: options.dimension,
+            metric: options.metric.map(metric_from_wit),
+            embedder: options.embedder.map(|e| EmbedderSpec {
+                name: e.name,
+                dimension: e.dimension,
+            }),
+            ..OpenOptions::default()
+        };
+        if options.rows_in_memory == Some(false) {
+            opts.storage = StorageKind::OnDemand;
+        }
+        let db = Database::open_partition_reader(path, opts).map_err(wit_error)?;
+        Ok(wit::Database::new(GuestDb { db }))
+    }
+
     fn write(&self, request: wit::WriteRequest) -> Result<(), wit::Error> {
         let ids = str_refs(&request.ids);
         let metas = metadatas(request.metadatas);
@@ -346,6 +366,37 @@ impl GuestDatabase for GuestDb {
         query = query.exact(request.exact);
         let found = Store::query(&self.db, &query).map_err(wit_error)?;
         Ok(found.into_iter().map(hits).collect())
+    }
+
+    // Not in `Store`: the host's partition scan (see the WIT), on `Database` itself.
+    fn query_rows(
+        &self,
+        request: wit::QueryRequest,
+        first_row: u64,
+        end_row: u64,
+    ) -> Result<Vec<Vec<Hit>>, wit::Error> {
+        let filter = parse_filter(request.filter)?;
+        let found = self
+            .db
+            .query_rows(
+                &request.queries,
+                request.k as usize,
+                filter.as_ref(),
+                first_row,
+                end_row,
+            )
+            .map_err(wit_error)?;
+        Ok(found.into_iter().map(hits).collect())
+    }
+
+    fn scan_state(&self) -> Result<wit::ScanState, wit::Error> {
+        let state = self.db.scan_state();
+        Ok(wit::ScanState {
+            rows: state.rows,
+            bytes: state.bytes,
+            uncommitted: state.uncommitted,
+            indexed: state.indexed,
+        })
     }
 
     fn documents(&self, ids: Vec<String>) -> Result<Vec<Option<String>>, wit::Error> {

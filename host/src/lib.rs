@@ -10,17 +10,28 @@
 //! stopped and returns [`SandboxFailure::Deadline`]; that handle is then closed (open the
 //! database again).
 //!
+//! Parallel search (see `search.rs`): the guest is single-threaded, so concurrent single
+//! searches on one handle are coalesced into one guest batch call, and a batch (or such a
+//! group) over the exact scan is split by row range across
+//! [`sandbox::SandboxConfig::partitions`] instances, one host thread each: the writer's, and
+//! read-only instances on the same directory that hold no f32 rows (they read their range from
+//! the file). A batch is split only while the writer has no uncommitted change; readers are
+//! reopened after each commit; with a quantized index or a graph only `exact` batches are
+//! split; a reader that fails is dropped and the writer answers alone. Writes stay on the one
+//! writer instance.
+//!
 //! Durability across the boundary: after every guest call that may create, rename or remove
 //! files in the database directory, the host fsyncs that directory itself, so what the call
 //! made durable inside the guest stays durable after a power loss even on a WASI runtime that
 //! cannot sync a directory for the guest.
 
 pub mod sandbox;
+mod search;
 
 use sandbox::{HostState, Runtime, SandboxConfig, GUEST_DB_DIR, GUEST_MODEL_DIR};
 use srvdb::quant::{HnswParams, IndexInfo, IndexKind, IndexSpec, Quantization};
 use srvdb::storage::fs::DirLock;
-use srvdb::store::{Delete, Missing, Queries, Query, Select, Update, Write, WriteMode};
+use srvdb::store::{Delete, Missing, Query, Select, Update, Write, WriteMode};
 use srvdb::Store as _;
 use srvdb::{
     EmbedderSpec, Error, Metadata, Metric, OpenOptions, Record, SandboxFailure, SearchHit,
@@ -109,6 +120,7 @@ impl Sandbox {
             let live = Live::start(&self.runtime, dir, guest_path, &options)?;
             (live, Some(lock))
         };
+        let partitions = search::Partitions::new(&self.runtime.config, &options);
         Ok(SandboxedDatabase {
             runtime: self.runtime.clone(),
             dir: dir.to_path_buf(),
@@ -116,6 +128,9 @@ impl Sandbox {
             slot: Mutex::new(Slot::Running(Box::new(live))),
             // `Live::start` synced the directory after the guest opened the database.
             directory_syncs: AtomicU64::new(1),
+            coalescer: Default::default(),
+            generation: AtomicU64::new(0),
+            partitions,
             _lock: lock,
         })
     }
@@ -261,6 +276,18 @@ impl Live {
         guest_path: &str,
         options: &OpenOptions,
     ) -> Result<Self> {
+        Self::start_as(runtime, dir, guest_path, options, false)
+    }
+
+    /// [`Live::start`]; a `partition_reader` opens with the guest's `open-partition-reader`
+    /// (read-only, beside this host's own writer instance: see `search.rs`).
+    fn start_as(
+        runtime: &Runtime,
+        dir: &Path,
+        guest_path: &str,
+        options: &OpenOptions,
+        partition_reader: bool,
+    ) -> Result<Self> {
         let mut store = runtime
             .store_for(dir, options.read_only)
             .map_err(setup_error)?;
@@ -278,11 +305,13 @@ impl Live {
             rows_in_memory: Some(options.storage != StorageKind::OnDemand),
             read_only: Some(options.read_only),
         };
-        let opened = bindings
-            .srvdb_engine_store()
-            .database()
-            .call_open(&mut store, guest_path, wit_options)
-            .map_err(|e| classify_trap(e, runtime, &mut store))?;
+        let database = bindings.srvdb_engine_store().database();
+        let opened = if partition_reader {
+            database.call_open_partition_reader(&mut store, guest_path, wit_options)
+        } else {
+            database.call_open(&mut store, guest_path, wit_options)
+        }
+        .map_err(|e| classify_trap(e, runtime, &mut store))?;
         // Opening may have created the database's files.
         sync_directory(dir)?;
         let handle = opened.map_err(|e| engine_error(e, &PathMap::new(GUEST_DB_DIR, dir)))?;
@@ -594,13 +623,22 @@ enum Touches {
 }
 
 /// A database opened inside the sandbox: the native engine's operations, the same results.
-/// `Send + Sync`; calls are serialised (the guest is single-threaded).
+/// `Send + Sync`; calls into the writer's instance are serialised (the guest is
+/// single-threaded), concurrent single searches are answered together, and exact batches are
+/// split across the partition readers (see the module docs).
 pub struct SandboxedDatabase {
     runtime: Arc<Runtime>,
     dir: PathBuf,
     options: OpenOptions,
     slot: Mutex<Slot>,
     directory_syncs: AtomicU64,
+    /// Concurrent single searches answered together (see `search.rs`).
+    coalescer: srvdb::coalesce::Coalescer<search::Single>,
+    /// Bumped after every call that may change the database and after a restart: partition
+    /// readers opened at another generation are reopened before they serve.
+    generation: AtomicU64,
+    /// The read-only instances a batch's exact scan is split across (see `search.rs`).
+    partitions: search::Partitions,
     /// The writer's lock, held while the handle lives; a reader holds none once open.
     _lock: Option<DirLock>,
 }
@@ -619,15 +657,29 @@ impl SandboxedDatabase {
         ) -> wasmtime::Result<std::result::Result<T, wit::Error>>,
     ) -> Result<T> {
         let mut guard = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        if let Slot::Closed(reason) = &*guard {
+        self.call_locked(&mut guard, touches, f)
+    }
+
+    /// [`SandboxedDatabase::call`] with the instance's lock already held.
+    fn call_locked<T>(
+        &self,
+        guard: &mut std::sync::MutexGuard<'_, Slot>,
+        touches: Touches,
+        f: impl FnOnce(
+            &wit::GuestDatabase,
+            &mut Store<HostState>,
+            ResourceAny,
+        ) -> wasmtime::Result<std::result::Result<T, wit::Error>>,
+    ) -> Result<T> {
+        if let Slot::Closed(reason) = &**guard {
             return Err(Error::Poisoned {
                 reason: reason.clone(),
             });
         }
-        if matches!(*guard, Slot::Dead) {
-            *guard = self.restart()?;
+        if matches!(**guard, Slot::Dead) {
+            **guard = self.restart()?;
         }
-        let Slot::Running(live) = &mut *guard else {
+        let Slot::Running(live) = &mut **guard else {
             return Err(sandbox_error(SandboxFailure::Setup, "no instance"));
         };
         self.runtime.arm(&mut live.store);
@@ -640,6 +692,7 @@ impl SandboxedDatabase {
             Ok(result) => {
                 // Even a call that failed may have created or renamed files before failing.
                 if touches == Touches::Files {
+                    self.generation.fetch_add(1, Ordering::Relaxed);
                     sync_directory(&self.dir)?;
                     self.directory_syncs.fetch_add(1, Ordering::Relaxed);
                 }
@@ -652,14 +705,14 @@ impl SandboxedDatabase {
                     ..
                 } = err
                 {
-                    *guard = Slot::Closed(format!(
+                    **guard = Slot::Closed(format!(
                         "an earlier call was stopped at the sandbox's deadline ({err}); \
                          writes since the last commit were lost"
                     ));
                     return Err(err);
                 }
                 // The instance is dead after a trap: replace it now, so the handle keeps serving.
-                *guard = self.restart().unwrap_or(Slot::Dead);
+                **guard = self.restart().unwrap_or(Slot::Dead);
                 Err(err)
             }
         }
@@ -675,6 +728,8 @@ impl SandboxedDatabase {
             Live::start(&self.runtime, &self.dir, GUEST_DB_DIR, &self.options)?
         };
         self.directory_syncs.fetch_add(1, Ordering::Relaxed);
+        // Uncommitted writes were lost: readers must not trust an earlier scan state.
+        self.generation.fetch_add(1, Ordering::Relaxed);
         Ok(Slot::Running(Box::new(live)))
     }
 
@@ -837,22 +892,11 @@ impl srvdb::Store for SandboxedDatabase {
     }
 
     fn query(&self, request: &Query<'_>) -> Result<Vec<Vec<SearchHit>>> {
-        let filter = request.filter.map(filter_to_wit);
-        let (queries, batch) = match request.queries {
-            Queries::One(query) => (query, false),
-            Queries::Batch(queries) => (queries, true),
-        };
-        let request = wit::QueryRequest {
-            queries,
-            batch,
-            k: u32::try_from(request.k).unwrap_or(u32::MAX),
-            filter,
-            oversample: request.oversample.map(saturating_u32),
-            exact: request.exact,
-            ef: request.ef.map(saturating_u32),
-        };
-        let found = self.call(Touches::Nothing, |g, s, h| g.call_query(s, h, request))?;
-        Ok(found.into_iter().map(hits).collect())
+        self.search(request)
+    }
+
+    fn coalesce_stats(&self) -> Option<srvdb::CoalesceStats> {
+        Some(self.coalescer.stats())
     }
 
     fn get(&self, id: &str) -> Result<Option<Record>> {

@@ -35,7 +35,22 @@ pub struct SandboxConfig {
     /// owned by this user, or writable by its group or by others, is not used (a warning on
     /// stderr, once per process), since its files become machine code in this process.
     pub cache_dir: Option<PathBuf>,
+    /// Guest instances a batch's exact scan is split across, by row range, one host thread
+    /// each (the writer's instance is one; the others are read-only instances that keep no
+    /// rows in memory and read their range from the file). 1 disables. Default: the machine's
+    /// available parallelism, at most [`MAX_PARTITIONS`].
+    pub partitions: usize,
+    /// A batch over fewer bytes of rows than this is not split (the split's thread hand-offs
+    /// would cost more than they save). Default [`DEFAULT_PARTITION_MIN_BYTES`].
+    pub partition_min_bytes: u64,
 }
+
+/// The most partitions [`SandboxConfig::new`] picks by itself.
+pub const MAX_PARTITIONS: usize = 8;
+
+/// The default [`SandboxConfig::partition_min_bytes`]: 4 MiB of rows (the native engine's
+/// threshold for coalescing searches).
+pub const DEFAULT_PARTITION_MIN_BYTES: u64 = 4 << 20;
 
 /// The default [`SandboxConfig::deadline_per_call`]: generous, since a large ingest or a
 /// compaction through the sandbox takes seconds; it exists so that a guest that never returns
@@ -68,6 +83,10 @@ impl SandboxConfig {
             fuel_per_call: None,
             deadline_per_call: Some(DEFAULT_DEADLINE),
             cache_dir: default_cache_dir(),
+            partitions: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_PARTITIONS),
+            partition_min_bytes: DEFAULT_PARTITION_MIN_BYTES,
         }
     }
 }
@@ -92,6 +111,11 @@ impl HostState {
     pub(crate) fn take_denied(&mut self) -> Option<String> {
         self.limits.denied.take()
     }
+
+    /// The guest's linear memory now, in bytes (the last growth the limiter allowed).
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.limits.memory
+    }
 }
 
 /// The store's limits, recording the growth they refuse, so a trap that follows is classified
@@ -99,6 +123,8 @@ impl HostState {
 struct Limits {
     limits: StoreLimits,
     denied: Option<String>,
+    /// The size the linear memory last grew to (wasm memory never shrinks).
+    memory: usize,
 }
 
 impl ResourceLimiter for Limits {
@@ -109,7 +135,9 @@ impl ResourceLimiter for Limits {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let allowed = self.limits.memory_growing(current, desired, maximum);
-        if !matches!(allowed, Ok(true)) {
+        if matches!(allowed, Ok(true)) {
+            self.memory = self.memory.max(desired);
+        } else {
             self.denied = Some(format!(
                 "memory cap: the guest asked to grow its memory from {current} to {desired} bytes"
             ));
@@ -266,6 +294,7 @@ impl Runtime {
             limits: Limits {
                 limits,
                 denied: None,
+                memory: 0,
             },
         };
         let mut store = Store::new(&self.engine, state);

@@ -17,6 +17,8 @@
 mod compact;
 mod field_index;
 mod open;
+mod partition;
+pub use self::partition::ScanState;
 mod pending;
 mod search;
 mod select;
@@ -164,7 +166,7 @@ pub struct Database {
     /// database, where a second copy of the codes would only double their memory).
     codes_on_disk: bool,
     /// Gathers concurrent single searches into batch scans.
-    coalescer: Coalescer,
+    coalescer: Coalescer<search::Single>,
     /// Whether `search` coalesces (from `OpenOptions::coalesce_searches`; settable).
     coalesce: AtomicBool,
     writer: Mutex<Writer>,
@@ -207,6 +209,19 @@ impl Database {
         let location = FsLocation::new(dir, options.storage)?;
         let lock = DirLock::acquire(dir)?;
         Self::open_in(Arc::new(location), options, Some(lock))
+    }
+
+    /// Opens the existing database in directory `path` read-only, as
+    /// [`OpenOptions::read_only`] does, but without the shared lock and even when
+    /// `metadata.db` is marked as needing recovery (its writer holds it open, or crashed): the
+    /// handle recovers its own in-memory copy of it, and nothing on disk changes. Only for a
+    /// process that holds that writer itself, idle, with its last commit complete:
+    /// `srvdb-host`'s partition readers (see `Database::query_rows`).
+    #[doc(hidden)]
+    pub fn open_partition_reader(path: impl AsRef<Path>, mut options: OpenOptions) -> Result<Self> {
+        options.read_only = true;
+        let location = FsLocation::read_only(path.as_ref(), options.storage)?;
+        Self::open_in_with(Arc::new(location), options, None, true)
     }
 
     /// Opens (creating if needed) the database in directory `path` for writing, as

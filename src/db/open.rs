@@ -24,8 +24,19 @@ use std::sync::{Arc, Mutex, RwLock};
 impl Database {
     pub(super) fn open_in(
         location: Arc<dyn Location>,
+        options: OpenOptions,
+        lock: Option<DirLock>,
+    ) -> Result<Self> {
+        Self::open_in_with(location, options, lock, false)
+    }
+
+    /// [`Database::open_in`]; with `recover_copy` (and a read-only open), `metadata.db` is
+    /// read through a recovered in-memory copy (see `Database::open_partition_reader`).
+    pub(super) fn open_in_with(
+        location: Arc<dyn Location>,
         mut options: OpenOptions,
         lock: Option<DirLock>,
+        recover_copy: bool,
     ) -> Result<Self> {
         if let Some(embedder) = &options.embedder {
             match options.dimension {
@@ -50,7 +61,9 @@ impl Database {
             ));
         }
         let read_only = options.read_only;
-        let meta = if read_only {
+        let meta = if read_only && recover_copy {
+            MetaStore::open_recovered_copy(location.as_ref())?
+        } else if read_only {
             MetaStore::open_read_only(location.as_ref())?
         } else {
             MetaStore::open(location.as_ref())?

@@ -27,6 +27,14 @@ use crate::types::SearchHit;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// One coalesced single search: the query, its `k` and how the scan may answer it (codes or
+/// exact, oversample): only requests with equal options share a scan.
+pub(crate) struct Single {
+    query: Vec<f32>,
+    k: usize,
+    options: ScanOptions,
+}
+
 /// Below this many bytes of rows, `search` does not coalesce (see `search`).
 const COALESCE_MIN_BYTES: u64 = 4 << 20;
 
@@ -84,10 +92,13 @@ impl Database {
         };
         let max_scans = if all_cores { 1 } else { parallelism() };
         drop(snap);
+        let single = Single {
+            query: query.to_vec(),
+            k,
+            options,
+        };
         self.coalescer
-            .search(query, k, options, max_scans, |group| {
-                self.search_group(group)
-            })
+            .search(single, max_scans, |group| self.search_group(group))
     }
 
     /// The `k` best matches for each query of `queries`, back to back: rows are read once per
@@ -114,12 +125,12 @@ impl Database {
     /// exact scan or more candidates must get them, and the others must not pay for them.
     /// Over codes, only queries of the same `k` share a scan: a larger `k` keeps more
     /// candidates, and a query's answer must not depend on what it was grouped with.
-    fn search_group(&self, group: &[Arc<Request>]) -> Vec<Result<Vec<SearchHit>>> {
+    fn search_group(&self, group: &[Arc<Request<Single>>]) -> Vec<Result<Vec<SearchHit>>> {
         let snap = self.published.load_full();
         let mut answers: Vec<Option<Result<Vec<SearchHit>>>> = group.iter().map(|_| None).collect();
         let mut order: Vec<usize> = (0..group.len()).collect();
         let class_of = |i: usize| {
-            let r = &group[i];
+            let r = &group[i].query;
             // Over codes or a graph, the candidates kept depend on `k`.
             let over_codes = (snap.codes.is_some() || snap.graph.is_some()) && !r.options.exact;
             let k = if over_codes { r.k } else { k_class(r.k) };
@@ -127,7 +138,7 @@ impl Database {
         };
         order.sort_by_key(|&i| class_of(i));
         for class in order.chunk_by(|&a, &b| class_of(a) == class_of(b)) {
-            let members: Vec<&Request> = class.iter().map(|&i| &*group[i]).collect();
+            let members: Vec<&Single> = class.iter().map(|&i| &group[i].query).collect();
             for (&i, answer) in class.iter().zip(self.scan_together(&snap, &members)) {
                 answers[i] = Some(answer);
             }
@@ -146,8 +157,8 @@ impl Database {
 
     /// One batch scan for `members` (of one [`ScanOptions`]) with their largest `k`, each
     /// answer cut to its own `k`.
-    fn scan_together(&self, snap: &Snapshot, members: &[&Request]) -> Vec<Result<Vec<SearchHit>>> {
-        let single = |r: &Request| {
+    fn scan_together(&self, snap: &Snapshot, members: &[&Single]) -> Vec<Result<Vec<SearchHit>>> {
+        let single = |r: &Single| {
             self.search_snapshot(snap, &r.query, 1, r.k, r.options)
                 .map(|mut out| out.pop().unwrap_or_default())
         };

@@ -217,6 +217,80 @@ impl ByteFile for FrozenFile {
     }
 }
 
+/// A reader's private, writable copy of `metadata.db` in memory: redb may recover it (rebuild
+/// its allocator state) there, and nothing reaches the file.
+#[derive(Debug)]
+struct RecoveredCopy {
+    bytes: std::sync::Mutex<Vec<u8>>,
+}
+
+impl RecoveredCopy {
+    fn bytes(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.bytes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ByteFile for RecoveredCopy {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.bytes().len() as u64)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        crate::storage::memory::read_bytes_at(&self.bytes(), offset, buf)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let too_large = || io::Error::new(io::ErrorKind::OutOfMemory, "offset past memory");
+        let start = usize::try_from(offset).map_err(|_| too_large())?;
+        let end = start.checked_add(data.len()).ok_or_else(too_large)?;
+        let mut bytes = self.bytes();
+        if bytes.len() < end {
+            bytes.resize(end, 0);
+        }
+        bytes[start..end].copy_from_slice(data);
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "length past memory"))?;
+        self.bytes().resize(len, 0);
+        Ok(())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Opens a copy of the existing `metadata.db` of `loc` made now, in memory, with redb's
+/// writable open, which recovers the copy if the file is marked as needing it (its writer is
+/// open, or did not close cleanly): the last durable commit, as the writer's own open would
+/// find it. Nothing on disk changes. For a caller that holds the writer itself and knows its
+/// last commit is complete (`OpenOptions::recover_copy`).
+pub fn open_redb_recovered_copy(loc: &dyn Location) -> Result<redb::Database> {
+    let path = loc.path_of(names::METADATA);
+    let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+    let Some(file) = loc.open(names::METADATA)? else {
+        return Err(Error::ReadOnly {
+            reason: format!(
+                "there is no database at {} ({} is missing; a read-only open creates nothing)",
+                dir.display(),
+                names::METADATA
+            ),
+        });
+    };
+    let frozen = FrozenFile::read_whole(file.as_ref(), &path)?;
+    drop(file);
+    check_not_blank(&frozen, &path)?;
+    let copy: Arc<dyn ByteFile> = Arc::new(RecoveredCopy {
+        bytes: std::sync::Mutex::new(frozen.bytes),
+    });
+    let mut backend = RedbFile::new(copy);
+    backend.syncs = false;
+    open_guarded(&path, &dir, || {
+        redb::Database::builder()
+            .set_cache_size(READER_CACHE_BYTES)
+            .create_with_backend(backend)
+    })
+}
+
 /// Opens the existing `metadata.db` of `loc` with redb's read-only open, which writes nothing
 /// and refuses a store that needs repair (its last writer did not close cleanly): that is
 /// [`Error::ReadOnly`], saying to open the database once for writing. Missing is the same.
@@ -938,6 +1012,15 @@ impl MetaStore {
     pub fn open_read_only(loc: &dyn Location) -> Result<Self> {
         Ok(MetaStore {
             db: std::mem::ManuallyDrop::new(Redb::ReadOnly(open_redb_read_only(loc)?)),
+            path: loc.path_of(names::METADATA),
+        })
+    }
+
+    /// Opens a recovered in-memory copy of the metadata store of `loc`, for reading (see
+    /// [`open_redb_recovered_copy`]; the engine refuses writes on a read-only handle).
+    pub fn open_recovered_copy(loc: &dyn Location) -> Result<Self> {
+        Ok(MetaStore {
+            db: std::mem::ManuallyDrop::new(Redb::Writable(open_redb_recovered_copy(loc)?)),
             path: loc.path_of(names::METADATA),
         })
     }
