@@ -235,7 +235,7 @@ fn single_ms(db: &impl Store, queries: &[f32], dim: usize) -> f64 {
 
 /// Issue 20, parallel sandboxed search, on 50,000 x 1536 cosine in one run: native (the
 /// default rayon pool) 16 concurrent callers and batches of 16; sandboxed the same with
-/// partitions off (`partitions: 1`) and on (the default: one instance per core); the
+/// partitions off (`partitions: 1`, the default) and on (one instance per core); the
 /// single-query p50 sandboxed off and on; each instance's linear memory against the rows'
 /// bytes. Ratios are against native in this run.
 fn parallel_search(scale: f64) {
@@ -282,7 +282,9 @@ fn parallel_search(scale: f64) {
     };
     let (off_dir, on_dir) = (copy("off"), copy("on"));
     let native = Database::open(dir.path(), OpenOptions::default()).expect("reopen");
-    let on_partitions = SandboxConfig::new().partitions;
+    let on_partitions = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, srvdb_host::sandbox::MAX_PARTITIONS);
     let sandboxed = |partitions: usize, at: &std::path::Path| {
         let config = SandboxConfig {
             partitions,

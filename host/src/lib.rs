@@ -12,8 +12,8 @@
 //!
 //! Parallel search (see `search.rs`): the guest is single-threaded, so concurrent single
 //! searches on one handle are coalesced into one guest batch call, and a batch (or such a
-//! group) over the exact scan is split by row range across
-//! [`sandbox::SandboxConfig::partitions`] instances, one host thread each: the writer's, and
+//! group) over the exact scan can be split by row range across
+//! [`sandbox::SandboxConfig::partitions`] instances (off by default), one host thread each: the writer's, and
 //! read-only instances on the same directory that hold no f32 rows (they read their range from
 //! the file). A batch is split only while the writer has no uncommitted change; readers are
 //! reopened after each commit; with a quantized index or a graph only `exact` batches are

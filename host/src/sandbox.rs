@@ -37,15 +37,18 @@ pub struct SandboxConfig {
     pub cache_dir: Option<PathBuf>,
     /// Guest instances a batch's exact scan is split across, by row range, one host thread
     /// each (the writer's instance is one; the others are read-only instances that keep no
-    /// rows in memory and read their range from the file). 1 disables. Default: the machine's
-    /// available parallelism, at most [`MAX_PARTITIONS`].
+    /// rows in memory and read their range from the file). 1 disables. Default: 1, or
+    /// `SRVDB_SANDBOX_PARTITIONS` (at most [`MAX_PARTITIONS`]). Off by default because the
+    /// split pays only while cores are free: on a quiet 2-core machine a batch of 16 ran
+    /// 1.73-1.79x, but beside another build 16 concurrent callers ran 0.67-0.85x unsplit
+    /// (docs/design.md, "Parallel sandboxed search").
     pub partitions: usize,
     /// A batch over fewer bytes of rows than this is not split (the split's thread hand-offs
     /// would cost more than they save). Default [`DEFAULT_PARTITION_MIN_BYTES`].
     pub partition_min_bytes: u64,
 }
 
-/// The most partitions [`SandboxConfig::new`] picks by itself.
+/// The most partitions [`SandboxConfig::new`] takes from `SRVDB_SANDBOX_PARTITIONS`.
 pub const MAX_PARTITIONS: usize = 8;
 
 /// The default [`SandboxConfig::partition_min_bytes`]: 4 MiB of rows (the native engine's
@@ -83,9 +86,10 @@ impl SandboxConfig {
             fuel_per_call: None,
             deadline_per_call: Some(DEFAULT_DEADLINE),
             cache_dir: default_cache_dir(),
-            partitions: std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(MAX_PARTITIONS),
+            partitions: std::env::var("SRVDB_SANDBOX_PARTITIONS")
+                .ok()
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .map_or(1, |n| n.clamp(1, MAX_PARTITIONS)),
             partition_min_bytes: DEFAULT_PARTITION_MIN_BYTES,
         }
     }
