@@ -121,8 +121,12 @@ fn model_choice(
             )
         })?;
     let text = py.import("srvdb.text")?;
-    let dir: PathBuf = text.call_method1("model_dir", (embedder.as_str(),))?.extract()?;
-    let name: String = text.call_method1("model_name", (embedder.as_str(),))?.extract()?;
+    let dir: PathBuf = text
+        .call_method1("model_dir", (embedder.as_str(),))?
+        .extract()?;
+    let name: String = text
+        .call_method1("model_name", (embedder.as_str(),))?
+        .extract()?;
     Ok(Some(ModelChoice { name, dir }))
 }
 
