@@ -3,7 +3,7 @@
 
     python benches/python/distributed_bench.py [--smoke] [--out FILE.json]
                                                [--merge-into RESULTS.json] [--shards 2,3,4]
-                                               [--only-ingest]
+                                               [--only-ingest | --only-text] [--text-n N]
 
 Runs with the interpreter that has SrvDB and Ray Data (target/pyenv after `make
 bench-distributed`). Each figure is a ratio against a reference measured in the same run:
@@ -68,9 +68,16 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--workdir", type=Path, help="where the databases go (default: a temp dir)")
     ap.add_argument("--only-ingest", action="store_true",
                     help="only the ingest figures (repeat runs of the one missed target quickly)")
+    ap.add_argument("--only-text", action="store_true",
+                    help="only the text-ingest figure (with --text-n, a steady-state rate)")
+    ap.add_argument("--text-n", type=int, help="sentences for the text figure (default 2,000)")
     args = ap.parse_args()
-    if args.only_ingest and args.merge_into:
-        ap.error("--only-ingest has no search, restart or text figures to merge: drop one")
+    if args.only_ingest and args.only_text:
+        ap.error("--only-ingest and --only-text exclude each other: drop one")
+    if (args.only_ingest or args.only_text) and args.merge_into:
+        ap.error("--merge-into takes a whole run: drop --only-ingest / --only-text")
+    if args.text_n is not None and args.text_n < 1:
+        ap.error(f"--text-n must be positive, got {args.text_n}")
     return args
 
 
@@ -263,7 +270,9 @@ def source_name(md: Path, merged: str, added: str) -> str:
 
 def main() -> None:
     args = parse_args()
-    cfg = SMOKE if args.smoke else FULL
+    cfg = dict(SMOKE if args.smoke else FULL)
+    if args.text_n is not None:
+        cfg["text_n"] = args.text_n
     try:
         import ray
         import ray.data
@@ -287,7 +296,7 @@ def main() -> None:
     print(f"==> ray.init in {results['ray_init_s']:.1f} s ({os.cpu_count()} CPUs)", flush=True)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="srvdb-distributed-bench-"))
     try:
-        sets = datasets(cfg)
+        sets = {} if args.only_text else datasets(cfg)
         # Every ingest first: closing a sharded database ends its actors asynchronously, and
         # Ray then starts new idle workers, which took the cores from an ingest measured next.
         for name, data in sets.items():
