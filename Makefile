@@ -210,8 +210,8 @@ bench: component
 
 ## bench-distributed: srvdb.distributed on a local Ray cluster (issue 18,
 ## benches/python/distributed_bench.py): ingest through Ray Data against one process's add,
-## sharded search_batch overhead over the slowest shard, text ingest against the embedder in
-## process, a killed shard actor's restart; on a synthetic set and MiniLM 20k. Written to
+## sharded search_batch overhead over the slowest shard, text ingest against one process doing
+## the same (8,000 sentences), a killed shard actor's restart; on a synthetic set and MiniLM 20k. Written to
 ## target/bench-results/distributed.json, merged into docs/benchmarks/results.json ("distributed")
 ## and rendered into docs/benchmarks.md.
 bench-distributed: component $(MODEL_WHEEL)
