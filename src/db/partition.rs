@@ -103,22 +103,12 @@ impl Database {
         if !rows.resident() {
             rows.check_backed()?; // a read on demand that failed during the scan
         }
-        let higher = self.metric.higher_is_better();
-        Ok(found
-            .into_iter()
-            .map(|hits| {
-                hits.into_iter()
-                    .map(|c| SearchHit {
-                        id: snap
-                            .row_ids
-                            .get((first + c.row) as usize)
-                            .map(|s| s.to_string())
-                            .unwrap_or_default(),
-                        score: if higher { c.key } else { -c.key },
-                    })
-                    .collect()
-            })
-            .collect())
+        Ok(super::search::hits_of_range(
+            &snap,
+            self.metric.higher_is_better(),
+            first,
+            found,
+        ))
     }
 }
 

@@ -343,6 +343,16 @@ pub(super) fn check_options(options: ScanOptions) -> Result<()> {
 
 /// Search hits from the index's candidates: row numbers to ids, keys to scores.
 fn hits_of(snap: &Snapshot, higher: bool, found: Vec<Vec<Candidate>>) -> Vec<Vec<SearchHit>> {
+    hits_of_range(snap, higher, 0, found)
+}
+
+/// [`hits_of`] for candidates numbered from row `first` (a scan of rows `first..`).
+pub(super) fn hits_of_range(
+    snap: &Snapshot,
+    higher: bool,
+    first: u64,
+    found: Vec<Vec<Candidate>>,
+) -> Vec<Vec<SearchHit>> {
     found
         .into_iter()
         .map(|hits| {
@@ -350,7 +360,7 @@ fn hits_of(snap: &Snapshot, higher: bool, found: Vec<Vec<Candidate>>) -> Vec<Vec
                 .map(|c| SearchHit {
                     id: snap
                         .row_ids
-                        .get(c.row as usize)
+                        .get((first + c.row) as usize)
                         .map(|s| s.to_string())
                         .unwrap_or_default(),
                     score: if higher { c.key } else { -c.key },
