@@ -32,6 +32,30 @@ fn to_u32(x: usize) -> u32 {
     u32::try_from(x).unwrap_or(u32::MAX)
 }
 
+/// The engine's open options for the WIT record.
+fn open_options(options: wit::OpenOptions) -> OpenOptions {
+    let mut opts = OpenOptions {
+        dimension: options.dimension,
+        metric: options.metric.map(metric_from_wit),
+        embedder: options.embedder.map(|e| EmbedderSpec {
+            name: e.name,
+            dimension: e.dimension,
+        }),
+        ..OpenOptions::default()
+    };
+    if let Some(n) = options.auto_commit_rows {
+        opts.auto_commit_rows = n as usize;
+    }
+    if let Some(n) = options.buffer_bytes {
+        opts.buffer_bytes = n as usize;
+    }
+    if options.rows_in_memory == Some(false) {
+        opts.storage = StorageKind::OnDemand;
+    }
+    opts.read_only = options.read_only == Some(true);
+    opts
+}
+
 fn wit_error(e: crate::Error) -> wit::Error {
     use crate::Error as E;
     match e {
@@ -201,26 +225,7 @@ fn write_mode(m: wit::WriteMode) -> WriteMode {
 // serves exactly the API the native and sandboxed engines share.
 impl GuestDatabase for GuestDb {
     fn open(path: String, options: wit::OpenOptions) -> Result<wit::Database, wit::Error> {
-        let mut opts = OpenOptions {
-            dimension: options.dimension,
-            metric: options.metric.map(metric_from_wit),
-            embedder: options.embedder.map(|e| EmbedderSpec {
-                name: e.name,
-                dimension: e.dimension,
-            }),
-            ..OpenOptions::default()
-        };
-        if let Some(n) = options.auto_commit_rows {
-            opts.auto_commit_rows = n as usize;
-        }
-        if let Some(n) = options.buffer_bytes {
-            opts.buffer_bytes = n as usize;
-        }
-        if options.rows_in_memory == Some(false) {
-            opts.storage = StorageKind::OnDemand;
-        }
-        opts.read_only = options.read_only == Some(true);
-        let db = Database::open(path, opts).map_err(wit_error)?;
+        let db = Database::open(path, open_options(options)).map_err(wit_error)?;
         Ok(wit::Database::new(GuestDb { db }))
     }
 
@@ -228,19 +233,8 @@ impl GuestDatabase for GuestDb {
         path: String,
         options: wit::OpenOptions,
     ) -> Result<wit::Database, wit::Error> {
-        let mut opts = OpenOptions {
-            dimension: options.dimension,
-            metric: options.metric.map(metric_from_wit),
-            embedder: options.embedder.map(|e| EmbedderSpec {
-                name: e.name,
-                dimension: e.dimension,
-            }),
-            ..OpenOptions::default()
-        };
-        if options.rows_in_memory == Some(false) {
-            opts.storage = StorageKind::OnDemand;
-        }
-        let db = Database::open_partition_reader(path, opts).map_err(wit_error)?;
+        // Read-only whatever `options` says; the write options do not apply to it.
+        let db = Database::open_partition_reader(path, open_options(options)).map_err(wit_error)?;
         Ok(wit::Database::new(GuestDb { db }))
     }
 
