@@ -217,48 +217,6 @@ impl ByteFile for FrozenFile {
     }
 }
 
-/// A reader's private, writable copy of `metadata.db` in memory: redb may recover it (rebuild
-/// its allocator state) there, and nothing reaches the file.
-#[derive(Debug)]
-struct RecoveredCopy {
-    bytes: std::sync::Mutex<Vec<u8>>,
-}
-
-impl RecoveredCopy {
-    fn bytes(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
-        self.bytes.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl ByteFile for RecoveredCopy {
-    fn len(&self) -> io::Result<u64> {
-        Ok(self.bytes().len() as u64)
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        crate::storage::memory::read_bytes_at(&self.bytes(), offset, buf)
-    }
-    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let too_large = || io::Error::new(io::ErrorKind::OutOfMemory, "offset past memory");
-        let start = usize::try_from(offset).map_err(|_| too_large())?;
-        let end = start.checked_add(data.len()).ok_or_else(too_large)?;
-        let mut bytes = self.bytes();
-        if bytes.len() < end {
-            bytes.resize(end, 0);
-        }
-        bytes[start..end].copy_from_slice(data);
-        Ok(())
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        let len = usize::try_from(len)
-            .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "length past memory"))?;
-        self.bytes().resize(len, 0);
-        Ok(())
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Opens a copy of the existing `metadata.db` of `loc` made now, in memory, with redb's
 /// writable open, which recovers the copy if the file is marked as needing it (its writer is
 /// open, or did not close cleanly): the last durable commit, as the writer's own open would
@@ -279,9 +237,9 @@ pub fn open_redb_recovered_copy(loc: &dyn Location) -> Result<redb::Database> {
     let frozen = FrozenFile::read_whole(file.as_ref(), &path)?;
     drop(file);
     check_not_blank(&frozen, &path)?;
-    let copy: Arc<dyn ByteFile> = Arc::new(RecoveredCopy {
-        bytes: std::sync::Mutex::new(frozen.bytes),
-    });
+    // A writable copy in memory: redb may recover it there, and nothing reaches the file.
+    let copy: Arc<dyn ByteFile> =
+        Arc::new(crate::storage::memory::MemoryFile::with_bytes(frozen.bytes));
     let mut backend = RedbFile::new(copy);
     backend.syncs = false;
     open_guarded(&path, &dir, || {

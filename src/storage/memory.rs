@@ -30,10 +30,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A file in memory.
+/// A file in memory (also a read-only handle's private, writable copy of `metadata.db`, which
+/// redb may recover there without touching the file).
 #[derive(Debug, Default)]
-struct MemoryFile {
+pub(crate) struct MemoryFile {
     bytes: Mutex<Vec<u8>>,
+}
+
+impl MemoryFile {
+    /// A file holding `bytes`.
+    pub(crate) fn with_bytes(bytes: Vec<u8>) -> Self {
+        Self {
+            bytes: Mutex::new(bytes),
+        }
+    }
 }
 
 fn too_large(n: u64) -> io::Error {
