@@ -22,6 +22,20 @@ fn vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     srvdb::testing::Rng::new(seed).unit_vectors(n, dim)
 }
 
+/// A database of `n` unit rows of `dim` (seed 11, ids "0".."n-1") written natively at `path`,
+/// in adds of 5,000.
+fn write_rows(path: &std::path::Path, n: usize, dim: usize) {
+    let data = vectors(n, dim, 11);
+    let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let db = Database::open(path, OpenOptions::default()).expect("open");
+    for start in (0..n).step_by(5000) {
+        let end = (start + 5000).min(n);
+        db.add(&ids[start..end], &data[start * dim..end * dim], &[])
+            .expect("add");
+    }
+    db.close().expect("close");
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
@@ -73,17 +87,7 @@ fn main() {
     for (n, dim) in [(50_000usize, 1536usize), (100_000, 384)] {
         let n = ((n as f64 * scale) as usize).max(100);
         let dir = tempfile::tempdir().expect("tmp");
-        let data = vectors(n, dim, 11);
-        let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
-        {
-            let db = Database::open(dir.path(), OpenOptions::default()).expect("open");
-            for start in (0..n).step_by(5000) {
-                let end = (start + 5000).min(n);
-                db.add(&ids[start..end], &data[start * dim..end * dim], &[])
-                    .expect("add");
-            }
-            db.close().expect("close");
-        }
+        write_rows(dir.path(), n, dim);
         let queries = vectors(16, dim, 5);
         let (native_ms, native_batch_ms) = {
             let db = Database::open(dir.path(), OpenOptions::default()).expect("reopen");
@@ -241,18 +245,7 @@ fn single_ms(db: &impl Store, queries: &[f32], dim: usize) -> f64 {
 fn parallel_search(scale: f64) {
     let (n, dim) = (((50_000f64 * scale) as usize).max(100), 1536usize);
     let dir = tempfile::tempdir().expect("tmp");
-    let data = vectors(n, dim, 11);
-    let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
-    {
-        let db = Database::open(dir.path(), OpenOptions::default()).expect("open");
-        for start in (0..n).step_by(5000) {
-            let end = (start + 5000).min(n);
-            db.add(&ids[start..end], &data[start * dim..end * dim], &[])
-                .expect("add");
-        }
-        db.close().expect("close");
-    }
-    drop(data);
+    write_rows(dir.path(), n, dim);
     let queries = vectors(64, dim, 5);
     let rows_mib = (n * dim * 4) as f64 / (1 << 20) as f64;
     println!(
