@@ -3,14 +3,14 @@
 //! the host merges the per-range top-k lists). Rows are numbered as in the whole database, so
 //! ranges of instances serving the same commit are disjoint and cover it.
 
-use super::validate::{batch_len, check_queries};
+use super::validate::batch_len;
 use super::Database;
 use crate::error::Result;
 use crate::filter::bitmap::RowBits;
 use crate::filter::Filter;
 use crate::format::RowLayout;
 use crate::index::flat::FlatIndex;
-use crate::index::{Index, Queries, ScanSet};
+use crate::index::{Index, ScanSet};
 use crate::storage::RowView;
 use crate::types::SearchHit;
 
@@ -68,7 +68,7 @@ impl Database {
             return Ok(Vec::new());
         };
         let n = batch_len(dim, queries)?;
-        check_queries(dim, queries, n)?;
+        let qs = self.checked_queries(dim, queries, n)?;
         let Some(rows) = &snap.rows else {
             return Ok(vec![Vec::new(); n]);
         };
@@ -85,15 +85,6 @@ impl Database {
         }
         let allowed = len as u64 - skip.count();
         let k = k.min(usize::try_from(allowed).unwrap_or(usize::MAX));
-        let d = dim as usize;
-        let qs = Queries {
-            data: queries.to_vec(),
-            norms: queries
-                .chunks_exact(d)
-                .map(|q| self.kernels.dot(q, q).sqrt())
-                .collect(),
-            dim: d,
-        };
         let view = RangeView::new(rows.as_ref(), first, end);
         let set = ScanSet {
             rows: &view,

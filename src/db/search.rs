@@ -242,17 +242,22 @@ impl Database {
 
     fn check_query(&self, dim: Option<u32>, queries: &[f32], n: usize) -> Result<Option<Queries>> {
         let Some(dim) = dim else { return Ok(None) };
+        self.checked_queries(dim, queries, n).map(Some)
+    }
+
+    /// `n` queries of `dim` back to back, checked (dimension, NaN), with their norms.
+    pub(super) fn checked_queries(&self, dim: u32, queries: &[f32], n: usize) -> Result<Queries> {
         check_queries(dim, queries, n)?;
         let d = dim as usize;
         let norms = queries
             .chunks_exact(d)
             .map(|q| self.kernels.dot(q, q).sqrt())
             .collect();
-        Ok(Some(Queries {
+        Ok(Queries {
             data: queries.to_vec(),
             norms,
             dim: d,
-        }))
+        })
     }
 
     /// The index a search of `snap` with `options` runs: the graph when the snapshot has one
