@@ -164,6 +164,36 @@ fn uncommitted_writes_vanish_and_committed_ones_stay() {
         .expect("writes after recovery");
 }
 
+/// An id added and then upserted before one commit, among ids in no key order, keeps its
+/// later row after a reopen, and every other id its own.
+#[test]
+fn an_id_upserted_before_its_commit_keeps_its_later_row() {
+    let dir = tempdir();
+    let o = OpenOptions {
+        auto_commit_rows: 0,
+        ..OpenOptions::default()
+    };
+    let names: Vec<String> = (0..300).map(|i| format!("k{}", (i * 7919) % 300)).collect();
+    let data: Vec<f32> = (0..300).flat_map(|i| [i as f32, 1.0]).collect();
+    {
+        let db = Database::open(dir.path(), o.clone()).expect("open");
+        db.add(&names, &data, &[]).expect("add");
+        db.upsert(&["k17", "k3"], &[-1.0, -2.0, -3.0, -4.0], &[])
+            .expect("upsert");
+        db.persist().expect("persist");
+    }
+    let db = Database::open(dir.path(), o).expect("reopen");
+    assert_eq!(db.count(), 300);
+    let vector = |id: &str| db.get(id).expect("get").expect("present").vector;
+    assert_eq!(vector("k17"), vec![-1.0, -2.0]);
+    assert_eq!(vector("k3"), vec![-3.0, -4.0]);
+    for (i, name) in names.iter().enumerate() {
+        if name != "k17" && name != "k3" {
+            assert_eq!(vector(name), vec![i as f32, 1.0], "{name}");
+        }
+    }
+}
+
 #[test]
 fn auto_commit_every_threshold_vectors() {
     let dir = tempdir();

@@ -1142,7 +1142,6 @@ impl MetaStore {
         // The field indexes change with the metadata, in this same transaction.
         let mut indexes = field_index::IndexWriter::open(txn)?;
         for (row, id, meta, doc) in &batch.inserts {
-            id_to_row.insert(*id, *row)?;
             row_to_id.insert(*row, *id)?;
             if let Some(meta) = meta {
                 row_meta.insert(*row, meta.encode().as_slice())?;
@@ -1151,6 +1150,14 @@ impl MetaStore {
             if let Some(doc) = doc {
                 row_doc.insert(*row, *doc)?;
             }
+        }
+        // Ids go in in key order, so redb fills its leaves left to right instead of
+        // touching a random leaf per id; the sort is stable, so an id inserted twice in one
+        // batch (upserted while uncommitted) keeps its later row.
+        let mut by_id: Vec<(&str, u64)> = batch.inserts.iter().map(|i| (i.1, i.0)).collect();
+        by_id.sort_by(|a, b| a.0.cmp(b.0));
+        for (id, row) in by_id {
+            id_to_row.insert(id, row)?;
         }
         for update in &batch.updates {
             let row = update.row;
@@ -1681,6 +1688,39 @@ mod tests {
             matches!(&e, Error::Corrupt { reason, .. } if reason.contains("row 7")),
             "{e:?}"
         );
+    }
+
+    /// Ids are written in key order; an id inserted twice in one batch (upserted before its
+    /// commit, its first row deleted) must map to its later row, not be removed.
+    #[test]
+    fn an_id_inserted_twice_in_one_batch_maps_to_its_later_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = store(dir.path());
+        let batch = CommitBatch {
+            inserts: vec![
+                (0, "b", None, None),
+                (1, "c", None, None),
+                (2, "a", None, None),
+                (3, "b", None, None),
+            ],
+            deletes: vec![(0, "b")],
+            committed_rows: 4,
+            config: Some((4, Metric::Dot)),
+            ..CommitBatch::default()
+        };
+        meta.commit(&batch, || Ok(()), false).expect("commit");
+        let txn = meta.db.begin_read().expect("txn");
+        let table = txn.open_table(ID_TO_ROW).expect("table");
+        let mapped: Vec<(String, u64)> = table
+            .iter()
+            .expect("iter")
+            .map(|entry| {
+                let (id, row) = entry.expect("entry");
+                (id.value().to_owned(), row.value())
+            })
+            .collect();
+        let want = [("a", 2), ("b", 3), ("c", 1)].map(|(id, row)| (id.to_owned(), row));
+        assert_eq!(mapped, want);
     }
 
     /// The commit protocol, with and without the overlapped fsync: a batch is recorded only if
