@@ -133,6 +133,35 @@ def test_each_shard_holds_its_rows_in_dataset_order(ray, tmp_path, shards):
             assert [r.id for r in db.records()] == [i for i in ids if blake_shard(i, shards) == s]
 
 
+def test_a_materialised_dataset_is_read_from_its_blocks_in_order(ray, tmp_path, monkeypatch):
+    """A materialised dataset's blocks are fetched directly (no iter_batches): Arrow tensor
+    columns over several blocks arrive whole, each shard in dataset order; the same rows as a
+    lazy dataset (through iter_batches) give the same shards."""
+    import pyarrow as pa
+    from ray.data.dataset import MaterializedDataset
+    from ray.data.extensions import ArrowTensorArray
+
+    ids, vectors = rows(3000, 16, seed=9)
+    tables = [pa.table({"id": ids[a:a + 700], "vec": ArrowTensorArray.from_numpy(vectors[a:a + 700])})
+              for a in range(0, len(ids), 700)]  # five blocks, the last short
+    materialised = ray.data.from_arrow(tables)
+    assert isinstance(materialised, MaterializedDataset)
+    with monkeypatch.context() as m:
+        def refuse(*args, **kwargs):
+            raise AssertionError("a materialised dataset went through iter_batches")
+        m.setattr(MaterializedDataset, "iter_batches", refuse)
+        sd.ingest(materialised, tmp_path / "m", 3, vector_column="vec", batch_size=256)
+    assert_complete(tmp_path / "m", 3, ids, vectors)
+    for s, db in enumerate(open_shards(tmp_path / "m", 3)):
+        with db:
+            assert [r.id for r in db.records()] == [i for i in ids if blake_shard(i, 3) == s]
+
+    lazy = materialised.map_batches(lambda b: b, batch_format="pyarrow")
+    assert not isinstance(lazy, MaterializedDataset)
+    sd.ingest(lazy, tmp_path / "l", 3, vector_column="vec", batch_size=256)
+    assert_complete(tmp_path / "l", 3, ids, vectors)
+
+
 def reference_top(vectors: np.ndarray, q: np.ndarray, k: int, metric: str) -> list[int]:
     v, q = vectors.astype(np.float64), q.astype(np.float64)
     if metric == "cosine":

@@ -552,7 +552,7 @@ def _batches(pipeline, batch_size: int, id_column: str) -> Iterator[dict]:
     """``pipeline``'s rows in batches of at most ``batch_size``: Ray's blocks as they come
     (``batch_size=None``: no re-batching into new arrays, which took half the driver's time
     on a dataset of vectors), each cut into NumPy views of ``batch_size`` rows."""
-    for block in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
+    for block in _blocks(pipeline):
         if id_column not in block:
             if not any(len(column) for column in block.values()):
                 continue  # an empty block may come without the columns
@@ -560,6 +560,38 @@ def _batches(pipeline, batch_size: int, id_column: str) -> Iterator[dict]:
                                     f"batches; their columns are {sorted(block)}")
         for start in range(0, len(block[id_column]), batch_size):
             yield {name: column[start:start + batch_size] for name, column in block.items()}
+
+
+def _blocks(pipeline) -> Iterator[dict]:
+    """``pipeline``'s blocks as NumPy batches, in order. A materialised dataset (what
+    ``from_arrow``, ``from_numpy``, ``from_items`` and ``materialize()`` return) has its
+    blocks in the object store already: they are fetched directly, skipping the streaming
+    executor that ``iter_batches`` starts (its start and per-batch bookkeeping were 12-15 ms
+    of a 50 ms ingest of 20,000 rows). Any other dataset streams through ``iter_batches``."""
+    bundles = _materialized_bundles(pipeline)
+    if bundles is None:
+        yield from pipeline.iter_batches(batch_size=None, batch_format="numpy")
+        return
+    import ray
+    from ray.data.block import BlockAccessor
+
+    for bundle in bundles:
+        for block in ray.get(list(bundle.block_refs)):
+            yield BlockAccessor.for_block(block).to_batch_format("numpy")
+
+
+def _materialized_bundles(pipeline) -> Optional[Iterator[Any]]:
+    """The block bundles of a materialised Ray dataset, or None for anything else (a lazy
+    dataset, or a Ray without the developer API this needs: ``iter_batches`` serves them)."""
+    try:
+        from ray.data.dataset import MaterializedDataset
+        from ray.data.block import BlockAccessor  # noqa: F401  (used by _blocks)
+    except ImportError:
+        return None
+    if not isinstance(pipeline, MaterializedDataset):
+        return None
+    bundles = getattr(pipeline, "iter_internal_ref_bundles", None)
+    return bundles() if callable(bundles) else None
 
 
 def _ids(column, id_column: str) -> list[str]:
