@@ -3,8 +3,8 @@
 //! every query of the tile once and does one FMA per (row, query) pair, so a 4 x 4 tile does
 //! sixteen FMAs for eight loads. The loop runs over row tiles outside and query tiles inside:
 //! the few rows of a tile stay in L1 while every query of the group passes over them, so each
-//! row is read from L2 or memory once per group instead of once per query tile. The first query
-//! tile of each row tile prefetches the next row tile. Components
+//! row is read from L2 or memory once per group instead of once per query tile. Each step
+//! prefetches a line of the next row tile, spread over all the query tiles. Components
 //! past the last multiple of 16 are read with masked loads, so there is no scalar tail.
 
 use std::arch::x86_64::*;
@@ -59,6 +59,7 @@ unsafe fn dot_many_avx512(
         qp: queries.as_ptr(),
         rp: rows.as_ptr(),
         out: out.as_mut_ptr(),
+        nq,
         nrows,
         row_stride,
         dim,
@@ -90,6 +91,7 @@ struct Shape {
     qp: *const f32,
     rp: *const f32,
     out: *mut f32,
+    nq: usize,
     nrows: usize,
     row_stride: usize,
     dim: usize,
@@ -133,6 +135,10 @@ unsafe fn tile<const R: usize, const Q: usize>(shape: &Shape, r: usize, q: usize
             std::array::from_fn(|i| shape.rp.add((r + i) * shape.row_stride));
         let qs: [*const f32; Q] = std::array::from_fn(|j| shape.qp.add((q + j) * dim));
         let mut acc = [[_mm512_setzero_ps(); Q]; R];
+        let steps = full_end / 16;
+        let query_tiles = shape.nq.div_ceil(TILE_QUERIES);
+        let query_tile = q / TILE_QUERIES;
+        let per_step = R.div_ceil(query_tiles);
         let mut k = 0;
         while k < full_end {
             let x: [__m512; Q] = std::array::from_fn(|j| _mm512_loadu_ps(qs[j].add(k)));
@@ -141,12 +147,17 @@ unsafe fn tile<const R: usize, const Q: usize>(shape: &Shape, r: usize, q: usize
                 for j in 0..Q {
                     acc[i][j] = _mm512_fmadd_ps(v, x[j], acc[i][j]);
                 }
-                // While the first query tile runs, ask for the next row tile (the rows
-                // that follow in memory): it then arrives while the other query tiles run
-                // from L1, instead of each tile waiting for its rows from memory.
-                if q == 0 {
+            }
+            // Ask for the next row tile (the rows that follow in memory) a few lines per
+            // step, spread over all the query tiles of this row tile: it arrives while they
+            // run, without a burst of requests that the load queue would drop.
+            let step = query_tile * steps + k / 16;
+            for p in 0..per_step {
+                let line = step * per_step + p;
+                if line < R * steps {
+                    let (i, col) = (line / steps, (line % steps) * 16);
                     _mm_prefetch::<_MM_HINT_T0>(
-                        rows[i].wrapping_add(R * shape.row_stride + k) as *const i8
+                        rows[i].wrapping_add(R * shape.row_stride + col) as *const i8
                     );
                 }
             }
