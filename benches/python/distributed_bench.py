@@ -11,9 +11,10 @@ bench-distributed`). Each figure is a ratio against a reference measured in the 
 1. ingest: `srvdb.distributed.ingest` of a Ray dataset with the vectors given, against one
    process adding the same rows to one `srvdb.open` database and persisting, in one add and
    in adds of the ingest's batch size, the faster of the two (target >= 0.8x), each into a
-   new path (the previous run's output removed off the clock),
-   per shard count; on a synthetic set and the MiniLM 20k set (`SRVDB_DATA_DIR` or
-   ../shared/data; skipped when absent). The dataset is materialised before the clock starts,
+   new path (the previous run's output removed off the clock), per shard count; the
+   reference and the shard counts are measured in rounds (one run of each per round, best
+   run of each kept), so both sides of a ratio see the same load; on a synthetic set and
+   the MiniLM 20k set (`SRVDB_DATA_DIR` or ../shared/data; skipped when absent). The dataset is materialised before the clock starts,
    and the Ray cluster is started before it (its start-up is reported on its own).
 2. search: `ShardedDatabase.search_batch` of the queries on the ingested database, its wall time
    per query minus the slowest shard's own engine time in the same call, per shard count
@@ -96,6 +97,30 @@ def best_of(repeats: int, fn, setup=None, min_seconds: float = 0.0, max_repeats:
     return min(times)
 
 
+def best_of_interleaved(repeats: int, cases: dict, min_seconds: float = 0.0,
+                       max_repeats: int = 15) -> dict:
+    """`best_of` for several `name -> (fn, setup)` cases measured in rounds, one run of each
+    per round, so a reference and what is compared with it see the same load: measured one
+    after the other, a neighbour's burst during one side alone skewed the ratio both ways
+    (0.57x to 1.25x between runs of the same build). Returns `name -> fastest seconds`."""
+    times: dict = {name: [] for name in cases}
+
+    def more(name: str) -> bool:
+        t = times[name]
+        return len(t) < repeats or (sum(t) < min_seconds and len(t) < max_repeats)
+
+    while any(more(name) for name in cases):
+        for name, (fn, setup) in cases.items():
+            if not more(name):
+                continue
+            if setup is not None:
+                setup()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: min(t) for name, t in times.items()}
+
+
 def datasets(cfg: dict) -> dict:
     """name -> (ids, base, queries) or a skip reason."""
     rng = np.random.default_rng(20261818)
@@ -118,7 +143,8 @@ def datasets(cfg: dict) -> dict:
 def ingest_figures(ray, sd, srvdb, work: Path, ids, base, shard_counts, cfg) -> dict:
     """One process adding the same rows (in one add, and in adds of the ingest's batch size;
     the faster is the reference) against Ray ingest (vectors given), best of cfg repeats, or of
-    as many runs as fill cfg min_seconds (up to 15) for a small set."""
+    as many runs as fill cfg min_seconds (up to 15) for a small set, all measured in rounds
+    (`best_of_interleaved`)."""
     import pyarrow as pa
     from ray.data.extensions import ArrowTensorArray
 
@@ -140,8 +166,15 @@ def ingest_figures(ray, sd, srvdb, work: Path, ids, base, shard_counts, cfg) -> 
         shutil.rmtree(d, ignore_errors=True)
 
     least = cfg.get("min_seconds", 0.0)
-    one_add = best_of(cfg["repeats"], lambda: single(len(ids)), remove_single, least)
-    batched = best_of(cfg["repeats"], lambda: single(bs), remove_single, least)
+    cases = {"one_add": (lambda: single(len(ids)), remove_single),
+             "batched": (lambda: single(bs), remove_single)}
+    for n in shard_counts:
+        root = work / f"ingest-{n}"
+        cases[n] = (lambda n=n, root=root: sd.ingest(ds, root, n, vector_column="vec",
+                                                     batch_size=bs),
+                    lambda root=root: shutil.rmtree(root, ignore_errors=True))
+    best = best_of_interleaved(cfg["repeats"], cases, least)
+    one_add, batched = best["one_add"], best["batched"]
     single_s = min(one_add, batched)
     fig = {"rows": len(ids), "dim": int(base.shape[1]), "batch_size": bs,
            "single_one_add_s": one_add, "single_batched_s": batched, "single_s": single_s,
@@ -149,12 +182,7 @@ def ingest_figures(ray, sd, srvdb, work: Path, ids, base, shard_counts, cfg) -> 
     print(f"    one process: {len(ids) / one_add:,.0f} rows/s in one add, "
           f"{len(ids) / batched:,.0f} rows/s in adds of {bs}", flush=True)
     for n in shard_counts:
-        root = work / f"ingest-{n}"
-
-        def sharded() -> None:
-            sd.ingest(ds, root, n, vector_column="vec", batch_size=bs)
-
-        s = best_of(cfg["repeats"], sharded, lambda: shutil.rmtree(root, ignore_errors=True), least)
+        s = best[n]
         fig["shards"][str(n)] = {"seconds": s, "rows_per_s": len(ids) / s,
                                  "ratio_to_single": single_s / s}
         print(f"    ingest {n} shards: {len(ids) / s:,.0f} rows/s = {single_s / s:.2f}x one "
