@@ -11,7 +11,7 @@ mod common;
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use criterion::{BenchmarkId, Criterion, Throughput};
-    use srvdb::distance::{KernelKind, Kernels, MultiQuery};
+    use srvdb::distance::{KernelKind, Kernels, MultiQuery, PackedQueries};
     use srvdb::format::RowLayout;
     use srvdb::testing::Rng;
     use std::hint::black_box;
@@ -90,12 +90,23 @@ mod native {
                     sets.push((m.name().to_string(), k));
                 }
             }
-            for nq in [QUERIES, 16] {
+            for nq in [QUERIES, 16, 12, 8] {
                 let pairs = (nq * nrows) as u64;
                 g.throughput(Throughput::ElementsAndBytes {
                     elements: pairs,
                     bytes: pairs * (2 * dim * 4) as u64,
                 });
+                // The packed kernel (queries packed once, off the clock, as a search does),
+                // at every group size, so `PACKED_MIN_QUERIES` can be read off.
+                if best.has_packed() {
+                    let packed = PackedQueries::new(queries, nq, dim);
+                    g.bench_function(format!("packed/{nq}q_x_{nrows}rows"), |bch| {
+                        bch.iter(|| {
+                            best.dot_many_packed(&packed, black_box(rows), nrows, stride, &mut out);
+                            black_box(&out);
+                        })
+                    });
+                }
                 for (name, k) in &sets {
                     g.bench_function(format!("{name}/{nq}q_x_{nrows}rows"), |bch| {
                         bch.iter(|| {
@@ -117,8 +128,8 @@ mod native {
         }
     }
 
-    /// GEMM against the 4 × 2 multi-query kernel by group size, on a block of 1024 rows (the
-    /// flat index's GEMM block): where `GEMM_MIN_QUERIES` comes from.
+    /// GEMM against the multi-query and packed kernels by group size, on a block of 1024 rows
+    /// (the flat index's GEMM block): where `GEMM_MIN_QUERIES` comes from.
     fn gemm_vs_multi(c: &mut Criterion) {
         const ROWS: usize = 1024;
         let gemm = Kernels::best();
@@ -140,8 +151,17 @@ mod native {
             let (queries, rows) = (queries.get(), rows.get());
             let mut out = vec![0.0f32; 256 * ROWS];
             let mut g = c.benchmark_group(format!("gemm_vs_multi/d{dim}"));
-            for nq in [4usize, 8, 16, 64, 256] {
+            for nq in [4usize, 8, 16, 64, 128, 256] {
                 g.throughput(Throughput::Elements((nq * ROWS) as u64));
+                if gemm.has_packed() {
+                    let packed = PackedQueries::new(queries, nq, dim);
+                    g.bench_function(format!("packed/{nq}q"), |bch| {
+                        bch.iter(|| {
+                            gemm.dot_many_packed(&packed, black_box(rows), ROWS, stride, &mut out);
+                            black_box(&out);
+                        })
+                    });
+                }
                 for (name, k) in &sets {
                     g.bench_function(format!("{name}/{nq}q"), |bch| {
                         bch.iter(|| {

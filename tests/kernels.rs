@@ -4,7 +4,7 @@
 mod common;
 use common::{seed, Rng};
 use proptest::prelude::*;
-use srvdb::distance::{scalar, KernelKind, Kernels, MultiQuery};
+use srvdb::distance::{scalar, KernelKind, Kernels, MultiQuery, PackedQueries};
 
 fn kinds() -> Vec<KernelKind> {
     let mut k = vec![KernelKind::Simd128];
@@ -75,9 +75,14 @@ fn multi_query_dot_matches_scalar() {
         (31, 9, 7),
         (1537, 16, 5),
         (385, 6, 11),
-        // From 64 queries up a group is one GEMM: its edges and a group wider than a tile.
+        // From 64 queries up a group is one GEMM (where the multi-query kernel is not
+        // AVX-512): its edges and a group wider than a tile.
         (384, 8, 9),
         (100, 300, 37),
+        // Groups the packed kernel takes (12 queries of 1024 components and more): a partial
+        // row tile, a second group of lanes half full.
+        (1024, 12, 17),
+        (1040, 23, 21),
     ] {
         let stride = dim + 16 - dim % 16;
         let queries = rng.vectors(nq, dim);
@@ -87,9 +92,7 @@ fn multi_query_dot_matches_scalar() {
         for m in MultiQuery::available() {
             sets.extend(Kernels::best().without_gemm().with_multi_query(m));
         }
-        for k in sets {
-            let mut out = vec![f32::NAN; nq * nrows];
-            k.dot_many(&queries, nq, &rows, nrows, stride, dim, &mut out);
+        let check = |name: &str, out: &[f32]| {
             for q in 0..nq {
                 for r in 0..nrows {
                     let a = &queries[q * dim..(q + 1) * dim];
@@ -98,12 +101,24 @@ fn multi_query_dot_matches_scalar() {
                     let got = out[q * nrows + r] as f64;
                     assert!(
                         (got - want).abs() <= tolerance(a, b),
-                        "{:?} dim {dim} q {q} r {r}: {got} vs {want} (seed {})",
-                        k.multi_query(),
+                        "{name} dim {dim} q {q} r {r}: {got} vs {want} (seed {})",
                         seed()
                     );
                 }
             }
+        };
+        for k in sets {
+            let mut out = vec![f32::NAN; nq * nrows];
+            k.dot_many(&queries, nq, &rows, nrows, stride, dim, &mut out);
+            check(&format!("{:?}", k.multi_query()), &out);
+        }
+        // And the packed kernel, at every group size (whether or not a search would pick it).
+        let best = Kernels::best();
+        if best.has_packed() {
+            let packed = PackedQueries::new(&queries, nq, dim);
+            let mut out = vec![f32::NAN; nq * nrows];
+            best.dot_many_packed(&packed, &rows, nrows, stride, &mut out);
+            check("packed", &out);
         }
     }
 }

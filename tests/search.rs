@@ -232,3 +232,51 @@ fn wide_batches_match_brute_force() {
         }
     }
 }
+
+/// Groups of queries that the packed kernel scores where the CPU has it (at least 12 queries
+/// of at least 1024 components; see `distance::PACKED_MIN_QUERIES`) and the sizes around
+/// them: fewer than 12, a partial second group of sixteen lanes, several groups. Enough rows
+/// for the parallel scan and a block tail, with deleted rows: every answer against brute
+/// force, and the same answers as the queries searched one at a time.
+#[test]
+fn packed_query_groups_match_brute_force() {
+    let mut rng = Rng::new(seed() ^ 0x9AC);
+    let (n, dim) = (8_700usize, 1_040usize);
+    for metric in [Metric::Cosine, Metric::Dot] {
+        let dir = tempdir();
+        let db = open(Some(StorageKind::Mmap), metric, dir.path());
+        let data = rng.vectors(n, dim);
+        let names = ids(0..n);
+        db.add(&names, &data, &[]).expect("add");
+        let dead: Vec<String> = names.iter().step_by(7).cloned().collect();
+        db.delete(&dead).expect("delete");
+        let items: Vec<(String, Vec<f32>)> = names
+            .iter()
+            .cloned()
+            .zip(data.chunks(dim).map(<[f32]>::to_vec))
+            .enumerate()
+            .filter(|(i, _)| i % 7 != 0)
+            .map(|(_, x)| x)
+            .collect();
+        for nq in [11usize, 12, 16, 23, 40] {
+            let queries = rng.vectors(nq, dim);
+            let batch = db.search_batch(&queries, 10).expect("batch");
+            assert_eq!(batch.len(), nq);
+            for (qi, (q, hits)) in queries.chunks(dim).zip(&batch).enumerate() {
+                let ctx = format!("{metric} batch of {nq}, q{qi}");
+                assert_topk(metric, q, &items, hits, 10, 1e-5, &ctx);
+                let alone = db.search(q, 10).expect("search");
+                let ids =
+                    |h: &[srvdb::SearchHit]| h.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
+                for (a, b) in alone.iter().zip(hits) {
+                    assert!(
+                        (a.score - b.score).abs() <= 1e-5 * a.score.abs().max(1.0),
+                        "{ctx}: alone {:?} vs in the batch {:?}",
+                        ids(&alone),
+                        ids(hits)
+                    );
+                }
+            }
+        }
+    }
+}

@@ -7,6 +7,8 @@ mod multi_avx2;
 #[cfg(target_arch = "x86_64")]
 mod multi_avx512;
 mod multi_simd128;
+#[cfg(target_arch = "x86_64")]
+mod packed_avx512;
 pub mod scalar;
 pub mod simd128;
 #[cfg(not(target_arch = "wasm32"))]
@@ -95,6 +97,73 @@ pub struct Kernels {
     multi_dot: Option<(MultiQuery, MultiDotFn)>,
     /// Matrix-product dot products for groups of at least `GEMM_MIN_QUERIES` queries.
     gemm_dot: Option<MultiDotFn>,
+    /// Dot products over queries packed across the lanes, for groups of at least
+    /// `PACKED_MIN_QUERIES` (see [`Kernels::pack_queries`]).
+    packed_dot: Option<PackedDotFn>,
+}
+
+/// `packed_dot(queries, rows, nrows, row_stride, out)`: as [`MultiDotFn`], with the queries
+/// packed once per search.
+type PackedDotFn = fn(&PackedQueries, &[f32], usize, usize, &mut [f32]);
+
+/// Queries transposed into groups of sixteen for the packed kernel: line `g * dim + k` holds
+/// component `k` of queries `16 g .. 16 g + 16` (zero past the last query). Made once per
+/// search by [`Kernels::pack_queries`] and shared by every block and worker.
+pub struct PackedQueries {
+    lanes: Vec<Lanes16>,
+    nq: usize,
+    dim: usize,
+}
+
+/// One aligned line of sixteen lanes, so the kernel loads each with one aligned load.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Lanes16([f32; 16]);
+
+impl PackedQueries {
+    /// Packs `nq` queries of `dim` components (contiguous, stride `dim`). The flat index
+    /// packs through [`Kernels::pack_queries`], which also decides whether to; benches pack
+    /// any group directly.
+    pub fn new(queries: &[f32], nq: usize, dim: usize) -> Self {
+        let mut lanes = vec![Lanes16([0.0; 16]); nq.div_ceil(16) * dim];
+        for (q, query) in queries.chunks_exact(dim.max(1)).take(nq).enumerate() {
+            let (group, lane) = (q / 16, q % 16);
+            for (k, &x) in query.iter().enumerate() {
+                lanes[group * dim + k].0[lane] = x;
+            }
+        }
+        PackedQueries { lanes, nq, dim }
+    }
+
+    /// How many queries are packed.
+    pub fn count(&self) -> usize {
+        self.nq
+    }
+
+    /// Their dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn lanes(&self) -> &[Lanes16] {
+        &self.lanes
+    }
+
+    /// Query `q`'s component `k` (the scalar fallback reads them back).
+    fn get(&self, q: usize, k: usize) -> f32 {
+        self.lanes[(q / 16) * self.dim + k].0[q % 16]
+    }
+
+    /// The [`MultiDotFn`] contract for these queries: every row and output the call would
+    /// touch is in bounds, and the lines cover every group.
+    fn shapes_ok(&self, rows: &[f32], nrows: usize, row_stride: usize, out: &[f32]) -> bool {
+        let rows_ok = nrows == 0 || (nrows - 1) * row_stride + self.dim <= rows.len();
+        rows_ok
+            && row_stride >= self.dim
+            && out.len() >= self.nq * nrows
+            && self.lanes.len() == self.nq.div_ceil(16) * self.dim
+    }
 }
 
 /// `multi_dot(queries, nq, rows, nrows, row_stride, dim, out)`: `out[q * nrows + r]` =
@@ -104,11 +173,27 @@ pub(crate) type MultiDotFn = fn(&[f32], usize, &[f32], usize, usize, usize, &mut
 /// Below this many components the SIMD set-up costs more than it saves.
 const MIN_SIMD_DIM: usize = 16;
 
-/// From this many queries a group goes through the GEMM: below it, packing the block of rows
-/// costs more than the register tiling saves. `cargo bench --bench kernels -- gemm_vs_multi`
-/// on the 2-core Zen 3 VM (1024 rows of 1536-d): 16 queries 1.7 ms GEMM vs 1.3 ms multi-query,
-/// 64 queries 4.7 vs 5.2 ms, 256 queries 15.3 vs 21.1 ms.
+/// From this many queries a group goes through the GEMM, where the multi-query kernel is not
+/// AVX-512: below it, packing the block of rows costs more than the register tiling saves.
+/// `cargo bench --bench kernels -- gemm_vs_multi` on the 2-core Zen 3 VM (1024 rows of
+/// 1536-d): 16 queries 1.7 ms GEMM vs 1.3 ms multi-query, 64 queries 4.7 vs 5.2 ms, 256
+/// queries 15.3 vs 21.1 ms. On the AVX-512 VM (Zen 5) the AVX-512 kernels beat the GEMM at
+/// every group size from 4 to 256 and at 384, 768 and 1536 dimensions (1536-d, 256 queries:
+/// 7.7 ms GEMM, 5.9 ms row-major, 4.6 ms packed), so there it is not used.
 pub const GEMM_MIN_QUERIES: usize = 64;
+
+/// From this many queries a group goes through the packed kernel where there is one: a
+/// group of sixteen fills its registers' lanes; below this, too many lanes would idle.
+/// `cargo bench --bench kernels -- dot_many/d1536` (42 rows, the flat index's block): 8
+/// queries 24 M pairs/s packed vs 38 M row-major, 12 queries 43 vs 37, 16 queries 48 vs 36.
+pub const PACKED_MIN_QUERIES: usize = 12;
+
+/// From this dimension a group goes through the packed kernel: sixteen queries of it (64 KiB
+/// and more) no longer fit in L1 beside the rows, so the row-major kernel reloads them from
+/// L2 for every row tile. Below it the row-major kernel is as fast or faster (16 queries,
+/// M pairs/s packed vs row-major: 1536-d 48 vs 36, 768-d 96-118 vs 95-98, 384-d 124-219 vs
+/// 169-222).
+pub const PACKED_MIN_DIM: usize = 1024;
 
 impl Kernels {
     /// The best kernels for this platform.
@@ -141,12 +226,18 @@ impl Kernels {
             (kind != KernelKind::Scalar).then_some(gemm_block::dot_many_gemm as MultiDotFn);
         #[cfg(target_arch = "wasm32")]
         let gemm_dot: Option<MultiDotFn> = None;
+        let packed_dot = if kind == KernelKind::Scalar {
+            None
+        } else {
+            packed_dot_for_cpu()
+        };
         Kernels {
             kind,
             dot,
             l2sq,
             multi_dot,
             gemm_dot,
+            packed_dot,
         }
     }
 
@@ -168,11 +259,16 @@ impl Kernels {
             ),
             #[cfg(not(target_arch = "wasm32"))]
             KernelKind::SimSimd => format!(
-                "simsimd ({}){}{}",
+                "simsimd ({}){}{}{}",
                 simsimd::isa_name(),
                 match self.multi_dot {
                     Some((m, _)) => format!(" + {} multi-query", m.name()),
                     None => String::new(),
+                },
+                if self.packed_dot.is_some() {
+                    " + avx512 packed groups"
+                } else {
+                    ""
                 },
                 if self.gemm_dot.is_some() {
                     " + gemm batches"
@@ -209,9 +305,69 @@ impl Kernels {
         self
     }
 
-    /// True when a group of `nq` queries is scored as a matrix product.
+    /// True when this set has the packed-queries kernel (AVX-512F).
+    pub fn has_packed(&self) -> bool {
+        self.packed_dot.is_some()
+    }
+
+    /// The same kernels without the packed path, so benches and tests can compare the two.
+    pub fn without_packed(mut self) -> Self {
+        self.packed_dot = None;
+        self
+    }
+
+    /// The queries packed for [`Kernels::dot_many_packed`] when a group of `nq` of them is
+    /// scored that way here: the CPU has the packed kernel, the group fills most of its
+    /// lanes (at least `PACKED_MIN_QUERIES`), its queries are too large for L1
+    /// (`PACKED_MIN_DIM`) and it is not one for the GEMM.
+    pub fn pack_queries(&self, queries: &[f32], nq: usize, dim: usize) -> Option<PackedQueries> {
+        let fits = self.packed_dot.is_some()
+            && nq >= PACKED_MIN_QUERIES
+            && dim >= PACKED_MIN_DIM
+            && queries.len() >= nq * dim
+            && !self.uses_gemm(nq, dim);
+        fits.then(|| PackedQueries::new(queries, nq, dim))
+    }
+
+    /// [`Kernels::dot_many`] for queries packed by [`Kernels::pack_queries`]: `out[q * nrows
+    /// + r]` = dot(query q, row r).
+    pub fn dot_many_packed(
+        &self,
+        packed: &PackedQueries,
+        rows: &[f32],
+        nrows: usize,
+        row_stride: usize,
+        out: &mut [f32],
+    ) {
+        if let Some(kernel) = self.packed_dot {
+            kernel(packed, rows, nrows, row_stride, out);
+            return;
+        }
+        // Not reached through `pack_queries`; kept correct for a set without the kernel.
+        let dim = packed.dim();
+        if !packed.shapes_ok(rows, nrows, row_stride, out) {
+            debug_assert!(false, "dot_many_packed: bad shapes");
+            return;
+        }
+        for q in 0..packed.count() {
+            for r in 0..nrows {
+                let row = &rows[r * row_stride..r * row_stride + dim];
+                out[q * nrows + r] = row
+                    .iter()
+                    .enumerate()
+                    .map(|(k, x)| x * packed.get(q, k))
+                    .sum();
+            }
+        }
+    }
+
+    /// True when a group of `nq` queries is scored as a matrix product: never where the
+    /// multi-query kernel is AVX-512 (see `GEMM_MIN_QUERIES`).
     pub fn uses_gemm(&self, nq: usize, dim: usize) -> bool {
-        self.gemm_dot.is_some() && nq >= GEMM_MIN_QUERIES && dim >= MIN_SIMD_DIM
+        self.gemm_dot.is_some()
+            && self.multi_query() != Some(MultiQuery::Avx512)
+            && nq >= GEMM_MIN_QUERIES
+            && dim >= MIN_SIMD_DIM
     }
 
     /// Inner product. `a.len() == b.len()` is the caller's contract.
@@ -304,6 +460,15 @@ pub(crate) fn dot_many_shapes_ok(
 ) -> bool {
     let rows_ok = nrows == 0 || (nrows - 1) * row_stride + dim <= rows.len();
     queries.len() >= nq * dim && rows_ok && out.len() >= nq * nrows && row_stride >= dim
+}
+
+/// The packed-queries kernel, where the CPU has AVX-512F.
+fn packed_dot_for_cpu() -> Option<PackedDotFn> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return Some(packed_avx512::dot_many_packed_checked);
+    }
+    None
 }
 
 /// The fastest multi-query kernel this CPU runs: AVX-512 where present, else AVX2; on wasm32,

@@ -7,7 +7,7 @@
 
 use super::topk::{Candidate, TopK};
 use super::{Index, Queries, ScanSet};
-use crate::distance::Kernels;
+use crate::distance::{Kernels, PackedQueries};
 use crate::storage::RowView;
 use crate::types::Metric;
 
@@ -116,13 +116,32 @@ impl FlatIndex {
         }
     }
 
-    /// Scores one block against a group of queries (`tops[j]` belongs to query `first_q + j`).
+    /// The group of `nq` queries from `first_q`, packed for the packed kernel when that is
+    /// how this group is scored (dot products on a CPU that has it; see `Kernels`).
+    fn packed(
+        &self,
+        queries: &Queries,
+        first_q: usize,
+        nq: usize,
+        dim: usize,
+    ) -> Option<PackedQueries> {
+        if self.metric == Metric::L2 {
+            return None;
+        }
+        let group = &queries.data[first_q * dim..(first_q + nq) * dim];
+        self.kernels.pack_queries(group, nq, dim)
+    }
+
+    /// Scores one block against a group of queries (`tops[j]` belongs to query `first_q + j`;
+    /// `packed`: the same queries from [`FlatIndex::packed`]).
+    #[allow(clippy::too_many_arguments)] // one block, one group and where its results go
     fn scan_group(
         &self,
         set: &ScanSet<'_>,
         block: Block<'_>,
         queries: &Queries,
         first_q: usize,
+        packed: Option<&PackedQueries>,
         tops: &mut [TopK],
         scratch: &mut Scratch,
     ) {
@@ -133,10 +152,24 @@ impl FlatIndex {
         scratch.scores.resize(nq * nr, 0.0);
         let group = &queries.data[first_q * dim..(first_q + nq) * dim];
         match self.metric {
-            Metric::Cosine | Metric::Dot => {
-                self.kernels
-                    .dot_many(group, nq, block.data, nr, stride, dim, &mut scratch.scores);
-            }
+            Metric::Cosine | Metric::Dot => match packed {
+                Some(packed) => self.kernels.dot_many_packed(
+                    packed,
+                    block.data,
+                    nr,
+                    stride,
+                    &mut scratch.scores,
+                ),
+                None => self.kernels.dot_many(
+                    group,
+                    nq,
+                    block.data,
+                    nr,
+                    stride,
+                    dim,
+                    &mut scratch.scores,
+                ),
+            },
             Metric::L2 => {
                 for j in 0..nq {
                     let q = &group[j * dim..(j + 1) * dim];
@@ -223,13 +256,16 @@ impl FlatIndex {
         k: usize,
     ) -> Vec<TopK> {
         let fresh = || (vec![TopK::new(k); nq], Scratch::default());
+        let dim = set.rows.layout().dim as usize;
+        let packed = self.packed(queries, first_q, nq, dim);
+        let packed = packed.as_ref();
         #[cfg(not(target_arch = "wasm32"))]
         if set.rows.rows() >= PARALLEL_MIN_ROWS {
             use rayon::prelude::*;
             return blocks
                 .par_iter()
                 .fold(fresh, |(mut tops, mut scratch), b| {
-                    self.scan_group(set, *b, queries, first_q, &mut tops, &mut scratch);
+                    self.scan_group(set, *b, queries, first_q, packed, &mut tops, &mut scratch);
                     (tops, scratch)
                 })
                 .map(|(tops, _)| tops)
@@ -245,7 +281,7 @@ impl FlatIndex {
         }
         let (mut tops, mut scratch) = fresh();
         for b in blocks {
-            self.scan_group(set, *b, queries, first_q, &mut tops, &mut scratch);
+            self.scan_group(set, *b, queries, first_q, packed, &mut tops, &mut scratch);
         }
         tops
     }
@@ -343,6 +379,12 @@ impl FlatIndex {
         // Whole blocks per chunk, so a chunk splits into the blocks a resident scan would use.
         let chunk_rows = (STREAM_CHUNK_BYTES / (per_block * stride * 4)).max(1) * per_block;
         let pairwise = self.pairwise_single(n);
+        let dim = set.rows.layout().dim as usize;
+        // Each group's queries packed once for the whole scan (`None` where not packed).
+        let packed: Vec<Option<PackedQueries>> = (0..n)
+            .step_by(group.max(1))
+            .map(|q| self.packed(queries, q, group.min(n - q), dim))
+            .collect();
         let mut tops = vec![TopK::new(k); n];
         let mut scratch = Scratch::default();
         let mut buf =
@@ -365,11 +407,19 @@ impl FlatIndex {
                 if pairwise {
                     self.scan_one(set, block, queries.get(0), queries.norms[0], &mut tops[0]);
                 } else {
-                    let mut q = 0;
-                    while q < n {
+                    for (g, packed) in packed.iter().enumerate() {
+                        let q = g * group;
                         let nq = group.min(n - q);
-                        self.scan_group(set, block, queries, q, &mut tops[q..q + nq], &mut scratch);
-                        q += nq;
+                        let tops = &mut tops[q..q + nq];
+                        self.scan_group(
+                            set,
+                            block,
+                            queries,
+                            q,
+                            packed.as_ref(),
+                            tops,
+                            &mut scratch,
+                        );
                     }
                 }
                 at += nr;
