@@ -203,19 +203,7 @@ fn wide_batches_match_brute_force() {
     for metric in [Metric::Cosine, Metric::Dot] {
         let dir = tempdir();
         let db = open(Some(StorageKind::Mmap), metric, dir.path());
-        let data = rng.vectors(n, dim);
-        let names = ids(0..n);
-        db.add(&names, &data, &[]).expect("add");
-        let dead: Vec<String> = names.iter().step_by(5).cloned().collect();
-        db.delete(&dead).expect("delete");
-        let items: Vec<(String, Vec<f32>)> = names
-            .iter()
-            .cloned()
-            .zip(data.chunks(dim).map(<[f32]>::to_vec))
-            .enumerate()
-            .filter(|(i, _)| i % 5 != 0)
-            .map(|(_, x)| x)
-            .collect();
+        let items = add_then_delete_every(&db, &rng.vectors(n, dim), dim, 5);
         let queries = rng.vectors(nq, dim);
         let batch = db.search_batch(&queries, 10).expect("batch");
         assert_eq!(batch.len(), nq);
@@ -245,19 +233,7 @@ fn packed_query_groups_match_brute_force() {
     for metric in [Metric::Cosine, Metric::Dot] {
         let dir = tempdir();
         let db = open(Some(StorageKind::Mmap), metric, dir.path());
-        let data = rng.vectors(n, dim);
-        let names = ids(0..n);
-        db.add(&names, &data, &[]).expect("add");
-        let dead: Vec<String> = names.iter().step_by(7).cloned().collect();
-        db.delete(&dead).expect("delete");
-        let items: Vec<(String, Vec<f32>)> = names
-            .iter()
-            .cloned()
-            .zip(data.chunks(dim).map(<[f32]>::to_vec))
-            .enumerate()
-            .filter(|(i, _)| i % 7 != 0)
-            .map(|(_, x)| x)
-            .collect();
+        let items = add_then_delete_every(&db, &rng.vectors(n, dim), dim, 7);
         for nq in [11usize, 12, 16, 23, 40] {
             let queries = rng.vectors(nq, dim);
             let batch = db.search_batch(&queries, 10).expect("batch");
@@ -279,4 +255,25 @@ fn packed_query_groups_match_brute_force() {
             }
         }
     }
+}
+
+/// Adds `data` as rows `0..` (ids from `common::ids`), deletes every `nth` of them from the
+/// first, and returns the survivors as `(id, vector)` for the brute-force reference.
+fn add_then_delete_every(
+    db: &Database,
+    data: &[f32],
+    dim: usize,
+    nth: usize,
+) -> Vec<(String, Vec<f32>)> {
+    let names = ids(0..data.len() / dim);
+    db.add(&names, data, &[]).expect("add");
+    let dead: Vec<String> = names.iter().step_by(nth).cloned().collect();
+    db.delete(&dead).expect("delete");
+    names
+        .into_iter()
+        .zip(data.chunks(dim).map(<[f32]>::to_vec))
+        .enumerate()
+        .filter(|(i, _)| i % nth != 0)
+        .map(|(_, x)| x)
+        .collect()
 }

@@ -481,3 +481,42 @@ fn multi_dot_for_cpu() -> Option<(MultiQuery, MultiDotFn)> {
     let order = [MultiQuery::Avx512, MultiQuery::Avx2];
     order.into_iter().find_map(|m| Some((m, m.function()?)))
 }
+
+/// What the kernels' unit tests check, written once.
+#[cfg(test)]
+pub(crate) mod check {
+    use super::scalar::dot_f32_scalar;
+
+    /// Asserts that `out[q * nrows + r]` is dot(query q, row r) for every pair, within the
+    /// f32 accumulation error (1e-5 of the sum of the products' magnitudes) of the scalar
+    /// reference. `context` names the case in a failure.
+    #[allow(clippy::too_many_arguments)] // the shape of `MultiDotFn`, and the case's name
+    pub(crate) fn dot_many_output(
+        queries: &[f32],
+        nq: usize,
+        rows: &[f32],
+        nrows: usize,
+        row_stride: usize,
+        dim: usize,
+        out: &[f32],
+        context: &str,
+    ) {
+        for q in 0..nq {
+            for r in 0..nrows {
+                let a = &queries[q * dim..(q + 1) * dim];
+                let b = &rows[r * row_stride..r * row_stride + dim];
+                let want = f64::from(dot_f32_scalar(a, b));
+                let mag: f64 = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| (f64::from(*x) * f64::from(*y)).abs())
+                    .sum();
+                let got = f64::from(out[q * nrows + r]);
+                assert!(
+                    (got - want).abs() <= 1e-5 * mag.max(1.0),
+                    "{context} q {q} r {r}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}

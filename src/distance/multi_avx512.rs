@@ -186,7 +186,7 @@ unsafe fn tile<const R: usize, const Q: usize>(shape: &Shape, r: usize, q: usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::distance::scalar::dot_f32_scalar;
+    use crate::distance::check;
     use crate::testing::Rng;
 
     /// Every remainder path (rows 1..=9, queries 1..=9), dims that are and are not multiples
@@ -208,23 +208,10 @@ mod tests {
                         let rows = &buf[offset..];
                         let mut out = vec![f32::NAN; nq * nrows];
                         dot_many_checked(&queries, nq, rows, nrows, stride, dim, &mut out);
-                        for qi in 0..nq {
-                            for ri in 0..nrows {
-                                let a = &queries[qi * dim..(qi + 1) * dim];
-                                let b = &rows[ri * stride..ri * stride + dim];
-                                let want = dot_f32_scalar(a, b) as f64;
-                                let mag: f64 = a
-                                    .iter()
-                                    .zip(b)
-                                    .map(|(x, y)| (*x as f64 * *y as f64).abs())
-                                    .sum();
-                                let got = out[qi * nrows + ri] as f64;
-                                assert!(
-                                    (got - want).abs() <= 1e-5 * mag.max(1.0),
-                                    "dim {dim} nq {nq} nrows {nrows} off {offset} q {qi} r {ri}: {got} vs {want}"
-                                );
-                            }
-                        }
+                        let context = format!("dim {dim} nq {nq} nrows {nrows} off {offset}");
+                        check::dot_many_output(
+                            &queries, nq, rows, nrows, stride, dim, &out, &context,
+                        );
                     }
                 }
             }

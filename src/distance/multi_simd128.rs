@@ -139,7 +139,7 @@ fn madd(a: f32x4, b: f32x4, c: f32x4) -> f32x4 {
 #[cfg(test)]
 mod tests {
     use super::dot_many_simd128;
-    use crate::distance::scalar::dot_f32_scalar;
+    use crate::distance::check;
 
     /// Values in [-1, 1) from a fixed-seed xorshift: enough spread to catch a misplaced lane.
     fn values(n: usize, state: &mut u64) -> Vec<f32> {
@@ -167,23 +167,8 @@ mod tests {
                     let rows = values((nrows - 1) * stride + dim, &mut state);
                     let mut out = vec![f32::NAN; nq * nrows];
                     dot_many_simd128(&queries, nq, &rows, nrows, stride, dim, &mut out);
-                    for q in 0..nq {
-                        for r in 0..nrows {
-                            let a = &queries[q * dim..(q + 1) * dim];
-                            let b = &rows[r * stride..r * stride + dim];
-                            let want = f64::from(dot_f32_scalar(a, b));
-                            let mag: f64 = a
-                                .iter()
-                                .zip(b)
-                                .map(|(x, y)| (f64::from(*x) * f64::from(*y)).abs())
-                                .sum();
-                            let got = f64::from(out[q * nrows + r]);
-                            assert!(
-                                (got - want).abs() <= 1e-5 * mag.max(1.0),
-                                "dim {dim} nq {nq} nrows {nrows} q {q} r {r}: {got} vs {want}"
-                            );
-                        }
-                    }
+                    let context = format!("dim {dim} nq {nq} nrows {nrows}");
+                    check::dot_many_output(&queries, nq, &rows, nrows, stride, dim, &out, &context);
                 }
             }
         }

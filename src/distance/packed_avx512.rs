@@ -176,7 +176,7 @@ unsafe fn tile<const R: usize>(shape: &Shape, g: usize, r: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::distance::scalar::dot_f32_scalar;
+    use crate::distance::check;
     use crate::testing::Rng;
 
     /// Every tile remainder (rows 1..=25), partial and several query groups (1..=33), dims
@@ -199,23 +199,10 @@ mod tests {
                         let packed = PackedQueries::new(&queries, nq, dim);
                         let mut out = vec![f32::NAN; nq * nrows];
                         dot_many_packed_checked(&packed, rows, nrows, stride, &mut out);
-                        for qi in 0..nq {
-                            for ri in 0..nrows {
-                                let a = &queries[qi * dim..(qi + 1) * dim];
-                                let b = &rows[ri * stride..ri * stride + dim];
-                                let want = dot_f32_scalar(a, b) as f64;
-                                let mag: f64 = a
-                                    .iter()
-                                    .zip(b)
-                                    .map(|(x, y)| (*x as f64 * *y as f64).abs())
-                                    .sum();
-                                let got = out[qi * nrows + ri] as f64;
-                                assert!(
-                                    (got - want).abs() <= 1e-5 * mag.max(1.0),
-                                    "dim {dim} nq {nq} nrows {nrows} off {offset} q {qi} r {ri}: {got} vs {want}"
-                                );
-                            }
-                        }
+                        let context = format!("dim {dim} nq {nq} nrows {nrows} off {offset}");
+                        check::dot_many_output(
+                            &queries, nq, rows, nrows, stride, dim, &out, &context,
+                        );
                     }
                 }
             }
