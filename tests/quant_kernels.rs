@@ -8,6 +8,7 @@
 mod common;
 
 use common::Rng;
+use srvdb::quant::kernels::PackedI8;
 use srvdb::quant::{Codebook, Kernel, PreparedQuery, Quantization};
 use srvdb::Metric;
 
@@ -68,6 +69,107 @@ fn int8_dot_every_path_matches_scalar() {
                     "{k:?} dim {dim} code_len {code_len} (seed {})",
                     common::seed()
                 );
+            }
+        }
+    }
+}
+
+/// The packed int8 groups (up to fifteen queries per `vpdpbusd` lane set, a lane of code
+/// sums for the unsigned-operand correction) against the same sums written here: every
+/// group size that matters, row counts around the 8-row tile, padded and loose code
+/// strides, and the largest sums (every product 127 * 127 at 1536-d).
+#[test]
+fn int8_packed_groups_match_scalar_on_every_path() {
+    let mut rng = Rng::new(common::seed() ^ 0x9ac8);
+    for dim in dims() {
+        for code_len in [dim.next_multiple_of(4) + 4, dim + 13] {
+            for nq in [1usize, 2, 6, 14, 15] {
+                let rows = 1 + rng.below(20) as usize;
+                let queries: Vec<Vec<i8>> = (0..nq)
+                    .map(|_| (0..dim).map(|_| query_i8(&mut rng)).collect())
+                    .collect();
+                let mut codes: Vec<u8> =
+                    (0..rows * code_len).map(|_| code_byte(&mut rng)).collect();
+                if dim == 1536 {
+                    codes[..dim].fill(127);
+                }
+                let mut want = vec![0i32; nq * rows];
+                for (j, q) in queries.iter().enumerate() {
+                    for (r, c) in codes.chunks_exact(code_len).enumerate() {
+                        want[j * rows + r] = q
+                            .iter()
+                            .zip(c)
+                            .map(|(&a, &b)| i32::from(a) * i32::from(b as i8))
+                            .sum();
+                    }
+                }
+                let refs: Vec<&[i8]> = queries.iter().map(Vec::as_slice).collect();
+                let packed = PackedI8::new(&refs, dim).expect("1..=15 queries of one length");
+                for k in Kernel::available() {
+                    let mut got = vec![i32::MIN; nq * rows];
+                    k.dot_i8_block_packed(&packed, &codes, code_len, &mut got);
+                    assert_eq!(
+                        got,
+                        want,
+                        "{k:?} dim {dim} code_len {code_len} nq {nq} rows {rows} (seed {})",
+                        common::seed()
+                    );
+                }
+            }
+        }
+    }
+    let q = vec![1i8; 4];
+    let too_many: Vec<&[i8]> = (0..16).map(|_| q.as_slice()).collect();
+    assert!(
+        PackedI8::new(&too_many, 4).is_none(),
+        "sixteen queries do not fit the lanes"
+    );
+    assert!(
+        PackedI8::new(&[&q[..3]], 4).is_none(),
+        "a query of another length"
+    );
+}
+
+/// `score_block_many` (packed groups where the CPU has them, one query at a time below
+/// `PACKED_I8_MIN_QUERIES` and for the rest) gives exactly `score` for every pair.
+#[test]
+fn codebook_block_groups_match_single_scores() {
+    let mut rng = Rng::new(common::seed() ^ 0x6a0);
+    for quantization in [Quantization::Int8, Quantization::Binary] {
+        for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+            for dim in [7usize, 65, 384] {
+                let data = rng.vectors(40, dim);
+                let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                let rows: Vec<&[f32]> = data.chunks_exact(dim).collect();
+                let book = Codebook::train(
+                    quantization,
+                    metric,
+                    dim,
+                    rows.iter().map(|r| (*r, norm(r))),
+                );
+                let len = book.code_len();
+                let mut codes = vec![0u8; rows.len() * len];
+                for (r, c) in rows.iter().zip(codes.chunks_exact_mut(len)) {
+                    book.encode(r, norm(r), c);
+                }
+                for nq in [1usize, 5, 6, 17, 30] {
+                    let qs = rng.vectors(nq, dim);
+                    let prepared: Vec<PreparedQuery> = qs
+                        .chunks_exact(dim)
+                        .map(|q| book.prepare(q, norm(q)))
+                        .collect();
+                    let mut got = vec![f32::NAN; nq * rows.len()];
+                    book.score_block_many(&prepared, &codes, &mut got);
+                    for (j, q) in prepared.iter().enumerate() {
+                        for (r, c) in codes.chunks_exact(len).enumerate() {
+                            assert_eq!(
+                                got[j * rows.len() + r],
+                                book.score(q, c),
+                                "{quantization:?} {metric:?} dim {dim} nq {nq} q {j} r {r}"
+                            );
+                        }
+                    }
+                }
             }
         }
     }

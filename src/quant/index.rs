@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 /// Target bytes of codes per block: with the group's scores beside them they stay in L2.
 const CODE_BLOCK_BYTES: usize = 256 << 10;
 /// Queries scored together against one block of codes.
-const QUERY_GROUP: usize = 32;
+const QUERY_GROUP: usize = 30;
 /// Below this many rows an int8 code scan stays on the calling thread: codes are 4x smaller
 /// than rows, so a scan this short (about 0.1 ms) costs about what handing it to the pool
 /// does.

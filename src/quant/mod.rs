@@ -25,6 +25,11 @@ use crate::error::{Error, Result};
 use crate::types::Metric;
 pub use kernels::Kernel;
 
+/// From this many int8 queries a block is scored in packed groups (where the kernel has a
+/// packed path): a group costs the same per row whatever its size, so below this a query at
+/// a time is as fast.
+const PACKED_I8_MIN_QUERIES: usize = 6;
+
 /// What an index is built as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IndexKind {
@@ -506,18 +511,7 @@ impl Codebook {
                 },
             ) if q.len() == self.dim() => {
                 kernel.dot_i8_block(q, codes, code_len, ints);
-                let at = self.dim().next_multiple_of(4);
-                for (o, code) in out.iter_mut().zip(codes.chunks_exact(code_len)) {
-                    let dot = bias + step * bytemuck::cast::<f32, i32>(*o) as f32;
-                    *o = match metric {
-                        Metric::Cosine | Metric::Dot => dot,
-                        Metric::L2 => {
-                            let mut term = [0u8; 4];
-                            term.copy_from_slice(&code[at..at + 4]);
-                            2.0 * dot - f32::from_le_bytes(term) - norm_sq
-                        }
-                    };
-                }
+                self.int8_keys(*metric, *step, *bias, *norm_sq, codes, out);
             }
             (Codebook::Binary { .. }, PreparedQuery::Binary { planes, step })
                 if planes.len() == 4 * self.dim().div_ceil(64) =>
@@ -532,12 +526,79 @@ impl Codebook {
         }
     }
 
+    /// Turns int8 dot products (`out`, as i32 bits, one per code of `codes`) into keys in
+    /// place: the approximate dot product, or for L2 its key `2 dot - |row|^2 - |q|^2`.
+    fn int8_keys(
+        &self,
+        metric: Metric,
+        step: f32,
+        bias: f32,
+        norm_sq: f32,
+        codes: &[u8],
+        out: &mut [f32],
+    ) {
+        let at = self.dim().next_multiple_of(4);
+        for (o, code) in out.iter_mut().zip(codes.chunks_exact(self.code_len())) {
+            let dot = bias + step * bytemuck::cast::<f32, i32>(*o) as f32;
+            *o = match metric {
+                Metric::Cosine | Metric::Dot => dot,
+                Metric::L2 => {
+                    let mut term = [0u8; 4];
+                    term.copy_from_slice(&code[at..at + 4]);
+                    2.0 * dot - f32::from_le_bytes(term) - norm_sq
+                }
+            };
+        }
+    }
+
     /// [`Codebook::score_block`] for several queries while the block is in cache:
-    /// `out[q * rows + r]` for query `q` and row `r`.
+    /// `out[q * rows + r]` for query `q` and row `r`. Int8 queries go in packed groups of
+    /// fifteen where the kernel has a packed path and there are at least
+    /// `PACKED_I8_MIN_QUERIES` of them; anything else one query at a time.
     pub fn score_block_many(&self, queries: &[PreparedQuery], codes: &[u8], out: &mut [f32]) {
-        let rows = codes.len() / self.code_len();
-        for (q, query) in queries.iter().enumerate() {
-            self.score_block(query, codes, &mut out[q * rows..(q + 1) * rows]);
+        let code_len = self.code_len();
+        let rows = codes.len() / code_len;
+        let kernel = Kernel::best();
+        let mut q = 0;
+        if let Codebook::Int8 { metric, .. } = self {
+            if kernel.scores_packed_i8() {
+                while queries.len() - q >= PACKED_I8_MIN_QUERIES {
+                    let group = &queries[q..(q + kernels::PACKED_I8_QUERIES).min(queries.len())];
+                    let mut qs = Vec::with_capacity(group.len());
+                    for query in group {
+                        if let PreparedQuery::Int8 { q, .. } = query {
+                            qs.push(q.as_slice());
+                        }
+                    }
+                    let Some(packed) =
+                        kernels::PackedI8::new(&qs, self.dim()).filter(|_| qs.len() == group.len())
+                    else {
+                        break; // a query prepared by another codebook: one at a time below
+                    };
+                    let out = &mut out[q * rows..(q + group.len()) * rows];
+                    kernel.dot_i8_block_packed(
+                        &packed,
+                        codes,
+                        code_len,
+                        bytemuck::cast_slice_mut(out),
+                    );
+                    for (query, keys) in group.iter().zip(out.chunks_exact_mut(rows.max(1))) {
+                        if let PreparedQuery::Int8 {
+                            step,
+                            bias,
+                            norm_sq,
+                            ..
+                        } = query
+                        {
+                            self.int8_keys(*metric, *step, *bias, *norm_sq, codes, keys);
+                        }
+                    }
+                    q += group.len();
+                }
+            }
+        }
+        for (j, query) in queries.iter().enumerate().skip(q) {
+            self.score_block(query, codes, &mut out[j * rows..(j + 1) * rows]);
         }
     }
 

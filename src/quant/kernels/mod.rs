@@ -17,6 +17,60 @@ mod x86;
 
 use std::sync::OnceLock;
 
+/// Queries in one packed int8 group: fifteen lanes, and one that sums each row's code.
+pub const PACKED_I8_QUERIES: usize = 15;
+
+/// Up to [`PACKED_I8_QUERIES`] int8 queries of one dimension, packed for
+/// [`Kernel::dot_i8_block_packed`]: line `s` holds components `4s..4s + 4` of each query as
+/// unsigned `q + 128` (lane `j`, zero past the dimension) and, in lane 15, ones (zero past
+/// the dimension), so `vpdpbusd` against a row's broadcast code bytes sums each query's
+/// products in its lane and the row's code in lane 15. The queries are kept as they are too,
+/// for kernels without a packed path.
+pub struct PackedI8 {
+    lines: Vec<Line64>,
+    flat: Vec<i8>,
+    queries: usize,
+    dim: usize,
+}
+
+/// Sixty-four bytes aligned to a cache line, loaded with one aligned load.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub struct Line64([u8; 64]);
+
+impl PackedI8 {
+    /// Packs `queries` (each `dim` components); `None` for none, more than
+    /// [`PACKED_I8_QUERIES`], or a query of another length.
+    pub fn new(queries: &[&[i8]], dim: usize) -> Option<Self> {
+        if queries.is_empty()
+            || queries.len() > PACKED_I8_QUERIES
+            || queries.iter().any(|q| q.len() != dim)
+        {
+            return None;
+        }
+        let mut lines = vec![Line64([0; 64]); dim.div_ceil(4)];
+        for (s, line) in lines.iter_mut().enumerate() {
+            for t in 0..4 {
+                let d = 4 * s + t;
+                if d >= dim {
+                    break;
+                }
+                for (j, q) in queries.iter().enumerate() {
+                    // -128..=127 + 128: 0..=255.
+                    line.0[4 * j + t] = (i16::from(q[d]) + 128) as u8;
+                }
+                line.0[4 * 15 + t] = 1;
+            }
+        }
+        Some(PackedI8 {
+            lines,
+            flat: queries.concat(),
+            queries: queries.len(),
+            dim,
+        })
+    }
+}
+
 /// One implementation of the block kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
@@ -99,6 +153,44 @@ impl Kernel {
             Kernel::Simd128 => simd128::dot_i8_block(q, codes, code_len, out),
             #[allow(unreachable_patterns)] // a named x86 path on a CPU without it
             _ => scalar::dot_i8_block(q, codes, code_len, out),
+        }
+    }
+
+    /// True when this kernel scores int8 queries in packed groups ([`PackedI8`]).
+    pub fn scores_packed_i8(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx512 {
+            return x86::has_avx512();
+        }
+        false
+    }
+
+    /// [`Kernel::dot_i8_block`] for every query of `packed` at once: `out[j * rows + r]` for
+    /// query `j` and row `r`, `rows = min(out.len() / queries, codes.len() / code_len)`.
+    /// Kernels without a packed path score the queries one at a time.
+    pub fn dot_i8_block_packed(
+        self,
+        packed: &PackedI8,
+        codes: &[u8],
+        code_len: usize,
+        out: &mut [i32],
+    ) {
+        let (nq, dim) = (packed.queries, packed.dim);
+        if nq == 0 || code_len == 0 || code_len < 4 * packed.lines.len() {
+            out.fill(0);
+            return;
+        }
+        let rows = (out.len() / nq).min(codes.len() / code_len);
+        let (codes, out) = (&codes[..rows * code_len], &mut out[..rows * nq]);
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx512 && x86::has_avx512() {
+            // SAFETY: the CPU has AVX-512 F/BW/VNNI (the guard); 1 <= nq <= 15 (`PackedI8`),
+            // `codes` holds `rows` codes and `4 * lines <= code_len` (checked above).
+            unsafe { x86::dot_i8_block_packed_avx512(&packed.lines, nq, codes, code_len, out) };
+            return;
+        }
+        for (j, q) in packed.flat.chunks_exact(dim.max(1)).take(nq).enumerate() {
+            self.dot_i8_block(q, codes, code_len, &mut out[j * rows..(j + 1) * rows]);
         }
     }
 

@@ -144,6 +144,90 @@ pub unsafe fn dot_i8_block_avx512(q: &[i8], codes: &[u8], code_len: usize, out: 
     }
 }
 
+/// Int8 dot products of a group of up to fifteen queries packed across the lanes
+/// ([`super::PackedI8`]): line `s` holds components `4s..4s + 4` of every query as unsigned
+/// `q + 128` (lane `j` for query `j`) and, in lane 15, ones; one `vpdpbusd` per row and step
+/// takes the row's four code bytes as a broadcast (signed) operand, so each lane sums one
+/// query's products and lane 15 the row's code sum `S`. The dot product is then
+/// `lane_j - 128 * S`, in wrapping arithmetic (exact: the true value fits an i32). Against
+/// one query at a time this drops the per-pair horizontal sum and loads each row once per
+/// group. `out[j * rows + r]` for query `j`, `rows = out.len() / nq`.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW and VNNI; `1 <= nq <= 15`; `codes.len() >= rows *
+/// code_len` and `4 * lines.len() <= code_len`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn dot_i8_block_packed_avx512(
+    lines: &[super::Line64],
+    nq: usize,
+    codes: &[u8],
+    code_len: usize,
+    out: &mut [i32],
+) {
+    let rows = out.len() / nq;
+    let mut r = 0;
+    while r < rows {
+        let rr = (rows - r).min(PACKED_TILE_ROWS);
+        // SAFETY: rows r..r + rr are inside `codes` and `out` (the caller's contract).
+        unsafe {
+            match rr {
+                PACKED_TILE_ROWS => {
+                    packed_tile::<PACKED_TILE_ROWS>(lines, nq, codes, code_len, r, out)
+                }
+                7 => packed_tile::<7>(lines, nq, codes, code_len, r, out),
+                6 => packed_tile::<6>(lines, nq, codes, code_len, r, out),
+                5 => packed_tile::<5>(lines, nq, codes, code_len, r, out),
+                4 => packed_tile::<4>(lines, nq, codes, code_len, r, out),
+                3 => packed_tile::<3>(lines, nq, codes, code_len, r, out),
+                2 => packed_tile::<2>(lines, nq, codes, code_len, r, out),
+                _ => packed_tile::<1>(lines, nq, codes, code_len, r, out),
+            }
+        }
+        r += rr;
+    }
+}
+
+/// Rows per tile of the packed int8 kernel: eight independent `vpdpbusd` chains.
+const PACKED_TILE_ROWS: usize = 8;
+
+/// Rows `r..r + R` of [`dot_i8_block_packed_avx512`].
+///
+/// # Safety
+/// As [`dot_i8_block_packed_avx512`], with `r + R <= rows`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn packed_tile<const R: usize>(
+    lines: &[super::Line64],
+    nq: usize,
+    codes: &[u8],
+    code_len: usize,
+    r: usize,
+    out: &mut [i32],
+) {
+    let rows = out.len() / nq;
+    let mut acc = [_mm512_setzero_si512(); R];
+    for (s, line) in lines.iter().enumerate() {
+        // SAFETY: a `Line64` is 64 bytes aligned to 64.
+        let x = unsafe { _mm512_load_si512(line.0.as_ptr().cast()) };
+        for (i, a) in acc.iter_mut().enumerate() {
+            let at = (r + i) * code_len + 4 * s;
+            // SAFETY: 4s + 4 <= 4 * lines.len() <= code_len and row r + i < rows, so the four
+            // bytes are inside row r + i's code, inside `codes`.
+            let c = unsafe { codes.as_ptr().add(at).cast::<i32>().read_unaligned() };
+            *a = _mm512_dpbusd_epi32(*a, x, _mm512_set1_epi32(c));
+        }
+    }
+    let mut lane = [0i32; 16];
+    for (i, a) in acc.iter().enumerate() {
+        // SAFETY: `lane` is 64 bytes; an unaligned store.
+        unsafe { _mm512_storeu_si512(lane.as_mut_ptr().cast(), *a) };
+        let correction = lane[15].wrapping_mul(128);
+        for (j, &sum) in lane.iter().take(nq).enumerate() {
+            out[j * rows + r + i] = sum.wrapping_sub(correction);
+        }
+    }
+}
+
 /// Rows ahead of the current four whose codes the AVX-512 int8 kernel prefetches.
 const PREFETCH_ROWS_AHEAD: usize = 16;
 
