@@ -138,32 +138,21 @@ fn codebook_block_groups_match_single_scores() {
     for quantization in [Quantization::Int8, Quantization::Binary] {
         for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
             for dim in [7usize, 65, 384] {
-                let data = rng.vectors(40, dim);
-                let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                let rows: Vec<&[f32]> = data.chunks_exact(dim).collect();
-                let book = Codebook::train(
-                    quantization,
-                    metric,
-                    dim,
-                    rows.iter().map(|r| (*r, norm(r))),
-                );
+                let n = 40;
+                let (book, codes) = coded(&mut rng, quantization, metric, dim, n);
                 let len = book.code_len();
-                let mut codes = vec![0u8; rows.len() * len];
-                for (r, c) in rows.iter().zip(codes.chunks_exact_mut(len)) {
-                    book.encode(r, norm(r), c);
-                }
                 for nq in [1usize, 5, 6, 17, 30] {
                     let qs = rng.vectors(nq, dim);
                     let prepared: Vec<PreparedQuery> = qs
                         .chunks_exact(dim)
                         .map(|q| book.prepare(q, norm(q)))
                         .collect();
-                    let mut got = vec![f32::NAN; nq * rows.len()];
+                    let mut got = vec![f32::NAN; nq * n];
                     book.score_block_many(&prepared, &codes, &mut got);
                     for (j, q) in prepared.iter().enumerate() {
                         for (r, c) in codes.chunks_exact(len).enumerate() {
                             assert_eq!(
-                                got[j * rows.len() + r],
+                                got[j * n + r],
                                 book.score(q, c),
                                 "{quantization:?} {metric:?} dim {dim} nq {nq} q {j} r {r}"
                             );
@@ -214,35 +203,21 @@ fn codebook_blocks_match_single_scores_on_every_path() {
     for quantization in [Quantization::Int8, Quantization::Binary] {
         for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
             for dim in [1, 7, 64, 65, 384] {
-                let data = rng.vectors(50, dim);
-                let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                let rows: Vec<&[f32]> = data.chunks_exact(dim).collect();
-                let book = Codebook::train(
-                    quantization,
-                    metric,
-                    dim,
-                    rows.iter().map(|r| (*r, norm(r))),
-                );
+                let n = 50;
+                let (book, codes) = coded(&mut rng, quantization, metric, dim, n);
                 let len = book.code_len();
-                let mut codes = vec![0u8; rows.len() * len];
-                for (r, c) in rows.iter().zip(codes.chunks_exact_mut(len)) {
-                    book.encode(r, norm(r), c);
-                }
                 let qv = rng.vectors(1, dim);
                 let q = book.prepare(&qv, norm(&qv));
                 let want: Vec<f32> = codes.chunks_exact(len).map(|c| book.score(&q, c)).collect();
                 for k in Kernel::available() {
-                    let mut got = vec![f32::NAN; rows.len() + 3];
+                    let mut got = vec![f32::NAN; n + 3];
                     book.score_block_with(k, &q, &codes, &mut got);
                     assert_eq!(
-                        &got[..rows.len()],
+                        &got[..n],
                         &want[..],
                         "{k:?} {quantization:?} {metric:?} dim {dim}"
                     );
-                    assert!(
-                        got[rows.len()..].iter().all(|x| x.is_nan()),
-                        "wrote past the rows"
-                    );
+                    assert!(got[n..].iter().all(|x| x.is_nan()), "wrote past the rows");
                     // A truncated block scores only its whole codes.
                     let mut short = vec![f32::NAN; 2];
                     book.score_block_with(k, &q, &codes[..len + len / 2], &mut short);
@@ -527,4 +502,28 @@ fn above_masks_match_the_comparison_on_every_path() {
             }
         }
     }
+}
+
+/// A codebook trained on `n` random rows of `dim` and the rows' codes, one after another.
+fn coded(
+    rng: &mut Rng,
+    quantization: Quantization,
+    metric: Metric,
+    dim: usize,
+    n: usize,
+) -> (Codebook, Vec<u8>) {
+    let data = rng.vectors(n, dim);
+    let rows: Vec<&[f32]> = data.chunks_exact(dim).collect();
+    let book = Codebook::train(
+        quantization,
+        metric,
+        dim,
+        rows.iter().map(|r| (*r, norm(r))),
+    );
+    let len = book.code_len();
+    let mut codes = vec![0u8; n * len];
+    for (r, c) in rows.iter().zip(codes.chunks_exact_mut(len)) {
+        book.encode(r, norm(r), c);
+    }
+    (book, codes)
 }
