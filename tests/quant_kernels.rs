@@ -148,7 +148,7 @@ fn codebook_block_groups_match_single_scores() {
                         .map(|q| book.prepare(q, norm(q)))
                         .collect();
                     let mut got = vec![f32::NAN; nq * n];
-                    book.score_block_many(&prepared, &codes, &mut got);
+                    book.score_block_many(&book.prepare_group(&prepared), &codes, &mut got);
                     for (j, q) in prepared.iter().enumerate() {
                         for (r, c) in codes.chunks_exact(len).enumerate() {
                             assert_eq!(

@@ -9,7 +9,7 @@
 //! end, as the exact scan does.
 
 use super::codes::CodeTable;
-use super::{Codebook, Kernel, PreparedQuery, Quantization};
+use super::{Codebook, Kernel, PreparedGroup, PreparedQuery, Quantization};
 use crate::index::flat::FlatIndex;
 use crate::index::topk::Candidate;
 use crate::index::{Index, Queries, ScanSet};
@@ -202,17 +202,17 @@ impl QuantizedIndex<'_> {
         &self,
         set: &ScanSet<'_>,
         block: CodeBlock<'_>,
-        prepared: &[PreparedQuery],
+        group: &PreparedGroup<'_>,
         tops: &mut [Shortlist],
         scores: &mut Vec<f32>,
     ) {
         let codebook: &Codebook = self.codes.codebook();
         let nr = block.rows;
-        scores.resize(prepared.len() * nr, 0.0);
-        if let [one] = prepared {
+        scores.resize(group.queries().len() * nr, 0.0);
+        if let [one] = group.queries() {
             codebook.score_block(one, block.codes, &mut scores[..nr]);
         } else {
-            codebook.score_block_many(prepared, block.codes, scores);
+            codebook.score_block_many(group, block.codes, scores);
         }
         // Query-major against a running threshold: most rows lose one comparison and never
         // reach the shortlist or the tombstone bitmap. A worker's blocks ascend, so every row
@@ -248,17 +248,17 @@ impl QuantizedIndex<'_> {
         }
     }
 
-    /// The best `keep` rows by code score for each query of `prepared`: one pass over `blocks`,
+    /// The best `keep` rows by code score for each query of `group`: one pass over `blocks`,
     /// on rayon when `parallel` (natively; wasm32 scans in order either way).
     fn candidates(
         &self,
         set: &ScanSet<'_>,
         blocks: &[CodeBlock<'_>],
-        prepared: &[PreparedQuery],
+        group: &PreparedGroup<'_>,
         keep: usize,
         parallel: bool,
     ) -> Vec<Shortlist> {
-        let nq = prepared.len();
+        let nq = group.queries().len();
         let fresh = || (vec![Shortlist::new(keep); nq], Vec::new());
         #[cfg(target_arch = "wasm32")]
         let _ = parallel;
@@ -274,7 +274,7 @@ impl QuantizedIndex<'_> {
                 .par_chunks(run)
                 .fold(fresh, |(mut tops, mut scores), run| {
                     for b in run {
-                        self.scan_block(set, *b, prepared, &mut tops, &mut scores);
+                        self.scan_block(set, *b, group, &mut tops, &mut scores);
                     }
                     (tops, scores)
                 })
@@ -291,7 +291,7 @@ impl QuantizedIndex<'_> {
         }
         let (mut tops, mut scores) = fresh();
         for b in blocks {
-            self.scan_block(set, *b, prepared, &mut tops, &mut scores);
+            self.scan_block(set, *b, group, &mut tops, &mut scores);
         }
         tops
     }
@@ -357,7 +357,8 @@ impl Index for QuantizedIndex<'_> {
         let parallel = Self::scan_uses_all_cores(codebook.quantization(), self.codes.rows());
         let mut candidates: Vec<Vec<u64>> = Vec::with_capacity(n);
         for group in prepared.chunks(QUERY_GROUP) {
-            let tops = self.candidates(set, &blocks, group, keep, parallel);
+            let group = codebook.prepare_group(group);
+            let tops = self.candidates(set, &blocks, &group, keep, parallel);
             candidates.extend(tops.into_iter().map(Shortlist::into_rows));
         }
         for rows in &mut candidates {
@@ -563,7 +564,13 @@ mod tests {
                             .collect();
                         for parallel in [false, true] {
                             let got: Vec<Vec<u64>> = index
-                                .candidates(&set, &blocks, &prepared, keep, parallel)
+                                .candidates(
+                                    &set,
+                                    &blocks,
+                                    &codebook.prepare_group(&prepared),
+                                    keep,
+                                    parallel,
+                                )
                                 .into_iter()
                                 .map(Shortlist::into_rows)
                                 .collect();
@@ -573,7 +580,13 @@ mod tests {
                             );
                             // One query alone takes the single-query kernel path.
                             let alone = index
-                                .candidates(&set, &blocks, &prepared[..1], keep, parallel)
+                                .candidates(
+                                    &set,
+                                    &blocks,
+                                    &codebook.prepare_group(&prepared[..1]),
+                                    keep,
+                                    parallel,
+                                )
                                 .remove(0)
                                 .into_rows();
                             assert_eq!(alone, want[0], "{n} rows {q:?} alone, parallel {parallel}");

@@ -30,6 +30,22 @@ pub use kernels::Kernel;
 /// a time is as fast.
 const PACKED_I8_MIN_QUERIES: usize = 6;
 
+/// Prepared queries scored against blocks together ([`Codebook::score_block_many`]), with
+/// the int8 ones packed once for the whole scan ([`Codebook::prepare_group`]).
+pub struct PreparedGroup<'a> {
+    queries: &'a [PreparedQuery],
+    /// Packed groups of fifteen (the last may be smaller) covering the first queries, in
+    /// order; the rest are scored one at a time.
+    packed: Vec<kernels::PackedI8>,
+}
+
+impl PreparedGroup<'_> {
+    /// The queries, in order.
+    pub fn queries(&self) -> &[PreparedQuery] {
+        self.queries
+    }
+}
+
 /// What an index is built as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IndexKind {
@@ -551,53 +567,64 @@ impl Codebook {
         }
     }
 
-    /// [`Codebook::score_block`] for several queries while the block is in cache:
-    /// `out[q * rows + r]` for query `q` and row `r`. Int8 queries go in packed groups of
-    /// fifteen where the kernel has a packed path and there are at least
-    /// `PACKED_I8_MIN_QUERIES` of them; anything else one query at a time.
-    pub fn score_block_many(&self, queries: &[PreparedQuery], codes: &[u8], out: &mut [f32]) {
+    /// `queries` as a group for [`Codebook::score_block_many`]: where the kernel has a
+    /// packed int8 path and there are at least `PACKED_I8_MIN_QUERIES` int8 queries, they
+    /// are packed fifteen at a time here, once per search, not once per block.
+    pub fn prepare_group<'a>(&self, queries: &'a [PreparedQuery]) -> PreparedGroup<'a> {
+        let mut packed = Vec::new();
+        let mut covered = 0;
+        if matches!(self, Codebook::Int8 { .. }) && Kernel::best().scores_packed_i8() {
+            while queries.len() - covered >= PACKED_I8_MIN_QUERIES {
+                let end = (covered + kernels::PACKED_I8_QUERIES).min(queries.len());
+                let qs: Option<Vec<&[i8]>> = queries[covered..end]
+                    .iter()
+                    .map(|query| match query {
+                        PreparedQuery::Int8 { q, .. } => Some(q.as_slice()),
+                        PreparedQuery::Binary { .. } => None,
+                    })
+                    .collect();
+                // A query prepared by another codebook (never produced by the engine): it and
+                // the rest go one at a time.
+                let Some(group) = qs.and_then(|qs| kernels::PackedI8::new(&qs, self.dim())) else {
+                    break;
+                };
+                packed.push(group);
+                covered = end;
+            }
+        }
+        PreparedGroup { queries, packed }
+    }
+
+    /// [`Codebook::score_block`] for a group of queries while the block is in cache:
+    /// `out[q * rows + r]` for query `q` and row `r`. The packed int8 groups of
+    /// [`Codebook::prepare_group`] go through the packed kernel, the other queries one at a
+    /// time.
+    pub fn score_block_many(&self, group: &PreparedGroup<'_>, codes: &[u8], out: &mut [f32]) {
         let code_len = self.code_len();
         let rows = codes.len() / code_len;
         let kernel = Kernel::best();
         let mut q = 0;
         if let Codebook::Int8 { metric, .. } = self {
-            if kernel.scores_packed_i8() {
-                while queries.len() - q >= PACKED_I8_MIN_QUERIES {
-                    let group = &queries[q..(q + kernels::PACKED_I8_QUERIES).min(queries.len())];
-                    let mut qs = Vec::with_capacity(group.len());
-                    for query in group {
-                        if let PreparedQuery::Int8 { q, .. } = query {
-                            qs.push(q.as_slice());
-                        }
+            for packed in &group.packed {
+                let n = packed.count();
+                let out = &mut out[q * rows..(q + n) * rows];
+                kernel.dot_i8_block_packed(packed, codes, code_len, bytemuck::cast_slice_mut(out));
+                let queries = &group.queries[q..q + n];
+                for (query, keys) in queries.iter().zip(out.chunks_exact_mut(rows.max(1))) {
+                    if let PreparedQuery::Int8 {
+                        step,
+                        bias,
+                        norm_sq,
+                        ..
+                    } = query
+                    {
+                        self.int8_keys(*metric, *step, *bias, *norm_sq, codes, keys);
                     }
-                    let Some(packed) =
-                        kernels::PackedI8::new(&qs, self.dim()).filter(|_| qs.len() == group.len())
-                    else {
-                        break; // a query prepared by another codebook: one at a time below
-                    };
-                    let out = &mut out[q * rows..(q + group.len()) * rows];
-                    kernel.dot_i8_block_packed(
-                        &packed,
-                        codes,
-                        code_len,
-                        bytemuck::cast_slice_mut(out),
-                    );
-                    for (query, keys) in group.iter().zip(out.chunks_exact_mut(rows.max(1))) {
-                        if let PreparedQuery::Int8 {
-                            step,
-                            bias,
-                            norm_sq,
-                            ..
-                        } = query
-                        {
-                            self.int8_keys(*metric, *step, *bias, *norm_sq, codes, keys);
-                        }
-                    }
-                    q += group.len();
                 }
+                q += n;
             }
         }
-        for (j, query) in queries.iter().enumerate().skip(q) {
+        for (j, query) in group.queries.iter().enumerate().skip(q) {
             self.score_block(query, codes, &mut out[j * rows..(j + 1) * rows]);
         }
     }

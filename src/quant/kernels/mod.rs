@@ -69,6 +69,11 @@ impl PackedI8 {
             dim,
         })
     }
+
+    /// How many queries are packed.
+    pub fn count(&self) -> usize {
+        self.queries
+    }
 }
 
 /// One implementation of the block kernels.
