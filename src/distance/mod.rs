@@ -158,10 +158,7 @@ impl PackedQueries {
     /// The [`MultiDotFn`] contract for these queries: every row and output the call would
     /// touch is in bounds, and the lines cover every group.
     fn shapes_ok(&self, rows: &[f32], nrows: usize, row_stride: usize, out: &[f32]) -> bool {
-        let rows_ok = nrows == 0 || (nrows - 1) * row_stride + self.dim <= rows.len();
-        rows_ok
-            && row_stride >= self.dim
-            && out.len() >= self.nq * nrows
+        rows_and_out_fit(self.nq, rows, nrows, row_stride, self.dim, out)
             && self.lanes.len() == self.nq.div_ceil(16) * self.dim
     }
 }
@@ -310,12 +307,6 @@ impl Kernels {
         self.packed_dot.is_some()
     }
 
-    /// The same kernels without the packed path, so benches and tests can compare the two.
-    pub fn without_packed(mut self) -> Self {
-        self.packed_dot = None;
-        self
-    }
-
     /// The queries packed for [`Kernels::dot_many_packed`] when a group of `nq` of them is
     /// scored that way here: the CPU has the packed kernel, the group fills most of its
     /// lanes (at least `PACKED_MIN_QUERIES`), its queries are too large for L1
@@ -458,8 +449,21 @@ pub(crate) fn dot_many_shapes_ok(
     dim: usize,
     out: &[f32],
 ) -> bool {
+    queries.len() >= nq * dim && rows_and_out_fit(nq, rows, nrows, row_stride, dim, out)
+}
+
+/// The rows and output half of that contract (the packed kernel's queries are checked by
+/// `PackedQueries`).
+fn rows_and_out_fit(
+    nq: usize,
+    rows: &[f32],
+    nrows: usize,
+    row_stride: usize,
+    dim: usize,
+    out: &[f32],
+) -> bool {
     let rows_ok = nrows == 0 || (nrows - 1) * row_stride + dim <= rows.len();
-    queries.len() >= nq * dim && rows_ok && out.len() >= nq * nrows && row_stride >= dim
+    rows_ok && out.len() >= nq * nrows && row_stride >= dim
 }
 
 /// The packed-queries kernel, where the CPU has AVX-512F.
