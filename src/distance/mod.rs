@@ -8,6 +8,8 @@ mod multi_avx2;
 mod multi_avx512;
 mod multi_simd128;
 #[cfg(target_arch = "x86_64")]
+mod packed_avx2;
+#[cfg(target_arch = "x86_64")]
 mod packed_avx512;
 pub mod scalar;
 pub mod simd128;
@@ -98,8 +100,8 @@ pub struct Kernels {
     /// Matrix-product dot products for groups of at least `GEMM_MIN_QUERIES` queries.
     gemm_dot: Option<MultiDotFn>,
     /// Dot products over queries packed across the lanes, for groups of at least
-    /// `PACKED_MIN_QUERIES` (see [`Kernels::pack_queries`]).
-    packed_dot: Option<PackedDotFn>,
+    /// `PACKED_MIN_QUERIES` (see [`Kernels::pack_queries`]), and the ISA's name.
+    packed_dot: Option<(&'static str, PackedDotFn)>,
 }
 
 /// `packed_dot(queries, rows, nrows, row_stride, out)`: as [`MultiDotFn`], with the queries
@@ -181,8 +183,11 @@ pub const GEMM_MIN_QUERIES: usize = 64;
 
 /// From this many queries a group goes through the packed kernel where there is one: a
 /// group of sixteen fills its registers' lanes; below this, too many lanes would idle.
-/// `cargo bench --bench kernels -- dot_many/d1536` (42 rows, the flat index's block): 8
-/// queries 24 M pairs/s packed vs 38 M row-major, 12 queries 43 vs 37, 16 queries 48 vs 36.
+/// `cargo bench --bench kernels -- dot_many/d1536` (42 rows, the flat index's block), on
+/// AVX-512 (Zen 5): 8 queries 24 M pairs/s packed vs 38 M row-major, 12 queries 43 vs 37, 16
+/// queries 48 vs 36. On AVX2 (Zen 3) the kernels tie on rows in L1 (16 queries 31.5 vs 33.2
+/// us per block), but over a whole 50,000 x 1536 scan, where the rows come from memory, a
+/// batch of 16 ran 548-663 QPS packed against 409-464 row-major (Python, alternated runs).
 pub const PACKED_MIN_QUERIES: usize = 12;
 
 /// From this dimension a group goes through the packed kernel: sixteen queries of it (64 KiB
@@ -262,10 +267,9 @@ impl Kernels {
                     Some((m, _)) => format!(" + {} multi-query", m.name()),
                     None => String::new(),
                 },
-                if self.packed_dot.is_some() {
-                    " + avx512 packed groups"
-                } else {
-                    ""
+                match self.packed_dot {
+                    Some((isa, _)) => format!(" + {isa} packed groups"),
+                    None => String::new(),
                 },
                 if self.gemm_dot.is_some() {
                     " + gemm batches"
@@ -302,7 +306,7 @@ impl Kernels {
         self
     }
 
-    /// True when this set has the packed-queries kernel (AVX-512F).
+    /// True when this set has a packed-queries kernel (AVX-512F, or AVX2 with FMA).
     pub fn has_packed(&self) -> bool {
         self.packed_dot.is_some()
     }
@@ -330,7 +334,7 @@ impl Kernels {
         row_stride: usize,
         out: &mut [f32],
     ) {
-        if let Some(kernel) = self.packed_dot {
+        if let Some((_, kernel)) = self.packed_dot {
             kernel(packed, rows, nrows, row_stride, out);
             return;
         }
@@ -466,11 +470,17 @@ fn rows_and_out_fit(
     rows_ok && out.len() >= nq * nrows && row_stride >= dim
 }
 
-/// The packed-queries kernel, where the CPU has AVX-512F.
-fn packed_dot_for_cpu() -> Option<PackedDotFn> {
+/// The packed-queries kernel: AVX-512F where present, else AVX2 with FMA.
+fn packed_dot_for_cpu() -> Option<(&'static str, PackedDotFn)> {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        return Some(packed_avx512::dot_many_packed_checked);
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(("avx512", packed_avx512::dot_many_packed_checked));
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Some(("avx2", packed_avx2::dot_many_packed_checked));
+        }
     }
     None
 }
