@@ -147,11 +147,6 @@ impl PackedQueries {
         self.dim
     }
 
-    #[cfg(target_arch = "x86_64")]
-    fn lanes(&self) -> &[Lanes16] {
-        &self.lanes
-    }
-
     /// Query `q`'s component `k` (the scalar fallback reads them back).
     fn get(&self, q: usize, k: usize) -> f32 {
         self.lanes[(q / 16) * self.dim + k].0[q % 16]
@@ -163,6 +158,43 @@ impl PackedQueries {
         rows_and_out_fit(self.nq, rows, nrows, row_stride, self.dim, out)
             && self.lanes.len() == self.nq.div_ceil(16) * self.dim
     }
+
+    /// The raw view a packed kernel works on, or `None` when the call breaks the contract
+    /// ([`PackedQueries::shapes_ok`]).
+    #[cfg(target_arch = "x86_64")]
+    fn call(
+        &self,
+        rows: &[f32],
+        nrows: usize,
+        row_stride: usize,
+        out: &mut [f32],
+    ) -> Option<PackedCall> {
+        self.shapes_ok(rows, nrows, row_stride, out)
+            .then_some(PackedCall {
+                lanes: self.lanes.as_ptr() as *const f32,
+                rp: rows.as_ptr(),
+                out: out.as_mut_ptr(),
+                nq: self.nq,
+                nrows,
+                row_stride,
+                dim: self.dim,
+            })
+    }
+}
+
+/// Raw views of one packed-kernel call, made by [`PackedQueries::call`] only after its bounds
+/// were checked; the kernels read the queries' lines and the rows and write `out` through it.
+#[cfg(target_arch = "x86_64")]
+struct PackedCall {
+    /// `groups * dim` lines of 16 floats: line `g * dim + k` holds component `k` of queries
+    /// `16 g .. 16 g + 16`.
+    lanes: *const f32,
+    rp: *const f32,
+    out: *mut f32,
+    nq: usize,
+    nrows: usize,
+    row_stride: usize,
+    dim: usize,
 }
 
 /// `multi_dot(queries, nq, rows, nrows, row_stride, dim, out)`: `out[q * nrows + r]` =

@@ -9,7 +9,7 @@
 //! longer fit in L1 (32 KiB on Zen 3); here each step loads one or two query registers for
 //! `2 R` FMAs. Accuracy as in `packed_avx512.rs`: chunks of `CHUNK` components per lane.
 
-use super::PackedQueries;
+use super::{PackedCall, PackedQueries};
 use std::arch::x86_64::*;
 
 /// Rows per tile for a full group (two halves): twelve accumulators, two query registers
@@ -29,24 +29,15 @@ pub(crate) fn dot_many_packed_checked(
     row_stride: usize,
     out: &mut [f32],
 ) {
-    if !packed.shapes_ok(rows, nrows, row_stride, out) {
+    let Some(shape) = packed.call(rows, nrows, row_stride, out) else {
         debug_assert!(false, "avx2 packed: bad shapes");
         return;
-    }
+    };
     if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
     {
         debug_assert!(false, "avx2 packed kernel selected without avx2+fma");
         return;
     }
-    let shape = Shape {
-        lanes: packed.lanes().as_ptr() as *const f32,
-        rp: rows.as_ptr(),
-        out: out.as_mut_ptr(),
-        nq: packed.count(),
-        nrows,
-        row_stride,
-        dim: packed.dim(),
-    };
     // SAFETY: avx2 and fma were detected just above. The packed lanes hold `groups * dim`
     // 64-byte-aligned 16-float lines (a `PackedQueries` invariant); every row pointer the
     // kernel reads is `rows + r * row_stride + k` with r < nrows, k < dim, and every write is
@@ -56,23 +47,10 @@ pub(crate) fn dot_many_packed_checked(
     unsafe { dot_many_packed_avx2(&shape) }
 }
 
-/// Raw views of one call, valid as `dot_many_packed_checked` checked them.
-struct Shape {
-    /// `groups * dim` lines of 16 floats: line `g * dim + k` holds component `k` of queries
-    /// `16 g .. 16 g + 16`.
-    lanes: *const f32,
-    rp: *const f32,
-    out: *mut f32,
-    nq: usize,
-    nrows: usize,
-    row_stride: usize,
-    dim: usize,
-}
-
 /// # Safety
 /// AVX2 and FMA available; `shape` as `dot_many_packed_checked` checked it.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_many_packed_avx2(shape: &Shape) {
+unsafe fn dot_many_packed_avx2(shape: &PackedCall) {
     for g in 0..shape.nq.div_ceil(16) {
         let half = shape.nq - g * 16 <= 8;
         let most = if half { TILE_ROWS_HALF } else { TILE_ROWS };
@@ -119,7 +97,7 @@ unsafe fn dot_many_packed_avx2(shape: &Shape) {
 /// `H == 1` only when the group holds at most eight queries.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn tile<const R: usize, const H: usize>(shape: &Shape, g: usize, r: usize) {
+unsafe fn tile<const R: usize, const H: usize>(shape: &PackedCall, g: usize, r: usize) {
     let dim = shape.dim;
     // SAFETY: (all pointer arithmetic, loads and stores below) row i of the tile starts at
     // `rp + (r + i) * row_stride` and is read at offsets k < dim; the group's lines start at

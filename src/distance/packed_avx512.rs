@@ -15,7 +15,7 @@
 //! Accuracy: each lane adds its products in order, in chunks of `CHUNK` components whose
 //! sums are then added, so the rounding error grows with the chunk, not the dimension.
 
-use super::PackedQueries;
+use super::{PackedCall, PackedQueries};
 use std::arch::x86_64::*;
 
 /// Rows per register tile: sixteen accumulators keep both FMA pipes busy through the FMA
@@ -35,24 +35,14 @@ pub(crate) fn dot_many_packed_checked(
     row_stride: usize,
     out: &mut [f32],
 ) {
-    let (nq, dim) = (packed.count(), packed.dim());
-    if !packed.shapes_ok(rows, nrows, row_stride, out) {
+    let Some(shape) = packed.call(rows, nrows, row_stride, out) else {
         debug_assert!(false, "avx512 packed: bad shapes");
         return;
-    }
+    };
     if !std::arch::is_x86_feature_detected!("avx512f") {
         debug_assert!(false, "avx512 packed kernel selected without avx512f");
         return;
     }
-    let shape = Shape {
-        lanes: packed.lanes().as_ptr() as *const f32,
-        rp: rows.as_ptr(),
-        out: out.as_mut_ptr(),
-        nq,
-        nrows,
-        row_stride,
-        dim,
-    };
     // SAFETY: avx512f was detected just above. The packed lanes hold `groups * dim` aligned
     // 16-float lines (a `PackedQueries` invariant); every row pointer the kernel forms is
     // `rows + r * row_stride + k` with r < nrows, k < dim, and every write is
@@ -62,23 +52,10 @@ pub(crate) fn dot_many_packed_checked(
     unsafe { dot_many_packed_avx512(&shape) }
 }
 
-/// Raw views of one call, valid as `dot_many_packed_checked` checked them.
-struct Shape {
-    /// `groups * dim` lines of 16 floats: line `g * dim + k` holds component `k` of queries
-    /// `16 g .. 16 g + 16`.
-    lanes: *const f32,
-    rp: *const f32,
-    out: *mut f32,
-    nq: usize,
-    nrows: usize,
-    row_stride: usize,
-    dim: usize,
-}
-
 /// # Safety
 /// AVX-512F available; `shape` as `dot_many_packed_checked` checked it.
 #[target_feature(enable = "avx512f")]
-unsafe fn dot_many_packed_avx512(shape: &Shape) {
+unsafe fn dot_many_packed_avx512(shape: &PackedCall) {
     for g in 0..shape.nq.div_ceil(16) {
         let mut r = 0;
         while r < shape.nrows {
@@ -115,7 +92,7 @@ unsafe fn dot_many_packed_avx512(shape: &Shape) {
 /// AVX-512F available; rows `r..r + R` are inside `shape` and `g < nq.div_ceil(16)`.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn tile<const R: usize>(shape: &Shape, g: usize, r: usize) {
+unsafe fn tile<const R: usize>(shape: &PackedCall, g: usize, r: usize) {
     let dim = shape.dim;
     // SAFETY: (all pointer arithmetic, loads and stores below) row i of the tile starts at
     // `rp + (r + i) * row_stride` and is read at offsets k < dim; the group's lines start at
