@@ -96,7 +96,11 @@ component: toolchain
 # artifacts, so step 11's `maturin build` reuses this step's wasmtime and candle instead of
 # compiling them again: on a 2-core Zen 3, step 11 took 10.7 minutes and CI 69 before, 4.8 and
 # 51 after.
-CARGO_TEST_ARGS := --release -p srvdb -p srvdb-host -p srvdb-python --features srvdb/text,srvdb-python/wasm
+# The bindings' cargo feature in every build of them (`wasm`: backend="wasm", wasmtime); one
+# name, so the test build's features cannot drift from the wheel's.
+PY_FEATURE := wasm
+CARGO_TEST_ARGS := --release -p srvdb -p srvdb-host -p srvdb-python \
+	--features srvdb/text,srvdb-python/$(PY_FEATURE)
 cargo-test: toolchain component
 	@echo "==> [8/12] cargo test $(CARGO_TEST_ARGS)"
 	$(CARGO) test $(CARGO_TEST_ARGS)
@@ -129,7 +133,7 @@ endef
 
 define python_setup
 $(python_tools)
-VIRTUAL_ENV=$(abspath $(PYENV)) $(PYENV)/bin/maturin develop --release --features wasm --manifest-path python/Cargo.toml
+VIRTUAL_ENV=$(abspath $(PYENV)) $(PYENV)/bin/maturin develop --release --features $(PY_FEATURE) --manifest-path python/Cargo.toml
 endef
 
 ## wheel: the wheels users install, in target/wheels: srvdb (abi3, so one wheel for every
@@ -145,11 +149,11 @@ endef
 # end here (the build was stopped for time). WHEEL_FLAGS adds options to `maturin build`.
 WHEEL_FLAGS ?=
 wheel: component $(MODEL_WHEEL)
-	@echo "==> maturin build --release --features wasm (abi3 wheel with srvdb.wasm inside)"
+	@echo "==> maturin build --release --features $(PY_FEATURE) (abi3 wheel with srvdb.wasm inside)"
 	$(python_tools)
 	@rm -f $(WHEEL_DIR)/srvdb-*.whl
 	cp target/$(WASM_TARGET)/component/srvdb.wasm python/srvdb/srvdb.wasm
-	@rc=0; $(PYENV)/bin/maturin build --release --features wasm --manifest-path python/Cargo.toml \
+	@rc=0; $(PYENV)/bin/maturin build --release --features $(PY_FEATURE) --manifest-path python/Cargo.toml \
 		--out $(WHEEL_DIR) $(WHEEL_FLAGS) || rc=$$?; \
 	rm -f python/srvdb/srvdb.wasm; exit $$rc
 	@ls -l $(WHEEL_DIR)
