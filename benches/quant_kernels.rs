@@ -71,6 +71,8 @@ mod native {
                     book.encode(r, norm(r), code);
                 }
                 let prepared = book.prepare(&query, norm(&query));
+                // As the scan holds them: binary codes in groups of 32 rows.
+                let codes = book.scan_layout(&codes).into_owned();
                 for kernel in Kernel::available() {
                     let name = format!("{} {}", quantization.name(), kernel.name());
                     g.bench_function(name, |b| {

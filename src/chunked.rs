@@ -80,6 +80,14 @@ impl<T: Clone> ChunkedVec<T> {
             values = &values[take..];
         }
     }
+
+    /// The last `n` elements, to change in place, when they lie in the last chunk. A clone
+    /// holding that chunk keeps its own copy (the chunk is copied first, as on append).
+    pub fn tail_mut(&mut self, n: usize) -> Option<&mut [T]> {
+        let last = Arc::make_mut(self.chunks.last_mut()?);
+        let at = last.len().checked_sub(n)?;
+        Some(&mut last[at..])
+    }
 }
 
 #[cfg(test)]
@@ -106,5 +114,16 @@ mod tests {
         assert_eq!(v.chunk_count(), 3);
         assert_eq!(v.slice(3, 3), Some(&[4, 5, 6][..]));
         assert_eq!(snap.get(3), Some(&4));
+    }
+
+    #[test]
+    fn tail_mut_changes_this_vector_only() {
+        let mut v = ChunkedVec::new(4);
+        v.extend_from_slice(&[1, 2, 3, 4, 5, 6]);
+        let snap = v.clone();
+        v.tail_mut(2).unwrap().copy_from_slice(&[50, 60]);
+        assert_eq!(v.slice(4, 2), Some(&[50, 60][..]));
+        assert_eq!(snap.slice(4, 2), Some(&[5, 6][..]));
+        assert!(v.tail_mut(3).is_none(), "only the last chunk's elements");
     }
 }

@@ -8,7 +8,8 @@
 mod common;
 
 use common::Rng;
-use srvdb::quant::kernels::PackedI8;
+use srvdb::quant::bit_groups;
+use srvdb::quant::kernels::{bits_lut, PackedI8};
 use srvdb::quant::{Codebook, Kernel, PreparedQuery, Quantization};
 use srvdb::Metric;
 
@@ -148,7 +149,8 @@ fn codebook_block_groups_match_single_scores() {
                         .map(|q| book.prepare(q, norm(q)))
                         .collect();
                     let mut got = vec![f32::NAN; nq * n];
-                    book.score_block_many(&book.prepare_group(&prepared), &codes, &mut got);
+                    let scan = book.scan_layout(&codes);
+                    book.score_block_many(&book.prepare_group(&prepared), &scan, &mut got);
                     for (j, q) in prepared.iter().enumerate() {
                         for (r, c) in codes.chunks_exact(len).enumerate() {
                             assert_eq!(
@@ -164,32 +166,51 @@ fn codebook_block_groups_match_single_scores() {
     }
 }
 
+/// The grouped layout's table-lookup kernel on every path gives the reference's value for
+/// every row: dimensions 1..=70, 384, 1536 and one past the SIMD paths' code length (4,160:
+/// 520-byte codes), codes with padding bytes, and row counts on both sides of a group.
 #[test]
-fn bits_dot_every_path_matches_scalar() {
-    let mut rng = Rng::new(common::seed() ^ 0xb175);
+fn bits_dot_groups_every_path_matches_the_reference() {
+    let mut rng = Rng::new(common::seed() ^ 0x6a0c);
     let kernels = Kernel::available();
-    for dim in dims() {
+    for dim in dims().chain([4160]) {
         let words = dim.div_ceil(64);
         for code_len in [8 * words, 8 * words + 8] {
-            // Up to several periods of the AVX-512 word stream (8 / gcd(words, 8) rows) and a
-            // partial one.
-            let rows = 1 + rng.below(20) as usize;
-            let planes: Vec<u64> = (0..4 * words).map(|_| rng.next_u64()).collect();
+            let rows = 1 + rng.below(70) as usize;
+            let planes: Vec<u64> = match rng.below(4) {
+                // v = -8 or 7 everywhere: the extremes of every table entry.
+                0 => (0..4 * words)
+                    .map(|i| if i >= 3 * words { !0 } else { 0 })
+                    .collect(),
+                1 => (0..4 * words)
+                    .map(|i| if i < 3 * words { !0 } else { 0 })
+                    .collect(),
+                _ => (0..4 * words).map(|_| rng.next_u64()).collect(),
+            };
             let mut codes: Vec<u8> = (0..rows * code_len).map(|_| rng.below(256) as u8).collect();
-            codes[..8 * words].fill(0xff);
+            codes[..code_len].fill(0xff);
             let want: Vec<i32> = codes
                 .chunks_exact(code_len)
                 .map(|c| bits_dot_reference(&planes, c))
                 .collect();
+            let groups = bit_groups::to_groups(&codes, code_len);
+            let lut = bits_lut(&planes, code_len);
             for &k in &kernels {
                 let mut got = vec![i32::MIN; rows];
-                k.bits_dot_block(&planes, &codes, code_len, &mut got);
+                k.bits_dot_groups(&lut, &groups, code_len, &mut got);
                 assert_eq!(
                     got,
                     want,
-                    "{k:?} dim {dim} code_len {code_len} (seed {})",
+                    "{k:?} dim {dim} code_len {code_len} rows {rows} (seed {})",
                     common::seed()
                 );
+                // Fewer groups than rows asked for: only the rows held are written.
+                if rows > 32 {
+                    let mut short = vec![i32::MIN; rows];
+                    k.bits_dot_groups(&lut, &groups[..32 * code_len], code_len, &mut short);
+                    assert_eq!(short[..32], want[..32], "{k:?} dim {dim}, one group");
+                    assert!(short[32..].iter().all(|&v| v == i32::MIN));
+                }
             }
         }
     }
@@ -209,20 +230,29 @@ fn codebook_blocks_match_single_scores_on_every_path() {
                 let qv = rng.vectors(1, dim);
                 let q = book.prepare(&qv, norm(&qv));
                 let want: Vec<f32> = codes.chunks_exact(len).map(|c| book.score(&q, c)).collect();
+                // The scan's layout: binary codes in groups of 32 rows.
+                let scan = book.scan_layout(&codes);
+                // Rows the block holds, the last group's padding included.
+                let held = scan.len() / len;
                 for k in Kernel::available() {
-                    let mut got = vec![f32::NAN; n + 3];
-                    book.score_block_with(k, &q, &codes, &mut got);
+                    let mut got = vec![f32::NAN; held + 3];
+                    book.score_block_with(k, &q, &scan, &mut got);
                     assert_eq!(
                         &got[..n],
                         &want[..],
                         "{k:?} {quantization:?} {metric:?} dim {dim}"
                     );
-                    assert!(got[n..].iter().all(|x| x.is_nan()), "wrote past the rows");
-                    // A truncated block scores only its whole codes.
-                    let mut short = vec![f32::NAN; 2];
-                    book.score_block_with(k, &q, &codes[..len + len / 2], &mut short);
-                    assert_eq!(short[0], want[0]);
-                    assert!(short[1].is_nan());
+                    assert!(
+                        got[held..].iter().all(|x| x.is_nan()),
+                        "wrote past the rows"
+                    );
+                    // A truncated block scores only its whole codes (binary: whole groups).
+                    let unit = book.scan_len(1);
+                    let mut short = vec![f32::NAN; unit / len + 1];
+                    book.score_block_with(k, &q, &scan[..unit + unit / 2], &mut short);
+                    let whole = unit / len;
+                    assert_eq!(&short[..whole], &want[..whole]);
+                    assert!(short[whole].is_nan());
                 }
             }
         }
@@ -255,7 +285,7 @@ fn binary_query_approximates_its_dot_with_the_bits() {
             }
         }
         let mut got = vec![0f32; 5];
-        book.score_block(&prepared, &codes, &mut got);
+        book.score_block(&prepared, &book.scan_layout(&codes), &mut got);
         for (code, got) in codes.chunks_exact(book.code_len()).zip(got) {
             let set: Vec<usize> = (0..dim)
                 .filter(|&d| code[d / 8] >> (d % 8) & 1 == 1)
@@ -338,11 +368,12 @@ fn recall(
     for (row, code) in rows.iter().zip(codes.chunks_exact_mut(code_len)) {
         book.encode(row, norm(row), code);
     }
+    let scan = book.scan_layout(&codes);
     let mut hits = vec![0usize; oversamples.len()];
     let mut keys = vec![0f32; rows.len()];
     for (q, exact) in data.queries.chunks_exact(dim).zip(exact) {
         let truth = top(exact, K);
-        book.score_block(&book.prepare(q, norm(q)), &codes, &mut keys);
+        book.score_block(&book.prepare(q, norm(q)), &scan, &mut keys);
         let approx: Vec<f64> = keys.iter().map(|&s| f64::from(s)).collect();
         let max_os = *oversamples.iter().max().unwrap();
         let ranked = top(&approx, K * max_os);
@@ -431,14 +462,14 @@ fn bits_dot_reference(planes: &[u64], code: &[u8]) -> i32 {
         .sum()
 }
 
-/// Six-word codes back to back (384-d binary codes, which the AVX-512 path scores eight rows
-/// per six vectors) on every path: row counts around multiples of 8, extreme planes (every
-/// value -8, or 7) and all-ones codes for the largest sums of either sign.
+/// Six-word codes (384-d binary codes) in groups on every path: row counts around a group's
+/// 32 and its halves, extreme planes (every value -8, or 7) and all-ones codes for the
+/// largest sums of either sign.
 #[test]
 fn bits_dot_of_six_word_codes_matches_the_definition_on_every_path() {
     let mut rng = Rng::new(common::seed() ^ 0x6b17);
     let words = 6;
-    for rows in [0, 1, 7, 8, 9, 15, 16, 17, 31, 40, 41] {
+    for rows in [0, 1, 7, 15, 16, 17, 31, 32, 33, 40, 63, 64, 65] {
         for case in 0..4 {
             let planes: Vec<u64> = match case {
                 // v = -8 everywhere: only the sign plane.
@@ -465,7 +496,11 @@ fn bits_dot_of_six_word_codes_matches_the_definition_on_every_path() {
                 .collect();
             for k in Kernel::available() {
                 let mut got = vec![i32::MIN; rows];
-                k.bits_dot_block(&planes, &codes, 8 * words, &mut got);
+                let (groups, lut) = (
+                    bit_groups::to_groups(&codes, 8 * words),
+                    bits_lut(&planes, 8 * words),
+                );
+                k.bits_dot_groups(&lut, &groups, 8 * words, &mut got);
                 assert_eq!(got, want, "{k:?} rows {rows} case {case}");
             }
         }

@@ -293,7 +293,7 @@ impl Database {
         let codes = snap.codes.as_ref()?;
         let mut all = Vec::new();
         for (_, bytes) in codes.runs(0, codes.rows()) {
-            all.extend_from_slice(bytes);
+            all.extend_from_slice(&bytes);
         }
         let ids = (0..snap.row_ids.len())
             .filter_map(|row| snap.row_ids.get(row).map(|id| id.to_string()))

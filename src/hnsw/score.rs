@@ -172,9 +172,7 @@ impl Scorer for CodeScorer<'_> {
                 },
             };
         }
-        let mut out = [f32::NEG_INFINITY];
-        self.codebook.score_block(&self.prepared, code, &mut out);
-        out[0]
+        self.codebook.score(&self.prepared, code)
     }
 
     #[inline]

@@ -8,7 +8,7 @@
 //! wasm32 in order. Each worker keeps its own candidates per query and they are merged at the
 //! end, as the exact scan does.
 
-use super::codes::CodeTable;
+use super::codes::{CodeBlock, CodeTable};
 use super::{Codebook, Kernel, PreparedGroup, PreparedQuery, Quantization};
 use crate::index::flat::FlatIndex;
 use crate::index::topk::Candidate;
@@ -156,17 +156,10 @@ fn pass_masks(kernel: Kernel, keys: &[f32], threshold: f32, masks: &mut [u32; PA
     kernel.above_masks(keys, threshold, masks);
 }
 
-/// A block of codes: its first row, row count and codes.
-#[derive(Clone, Copy)]
-struct CodeBlock<'a> {
-    first_row: u64,
-    rows: usize,
-    codes: &'a [u8],
-}
-
 impl QuantizedIndex<'_> {
     /// True when a code scan of `rows` rows of `quantization` codes runs on every core (so a
-    /// second scan beside it would only compete for them).
+    /// second scan beside it would only compete for them). A batch counts its rows once per
+    /// query.
     pub fn scan_uses_all_cores(quantization: Quantization, rows: u64) -> bool {
         #[cfg(not(target_arch = "wasm32"))]
         {
@@ -184,16 +177,8 @@ impl QuantizedIndex<'_> {
 
     /// The codes of rows `0..coded` in blocks of about [`CODE_BLOCK_BYTES`].
     fn blocks(&self, coded: u64) -> Vec<CodeBlock<'_>> {
-        let code_len = self.codes.code_len();
-        let segments = (0..self.codes.segment_count()).map(|s| self.codes.segment(s));
-        crate::index::row_blocks(segments, code_len, coded, CODE_BLOCK_BYTES / code_len)
-            .into_iter()
-            .map(|(first_row, rows, codes)| CodeBlock {
-                first_row,
-                rows,
-                codes,
-            })
-            .collect()
+        self.codes
+            .blocks(coded, CODE_BLOCK_BYTES / self.codes.code_len().max(1))
     }
 
     /// Scores one block against a group of prepared queries (`tops[j]` is query `j`'s),
@@ -354,7 +339,9 @@ impl Index for QuantizedIndex<'_> {
             .map(|j| codebook.prepare(queries.get(j), queries.norms[j]))
             .collect();
         let blocks = self.blocks(coded);
-        let parallel = Self::scan_uses_all_cores(codebook.quantization(), self.codes.rows());
+        // A batch scores every code once per query: its work is rows times queries.
+        let work = coded.saturating_mul(n as u64);
+        let parallel = Self::scan_uses_all_cores(codebook.quantization(), work);
         let mut candidates: Vec<Vec<u64>> = Vec::with_capacity(n);
         for group in prepared.chunks(QUERY_GROUP) {
             let group = codebook.prepare_group(group);
@@ -551,7 +538,9 @@ mod tests {
                                 let mut scored: Vec<(f32, u64)> = (0..n as u64)
                                     .filter(|&r| !set.is_deleted(r))
                                     .map(|r| {
-                                        let key = codebook.score(p, codes.code(r).unwrap());
+                                        let mut code = vec![0u8; codes.code_len()];
+                                        assert!(codes.copy_code(r, &mut code));
+                                        let key = codebook.score(p, &code);
                                         (if key.is_nan() { f32::NEG_INFINITY } else { key }, r)
                                     })
                                     .collect();

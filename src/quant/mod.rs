@@ -16,6 +16,7 @@
 //! open any rows the file lacks are re-encoded from `vectors.bin` (see `crate::db`), so a
 //! crash can never leave codes that disagree with the committed rows.
 
+pub mod bit_groups;
 pub mod codes;
 pub mod codes_file;
 pub mod index;
@@ -286,6 +287,9 @@ pub enum PreparedQuery {
         planes: Vec<u64>,
         /// The f32 value of one unit of `v`.
         step: f32,
+        /// The same query as 16-entry tables per nibble of a code
+        /// ([`kernels::bits_lut`]), for codes in the scan's layout ([`bit_groups`]).
+        lut: Vec<u8>,
     },
 }
 
@@ -456,7 +460,8 @@ impl Codebook {
                         planes[j * words + w] = b;
                     }
                 }
-                PreparedQuery::Binary { planes, step }
+                let lut = kernels::bits_lut(&planes, 8 * words);
+                PreparedQuery::Binary { planes, step, lut }
             }
         }
     }
@@ -488,7 +493,7 @@ impl Codebook {
                     }
                 }
             }
-            (Codebook::Binary { .. }, PreparedQuery::Binary { planes, step }) => {
+            (Codebook::Binary { .. }, PreparedQuery::Binary { planes, step, .. }) => {
                 step * kernels::scalar::bits_dot(planes, code) as f32
             }
             // A query prepared by another codebook: never produced by the engine.
@@ -496,14 +501,33 @@ impl Codebook {
         }
     }
 
-    /// Scores the codes of consecutive rows (`codes.len() / code_len()` of them) against
-    /// `query` into `out` (one key per row, the values [`Codebook::score`] gives).
+    /// Codes laid out row after row (as the codes file holds them) in the layout the scan
+    /// reads ([`Codebook::score_block`]): the same bytes for int8, groups of rows for binary
+    /// ([`bit_groups`]).
+    pub fn scan_layout<'a>(&self, codes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        match self {
+            Codebook::Int8 { .. } => std::borrow::Cow::Borrowed(codes),
+            Codebook::Binary { .. } => bit_groups::to_groups(codes, self.code_len()).into(),
+        }
+    }
+
+    /// Bytes that `rows` codes take in the scan's layout.
+    pub fn scan_len(&self, rows: usize) -> usize {
+        match self {
+            Codebook::Int8 { .. } => rows * self.code_len(),
+            Codebook::Binary { .. } => bit_groups::grouped_len(rows, self.code_len()),
+        }
+    }
+
+    /// Scores the codes of consecutive rows, in the scan's layout ([`Codebook::scan_layout`];
+    /// the first row on a group boundary) against `query` into `out` (one key per row, the
+    /// values [`Codebook::score`] gives).
     pub fn score_block(&self, query: &PreparedQuery, codes: &[u8], out: &mut [f32]) {
         self.score_block_with(Kernel::best(), query, codes, out)
     }
 
     /// [`Codebook::score_block`] on a chosen kernel (tests and benches compare them). Rows
-    /// past `min(out.len(), codes.len() / code_len())` are not written.
+    /// past `out.len()`, or past the codes `codes` holds, are not written.
     pub fn score_block_with(
         &self,
         kernel: Kernel,
@@ -512,6 +536,25 @@ impl Codebook {
         out: &mut [f32],
     ) {
         let code_len = self.code_len();
+        if let (Codebook::Binary { .. }, PreparedQuery::Binary { planes, step, lut }) =
+            (self, query)
+        {
+            if planes.len() == 4 * self.dim().div_ceil(64) {
+                let rows = out.len().min(
+                    codes.len() / (bit_groups::GROUP_ROWS * code_len.max(1))
+                        * bit_groups::GROUP_ROWS,
+                );
+                let out = &mut out[..rows];
+                let ints: &mut [i32] = bytemuck::cast_slice_mut(out);
+                kernel.bits_dot_groups(lut, codes, code_len, ints);
+                for o in out.iter_mut() {
+                    *o = step * bytemuck::cast::<f32, i32>(*o) as f32;
+                }
+            } else {
+                out.fill(f32::NEG_INFINITY);
+            }
+            return;
+        }
         let rows = out.len().min(codes.len() / code_len);
         let (codes, out) = (&codes[..rows * code_len], &mut out[..rows]);
         // The integer results are written in place and converted to keys in place.
@@ -528,14 +571,6 @@ impl Codebook {
             ) if q.len() == self.dim() => {
                 kernel.dot_i8_block(q, codes, code_len, ints);
                 self.int8_keys(*metric, *step, *bias, *norm_sq, codes, out);
-            }
-            (Codebook::Binary { .. }, PreparedQuery::Binary { planes, step })
-                if planes.len() == 4 * self.dim().div_ceil(64) =>
-            {
-                kernel.bits_dot_block(planes, codes, code_len, ints);
-                for o in out.iter_mut() {
-                    *o = step * bytemuck::cast::<f32, i32>(*o) as f32;
-                }
             }
             // A query prepared by another codebook: never produced by the engine.
             _ => out.fill(f32::NEG_INFINITY),
@@ -596,12 +631,12 @@ impl Codebook {
     }
 
     /// [`Codebook::score_block`] for a group of queries while the block is in cache:
-    /// `out[q * rows + r]` for query `q` and row `r`. The packed int8 groups of
+    /// `out[q * rows + r]` for query `q` and row `r`, `rows = out.len() / queries`. The packed int8 groups of
     /// [`Codebook::prepare_group`] go through the packed kernel, the other queries one at a
     /// time.
     pub fn score_block_many(&self, group: &PreparedGroup<'_>, codes: &[u8], out: &mut [f32]) {
         let code_len = self.code_len();
-        let rows = codes.len() / code_len;
+        let rows = out.len() / group.queries.len().max(1);
         let kernel = Kernel::best();
         let mut q = 0;
         if let Codebook::Int8 { metric, .. } = self {

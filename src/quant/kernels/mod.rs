@@ -1,15 +1,19 @@
-//! Code-scoring kernels: the integer dot product of int8 codes and the popcount dot product
-//! of bit codes with a 4-bit query, and the comparison of scores with a threshold.
-//! [`scalar`] is the reference every SIMD path is tested against; [`Kernel::best`] picks the
-//! best path for the CPU once (AVX-512 VNNI + VPOPCNTDQ + IFMA, AVX2 + POPCNT, SIMD128 on
-//! wasm32).
+//! Code-scoring kernels: the integer dot product of int8 codes, the dot product of bit codes
+//! with a 4-bit query (by table lookups over codes in groups of 32 rows, see
+//! [`crate::quant::bit_groups`]; [`scalar::bits_dot`] defines it), and the comparison of
+//! scores with a threshold. [`scalar`] is the reference every SIMD path is tested against;
+//! [`Kernel::best`] picks the best path for the CPU once (AVX-512 VNNI, AVX2, SIMD128 on
+//! wasm32, NEON on aarch64).
 //!
 //! Every block kernel scores the codes of consecutive rows (`code_len` bytes each) against
 //! one prepared query: the shapes are checked once per block, and a block whose shapes do not
 //! fit a SIMD path (never produced by the engine) goes to the scalar reference, which cannot
 //! read out of bounds.
 
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub mod scalar;
+pub use scalar::bits_lut;
 #[cfg(target_arch = "wasm32")]
 mod simd128;
 #[cfg(target_arch = "x86_64")]
@@ -81,16 +85,19 @@ impl PackedI8 {
 pub enum Kernel {
     /// `scalar.rs`: the reference.
     Scalar,
-    /// AVX2 (`vpmaddubsw` on |code| x sign-adjusted query, exact) and POPCNT.
+    /// AVX2 (`vpmaddubsw` on |code| x sign-adjusted query, exact; `vpshufb` for bit codes).
     #[cfg(target_arch = "x86_64")]
     Avx2,
-    /// AVX-512 VNNI (`vpdpbusd` on code + 128 x query, minus 128 * sum(query)), VPOPCNTDQ
-    /// and IFMA (the weights of the binary query's bit planes).
+    /// AVX-512 VNNI (`vpdpbusd` on code + 128 x query, minus 128 * sum(query)); bit codes
+    /// and anything else on the AVX2 paths.
     #[cfg(target_arch = "x86_64")]
     Avx512,
-    /// WebAssembly SIMD128 (`i32x4.dot_i16x8_s`) and `i64.popcnt`.
+    /// WebAssembly SIMD128 (`i32x4.dot_i16x8_s`, `i8x16.swizzle`).
     #[cfg(target_arch = "wasm32")]
     Simd128,
+    /// aarch64 NEON (`tbl` for grouped bit codes; the scalar code elsewhere).
+    #[cfg(target_arch = "aarch64")]
+    Neon,
 }
 
 impl Kernel {
@@ -115,6 +122,8 @@ impl Kernel {
         }
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         kernels.push(Kernel::Simd128);
+        #[cfg(target_arch = "aarch64")]
+        kernels.push(Kernel::Neon);
         kernels
     }
 
@@ -123,11 +132,13 @@ impl Kernel {
         match self {
             Kernel::Scalar => "scalar",
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => "avx2+popcnt",
+            Kernel::Avx2 => "avx2",
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => "avx512-vnni+vpopcntdq",
+            Kernel::Avx512 => "avx512-vnni",
             #[cfg(target_arch = "wasm32")]
             Kernel::Simd128 => "simd128",
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => "neon",
         }
     }
 
@@ -149,7 +160,7 @@ impl Kernel {
             Kernel::Avx2 if x86::has_avx2() => unsafe {
                 x86::dot_i8_block_avx2(q, codes, code_len, out)
             },
-            // SAFETY: the CPU has AVX-512 F/BW/VNNI/VPOPCNTDQ/IFMA (the guard); shapes checked.
+            // SAFETY: the CPU has AVX-512 F/BW/VNNI (the guard); shapes checked.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 if x86::has_avx512() => unsafe {
                 x86::dot_i8_block_avx512(q, codes, code_len, out)
@@ -199,32 +210,38 @@ impl Kernel {
         }
     }
 
-    /// `out[r] = scalar::bits_dot(planes, code_r)` for each `code_len`-byte code in `codes`:
-    /// `planes` is 4 planes of `words` u64 each and each code holds at least `words` words.
-    pub fn bits_dot_block(self, planes: &[u64], codes: &[u8], code_len: usize, out: &mut [i32]) {
-        let words = planes.len() / 4;
-        if code_len == 0 || code_len < 8 * words || planes.len() != 4 * words {
+    /// `out[r] = scalar::bits_dot(planes, code_r)` for the codes of `groups`, laid out in
+    /// [`crate::quant::bit_groups`]' groups of `code_len`-byte codes, with `lut` the table
+    /// [`bits_lut`] made from `planes`: for `min(out.len(), rows held)` rows.
+    pub fn bits_dot_groups(self, lut: &[u8], groups: &[u8], code_len: usize, out: &mut [i32]) {
+        use crate::quant::bit_groups::{grouped_len, GROUP_ROWS};
+        if code_len == 0 || lut.len() != 32 * code_len {
             out.fill(0);
             return;
         }
-        let rows = out.len().min(codes.len() / code_len);
-        let (codes, out) = (&codes[..rows * code_len], &mut out[..rows]);
+        let held = groups.len() / (GROUP_ROWS * code_len) * GROUP_ROWS;
+        let rows = out.len().min(held);
+        let out = &mut out[..rows];
+        let groups = &groups[..grouped_len(rows, code_len)];
         match self {
-            Kernel::Scalar => scalar::bits_dot_block(planes, codes, code_len, out),
-            // SAFETY: the CPU has POPCNT (the guard); shapes were checked above.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 if x86::has_avx2() => unsafe {
-                x86::bits_dot_block_popcnt(planes, codes, code_len, out)
-            },
-            // SAFETY: the CPU has AVX-512 F/BW/VNNI/VPOPCNTDQ/IFMA (the guard); shapes checked.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 if x86::has_avx512() => unsafe {
-                x86::bits_dot_block_avx512(planes, codes, code_len, out)
-            },
-            // A named x86 path on a CPU without it; wasm32 (`i64.popcnt` in the scalar code).
-            // Unreachable where `Scalar` is the only kernel (aarch64).
+            Kernel::Avx2 | Kernel::Avx512
+                if x86::has_avx2() && code_len <= x86::GROUPS_AVX2_MAX_CODE_LEN =>
+            {
+                // SAFETY: the CPU has AVX2 (the guard; an AVX-512 CPU has it too); the
+                // lengths were checked above and `code_len` is within the u16 sums' range.
+                unsafe { x86::bits_dot_groups_avx2(lut, groups, code_len, out) }
+            }
+            #[cfg(target_arch = "wasm32")]
+            Kernel::Simd128 if code_len <= simd128::GROUPS_MAX_CODE_LEN => {
+                simd128::bits_dot_groups(lut, groups, code_len, out)
+            }
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon if code_len <= neon::GROUPS_MAX_CODE_LEN => {
+                neon::bits_dot_groups(lut, groups, code_len, out)
+            }
             #[allow(unreachable_patterns)]
-            _ => scalar::bits_dot_block(planes, codes, code_len, out),
+            _ => scalar::bits_dot_groups(lut, groups, code_len, out),
         }
     }
 

@@ -1,5 +1,6 @@
-//! WebAssembly SIMD128 block kernel for int8 codes: sign-extend 8 bytes to i16 lanes and
-//! `i32x4.dot_i16x8_s` (exact: each pair of products is at most 2 * 128 * 127).
+//! WebAssembly SIMD128 block kernels: int8 codes by sign-extending 8 bytes to i16 lanes and
+//! `i32x4.dot_i16x8_s` (exact: each pair of products is at most 2 * 128 * 127); grouped bit
+//! codes by table lookups (`i8x16.swizzle`).
 
 use super::scalar;
 
@@ -42,4 +43,73 @@ pub fn dot_i8_block(q: &[i8], codes: &[u8], code_len: usize, out: &mut [i32]) {
 #[cfg(not(target_feature = "simd128"))]
 pub fn dot_i8_block(q: &[i8], codes: &[u8], code_len: usize, out: &mut [i32]) {
     scalar::dot_i8_block(q, codes, code_len, out)
+}
+
+/// Largest `code_len` [`bits_dot_groups`] takes (its u16 sums hold `2 * code_len` entries of
+/// at most 60).
+pub const GROUPS_MAX_CODE_LEN: usize = 512;
+
+/// [`scalar::bits_dot_groups`], 32 rows at a time: a step loads the 16 bytes of one nibble
+/// position and looks up rows 0-15 (low halves) and 16-31 (high halves) in its table; four
+/// steps are summed in bytes (at most 4 * 60) before widening to u16.
+/// `lut.len() == 32 * code_len`, `code_len <= GROUPS_MAX_CODE_LEN` and `groups.len() >=
+/// grouped_len(out.len(), code_len)` (checked by the caller; a slice index would panic
+/// rather than read out of bounds).
+#[cfg(target_feature = "simd128")]
+pub fn bits_dot_groups(lut: &[u8], groups: &[u8], code_len: usize, out: &mut [i32]) {
+    use crate::quant::bit_groups::GROUP_ROWS;
+    use core::arch::wasm32::*;
+    let group_bytes = GROUP_ROWS * code_len;
+    let positions = 2 * code_len;
+    let nibbles = u8x16_splat(0x0f);
+    let load = |s: &[u8]| -> v128 {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&s[..16]);
+        // SAFETY: `b` is 16 bytes; wasm loads need no alignment.
+        unsafe { v128_load(b.as_ptr().cast()) }
+    };
+    for (g, out) in out.chunks_mut(GROUP_ROWS).enumerate() {
+        let group = &groups[g * group_bytes..(g + 1) * group_bytes];
+        let mut sums = [u16x8_splat(0); 4];
+        let mut p = 0;
+        while p < positions {
+            let end = (p + 4).min(positions);
+            let (mut low, mut high) = (u8x16_splat(0), u8x16_splat(0));
+            while p < end {
+                let x = load(&group[16 * p..]);
+                let table = load(&lut[16 * p..]);
+                low = u8x16_add(low, u8x16_swizzle(table, v128_and(x, nibbles)));
+                high = u8x16_add(high, u8x16_swizzle(table, u8x16_shr(x, 4)));
+                p += 1;
+            }
+            sums[0] = u16x8_add(sums[0], u16x8_extend_low_u8x16(low));
+            sums[1] = u16x8_add(sums[1], u16x8_extend_high_u8x16(low));
+            sums[2] = u16x8_add(sums[2], u16x8_extend_low_u8x16(high));
+            sums[3] = u16x8_add(sums[3], u16x8_extend_high_u8x16(high));
+        }
+        let bias = 64 * code_len as i32;
+        let mut rows = [0i32; GROUP_ROWS];
+        for (k, s) in sums.into_iter().enumerate() {
+            let lanes: [u16; 8] = [
+                u16x8_extract_lane::<0>(s),
+                u16x8_extract_lane::<1>(s),
+                u16x8_extract_lane::<2>(s),
+                u16x8_extract_lane::<3>(s),
+                u16x8_extract_lane::<4>(s),
+                u16x8_extract_lane::<5>(s),
+                u16x8_extract_lane::<6>(s),
+                u16x8_extract_lane::<7>(s),
+            ];
+            for (i, v) in lanes.into_iter().enumerate() {
+                rows[8 * k + i] = i32::from(v) - bias;
+            }
+        }
+        out.copy_from_slice(&rows[..out.len()]);
+    }
+}
+
+/// Without SIMD128 enabled at build time the scalar reference runs.
+#[cfg(not(target_feature = "simd128"))]
+pub fn bits_dot_groups(lut: &[u8], groups: &[u8], code_len: usize, out: &mut [i32]) {
+    scalar::bits_dot_groups(lut, groups, code_len, out)
 }

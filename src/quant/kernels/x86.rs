@@ -1,13 +1,14 @@
-//! x86_64 block kernels: AVX2 + POPCNT and AVX-512 (VNNI, VPOPCNTDQ). The callers in
-//! `mod.rs` check the CPU features and the shapes (`codes.len() == out.len() * code_len`,
-//! `q.len() <= code_len`, `planes.len() == 4 * words`, `8 * words <= code_len`).
+//! x86_64 block kernels: AVX2 (int8 codes, grouped bit codes, threshold masks) and AVX-512
+//! (VNNI int8 codes, threshold masks). The callers in `mod.rs` check the CPU features and the
+//! shapes (`codes.len() == out.len() * code_len`, `q.len() <= code_len`, grouped codes and
+//! tables of the lengths [`bits_dot_groups_avx2`] states).
 
 use super::scalar;
 use std::arch::x86_64::*;
 
-/// AVX2 and POPCNT (every AVX2 CPU has POPCNT, but it is a separate feature bit).
+/// AVX2.
 pub fn has_avx2() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("popcnt")
+    is_x86_feature_detected!("avx2")
 }
 
 /// The AVX-512 subsets the `Avx512` kernels use.
@@ -15,8 +16,6 @@ pub fn has_avx512() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vnni")
-        && is_x86_feature_detected!("avx512vpopcntdq")
-        && is_x86_feature_detected!("avx512ifma")
 }
 
 /// Int8 dot products, 32 components per step: `vpmaddubsw(|c|, sign(q, c))` is `q * c`
@@ -231,203 +230,6 @@ unsafe fn packed_tile<const R: usize>(
 /// Rows ahead of the current four whose codes the AVX-512 int8 kernel prefetches.
 const PREFETCH_ROWS_AHEAD: usize = 16;
 
-/// [`scalar::bits_dot_block`] with the POPCNT instruction.
-///
-/// # Safety
-/// The CPU must have POPCNT; `codes.len() >= out.len() * code_len`, `8 * words <= code_len`
-/// with `planes.len() == 4 * words`.
-#[target_feature(enable = "popcnt")]
-pub unsafe fn bits_dot_block_popcnt(
-    planes: &[u64],
-    codes: &[u8],
-    code_len: usize,
-    out: &mut [i32],
-) {
-    let words = planes.len() / 4;
-    let (p0, rest) = planes.split_at(words);
-    let (p1, rest) = rest.split_at(words);
-    let (p2, p3) = rest.split_at(words);
-    for (r, o) in out.iter_mut().enumerate() {
-        let code = &codes[r * code_len..r * code_len + 8 * words];
-        let mut sum = 0i32;
-        for (w, c) in code.chunks_exact(8).enumerate() {
-            let c = scalar::word(c);
-            let t = (p2[w] & c).count_ones() as i32 - 2 * (p3[w] & c).count_ones() as i32;
-            let t = 2 * t + (p1[w] & c).count_ones() as i32;
-            sum += 2 * t + (p0[w] & c).count_ones() as i32;
-        }
-        *o = sum;
-    }
-}
-
-/// [`scalar::bits_dot_block`] eight words at a time with VPOPCNTDQ (masked loads for the
-/// last partial group of words). Rows go eight at a time: their eight accumulators are summed
-/// together by a transposing tree of shuffles ([`sum_lanes_of_8`]), which costs under two
-/// shuffles a row where a horizontal reduction per row costs three. Codes of six words
-/// (dimensions 321 to 384) with nothing between them go through [`bits_dot_rows_of_6`]
-/// instead, which fills every lane.
-///
-/// # Safety
-/// The CPU must have AVX-512 F, VPOPCNTDQ and IFMA; shapes as [`bits_dot_block_popcnt`].
-#[target_feature(enable = "avx512f,avx512vpopcntdq,avx512ifma")]
-pub unsafe fn bits_dot_block_avx512(
-    planes: &[u64],
-    codes: &[u8],
-    code_len: usize,
-    out: &mut [i32],
-) {
-    let words = planes.len() / 4;
-    let mut r = 0;
-    if words == 6 && code_len == 48 {
-        // SAFETY: the caller's shapes, with code_len == 8 * words == 48.
-        r = unsafe { bits_dot_rows_of_6(planes, codes, out) };
-    }
-    let steps = words.div_ceil(8);
-    let tail: __mmask8 = match words % 8 {
-        0 => !0,
-        n => (1u8 << n) - 1,
-    };
-    let mask_of = |s: usize| if s + 1 == steps { tail } else { !0 };
-    // The planes, loaded once per block: four vectors per group of eight words.
-    let plane_vectors: Vec<[__m512i; 4]> = (0..steps)
-        .map(|s| {
-            // SAFETY: the mask covers words 8s..min(8s + 8, words) of plane j, which is
-            // `planes[j * words..(j + 1) * words]`.
-            let plane = |j: usize| unsafe {
-                _mm512_maskz_loadu_epi64(mask_of(s), planes.as_ptr().add(j * words + 8 * s).cast())
-            };
-            [plane(0), plane(1), plane(2), plane(3)]
-        })
-        .collect();
-    // Row `r`'s per-lane sums.
-    let lanes_of = |r: usize| {
-        let code = &codes[r * code_len..r * code_len + 8 * words];
-        let mut acc = _mm512_setzero_si512();
-        for (s, q) in plane_vectors.iter().enumerate() {
-            // SAFETY: the mask covers words 8s..min(8s + 8, words), inside the code
-            // (8 * words bytes).
-            let c =
-                unsafe { _mm512_maskz_loadu_epi64(mask_of(s), code.as_ptr().add(64 * s).cast()) };
-            acc = bits_dot_lanes_ifma(acc, q, c);
-        }
-        acc
-    };
-    let rows = out.len();
-    while r + 8 <= rows {
-        let sums = sum_lanes_of_8(std::array::from_fn(|i| lanes_of(r + i)));
-        // The low 32 bits of each sum are the row's value (see `bits_dot_lanes_ifma`).
-        let sums = _mm512_cvtepi64_epi32(sums);
-        // SAFETY: out[r..r + 8] is 32 writable bytes (r + 8 <= out.len()).
-        unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(r).cast(), sums) };
-        r += 8;
-    }
-    for (r, o) in out.iter_mut().enumerate().skip(r) {
-        *o = _mm512_reduce_add_epi64(lanes_of(r)) as i32;
-    }
-}
-
-/// The four planes' contribution of eight code words `c` against eight plane words each
-/// (`q[j]`), per 64-bit lane, added to `acc`: `p0 + 2 p1 + 4 p2 - 8 p3` (`pj` the popcount of
-/// `q[j] & c`) by three 52-bit multiply-adds. `-8` is `2^52 - 8` to the multiply-add (its
-/// operands are unsigned 52-bit), so a lane with `p3 > 0` gains `2^52` beside the value: lane
-/// sums stay far below 2^63, and the low 32 bits of any sum of lanes are the true sum, which
-/// fits in i32 (at most `8 * 64 * words` in magnitude).
-#[target_feature(enable = "avx512f,avx512vpopcntdq,avx512ifma")]
-fn bits_dot_lanes_ifma(acc: __m512i, q: &[__m512i; 4], c: __m512i) -> __m512i {
-    let count = |p: __m512i| _mm512_popcnt_epi64(_mm512_and_si512(p, c));
-    let acc = _mm512_add_epi64(acc, count(q[0]));
-    let acc = _mm512_madd52lo_epu64(acc, count(q[1]), _mm512_set1_epi64(2));
-    let acc = _mm512_madd52lo_epu64(acc, count(q[2]), _mm512_set1_epi64(4));
-    _mm512_madd52lo_epu64(acc, count(q[3]), _mm512_set1_epi64((1 << 52) - 8))
-}
-
-/// Rows of six-word codes (`code_len` 48: 384-d binary codes), eight at a time: eight rows
-/// are six full vectors of words, so every lane does work (the generic path leaves two of
-/// eight lanes empty). Lane `l` of vector `v` holds word `(8v + l) % 6` of its row, so it is
-/// scored against the planes in that order (the pattern repeats every three vectors); the
-/// per-word sums are then added in pairs of words (unpack) and the pairs in threes (two
-/// two-source permutes per operand) into one lane per row. Returns the rows scored (a multiple
-/// of 8); the caller scores the rest.
-///
-/// # Safety
-/// As [`bits_dot_block_avx512`], with `planes.len() == 24` and `code_len == 48`.
-#[target_feature(enable = "avx512f,avx512vpopcntdq,avx512ifma")]
-unsafe fn bits_dot_rows_of_6(planes: &[u64], codes: &[u8], out: &mut [i32]) -> usize {
-    const WORDS: usize = 6;
-    // Plane j's words in the order vector v (v % 3) meets them.
-    let pattern: [[__m512i; 4]; 3] = std::array::from_fn(|v| {
-        std::array::from_fn(|j| {
-            let words: [u64; 8] = std::array::from_fn(|l| planes[j * WORDS + (8 * v + l) % WORDS]);
-            // SAFETY: `words` is 64 readable bytes.
-            unsafe { _mm512_loadu_si512(words.as_ptr().cast()) }
-        })
-    });
-    // After the pair sums, pair p (words 2p, 2p + 1 of the eight rows' 48) is in vector
-    // p / 8 at lane 2 (p % 4) + (p % 8) / 4 (`unpack` interleaves the two vectors' pairs).
-    // Row r is pairs 3r, 3r + 1, 3r + 2; `gather(i)` takes pair 3r + i into lane r from the
-    // three pair vectors: first from the two vectors A, B (indices 0..16), then keeping
-    // that lane or taking from C (indices 8..16 of the second permute).
-    let index = |i: usize, second: bool| -> __m512i {
-        let lanes: [i64; 8] = std::array::from_fn(|r| {
-            let p = 3 * r + i;
-            let (vector, lane) = (p / 8, 2 * (p % 4) + (p % 8) / 4);
-            match (second, vector) {
-                (false, 0) => lane as i64,
-                (false, 1) => 8 + lane as i64,
-                (false, _) => 0,
-                (true, 2) => 8 + lane as i64,
-                (true, _) => r as i64,
-            }
-        });
-        // SAFETY: `lanes` is 64 readable bytes.
-        unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
-    };
-    let first = [index(0, false), index(1, false), index(2, false)];
-    let second = [index(0, true), index(1, true), index(2, true)];
-    let pairs = |a, b| _mm512_add_epi64(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
-    let rows = out.len().min(codes.len() / (8 * WORDS));
-    let mut r = 0;
-    while r + 8 <= rows {
-        let base = codes[r * 8 * WORDS..(r + 8) * 8 * WORDS].as_ptr();
-        let t: [__m512i; 6] = std::array::from_fn(|v| {
-            // SAFETY: vector v is bytes 64v..64v + 64 of the eight rows' 384 bytes.
-            let c = unsafe { _mm512_loadu_si512(base.add(64 * v).cast()) };
-            bits_dot_lanes_ifma(_mm512_setzero_si512(), &pattern[v % 3], c)
-        });
-        let (a, b, c) = (pairs(t[0], t[1]), pairs(t[2], t[3]), pairs(t[4], t[5]));
-        let take = |i: usize| {
-            _mm512_permutex2var_epi64(_mm512_permutex2var_epi64(a, first[i], b), second[i], c)
-        };
-        let sums = _mm512_add_epi64(_mm512_add_epi64(take(0), take(1)), take(2));
-        let sums = _mm512_cvtepi64_epi32(sums);
-        // SAFETY: out[r..r + 8] is 32 writable bytes (r + 8 <= rows <= out.len()).
-        unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(r).cast(), sums) };
-        r += 8;
-    }
-    r
-}
-
-/// Lane `i` of the result is the sum of the eight i64 lanes of `v[i]`: pairs of vectors are
-/// interleaved and added three times (64-bit lanes, then 128-bit lanes twice), 14 shuffles
-/// and 7 adds for the eight sums.
-#[target_feature(enable = "avx512f")]
-fn sum_lanes_of_8(v: [__m512i; 8]) -> __m512i {
-    // Lane k (128 bits) of the result: (a's, b's) pair sums from their lane k.
-    let pairs = |a, b| _mm512_add_epi64(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
-    // 128-bit lanes: (a0 + a1, a2 + a3, b0 + b1, b2 + b3).
-    let halves = |a, b| {
-        _mm512_add_epi64(
-            _mm512_shuffle_i64x2::<0b10_00_10_00>(a, b),
-            _mm512_shuffle_i64x2::<0b11_01_11_01>(a, b),
-        )
-    };
-    let p01 = pairs(v[0], v[1]);
-    let p23 = pairs(v[2], v[3]);
-    let p45 = pairs(v[4], v[5]);
-    let p67 = pairs(v[6], v[7]);
-    halves(halves(p01, p23), halves(p45, p67))
-}
-
 /// [`scalar::above_masks`], sixteen keys per compare (`vcmpps` into a mask register; the
 /// last partial group with a masked load).
 ///
@@ -471,5 +273,60 @@ pub unsafe fn above_masks_avx2(keys: &[f32], threshold: f32, masks: &mut [u32]) 
     }
     for (i, &key) in keys.iter().enumerate().skip(body) {
         masks[i / 32] |= u32::from(key > threshold || key.is_nan()) << (i % 32);
+    }
+}
+
+/// Largest `code_len` [`bits_dot_groups_avx2`] takes: its u16 sums hold up to
+/// `2 * code_len` table entries of at most 60 each.
+pub const GROUPS_AVX2_MAX_CODE_LEN: usize = 512;
+
+/// [`scalar::bits_dot_groups`] 32 rows at a time: a step loads one code byte of the group
+/// (32 bytes: its low nibbles, then its high nibbles) and the two 16-entry tables of those
+/// nibble positions (one per 128-bit lane), and `vpshufb` looks up rows 0-15 (the low half
+/// of each byte) and rows 16-31 (the high half). Four steps are summed in bytes (at most 4 *
+/// 60), then widened into u16 sums; the two lanes are added at the end.
+///
+/// # Safety
+/// The CPU must have AVX2; `lut.len() == 32 * code_len`, `code_len <=
+/// GROUPS_AVX2_MAX_CODE_LEN` and `groups.len() >= grouped_len(out.len(), code_len)`.
+#[target_feature(enable = "avx2")]
+pub unsafe fn bits_dot_groups_avx2(lut: &[u8], groups: &[u8], code_len: usize, out: &mut [i32]) {
+    use crate::quant::bit_groups::GROUP_ROWS;
+    let group_bytes = GROUP_ROWS * code_len;
+    let nibbles = _mm256_set1_epi8(0x0f);
+    let zero = _mm256_setzero_si256();
+    let bias = _mm256_set1_epi32(64 * code_len as i32);
+    for (g, out) in out.chunks_mut(GROUP_ROWS).enumerate() {
+        // SAFETY: group `g` is whole inside `groups` (the caller's length bound).
+        let base = groups.as_ptr().add(g * group_bytes);
+        let mut sums = [zero; 4];
+        let mut b = 0;
+        while b < code_len {
+            let end = (b + 4).min(code_len);
+            let (mut low, mut high) = (zero, zero);
+            while b < end {
+                // SAFETY: `32 b + 32 <= 32 code_len`, inside the group and inside `lut`.
+                let x = _mm256_loadu_si256(base.add(32 * b).cast());
+                let table = _mm256_loadu_si256(lut.as_ptr().add(32 * b).cast());
+                let lo = _mm256_and_si256(x, nibbles);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), nibbles);
+                low = _mm256_add_epi8(low, _mm256_shuffle_epi8(table, lo));
+                high = _mm256_add_epi8(high, _mm256_shuffle_epi8(table, hi));
+                b += 1;
+            }
+            sums[0] = _mm256_add_epi16(sums[0], _mm256_unpacklo_epi8(low, zero));
+            sums[1] = _mm256_add_epi16(sums[1], _mm256_unpackhi_epi8(low, zero));
+            sums[2] = _mm256_add_epi16(sums[2], _mm256_unpacklo_epi8(high, zero));
+            sums[3] = _mm256_add_epi16(sums[3], _mm256_unpackhi_epi8(high, zero));
+        }
+        // sums[k]: rows 8k..8k + 8, even positions in the low lane and odd in the high.
+        let mut rows = [0i32; GROUP_ROWS];
+        for (k, s) in sums.into_iter().enumerate() {
+            let both = _mm_add_epi16(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+            let wide = _mm256_sub_epi32(_mm256_cvtepu16_epi32(both), bias);
+            // SAFETY: `rows` has 32 i32 and this writes 8 of them at 8k, k < 4.
+            _mm256_storeu_si256(rows.as_mut_ptr().add(8 * k).cast(), wide);
+        }
+        out.copy_from_slice(&rows[..out.len()]);
     }
 }
