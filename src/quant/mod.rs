@@ -5,9 +5,10 @@
 //! - [`Codebook`]: the trained parameters (int8: per-dimension offset and scale; binary: the
 //!   per-dimension mean the signs are taken around), how a row becomes a code and how a query
 //!   is prepared so codes can be scored with integer arithmetic.
-//! - [`kernels`]: the integer dot product and the popcount dot product of bit codes, scalar
-//!   references and SIMD versions chosen at run time (AVX2 / AVX-512 VNNI natively, SIMD128
-//!   on wasm32).
+//! - [`kernels`]: the integer dot product of int8 codes and the table-lookup dot product of
+//!   bit codes, scalar references and SIMD versions chosen at run time (AVX2 / AVX-512 VNNI
+//!   natively, SIMD128 on wasm32, NEON on aarch64).
+//! - [`bit_groups`]: how binary codes lie in memory for those lookups (groups of 32 rows).
 //! - [`codes::CodeTable`]: the codes of rows `0..n`, shared by snapshots like the rows are.
 //! - [`index::QuantizedIndex`]: the [`crate::index::Index`] that scans codes and rescores.
 //!
@@ -252,7 +253,7 @@ pub enum Codebook {
     /// Bit `d` of a row is set when component `d` is above `mean[d]`. The query is not
     /// reduced to signs: it keeps 4 bits per component (see [`PreparedQuery::Binary`]),
     /// which on MiniLM embeddings lifts recall@10 at oversample 10 from 0.93 (sign against
-    /// sign, Hamming) to 0.99 for four popcounts per word instead of one.
+    /// sign, Hamming) to 0.99, for a table lookup per nibble ([`bit_groups`]).
     Binary {
         /// The metric the codes serve (cosine codes are of unit-length rows).
         metric: Metric,
@@ -278,7 +279,8 @@ pub enum PreparedQuery {
     /// `approx_dot = step * sum_d v[d] * bit_d(code)` (up to a per-query constant): the
     /// query's components quantized to `v` in `-8..=7` (`q ~ step * v`), held as the four bit
     /// planes of `v` in 4-bit two's complement (`v = -8 b3 + 4 b2 + 2 b1 + b0`), so a code is
-    /// scored with four popcounts per word ([`kernels::scalar::bits_dot`]).
+    /// scored with four popcounts per word ([`kernels::scalar::bits_dot`]), or by table
+    /// lookups (`lut`) over grouped codes, which give the same sums.
     /// A row's bits are the signs `s = 2 * bit - 1` of `row - mean`, and `row - mean ~ a * s`,
     /// so `dot(q, row)` ranks like `dot(q, s) = 2 * dot(q, bits) - sum(q)`.
     Binary {
