@@ -172,11 +172,14 @@ impl Kernel {
         }
     }
 
-    /// True when this kernel scores int8 queries in packed groups ([`PackedI8`]).
+    /// True when this kernel scores int8 queries in packed groups ([`PackedI8`]): fifteen
+    /// per pass over the codes on AVX-512, four on AVX2.
     pub fn scores_packed_i8(self) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if self == Kernel::Avx512 {
-            return x86::has_avx512();
+        match self {
+            Kernel::Avx512 => return x86::has_avx512(),
+            Kernel::Avx2 => return x86::has_avx2(),
+            _ => {}
         }
         false
     }
@@ -203,6 +206,28 @@ impl Kernel {
             // SAFETY: the CPU has AVX-512 F/BW/VNNI (the guard); 1 <= nq <= 15 (`PackedI8`),
             // `codes` holds `rows` codes and `4 * lines <= code_len` (checked above).
             unsafe { x86::dot_i8_block_packed_avx512(&packed.lines, nq, codes, code_len, out) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx2 && x86::has_avx2() && dim <= code_len {
+            // Four queries per pass over the codes, then the rest together.
+            let mut j = 0;
+            while j < nq {
+                let n = (nq - j).min(4);
+                let qs = &packed.flat[j * dim..(j + n) * dim];
+                let out = &mut out[j * rows..(j + n) * rows];
+                // SAFETY: the CPU has AVX2 (the guard); `qs` is `n` queries of `dim <=
+                // code_len` components, `codes` holds `rows` codes and `out` `n * rows`.
+                unsafe {
+                    match n {
+                        1 => x86::dot_i8_block_multi_avx2::<1>(qs, dim, codes, code_len, rows, out),
+                        2 => x86::dot_i8_block_multi_avx2::<2>(qs, dim, codes, code_len, rows, out),
+                        3 => x86::dot_i8_block_multi_avx2::<3>(qs, dim, codes, code_len, rows, out),
+                        _ => x86::dot_i8_block_multi_avx2::<4>(qs, dim, codes, code_len, rows, out),
+                    }
+                }
+                j += n;
+            }
             return;
         }
         for (j, q) in packed.flat.chunks_exact(dim.max(1)).take(nq).enumerate() {

@@ -68,6 +68,50 @@ pub unsafe fn dot_i8_block_avx2(q: &[i8], codes: &[u8], code_len: usize, out: &m
     }
 }
 
+/// [`dot_i8_block_avx2`] for `N` queries at once (`qs`: `N` queries of `dim` components back
+/// to back; `out[j * rows + r]` for query `j` and row `r`): each 32-byte step of a code is
+/// loaded and made absolute once for the `N` queries, which takes about a third of the
+/// instructions a query at a time spends per step.
+///
+/// # Safety
+/// The CPU must have AVX2; `qs.len() == N * dim`, `dim <= code_len`, `codes.len() >= rows *
+/// code_len` and `out.len() >= N * rows`.
+#[target_feature(enable = "avx2")]
+pub unsafe fn dot_i8_block_multi_avx2<const N: usize>(
+    qs: &[i8],
+    dim: usize,
+    codes: &[u8],
+    code_len: usize,
+    rows: usize,
+    out: &mut [i32],
+) {
+    let body = dim - dim % 32;
+    let ones = _mm256_set1_epi16(1);
+    let queries: [&[i8]; N] = std::array::from_fn(|j| &qs[j * dim..(j + 1) * dim]);
+    for r in 0..rows {
+        let code = &codes[r * code_len..r * code_len + dim];
+        let mut acc = [_mm256_setzero_si256(); N];
+        let mut i = 0;
+        while i < body {
+            // SAFETY: i + 32 <= body <= dim = code.len() = each query's length: every
+            // 32-byte load below is in bounds; unaligned loads are allowed.
+            let c = unsafe { _mm256_loadu_si256(code.as_ptr().add(i).cast()) };
+            let magnitude = _mm256_abs_epi8(c);
+            for (a, q) in acc.iter_mut().zip(queries) {
+                // SAFETY: as above.
+                let q = unsafe { _mm256_loadu_si256(q.as_ptr().add(i).cast()) };
+                let p = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(q, c));
+                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(p, ones));
+            }
+            i += 32;
+        }
+        for (j, (a, q)) in acc.into_iter().zip(queries).enumerate() {
+            out[j * rows + r] =
+                hsum_256(a) + scalar::dot_i8(&q[body..], super::super::bytes_as_i8(&code[body..]));
+        }
+    }
+}
+
 /// Sum of the eight i32 lanes.
 #[target_feature(enable = "avx2")]
 fn hsum_256(v: __m256i) -> i32 {
