@@ -166,6 +166,20 @@ fn codebook_block_groups_match_single_scores() {
     }
 }
 
+/// The four bit planes of a 4-bit query over `words` code words: case 0, `v = -8` everywhere
+/// (only the sign plane); case 1, `v = 7` everywhere; else random.
+fn query_planes(case: u64, words: usize, rng: &mut Rng) -> Vec<u64> {
+    match case {
+        0 => (0..4 * words)
+            .map(|i| if i >= 3 * words { !0 } else { 0 })
+            .collect(),
+        1 => (0..4 * words)
+            .map(|i| if i < 3 * words { !0 } else { 0 })
+            .collect(),
+        _ => (0..4 * words).map(|_| rng.next_u64()).collect(),
+    }
+}
+
 /// The grouped layout's table-lookup kernel on every path gives the reference's value for
 /// every row: dimensions 1..=70, 384, 1536 and one past the SIMD paths' code length (4,160:
 /// 520-byte codes), codes with padding bytes, and row counts on both sides of a group.
@@ -177,16 +191,8 @@ fn bits_dot_groups_every_path_matches_the_reference() {
         let words = dim.div_ceil(64);
         for code_len in [8 * words, 8 * words + 8] {
             let rows = 1 + rng.below(70) as usize;
-            let planes: Vec<u64> = match rng.below(4) {
-                // v = -8 or 7 everywhere: the extremes of every table entry.
-                0 => (0..4 * words)
-                    .map(|i| if i >= 3 * words { !0 } else { 0 })
-                    .collect(),
-                1 => (0..4 * words)
-                    .map(|i| if i < 3 * words { !0 } else { 0 })
-                    .collect(),
-                _ => (0..4 * words).map(|_| rng.next_u64()).collect(),
-            };
+            let case = rng.below(4);
+            let planes = query_planes(case, words, &mut rng);
             let mut codes: Vec<u8> = (0..rows * code_len).map(|_| rng.below(256) as u8).collect();
             codes[..code_len].fill(0xff);
             let want: Vec<i32> = codes
@@ -471,17 +477,7 @@ fn bits_dot_of_six_word_codes_matches_the_definition_on_every_path() {
     let words = 6;
     for rows in [0, 1, 7, 15, 16, 17, 31, 32, 33, 40, 63, 64, 65] {
         for case in 0..4 {
-            let planes: Vec<u64> = match case {
-                // v = -8 everywhere: only the sign plane.
-                0 => (0..4 * words)
-                    .map(|i| if i >= 3 * words { !0 } else { 0 })
-                    .collect(),
-                // v = 7 everywhere.
-                1 => (0..4 * words)
-                    .map(|i| if i < 3 * words { !0 } else { 0 })
-                    .collect(),
-                _ => (0..4 * words).map(|_| rng.next_u64()).collect(),
-            };
+            let planes = query_planes(case, words, &mut rng);
             let mut codes: Vec<u8> = (0..rows * 8 * words)
                 .map(|_| rng.below(256) as u8)
                 .collect();
