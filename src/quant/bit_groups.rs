@@ -51,6 +51,11 @@ pub fn grouped_len(rows: usize, code_len: usize) -> usize {
     rows.div_ceil(GROUP_ROWS) * GROUP_ROWS * code_len
 }
 
+/// Rows held by `bytes` bytes of whole groups of `code_len`-byte codes.
+pub fn rows_held(bytes: usize, code_len: usize) -> usize {
+    bytes / (GROUP_ROWS * code_len.max(1)) * GROUP_ROWS
+}
+
 /// Codes laid out row after row (`code_len` bytes each), in groups; rows past the last
 /// code of the last group are zero.
 pub fn to_groups(codes: &[u8], code_len: usize) -> Vec<u8> {
@@ -69,11 +74,11 @@ pub fn to_groups(codes: &[u8], code_len: usize) -> Vec<u8> {
     out
 }
 
-/// The first `rows` codes of `groups`, row after row.
-pub fn from_groups(groups: &[u8], code_len: usize, rows: usize) -> Vec<u8> {
+/// Codes `rows` of `groups` (rows counted from its first group), row after row.
+pub fn from_groups(groups: &[u8], code_len: usize, rows: std::ops::Range<usize>) -> Vec<u8> {
     let group_bytes = GROUP_ROWS * code_len;
-    let mut out = vec![0u8; rows * code_len];
-    for (r, code) in out.chunks_exact_mut(code_len.max(1)).enumerate() {
+    let mut out = vec![0u8; rows.len() * code_len];
+    for (r, code) in rows.zip(out.chunks_exact_mut(code_len.max(1))) {
         let g = r / GROUP_ROWS;
         get(
             &groups[g * group_bytes..(g + 1) * group_bytes],
@@ -112,7 +117,7 @@ mod tests {
                         }
                     }
                 }
-                assert_eq!(from_groups(&groups, code_len, rows), codes);
+                assert_eq!(from_groups(&groups, code_len, 0..rows), codes);
             }
         }
     }
@@ -122,9 +127,9 @@ mod tests {
     fn put_overwrites_one_row() {
         let code_len = 6;
         let mut group = vec![0xa5u8; GROUP_ROWS * code_len];
-        let before = from_groups(&group, code_len, GROUP_ROWS);
+        let before = from_groups(&group, code_len, 0..GROUP_ROWS);
         put(&mut group, 20, &[1, 2, 3, 4, 5, 6]);
-        let after = from_groups(&group, code_len, GROUP_ROWS);
+        let after = from_groups(&group, code_len, 0..GROUP_ROWS);
         for r in 0..GROUP_ROWS {
             let row = &after[r * code_len..(r + 1) * code_len];
             if r == 20 {

@@ -92,15 +92,7 @@ impl CodeTable {
             self.rows += (codes.len() / self.code_len) as u64;
             return;
         }
-        let mut codes = codes.chunks_exact(self.code_len);
-        // Whole groups at once while the table ends on a group boundary.
-        while self.rows.is_multiple_of(GROUP_ROWS as u64) && codes.len() >= GROUP_ROWS {
-            let group: Vec<u8> = codes.by_ref().take(GROUP_ROWS).flatten().copied().collect();
-            self.codes
-                .extend_from_slice(&bit_groups::to_groups(&group, self.code_len));
-            self.rows += GROUP_ROWS as u64;
-        }
-        for code in codes {
+        for code in codes.chunks_exact(self.code_len) {
             self.push_code(code);
         }
     }
@@ -168,13 +160,7 @@ impl CodeTable {
                 let bytes = self.codes.chunk(i);
                 let (a, b) = ((lo - first) as usize, (hi - first) as usize);
                 let run = if self.grouped {
-                    let mut out = vec![0u8; (b - a) * self.code_len];
-                    for (r, code) in (a..b).zip(out.chunks_exact_mut(self.code_len)) {
-                        let g = r / GROUP_ROWS * GROUP_ROWS * self.code_len;
-                        let group = &bytes[g..g + GROUP_ROWS * self.code_len];
-                        bit_groups::get(group, r % GROUP_ROWS, code);
-                    }
-                    Cow::Owned(out)
+                    Cow::Owned(bit_groups::from_groups(bytes, self.code_len, a..b))
                 } else {
                     Cow::Borrowed(&bytes[a * self.code_len..b * self.code_len])
                 };
@@ -268,7 +254,7 @@ mod tests {
             for block in snap.blocks(n, 100) {
                 assert_eq!(block.first_row, covered);
                 assert_eq!(block.first_row % GROUP_ROWS as u64, 0);
-                let rows = bit_groups::from_groups(block.codes, code_len, block.rows);
+                let rows = bit_groups::from_groups(block.codes, code_len, 0..block.rows);
                 for (i, code) in rows.chunks_exact(code_len).enumerate() {
                     assert_eq!(code, code_of(covered + i as u64));
                 }

@@ -542,10 +542,7 @@ impl Codebook {
             (self, query)
         {
             if planes.len() == 4 * self.dim().div_ceil(64) {
-                let rows = out.len().min(
-                    codes.len() / (bit_groups::GROUP_ROWS * code_len.max(1))
-                        * bit_groups::GROUP_ROWS,
-                );
+                let rows = out.len().min(bit_groups::rows_held(codes.len(), code_len));
                 let out = &mut out[..rows];
                 let ints: &mut [i32] = bytemuck::cast_slice_mut(out);
                 kernel.bits_dot_groups(lut, codes, code_len, ints);

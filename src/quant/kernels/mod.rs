@@ -239,13 +239,12 @@ impl Kernel {
     /// [`crate::quant::bit_groups`]' groups of `code_len`-byte codes, with `lut` the table
     /// [`bits_lut`] made from `planes`: for `min(out.len(), rows held)` rows.
     pub fn bits_dot_groups(self, lut: &[u8], groups: &[u8], code_len: usize, out: &mut [i32]) {
-        use crate::quant::bit_groups::{grouped_len, GROUP_ROWS};
+        use crate::quant::bit_groups::{grouped_len, rows_held};
         if code_len == 0 || lut.len() != 32 * code_len {
             out.fill(0);
             return;
         }
-        let held = groups.len() / (GROUP_ROWS * code_len) * GROUP_ROWS;
-        let rows = out.len().min(held);
+        let rows = out.len().min(rows_held(groups.len(), code_len));
         let out = &mut out[..rows];
         let groups = &groups[..grouped_len(rows, code_len)];
         match self {
