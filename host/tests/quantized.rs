@@ -102,6 +102,12 @@ fn requests<'a>(
         out.push((format!("q{i} rare"), Query::one(q, K).filter(rare)));
     }
     out.push(("batch".into(), Query::batch(queries, K)));
+    // Six queries: the packed int8 path (four, then two), its candidates unrescued by a
+    // wider oversample.
+    out.push((
+        "batch oversample 1".into(),
+        Query::batch(queries, K).oversample(1),
+    ));
     out.push(("batch group".into(), Query::batch(queries, K).filter(group)));
     out.push((
         "batch exact".into(),

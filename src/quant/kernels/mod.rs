@@ -173,13 +173,17 @@ impl Kernel {
     }
 
     /// True when this kernel scores int8 queries in packed groups ([`PackedI8`]): fifteen
-    /// per pass over the codes on AVX-512, four on AVX2.
+    /// per pass over the codes on AVX-512, four on AVX2 and SIMD128.
     pub fn scores_packed_i8(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         match self {
             Kernel::Avx512 => return x86::has_avx512(),
             Kernel::Avx2 => return x86::has_avx2(),
             _ => {}
+        }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        if self == Kernel::Simd128 {
+            return true;
         }
         false
     }
@@ -210,12 +214,7 @@ impl Kernel {
         }
         #[cfg(target_arch = "x86_64")]
         if self == Kernel::Avx2 && x86::has_avx2() && dim <= code_len {
-            // Four queries per pass over the codes, then the rest together.
-            let mut j = 0;
-            while j < nq {
-                let n = (nq - j).min(4);
-                let qs = &packed.flat[j * dim..(j + n) * dim];
-                let out = &mut out[j * rows..(j + n) * rows];
+            in_fours(packed, rows, out, |n, qs, out| {
                 // SAFETY: the CPU has AVX2 (the guard); `qs` is `n` queries of `dim <=
                 // code_len` components, `codes` holds `rows` codes and `out` `n * rows`.
                 unsafe {
@@ -226,8 +225,17 @@ impl Kernel {
                         _ => x86::dot_i8_block_multi_avx2::<4>(qs, dim, codes, code_len, rows, out),
                     }
                 }
-                j += n;
-            }
+            });
+            return;
+        }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        if self == Kernel::Simd128 && dim <= code_len {
+            in_fours(packed, rows, out, |n, qs, out| match n {
+                1 => simd128::dot_i8_block_multi::<1>(qs, dim, codes, code_len, rows, out),
+                2 => simd128::dot_i8_block_multi::<2>(qs, dim, codes, code_len, rows, out),
+                3 => simd128::dot_i8_block_multi::<3>(qs, dim, codes, code_len, rows, out),
+                _ => simd128::dot_i8_block_multi::<4>(qs, dim, codes, code_len, rows, out),
+            });
             return;
         }
         for (j, q) in packed.flat.chunks_exact(dim.max(1)).take(nq).enumerate() {
@@ -289,5 +297,30 @@ impl Kernel {
             #[allow(unreachable_patterns)]
             _ => scalar::above_masks(keys, threshold, masks),
         }
+    }
+}
+
+/// Calls `score(n, queries, out)` for the queries of `packed` four at a time (the last call
+/// takes the rest): `queries` is `n` of them back to back, `out` their `n * rows` results.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+fn in_fours(
+    packed: &PackedI8,
+    rows: usize,
+    out: &mut [i32],
+    mut score: impl FnMut(usize, &[i8], &mut [i32]),
+) {
+    let (nq, dim) = (packed.queries, packed.dim);
+    let mut j = 0;
+    while j < nq {
+        let n = (nq - j).min(4);
+        score(
+            n,
+            &packed.flat[j * dim..(j + n) * dim],
+            &mut out[j * rows..(j + n) * rows],
+        );
+        j += n;
     }
 }
