@@ -113,7 +113,11 @@ impl redb::StorageBackend for RedbFile {
 pub fn open_redb(loc: &dyn Location) -> Result<redb::Database> {
     let path = loc.path_of(names::METADATA);
     let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
-    let create = |backend: RedbFile| redb::Database::builder().create_with_backend(backend);
+    let create = |backend: RedbFile| {
+        redb::Database::builder()
+            .set_cache_size(WRITER_CACHE_BYTES)
+            .create_with_backend(backend)
+    };
     loc.remove(names::METADATA_NEW)?;
     let file = match loc.open(names::METADATA)? {
         Some(file) => {
@@ -162,6 +166,13 @@ fn check_not_blank(file: &dyn ByteFile, path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// redb's page cache for the writable handle. redb's default (1 GiB) keeps every page read
+/// for the life of the handle, so the pages read once at open, the HNSW graph's links
+/// (170 MB at 1M rows, of which the engine keeps its own copy), stayed resident twice.
+/// 64 MiB holds the trees' inner pages and a 32 MiB write buffer (half the cache: redb
+/// writes a larger transaction's pages out to free space before its commit).
+const WRITER_CACHE_BYTES: usize = 64 << 20;
 
 /// redb's page cache for a read-only handle, whose store is a copy in memory.
 const READER_CACHE_BYTES: usize = 4 << 20;
