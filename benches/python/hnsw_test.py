@@ -35,10 +35,11 @@ from bench_data import HNSW_FILTER_CASES, exact_top, hnsw_filter_column
 DELETED_SHARE = 0.3
 
 
-def rss_mb() -> float:
-    """This process's resident set (VmRSS), in MB."""
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident set (VmRSS), or one part of it (RssAnon: memory the process
+    allocated; RssFile: pages of mapped files, such as SrvDB's memory-mapped rows), in MB."""
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024 / 1e6
     return float("nan")
 
@@ -115,11 +116,19 @@ def run(adapter, base: np.ndarray, queries: np.ndarray, gt: np.ndarray, cfg: dic
         fig = out["modes"][mode] = {}
         try:
             before = rss_mb()
-            t0 = time.perf_counter()
+            anon_before = rss_mb("RssAnon")
+            t0, cpu0 = time.perf_counter(), time.process_time()
             fig["how"], seconds = adapter.build_hnsw(mode, base, **params)
             fig["build_seconds"] = seconds if seconds is not None else time.perf_counter() - t0
+            # CPU seconds of all the process's threads: steadier than wall time on a shared
+            # machine (a library that rebuilds in a subprocess shows only its own share).
+            fig["build_cpu_seconds"] = time.process_time() - cpu0
             fig["rss_delta_mb"] = rss_mb() - before
             fig["rss_mb"] = rss_mb()
+            # The build's growth split: allocated memory (the graph, codes, buffers kept by
+            # the allocator) and mapped file pages (rows read from the page cache).
+            fig["rss_anon_delta_mb"] = rss_mb("RssAnon") - anon_before
+            fig["rss_file_mb"] = rss_mb("RssFile")
             save()
             fig["ef"] = ef_sweep(adapter, mode, efs, queries, gt, k, warmup)
         except Exception as e:  # recorded; the next mode still runs

@@ -768,7 +768,12 @@ def hnsw_table(results: dict, ds: str) -> list[str]:
              "as it must reopen to change ef); recall@10 against the float64 ground truth. "
              "`exact`: SrvDB's exact scan of the same database, interleaved with them."
              + rounds_note, "",
-             "| library | mode | build s | RSS growth MB |", "| --- | --- | ---: | ---: |"]
+             "Build CPU s: every thread of the process over the build (steadier than wall "
+             "time on a shared machine). Anon growth: the part of the RSS growth the process "
+             "allocated (the rest is mapped file pages, such as SrvDB's memory-mapped rows)."
+             "", "",
+             "| library | mode | build s | build CPU s | RSS growth MB | anon growth MB |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
     errors = []
     for name, _e, modes in libs:
         for mode, m in modes.items():
@@ -777,7 +782,8 @@ def hnsw_table(results: dict, ds: str) -> list[str]:
                               .replace("|", "\\|"))
                 continue
             lines.append(f"| {name} | {mode} | {num(m.get('build_seconds'))} | "
-                         f"{num(m.get('rss_delta_mb'))} |")
+                         f"{num(m.get('build_cpu_seconds'))} | {num(m.get('rss_delta_mb'))} | "
+                         f"{num(m.get('rss_anon_delta_mb'))} |")
     lines += ["", "| library | mode | ef | recall@10 | QPS (1 thread) | p50 ms | p99 ms |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, _e, modes in libs:
@@ -839,8 +845,8 @@ def hnsw_section(results: dict) -> list[str]:
     lines = ["## HNSW index (issue 17)", "",
              "`run_peers.py --tests hnsw` (`make bench-hnsw`): each library's HNSW graph, "
              f"m {cfg.get('hnsw_m')}, ef_construction {cfg.get('hnsw_ef_construction')} (Chroma: "
-             "its defaults), then single-threaded single queries at ef "
-             f"{', '.join(map(str, cfg.get('hnsw_efs', [])))}, filtered, and after deleting "
+             "its defaults), then single-threaded single queries at the efs each table lists "
+             "(16, 32, 64, 128, 256 unless a run set `--hnsw-efs`), filtered, and after deleting "
              "30% of the rows. Every search is one query on one thread, so a load average "
              "above the core count (other processes on the machine) slows each library alike "
              "only on average: the figures within one run compare the libraries (the rounds and "

@@ -80,6 +80,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--hnsw-modes",
                     help="comma-separated subset of the HNSW test's modes (e.g. f32,hnsw: "
                          "SrvDB's f32 graph and the peers'; default: all)")
+    ap.add_argument("--hnsw-efs",
+                    help="comma-separated search-time efs of the HNSW test (default: "
+                         "16,32,64,128,256; the 1M set needs 512 to reach recall 0.99)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="run the libraries this many times in turn; the HNSW figures are the "
                          "median over the rounds (default 1)")
@@ -158,6 +161,8 @@ class Runner:
             self.cfg["timeout_s"] = args.timeout
         if args.hnsw_modes:
             self.cfg["hnsw_only_modes"] = args.hnsw_modes.split(",")
+        if args.hnsw_efs:
+            self.cfg["hnsw_efs"] = [int(ef) for ef in args.hnsw_efs.split(",")]
         self.cfg["rounds"] = self.rounds
         mode = "smoke" if args.smoke else "full"
         self.work = (args.work_dir.resolve() if args.work_dir

@@ -1,0 +1,113 @@
+"""Resident memory of a database with an HNSW index, opened in a fresh process.
+
+    python hnsw_memory_probe.py build --base BASE.npy --dir DIR [--quantization int8]
+    python hnsw_memory_probe.py query --queries QUERIES.npy --gt GT.npy --dir DIR [--efs 256,512]
+
+`build` ingests BASE.npy (row numbers as ids, metric dot) into a new database in DIR and
+builds the graph (m 16, ef_construction 200, as the HNSW test), then closes it. `query`
+opens DIR in a new process, so nothing of the build or of the input rows is resident, runs
+every query at each ef in turn (single queries, one thread) and prints, as JSON, recall@10
+against GT.npy and QPS per ef, then the process's memory
+from /proc/self/status: VmRSS (resident), RssAnon (memory the process allocated: the graph,
+the codes, the ids), RssFile (mapped file pages: the memory-mapped rows the search read,
+which the kernel may drop at any time) and VmHWM (peak resident), plus the same four taken
+after importing srvdb and NumPy and loading the queries, before opening, so the difference
+is what the database costs. Issue 17's "resident memory with int8 <= 0.6 GB (rows
+memory-mapped)" is that difference in RssAnon, and the RssFile beside it. Last, after the
+memory is taken, the same queries with `exact=True` (the f32 scan), for the QPS ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import srvdb
+
+FIELDS = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
+
+
+def status_mb() -> dict[str, float]:
+    out = {}
+    for line in open("/proc/self/status"):
+        name, _, value = line.partition(":")
+        if name in FIELDS:
+            out[name] = int(value.split()[0]) * 1024 / 1e6
+    return out
+
+
+def timed(search, queries: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """QPS of `search` over the queries one at a time, and recall@10 (counted afterwards)."""
+    t0 = time.perf_counter()
+    answers = [search(q) for q in queries]
+    seconds = time.perf_counter() - t0
+    hits = sum(len({int(id_) for id_, _ in a} & set(t.tolist())) for a, t in zip(answers, gt))
+    return {"recall": hits / (10 * len(queries)), "qps": len(queries) / seconds}
+
+
+def build(args: argparse.Namespace) -> None:
+    base = np.load(args.base, mmap_mode="r")
+    db = srvdb.open(str(args.dir), dim=base.shape[1], metric="dot")
+    step = 50_000
+    t0 = time.perf_counter()
+    for start in range(0, len(base), step):
+        rows = np.ascontiguousarray(base[start:start + step], dtype=np.float32)
+        db.add([str(i) for i in range(start, start + len(rows))], rows)
+    ingest = time.perf_counter() - t0
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    db.create_index(kind="hnsw", m=16, ef_construction=200, quantization=args.quantization)
+    print(json.dumps({"rows": len(base), "ingest_seconds": ingest,
+                      "build_seconds": time.perf_counter() - t0,
+                      "build_cpu_seconds": time.process_time() - cpu0,
+                      "index": str(db.index_info())}))
+    db.close()
+
+
+def query(args: argparse.Namespace) -> None:
+    queries = np.load(args.queries).astype(np.float32)
+    gt = np.load(args.gt)[:, :10]
+    before = status_mb()
+    t0 = time.perf_counter()
+    db = srvdb.open(str(args.dir))
+    opened = time.perf_counter() - t0
+    after_open = status_mb()
+    per_ef = {ef: timed(lambda q, ef=ef: db.search(q, 10, ef=ef), queries, gt)
+              for ef in args.efs}
+    after = status_mb()
+    print(json.dumps({
+        "queries": len(queries), "efs": per_ef, "open_seconds": opened,
+        "before_open_mb": before, "after_open_mb": after_open, "after_queries_mb": after,
+        "database_anon_mb": after["RssAnon"] - before["RssAnon"],
+        "database_file_mb": after["RssFile"] - before["RssFile"],
+        "index": str(db.index_info()),
+    }, indent=1), flush=True)
+    print(json.dumps({"exact": timed(lambda q: db.search(q, 10, exact=True), queries, gt)}))
+    db.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("--base", required=True)
+    b.add_argument("--dir", required=True)
+    b.add_argument("--quantization", default="int8", help='"int8", or "none" for f32')
+    q = sub.add_parser("query")
+    q.add_argument("--queries", required=True)
+    q.add_argument("--gt", required=True)
+    q.add_argument("--dir", required=True)
+    q.add_argument("--efs", default="256,512", help="comma-separated search-time efs")
+    args = ap.parse_args()
+    if args.cmd == "build":
+        if args.quantization == "none":
+            args.quantization = None
+        build(args)
+    else:
+        args.efs = [int(ef) for ef in args.efs.split(",")]
+        query(args)
+
+
+if __name__ == "__main__":
+    main()
