@@ -8,46 +8,19 @@ use super::scalar;
 /// rows go together, so one widened query step feeds four independent accumulators.
 #[cfg(target_feature = "simd128")]
 pub fn dot_i8_block(q: &[i8], codes: &[u8], code_len: usize, out: &mut [i32]) {
-    use core::arch::wasm32::*;
-    let dim = q.len();
-    let body = dim - dim % 16;
-    let wide = widen(&[q], body);
-    let rows = out.len();
+    let (dim, rows) = (q.len(), out.len());
     assert!(
         dim <= code_len && codes.len() >= rows * code_len,
         "dot_i8_block: shapes"
     );
-    let tail = |r: usize| {
-        let code = &codes[r * code_len + body..r * code_len + dim];
-        scalar::dot_i8(&q[body..], super::super::bytes_as_i8(code))
-    };
+    let wide = widen(&[q], dim);
     let mut r = 0;
     while r + 4 <= rows {
-        let base = codes[r * code_len..].as_ptr();
-        let mut acc = [i32x4_splat(0); 4];
-        for (s, q) in wide.chunks_exact(2).enumerate() {
-            for (i, a) in acc.iter_mut().enumerate() {
-                // SAFETY: row r + i < rows has `code_len >= dim >= 16 * s + 16` bytes at
-                // `(r + i) * code_len` in `codes` (asserted above); loads need no alignment.
-                let c = unsafe { v128_load(base.add(i * code_len + 16 * s).cast()) };
-                *a = i32x4_add(*a, i32x4_dot_i16x8(i16x8_extend_low_i8x16(c), q[0]));
-                *a = i32x4_add(*a, i32x4_dot_i16x8(i16x8_extend_high_i8x16(c), q[1]));
-            }
-        }
-        for (i, a) in acc.into_iter().enumerate() {
-            out[r + i] = hsum(a) + tail(r + i);
-        }
+        score_rows::<4, 1>(&wide, [q], codes, code_len, r, rows, out);
         r += 4;
     }
-    if r < rows {
-        dot_i8_block_multi::<1>(
-            q,
-            dim,
-            &codes[r * code_len..],
-            code_len,
-            rows - r,
-            &mut out[r..],
-        );
+    for r in r..rows {
+        score_rows::<1, 1>(&wide, [q], codes, code_len, r, rows, out);
     }
 }
 
@@ -73,7 +46,6 @@ pub fn dot_i8_block_multi<const N: usize>(
     rows: usize,
     out: &mut [i32],
 ) {
-    use core::arch::wasm32::*;
     assert!(
         qs.len() == N * dim
             && dim <= code_len
@@ -81,33 +53,59 @@ pub fn dot_i8_block_multi<const N: usize>(
             && out.len() >= N * rows,
         "dot_i8_block_multi: shapes"
     );
-    let body = dim - dim % 16;
     let queries: [&[i8]; N] = std::array::from_fn(|j| &qs[j * dim..(j + 1) * dim]);
-    let wide = widen(&queries, body);
+    let wide = widen(&queries, dim);
     for r in 0..rows {
-        let code = &codes[r * code_len..r * code_len + dim];
-        let mut acc = [i32x4_splat(0); N];
-        for (s, q) in wide.chunks_exact(2 * N).enumerate() {
-            // SAFETY: 16 * s + 16 <= body <= dim = code.len(); loads need no alignment.
-            let c = unsafe { v128_load(code.as_ptr().add(16 * s).cast()) };
+        score_rows::<1, N>(&wide, queries, codes, code_len, r, rows, out);
+    }
+}
+
+/// Rows `r..r + R` against the `N` queries (`wide`: their [`widen`]ed steps):
+/// `out[j * rows + r + i]` for query `j` and row `r + i`. Each 16-byte step of a row is
+/// loaded and widened once for the `N` queries; the `R` rows' accumulators are independent.
+/// The caller has checked `r + R <= rows`, each query's length `dim <= code_len` and
+/// `codes.len() >= rows * code_len`.
+#[cfg(target_feature = "simd128")]
+fn score_rows<const R: usize, const N: usize>(
+    wide: &[core::arch::wasm32::v128],
+    queries: [&[i8]; N],
+    codes: &[u8],
+    code_len: usize,
+    r: usize,
+    rows: usize,
+    out: &mut [i32],
+) {
+    use core::arch::wasm32::*;
+    let dim = queries.first().map_or(0, |q| q.len());
+    let body = dim - dim % 16;
+    let block = &codes[r * code_len..(r + R) * code_len];
+    let mut acc = [[i32x4_splat(0); N]; R];
+    for (s, q) in wide.chunks_exact(2 * N).enumerate() {
+        for (i, row) in acc.iter_mut().enumerate() {
+            // SAFETY: row i of `block` has `code_len >= dim >= 16 * s + 16` bytes at
+            // `i * code_len`; loads need no alignment.
+            let c = unsafe { v128_load(block.as_ptr().add(i * code_len + 16 * s).cast()) };
             let (low, high) = (i16x8_extend_low_i8x16(c), i16x8_extend_high_i8x16(c));
-            for (a, q) in acc.iter_mut().zip(q.chunks_exact(2)) {
+            for (a, q) in row.iter_mut().zip(q.chunks_exact(2)) {
                 *a = i32x4_add(*a, i32x4_dot_i16x8(low, q[0]));
                 *a = i32x4_add(*a, i32x4_dot_i16x8(high, q[1]));
             }
         }
-        let tail = super::super::bytes_as_i8(&code[body..]);
-        for (j, (a, q)) in acc.into_iter().zip(queries).enumerate() {
-            out[j * rows + r] = hsum(a) + scalar::dot_i8(&q[body..], tail);
+    }
+    for (i, row) in acc.into_iter().enumerate() {
+        let tail = super::super::bytes_as_i8(&block[i * code_len + body..i * code_len + dim]);
+        for (j, (a, q)) in row.into_iter().zip(queries).enumerate() {
+            out[j * rows + r + i] = hsum(a) + scalar::dot_i8(&q[body..], tail);
         }
     }
 }
 
-/// The first `body` components (a multiple of 16) of each query as i16 vectors, step by
-/// step: step `s` of query `j` is its low and high eight components at `2 * (s * N + j)`.
+/// Each query's whole 16-component steps (the first `dim - dim % 16`) as i16 vectors, step
+/// by step: step `s` of query `j` is its low and high eight components at `2 * (s * N + j)`.
 #[cfg(target_feature = "simd128")]
-fn widen(queries: &[&[i8]], body: usize) -> Vec<core::arch::wasm32::v128> {
+fn widen(queries: &[&[i8]], dim: usize) -> Vec<core::arch::wasm32::v128> {
     use core::arch::wasm32::*;
+    let body = dim - dim % 16;
     let mut wide = Vec::with_capacity(2 * queries.len() * body / 16);
     for s in (0..body).step_by(16) {
         for q in queries {
