@@ -25,16 +25,13 @@ import time
 import numpy as np
 import srvdb
 
+from hnsw_test import rss_mb
+
 FIELDS = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
 
 
 def status_mb() -> dict[str, float]:
-    out = {}
-    for line in open("/proc/self/status"):
-        name, _, value = line.partition(":")
-        if name in FIELDS:
-            out[name] = int(value.split()[0]) * 1024 / 1e6
-    return out
+    return {field: rss_mb(field) for field in FIELDS}
 
 
 def timed(search, queries: np.ndarray, gt: np.ndarray) -> dict[str, float]:
