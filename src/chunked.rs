@@ -43,6 +43,7 @@ impl<T: Clone> ChunkedVec<T> {
     }
 
     /// Element `i`, if present.
+    #[cfg(test)]
     pub fn get(&self, i: usize) -> Option<&T> {
         self.chunks.get(i / self.chunk_len)?.get(i % self.chunk_len)
     }
@@ -55,6 +56,7 @@ impl<T: Clone> ChunkedVec<T> {
     }
 
     /// Appends one element.
+    #[cfg(test)]
     pub fn push(&mut self, value: T) {
         self.extend_from_slice(std::slice::from_ref(&value));
     }

@@ -420,6 +420,64 @@ fn tombstone_past_the_rows_is_refused() {
     expect_bad_config(dir.path(), "tombstone", "tombstone for row 100 of 100");
 }
 
+/// Writes `id` as the id of `row` in `row_to_id` of the closed database in `dir`.
+fn set_row_id(dir: &Path, row: u64, id: &str) {
+    let db = redb::Database::open(dir.join("metadata.db")).expect("open");
+    let txn = db.begin_write().expect("begin_write");
+    {
+        let def: redb::TableDefinition<u64, &str> = redb::TableDefinition::new("row_to_id");
+        let mut t = txn.open_table(def).expect("row_to_id");
+        t.insert(row, id).expect("insert");
+    }
+    txn.commit().expect("commit");
+}
+
+/// Two live rows under one id: `get` could answer either, so open refuses the file.
+#[test]
+fn one_id_live_in_two_rows_is_refused() {
+    let dir = tempdir();
+    make_db(dir.path());
+    set_row_id(dir.path(), 5, "id-6");
+    expect_bad_config(dir.path(), "id-6", "id live in two rows");
+}
+
+/// The same id in a tombstoned row and a live one is an upsert's ordinary state: it opens, and
+/// the id names the live row.
+#[test]
+fn one_id_in_a_tombstoned_and_a_live_row_opens() {
+    let dir = tempdir();
+    {
+        let db = Database::open(dir.path(), OpenOptions::default()).expect("create");
+        db.add(&ids(0..3), &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[])
+            .expect("add");
+        db.upsert(&["id-1"], &[-1.0, 0.0], &[]).expect("upsert");
+        db.persist().expect("persist");
+    }
+    let db = Database::open(dir.path(), OpenOptions::default()).expect("reopen");
+    let got = db.get("id-1").expect("get").expect("id-1 is live");
+    assert_eq!(got.vector, vec![-1.0, 0.0]);
+    assert_eq!(db.ids(), vec!["id-0", "id-2", "id-1"]);
+}
+
+/// A row past the committed rows with an id (and one row without).
+#[test]
+fn row_id_past_the_rows_is_refused() {
+    let dir = tempdir();
+    make_db(dir.path());
+    {
+        let db = redb::Database::open(dir.path().join("metadata.db")).expect("open");
+        let txn = db.begin_write().expect("begin_write");
+        {
+            let def: redb::TableDefinition<u64, &str> = redb::TableDefinition::new("row_to_id");
+            let mut t = txn.open_table(def).expect("row_to_id");
+            t.remove(7).expect("remove");
+            t.insert(100, "id-7").expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    expect_bad_config(dir.path(), "row_to_id", "row id past the rows");
+}
+
 // ---------------------------------------------------------------------------------------------
 // vectors.bin truncated by another process while an mmap handle is open (issue 13, defect 12).
 // Reading a mapped page past the end of the file raises SIGBUS, which kills the process. The

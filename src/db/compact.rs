@@ -2,14 +2,14 @@
 //! records the new numbering is the switch; open finishes or discards an interrupted one.
 
 use super::field_index::FieldIndexes;
-use super::{lock_poison_free, Database, Tombstones, Writer, ID_CHUNK};
-use crate::chunked::ChunkedVec;
+use super::{lock_poison_free, Database, Tombstones, Writer};
 use crate::error::{Error, Result};
 use crate::format::Header;
 use crate::hnsw::graph::Graph;
+use crate::ids::{IdTable, RowIds};
 use crate::meta::CompactedRow;
 use crate::storage::{names, Location};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 impl Database {
@@ -135,16 +135,17 @@ impl Database {
         for (new_row, survivor) in survivors.iter().enumerate() {
             field_indexes.add_row(new_row as u64, survivor.metadata.as_ref());
         }
-        let mut row_ids = ChunkedVec::new(ID_CHUNK);
-        let mut rows_by_id = HashMap::with_capacity(keep.len());
-        for (new_row, survivor) in survivors.iter().enumerate() {
-            let id: Arc<str> = Arc::from(survivor.id.as_str());
-            rows_by_id.insert(id.clone(), new_row as u64);
-            row_ids.push(id);
+        let mut row_ids = RowIds::new();
+        for survivor in &survivors {
+            row_ids.push(&survivor.id);
+        }
+        let mut id_table = IdTable::with_ids(row_ids.clone(), survivors.len());
+        for new_row in 0..survivors.len() as u64 {
+            id_table.insert(new_row);
         }
 
         // 3. The commit point: redb now describes the compacted rows. Readers pair a row number
-        //    from `rows_by_id` with redb's metadata and documents while holding the id lock, so
+        //    from the id table with redb's metadata and documents while holding the id lock, so
         //    the new numbering goes live in memory under the same write lock as in redb: no
         //    reader sees one numbering in memory and the other in redb. The rewrite is staged
         //    first, so readers wait only for the commit itself. From here the handle reads the
@@ -179,7 +180,7 @@ impl Database {
             w.codes_file = None;
             w.graph = graph;
             w.graph_dirty.clear();
-            state.rows_by_id = rows_by_id;
+            state.ids = id_table;
             state.pending.clear();
             self.published.store(Arc::new(Self::snapshot_of(w)));
         }

@@ -31,13 +31,13 @@ mod write;
 use self::field_index::FieldIndexes;
 use self::pending::Pending;
 use self::tombstones::Tombstones;
-use crate::chunked::ChunkedVec;
 use crate::coalesce::{CoalesceStats, Coalescer};
 use crate::distance::Kernels;
 use crate::error::{Error, Result};
 use crate::filter::columns::ColumnCache;
 use crate::filter::Filter;
 use crate::hnsw::graph::{Graph, GraphView};
+use crate::ids::{IdTable, RowIds};
 use crate::meta::MetaStore;
 use crate::quant::codes::CodeTable;
 use crate::quant::codes_file::CodesFile;
@@ -50,18 +50,15 @@ use crate::storage::{Location, RowStore, RowView};
 use crate::store::{self, Delete, Query, Select, Store, Update, Write};
 use crate::types::{EmbedderSpec, Metadata, Metric, OpenOptions, Record, SearchHit, MAX_ID_BYTES};
 use arc_swap::ArcSwap;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// Ids per chunk of the row -> id table.
-const ID_CHUNK: usize = 4096;
-
 /// What one search sees: immutable, shared by `Arc`.
 struct Snapshot {
     rows: Option<Arc<dyn RowView>>,
-    row_ids: ChunkedVec<Arc<str>>,
+    row_ids: RowIds,
     tombstones: Tombstones,
     live: u64,
     dim: Option<u32>,
@@ -82,7 +79,8 @@ struct Snapshot {
 
 /// State `get` needs besides the snapshot; changed together with it under one lock.
 struct IdState {
-    rows_by_id: HashMap<Arc<str>, u64>,
+    /// Id -> row of the live rows, over the writer's row ids as of the last publish.
+    ids: IdTable,
     /// Writes not yet committed to redb.
     pending: Pending,
 }
@@ -93,7 +91,7 @@ struct Writer {
     dim: Option<u32>,
     committed_rows: u64,
     config_committed: bool,
-    row_ids: ChunkedVec<Arc<str>>,
+    row_ids: RowIds,
     tombstones: Tombstones,
     live: u64,
     poisoned: Option<String>,
@@ -347,7 +345,7 @@ impl Database {
 
     /// True when `id` is live.
     pub fn contains(&self, id: &str) -> bool {
-        self.ids_read().rows_by_id.contains_key(id)
+        self.ids_read().ids.contains(id)
     }
 
     /// Live ids, in insertion (row) order.
@@ -356,7 +354,7 @@ impl Database {
         let set_rows = snap.row_ids.len() as u64;
         (0..set_rows)
             .filter(|&row| !snap.tombstones.contains(row))
-            .filter_map(|row| snap.row_ids.get(row as usize).map(|id| id.to_string()))
+            .filter_map(|row| snap.row_ids.get(row as usize).map(str::to_owned))
             .collect()
     }
 
@@ -561,7 +559,7 @@ impl Store for Database {
     /// The record stored under `id`, or `None`.
     fn get(&self, id: &str) -> Result<Option<Record>> {
         let ids = self.ids_read();
-        let Some(&row) = ids.rows_by_id.get(id) else {
+        let Some(row) = ids.ids.row(id) else {
             return Ok(None);
         };
         let snap = self.published.load_full();
@@ -590,7 +588,7 @@ impl Store for Database {
         let mut out = vec![None; ids.len()];
         let mut committed = Vec::new();
         for (i, id) in ids.iter().enumerate() {
-            let Some(&row) = state.rows_by_id.get(*id) else {
+            let Some(row) = state.ids.row(id) else {
                 continue;
             };
             match state.pending.document(row) {

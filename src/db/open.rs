@@ -6,18 +6,17 @@
 use super::field_index::FieldIndexes;
 use super::validate::check_dimension;
 use super::vector_index;
-use super::{lock_poison_free, Database, IdState, Pending, Snapshot, Tombstones, Writer, ID_CHUNK};
-use crate::chunked::ChunkedVec;
+use super::{lock_poison_free, Database, IdState, Pending, Snapshot, Tombstones, Writer};
 use crate::coalesce::Coalescer;
 use crate::distance::Kernels;
 use crate::error::{Error, Result};
+use crate::ids::{IdTable, RowIds};
 use crate::meta::MetaStore;
 use crate::quant::codes_file;
 use crate::storage::fs::DirLock;
 use crate::storage::{names, Location, RowStore};
 use crate::types::OpenOptions;
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -189,9 +188,8 @@ impl Database {
         }
 
         // Rebuild the in-memory tables from the committed state.
-        let mut row_ids = ChunkedVec::new(ID_CHUNK);
-        let mut rows_by_id = HashMap::with_capacity(loaded.row_ids.len());
-        let mut tombstones = Tombstones::with_rows(loaded.row_ids.len());
+        let row_ids = loaded.row_ids;
+        let mut tombstones = Tombstones::with_rows(row_ids.len());
         for &row in &loaded.tombstones {
             if row >= loaded.committed_rows {
                 return Err(Error::corrupt(
@@ -204,25 +202,20 @@ impl Database {
             }
             tombstones.set(row);
         }
-        let mut live = 0u64;
-        for (row, id) in loaded.row_ids.into_iter().enumerate() {
-            let Some(id) = id else {
-                return Err(Error::corrupt(
-                    location.path_of(names::METADATA),
-                    format!("row {row} has no id"),
-                ));
-            };
-            let id: Arc<str> = Arc::from(id);
-            if !tombstones.contains(row as u64) {
-                if rows_by_id.insert(id.clone(), row as u64).is_some() {
+        let live = loaded.committed_rows - tombstones.count();
+        let mut id_table = IdTable::with_ids(row_ids.clone(), live as usize);
+        for row in 0..loaded.committed_rows {
+            if !tombstones.contains(row) {
+                if let Some(other) = id_table.insert(row) {
                     return Err(Error::corrupt(
                         location.path_of(names::METADATA),
-                        format!("id {id:?} is live in two rows"),
+                        format!(
+                            "id {:?} is live in two rows ({other} and {row})",
+                            row_ids.get(row as usize).unwrap_or_default()
+                        ),
                     ));
                 }
-                live += 1;
             }
-            row_ids.push(id);
         }
 
         // The quantized index's codes (see `vector_index`): a temporary file is a create that
@@ -316,7 +309,7 @@ impl Database {
             options,
             published: ArcSwap::from_pointee(Snapshot {
                 rows: None,
-                row_ids: ChunkedVec::new(ID_CHUNK),
+                row_ids: RowIds::new(),
                 tombstones: Tombstones::default(),
                 live: 0,
                 dim: None,
@@ -330,7 +323,7 @@ impl Database {
             coalescer: Coalescer::default(),
             coalesce: AtomicBool::new(coalesce),
             ids: RwLock::new(IdState {
-                rows_by_id,
+                ids: id_table,
                 pending: Pending::default(),
             }),
             writer: Mutex::new(writer),

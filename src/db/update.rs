@@ -69,8 +69,8 @@ impl Database {
                         index: Some(i),
                     });
                 }
-                match state.rows_by_id.get_key_value(id) {
-                    Some((key, &row)) => rows.push((row, key.clone())),
+                match state.ids.row(id) {
+                    Some(row) => rows.push((row, Arc::<str>::from(id))),
                     None => return Err(Error::NotFound { id: id.to_owned() }),
                 }
             }

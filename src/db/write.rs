@@ -8,6 +8,7 @@ use super::validate::{
 use super::{lock_poison_free, Database, Writer};
 use crate::error::{Error, Result};
 use crate::format::{Header, RowLayout};
+use crate::ids::MAX_ROWS;
 use crate::meta::GraphCommit;
 use crate::storage::names;
 use crate::store::{Delete, Missing, Write, WriteMode};
@@ -97,7 +98,7 @@ impl Database {
                         index: Some(i),
                     });
                 }
-                if let Some(&row) = state.rows_by_id.get(id) {
+                if let Some(row) = state.ids.row(id) {
                     match mode {
                         WriteMode::Add => {
                             return Err(Error::DuplicateId {
@@ -130,20 +131,26 @@ impl Database {
         replaced: Vec<(u64, Arc<str>)>,
     ) -> Result<()> {
         let n = ids.len();
+        let first_row = w.rows.as_ref().map_or(0, |r| r.rows());
+        if first_row + n as u64 > MAX_ROWS {
+            return Err(Error::invalid(format!(
+                "a database holds at most {MAX_ROWS} rows, and this batch would take it to {}: \
+                 compact to reclaim deleted rows, or split the data between databases",
+                first_row + n as u64
+            )));
+        }
         // Write the rows through the write buffer.
         if w.rows.is_none() {
             self.create_rows(w, dim as u32)?;
         }
-        let first_row = w.rows.as_ref().map_or(0, |r| r.rows());
         if let Err(e) = self.append_rows(w, vectors, dim) {
             w.poisoned = Some(e.to_string());
             return Err(e);
         }
 
         // Record the batch, then publish it.
-        let new_ids: Vec<Arc<str>> = ids.iter().map(|s| Arc::<str>::from(*s)).collect();
-        for id in &new_ids {
-            w.row_ids.push(id.clone());
+        for id in ids {
+            w.row_ids.push(id);
         }
         for (row, _) in &replaced {
             w.tombstones.set(*row);
@@ -157,9 +164,11 @@ impl Database {
         }
         let uncommitted = {
             let mut state = self.ids_write();
-            for (i, id) in new_ids.into_iter().enumerate() {
+            state.ids.extend_ids(&w.row_ids);
+            for (i, id) in ids.iter().enumerate() {
                 let row = first_row + i as u64;
-                state.rows_by_id.insert(id.clone(), row);
+                state.ids.insert(row);
+                let id = Arc::<str>::from(*id);
                 let metadata = metadatas.get(i).and_then(Option::as_ref);
                 let document = documents.get(i).copied().flatten();
                 state.pending.insert(row, id, metadata, document);
@@ -269,7 +278,7 @@ impl Database {
             (None, Some((snap, bits))) => {
                 for row in bits.iter() {
                     if let Some(id) = snap.row_ids.get(row as usize) {
-                        rows.push((row, id.clone()));
+                        rows.push((row, Arc::<str>::from(id)));
                     }
                 }
             }
@@ -282,8 +291,8 @@ impl Database {
                     if !seen.insert(id) {
                         continue;
                     }
-                    match state.rows_by_id.get_key_value(id) {
-                        Some((key, &row)) => rows.push((row, key.clone())),
+                    match state.ids.row(id) {
+                        Some(row) => rows.push((row, Arc::<str>::from(id))),
                         None if missing == Missing::Skip => {}
                         None => return Err(Error::NotFound { id: id.to_owned() }),
                     }
@@ -301,7 +310,7 @@ impl Database {
         let uncommitted = {
             let mut state = self.ids_write();
             for (row, id) in rows {
-                state.rows_by_id.remove(&id);
+                state.ids.remove(&id);
                 state.pending.delete(row, id);
             }
             self.published.store(Arc::new(Self::snapshot_of(&w)));

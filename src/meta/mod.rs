@@ -392,8 +392,8 @@ pub struct Loaded {
     pub metric: Option<Metric>,
     /// Committed rows.
     pub committed_rows: u64,
-    /// `row_to_id` for rows `0..committed_rows`; `None` for rows with no id entry.
-    pub row_ids: Vec<Option<String>>,
+    /// `row_to_id` for rows `0..committed_rows` (every row has one; checked at load).
+    pub row_ids: crate::ids::RowIds,
     /// Tombstoned rows.
     pub tombstones: Vec<u64>,
     /// A compaction committed but its file rename may not have happened.
@@ -1009,26 +1009,32 @@ impl MetaStore {
                 None => 0,
             };
             let mut out = config.check(ids_stored).map_err(LoadError::Invalid)?;
-            // `committed_rows` equals the number of stored ids (checked above), so this
-            // allocation is bounded by what the file holds.
-            let rows = usize::try_from(out.committed_rows).map_err(|_| {
-                LoadError::Invalid("committed_rows: too large for this platform".into())
-            })?;
-            out.row_ids = vec![None; rows];
+            // `committed_rows` equals the number of stored ids (checked above), and redb yields
+            // them in row order: each must be the next row, or a row has none.
+            let rows = out.committed_rows;
             if let Some(row_to_id) = row_to_id {
                 for entry in row_to_id.iter()? {
                     let (row, id) = entry?;
                     let row = row.value();
-                    let slot = usize::try_from(row)
-                        .ok()
-                        .and_then(|r| out.row_ids.get_mut(r))
-                        .ok_or_else(|| {
-                            LoadError::Invalid(format!(
-                                "row_to_id: row {row} has an id but committed_rows is {rows}"
-                            ))
-                        })?;
-                    *slot = Some(id.value().to_owned());
+                    let expected = out.row_ids.len() as u64;
+                    if row >= rows {
+                        return Err(LoadError::Invalid(format!(
+                            "row_to_id: row {row} has an id but committed_rows is {rows}"
+                        )));
+                    }
+                    if row != expected {
+                        return Err(LoadError::Invalid(format!(
+                            "row_to_id: row {expected} has no id"
+                        )));
+                    }
+                    out.row_ids.push(id.value());
                 }
+            }
+            if (out.row_ids.len() as u64) < rows {
+                return Err(LoadError::Invalid(format!(
+                    "row_to_id: row {} has no id",
+                    out.row_ids.len()
+                )));
             }
             if let Some(tombstones) = tombstones {
                 for entry in tombstones.iter()? {
