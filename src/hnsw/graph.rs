@@ -10,8 +10,9 @@
 
 //!
 //! Layout: the bottom layer in chunks of [`CHUNK_NODES`] nodes (growing adds a chunk and never
-//! moves a node), one `AtomicU32` count and `2m` link slots per node; a node's upper layers
-//! (about one node in `m` has any) are allocated once, when it is inserted. Searches read the
+//! moves a node), one `AtomicU32` count and `2m` link slots per node; the upper layers' slots
+//! (about one node in `m` has any) of a chunk's nodes are allocated with the chunk, as its
+//! nodes' levels are known then. Searches read the
 //! slots lock-free: a list being rewritten may be seen half old, half new, which is harmless
 //! since every slot always holds a node that is inserted or being inserted (searches ignore
 //! nodes past their view). Writers linking concurrently take a striped per-node lock.
@@ -31,7 +32,7 @@ use arc_swap::ArcSwap;
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Nodes per chunk of the bottom layer.
 const CHUNK_NODES: usize = 4096;
@@ -84,24 +85,40 @@ pub struct Space {
     pub kernels: Kernels,
 }
 
-/// The nodes of one chunk: bottom-layer slots, and each node's upper layers once inserted.
+/// The nodes of one chunk: bottom-layer slots, and the upper layers' slots of the nodes that
+/// have any (known when the chunk is made: a node's level is a function of its row).
 pub(crate) struct Chunk {
     /// Per node: a count, then `2m` links.
     bottom: Box<[AtomicU32]>,
     /// Per node with a level above 0: per upper layer a count, then `m` links.
-    upper: Box<[OnceLock<Box<[AtomicU32]>>]>,
+    upper: Box<[AtomicU32]>,
+    /// Node `i`'s upper slots are `upper[upper_at[i]..upper_at[i + 1]]`. One offset a node,
+    /// where a separately allocated list per node cost a 24-byte cell a node plus the
+    /// allocator's overhead per list.
+    upper_at: Box<[u32]>,
     /// Per node: how many bottom-layer lists link to it (kept by [`Links::set`]), so an
     /// insertion finds the nodes it left without an in-link without walking the graph.
     indegree: Box<[AtomicU32]>,
 }
 
 impl Chunk {
-    fn new(m0: usize) -> Self {
+    /// Chunk `index` of a graph with this seed and `m` (`m0` bottom links).
+    fn new(index: usize, seed: u64, m: usize, m0: usize) -> Self {
+        let first = (index * CHUNK_NODES) as u64;
+        let mut upper_at = Vec::with_capacity(CHUNK_NODES + 1);
+        let mut slots = 0usize;
+        upper_at.push(0u32);
+        for node in first..first + CHUNK_NODES as u64 {
+            slots += usize::from(Graph::level_of(seed, m, node)) * (1 + m);
+            // At most CHUNK_NODES * MAX_LEVEL * (1 + m) slots, m clamped: far below u32::MAX.
+            upper_at.push(slots as u32);
+        }
         Chunk {
             bottom: (0..CHUNK_NODES * (1 + m0))
                 .map(|_| AtomicU32::new(0))
                 .collect(),
-            upper: (0..CHUNK_NODES).map(|_| OnceLock::new()).collect(),
+            upper: (0..slots).map(|_| AtomicU32::new(0)).collect(),
+            upper_at: upper_at.into_boxed_slice(),
             indegree: (0..CHUNK_NODES).map(|_| AtomicU32::new(0)).collect(),
         }
     }
@@ -125,8 +142,12 @@ impl<'a> Links<'a> {
             return chunk.bottom.get(i * w..(i + 1) * w);
         }
         let w = 1 + self.m;
-        let at = (layer as usize - 1) * w;
-        chunk.upper.get(i)?.get()?.get(at..at + w)
+        let start = *chunk.upper_at.get(i)? as usize + (layer as usize - 1) * w;
+        let end = *chunk.upper_at.get(i + 1)? as usize;
+        if start + w > end {
+            return None;
+        }
+        chunk.upper.get(start..start + w)
     }
 
     /// Calls `f` on each of `node`'s links on `layer`.
@@ -208,9 +229,11 @@ impl<'a> Links<'a> {
         let Some(chunk) = self.chunks.get(node as usize / CHUNK_NODES) else {
             return 0;
         };
-        chunk.upper[node as usize % CHUNK_NODES]
-            .get()
-            .map_or(0, |u| (u.len() / (1 + self.m)) as u8)
+        let i = node as usize % CHUNK_NODES;
+        match (chunk.upper_at.get(i), chunk.upper_at.get(i + 1)) {
+            (Some(&start), Some(&end)) => ((end - start) as usize / (1 + self.m)) as u8,
+            _ => 0,
+        }
     }
 
     /// Capacity of a list on `layer`.
@@ -330,7 +353,8 @@ impl Graph {
 
     /// Bytes the links take in memory.
     pub fn bytes(&self) -> u64 {
-        let chunk = CHUNK_NODES * ((2 + self.m0) * 4 + std::mem::size_of::<OnceLock<Box<[u32]>>>());
+        // Per node: count, links, in-degree and upper offset; one more offset per chunk.
+        let chunk = CHUNK_NODES * (3 + self.m0) * 4 + 4;
         (self.chunks.load().len() * chunk) as u64 + self.upper_bytes.load(Ordering::Relaxed)
     }
 
@@ -367,30 +391,21 @@ impl Graph {
         self.links(chunks)
     }
 
-    /// Makes room for nodes `0..to`: chunks, and the upper layers of nodes `from..to`.
-    fn grow(&self, from: u64, to: u64) {
+    /// Makes room for nodes `0..to`: the chunks holding them, upper layers included.
+    fn grow(&self, to: u64) {
         let have = self.chunks.load().len();
         let need = (to as usize).div_ceil(CHUNK_NODES);
         if need > have {
             let mut chunks: Vec<Arc<Chunk>> = self.chunks.load().as_ref().clone();
-            chunks.extend((have..need).map(|_| Arc::new(Chunk::new(self.m0))));
+            let mut added = 0u64;
+            for index in have..need {
+                let chunk = Chunk::new(index, self.seed, self.m, self.m0);
+                added += (chunk.upper.len() * 4) as u64;
+                chunks.push(Arc::new(chunk));
+            }
             self.chunks.store(Arc::new(chunks));
+            self.upper_bytes.fetch_add(added, Ordering::Relaxed);
         }
-        let chunks = self.chunks.load();
-        let mut added = 0u64;
-        for node in from..to {
-            let level = Self::level_of(self.seed, self.m, node);
-            if level == 0 {
-                continue;
-            }
-            let cell = &chunks[node as usize / CHUNK_NODES].upper[node as usize % CHUNK_NODES];
-            if cell.get().is_none() {
-                let slots = usize::from(level) * (1 + self.m);
-                let _ = cell.set((0..slots).map(|_| AtomicU32::new(0)).collect());
-                added += (slots * 4) as u64;
-            }
-        }
-        self.upper_bytes.fetch_add(added, Ordering::Relaxed);
     }
 
     /// Inserts rows `len()..to` of `rows` (on all cores natively when there are many), adding
@@ -420,7 +435,7 @@ impl Graph {
                 u32::MAX
             )));
         }
-        self.grow(from, to);
+        self.grow(to);
         let chunks = self.chunks.load_full();
         let links = self.links(&chunks);
         let resident = ResidentRows::new(rows);
@@ -523,7 +538,7 @@ impl Graph {
             }
             _ => {}
         }
-        graph.grow(0, len);
+        graph.grow(len);
         let chunks = graph.chunks.load_full();
         let reader = graph.links(&chunks);
         let mut seen = vec![false; len as usize];
