@@ -275,6 +275,8 @@ impl Database {
         // The field indexes as of the last commit (after a finished compaction, its rewrite).
         let field_indexes =
             FieldIndexes::from_loaded(meta.load_field_indexes(loaded.committed_rows)?);
+        // Everything is loaded: the writer's page cache starts empty rather than full of it.
+        let meta = meta.ready_for_writes(location.as_ref())?;
 
         let writer = Writer {
             dim: loaded.dimension,

@@ -111,11 +111,16 @@ impl redb::StorageBackend for RedbFile {
 /// goes is [`Error::Corrupt`] (it cannot be a store this protocol made), and so is one redb
 /// cannot read (see [`open_guarded`]).
 pub fn open_redb(loc: &dyn Location) -> Result<redb::Database> {
+    open_redb_with_cache(loc, WRITER_CACHE_BYTES)
+}
+
+/// [`open_redb`] with a page cache of `cache_bytes`.
+fn open_redb_with_cache(loc: &dyn Location, cache_bytes: usize) -> Result<redb::Database> {
     let path = loc.path_of(names::METADATA);
     let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
     let create = |backend: RedbFile| {
         redb::Database::builder()
-            .set_cache_size(WRITER_CACHE_BYTES)
+            .set_cache_size(cache_bytes)
             .create_with_backend(backend)
     };
     loc.remove(names::METADATA_NEW)?;
@@ -173,6 +178,12 @@ fn check_not_blank(file: &dyn ByteFile, path: &Path) -> Result<()> {
 /// 64 MiB holds the trees' inner pages and a 32 MiB write buffer (half the cache: redb
 /// writes a larger transaction's pages out to free space before its commit).
 const WRITER_CACHE_BYTES: usize = 64 << 20;
+
+/// redb's page cache while a writable handle loads the store at open ([`MetaStore::open`]).
+/// Open reads every id and the HNSW links once; a handle keeps the pages it read, up to its
+/// cache size, and there is no call to drop them: with the writer's cache, a 1M-row database
+/// kept 64 MiB of pages it would not read again (the engine holds what it loaded).
+const LOAD_CACHE_BYTES: usize = 4 << 20;
 
 /// redb's page cache for a read-only handle, whose store is a copy in memory.
 const READER_CACHE_BYTES: usize = 4 << 20;
@@ -952,6 +963,8 @@ pub struct MetaStore {
     /// Dropped by hand in `Drop`: closing runs a redb commit that can panic on damaged pages.
     db: std::mem::ManuallyDrop<Redb>,
     path: std::path::PathBuf,
+    /// Opened by [`MetaStore::open`] with the loading cache (see [`LOAD_CACHE_BYTES`]).
+    loading: bool,
 }
 
 impl Drop for MetaStore {
@@ -968,11 +981,32 @@ impl Drop for MetaStore {
 }
 
 impl MetaStore {
-    /// Opens (or creates) the metadata store of `loc` (see [`open_redb`]).
+    /// Opens (or creates) the metadata store of `loc` (see [`open_redb`]) with a small page
+    /// cache for loading: call [`MetaStore::ready_for_writes`] once the loading is done.
     pub fn open(loc: &dyn Location) -> Result<Self> {
         Ok(MetaStore {
-            db: std::mem::ManuallyDrop::new(Redb::Writable(open_redb(loc)?)),
+            db: std::mem::ManuallyDrop::new(Redb::Writable(open_redb_with_cache(
+                loc,
+                LOAD_CACHE_BYTES,
+            )?)),
             path: loc.path_of(names::METADATA),
+            loading: true,
+        })
+    }
+
+    /// The store of a writable handle reopened with the writer's page cache, empty (see
+    /// [`LOAD_CACHE_BYTES`]); a store from another opener is returned as it is. The first handle closes
+    /// before the second opens: redb allows one handle on a file.
+    pub fn ready_for_writes(self, loc: &dyn Location) -> Result<Self> {
+        if !self.loading {
+            return Ok(self);
+        }
+        let path = self.path.clone();
+        drop(self);
+        Ok(MetaStore {
+            db: std::mem::ManuallyDrop::new(Redb::Writable(open_redb(loc)?)),
+            path,
+            loading: false,
         })
     }
 
@@ -982,6 +1016,7 @@ impl MetaStore {
         Ok(MetaStore {
             db: std::mem::ManuallyDrop::new(Redb::ReadOnly(open_redb_read_only(loc)?)),
             path: loc.path_of(names::METADATA),
+            loading: false,
         })
     }
 
@@ -991,6 +1026,7 @@ impl MetaStore {
         Ok(MetaStore {
             db: std::mem::ManuallyDrop::new(Redb::Writable(open_redb_recovered_copy(loc)?)),
             path: loc.path_of(names::METADATA),
+            loading: false,
         })
     }
 
