@@ -2,6 +2,7 @@
 
     python hnsw_memory_probe.py build --base BASE.npy --dir DIR [--quantization int8]
     python hnsw_memory_probe.py query --queries QUERIES.npy --gt GT.npy --dir DIR [--efs 256,512]
+    python hnsw_memory_probe.py open --dir DIR --queries QUERIES.npy [--ef 128] [--backend native]
 
 `build` ingests BASE.npy (row numbers as ids, metric dot) into a new database in DIR and
 builds the graph (m 16, ef_construction 200, as the HNSW test), then closes it. `query`
@@ -15,6 +16,10 @@ after importing srvdb and NumPy and loading the queries, before opening, so the 
 is what the database costs. Issue 17's "resident memory with int8 <= 0.6 GB (rows
 memory-mapped)" is that difference in RssAnon, and the RssFile beside it. Last, after the
 memory is taken, the same queries with `exact=True` (the f32 scan), for the QPS ratio.
+
+`open` is the memory part alone, for the peer benchmark's HNSW test (hnsw_test.py runs it
+after each SrvDB build): open DIR, run the queries at one ef, and print the RssAnon growth
+after opening and after the queries, and the RssFile growth, in MB.
 """
 from __future__ import annotations
 
@@ -83,6 +88,25 @@ def query(args: argparse.Namespace) -> None:
     db.close()
 
 
+def fresh_open(args: argparse.Namespace) -> None:
+    queries = np.load(args.queries).astype(np.float32)
+    before = status_mb()
+    t0 = time.perf_counter()
+    db = srvdb.open(str(args.dir), backend=args.backend)
+    opened = time.perf_counter() - t0
+    after_open = status_mb()
+    for q in queries:
+        db.search(q, 10, ef=args.ef)
+    after = status_mb()
+    print(json.dumps({
+        "open_seconds": opened, "queries": len(queries), "ef": args.ef,
+        "open_anon_mb": after_open["RssAnon"] - before["RssAnon"],
+        "queried_anon_mb": after["RssAnon"] - before["RssAnon"],
+        "queried_file_mb": after["RssFile"] - before["RssFile"],
+    }))
+    db.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,7 +120,15 @@ def main() -> None:
     q.add_argument("--gt", required=True)
     q.add_argument("--dir", required=True)
     q.add_argument("--efs", default="256,512", help="comma-separated search-time efs")
+    o = sub.add_parser("open")
+    o.add_argument("--dir", required=True)
+    o.add_argument("--queries", required=True)
+    o.add_argument("--ef", type=int, default=128)
+    o.add_argument("--backend", default="native")
     args = ap.parse_args()
+    if args.cmd == "open":
+        fresh_open(args)
+        return
     if args.cmd == "build":
         if args.quantization == "none":
             args.quantization = None

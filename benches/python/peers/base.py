@@ -46,6 +46,10 @@ index leaves `hnsw_modes` empty):
   (`hnsw_ef_reopens`); the others take ef per search.
 - `delete_hnsw(mode, rows)`: delete those rows with the library's own delete (where
   `hnsw_delete` says how); later searches must not return them.
+- `hnsw_fresh_open_memory(mode, queries, ef)`: where `hnsw_fresh_open` is set, what the
+  collection with its graph costs opened in a new process and searched there (MB allocated
+  after opening and after the queries, and mapped file pages), as a dict; the handle of this
+  process is closed meanwhile and reopened after.
 
 Vectors are L2-normalised float32, so inner product = cosine; every adapter uses the metric
 its library computes fastest of the two.
@@ -114,6 +118,8 @@ class Adapter:
     hnsw_delete: str | None = None
     #: Also times `search_exact(query, k)` (the exact scan of the same collection) in the sweep.
     hnsw_exact_baseline = False
+    #: The library can measure a fresh process's memory (`hnsw_fresh_open_memory`).
+    hnsw_fresh_open = False
     #: Changing ef means reopening the index: the sweep then runs ef by ef, not interleaved.
     hnsw_ef_reopens = False
 

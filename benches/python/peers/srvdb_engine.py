@@ -32,6 +32,7 @@ class SrvDB(Adapter):
         db.close()
 
     def open(self, path):
+        self.path = path
         self.db = self.srvdb.open(path, backend=self.backend)
 
     def search(self, query, k):
@@ -83,6 +84,32 @@ class SrvDB(Adapter):
     hnsw_filter_modes = ("planner", "exact scan")
     hnsw_delete = "delete(ids) (one call)"
     hnsw_exact_baseline = True
+    hnsw_fresh_open = True
+
+    def hnsw_fresh_open_memory(self, mode, queries, ef):
+        # hnsw_memory_probe.py `open` in a new process: nothing of the build is resident there.
+        # The writable handle here is closed first (one writer per directory), then reopened.
+        import json
+        import subprocess
+        import sys
+        import tempfile
+        from pathlib import Path
+
+        probe = Path(__file__).resolve().parent.parent / "hnsw_memory_probe.py"
+        self.db.close()
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                qpath = Path(tmp) / "queries.npy"
+                np.save(qpath, np.ascontiguousarray(queries, dtype=np.float32))
+                run = subprocess.run(
+                    [sys.executable, str(probe), "open", "--dir", str(self.path),
+                     "--queries", str(qpath), "--ef", str(ef), "--backend", self.backend],
+                    capture_output=True, text=True, timeout=3600)
+            if run.returncode != 0:
+                raise RuntimeError(f"hnsw_memory_probe.py open: {run.stderr.strip()[-400:]}")
+            return json.loads(run.stdout)
+        finally:
+            self.open(self.path)
 
     def search_exact(self, query, k):
         return [int(id_) for id_, _ in self.db.search(query, k, exact=True)]
