@@ -402,34 +402,31 @@ fn other_config_values_are_range_checked() {
     expect_bad_configs(dirs);
 }
 
+/// Changes the `u64`-keyed table `name` of the closed database in `dir` with `edit`, in one
+/// redb transaction, as a damaged or foreign writer would.
+fn edit_table<V: redb::Value + 'static>(
+    dir: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut redb::Table<'_, u64, V>),
+) {
+    let db = redb::Database::open(dir.join("metadata.db")).expect("open metadata.db with redb");
+    let txn = db.begin_write().expect("begin_write");
+    {
+        let def: redb::TableDefinition<u64, V> = redb::TableDefinition::new(name);
+        edit(&mut txn.open_table(def).expect(name));
+    }
+    txn.commit().expect("commit");
+}
+
 /// A tombstone past the committed rows.
 #[test]
 fn tombstone_past_the_rows_is_refused() {
     let dir = tempdir();
     make_db(dir.path());
-    {
-        let db = redb::Database::open(dir.path().join("metadata.db")).expect("open");
-        let txn = db.begin_write().expect("begin_write");
-        {
-            let def: redb::TableDefinition<u64, ()> = redb::TableDefinition::new("tombstones");
-            let mut t = txn.open_table(def).expect("tombstones");
-            t.insert(100, ()).expect("insert");
-        }
-        txn.commit().expect("commit");
-    }
+    edit_table::<()>(dir.path(), "tombstones", |t| {
+        t.insert(100, ()).expect("insert");
+    });
     expect_bad_config(dir.path(), "tombstone", "tombstone for row 100 of 100");
-}
-
-/// Writes `id` as the id of `row` in `row_to_id` of the closed database in `dir`.
-fn set_row_id(dir: &Path, row: u64, id: &str) {
-    let db = redb::Database::open(dir.join("metadata.db")).expect("open");
-    let txn = db.begin_write().expect("begin_write");
-    {
-        let def: redb::TableDefinition<u64, &str> = redb::TableDefinition::new("row_to_id");
-        let mut t = txn.open_table(def).expect("row_to_id");
-        t.insert(row, id).expect("insert");
-    }
-    txn.commit().expect("commit");
 }
 
 /// Two live rows under one id: `get` could answer either, so open refuses the file.
@@ -437,7 +434,9 @@ fn set_row_id(dir: &Path, row: u64, id: &str) {
 fn one_id_live_in_two_rows_is_refused() {
     let dir = tempdir();
     make_db(dir.path());
-    set_row_id(dir.path(), 5, "id-6");
+    edit_table::<&str>(dir.path(), "row_to_id", |t| {
+        t.insert(5, "id-6").expect("insert");
+    });
     expect_bad_config(dir.path(), "id-6", "id live in two rows");
 }
 
@@ -464,17 +463,10 @@ fn one_id_in_a_tombstoned_and_a_live_row_opens() {
 fn row_id_past_the_rows_is_refused() {
     let dir = tempdir();
     make_db(dir.path());
-    {
-        let db = redb::Database::open(dir.path().join("metadata.db")).expect("open");
-        let txn = db.begin_write().expect("begin_write");
-        {
-            let def: redb::TableDefinition<u64, &str> = redb::TableDefinition::new("row_to_id");
-            let mut t = txn.open_table(def).expect("row_to_id");
-            t.remove(7).expect("remove");
-            t.insert(100, "id-7").expect("insert");
-        }
-        txn.commit().expect("commit");
-    }
+    edit_table::<&str>(dir.path(), "row_to_id", |t| {
+        t.remove(7).expect("remove");
+        t.insert(100, "id-7").expect("insert");
+    });
     expect_bad_config(dir.path(), "row_to_id", "row id past the rows");
 }
 
