@@ -15,7 +15,8 @@
 //!
 //! The dense layers' matrix products run natively on every core: on CPUs with AVX-512F
 //! through a kernel of our own (`matmul_avx512.rs`: weights packed at load, the GELU applied
-//! to each tile in registers), elsewhere through the `gemm` crate. The attention runs per
+//! to each tile in registers), on CPUs with AVX2 and FMA through the same kernel in 8-lane
+//! registers (`matmul_avx2.rs`), elsewhere through the `gemm` crate. The attention runs per
 //! sequence with AVX-512F intrinsics where the CPU has them, else the portable loops compiled
 //! for AVX2 or the base target. In the WASI component (one thread) the products go to
 //! candle's CPU backend, which has no `gemm` dependency of its own.
@@ -65,6 +66,9 @@ enum Weight {
     /// Packed for the AVX-512 kernel, on CPUs that have AVX-512F.
     #[cfg(target_arch = "x86_64")]
     Packed(super::matmul_avx512::Packed),
+    /// Packed for the AVX2 kernel, on CPUs with AVX2 and FMA but not AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    PackedAvx2(super::matmul_avx2::Packed),
 }
 
 struct Layer {
@@ -285,13 +289,21 @@ impl Bert {
 impl Dense {
     fn new(weight: &[f32], bias: Vec<f32>, input: usize) -> Self {
         #[cfg(target_arch = "x86_64")]
-        if let Some(packed) = super::matmul_avx512::Packed::new(weight, bias.len(), input) {
-            return Dense {
-                weight: Weight::Packed(packed),
-                output: bias.len(),
-                bias,
-                input,
-            };
+        {
+            let packed = super::matmul_avx512::Packed::new(weight, bias.len(), input)
+                .map(Weight::Packed)
+                .or_else(|| {
+                    super::matmul_avx2::Packed::new(weight, bias.len(), input)
+                        .map(Weight::PackedAvx2)
+                });
+            if let Some(weight) = packed {
+                return Dense {
+                    weight,
+                    output: bias.len(),
+                    bias,
+                    input,
+                };
+            }
         }
         Self::plain(weight, bias, input)
     }
@@ -324,12 +336,18 @@ impl Dense {
         activation: Activation,
     ) -> Result<bool, String> {
         #[cfg(target_arch = "x86_64")]
-        if let (Weight::Packed(packed), Activation::Gelu) = (&self.weight, activation) {
+        if activation == Activation::Gelu
+            && matches!(self.weight, Weight::Packed(_) | Weight::PackedAvx2(_))
+        {
             self.start(rows, out, None);
             let x = x
                 .get(..rows * self.input)
                 .ok_or("matrix product of mismatched shapes")?;
-            packed.matmul_acc(out, x, rows, true)?;
+            match &self.weight {
+                Weight::Packed(packed) => packed.matmul_acc(out, x, rows, true)?,
+                Weight::PackedAvx2(packed) => packed.matmul_acc(out, x, rows, true)?,
+                Weight::Plain(_) => {}
+            }
             return Ok(true);
         }
         let _ = activation;
@@ -373,6 +391,8 @@ impl Dense {
             Weight::Plain(weight_t) => matmul_acc(out, x, weight_t, rows, self.input, self.output),
             #[cfg(target_arch = "x86_64")]
             Weight::Packed(packed) => packed.matmul_acc(out, x, rows, false),
+            #[cfg(target_arch = "x86_64")]
+            Weight::PackedAvx2(packed) => packed.matmul_acc(out, x, rows, false),
         }
     }
 }

@@ -29,6 +29,8 @@ mod bert;
 mod embedder;
 pub mod locate;
 #[cfg(all(feature = "text", target_arch = "x86_64"))]
+mod matmul_avx2;
+#[cfg(all(feature = "text", target_arch = "x86_64"))]
 mod matmul_avx512;
 #[cfg(feature = "text")]
 pub mod model;
