@@ -342,63 +342,24 @@ fn gelu8(x: __m256) -> __m256 {
 mod tests {
     use super::*;
 
-    /// Odd shapes (one row, one column, partial tiles and panels, `k` across slices) against
-    /// a plain f64 loop.
+    /// Odd shapes against a plain f64 loop (`product_check`).
     #[test]
     fn matches_a_plain_loop_on_odd_shapes() {
-        if !supported() {
-            return;
-        }
-        let mut seed = 0x9e37_79b9_u32;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            (seed % 2001) as f32 / 1000.0 - 1.0
-        };
-        for &(m, k, n) in &[
-            (1, 1, 1),
-            (1, 384, 1152),
-            (7, 7, 17),
-            (6, 16, 16),
-            (25, 300, 9),
-            (37, 513, 65),
-            (100, 1536, 384),
-            (5, 257, 31),
-        ] {
-            let weight: Vec<f32> = (0..n * k).map(|_| next()).collect();
-            let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
-            let start: Vec<f32> = (0..m * n).map(|_| next()).collect();
-            let packed = Packed::new(&weight, n, k).unwrap();
-            let mut out = start.clone();
-            packed.matmul_acc(&mut out, &a, m, false).unwrap();
-            let mut activated = start.clone();
-            packed.matmul_acc(&mut activated, &a, m, true).unwrap();
-            for r in 0..m {
-                for j in 0..n {
-                    let mut want = f64::from(start[r * n + j]);
-                    let mut mag = want.abs();
-                    for kk in 0..k {
-                        let p = f64::from(a[r * k + kk]) * f64::from(weight[j * k + kk]);
-                        want += p;
-                        mag += p.abs();
-                    }
-                    let got = f64::from(out[r * n + j]);
-                    assert!(
-                        (got - want).abs() <= 1e-6 * mag.max(1.0),
-                        "m {m} k {k} n {n} ({r}, {j}): {got} vs {want}"
-                    );
-                    // The scalar GELU (itself tested against erf's series) of the f64 sum.
-                    let gelu = f64::from(super::super::bert::gelu_one(want as f32));
-                    let got = f64::from(activated[r * n + j]);
-                    assert!(
-                        (got - gelu).abs() <= 2e-6 * mag.max(1.0),
-                        "gelu, m {m} k {k} n {n} ({r}, {j}): {got} vs {gelu}"
-                    );
-                }
-            }
-            assert!(packed.matmul_acc(&mut out, &a[1..], m, false).is_err());
-        }
+        super::super::product_check::check_odd_shapes(
+            &[
+                (1, 1, 1),
+                (1, 384, 1152),
+                (7, 7, 17),
+                (6, 16, 16),
+                (25, 300, 9),
+                (37, 513, 65),
+                (100, 1536, 384),
+                (5, 257, 31),
+            ],
+            &|weight, n, k, out, a, m, gelu| {
+                Packed::new(weight, n, k).map(|p| p.matmul_acc(out, a, m, gelu))
+            },
+        );
     }
 
     /// The GELU's extremes: large magnitudes (exp underflows to 0), zero, and the sign.

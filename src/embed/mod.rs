@@ -36,6 +36,8 @@ mod matmul_avx512;
 pub mod model;
 #[cfg(feature = "text")]
 pub mod pooling;
+#[cfg(all(test, feature = "text", target_arch = "x86_64"))]
+mod product_check;
 
 #[cfg(feature = "text")]
 pub use embedder::{Embedder, BATCH_SIZE};
