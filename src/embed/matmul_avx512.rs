@@ -9,6 +9,7 @@
 //! the block passes over it, and the block's slice of `a` stays in L2. Blocks of rows go to
 //! rayon's threads; each writes only its own rows of `out`.
 
+use super::panels::PanelWeight;
 use std::arch::x86_64::*;
 
 /// Columns per panel: two 16-lane vectors.
@@ -19,45 +20,16 @@ const MR: usize = 12;
 const KC: usize = 256;
 
 /// A `k x n` weight (`W` of `x · W`), packed into panels of `NR` columns.
-pub(crate) struct Packed {
-    buf: Vec<f32>,
-    /// Where the packed data starts in `buf`: its first 64-byte boundary.
-    start: usize,
-    k: usize,
-    n: usize,
-}
+pub(crate) struct Packed(PanelWeight);
 
 impl Packed {
     /// Packs `weight`, `n` rows of `k` (PyTorch's `[out, in]`: row `j` holds the weights of
     /// output column `j`). `None` when the CPU has no AVX-512F or the shape does not match.
     pub(crate) fn new(weight: &[f32], n: usize, k: usize) -> Option<Self> {
-        if !std::arch::is_x86_feature_detected!("avx512f")
-            || n == 0
-            || k == 0
-            || n.checked_mul(k) != Some(weight.len())
-        {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
             return None;
         }
-        let panels = n.div_ceil(NR);
-        let len = panels.checked_mul(k)?.checked_mul(NR)?;
-        // 15 floats of slack, so that the data can start on a 64-byte boundary.
-        let mut buf = vec![0.0f32; len.checked_add(15)?];
-        let misalign = (buf.as_ptr() as usize % 64) / 4;
-        let start = (16 - misalign) % 16;
-        let data = &mut buf[start..start + len];
-        for (j, row) in weight.chunks_exact(k).enumerate() {
-            let (p, c) = (j / NR, j % NR);
-            let panel = &mut data[p * k * NR..(p + 1) * k * NR];
-            for (kk, &w) in row.iter().enumerate() {
-                panel[kk * NR + c] = w;
-            }
-        }
-        Some(Packed { buf, start, k, n })
-    }
-
-    fn data(&self) -> &[f32] {
-        let len = self.n.div_ceil(NR) * self.k * NR;
-        &self.buf[self.start..self.start + len]
+        PanelWeight::new(weight, n, k, NR).map(Packed)
     }
 
     /// `out (m x n) += a (m x k) · W`, row-major, on every core; with `gelu`, then
@@ -69,43 +41,21 @@ impl Packed {
         m: usize,
         gelu: bool,
     ) -> Result<(), String> {
-        let (k, n) = (self.k, self.n);
-        if m.checked_mul(n) != Some(out.len()) || m.checked_mul(k) != Some(a.len()) {
-            return Err("matrix product of mismatched shapes".into());
-        }
-        if m == 0 {
-            return Ok(());
-        }
         // `new` refused to pack without AVX-512F; checked again because the kernel's
         // safety rests on it.
         if !std::arch::is_x86_feature_detected!("avx512f") {
             return Err("AVX-512F product selected on a CPU without it".into());
         }
-        let b = self.data();
-        // Blocks of whole row tiles, at least two per thread when there are that many, and
-        // at most 16 tiles (192 rows: a block's slice of `a` is then 192 KiB, within L2).
-        let threads = rayon::current_num_threads().max(1);
-        let tiles = m.div_ceil(MR);
-        let per_block = tiles.div_ceil(2 * threads).clamp(1, 16) * MR;
-        let work = |(i, out): (usize, &mut [f32])| {
-            let r0 = i * per_block;
-            let rows = out.len() / n;
-            let a = &a[r0 * k..(r0 + rows) * k];
-            // SAFETY: AVX-512F was detected above. `out` is `rows x n`, `a` is `rows x k` (both
-            // cut from the checked whole at the same rows) and `b` is the packed `k x n`
-            // weight of `self` (`n.div_ceil(NR) * k * NR` floats from a 64-byte boundary):
-            // what `block` requires.
-            // `out` is this task's own `&mut` chunk, so no other thread reads or writes it;
-            // `a` and `b` are shared and only read.
-            unsafe { block(out, a, b, rows, k, n, gelu) }
-        };
-        if tiles * MR > per_block {
-            use rayon::prelude::*;
-            out.par_chunks_mut(per_block * n).enumerate().for_each(work);
-        } else {
-            work((0, out));
-        }
-        Ok(())
+        let (w, b) = (&self.0, self.0.data());
+        // At most 16 tiles a block (192 rows: a block's slice of `a` is then 192 KiB, in L2).
+        w.for_row_blocks(out, a, m, MR, 16, |out, a, rows| {
+            // SAFETY: AVX-512F was detected above. `out` is `rows x n` and `a` is `rows x k`
+            // (`for_row_blocks` cuts both from the checked whole at the same rows); `b` is the
+            // packed `k x n` weight (`n.div_ceil(NR) * k * NR` floats from a 64-byte
+            // boundary): what `block` requires. `out` is this task's own `&mut` chunk, so no
+            // other thread reads or writes it; `a` and `b` are shared and only read.
+            unsafe { block(out, a, b, rows, w.k, w.n, gelu) }
+        })
     }
 }
 

@@ -34,6 +34,8 @@ mod matmul_avx2;
 mod matmul_avx512;
 #[cfg(feature = "text")]
 pub mod model;
+#[cfg(all(feature = "text", target_arch = "x86_64"))]
+mod panels;
 #[cfg(feature = "text")]
 pub mod pooling;
 #[cfg(all(test, feature = "text", target_arch = "x86_64"))]
