@@ -84,15 +84,6 @@ impl RowIds {
         }
         self.len += 1;
     }
-
-    /// Bytes allocated, for memory reports.
-    pub fn heap_bytes(&self) -> usize {
-        self.chunks
-            .iter()
-            .map(|c| c.text.capacity() + c.ends.capacity() * 4 + std::mem::size_of::<Chunk>())
-            .sum::<usize>()
-            + self.chunks.capacity() * std::mem::size_of::<Arc<Chunk>>()
-    }
 }
 
 /// Id -> row for the live rows, over the [`RowIds`] that name them. Holds only row numbers:
@@ -197,12 +188,6 @@ impl IdTable {
             Ok(entry) => Some(u64::from(entry.remove().0)),
             Err(_) => None,
         }
-    }
-
-    /// Bytes allocated by the row table (the ids are shared with the snapshots; see
-    /// [`RowIds::heap_bytes`]).
-    pub fn table_bytes(&self) -> usize {
-        self.rows.allocation_size()
     }
 }
 
