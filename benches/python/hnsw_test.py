@@ -5,20 +5,22 @@ For each mode, in the library's order: build the graph from the open collection'
 (m 16, ef_construction 200 where the library takes them; on all cores where it allows; timed,
 with the process's resident-set growth over the build; for SrvDB, also the memory of the
 collection opened in a new process and searched there), then single queries, one thread, at
-each search-time ef of `hnsw_efs`: the efs interleaved query by query (query i at every ef
-before query i + 1), so drift on a shared machine hits every ef alike. Per ef: recall@10
-against the float64 ground truth, QPS (queries / their summed wall time) and p50/p99. SrvDB's
-exact scan of the same database (`exact=True`) is swept right after, on its own, as the case
-`exact`, for the ratio QPS(graph) / QPS(scan): interleaved, its pass over every row evicted
-the graph from the caches before each graph query, which no other library's graph suffered
-(20k int8 at ef 32: 17,292 QPS alone, about 7,000 with an exact scan before each query).
+each search-time ef of `hnsw_efs`, one ef at a time over every query, as a user runs one
+setting. Per ef: recall@10 against the float64 ground truth, QPS (queries / their summed wall
+time) and p50/p99. SrvDB's exact scan of the same database (`exact=True`) is swept after
+them as the case `exact`, for the ratio QPS(graph) / QPS(scan). Runs before 4 December 16:30
+UTC interleaved the efs and the exact scan query by query: a query's later efs then re-read
+rows its earlier efs had just brought into the caches (20k f32 at ef 128: about 200 us a
+query that way, 400 us ef by ef), and the exact scan, reading every row, evicted the graph
+before each of SrvDB's graph queries, which no other library's graph suffered (20k int8 at
+ef 32: 17,292 QPS alone, about 7,000 with an exact scan before each query).
 
 Then, on the data sets of `hnsw_extras` (the real MiniLM set: their ground truths are computed
 here with NumPy, in float64):
 - `filtered`: the filter `{"hsel": v}` matching 1%, 10% and 50% of the rows
   (bench_data.HNSW_FILTER_CASES), at ef `hnsw_fixed_ef`, in each of the library's filtered
-  modes (SrvDB: its planner, and the exact filtered scan beside it), each mode swept on its
-  own for the same reason; recall@10 against the exact top 10 among the matching rows.
+  modes (SrvDB: its planner, and the exact filtered scan beside it), one mode at a time;
+  recall@10 against the exact top 10 among the matching rows.
 - `deleted`: 30% of the rows (a seeded choice) deleted with the library's own delete, then
   the ef sweep again; recall@10 against the exact top 10 among the survivors. Last, as it
   changes the collection; on the library's last mode.
@@ -65,36 +67,33 @@ def summary(times: list[float], found: list[list[int]], gt: np.ndarray, k: int) 
 
 
 def sweep(cases: dict, queries: np.ndarray, gt: np.ndarray, k: int, warmup: int) -> dict:
-    """Single queries over `cases` (name -> query function), interleaved query by query."""
-    for i in range(warmup):
-        for ask in cases.values():
+    """Single queries over `cases` (name -> query function), one case at a time: its warm-up
+    queries, then every query."""
+    out = {}
+    for c, ask in cases.items():
+        for i in range(warmup):
             ask(queries[i % len(queries)])
-    times = {c: [] for c in cases}
-    found = {c: [] for c in cases}
-    for q in queries:
-        for c, ask in cases.items():
+        times, found = [], []
+        for q in queries:
             t0 = time.perf_counter()
             hits = ask(q)
-            times[c].append(time.perf_counter() - t0)
-            found[c].append([int(h) for h in hits])
-    return {c: summary(times[c], found[c], gt, k) for c in cases}
+            times.append(time.perf_counter() - t0)
+            found.append([int(h) for h in hits])
+        out[c] = summary(times, found, gt, k)
+    return out
 
 
 def ef_sweep(adapter, mode: str, efs: list[int], queries: np.ndarray, gt: np.ndarray, k: int,
              warmup: int) -> dict:
-    """`sweep` over the search-time efs; interleaved, except for a library that must reopen
-    its index to change ef (Chroma: `hnsw_ef_reopens`), which is swept ef by ef."""
-    if not adapter.hnsw_ef_reopens:
-        cases = {str(ef): (lambda q, ef=ef: adapter.search_hnsw(q, k, mode, ef)) for ef in efs}
-        out = sweep(cases, queries, gt, k, warmup)
-    else:
-        out = {}
-        for ef in efs:
+    """`sweep` over the search-time efs, then SrvDB's exact scan; a library that must reopen
+    its index to change ef (Chroma: `hnsw_ef_reopens`) is told the ef before its sweep."""
+    out = {}
+    for ef in efs:
+        if adapter.hnsw_ef_reopens:
             adapter.set_hnsw_ef(mode, ef)
-            out.update(sweep({str(ef): lambda q, ef=ef: adapter.search_hnsw(q, k, mode, ef)},
-                             queries, gt, k, warmup))
+        out.update(sweep({str(ef): lambda q, ef=ef: adapter.search_hnsw(q, k, mode, ef)},
+                         queries, gt, k, warmup))
     if adapter.hnsw_exact_baseline:
-        # Not interleaved: the scan reads every row, evicting the graph between its queries.
         out.update(sweep({"exact": lambda q: adapter.search_exact(q, k)}, queries, gt, k, warmup))
     return out
 
@@ -113,7 +112,7 @@ def run(adapter, base: np.ndarray, queries: np.ndarray, gt: np.ndarray, cfg: dic
     k, efs, warmup = cfg["k"], cfg["hnsw_efs"], cfg["warmup_queries"]
     queries = queries[: cfg.get("hnsw_queries") or len(queries)]
     gt = gt[: len(queries)]
-    out.update(efs=efs, queries=len(queries), rows=len(base), modes={}, exact_sweep="apart")
+    out.update(efs=efs, queries=len(queries), rows=len(base), modes={}, sweep="one setting at a time")
     params = {"m": cfg["hnsw_m"], "ef_construction": cfg["hnsw_ef_construction"]}
     only = cfg.get("hnsw_only_modes")
     modes = [m for m in adapter.hnsw_modes if not only or m in only]
@@ -166,11 +165,10 @@ def filtered(adapter, base, queries, mode, cfg) -> dict:
         mask = column == value
         try:
             truth = filtered_truth(base, queries, np.flatnonzero(mask), k)
-            figures = {}
-            for fm in adapter.hnsw_filter_modes:  # one by one, as the exact scan above
-                ask = (lambda q, fm=fm: adapter.search_hnsw_where(q, k, mode, ef, "hsel", value,
-                                                                   mask, fm))
-                figures.update(sweep({fm: ask}, queries, truth, k, cfg["warmup_queries"]))
+            cases = {fm: (lambda q, fm=fm: adapter.search_hnsw_where(q, k, mode, ef, "hsel",
+                                                                      value, mask, fm))
+                     for fm in adapter.hnsw_filter_modes}
+            figures = sweep(cases, queries, truth, k, cfg["warmup_queries"])
             for fm, f in figures.items():
                 f["matching"] = int(mask.sum())
             out["cases"][name] = figures

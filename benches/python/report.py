@@ -767,20 +767,23 @@ def hnsw_table(results: dict, ds: str) -> list[str]:
         return []
     shape = shape_of(results, ds)
     rounds = [figure(e, ds, "hnsw", "rounds") for _n, e, _m in libs]
-    # Runs before the exact scan got its own sweep interleaved it with the graph's queries.
-    apart = any(figure(e, ds, "hnsw", "exact_sweep") == "apart" for _n, e, _m in libs)
-    exact_note = ("`exact`: SrvDB's exact scan of the same database, swept on its own after "
-                  "the efs (interleaved, its pass over every row evicted the graph from the "
-                  "caches before each graph query)." if apart else
-                  "`exact`: SrvDB's exact scan of the same database, interleaved with them.")
+    # Runs before 4 December 16:30 UTC interleaved every ef and the exact scan query by query.
+    one_at_a_time = any(figure(e, ds, "hnsw", "sweep") for _n, e, _m in libs)
+    sweep_note = (
+        "at each search-time ef, one ef at a time over every query (Chroma reopens to change "
+        "ef); recall@10 against the float64 ground truth. `exact`: SrvDB's exact scan of the "
+        "same database, swept after the efs." if one_at_a_time else
+        "at each search-time ef (interleaved query by query, so a query's later efs re-read "
+        "rows its earlier efs had cached; Chroma ef by ef, as it must reopen to change ef); "
+        "recall@10 against the float64 ground truth. `exact`: SrvDB's exact scan of the same "
+        "database, interleaved with them (its pass over every row evicted SrvDB's graph "
+        "before each query).")
     rounds_note = (f" Each figure is the median over {max(r or 1 for r in rounds)} rounds "
                    "(the libraries run in turn each round)." if any(rounds) else "")
     lines = [f"### HNSW, {ds}" + (f" ({shape[0]:,} x {shape[1]})" if shape else ""), "",
              "Build: the graph over the open collection's rows (on all cores where the library "
              "allows), and the process's resident-set growth over it. Then single queries, one "
-             "thread, k = 10, at each search-time ef (interleaved query by query; Chroma ef by ef, "
-             "as it must reopen to change ef); recall@10 against the float64 ground truth. "
-             + exact_note + rounds_note, "",
+             "thread, k = 10, " + sweep_note + rounds_note, "",
              "Build CPU s: every thread of the process over the build (steadier than wall "
              "time on a shared machine). Anon growth: the part of the RSS growth the process "
              "allocated (the rest is mapped file pages, such as SrvDB's memory-mapped rows). "
@@ -866,8 +869,8 @@ def hnsw_section(results: dict) -> list[str]:
              "(16, 32, 64, 128, 256 unless a run set `--hnsw-efs`), filtered, and after deleting "
              "30% of the rows. Every search is one query on one thread, so a load average "
              "above the core count (other processes on the machine) slows each library alike "
-             "only on average: the figures within one run compare the libraries (the rounds and "
-             "the interleaving are there for that); figures of different runs do not compare. "
+             "only on average: the figures within one run compare the libraries (the rounds "
+             "are there for that); figures of different runs do not compare. "
              "A noisy run shows as p99 far above p50.", ""]
     if "hnsw" in (cfg.get("tests") or ()) and not results.get("partial_runs"):
         load = results["machine"].get("loadavg_at_start") or [0]
