@@ -767,7 +767,7 @@ def hnsw_table(results: dict, ds: str) -> list[str]:
         return []
     shape = shape_of(results, ds)
     rounds = [figure(e, ds, "hnsw", "rounds") for _n, e, _m in libs]
-    # Runs before 4 December 16:30 UTC interleaved every ef and the exact scan query by query.
+    # Runs before 4 December 15:45 UTC interleaved every ef and the exact scan query by query.
     one_at_a_time = any(figure(e, ds, "hnsw", "sweep") for _n, e, _m in libs)
     sweep_note = (
         "at each search-time ef, one ef at a time over every query (Chroma reopens to change "
