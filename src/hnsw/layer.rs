@@ -14,9 +14,6 @@ pub(crate) trait Scorer {
     fn prefetch(&self, node: u32);
 }
 
-/// How many neighbours ahead of the one being scored are prefetched.
-const PREFETCH_AHEAD: usize = 1;
-
 /// Greedy descent on one layer: moves to the best neighbour until none is better. Nodes at
 /// or past `nodes` are not followed.
 pub(crate) fn greedy(
@@ -47,16 +44,17 @@ pub(crate) fn greedy(
     }
 }
 
-/// Scores `batch` in order, prefetching ahead, handing each to `f`.
+/// Scores `batch` in order, handing each to `f`, after asking the CPU for the first lines of
+/// every node in it (at most a node's links, 2m): the reads then overlap instead of waiting
+/// one neighbour ahead. At 1M rows, where each row is a miss to memory, that measured 1.06-1.12x
+/// the f32 QPS of prefetching one neighbour ahead (ef 512 / 128, CPU time, six alternations)
+/// and 1.0-1.08x on int8 codes; at 20k, where the rows mostly stay in cache, level.
 #[inline]
 fn score_batch(batch: &[u32], scorer: &mut impl Scorer, mut f: impl FnMut(Scored)) {
-    for &n in batch.iter().take(PREFETCH_AHEAD) {
+    for &n in batch {
         scorer.prefetch(n);
     }
-    for (i, &n) in batch.iter().enumerate() {
-        if let Some(&ahead) = batch.get(i + PREFETCH_AHEAD) {
-            scorer.prefetch(ahead);
-        }
+    for &n in batch {
         f(Scored::new(scorer.score(n), n));
     }
 }
