@@ -112,7 +112,8 @@ def run(adapter, base: np.ndarray, queries: np.ndarray, gt: np.ndarray, cfg: dic
     k, efs, warmup = cfg["k"], cfg["hnsw_efs"], cfg["warmup_queries"]
     queries = queries[: cfg.get("hnsw_queries") or len(queries)]
     gt = gt[: len(queries)]
-    out.update(efs=efs, queries=len(queries), rows=len(base), modes={}, sweep="one setting at a time")
+    out.update(efs=efs, queries=len(queries), rows=len(base), modes={},
+               sweep="one setting at a time")
     params = {"m": cfg["hnsw_m"], "ef_construction": cfg["hnsw_ef_construction"]}
     only = cfg.get("hnsw_only_modes")
     modes = [m for m in adapter.hnsw_modes if not only or m in only]
