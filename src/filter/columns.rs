@@ -115,20 +115,21 @@ impl Column {
 
 impl Column {
     /// Rows `0..rows` as bitmap words, bit set where `keep(tag, payload)`; the loop is
-    /// generic so each caller's test is inlined into it (and vectorized where it can be).
+    /// generic so each caller's test is inlined into it. The tests of 64 rows are written as
+    /// bytes first, a loop the compiler vectorizes, then packed eight at a time: or-ing each
+    /// row's bit in at its shift kept the loop scalar.
+    /// On x86_64 with AVX2 the same loop is compiled for AVX2 as well: four numbers per
+    /// compare instead of SSE2's two.
     #[inline]
     fn words(&self, rows: usize, keep: impl Fn(u8, u64) -> bool) -> Vec<u64> {
-        self.tags[..rows]
-            .chunks(64)
-            .zip(self.vals[..rows].chunks(64))
-            .map(|(tags, vals)| {
-                let mut bits = 0u64;
-                for (i, (&tag, &val)) in tags.iter().zip(vals).enumerate() {
-                    bits |= u64::from(keep(tag, val)) << i;
-                }
-                bits
-            })
-            .collect()
+        let (tags, vals) = (&self.tags[..rows], &self.vals[..rows]);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above; the function only reads the two
+            // slices, which the column owns and no one mutates while it is shared.
+            return unsafe { words_avx2(tags, vals, keep) };
+        }
+        words_of(tags, vals, keep)
     }
 
     /// The common case of a range or equality test on a number column (no lists, and no
@@ -159,6 +160,47 @@ impl Column {
             (tag != NON_OBJECT) & (hit != neg)
         }))
     }
+}
+
+/// [`Column::words`]'s loop.
+#[inline(always)]
+fn words_of(tags: &[u8], vals: &[u64], keep: impl Fn(u8, u64) -> bool) -> Vec<u64> {
+    // Plain loops, not `map().collect()`: an iterator's `fold` may stay a function of its
+    // own, compiled without the caller's target features.
+    let rows = tags.len().min(vals.len());
+    let mut words = Vec::with_capacity(rows.div_ceil(64));
+    let mut at = 0;
+    while at < rows {
+        let n = (rows - at).min(64);
+        let mut hit = [0u8; 64];
+        for i in 0..n {
+            hit[i] = u8::from(keep(tags[at + i], vals[at + i]));
+        }
+        words.push(pack_bits(&hit));
+        at += n;
+    }
+    words
+}
+
+/// [`words_of`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn words_avx2(tags: &[u8], vals: &[u64], keep: impl Fn(u8, u64) -> bool) -> Vec<u64> {
+    words_of(tags, vals, keep)
+}
+
+/// 64 bytes of 0 or 1 as the bits of a word (byte `i` to bit `i`). Eight bytes at a time:
+/// multiplying by the constant moves byte `i`'s low bit to bit `56 + i` without carries.
+#[inline]
+fn pack_bits(hit: &[u8; 64]) -> u64 {
+    let mut bits = 0u64;
+    for (j, eight) in hit.chunks_exact(8).enumerate() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(eight);
+        let x = u64::from_le_bytes(b);
+        bits |= (x.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * j);
+    }
+    bits
 }
 
 /// One operator's positive form compiled against a column: the number operands with the
@@ -488,5 +530,33 @@ fn needed_columns<'a>(w: &'a Where, index: &dyn FieldIndex, out: &mut HashSet<&'
         }
         Where::And(ws) | Where::Or(ws) => ws.iter().for_each(|w| needed_columns(w, index, out)),
         Where::Not(w) => needed_columns(w, index, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pack_bits;
+    use crate::testing::Rng;
+
+    /// Every byte lands on its own bit, against a shift-by-shift reference.
+    #[test]
+    fn pack_bits_puts_byte_i_on_bit_i() {
+        let mut rng = Rng::new(64);
+        let mut cases: Vec<[u8; 64]> = vec![[0; 64], [1; 64]];
+        for one in 0..64 {
+            let mut hit = [0u8; 64];
+            hit[one] = 1;
+            cases.push(hit);
+        }
+        for _ in 0..200 {
+            cases.push(std::array::from_fn(|_| u8::from(rng.below(2) == 1)));
+        }
+        for hit in cases {
+            let want = hit
+                .iter()
+                .enumerate()
+                .fold(0u64, |w, (i, &b)| w | (u64::from(b) << i));
+            assert_eq!(pack_bits(&hit), want, "{hit:?}");
+        }
     }
 }
