@@ -191,7 +191,8 @@ impl Database {
     /// The `k` best rows matching `filter` for each of the `n` queries of `queries`. Not
     /// coalesced: queries share a scan only with queries of the same filter, which is a batch.
     /// With codes, the blocked scan runs over them (skipping the rows outside the filter as
-    /// it skips deleted ones); the gather-scan of few matching rows is exact either way.
+    /// it skips deleted ones), and so does the gather-scan of few matching rows when they
+    /// are int8 codes (a graph's included); the query's `exact` scans the f32 rows.
     pub(super) fn search_where(
         &self,
         queries: &[f32],
@@ -222,7 +223,17 @@ impl Database {
         };
         let found = if count.saturating_mul(one_in) < total {
             let list: Vec<u64> = matching.iter().collect();
-            FlatIndex::new(self.metric, self.kernels).search_rows(rows.as_ref(), &list, &qs, k)
+            let exact = FlatIndex::new(self.metric, self.kernels);
+            match &snap.codes {
+                // A graph's int8 codes serve the gather as a flat index's do.
+                Some(codes) if !options.exact => QuantizedIndex {
+                    codes,
+                    exact,
+                    oversample: oversample(codes, options),
+                }
+                .search_rows(rows.as_ref(), &list, &qs, k),
+                _ => exact.search_rows(rows.as_ref(), &list, &qs, k),
+            }
         } else {
             // Every row the scan sees and the filter does not allow, deleted ones included.
             let mut skip = RowBits::all(usize::try_from(total).unwrap_or(usize::MAX));
@@ -275,24 +286,19 @@ impl Database {
         if options.exact {
             return Box::new(exact);
         }
-        let oversample = |codes: &CodeTable| {
-            options
-                .oversample
-                .unwrap_or_else(|| codes.codebook().quantization().default_oversample())
-        };
         match (&snap.graph, &snap.codes) {
             (Some(graph), codes) => Box::new(HnswIndex {
                 graph,
                 codes: codes.as_ref(),
                 exact,
                 ef: options.ef.unwrap_or(DEFAULT_EF).max(k),
-                oversample: codes.as_ref().map_or(1, oversample),
+                oversample: codes.as_ref().map_or(1, |c| oversample(c, options)),
                 matching,
             }),
             (None, Some(codes)) => Box::new(QuantizedIndex {
                 codes,
                 exact,
-                oversample: oversample(codes),
+                oversample: oversample(codes, options),
             }),
             (None, None) => Box::new(exact),
         }
@@ -373,6 +379,13 @@ pub(super) fn hits_of_range(
                 .collect()
         })
         .collect()
+}
+
+/// Candidates kept per hit over `codes`: the query's oversample, else the quantization's.
+fn oversample(codes: &CodeTable, options: ScanOptions) -> usize {
+    options
+        .oversample
+        .unwrap_or_else(|| codes.codebook().quantization().default_oversample())
 }
 
 /// A filtered single query scores only the matching rows (a gather-scan) when fewer than one
