@@ -280,7 +280,8 @@ fn oversample_covering_every_live_row_gives_the_brute_force_top_k() {
 
 /// Filters apply during the code scan: no deleted or non-matching row is ever returned, and
 /// with an oversample covering every matching row the hits are the brute-force filtered top
-/// k. Both the blocked scan (a quarter of the rows match) and the gather-scan (1 in 40).
+/// k. Both the blocked scan (a quarter of the rows match) and the gather-scan (1 in 40), and
+/// 1 in 20, where a single query gathers and a batch scans: a query answers the same either way.
 #[test]
 fn filters_and_deletes_apply_during_the_code_scan() {
     let (n, dim, k) = (4000, 32, 10);
@@ -289,9 +290,10 @@ fn filters_and_deletes_apply_during_the_code_scan() {
     let metadatas: Vec<Option<Metadata>> = (0..n)
         .map(|i| {
             Some(Metadata::from_text(format!(
-                r#"{{"g": {}, "rare": {}}}"#,
+                r#"{{"g": {}, "rare": {}, "tw": {}}}"#,
                 i % 4,
-                i % 40 == 1
+                i % 40 == 1,
+                i % 20 == 1
             )))
         })
         .collect();
@@ -300,6 +302,7 @@ fn filters_and_deletes_apply_during_the_code_scan() {
     let cases = [
         (r#"{"g": 1}"#, (|r: usize| r % 4 == 1) as fn(usize) -> bool),
         (r#"{"rare": true}"#, |r: usize| r % 40 == 1),
+        (r#"{"tw": true}"#, |r: usize| r % 20 == 1),
     ];
     for metric in METRICS {
         for quantization in QUANTIZATIONS {
@@ -313,11 +316,17 @@ fn filters_and_deletes_apply_during_the_code_scan() {
                     .collect();
                 let ctx = format!("{metric:?} {quantization:?} {where_json}");
                 let default = Query::batch(&queries, k).filter(&filter);
-                for hits in db.query(&default).expect("default") {
+                for (i, hits) in db.query(&default).expect("default").iter().enumerate() {
                     assert_eq!(hits.len(), k, "{ctx}");
-                    for hit in &hits {
+                    for hit in hits {
                         assert!(allowed(row_of(&hit.id)), "{ctx}: {} returned", hit.id);
                     }
+                    let q = &queries[i * dim..(i + 1) * dim];
+                    let one = db
+                        .query(&Query::one(q, k).filter(&filter))
+                        .expect("single default");
+                    let ids = |h: &[SearchHit]| h.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
+                    assert_eq!(ids(&one[0]), ids(hits), "{ctx}: single vs batch, default");
                 }
                 // 10 * 100 candidates >= the 667 live rows of g = 1.
                 let covering = db

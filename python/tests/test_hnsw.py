@@ -121,7 +121,7 @@ def test_deletes_upserts_and_filters_are_honoured_at_once(open_db, quantization)
 
     for where, keep in [
         ({"group": 0}, lambda n: n % 4 == 0),  # a quarter: traversed with the filter
-        ({"rare": True}, lambda n: n % 50 == 0),  # one in fifty: scanned exactly
+        ({"rare": True}, lambda n: n % 50 == 0),  # one in fifty: only those scanned
     ]:
         sub_ids = [i for i in live_ids if keep(number(i))]
         sub = Reference(np.stack([live[i] for i in sub_ids]), sub_ids, "cosine")

@@ -415,14 +415,20 @@ impl QuantizedIndex<'_> {
         buf: &mut Gathered,
     ) {
         buf.codes.clear();
-        buf.rows.clear();
-        for &row in rows {
-            if let Some(code) = self.codes.code(row) {
-                buf.codes.extend_from_slice(code);
-                buf.rows.push(row);
+        buf.missing.clear();
+        let len = self.codes.code_len();
+        for (i, &row) in rows.iter().enumerate() {
+            match self.codes.code(row) {
+                Some(code) => buf.codes.extend_from_slice(code),
+                // Never for rows below `rows()` of int8 codes; if it were, the row is kept as
+                // a candidate (scored +inf) rather than lost.
+                None => {
+                    buf.codes.resize(buf.codes.len() + len, 0);
+                    buf.missing.push(i);
+                }
             }
         }
-        let nr = buf.rows.len();
+        let nr = rows.len();
         buf.scores.resize(group.queries().len() * nr, 0.0);
         let codebook: &Codebook = self.codes.codebook();
         if let [one] = group.queries() {
@@ -430,8 +436,11 @@ impl QuantizedIndex<'_> {
         } else {
             codebook.score_block_many(group, &buf.codes, &mut buf.scores);
         }
-        for (top, keys) in tops.iter_mut().zip(buf.scores.chunks_exact(nr.max(1))) {
-            for (&key, &row) in keys.iter().zip(&buf.rows) {
+        for (top, keys) in tops.iter_mut().zip(buf.scores.chunks_exact_mut(nr.max(1))) {
+            for &i in &buf.missing {
+                keys[i] = f32::INFINITY;
+            }
+            for (&key, &row) in keys.iter().zip(rows) {
                 // Rows ascend within and across a worker's blocks ([`loses_to`]).
                 if !loses_to(key, top.threshold) {
                     top.push(key, row);
@@ -441,12 +450,13 @@ impl QuantizedIndex<'_> {
     }
 }
 
-/// A gather worker's buffers: the block's codes side by side, their rows and the scores.
+/// A gather worker's buffers: the block's codes side by side, the scores, and the places of
+/// rows that had no code.
 #[derive(Default)]
 struct Gathered {
     codes: Vec<u8>,
-    rows: Vec<u64>,
     scores: Vec<f32>,
+    missing: Vec<usize>,
 }
 
 impl Index for QuantizedIndex<'_> {
@@ -734,18 +744,22 @@ mod tests {
         let (n, dim, k, oversample) = (3000, 70, 5, 2);
         let keep = k * oversample;
         let f = fixture(n, dim, 41);
+        // Codes of other vectors: their candidates are not the rows' best, so hits equal to
+        // the exact top k of the list would show the codes were not used.
+        let other = fixture(n, dim, 99);
         let mut rng = Rng::new(43);
         let coded = 2900;
         let list: Vec<u64> = (0..n as u64).filter(|r| r % 7 == 3 || *r >= 2990).collect();
         let view = f.rows.view();
         for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
-            let codes = codes_of(&f, Quantization::Int8, metric, coded);
+            let codes = codes_of(&other, Quantization::Int8, metric, coded);
             let codebook = codes.codebook().clone();
             let index = QuantizedIndex {
                 codes: &codes,
                 exact: FlatIndex::new(metric, Kernels::best()),
                 oversample,
             };
+            let mut differs = false;
             for nq in [1, 3, 20] {
                 let qs = queries_of(&mut rng, nq, dim);
                 let prepared: Vec<PreparedQuery> = (0..nq)
@@ -796,8 +810,17 @@ mod tests {
                         brute(metric, &f, qs.get(j), &skip, k),
                         "{metric:?} {nq} queries, query {j}"
                     );
+                    let mut all = vec![u64::MAX; n.div_ceil(64)];
+                    for &r in &list {
+                        all[r as usize / 64] &= !(1 << (r % 64));
+                    }
+                    differs |= rows != brute(metric, &f, qs.get(j), &all, k);
                 }
             }
+            assert!(
+                differs,
+                "{metric:?}: the gather answered as the exact gather-scan"
+            );
         }
         let codes = codes_of(&f, Quantization::Binary, Metric::Cosine, coded);
         let exact = FlatIndex::new(Metric::Cosine, Kernels::best());
