@@ -572,6 +572,24 @@ mod tests {
         scored.into_iter().take(k).map(|(_, r)| r).collect()
     }
 
+    /// The reference candidates: the best `keep` of `rows` by the scalar `Codebook::score`
+    /// (NaN last, ties to the lower row), ascending.
+    fn best_by_code(codes: &CodeTable, p: &PreparedQuery, rows: &[u64], keep: usize) -> Vec<u64> {
+        let mut scored: Vec<(f32, u64)> = rows
+            .iter()
+            .map(|&r| {
+                let mut code = vec![0u8; codes.code_len()];
+                assert!(codes.copy_code(r, &mut code));
+                let key = codes.codebook().score(p, &code);
+                (if key.is_nan() { f32::NEG_INFINITY } else { key }, r)
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut best: Vec<u64> = scored.into_iter().take(keep).map(|(_, r)| r).collect();
+        best.sort_unstable();
+        best
+    }
+
     fn queries_of(rng: &mut Rng, n: usize, dim: usize) -> Queries {
         let data: Vec<f32> = (0..n * dim).map(|_| rng.f32()).collect();
         let norms = data
@@ -681,24 +699,11 @@ mod tests {
                         .collect();
                     let blocks = index.blocks(n as u64);
                     for keep in [1, 100, 1000] {
+                        let live: Vec<u64> =
+                            (0..n as u64).filter(|&r| !set.is_deleted(r)).collect();
                         let want: Vec<Vec<u64>> = prepared
                             .iter()
-                            .map(|p| {
-                                let mut scored: Vec<(f32, u64)> = (0..n as u64)
-                                    .filter(|&r| !set.is_deleted(r))
-                                    .map(|r| {
-                                        let mut code = vec![0u8; codes.code_len()];
-                                        assert!(codes.copy_code(r, &mut code));
-                                        let key = codebook.score(p, &code);
-                                        (if key.is_nan() { f32::NEG_INFINITY } else { key }, r)
-                                    })
-                                    .collect();
-                                scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                                let mut rows: Vec<u64> =
-                                    scored.into_iter().take(keep).map(|(_, r)| r).collect();
-                                rows.sort_unstable();
-                                rows
-                            })
+                            .map(|p| best_by_code(&codes, p, &live, keep))
                             .collect();
                         for parallel in [false, true] {
                             let got: Vec<Vec<u64>> = index
@@ -769,17 +774,7 @@ mod tests {
                     list.iter().copied().filter(|&r| r < coded as u64).collect();
                 let want: Vec<Vec<u64>> = prepared
                     .iter()
-                    .map(|p| {
-                        let mut scored: Vec<(f32, u64)> = listed_coded
-                            .iter()
-                            .map(|&r| (codebook.score(p, codes.code(r).unwrap()), r))
-                            .collect();
-                        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                        let mut rows: Vec<u64> =
-                            scored.into_iter().take(keep).map(|(_, r)| r).collect();
-                        rows.sort_unstable();
-                        rows
-                    })
+                    .map(|p| best_by_code(&codes, p, &listed_coded, keep))
                     .collect();
                 for parallel in [false, true] {
                     let got: Vec<Vec<u64>> = index
