@@ -251,41 +251,11 @@ impl QuantizedIndex<'_> {
         parallel: bool,
     ) -> Vec<Shortlist> {
         let nq = group.queries().len();
-        let fresh = || (vec![Shortlist::new(keep); nq], Vec::new());
-        #[cfg(target_arch = "wasm32")]
-        let _ = parallel;
-        #[cfg(not(target_arch = "wasm32"))]
-        if parallel {
-            use rayon::prelude::*;
-            // A few long runs of blocks per thread, not one task per block: each task fills
-            // its own `keep` candidates per query and they are merged at the end, and with
-            // codes this cheap to score that heap work would rival the scan.
-            let tasks = rayon::current_num_threads() * TASKS_PER_THREAD;
-            let run = blocks.len().div_ceil(tasks).max(1);
-            return blocks
-                .par_chunks(run)
-                .fold(fresh, |(mut tops, mut scores), run| {
-                    for b in run {
-                        self.scan_block(set, *b, group, &mut tops, &mut scores);
-                    }
-                    (tops, scores)
-                })
-                .map(|(tops, _)| tops)
-                .reduce(
-                    || vec![Shortlist::new(keep); nq],
-                    |mut a, b| {
-                        for (x, y) in a.iter_mut().zip(b) {
-                            x.merge(y);
-                        }
-                        a
-                    },
-                );
-        }
-        let (mut tops, mut scores) = fresh();
-        for b in blocks {
-            self.scan_block(set, *b, group, &mut tops, &mut scores);
-        }
-        tops
+        shortlists(blocks, 1, nq, keep, parallel, |run, tops, scores| {
+            for b in run {
+                self.scan_block(set, *b, group, tops, scores);
+            }
+        })
     }
 
     /// The exact top `k` of each query's candidate rows (ascending, live), scored by the
@@ -371,38 +341,18 @@ impl QuantizedIndex<'_> {
         parallel: bool,
     ) -> Vec<Shortlist> {
         let nq = group.queries().len();
-        let fresh = || (vec![Shortlist::new(keep); nq], Gathered::default());
-        #[cfg(target_arch = "wasm32")]
-        let _ = parallel;
-        #[cfg(not(target_arch = "wasm32"))]
-        if parallel {
-            use rayon::prelude::*;
-            let tasks = rayon::current_num_threads() * TASKS_PER_THREAD;
-            let run = rows.len().div_ceil(tasks).max(GATHER_BLOCK_ROWS);
-            return rows
-                .par_chunks(run)
-                .fold(fresh, |(mut tops, mut buf), run| {
-                    for block in run.chunks(GATHER_BLOCK_ROWS) {
-                        self.gather_block(block, group, &mut tops, &mut buf);
-                    }
-                    (tops, buf)
-                })
-                .map(|(tops, _)| tops)
-                .reduce(
-                    || vec![Shortlist::new(keep); nq],
-                    |mut a, b| {
-                        for (x, y) in a.iter_mut().zip(b) {
-                            x.merge(y);
-                        }
-                        a
-                    },
-                );
-        }
-        let (mut tops, mut buf) = fresh();
-        for block in rows.chunks(GATHER_BLOCK_ROWS) {
-            self.gather_block(block, group, &mut tops, &mut buf);
-        }
-        tops
+        shortlists(
+            rows,
+            GATHER_BLOCK_ROWS,
+            nq,
+            keep,
+            parallel,
+            |run, tops, buf| {
+                for block in run.chunks(GATHER_BLOCK_ROWS) {
+                    self.gather_block(block, group, tops, buf);
+                }
+            },
+        )
     }
 
     /// Copies the codes of `rows` (ascending) side by side, scores them against `group` and
@@ -448,6 +398,50 @@ impl QuantizedIndex<'_> {
             }
         }
     }
+}
+
+/// The best `keep` rows for each of `nq` queries, found by `scan` over runs of `items` in
+/// order, each run with its own shortlists and buffer. On rayon when `parallel` (natively;
+/// wasm32 scans in order either way): a few long runs of at least `min_run` items per thread,
+/// not one task per item, because each task fills its own `keep` candidates per query and they
+/// are merged at the end, and with codes this cheap to score that heap work would rival the
+/// scan.
+fn shortlists<I: Sync, B: Default + Send>(
+    items: &[I],
+    min_run: usize,
+    nq: usize,
+    keep: usize,
+    parallel: bool,
+    scan: impl Fn(&[I], &mut [Shortlist], &mut B) + Sync,
+) -> Vec<Shortlist> {
+    let fresh = || (vec![Shortlist::new(keep); nq], B::default());
+    #[cfg(target_arch = "wasm32")]
+    let _ = (parallel, min_run);
+    #[cfg(not(target_arch = "wasm32"))]
+    if parallel {
+        use rayon::prelude::*;
+        let tasks = rayon::current_num_threads() * TASKS_PER_THREAD;
+        let run = items.len().div_ceil(tasks).max(min_run).max(1);
+        return items
+            .par_chunks(run)
+            .fold(fresh, |(mut tops, mut buf), run| {
+                scan(run, &mut tops, &mut buf);
+                (tops, buf)
+            })
+            .map(|(tops, _)| tops)
+            .reduce(
+                || vec![Shortlist::new(keep); nq],
+                |mut a, b| {
+                    for (x, y) in a.iter_mut().zip(b) {
+                        x.merge(y);
+                    }
+                    a
+                },
+            );
+    }
+    let (mut tops, mut buf) = fresh();
+    scan(items, &mut tops, &mut buf);
+    tops
 }
 
 /// A gather worker's buffers: the block's codes side by side, the scores, and the places of
@@ -755,6 +749,11 @@ mod tests {
         let mut rng = Rng::new(43);
         let coded = 2900;
         let list: Vec<u64> = (0..n as u64).filter(|r| r % 7 == 3 || *r >= 2990).collect();
+        // Skips every row but those listed.
+        let mut unlisted = vec![u64::MAX; n.div_ceil(64)];
+        for &r in &list {
+            unlisted[r as usize / 64] &= !(1 << (r % 64));
+        }
         let view = f.rows.view();
         for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
             let codes = codes_of(&other, Quantization::Int8, metric, coded);
@@ -805,11 +804,7 @@ mod tests {
                         brute(metric, &f, qs.get(j), &skip, k),
                         "{metric:?} {nq} queries, query {j}"
                     );
-                    let mut all = vec![u64::MAX; n.div_ceil(64)];
-                    for &r in &list {
-                        all[r as usize / 64] &= !(1 << (r % 64));
-                    }
-                    differs |= rows != brute(metric, &f, qs.get(j), &all, k);
+                    differs |= rows != brute(metric, &f, qs.get(j), &unlisted, k);
                 }
             }
             assert!(
@@ -827,14 +822,10 @@ mod tests {
         let qs = queries_of(&mut rng, 2, dim);
         let found = index.search_rows(view.as_ref(), &list, &qs, k);
         for (j, hits) in found.iter().enumerate() {
-            let mut skip = vec![u64::MAX; n.div_ceil(64)];
-            for &r in &list {
-                skip[r as usize / 64] &= !(1 << (r % 64));
-            }
             let rows: Vec<u64> = hits.iter().map(|c| c.row).collect();
             assert_eq!(
                 rows,
-                brute(Metric::Cosine, &f, qs.get(j), &skip, k),
+                brute(Metric::Cosine, &f, qs.get(j), &unlisted, k),
                 "binary"
             );
         }
