@@ -3,6 +3,7 @@
     python hnsw_memory_probe.py build --base BASE.npy --dir DIR [--quantization int8]
     python hnsw_memory_probe.py query --queries QUERIES.npy --gt GT.npy --dir DIR [--efs 256,512]
     python hnsw_memory_probe.py open --dir DIR --queries QUERIES.npy [--ef 128] [--backend native]
+    python hnsw_memory_probe.py exact --dir DIR --queries QUERIES.npy [--k 10] [--warmup 5]
 
 `build` ingests BASE.npy (row numbers as ids, metric dot) into a new database in DIR and
 builds the graph (m 16, ef_construction 200, as the HNSW test), then closes it. `query`
@@ -20,6 +21,10 @@ memory is taken, the same queries with `exact=True` (the f32 scan), for the QPS 
 `open` is the memory part alone, for the peer benchmark's HNSW test (hnsw_test.py runs it
 after each SrvDB build): open DIR, run the queries at one ef, and print the RssAnon growth
 after opening and after the queries, and the RssFile growth, in MB.
+
+`exact`, also for the HNSW test: open DIR, run the exact scan (`exact=True`) of every query
+after `--warmup` of them, and print each query's seconds and answer (row numbers). The test
+runs it with `RAYON_NUM_THREADS=1`, to time the scan on the one thread a graph search uses.
 """
 from __future__ import annotations
 
@@ -107,6 +112,21 @@ def fresh_open(args: argparse.Namespace) -> None:
     db.close()
 
 
+def exact(args: argparse.Namespace) -> None:
+    queries = np.load(args.queries).astype(np.float32)
+    db = srvdb.open(str(args.dir), backend=args.backend)
+    for i in range(args.warmup):
+        db.search(queries[i % len(queries)], args.k, exact=True)
+    seconds, found = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        hits = db.search(q, args.k, exact=True)
+        seconds.append(time.perf_counter() - t0)
+        found.append([int(id_) for id_, _ in hits])
+    print(json.dumps({"seconds": seconds, "found": found}))
+    db.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,9 +145,18 @@ def main() -> None:
     o.add_argument("--queries", required=True)
     o.add_argument("--ef", type=int, default=128)
     o.add_argument("--backend", default="native")
+    e = sub.add_parser("exact")
+    e.add_argument("--dir", required=True)
+    e.add_argument("--queries", required=True)
+    e.add_argument("--k", type=int, default=10)
+    e.add_argument("--warmup", type=int, default=5)
+    e.add_argument("--backend", default="native")
     args = ap.parse_args()
     if args.cmd == "open":
         fresh_open(args)
+        return
+    if args.cmd == "exact":
+        exact(args)
         return
     if args.cmd == "build":
         if args.quantization == "none":

@@ -59,6 +59,10 @@ def recall_at_k(found: list[list[int]], gt: np.ndarray, k: int) -> float:
     return total / max(1, len(gt))
 
 
+#: The `ef` entry of SrvDB's exact scan timed on one thread (`exact`: on every core).
+EXACT_ONE_THREAD = "exact, 1 thread"
+
+
 def summary(times: list[float], found: list[list[int]], gt: np.ndarray, k: int) -> dict:
     ms = np.array(times) * 1e3
     return {"n": len(times), "qps": len(times) / max(sum(times), 1e-12),
@@ -144,6 +148,12 @@ def run(adapter, base: np.ndarray, queries: np.ndarray, gt: np.ndarray, cfg: dic
                     fig["fresh_open"] = {"error": f"{type(e).__name__}: {e}"}
                 save()
             fig["ef"] = ef_sweep(adapter, mode, efs, queries, gt, k, warmup)
+            if adapter.hnsw_exact_one_thread:
+                # The graph answers each query on one thread and the exact scan on every
+                # core: the ratio is at the same thread count, so the scan is also
+                # timed on one thread (in a new process: the thread pool is sized at start).
+                times, found = adapter.exact_one_thread(queries, k, warmup)
+                fig["ef"][EXACT_ONE_THREAD] = summary(times, found, gt, k)
         except Exception as e:  # recorded; the next mode still runs
             fig["error"] = f"{type(e).__name__}: {e}"
         save()

@@ -672,6 +672,9 @@ def quantized_section(results: dict) -> list[str]:
 #: Issue 17's targets, judged at equal recall: SrvDB's QPS at recall@10 >= HNSW_RECALL over
 #: hnswlib's (f32 at least 1.0x, int8 at least 1.3x).
 HNSW_RECALL = 0.99
+#: hnsw_test.py's entry of the exact scan timed on one thread (kept in step by hand: this
+#: module imports nothing of the bench's).
+EXACT_ONE_THREAD = "exact, 1 thread"
 HNSW_QPS_TARGETS = (("f32", 1.0), ("int8", 1.3))
 
 
@@ -681,7 +684,7 @@ def hnsw_modes(entry: dict, ds: str) -> dict:
 
 def at_recall(sweep: dict, recall: float = HNSW_RECALL):
     """(ef, figures) of the fastest ef reaching `recall`, or (None, None)."""
-    ok = [(ef, f) for ef, f in sweep.items() if ef != "exact" and f["recall"] >= recall]
+    ok = [(ef, f) for ef, f in sweep.items() if ef.isdigit() and f["recall"] >= recall]
     return max(ok, key=lambda ef_f: ef_f[1]["qps"]) if ok else (None, None)
 
 
@@ -701,7 +704,7 @@ def hnsw_targets(results: dict, ds: str) -> list[tuple[str, str, bool | None]]:
             continue
         ef, f = at_recall(m["ef"])
         if f is None:
-            best = max(v["recall"] for e, v in m["ef"].items() if e != "exact")
+            best = max(v["recall"] for e, v in m["ef"].items() if e.isdigit())
             out.append((f"{ds}: SrvDB {mode} recall@10 ≥ {HNSW_RECALL} at some ef",
                         f"best {best:.4f}", False))
             continue
@@ -715,14 +718,22 @@ def hnsw_targets(results: dict, ds: str) -> list[tuple[str, str, bool | None]]:
             out.append((f"{ds}: SrvDB {mode} p50 below Chroma's (each at recall ≥ {HNSW_RECALL})",
                         f"{f['p50_ms']:.3f} vs {chroma['p50_ms']:.3f} ms (Chroma ef {chroma_ef})",
                         f["p50_ms"] < chroma["p50_ms"]))
-        exact = m["ef"].get("exact")
-        if exact:
-            r = f["qps"] / exact["qps"]
+        # The graph searches on one thread; the exact scan on every core, and (runs since 5
+        # December) also on one thread, the issue's "same thread count", which the target uses.
+        exact, one = m["ef"].get("exact"), m["ef"].get(EXACT_ONE_THREAD)
+        if exact or one:
+            big = (shape_of(results, ds) or [0])[0] >= 10**6
+            base = one or exact
+            r = f["qps"] / base["qps"]
+            how = (f"{r:.1f}× ({one['qps']:,.0f} QPS exact on 1 thread" if one else
+                   f"{r:.1f}× ({exact['qps']:,.0f} QPS exact")
+            if one and exact:
+                how += (f"; {f['qps'] / exact['qps']:.1f}× its {exact['qps']:,.0f} QPS on all "
+                        "cores")
             out.append((f"{ds}: SrvDB {mode} QPS over the exact scan's at recall ≥ {HNSW_RECALL}"
-                        + (" (≥ 30× at 1M rows)" if (shape_of(results, ds) or [0])[0] >= 10**6
-                           else ""),
-                        f"{r:.1f}× ({exact['qps']:,.0f} QPS exact)",
-                        r >= 30 if (shape_of(results, ds) or [0])[0] >= 10**6 else None))
+                        + (", same thread count" if one else "")
+                        + (" (≥ 30× at 1M rows)" if big else ""),
+                        how + ")", r >= 30 if big else None))
     fresh = (ours.get("int8") or {}).get("fresh_open") or {}
     if (shape_of(results, ds) or [0])[0] >= 10**6 and fresh:
         mb = fresh.get("queried_anon_mb")
@@ -741,7 +752,7 @@ def hnsw_targets(results: dict, ds: str) -> list[tuple[str, str, bool | None]]:
     deleted = figure(libs.get(SRVDB, {}), ds, "hnsw", "deleted") or {}
     if "ef" in deleted:
         ef, f = at_recall(deleted["ef"])
-        best = max(v["recall"] for e, v in deleted["ef"].items() if e != "exact")
+        best = max(v["recall"] for e, v in deleted["ef"].items() if e.isdigit())
         out.append((f"{ds}: SrvDB recall@10 ≥ {HNSW_RECALL} over the survivors after deleting "
                     f"{deleted['deleted_rows']:,} rows (30%)",
                     f"{f['recall']:.4f} at ef {ef}" if f else f"best {best:.4f}", f is not None))
@@ -772,7 +783,9 @@ def hnsw_table(results: dict, ds: str) -> list[str]:
     sweep_note = (
         "at each search-time ef, one ef at a time over every query (Chroma reopens to change "
         "ef); recall@10 against the float64 ground truth. `exact`: SrvDB's exact scan of the "
-        "same database, swept after the efs." if one_at_a_time else
+        "same database, swept after the efs (on every core: one query's scan is split across "
+        "them); `exact, 1 thread`: the same scan in a new process with one thread, where "
+        "measured." if one_at_a_time else
         "at each search-time ef (interleaved query by query, so a query's later efs re-read "
         "rows its earlier efs had cached; Chroma ef by ef, as it must reopen to change ef); "
         "recall@10 against the float64 ground truth. `exact`: SrvDB's exact scan of the same "
@@ -1016,7 +1029,7 @@ def hnsw_plot(results: dict, ds: str, out_dir: Path, label: str) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, (name, sweep) in enumerate(curves):
-        efs = [ef for ef in sweep if ef != "exact"]
+        efs = [ef for ef in sweep if ef.isdigit()]
         ax.plot([sweep[ef]["recall"] for ef in efs], [sweep[ef]["qps"] for ef in efs],
                 marker="o", color=plt.cm.tab10(i % 10), label=name)
         for ef in efs:

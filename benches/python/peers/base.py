@@ -118,6 +118,8 @@ class Adapter:
     hnsw_delete: str | None = None
     #: Also times `search_exact(query, k)` (the exact scan of the same collection) in the sweep.
     hnsw_exact_baseline = False
+    #: Also times the exact scan on one thread (`exact_one_thread`), when it uses every core.
+    hnsw_exact_one_thread = False
     #: The library can measure a fresh process's memory (`hnsw_fresh_open_memory`).
     hnsw_fresh_open = False
     #: Changing ef means reopening the index: the sweep then runs ef by ef, not interleaved.

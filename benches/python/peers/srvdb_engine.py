@@ -84,11 +84,22 @@ class SrvDB(Adapter):
     hnsw_filter_modes = ("planner", "exact scan")
     hnsw_delete = "delete(ids) (one call)"
     hnsw_exact_baseline = True
+    hnsw_exact_one_thread = True
     hnsw_fresh_open = True
 
-    def hnsw_fresh_open_memory(self, mode, queries, ef):
-        # hnsw_memory_probe.py `open` in a new process: nothing of the build is resident there.
-        # The writable handle here is closed first (one writer per directory), then reopened.
+    def exact_one_thread(self, queries, k, warmup):
+        """The exact scan's per-query seconds and answers in a new process whose thread pool
+        has one thread (`RAYON_NUM_THREADS=1`: the pool is sized once, at its first use)."""
+        import os
+
+        out = self._probe("exact", queries, ["--k", str(k), "--warmup", str(warmup)],
+                          env=dict(os.environ, RAYON_NUM_THREADS="1"))
+        return out["seconds"], out["found"]
+
+    def _probe(self, command, queries, args, env=None):
+        """hnsw_memory_probe.py `command` on this database with `queries` and `args`, in a new
+        process; its JSON output. The writable handle here is closed meanwhile (one writer
+        per directory), then reopened."""
         import json
         import subprocess
         import sys
@@ -102,14 +113,19 @@ class SrvDB(Adapter):
                 qpath = Path(tmp) / "queries.npy"
                 np.save(qpath, np.ascontiguousarray(queries, dtype=np.float32))
                 run = subprocess.run(
-                    [sys.executable, str(probe), "open", "--dir", str(self.path),
-                     "--queries", str(qpath), "--ef", str(ef), "--backend", self.backend],
-                    capture_output=True, text=True, timeout=3600)
+                    [sys.executable, str(probe), command, "--dir", str(self.path),
+                     "--queries", str(qpath), "--backend", self.backend, *args],
+                    capture_output=True, text=True, timeout=3600, env=env)
             if run.returncode != 0:
-                raise RuntimeError(f"hnsw_memory_probe.py open: {run.stderr.strip()[-400:]}")
+                raise RuntimeError(f"hnsw_memory_probe.py {command}: "
+                                   f"{run.stderr.strip()[-400:]}")
             return json.loads(run.stdout)
         finally:
             self.open(self.path)
+
+    def hnsw_fresh_open_memory(self, mode, queries, ef):
+        # hnsw_memory_probe.py `open` in a new process: nothing of the build is resident there.
+        return self._probe("open", queries, ["--ef", str(ef)])
 
     def search_exact(self, query, k):
         return [int(id_) for id_, _ in self.db.search(query, k, exact=True)]
