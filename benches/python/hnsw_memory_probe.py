@@ -35,7 +35,7 @@ import time
 import numpy as np
 import srvdb
 
-from hnsw_test import rss_mb
+from hnsw_test import rss_mb, timed_answers
 
 FIELDS = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
 
@@ -115,14 +115,8 @@ def fresh_open(args: argparse.Namespace) -> None:
 def exact(args: argparse.Namespace) -> None:
     queries = np.load(args.queries).astype(np.float32)
     db = srvdb.open(str(args.dir), backend=args.backend)
-    for i in range(args.warmup):
-        db.search(queries[i % len(queries)], args.k, exact=True)
-    seconds, found = [], []
-    for q in queries:
-        t0 = time.perf_counter()
-        hits = db.search(q, args.k, exact=True)
-        seconds.append(time.perf_counter() - t0)
-        found.append([int(id_) for id_, _ in hits])
+    seconds, found = timed_answers(
+        lambda q: [id_ for id_, _ in db.search(q, args.k, exact=True)], queries, args.warmup)
     print(json.dumps({"seconds": seconds, "found": found}))
     db.close()
 

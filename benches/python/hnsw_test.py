@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from bench_data import HNSW_FILTER_CASES, exact_top, hnsw_filter_column
+from report import EXACT_ONE_THREAD
 
 #: Share of the rows the deletion part deletes.
 DELETED_SHARE = 0.3
@@ -59,10 +60,6 @@ def recall_at_k(found: list[list[int]], gt: np.ndarray, k: int) -> float:
     return total / max(1, len(gt))
 
 
-#: The `ef` entry of SrvDB's exact scan timed on one thread (`exact`: on every core).
-EXACT_ONE_THREAD = "exact, 1 thread"
-
-
 def summary(times: list[float], found: list[list[int]], gt: np.ndarray, k: int) -> dict:
     ms = np.array(times) * 1e3
     return {"n": len(times), "qps": len(times) / max(sum(times), 1e-12),
@@ -70,21 +67,24 @@ def summary(times: list[float], found: list[list[int]], gt: np.ndarray, k: int) 
             "recall": recall_at_k(found, gt, k)}
 
 
+def timed_answers(ask, queries: np.ndarray, warmup: int) -> tuple[list[float], list[list[int]]]:
+    """`ask` (a query function) over `warmup` queries, then over every query: each one's
+    seconds and answer."""
+    for i in range(warmup):
+        ask(queries[i % len(queries)])
+    times, found = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        hits = ask(q)
+        times.append(time.perf_counter() - t0)
+        found.append([int(h) for h in hits])
+    return times, found
+
+
 def sweep(cases: dict, queries: np.ndarray, gt: np.ndarray, k: int, warmup: int) -> dict:
     """Single queries over `cases` (name -> query function), one case at a time: its warm-up
     queries, then every query."""
-    out = {}
-    for c, ask in cases.items():
-        for i in range(warmup):
-            ask(queries[i % len(queries)])
-        times, found = [], []
-        for q in queries:
-            t0 = time.perf_counter()
-            hits = ask(q)
-            times.append(time.perf_counter() - t0)
-            found.append([int(h) for h in hits])
-        out[c] = summary(times, found, gt, k)
-    return out
+    return {c: summary(*timed_answers(ask, queries, warmup), gt, k) for c, ask in cases.items()}
 
 
 def ef_sweep(adapter, mode: str, efs: list[int], queries: np.ndarray, gt: np.ndarray, k: int,
