@@ -8,7 +8,7 @@
 //! engine's output.
 
 mod common;
-use common::{reference_score, seed, tempdir, Rng};
+use common::{brute_force, reference_score, seed, tempdir, Rng};
 use srvdb::quant::{IndexKind, IndexSpec, Quantization};
 use srvdb::storage::sim::{Crash, FaultPlan, SimLocation, TornUnit};
 use srvdb::{Database, Error, Metric, OpenOptions, StorageKind, Store, Update};
@@ -402,7 +402,7 @@ fn create_validates_replaces_and_drops() {
 }
 
 #[test]
-fn an_index_created_empty_is_neutral_until_compaction_retrains_it() {
+fn an_index_created_before_its_rows_is_retrained_as_they_arrive() {
     const DIM: usize = 6;
     let dir = tempdir();
     let opts = OpenOptions {
@@ -421,25 +421,91 @@ fn an_index_created_empty_is_neutral_until_compaction_retrains_it() {
     let Book::Int8 { offset, scale, .. } = parse_book(&book) else {
         panic!()
     };
-    assert!(offset.iter().all(|&o| o == 0.0));
-    assert!(scale.iter().all(|&s| s == 1.0 / 127.0));
-    let data: Vec<f32> = Rng::new(seed())
-        .vectors(30, DIM)
-        .iter()
-        .map(|x| x * 5.0)
-        .collect();
-    let ids: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
-    db.add(&ids, &data, &[]).unwrap();
-    let rows: Vec<Vec<f32>> = data.chunks(DIM).map(<[f32]>::to_vec).collect();
+    assert!(offset.iter().all(|&o| o == 0.0), "neutral with no rows");
+    assert!(
+        scale.iter().all(|&s| s == 1.0 / 127.0),
+        "neutral with no rows"
+    );
+    let mut rng = Rng::new(seed());
+    let mut rows: Vec<Vec<f32>> = Vec::new();
+    let mut add = |db: &Database, n: usize, spread: f32, rows: &mut Vec<Vec<f32>>| {
+        let data: Vec<f32> = rng.vectors(n, DIM).iter().map(|x| x * spread).collect();
+        let ids: Vec<String> = (rows.len()..rows.len() + n)
+            .map(|i| format!("k{i}"))
+            .collect();
+        db.add(&ids, &data, &[]).unwrap();
+        db.persist().unwrap();
+        rows.extend(data.chunks(DIM).map(<[f32]>::to_vec));
+    };
+    // The first commit leaves more than twice the rows (none) the codebook saw: retrained.
+    add(&db, 30, 5.0, &mut rows);
+    assert_trained_on(&db, &rows, false);
     check_all_codes(&db, &rows);
-    db.persist().unwrap();
+    // Wider rows, up to twice the 30 it saw: kept (and the rows beyond its range clip).
+    let before = db.index_codes_for_test().unwrap().0;
+    add(&db, 30, 20.0, &mut rows);
+    assert_eq!(
+        db.index_codes_for_test().unwrap().0,
+        before,
+        "60 rows: not retrained"
+    );
+    check_all_codes(&db, &rows);
+    // Past twice: retrained on all of them.
+    add(&db, 1, 1.0, &mut rows);
+    assert_trained_on(&db, &rows, false);
+    check_all_codes(&db, &rows);
     drop(db);
     let db = Database::open(dir.path(), opts).unwrap();
     check_all_codes(&db, &rows);
     // Nothing deleted, but compact still retrains the codebook on the rows.
+    add(&db, 5, 40.0, &mut rows);
     db.compact().unwrap();
     assert_trained_on(&db, &rows, false);
     check_all_codes(&db, &rows);
+}
+
+/// The failure that retraining fixes: a flat int8 index made before any row, on l2 rows far
+/// outside [-1, 1], found 0.31 of the true top 10 when its codebook stayed neutral.
+#[test]
+fn a_flat_int8_index_created_empty_recalls_as_one_created_after_the_rows() {
+    const DIM: usize = 32;
+    const N: usize = 3000;
+    let dir = tempdir();
+    let db = Database::open(
+        dir.path(),
+        OpenOptions {
+            dimension: Some(DIM as u32),
+            ..options(Metric::L2)
+        },
+    )
+    .unwrap();
+    db.create_index(&IndexSpec::flat(Quantization::Int8))
+        .unwrap();
+    let mut rng = Rng::new(seed());
+    let data: Vec<f32> = rng.vectors(N, DIM).iter().map(|x| x * 3.0 + 1.0).collect();
+    let items: Vec<(String, Vec<f32>)> = data
+        .chunks(DIM)
+        .enumerate()
+        .map(|(i, v)| (format!("r{i}"), v.to_vec()))
+        .collect();
+    for (start, batch) in (0..N).step_by(500).zip(data.chunks(500 * DIM)) {
+        let ids: Vec<String> = (start..start + 500).map(|i| format!("r{i}")).collect();
+        db.add(&ids, batch, &[]).unwrap();
+        db.persist().unwrap();
+    }
+    let mut hit = 0;
+    let queries = 30;
+    for _ in 0..queries {
+        let q: Vec<f32> = rng.vectors(1, DIM).iter().map(|x| x * 3.0 + 1.0).collect();
+        let want: HashSet<String> = brute_force(Metric::L2, &q, &items, 10)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let got = db.search(&q, 10).unwrap();
+        hit += got.iter().filter(|h| want.contains(&h.id)).count();
+    }
+    let recall = hit as f64 / (queries * 10) as f64;
+    assert!(recall >= 0.95, "recall@10 {recall}");
 }
 
 /// Damage to `index.codes` is repaired on open from `vectors.bin`.

@@ -299,7 +299,8 @@ impl Codebook {
     /// Trains a codebook for `quantization` on `rows` (each `dim` components; the f32 norm is
     /// passed separately so cosine codes can be of unit-length rows). Rows with a non-finite
     /// or zero norm are skipped. With no rows the codebook is neutral (offset 0, scale 1/127,
-    /// mean 0) and still encodes every row correctly, only less finely.
+    /// mean 0): int8 codes then clip every component outside [-1, 1], so the database
+    /// retrains it as rows arrive (`retrain_outgrown_codes`).
     pub fn train<'a>(
         quantization: Quantization,
         metric: Metric,
