@@ -195,6 +195,31 @@ impl OpenOptions {
         self.read_only = true;
         self
     }
+
+    /// The options an open uses: the embedder's dimension filled in, then the dimension
+    /// checked. Opens run this before they create anything, so options it refuses leave no
+    /// directory and no `LOCK` behind.
+    pub fn validated(mut self) -> Result<Self> {
+        if let Some(embedder) = &self.embedder {
+            match self.dimension {
+                None => self.dimension = Some(embedder.dimension),
+                Some(d) if d != embedder.dimension => {
+                    return Err(Error::invalid(format!(
+                        "dimension {d} given with embedder {embedder}: give no dimension, or the embedder's"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(dim) = self.dimension {
+            if dim == 0 || dim > MAX_DIMENSION {
+                return Err(Error::invalid(format!(
+                    "dimension {dim} is out of range 1..={MAX_DIMENSION}"
+                )));
+            }
+        }
+        Ok(self)
+    }
 }
 
 /// The variables that set `OpenOptions::buffer_bytes`, in the order they are read: SrvDB's own

@@ -91,6 +91,9 @@ impl Sandbox {
     /// guest opens the database read-only.
     pub fn open(&self, dir: impl AsRef<Path>, options: OpenOptions) -> Result<SandboxedDatabase> {
         let dir = dir.as_ref();
+        // Refused as natively, before the directory or its lock is made.
+        srvdb::storage::fs::check_dir_path(dir)?;
+        let options = options.validated()?;
         if options.read_only {
             return self.start(dir, GUEST_DB_DIR, options);
         }

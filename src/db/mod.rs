@@ -195,6 +195,7 @@ impl Database {
     /// lock and changes nothing on disk.
     pub fn open(path: impl AsRef<Path>, options: OpenOptions) -> Result<Self> {
         let dir = path.as_ref();
+        let options = options.validated()?;
         if options.read_only {
             let location = FsLocation::read_only(dir, options.storage)?;
             // Held only while the reader opens: it then serves the commit it found from
@@ -239,6 +240,8 @@ impl Database {
                 "a read-only open syncs nothing: open it without deferred syncs",
             ));
         }
+        let options = options.validated()?;
+        crate::storage::fs::check_dir_path(dir)?;
         // Created here, so that FsLocation::new does not sync the parent: the sync pass does.
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(crate::error::Error::io_ctx(format!(

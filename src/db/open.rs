@@ -4,7 +4,6 @@
 //! needs one (see [`OpenOptions::read_only`]).
 
 use super::field_index::FieldIndexes;
-use super::validate::check_dimension;
 use super::vector_index;
 use super::{lock_poison_free, Database, IdState, Pending, Snapshot, Tombstones, Writer};
 use crate::coalesce::Coalescer;
@@ -33,24 +32,11 @@ impl Database {
     /// read through a recovered in-memory copy (see `Database::open_partition_reader`).
     pub(super) fn open_in_with(
         location: Arc<dyn Location>,
-        mut options: OpenOptions,
+        options: OpenOptions,
         lock: Option<DirLock>,
         recover_copy: bool,
     ) -> Result<Self> {
-        if let Some(embedder) = &options.embedder {
-            match options.dimension {
-                None => options.dimension = Some(embedder.dimension),
-                Some(d) if d != embedder.dimension => {
-                    return Err(Error::invalid(format!(
-                        "dimension {d} given with embedder {embedder}: give no dimension, or the embedder's"
-                    )))
-                }
-                Some(_) => {}
-            }
-        }
-        if let Some(dim) = options.dimension {
-            check_dimension(dim as usize)?;
-        }
+        let options = options.validated()?;
         let meta_existed = location.exists(names::METADATA)?;
         let vectors_existed = location.exists(names::VECTORS)?;
         if !meta_existed && vectors_existed {

@@ -428,6 +428,18 @@ fn is_symlink(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
+/// Refuses a path that names no directory. An empty path would otherwise resolve to the
+/// working directory for every file while failing the directory's own sync, leaving a
+/// database there that the caller never asked for.
+pub fn check_dir_path(dir: &Path) -> Result<()> {
+    if dir.as_os_str().is_empty() {
+        return Err(Error::invalid(
+            "the database path is empty: give the directory to open or create, e.g. \"./my-db\"",
+        ));
+    }
+    Ok(())
+}
+
 /// A database directory on disk.
 #[derive(Debug)]
 pub struct FsLocation {
@@ -441,6 +453,7 @@ pub struct FsLocation {
 impl FsLocation {
     /// A location for `dir` (created if missing) whose rows use `storage`.
     pub fn new(dir: &Path, storage: StorageKind) -> Result<Self> {
+        check_dir_path(dir)?;
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
@@ -470,6 +483,7 @@ impl FsLocation {
     /// A read-only location for the existing directory `dir`: nothing is created, and every
     /// change is refused (see [`ReadOnlyRefusal`]).
     pub fn read_only(dir: &Path, storage: StorageKind) -> Result<Self> {
+        check_dir_path(dir)?;
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => Ok(FsLocation {
                 dir: dir.to_path_buf(),
