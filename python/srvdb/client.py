@@ -27,6 +27,20 @@ __all__ = ["Client", "MAX_COLLECTION_NAME"]
 MAX_COLLECTION_NAME = 128
 
 _MEMORY = ":memory:"
+# A database directory holds its redb metadata from its creation on: a subdirectory without it
+# is not a collection, so it is never listed, opened as one or deleted.
+_METADATA = "metadata.db"
+# The metric names ``srvdb.open`` takes (`Metric::from_str`), by the name a handle reports.
+_METRIC_ALIASES = {
+    "cosine": "cosine", "cos": "cosine", "dot": "dot", "ip": "dot", "inner": "dot",
+    "l2": "l2", "euclidean": "l2",
+}
+# The names a database directory holds (`src/storage/mod.rs`, `names`; `index.codes` and its
+# temporary). A directory holding anything else is not taken for a new collection.
+_DATABASE_FILES = frozenset({
+    "vectors.bin", "metadata.db", "vectors.bin.compact", "vectors.bin.old", "metadata.db.new",
+    "LOCK", "index.codes", "index.codes.tmp",
+})
 # Letters, digits, '_', '-' and '.', not starting with '.' (no hidden directories, no '.' or
 # '..'), so a name is always one plain path component on every operating system.
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -100,7 +114,7 @@ class Client:
         if self._memory:
             held = self._open.get(name)
             return held is not None and not held.closed
-        return self._dir(name).is_dir()
+        return (self._dir(name) / _METADATA).is_file()
 
     def _open_db(
         self, name: str, dim: object, metric: Optional[str], embedder: Optional[str]
@@ -119,6 +133,7 @@ class Client:
             db = _srvdb.open(_MEMORY, dim=dim, metric=metric, backend=self._backend, embedder=embedder)
         else:
             target = self._dir(name)
+            _check_not_foreign(name, target)
             db = _srvdb.open(target, dim=dim, metric=metric, backend=self._backend, embedder=embedder)
             if embedder is None and db.embedder is not None:
                 recorded = db.embedder
@@ -178,12 +193,16 @@ class Client:
             return sorted(
                 entry.name
                 for entry in os.scandir(self._path)
-                if entry.is_dir() and _NAME.fullmatch(entry.name) and len(entry.name) <= MAX_COLLECTION_NAME
+                if entry.is_dir()
+                and _NAME.fullmatch(entry.name)
+                and len(entry.name) <= MAX_COLLECTION_NAME
+                and (Path(entry.path) / _METADATA).is_file()
             )
 
     def delete_collection(self, name: str) -> None:
         """Deletes collection ``name`` and everything in it (its subdirectory). A handle of it
-        this client holds is closed first. Raises ``NotFoundError`` if there is none, and
+        this client holds is closed first. Raises ``NotFoundError`` if there is none (a
+        subdirectory that is not a SrvDB database is not a collection, and is left alone), and
         ``LockedError`` if another handle (not this client's) has it open."""
         _check_name(name)
         with self._lock:
@@ -235,14 +254,41 @@ def _srvdb_backend_name(backend: str) -> str:
     return "wasm" if name in ("wasm", "sandboxed", "wasi") else str(name)
 
 
+def _check_not_foreign(name: str, target: Path) -> None:
+    """Refuses to make a collection of a directory that holds files SrvDB did not write."""
+    if not target.is_dir():
+        return
+    foreign = sorted(e.name for e in os.scandir(target) if e.name not in _DATABASE_FILES)
+    if foreign:
+        raise InvalidInputError(
+            f"{target} exists and is not a SrvDB collection (it holds {foreign[0]!r}"
+            f"{' and more' if len(foreign) > 1 else ''}): choose another collection name, "
+            "or move that directory"
+        )
+
+
 def _check_same(
     name: str, db: _srvdb.Database, dim: object, metric: Optional[str], embedder: Optional[str]
 ) -> None:
     """The checks ``srvdb.open`` makes on reopening, for a handle that is already open."""
-    if dim is not None and db.dim is not None and int(dim) != db.dim:  # type: ignore[call-overload]
-        raise InvalidInputError(f"collection {name!r} has dimension {db.dim}, not {dim}")
-    if metric is not None and metric.lower() != db.metric:
-        raise InvalidInputError(f"collection {name!r} uses metric {db.metric!r}, not {metric!r}")
+    if dim is not None:
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise InvalidInputError(f"dim must be an int, not {type(dim).__name__}")
+        if db.dim is None:
+            raise InvalidInputError(
+                f"collection {name!r} is open in this client without a dimension yet: its first "
+                f"add fixes it; call it without dim={dim}"
+            )
+        if dim != db.dim:
+            raise InvalidInputError(f"collection {name!r} has dimension {db.dim}, not {dim}")
+    if metric is not None:
+        if not isinstance(metric, str):
+            raise InvalidInputError(f"metric must be a str, not {type(metric).__name__}")
+        asked = _METRIC_ALIASES.get(metric.lower())
+        if asked is None:
+            raise InvalidInputError(f'unknown metric {metric!r}: use "cosine", "dot" or "l2"')
+        if asked != db.metric:
+            raise InvalidInputError(f"collection {name!r} uses metric {db.metric!r}, not {metric!r}")
     if embedder is not None and db.embedder is not None and embedder != db.embedder:
         err = EmbedderMismatchError(
             f"collection {name!r} was created with embedder {db.embedder!r}, not {embedder!r}"

@@ -722,6 +722,56 @@ def test_memory_client():
         srvdb.Client(":memory:", backend="wasm")
 
 
+def test_a_directory_that_is_not_a_database_is_no_collection(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_text("x")
+    with srvdb.Client(tmp_path) as client:
+        client.create_collection("real", dim=2)
+        assert client.list_collections() == ["real"]
+        with pytest.raises(srvdb.NotFoundError):
+            client.get_collection("photos")
+        with pytest.raises(srvdb.NotFoundError):
+            client.delete_collection("photos")
+        for make in (client.create_collection, client.get_or_create_collection):
+            with pytest.raises(srvdb.InvalidInputError, match="not a SrvDB collection.*holiday.jpg"):
+                make("photos", dim=2)
+    assert sorted(p.name for p in photos.iterdir()) == ["holiday.jpg"]
+    # An empty directory may become one.
+    (tmp_path / "empty").mkdir()
+    with srvdb.Client(tmp_path) as client:
+        client.create_collection("empty", dim=2).add(["a"], [[1.0, 0.0]])
+        assert client.list_collections() == ["empty", "real"]
+
+
+def test_a_held_collection_is_checked_as_open_checks(tmp_path):
+    with srvdb.Client(tmp_path) as client:
+        client.create_collection("d", dim=3, metric="dot")
+        assert client.get_or_create_collection("d", dim=3, metric="ip").dim == 3
+        for bad in (3.0, "3", True):
+            with pytest.raises(srvdb.InvalidInputError, match="dim must be an int"):
+                client.get_or_create_collection("d", dim=bad)
+        with pytest.raises(srvdb.InvalidInputError, match="dimension 3, not 4"):
+            client.get_or_create_collection("d", dim=4)
+        with pytest.raises(srvdb.InvalidInputError, match="unknown metric"):
+            client.get_or_create_collection("d", metric="bogus")
+        with pytest.raises(srvdb.InvalidInputError, match="uses metric 'dot'"):
+            client.get_or_create_collection("d", metric="l2")
+        client.create_collection("open-dim")
+        with pytest.raises(srvdb.InvalidInputError, match="without a dimension yet"):
+            client.get_or_create_collection("open-dim", dim=5)
+
+
+def test_an_open_refused_for_its_arguments_leaves_nothing_behind(backend, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(srvdb.InvalidInputError, match="path is empty"):
+        srvdb.open("", dim=2, backend=backend)
+    for dim in (0, 65537):
+        with pytest.raises(srvdb.InvalidInputError, match="out of range"):
+            srvdb.open(tmp_path / "db", dim=dim, backend=backend)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_client_refuses_a_file(tmp_path):
     path = tmp_path / "file"
     path.write_text("x")
