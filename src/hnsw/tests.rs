@@ -885,3 +885,34 @@ fn repeated_parallel_builds_of_near_copies_reach_every_node() {
         insert_checking_reachability(&graph, &data, Metric::L2, &[3000], &ctx);
     }
 }
+
+#[test]
+fn the_spread_order_takes_every_row_once_and_scatters_runs() {
+    for (start, end) in [
+        (0u64, 0u64),
+        (5, 6),
+        (0, 2),
+        (3, 10),
+        (0, 1000),
+        (17, 4113),
+        (1, 65_537),
+    ] {
+        let order = super::graph::Spread::new(start, end);
+        let mut seen = vec![false; (end - start) as usize];
+        for i in 0..end - start {
+            let row = u64::from(order.at(i));
+            assert!((start..end).contains(&row), "{row} outside {start}..{end}");
+            let slot = &mut seen[(row - start) as usize];
+            assert!(!*slot, "row {row} taken twice in {start}..{end}");
+            *slot = true;
+        }
+        assert!(
+            seen.iter().all(|&s| s),
+            "a row of {start}..{end} never taken"
+        );
+    }
+    // Ten rows taken one after another come from ten different runs of 50.
+    let order = super::graph::Spread::new(0, 1_000_000);
+    let runs: BTreeSet<u64> = (0..10).map(|i| u64::from(order.at(i)) / 50).collect();
+    assert_eq!(runs.len(), 10);
+}
