@@ -23,7 +23,7 @@ pub enum Error {
         index: Option<usize>,
     },
     /// `add` was given an id that already exists (in the database or earlier in the batch).
-    #[error("duplicate id {id:?}{}: use upsert to replace an existing record", at_index(*.index))]
+    #[error("duplicate id {id:?}{}: each id may appear once in a batch, and add refuses one the database holds (upsert replaces it)", at_index(*.index))]
     DuplicateId {
         /// The repeated id.
         id: String,
@@ -166,7 +166,7 @@ fn locked_message(path: &std::path::Path, holder: LockHolder) -> String {
 
 /// The [`Error::ReadOnly`] reason for a write on a read-only handle.
 pub(crate) const WRITE_ON_READER: &str = "this handle was opened read-only and cannot change \
-     the database: close it and every other reader, then open the database without read_only";
+     the database: open it again without read_only to write (a writer opens beside readers)";
 
 /// Why a sandboxed call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

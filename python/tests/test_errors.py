@@ -172,6 +172,20 @@ def test_first_batch_ragged_or_empty(open_db):
     assert db.dim is None
 
 
+def test_messages_say_what_to_do(open_db):
+    db = open_db()
+    with pytest.raises(srvdb.DuplicateIdError, match="once in a batch"):
+        db.upsert(["u", "u"], [[1.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(srvdb.InvalidInputError, match="vectors are empty"):
+        db.add(["a"], [[]])
+    db.add(["a"], [[1.0, 0.0]])
+    with pytest.raises(srvdb.InvalidInputError, match="int too large for a float32"):
+        db.search([10**400, 0], 1)
+    with pytest.raises(srvdb.InvalidInputError, match="int too large for a float32"):
+        db.add(["b"], [[10**400, 0]])
+    assert db.ids() == ["a"]
+
+
 def test_bad_open_arguments(tmp_path, backend):
     with pytest.raises(srvdb.InvalidInputError, match="unknown metric"):
         srvdb.open(tmp_path / "a", metric="hamming", backend=backend)

@@ -71,7 +71,12 @@ impl Database {
                 d as usize
             }
             None => {
-                if !vectors.len().is_multiple_of(n) || vectors.is_empty() {
+                if vectors.is_empty() {
+                    return Err(Error::invalid(
+                        "the vectors are empty: each needs at least one component",
+                    ));
+                }
+                if !vectors.len().is_multiple_of(n) {
                     return Err(Error::invalid(format!(
                         "{} values for {n} ids: vectors must all have the same length",
                         vectors.len()

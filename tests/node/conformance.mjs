@@ -57,7 +57,7 @@ function messageOf({ tag, val }) {
     case 'dimension-mismatch':
       return `dimension mismatch${at(val.index)}: expected ${val.expected}, got ${val.got}; every vector of a database has its dimension (re-embed with the database's model or open another database)`;
     case 'duplicate-id':
-      return `duplicate id ${JSON.stringify(val.id)}${at(val.index)}: use upsert to replace an existing record`;
+      return `duplicate id ${JSON.stringify(val.id)}${at(val.index)}: each id may appear once in a batch, and add refuses one the database holds (upsert replaces it)`;
     case 'not-found':
       return `id ${JSON.stringify(val)} not found`;
     case 'invalid-input':

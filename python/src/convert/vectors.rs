@@ -7,7 +7,7 @@ use super::type_name;
 use crate::errors::{dimension_mismatch, invalid};
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 /// A batch of `rows` vectors of equal length, back to back, in the binding's own buffer.
 pub(crate) struct Matrix<'py> {
@@ -217,12 +217,19 @@ fn component(x: &Bound<'_, PyAny>, i: usize, j: usize) -> PyResult<f32> {
 fn not_a_number(x: &Bound<'_, PyAny>, i: usize, j: usize) -> PyErr {
     invalid(
         x.py(),
-        format!(
-            "component {j} of vector {i} is a {}, not a number",
-            type_name(x)
-        ),
+        format!("component {j} of vector {i} {}", what_it_is(x)),
         Some(i),
     )
+}
+
+/// Why `x` is no vector component: "is a str, not a number", or for an int past f64's range
+/// (which `extract` refuses with an overflow) that it is too large.
+fn what_it_is(x: &Bound<'_, PyAny>) -> String {
+    if x.is_instance_of::<PyInt>() {
+        "is an int too large for a float32 (at most about 3.4e38 in size)".to_owned()
+    } else {
+        format!("is a {}, not a number", type_name(x))
+    }
 }
 
 /// One vector: a 1-D NumPy array (or a 2-D array with one row), or a sequence of numbers.
@@ -289,10 +296,7 @@ pub(crate) fn vector<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vecto
                 };
                 return Err(invalid(
                     py,
-                    format!(
-                        "component {j} of the {what} is a {}, not a number{hint}",
-                        type_name(&x)
-                    ),
+                    format!("component {j} of the {what} {}{hint}", what_it_is(&x)),
                     None,
                 ));
             }

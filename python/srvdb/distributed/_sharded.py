@@ -402,7 +402,8 @@ class ShardedDatabase:
             if present:
                 i = min(present)
                 err = DuplicateIdError(
-                    f'duplicate id "{ids[i]}" at index {i}: use upsert to replace an existing record'
+                    f'duplicate id "{ids[i]}" at index {i}: each id may appear once in a batch, '
+                    "and add refuses one the database holds (upsert replaces it)"
                 )
                 err.id, err.index = ids[i], i
                 raise err
