@@ -6,8 +6,9 @@ file, fsynced, renamed over ``manifest.json`` and the directory fsynced, so a cr
 old manifest or the new one, never half of one.
 
 The hash must never change for a given manifest ``hash`` name: it decides which shard holds an
-id, so a different answer would hide rows. ``blake2b-64`` is the first 8 bytes of BLAKE2b over
-the id's UTF-8 bytes, read little-endian, modulo the shard count; it is the same on every
+id, so a different answer would hide rows. ``blake2b-64`` is BLAKE2b with an 8-byte digest
+(``digest_size=8``, not the first 8 bytes of the default 64-byte digest) over the id's UTF-8
+bytes, read little-endian, modulo the shard count; it is the same on every
 platform and Python version (unlike ``hash()``, which is salted per process).
 """
 
