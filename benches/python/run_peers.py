@@ -234,6 +234,7 @@ class Runner:
         print("==> machine limits", flush=True)
         self.limits()
         for round_ in range(self.rounds):
+            self.cfg["round"] = round_
             if self.rounds > 1:
                 print(f"==> round {round_ + 1} of {self.rounds}", flush=True)
             for lib in libs:
