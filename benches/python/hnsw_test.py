@@ -5,8 +5,8 @@ For each mode, in the library's order: build the graph from the open collection'
 (m 16, ef_construction 200 where the library takes them; on all cores where it allows; timed,
 with the process's resident-set growth over the build; for SrvDB, also the memory of the
 collection opened in a new process and searched there), then single queries, one thread, at
-each search-time ef of `hnsw_efs`, one ef at a time over every query, as a user runs one
-setting. Per ef: recall@10 against the float64 ground truth, QPS (queries / their summed wall
+each search-time ef of `hnsw_efs`, one ef at a time over every query (`hnsw_passes` passes
+of them, 5 since 5 December 04:00 UTC, 1 before), as a user runs one setting. Per ef: recall@10 against the float64 ground truth, QPS (queries / their summed wall
 time) and p50/p99. SrvDB's exact scan of the same database (`exact=True`) is swept after
 them as the case `exact`, for the ratio QPS(graph) / QPS(scan). Runs before 4 December 15:45
 UTC interleaved the efs and the exact scan query by query: a query's later efs then re-read
@@ -89,15 +89,18 @@ def sweep(cases: dict, queries: np.ndarray, gt: np.ndarray, k: int, warmup: int)
 
 
 def ef_sweep(adapter, mode: str, efs: list[int], queries: np.ndarray, gt: np.ndarray, k: int,
-             warmup: int) -> dict:
+             warmup: int, passes: int = 1) -> dict:
     """`sweep` over the search-time efs, then SrvDB's exact scan; a library that must reopen
     its index to change ef (Chroma: `hnsw_ef_reopens`) is told the ef before its sweep."""
     out = {}
+    # Each ef over `passes` passes of the queries: 200 queries of the 20k set take about 50 ms
+    # at ef 96, short enough for one hiccup of a shared machine to move a figure by 10%.
+    timed, timed_gt = np.concatenate([queries] * passes), np.concatenate([gt] * passes)
     for ef in efs:
         if adapter.hnsw_ef_reopens:
             adapter.set_hnsw_ef(mode, ef)
         out.update(sweep({str(ef): lambda q, ef=ef: adapter.search_hnsw(q, k, mode, ef)},
-                         queries, gt, k, warmup))
+                         timed, timed_gt, k, warmup))
     if adapter.hnsw_exact_baseline:
         out.update(sweep({"exact": lambda q: adapter.search_exact(q, k)}, queries, gt, k, warmup))
     return out
@@ -148,7 +151,8 @@ def run(adapter, base: np.ndarray, queries: np.ndarray, gt: np.ndarray, cfg: dic
                 except Exception as e:  # recorded; the ef sweep still runs
                     fig["fresh_open"] = {"error": f"{type(e).__name__}: {e}"}
                 save()
-            fig["ef"] = ef_sweep(adapter, mode, efs, queries, gt, k, warmup)
+            fig["ef"] = ef_sweep(adapter, mode, efs, queries, gt, k, warmup,
+                                 cfg.get("hnsw_passes", 1))
             if adapter.hnsw_exact_one_thread:
                 # The graph answers each query on one thread and the exact scan on every
                 # core: the issue's ratio is at the same thread count, so the scan is also
