@@ -11,6 +11,7 @@ database directory can be open only once at a time); ``close()`` closes them all
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 import shutil
@@ -272,8 +273,14 @@ def _check_same(
 ) -> None:
     """The checks ``srvdb.open`` makes on reopening, for a handle that is already open."""
     if dim is not None:
-        if isinstance(dim, bool) or not isinstance(dim, int):
+        try:
+            # Any integer, NumPy's included (as srvdb.open takes them), but not a bool.
+            wanted = None if isinstance(dim, bool) else operator.index(dim)
+        except TypeError:
+            wanted = None
+        if wanted is None:
             raise InvalidInputError(f"dim must be an int, not {type(dim).__name__}")
+        dim = wanted
         if db.dim is None:
             raise InvalidInputError(
                 f"collection {name!r} is open in this client without a dimension yet: its first "

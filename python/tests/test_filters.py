@@ -748,6 +748,7 @@ def test_a_held_collection_is_checked_as_open_checks(tmp_path):
     with srvdb.Client(tmp_path) as client:
         client.create_collection("d", dim=3, metric="dot")
         assert client.get_or_create_collection("d", dim=3, metric="ip").dim == 3
+        assert client.get_or_create_collection("d", dim=np.int64(3)).dim == 3
         for bad in (3.0, "3", True):
             with pytest.raises(srvdb.InvalidInputError, match="dim must be an int"):
                 client.get_or_create_collection("d", dim=bad)
