@@ -212,14 +212,20 @@ impl OpenOptions {
             }
         }
         if let Some(dim) = self.dimension {
-            if dim == 0 || dim > MAX_DIMENSION {
-                return Err(Error::invalid(format!(
-                    "dimension {dim} is out of range 1..={MAX_DIMENSION}"
-                )));
-            }
+            check_dimension(dim as usize)?;
         }
         Ok(self)
     }
+}
+
+/// Refuses a dimension outside `1..=MAX_DIMENSION` (an open's, or a first batch's).
+pub(crate) fn check_dimension(dim: usize) -> Result<()> {
+    if dim == 0 || dim > MAX_DIMENSION as usize {
+        return Err(Error::invalid(format!(
+            "dimension {dim} is out of range 1..={MAX_DIMENSION}"
+        )));
+    }
+    Ok(())
 }
 
 /// The variables that set `OpenOptions::buffer_bytes`, in the order they are read: SrvDB's own

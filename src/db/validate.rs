@@ -2,7 +2,7 @@
 //! whole, before anything is written or locked, with an error that says what to fix.
 
 use crate::error::{Error, Result};
-use crate::types::{Metadata, MAX_DIMENSION, MAX_DOCUMENT_BYTES, MAX_ID_BYTES, MAX_METADATA_BYTES};
+use crate::types::{Metadata, MAX_DOCUMENT_BYTES, MAX_ID_BYTES, MAX_METADATA_BYTES};
 
 /// The error for `values` that are not `n` vectors of `expected` components: `got` is the
 /// per-vector length when the values split evenly, else the total.
@@ -78,14 +78,7 @@ pub(super) fn check_queries(dim: u32, queries: &[f32], n: usize) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn check_dimension(dim: usize) -> Result<()> {
-    if dim == 0 || dim > MAX_DIMENSION as usize {
-        return Err(Error::invalid(format!(
-            "dimension {dim} is out of range 1..={MAX_DIMENSION}"
-        )));
-    }
-    Ok(())
-}
+pub(super) use crate::types::check_dimension;
 
 /// Rejects metadata and documents larger than the store takes, before anything is written: a
 /// value redb refused at commit would poison the handle and drop every pending batch with it.
