@@ -115,7 +115,7 @@ class Client:
         if self._memory:
             held = self._open.get(name)
             return held is not None and not held.closed
-        return (self._dir(name) / _METADATA).is_file()
+        return _is_database(self._dir(name))
 
     def _open_db(
         self, name: str, dim: object, metric: Optional[str], embedder: Optional[str]
@@ -134,7 +134,7 @@ class Client:
             db = _srvdb.open(_MEMORY, dim=dim, metric=metric, backend=self._backend, embedder=embedder)
         else:
             target = self._dir(name)
-            _check_not_foreign(name, target)
+            _check_not_foreign(target)
             db = _srvdb.open(target, dim=dim, metric=metric, backend=self._backend, embedder=embedder)
             if embedder is None and db.embedder is not None:
                 recorded = db.embedder
@@ -197,7 +197,7 @@ class Client:
                 if entry.is_dir()
                 and _NAME.fullmatch(entry.name)
                 and len(entry.name) <= MAX_COLLECTION_NAME
-                and (Path(entry.path) / _METADATA).is_file()
+                and _is_database(Path(entry.path))
             )
 
     def delete_collection(self, name: str) -> None:
@@ -255,7 +255,12 @@ def _srvdb_backend_name(backend: str) -> str:
     return "wasm" if name in ("wasm", "sandboxed", "wasi") else str(name)
 
 
-def _check_not_foreign(name: str, target: Path) -> None:
+def _is_database(path: Path) -> bool:
+    """Whether ``path`` holds a SrvDB database (its ``metadata.db``)."""
+    return (path / _METADATA).is_file()
+
+
+def _check_not_foreign(target: Path) -> None:
     """Refuses to make a collection of a directory that holds files SrvDB did not write."""
     if not target.is_dir():
         return
