@@ -6,8 +6,9 @@ For each mode, in the library's order: build the graph from the open collection'
 with the process's resident-set growth over the build; for SrvDB, also the memory of the
 collection opened in a new process and searched there), then single queries, one thread, at
 each search-time ef of `hnsw_efs`, one ef at a time over every query (`hnsw_passes` passes
-of them, 5 since 5 December 04:00 UTC, 1 before), as a user runs one setting. Per ef: recall@10 against the float64 ground truth, QPS (queries / their summed wall
-time) and p50/p99. SrvDB's exact scan of the same database (`exact=True`) is swept after
+of them, 5 since 5 December 04:00 UTC, 1 before), as a user runs one setting. Per ef:
+recall@10 against the float64 ground truth, QPS (queries / their summed wall time) and
+p50/p99. SrvDB's exact scan of the same database (`exact=True`) is swept after
 them as the case `exact`, for the ratio QPS(graph) / QPS(scan). Runs before 4 December 15:45
 UTC interleaved the efs and the exact scan query by query: a query's later efs then re-read
 rows its earlier efs had just brought into the caches (20k f32 at ef 128: about 200 us a
