@@ -38,6 +38,7 @@ pub mod error;
 pub mod filter;
 pub mod format;
 pub mod hnsw;
+mod hugepage;
 pub mod ids;
 pub mod index;
 pub mod meta;

@@ -18,6 +18,7 @@
 //! since every slot always holds a node that is inserted or being inserted (searches ignore
 //! nodes past their view). Writers linking concurrently take a striped per-node lock.
 
+use super::guide::{Guide, GuideScorer};
 use super::kernel::Fast;
 use super::layer::{greedy, search_layer, LayerSearch, Scorer};
 use super::rows::ResidentRows;
@@ -46,6 +47,11 @@ const LINKS_FORMAT: u8 = 1;
 /// Below this many new rows an insertion stays on the calling thread.
 #[cfg(not(target_arch = "wasm32"))]
 const PARALLEL_MIN_ROWS: u64 = 256;
+/// From this many new rows an insertion may walk on guide codes ([`super::guide`]).
+const GUIDE_MIN_ROWS: u64 = 4096;
+/// ... and when they are at least one in this many of the graph's rows after it: the guide
+/// encodes every row, about 1 us each against the several hundred an insertion's walk costs.
+const GUIDE_MIN_SHARE: u64 = 64;
 
 /// The pool a large insertion runs on, or `None` where it must stay on the calling thread.
 ///
@@ -125,9 +131,13 @@ impl Chunk {
     }
 }
 
-/// The order one insertion takes its rows `start..end` in: position `i` is row
-/// `start + i * stride mod len`, with `stride` coprime to `len` near `len / phi`, so every row
-/// comes once and rows taken one after another lie far apart.
+/// Consecutive rows an insertion takes together ([`Spread`]).
+const SPREAD_BLOCK: u64 = 4;
+
+/// The order one insertion takes its rows `start..end` in: blocks of [`SPREAD_BLOCK`]
+/// consecutive rows, block `i` being block `i * stride mod blocks` with `stride` coprime to
+/// `blocks` near `blocks / phi`, then the rows after the last whole block in row order. Every
+/// row comes once, and blocks taken one after another lie far apart.
 ///
 /// Rows often arrive in runs of similar vectors (a document's chunks, one topic's records, a
 /// cluster). In row order, a run's members are inserted one after another and link mostly to
@@ -135,30 +145,43 @@ impl Chunk {
 /// pruning full lists. Spread out, the graph grows evenly over all the rows, as with a random
 /// order. On the 1M x 384 perturbed MiniLM set (runs of 50 variants of one sentence) that
 /// raised the f32 graph's recall per ef, and with it QPS at recall 0.99 from about 1.0x to
-/// 1.39x hnswlib's; it costs the cache locality a row-order build has on such runs (each
-/// insertion finding its predecessor's rows cached): 1.42x hnswlib's build time there, against
-/// 0.88-0.91x (docs/performance.md, "Insertion order").
+/// 1.14-1.39x hnswlib's, but it cost the cache locality a row-order build has on such runs
+/// (each insertion finding its predecessor's rows cached): 1.42-1.51x hnswlib's build time,
+/// against 0.88-0.91x in row order. Blocks of 4 keep most of both: a block's later rows find
+/// in cache most of what its first row's walk loaded. There (with the walk on guide codes,
+/// [`super::guide`]) the build took 226 s against 325 s one row at a time, with recall@10
+/// 0.9910 against 0.9920 at ef 384 (docs/performance.md, "Insertion order").
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Spread {
     start: u64,
-    len: u64,
+    blocks: u64,
     stride: u64,
 }
 
 impl Spread {
     pub(super) fn new(start: u64, end: u64) -> Self {
-        let len = end.saturating_sub(start);
-        let mut stride = ((len as f64 * 0.618_033_988_749_895) as u64).max(1);
-        while gcd(stride, len) > 1 {
+        let blocks = end.saturating_sub(start) / SPREAD_BLOCK;
+        let mut stride = ((blocks as f64 * 0.618_033_988_749_895) as u64).max(1);
+        while gcd(stride, blocks) > 1 {
             stride += 1;
         }
-        Spread { start, len, stride }
+        Spread {
+            start,
+            blocks,
+            stride,
+        }
     }
 
-    /// The node inserted at position `i` (`i < len`).
+    /// The node inserted at position `i` (`i < end - start`).
     pub(super) fn at(&self, i: u64) -> u32 {
-        // Rows are u32 (checked before an insertion): both factors are below 2^32.
-        (self.start + i * self.stride % self.len.max(1)) as u32
+        let block = i / SPREAD_BLOCK;
+        // Rows are u32 (checked before an insertion): every product here is below 2^64.
+        let row = if block < self.blocks {
+            (block * self.stride % self.blocks) * SPREAD_BLOCK + i % SPREAD_BLOCK
+        } else {
+            i
+        };
+        (self.start + row) as u32
     }
 }
 
@@ -312,6 +335,8 @@ pub struct Graph {
     upper_bytes: AtomicU64,
     /// Up to this many nodes an insertion's repair walks the whole bottom layer.
     pub(super) repair_walk_nodes: u32,
+    /// Fewest new rows an insertion walks on guide codes for ([`GUIDE_MIN_ROWS`]).
+    guide_min_rows: u64,
 }
 
 impl std::fmt::Debug for Graph {
@@ -360,6 +385,7 @@ impl Graph {
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             upper_bytes: AtomicU64::new(0),
             repair_walk_nodes: super::repair::WALK_ALWAYS_NODES,
+            guide_min_rows: GUIDE_MIN_ROWS,
         }
     }
 
@@ -368,6 +394,14 @@ impl Graph {
     #[cfg(test)]
     pub(crate) fn with_repair_walk_nodes(mut self, nodes: u32) -> Self {
         self.repair_walk_nodes = nodes;
+        self
+    }
+
+    /// This graph with insertions of at least `rows` new rows walking on guide codes (and no
+    /// others), so a test compares both ways of building at one size.
+    #[cfg(test)]
+    pub(crate) fn with_guide_min_rows(mut self, rows: u64) -> Self {
+        self.guide_min_rows = rows;
         self
     }
 
@@ -484,7 +518,14 @@ impl Graph {
         let chunks = self.chunks.load_full();
         let links = self.links(&chunks);
         let resident = ResidentRows::new(rows);
+        let new = to - from;
+        let guide = if new >= self.guide_min_rows && new.saturating_mul(GUIDE_MIN_SHARE) >= to {
+            Some(Guide::build(rows, space.metric, to)?)
+        } else {
+            None
+        };
         let builder = Builder {
+            guide: guide.as_ref(),
             graph: self,
             links: &links,
             view: rows,
@@ -680,6 +721,8 @@ pub(super) struct Builder<'a> {
     pub(super) links: &'a Links<'a>,
     pub(super) view: &'a dyn RowView,
     pub(super) resident: Option<&'a ResidentRows<'a>>,
+    /// int8 codes of rows `0..nodes` the walk runs on (candidates rescored on the rows).
+    pub(super) guide: Option<&'a Guide>,
     pub(super) space: Space,
     /// The kernels links are chosen with (the traversal's).
     pub(super) fast: Fast,
@@ -741,10 +784,46 @@ impl Builder<'_> {
         };
         let ep = entry.unwrap_or(first);
         let q = self.row(node)?;
-        let mut scorer = RowScorer::new(self.view, self.resident, self.space, &q, q[self.dim]);
-        let (from_entry, at) = self.descend(ep, level, &mut scorer, &mut scratch.batch);
+        match self.guide {
+            Some(codes) => {
+                let mut scorer = GuideScorer::new(codes, &q[..self.dim], q[self.dim]);
+                self.link_new(node, level, ep, &q, &mut scorer, true, scratch, changed)?;
+            }
+            None => {
+                let mut scorer =
+                    RowScorer::new(self.view, self.resident, self.space, &q, q[self.dim]);
+                self.link_new(node, level, ep, &q, &mut scorer, false, scratch, changed)?;
+                if let Some(e) = scorer.failed {
+                    return Err(e);
+                }
+            }
+        }
+        if level > ep.level {
+            *lock(&g.entry) = Some(Entry { node, level });
+        }
+        Ok(())
+    }
+
+    /// Finds `node`'s neighbours from `ep` down (scored by `scorer`; with `rescore`, its keys
+    /// are approximate and the candidates are rescored on the rows before links are chosen)
+    /// and links it in on each of its layers.
+    #[allow(clippy::too_many_arguments)]
+    fn link_new(
+        &self,
+        node: u32,
+        level: u8,
+        ep: Entry,
+        q: &[f32],
+        scorer: &mut impl Scorer,
+        rescore: bool,
+        scratch: &mut Scratch,
+        changed: &mut Vec<u32>,
+    ) -> Result<()> {
+        let g = self.graph;
+        let (from_entry, at) = self.descend(ep, level, scorer, &mut scratch.batch);
         let mut entries = vec![at];
         let mut found: Vec<Scored> = Vec::new();
+        let mut exact: Vec<Scored> = Vec::new();
         let mut chosen = Vec::new();
         for layer in (0..=level.min(ep.level)).rev() {
             let p = LayerSearch {
@@ -754,7 +833,7 @@ impl Builder<'_> {
                 skip: None,
                 budget: None,
             };
-            search_layer(self.links, &p, &entries, &mut scorer, scratch);
+            search_layer(self.links, &p, &entries, scorer, scratch);
             found.clear();
             found.extend(scratch.results.drain().map(|r| r.0));
             found.retain(|s| s.node != node);
@@ -763,13 +842,28 @@ impl Builder<'_> {
                 // inserted concurrently): it leads nowhere, and the new node would get as
                 // few links. Walk again from the entry as well.
                 found.push(from_entry);
-                search_layer(self.links, &p, &found, &mut scorer, scratch);
+                search_layer(self.links, &p, &found, scorer, scratch);
                 found.clear();
                 found.extend(scratch.results.drain().map(|r| r.0));
                 found.retain(|s| s.node != node);
             }
-            found.sort_unstable_by(|a, b| b.cmp(a));
-            self.select(&found, g.m, layer, &mut chosen)?;
+            let candidates = if rescore {
+                // The best by their codes' keys, twice a bottom-layer list: at 300k rows of
+                // the perturbed MiniLM set, rescoring 64 of the up to 200 found (m 16) built in
+                // 73-76 s against 80-85 s rescoring all, with recall@10 at ef 256 0.992 against
+                // 0.9915; rescoring 32 fell to 0.979.
+                found.sort_unstable_by(|a, b| b.cmp(a));
+                exact.clear();
+                for s in found.iter().take(2 * g.m0) {
+                    let row = self.row(s.node)?;
+                    exact.push(Scored::new(self.pair(q, &row), s.node));
+                }
+                &mut exact
+            } else {
+                &mut found
+            };
+            candidates.sort_unstable_by(|a, b| b.cmp(a));
+            self.select(candidates, g.m, layer, &mut chosen)?;
             {
                 let _l = lock(&g.locks[node as usize % LOCK_STRIPES]);
                 self.set_own(node, layer, &chosen)?;
@@ -782,14 +876,9 @@ impl Builder<'_> {
                 std::mem::swap(&mut entries, &mut found);
             }
         }
-        if let Some(e) = scorer.failed {
-            return Err(e);
-        }
-        if level > ep.level {
-            *lock(&g.entry) = Some(Entry { node, level });
-        }
         Ok(())
     }
+
     /// The neighbour-selection heuristic (HNSW paper, algorithm 4): from `candidates` (best
     /// first, keyed against the node), keep a candidate only if it is closer to the node
     /// than to every one already kept, up to `keep`. On the bottom layer a list shorter than

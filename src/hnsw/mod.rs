@@ -15,6 +15,7 @@
 //! loads the links as they were committed instead of rebuilding.
 
 pub mod graph;
+mod guide;
 pub mod index;
 mod kernel;
 mod layer;

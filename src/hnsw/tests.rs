@@ -887,7 +887,7 @@ fn repeated_parallel_builds_of_near_copies_reach_every_node() {
 }
 
 #[test]
-fn the_spread_order_takes_every_row_once_and_scatters_runs() {
+fn the_spread_order_takes_every_row_once_and_scatters_blocks_of_four() {
     for (start, end) in [
         (0u64, 0u64),
         (5, 6),
@@ -911,8 +911,51 @@ fn the_spread_order_takes_every_row_once_and_scatters_runs() {
             "a row of {start}..{end} never taken"
         );
     }
-    // Ten rows taken one after another come from ten different runs of 50.
+    // Ten blocks taken one after another come from ten different runs of 50, each block
+    // four consecutive rows.
     let order = super::graph::Spread::new(0, 1_000_000);
-    let runs: BTreeSet<u64> = (0..10).map(|i| u64::from(order.at(i)) / 50).collect();
+    let runs: BTreeSet<u64> = (0..10).map(|b| u64::from(order.at(4 * b)) / 50).collect();
     assert_eq!(runs.len(), 10);
+    for b in 0..10 {
+        let first = order.at(4 * b);
+        let block: Vec<u32> = (0..4).map(|j| order.at(4 * b + j)).collect();
+        assert_eq!(block, (first..first + 4).collect::<Vec<_>>(), "block {b}");
+    }
+}
+
+/// A build walking on guide codes (candidates rescored on the rows) recalls as one walking
+/// on the rows, for every metric (L2 keys also read the guide's norms), on rows resident or
+/// read on demand.
+#[test]
+fn a_build_on_guide_codes_recalls_as_one_on_the_rows() {
+    let data = clustered(6000, 48, 31);
+    let qs = queries(&data, 100, 32);
+    let rows = data.store.view();
+    let on_demand = OnDemand(rows.as_ref());
+    for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
+        let mut recalls = Vec::new();
+        for (guide_from, view) in [
+            (u64::MAX, rows.as_ref()),
+            (0, rows.as_ref()),
+            (0, &on_demand as &dyn RowView),
+        ] {
+            let graph = Arc::new(Graph::new(params(), 42).with_guide_min_rows(guide_from));
+            let mut dirty = BTreeSet::new();
+            graph.insert(view, space(metric), 6000, &mut dirty).unwrap();
+            assert_eq!(dirty.len(), 6000);
+            let gv = graph.view();
+            let set = ScanSet {
+                rows: rows.as_ref(),
+                tombstones: &[],
+            };
+            let found = rows_of(index(&gv, metric, 48).search(&set, &qs, 10));
+            recalls.push(recall(metric, &data, &qs, &[], &found, 10));
+        }
+        assert!(
+            recalls.iter().all(|&r| r >= 0.95)
+                && (recalls[0] - recalls[1]).abs() <= 0.015
+                && (recalls[1] - recalls[2]).abs() <= 0.015,
+            "{metric:?}: on rows, on guide codes, on guide codes read on demand: {recalls:?}"
+        );
+    }
 }
