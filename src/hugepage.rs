@@ -6,13 +6,15 @@
 /// A vector with room for `n` elements, its memory advised as huge-page backed (Linux
 /// `MADV_HUGEPAGE`, honoured when transparent huge pages are in `madvise` or `always` mode;
 /// a no-op elsewhere). Advised before the first write, so the pages are huge when faulted in.
-pub(crate) fn vec_with_capacity<T>(n: usize) -> Vec<T> {
-    let v: Vec<T> = Vec::with_capacity(n);
+/// `None` when the room cannot be reserved (the caller does without).
+pub(crate) fn try_vec_with_capacity<T>(n: usize) -> Option<Vec<T>> {
+    let mut v: Vec<T> = Vec::new();
+    v.try_reserve_exact(n).ok()?;
     advise(
         v.as_ptr().cast::<u8>(),
         n.saturating_mul(std::mem::size_of::<T>()),
     );
-    v
+    Some(v)
 }
 
 #[cfg(target_os = "linux")]

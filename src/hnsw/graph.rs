@@ -520,7 +520,7 @@ impl Graph {
         let resident = ResidentRows::new(rows);
         let new = to - from;
         let guide = if new >= self.guide_min_rows && new.saturating_mul(GUIDE_MIN_SHARE) >= to {
-            Some(Guide::build(rows, space.metric, to)?)
+            Guide::build(rows, space.metric, to)?
         } else {
             None
         };

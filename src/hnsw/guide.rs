@@ -15,7 +15,7 @@
 use super::kernel::Int8Dot;
 use super::layer::Scorer;
 use super::rows::prefetch;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::quant::{Codebook, PreparedQuery, Quantization};
 use crate::storage::{for_each_rows, RowView};
 use crate::types::Metric;
@@ -38,8 +38,36 @@ pub(super) struct Guide {
 
 impl Guide {
     /// Codes of rows `0..to` of `view` for `metric`, with a codebook trained on an even
-    /// sample of them.
-    pub(super) fn build(view: &dyn RowView, metric: Metric, to: u64) -> Result<Guide> {
+    /// sample of them; `None` when the memory for them cannot be reserved (a wasm32 guest
+    /// holds at most 4 GB), and the insertion walks on the rows instead.
+    pub(super) fn build(view: &dyn RowView, metric: Metric, to: u64) -> Result<Option<Guide>> {
+        let dim = view.layout().dim as usize;
+        let stride = dim.next_multiple_of(64);
+        let Some(rows) = usize::try_from(to)
+            .ok()
+            .filter(|n| n.checked_mul(stride).is_some())
+        else {
+            return Ok(None);
+        };
+        let Some(codes) = crate::hugepage::try_vec_with_capacity(rows * stride) else {
+            return Ok(None);
+        };
+        let mut norms_sq = Vec::new();
+        if metric == Metric::L2 && norms_sq.try_reserve_exact(rows).is_err() {
+            return Ok(None);
+        }
+        Self::fill(view, metric, to, codes, norms_sq).map(Some)
+    }
+
+    /// Encodes rows `0..to` into `codes` (and `norms_sq` for L2), both empty with room
+    /// reserved.
+    fn fill(
+        view: &dyn RowView,
+        metric: Metric,
+        to: u64,
+        mut codes: Vec<u8>,
+        mut norms_sq: Vec<f32>,
+    ) -> Result<Guide> {
         let layout = view.layout();
         let dim = layout.dim as usize;
         let step = to.div_ceil(TRAIN_SAMPLE).max(1);
@@ -59,12 +87,6 @@ impl Guide {
         );
         drop(sample);
         let stride = dim.next_multiple_of(64);
-        let rows = usize::try_from(to)
-            .ok()
-            .filter(|n| n.checked_mul(stride).is_some())
-            .ok_or_else(|| Error::invalid(format!("{to} rows do not fit in memory")))?;
-        let mut codes = crate::hugepage::vec_with_capacity(rows * stride);
-        let mut norms_sq = Vec::with_capacity(if metric == Metric::L2 { rows } else { 0 });
         let norm_at = dim.next_multiple_of(4);
         let mut code = vec![0u8; codebook.code_len()];
         for_each_rows(view, 0, to, READ_BYTES, |_, block| {
@@ -189,7 +211,7 @@ mod tests {
             let q: Vec<f32> = (0..dim).map(|_| rng.f32()).collect();
             let q_norm = q.iter().map(|x| x * x).sum::<f32>().sqrt();
             for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
-                let guide = Guide::build(view.as_ref(), metric, 50).unwrap();
+                let guide = Guide::build(view.as_ref(), metric, 50).unwrap().unwrap();
                 let mut table = CodeTable::new(Arc::new(guide.codebook.clone()));
                 for r in 0..50 {
                     table.push_rows(layout, view.row(r).unwrap());
