@@ -493,17 +493,7 @@ fn train(
     } else {
         (TRAIN_COPY_BYTES / view.layout().stride_bytes()).clamp(1, TRAIN_ROWS as usize) as u64
     };
-    let step = live.div_ceil(budget).max(1);
-    let mut sample = Vec::new();
-    for (k, row) in (0..rows).filter(|&row| !is_dead(row)).enumerate() {
-        if (k as u64).is_multiple_of(step) {
-            if let Some(data) = view.read_row(row)? {
-                sample.push(data);
-            }
-        }
-    }
-    let sample = sample.iter().map(|data| (&data[..dim], data[dim]));
-    Ok(Codebook::train(quantization, metric, dim, sample))
+    Codebook::train_on_sample(quantization, metric, view, rows, live, budget, is_dead)
 }
 
 /// Appends to `table` the codes of its missing rows `table.rows()..to` of `view` (resident or

@@ -12,11 +12,11 @@
 //! lines (384 components: 6 lines, where the index's 388-byte codes straddle 7), in one
 //! allocation advised as huge-page backed ([`crate::hugepage`]).
 
-use super::kernel::Int8Dot;
 use super::layer::Scorer;
 use super::rows::prefetch;
+use super::score::Int8Key;
 use crate::error::Result;
-use crate::quant::{Codebook, PreparedQuery, Quantization};
+use crate::quant::{Codebook, Quantization};
 use crate::storage::{for_each_rows, RowView};
 use crate::types::Metric;
 
@@ -70,22 +70,15 @@ impl Guide {
     ) -> Result<Guide> {
         let layout = view.layout();
         let dim = layout.dim as usize;
-        let step = to.div_ceil(TRAIN_SAMPLE).max(1);
-        let mut sample = Vec::new();
-        let mut row = 0;
-        while row < to {
-            if let Some(data) = view.read_row(row)? {
-                sample.push(data);
-            }
-            row += step;
-        }
-        let codebook = Codebook::train(
+        let codebook = Codebook::train_on_sample(
             Quantization::Int8,
             metric,
-            dim,
-            sample.iter().map(|r| (&r[..dim], r[dim])),
-        );
-        drop(sample);
+            view,
+            to,
+            to,
+            TRAIN_SAMPLE,
+            |_| false,
+        )?;
         let stride = dim.next_multiple_of(64);
         let norm_at = dim.next_multiple_of(4);
         let mut code = vec![0u8; codebook.code_len()];
@@ -119,14 +112,11 @@ impl Guide {
     }
 }
 
-/// Scores guide codes against one query as the index's int8 codes are scored (`bias + step *
-/// dot`; L2: `2 key - |row|^2 - |query|^2`).
+/// Scores guide codes against one query as the index's int8 codes are scored ([`Int8Key`]).
 pub(super) struct GuideScorer<'a> {
     guide: &'a Guide,
-    dot: Int8Dot,
-    step: f32,
-    bias: f32,
-    norm_sq: f32,
+    /// `None` only for a codebook that is not int8, which a guide never has.
+    key: Option<Int8Key>,
     lines: usize,
 }
 
@@ -134,22 +124,9 @@ impl<'a> GuideScorer<'a> {
     /// Scores against `query` (`dim` components) with norm `norm`.
     pub(super) fn new(guide: &'a Guide, query: &[f32], norm: f32) -> Self {
         let query = &query[..guide.dim.min(query.len())];
-        let (q, step, bias, norm_sq) = match guide.codebook.prepare(query, norm) {
-            PreparedQuery::Int8 {
-                q,
-                step,
-                bias,
-                norm_sq,
-            } => (q, step, bias, norm_sq),
-            // An int8 codebook prepares int8 queries; a zero query scores every row alike.
-            PreparedQuery::Binary { .. } => (vec![0; guide.dim], 0.0, 0.0, 0.0),
-        };
         GuideScorer {
             guide,
-            dot: Int8Dot::new(&q),
-            step,
-            bias,
-            norm_sq,
+            key: Int8Key::new(&guide.codebook.prepare(query, norm), guide.metric),
             lines: guide.dim.div_ceil(64),
         }
     }
@@ -158,16 +135,11 @@ impl<'a> GuideScorer<'a> {
 impl Scorer for GuideScorer<'_> {
     #[inline]
     fn score(&mut self, node: u32) -> f32 {
-        let Some(code) = self.guide.code(node) else {
-            return f32::NEG_INFINITY;
-        };
-        let key = self.bias + self.step * self.dot.dot(code) as f32;
-        if self.guide.metric != Metric::L2 {
-            return key;
-        }
-        match self.guide.norms_sq.get(node as usize) {
-            Some(n) => 2.0 * key - n - self.norm_sq,
-            None => f32::NEG_INFINITY,
+        match (&self.key, self.guide.code(node)) {
+            (Some(k), Some(code)) => {
+                k.key(code, || self.guide.norms_sq.get(node as usize).copied())
+            }
+            _ => f32::NEG_INFINITY,
         }
     }
 

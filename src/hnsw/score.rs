@@ -104,22 +104,58 @@ pub(crate) struct CodeScorer<'a> {
     codes: &'a CodeTable,
     codebook: &'a Codebook,
     prepared: PreparedQuery,
-    /// Int8 codes: the query's integers ready for one code at a time, and what turns their
-    /// dot product into a key.
+    /// Int8 codes: what turns a code into its key.
     int8: Option<Int8Key>,
+    /// Where an int8 code's f32 squared norm starts.
+    norm_at: usize,
     lines: usize,
 }
 
 /// `key = bias + step * dot` (cosine, dot), or `2 key - |row|^2 - |query|^2` (L2), as
-/// [`Codebook::score_block`] computes it.
-struct Int8Key {
+/// [`Codebook::score_block`] computes it, with the query's integers made ready once for one
+/// code at a time ([`Int8Dot`]). The index's codes and a build's guide codes
+/// (`super::guide`) are scored by it alike.
+pub(super) struct Int8Key {
     dot: Int8Dot,
     step: f32,
     bias: f32,
     norm_sq: f32,
-    metric: Metric,
-    /// Where a code's f32 squared norm starts.
-    norm_at: usize,
+    l2: bool,
+}
+
+impl Int8Key {
+    /// For `prepared`, a query prepared by an int8 codebook of `metric`; `None` for another.
+    pub(super) fn new(prepared: &PreparedQuery, metric: Metric) -> Option<Self> {
+        match prepared {
+            PreparedQuery::Int8 {
+                q,
+                step,
+                bias,
+                norm_sq,
+            } => Some(Int8Key {
+                dot: Int8Dot::new(q),
+                step: *step,
+                bias: *bias,
+                norm_sq: *norm_sq,
+                l2: metric == Metric::L2,
+            }),
+            PreparedQuery::Binary { .. } => None,
+        }
+    }
+
+    /// The key of `code` (at least the query's length); `row_norm_sq` gives the row's
+    /// squared norm, asked for L2 only (`-inf` without it).
+    #[inline]
+    pub(super) fn key(&self, code: &[u8], row_norm_sq: impl FnOnce() -> Option<f32>) -> f32 {
+        let key = self.bias + self.step * self.dot.dot(code) as f32;
+        if !self.l2 {
+            return key;
+        }
+        match row_norm_sq() {
+            Some(n) => 2.0 * key - n - self.norm_sq,
+            None => f32::NEG_INFINITY,
+        }
+    }
 }
 
 impl<'a> CodeScorer<'a> {
@@ -127,30 +163,17 @@ impl<'a> CodeScorer<'a> {
     pub fn new(codes: &'a CodeTable, query: &[f32], norm: f32) -> Self {
         let codebook = codes.codebook().as_ref();
         let prepared = codebook.prepare(query, norm);
-        let int8 = match (codebook, &prepared) {
-            (
-                Codebook::Int8 { metric, .. },
-                PreparedQuery::Int8 {
-                    q,
-                    step,
-                    bias,
-                    norm_sq,
-                },
-            ) if q.len() == codebook.dim() && codes.code_len() >= q.len() => Some(Int8Key {
-                dot: Int8Dot::new(q),
-                step: *step,
-                bias: *bias,
-                norm_sq: *norm_sq,
-                metric: *metric,
-                norm_at: q.len().next_multiple_of(4),
-            }),
-            _ => None,
-        };
+        let dim = codebook.dim();
+        // The prepared query has `min(query, dim)` integers: the int8 path needs all `dim`,
+        // and codes that hold them.
+        let int8 = Int8Key::new(&prepared, codebook.metric())
+            .filter(|_| query.len() >= dim && codes.code_len() >= dim);
         CodeScorer {
             codes,
             codebook,
             prepared,
             int8,
+            norm_at: dim.next_multiple_of(4),
             lines: codes.code_len().div_ceil(64),
         }
     }
@@ -163,14 +186,11 @@ impl Scorer for CodeScorer<'_> {
             return f32::NEG_INFINITY;
         };
         if let Some(k) = &self.int8 {
-            let dot = k.bias + k.step * k.dot.dot(code) as f32;
-            return match k.metric {
-                Metric::Cosine | Metric::Dot => dot,
-                Metric::L2 => match code.get(k.norm_at..k.norm_at + 4) {
-                    Some(t) => 2.0 * dot - f32::from_le_bytes([t[0], t[1], t[2], t[3]]) - k.norm_sq,
-                    None => f32::NEG_INFINITY,
-                },
-            };
+            let norm_at = self.norm_at;
+            return k.key(code, || {
+                let t = code.get(norm_at..norm_at + 4)?;
+                Some(f32::from_le_bytes([t[0], t[1], t[2], t[3]]))
+            });
         }
         self.codebook.score(&self.prepared, code)
     }

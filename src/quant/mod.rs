@@ -355,6 +355,32 @@ impl Codebook {
         }
     }
 
+    /// Trains on an even sample of at most `budget` of the `live` rows among rows `0..rows`
+    /// of `view` that `is_dead` lets through (read one by one, so a view that is not resident
+    /// copies only the sample).
+    pub fn train_on_sample(
+        quantization: Quantization,
+        metric: Metric,
+        view: &dyn crate::storage::RowView,
+        rows: u64,
+        live: u64,
+        budget: u64,
+        is_dead: impl Fn(u64) -> bool,
+    ) -> Result<Codebook> {
+        let dim = view.layout().dim as usize;
+        let step = live.div_ceil(budget.max(1)).max(1);
+        let mut sample = Vec::new();
+        for (k, row) in (0..rows).filter(|&row| !is_dead(row)).enumerate() {
+            if (k as u64).is_multiple_of(step) {
+                if let Some(data) = view.read_row(row)? {
+                    sample.push(data);
+                }
+            }
+        }
+        let sample = sample.iter().map(|data| (&data[..dim], data[dim]));
+        Ok(Codebook::train(quantization, metric, dim, sample))
+    }
+
     /// Which quantization this is.
     pub fn quantization(&self) -> Quantization {
         match self {
