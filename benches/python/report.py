@@ -657,6 +657,9 @@ def quantized_section(results: dict) -> list[str]:
     if isinstance(perturbed, dict) and "rows" in perturbed:
         lines += [f"`minilm-perturbed`: {perturbed.get('source', '')}; the real queries, float64 "
                   "ground truth.", ""]
+    corpus = results["datasets"].get("minilm-corpus")
+    if isinstance(corpus, dict) and "rows" in corpus:
+        lines += [f"`minilm-corpus`: {corpus.get('source', '')}; float64 ground truth.", ""]
     targets_ = quantized_targets(results)
     if targets_:
         lines += ["| target | measured | met |", "| --- | ---: | :---: |"]

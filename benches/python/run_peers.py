@@ -24,8 +24,9 @@ filtered-only run updates the filtered section and keeps the rest as measured be
 
 `--tests quantized` runs only the quantized test (issue 16: int8 and 1-bit codes rescored
 exactly, each library's exact f32 search beside them), on the real MiniLM set and a 1M x 384
-set made from it (`minilm-perturbed`, bench_data.py), for the libraries with compressed
-vectors (SrvDB, FAISS, usearch); a full run leaves it out.
+set made from it (`minilm-perturbed`, bench_data.py), and on a million real sentences
+(`minilm-corpus`) where benches/python/corpus.py has made them; for the libraries with
+compressed vectors (SrvDB, FAISS, usearch); a full run leaves it out.
 
 `--tests hnsw` runs only the HNSW test (issue 17, hnsw_test.py: each library's graph index
 built with m 16 / ef_construction 200, single-threaded queries at ef 16-256, filtered at 1%,
@@ -155,7 +156,8 @@ class Runner:
             self.cfg["tests"] = ["ingest", *self.tests]
         # The big set is for the filtered test only.
         self.cfg["dataset_tests"] = {"synthetic-big": ["ingest", "filtered"],
-                                     "minilm-perturbed": ["ingest", "quantized", "hnsw"]}
+                                     "minilm-perturbed": ["ingest", "quantized", "hnsw"],
+                                     "minilm-corpus": ["ingest", "quantized"]}
         self.rounds = max(1, args.rounds)
         if args.timeout:
             self.cfg["timeout_s"] = args.timeout
