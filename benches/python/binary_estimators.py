@@ -28,10 +28,12 @@ Variants (each over the same rows and queries):
 
 Sets: `perturbed` (bench_data.py's `minilm-perturbed`: 50 noisy copies of each MiniLM row),
 `minilm` (the real 20k), and two 1M sets whose variations follow the data instead of
-isotropic noise (`neighbour-mix`, `data-noise`; see `densified`). Each prints the mean cosine
+isotropic noise (`neighbour-mix`, `data-noise`; see `densified`), and `corpus`: the first
+`--rows` of a million distinct real sentences with their own 200 queries (corpus.py's
+`minilm-corpus`, in target/bench-data). Each prints the mean cosine
 gap between a query's 1st and 10th true neighbours (0.121 on the real 20k set).
 
-    python benches/python/binary_estimators.py [--set perturbed|minilm|neighbour-mix|data-noise] [--rows 1000000]
+    python benches/python/binary_estimators.py [--set perturbed|minilm|neighbour-mix|data-noise|corpus] [--rows 1000000]
         [--oversample 5 10 20] [--centroids 256 1024] [--only VARIANT ...]
 
 Needs NumPy and the MiniLM data (`SRVDB_DATA_DIR` or `../shared/data`). The perturbed set is
@@ -53,6 +55,7 @@ K = 10
 VARIANTS = 50  # bench_data.PERTURBED_VARIANTS
 SEED = 20261125 + 4  # bench_data.FULL.seed + 4: the perturbed set's noise
 DIM_BLOCK = 256
+CORPUS = REPO / "target" / "bench-data" / "minilm-corpus"  # corpus.py's million sentences
 
 
 def data_dir() -> Path:
@@ -70,6 +73,11 @@ def load(name: str, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     queries = normalise(np.load(real / "queries.npy"))
     if name == "minilm":
         base = source
+    elif name == "corpus":
+        d = CORPUS
+        if not (d / "gt.npy").is_file():
+            raise SystemExit(f"{d} has no set: make it with benches/python/corpus.py")
+        base, queries = np.load(d / "base.npy")[:rows], np.load(d / "queries.npy")
     elif name == "perturbed":
         rng = np.random.default_rng(SEED)
         dim = source.shape[1]
@@ -211,7 +219,8 @@ def kmeans(base: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--set", choices=["perturbed", "minilm", "neighbour-mix", "data-noise"],
+    p.add_argument("--set", choices=["perturbed", "minilm", "neighbour-mix", "data-noise",
+                                     "corpus"],
                    default="perturbed")
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--oversample", type=int, nargs="+", default=[5, 10, 20])

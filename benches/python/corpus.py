@@ -41,6 +41,7 @@ import html
 import json
 import os
 import re
+import shutil
 import sys
 import sysconfig
 import tempfile
@@ -234,10 +235,12 @@ def embed(out: Path, rows: int, queries: int) -> None:
             "harvest": harvested}
     print("exact top 100 of each query (float64)...", file=sys.stderr, flush=True)
     tmp = out / "set.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a run stopped here
     bench_data._write(tmp, base, query_rows, info)
     (tmp / "base.txt").write_text("".join(s + "\n" for s in texts[queries:]))
     (tmp / "queries.txt").write_text("".join(s + "\n" for s in texts[:queries]))
-    for f in tmp.iterdir():
+    # gt.npy and info.json last: bench_data takes the set as made once both are there.
+    for f in sorted(tmp.iterdir(), key=lambda f: f.name in ("gt.npy", "info.json")):
         f.replace(out / f.name)
     tmp.rmdir()
     work.unlink()
