@@ -74,8 +74,7 @@ _ENGLISH = frozenset(
 def default_roots() -> list[Path]:
     """Where documentation usually is: the system's doc, man, info, help, Perl, Vim and Qt
     folders, Go's sources, this Python's standard library and site-packages, the system
-    Python's packages, the Rust
-    toolchain's docs and the crates Cargo has downloaded."""
+    Python's packages, the Rust toolchain's docs and the crates Cargo has downloaded."""
     home = Path.home()
     share = Path("/usr/share")
     roots = [share / "doc", share / "man", share / "info", share / "help", share / "perl",
