@@ -4,18 +4,28 @@
 //! reference dimensions. Throughput is rows per second; the ratios to the f32 lines are
 //! the point.
 //!
-//! `cargo bench --bench quant_kernels` (filter: `-- quant/d384`).
+//! Then one streaming case the block cases cannot show: the int8 scan of 1,000,000 x 384
+//! codes held as the engine holds them (a `CodeTable`), in the scan's blocks, beside a plain
+//! read of the same bytes in the same run (the memory's limit for one thread).
+//!
+//! `cargo bench --bench quant_kernels` (filter: `-- quant/d384`; `-- nomatch` for the
+//! streaming case alone).
+
+#[cfg(not(target_arch = "wasm32"))]
+mod common;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use criterion::{Criterion, Throughput};
     use srvdb::distance::Kernels;
     use srvdb::format::RowLayout;
+    use srvdb::quant::codes::CodeTable;
     use srvdb::quant::{Codebook, Kernel, Quantization};
     use srvdb::testing::Rng;
     use srvdb::Metric;
     use std::hint::black_box;
-    use std::time::Duration;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
     const DIMS: [usize; 2] = [384, 1536];
     /// Rows per block: the middle of what the code scan hands `score_block` (1-16k).
@@ -87,7 +97,96 @@ mod native {
         }
     }
 
+    /// Rows of the streaming case under `cargo bench` (20,000 under `cargo test`).
+    const STREAM_ROWS: usize = 1_000_000;
+    /// Rows per block, as the code scan cuts 384-d int8 codes (256 KB of codes a block).
+    const STREAM_BLOCK_ROWS: usize = (256 << 10) / 388;
+
+    /// One thread scores every code of a 1M-row int8 table block by block, and reads the
+    /// same blocks plainly, alternately, 10 passes each; prints the medians and the ratio.
+    fn stream(full: bool) {
+        let (rows, dim, passes) = if full {
+            (STREAM_ROWS, 384, 10)
+        } else {
+            (20_000, 384, 1)
+        };
+        let mut rng = Rng::new(0x5eed);
+        let sample = rng.unit_vectors(1024, dim);
+        let book = Codebook::train(
+            Quantization::Int8,
+            Metric::Cosine,
+            dim,
+            sample.chunks_exact(dim).map(|r| (r, norm(r))),
+        );
+        let len = book.code_len();
+        let mut table = CodeTable::new(Arc::new(book));
+        let book = Arc::clone(table.codebook());
+        // Random code bytes: the kernel's time does not depend on their values.
+        let mut batch = vec![0u8; 16_384 * len];
+        let mut left = rows;
+        while left > 0 {
+            let n = left.min(16_384);
+            for b in batch[..n * len].iter_mut() {
+                *b = rng.below(256) as u8;
+            }
+            table.push_codes(&batch[..n * len]);
+            left -= n;
+        }
+        let query = rng.unit_vectors(1, dim);
+        let prepared = book.prepare(&query, norm(&query));
+        let blocks = table.blocks(rows as u64, STREAM_BLOCK_ROWS);
+        let mut out = vec![0f32; STREAM_BLOCK_ROWS];
+        let mut score = || {
+            let start = Instant::now();
+            for block in &blocks {
+                book.score_block(&prepared, block.codes, &mut out[..block.rows]);
+                black_box(&out);
+            }
+            start.elapsed().as_secs_f64()
+        };
+        let read = || {
+            let start = Instant::now();
+            let mut total = 0f32;
+            for block in &blocks {
+                // Codes start on 4-byte boundaries (a 388-byte stride); any tail bytes are
+                // left out of the read, a few per block.
+                let words = block.codes.len() / 4;
+                if let Ok(floats) = bytemuck::try_cast_slice::<u8, f32>(&block.codes[..4 * words]) {
+                    total += super::common::sum_f32(black_box(floats));
+                }
+            }
+            black_box(total);
+            start.elapsed().as_secs_f64()
+        };
+        score();
+        read();
+        let (mut scored, mut plain) = (Vec::new(), Vec::new());
+        for _ in 0..passes {
+            scored.push(score());
+            plain.push(read());
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (s, r) = (median(&mut scored), median(&mut plain));
+        let bytes = (rows * len) as f64;
+        println!(
+            "quant/stream int8 {rows} x {dim} ({} kernel, one thread, median of {passes}): \
+             score {:.2} ms ({:.1} ns/row, {:.1} GB/s), plain read {:.2} ms ({:.1} GB/s), \
+             score / read {:.2}x",
+            Kernel::best().name(),
+            s * 1e3,
+            s * 1e9 / rows as f64,
+            bytes / s / 1e9,
+            r * 1e3,
+            bytes / r / 1e9,
+            s / r,
+        );
+    }
+
     pub fn main() {
+        stream(super::common::bench_mode());
         let mut c = Criterion::default()
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(2))
