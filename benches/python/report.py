@@ -575,9 +575,19 @@ def quantized_targets(results: dict) -> list[tuple[str, str, bool | None]]:
                     continue
                 r, p50 = m["single"]["recall"], m["single"]["p50_ms"] / f32["single"]["p50_ms"]
                 out.append((f"{name} {ds}: {mode} recall@10 ≥ {recall}", f"{r:.4f}", r >= recall))
-                out.append((f"{name} {ds}: {mode} p50 ≤ {speed}× the exact scan's",
-                            f"{p50:.3f}× ({m['single']['p50_ms']:.3f} vs "
-                            f"{f32['single']['p50_ms']:.3f} ms)", p50 <= speed))
+                apart = (f"{p50:.3f}× ({m['single']['p50_ms']:.3f} vs "
+                         f"{f32['single']['p50_ms']:.3f} ms)")
+                paired = m.get("paired_single")
+                if paired:
+                    # Judged on the side-by-side timing (worker.py's `paired`), which both
+                    # scans took in the same seconds; the one a mode apart is shown beside it.
+                    p50 = paired["p50_ms"] / paired["exact_p50_ms"]
+                    measured = (f"{p50:.3f}× side by side ({paired['p50_ms']:.3f} vs "
+                                f"{paired['exact_p50_ms']:.3f} ms); a mode apart {apart}")
+                else:
+                    measured = apart
+                out.append((f"{name} {ds}: {mode} p50 ≤ {speed}× the exact scan's", measured,
+                            p50 <= speed))
                 batch = m["batch"]["per_query_ms"] / f32["batch"]["per_query_ms"]
                 out.append((f"{name} {ds}: {mode} batch per query ≤ the exact batch's",
                             f"{batch:.3f}×", batch <= 1.0))
@@ -600,9 +610,12 @@ def quantized_table(results: dict, ds: str) -> list[str]:
              "Ratios are to the same library's exact f32 mode in this test (single p50, batch "
              "per-query time). Bytes: what the mode keeps besides the f32 rows, and its share "
              "of them.", "",
-             "| library | mode | single p50 ms | p99 ms | ratio | recall@10 | batch ms/query "
-             "| ratio | batch recall | bytes (× f32) | build s |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "Side by side: the mode's p50 over the exact mode's, both timed in alternating "
+             "blocks of single queries in the same seconds (the first of each block not "
+             "counted), which the VM's drifting memory speed moves less.", "",
+             "| library | mode | single p50 ms | p99 ms | ratio | side by side | recall@10 "
+             "| batch ms/query | ratio | batch recall | bytes (× f32) | build s |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     errors = []
     for name, entry, modes in rows:
         f32 = modes.get("f32", {})
@@ -615,12 +628,14 @@ def quantized_table(results: dict, ds: str) -> list[str]:
             if "single" not in m or "batch" not in m:
                 continue
             single, batch = m["single"], m["batch"]
+            paired = m.get("paired_single") or {}
             size = "–" if m.get("bytes") is None else (
                 f"{m['bytes'] / 1e6:,.1f} MB ({m['bytes'] / f32_bytes:.3f}×)" if f32_bytes
                 else f"{m['bytes'] / 1e6:,.1f} MB")
             lines.append(
                 f"| {name} | {mode} | {single['p50_ms']:.3f} | {single['p99_ms']:.3f} | "
                 f"{ratio(single['p50_ms'], f32.get('single', {}).get('p50_ms'))} | "
+                f"{ratio(paired.get('p50_ms'), paired.get('exact_p50_ms'))} | "
                 f"{single['recall']:.4f} | {batch['per_query_ms']:.4f} | "
                 f"{ratio(batch['per_query_ms'], f32.get('batch', {}).get('per_query_ms'))} | "
                 f"{batch['recall']:.4f} | {size} | {num(m.get('build_seconds'))} |")

@@ -30,7 +30,9 @@ compressed vectors, `Adapter.quantized_modes`): for each mode, in the library's 
 exact f32 search first), build it from the open collection (timed, with the bytes it keeps
 besides the f32 rows), then single queries (p50/p95/p99 and recall@k) and batches of
 `quantized_batch` queries (`quantized_batch_rounds` passes over the query set; per-query time
-of each call, and recall). A mode that fails records its error and the next one runs.
+of each call, and recall). Each compressed mode is then timed again beside the exact mode
+(`paired_single`: alternating blocks of `PAIR_BLOCK` single queries; see `Worker.paired`). A
+mode that fails records its error and the next one runs.
 
 `hnsw` (only when the run names it: `run_peers.py --tests hnsw`; for libraries with a graph
 index, `Adapter.hnsw_modes`): hnsw_test.py (build, the ef sweep, filtered and after deleting
@@ -68,6 +70,11 @@ def recall_at_k(found: np.ndarray, gt: np.ndarray, k: int) -> float:
     """Mean over queries of |found top k ∩ true top k| / k. `found` rows may be short."""
     hits = sum(len(set(map(int, f[:k])) & set(map(int, g[:k]))) for f, g in zip(found, gt))
     return hits / (k * len(gt))
+
+
+#: Single queries per block of the paired timing (`Worker.paired`); the first of each block
+#: is not counted.
+PAIR_BLOCK = 10
 
 
 def percentiles(seconds: list[float]) -> dict:
@@ -316,9 +323,37 @@ class Run:
                 fig["batch"] = {"size": min(size, len(queries)), "calls": len(per_query),
                                 "per_query_ms": float(np.median(per_query) * 1e3),
                                 "recall": hits_ / total}
+                if mode != "f32" and "f32" in adapter.quantized_modes:
+                    fig["paired_single"] = self.paired(adapter, queries, k, mode)
             except Exception as e:  # recorded; the next mode still runs
                 fig["error"] = f"{type(e).__name__}: {e}"
             self.save()
+
+    def paired(self, adapter, queries: np.ndarray, k: int, mode: str) -> dict:
+        """Single queries of `mode` and of the exact `f32` mode timed side by side: blocks of
+        `PAIR_BLOCK` queries, exact then `mode` on the same queries, alternating, the first
+        query of each block not counted (it pays for the switch: the other mode's pass left
+        the caches full of its own data). On a shared VM the memory's speed drifts by 1.5x
+        within seconds, so two p50s taken a mode apart (the `single` figures) can compare two
+        different machines; these two were measured in the same seconds."""
+        c = self.cfg
+        exact, coded = [], []
+        start, i = time.perf_counter(), 0
+        while len(coded) < c["latency_queries"]:
+            if len(coded) >= c["latency_min_queries"] and \
+                    time.perf_counter() - start > c["latency_max_seconds"]:
+                break
+            for m, times in (("f32", exact), (mode, coded)):
+                for j in range(PAIR_BLOCK):
+                    q = queries[(i + j) % len(queries)]
+                    t0 = time.perf_counter()
+                    adapter.search_quantized(q, k, m)
+                    if j:
+                        times.append(time.perf_counter() - t0)
+            i += PAIR_BLOCK
+        return {"block": PAIR_BLOCK, "pairs": len(coded),
+                "p50_ms": float(np.median(coded) * 1e3),
+                "exact_p50_ms": float(np.median(exact) * 1e3)}
 
     def batch_and_recall(self, adapter, queries: np.ndarray, gt: np.ndarray) -> tuple[dict, dict]:
         c, k = self.cfg, self.cfg["k"]

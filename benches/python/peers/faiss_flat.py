@@ -75,7 +75,9 @@ class FaissFlat(Adapter):
 
     def search_batch_quantized(self, queries, k, mode):
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if self.qbase is None or mode == "f32":
+        if mode == "f32":  # the flat index, whichever compressed mode was prepared last
+            return self.index.search(queries, k)[1]
+        if self.qbase is None:
             return self.qindex.search(queries, k)[1]
         _, cand = self.qindex.search(self._bits(queries), k * self.os)
         return rescore(self.qbase, queries, cand, k)
