@@ -1,7 +1,10 @@
-//! Large tables read at random (a build's guide codes, `crate::hnsw`) in memory backed by huge
-//! pages where the kernel allows it. A graph insertion at 1M rows touches a few thousand codes
-//! scattered over hundreds of megabytes: with 4 KB pages nearly every one is also a TLB miss
-//! and a page walk, which a 2 MB page's translation (one TLB entry for 512 small pages) avoids.
+//! Large tables in memory backed by huge pages where the kernel allows it. Tables read at
+//! random (a build's guide codes, `crate::hnsw`): a graph insertion at 1M rows touches a few
+//! thousand codes scattered over hundreds of megabytes, and with 4 KB pages nearly every one
+//! is also a TLB miss and a page walk, which a 2 MB page's translation (one TLB entry for 512
+//! small pages) avoids. Tables that scans stream through (the chunks of
+//! [`crate::chunked::ChunkedVec`] after the first): a 1M-row int8 code scan ran about 1.1x
+//! faster on them.
 
 /// A vector with room for `n` elements, its memory advised as huge-page backed (Linux
 /// `MADV_HUGEPAGE`, honoured when transparent huge pages are in `madvise` or `always` mode;
