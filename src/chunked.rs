@@ -99,9 +99,9 @@ impl<T: Clone> ChunkedVec<T> {
                 }
             };
             let take = room.min(values.len());
-            let chunk_len = self.chunk_len;
+            // Every chunk is made with the whole chunk's room (`fresh_chunk`), so this never
+            // reallocates.
             if let Some(chunk) = self.last_to_change() {
-                chunk.reserve_exact(chunk_len - chunk.len());
                 chunk.extend_from_slice(&values[..take]);
             }
             self.len += take;
