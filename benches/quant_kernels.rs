@@ -19,7 +19,8 @@ mod native {
     use criterion::{Criterion, Throughput};
     use srvdb::distance::Kernels;
     use srvdb::format::RowLayout;
-    use srvdb::quant::codes::CodeTable;
+    use srvdb::quant::codes::{CodeTable, CODE_CHUNK_ROWS};
+    use srvdb::quant::index::CODE_BLOCK_BYTES;
     use srvdb::quant::{Codebook, Kernel, Quantization};
     use srvdb::testing::Rng;
     use srvdb::Metric;
@@ -99,8 +100,6 @@ mod native {
 
     /// Rows of the streaming case under `cargo bench` (20,000 under `cargo test`).
     const STREAM_ROWS: usize = 1_000_000;
-    /// Rows per block, as the code scan cuts 384-d int8 codes (256 KB of codes a block).
-    const STREAM_BLOCK_ROWS: usize = (256 << 10) / 388;
 
     /// One thread scores every code of a 1M-row int8 table block by block, and reads the
     /// same blocks plainly, alternately, 10 passes each; prints the medians and the ratio.
@@ -122,10 +121,10 @@ mod native {
         let mut table = CodeTable::new(Arc::new(book));
         let book = Arc::clone(table.codebook());
         // Random code bytes: the kernel's time does not depend on their values.
-        let mut batch = vec![0u8; 16_384 * len];
+        let mut batch = vec![0u8; CODE_CHUNK_ROWS * len];
         let mut left = rows;
         while left > 0 {
-            let n = left.min(16_384);
+            let n = left.min(CODE_CHUNK_ROWS);
             for b in batch[..n * len].iter_mut() {
                 *b = rng.below(256) as u8;
             }
@@ -134,8 +133,10 @@ mod native {
         }
         let query = rng.unit_vectors(1, dim);
         let prepared = book.prepare(&query, norm(&query));
-        let blocks = table.blocks(rows as u64, STREAM_BLOCK_ROWS);
-        let mut out = vec![0f32; STREAM_BLOCK_ROWS];
+        // Blocks as the code scan cuts them (`QuantizedIndex`).
+        let block_rows = CODE_BLOCK_BYTES / len;
+        let blocks = table.blocks(rows as u64, block_rows);
+        let mut out = vec![0f32; block_rows];
         let mut score = || {
             let start = Instant::now();
             for block in &blocks {

@@ -20,7 +20,8 @@ use crate::storage::RowView;
 use std::cmp::Ordering;
 
 /// Target bytes of codes per block: with the group's scores beside them they stay in L2.
-const CODE_BLOCK_BYTES: usize = 256 << 10;
+/// Public so benches cut the codes as the scan does.
+pub const CODE_BLOCK_BYTES: usize = 256 << 10;
 /// Queries scored together against one block of codes.
 const QUERY_GROUP: usize = 30;
 /// Below this many rows an int8 code scan stays on the calling thread: codes are 4x smaller
